@@ -1,0 +1,854 @@
+//! The command line: argument parsing, exit codes, and everything printed for humans.
+//!
+//! Exit codes: 0 success, 1 a run failed (or was cancelled), 2 invalid pipeline or usage.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indexmap::IndexMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::compile::{self, CompileError, Plan, TaskKind, types::sql_name};
+use crate::diag::{Diagnostic, Rendered};
+use crate::run::{self, Observer, RunOptions, RunReport, RunStatus, TaskReport, TaskStatus};
+use crate::secrets::Secrets;
+use crate::spec::{self, LoadOptions, LoadedPipeline, SpecError};
+use crate::state::StateStore;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Declarative data pipelines: YAML compiled into a DAG of extract, SQL transform and load tasks")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More logging: -v info, -vv debug, -vvv trace. `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The state store (SQLite). Default: `.weir/state.db` beside the pipelines.
+    #[arg(long, env = "WEIR_STATE", global = true)]
+    pub state: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and compile pipelines; report every problem at once.
+    Validate {
+        /// Pipeline files or directories of them.
+        #[arg(default_value = "pipelines")]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Show the DAG: tasks in run order, what each reads and writes, and output schemas.
+    Plan {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Run pipelines.
+    Run {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        /// Run only these tasks: names, `+name` (with everything upstream), `name+` (with
+        /// everything downstream). Repeat or separate with commas. Tasks whose tables the
+        /// selection reads run too.
+        #[arg(long, short = 's', value_delimiter = ',')]
+        select: Vec<String>,
+        /// Rebuild outputs from all input: `append` loads replace their output.
+        #[arg(long)]
+        full_refresh: bool,
+        /// Re-run the failed tasks of an earlier run (not supported yet).
+        #[arg(long, value_name = "RUN_ID")]
+        resume: Option<String>,
+        /// The run's logical date (`${run_date}`), YYYY-MM-DD. Default: today (UTC).
+        #[arg(long, value_name = "DATE")]
+        run_date: Option<String>,
+        /// Print the run report as JSON on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// DataFusion partitions per query. Default: CPU cores.
+        #[arg(long, hide = true)]
+        target_partitions: Option<usize>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Print the DAG as Graphviz DOT or a Mermaid flowchart.
+    Graph {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Run history from the state store.
+    Runs {
+        /// Only this pipeline's runs.
+        pipeline: Option<String>,
+        /// The directory whose state store is read (when --state is not given).
+        #[arg(long, default_value = "pipelines")]
+        dir: PathBuf,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show the tasks of this run.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of pipeline files.
+    Schema,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct VarArgs {
+    /// Set a variable: `--var region=north`. Overrides `vars:` in the file.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    let k = k.trim();
+    if !spec::is_identifier(k) {
+        return Err(format!("invalid variable name `{k}`"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Secrets of every pipeline loaded, for redacting log output.
+static LOG_SECRETS: std::sync::LazyLock<Secrets> = std::sync::LazyLock::new(Secrets::new);
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    code
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Schema => {
+            println!("{}", schema_text());
+            EXIT_OK
+        }
+        Command::Validate { ref paths, ref vars } => validate(paths, vars).await,
+        Command::Plan { ref path, ref vars } => match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
+            Ok(plans) => {
+                let mut out = String::new();
+                for (k, p) in plans.iter().enumerate() {
+                    if k > 0 {
+                        out.push('\n');
+                    }
+                    out.push_str(&render_plan(p));
+                }
+                print!("{out}");
+                EXIT_OK
+            }
+            Err(code) => code,
+        },
+        Command::Graph { ref path, format, ref vars } => {
+            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
+                Ok(plans) => {
+                    for p in plans {
+                        match format {
+                            GraphFormat::Dot => print!("{}", p.to_dot()),
+                            GraphFormat::Mermaid => print!("{}", p.to_mermaid()),
+                        }
+                    }
+                    EXIT_OK
+                }
+                Err(code) => code,
+            }
+        }
+        Command::Runs { ref pipeline, ref dir, limit, ref run, json } => runs(&cli, pipeline.as_deref(), dir, limit, run.as_deref(), json),
+        Command::Run { .. } => run_cmd(&cli).await,
+    }
+}
+
+/// The JSON Schema, pretty-printed (the content of `pipeline.schema.json`).
+pub fn schema_text() -> String {
+    serde_json::to_string_pretty(&spec::json_schema()).unwrap_or_default()
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "weir=info,warn",
+        2 => "weir=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let writer = RedactingWriter;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+}
+
+/// Writes log lines to stderr with every known secret replaced.
+#[derive(Clone, Copy)]
+struct RedactingWriter;
+
+struct RedactingHandle(Vec<u8>);
+
+impl Write for RedactingHandle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingHandle {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr().write_all(LOG_SECRETS.redact(&text).as_bytes());
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingWriter {
+    type Writer = RedactingHandle;
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingHandle(Vec::new())
+    }
+}
+
+/// Print diagnostics the way compilers do: heading, source excerpt, help.
+pub fn print_diagnostics(diags: &[Diagnostic]) {
+    let stderr = std::io::stderr();
+    let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&render_diagnostic(d, color));
+        out.push('\n');
+    }
+    let n = diags.len();
+    out.push_str(&format!("{n} problem{} found\n", if n == 1 { "" } else { "s" }));
+    let _ = stderr.lock().write_all(out.as_bytes());
+}
+
+/// One diagnostic as text (`color` off for tests and pipes).
+pub fn render_diagnostic(d: &Diagnostic, color: bool) -> String {
+    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
+    let mut s = String::new();
+    if handler.render_report(&mut s, &Rendered(d)).is_err() {
+        s = d.to_string();
+    }
+    s
+}
+
+fn load_options(vars: &VarArgs, run_id: &str, run_date: &str) -> LoadOptions {
+    let mut o = LoadOptions::new(run_id, run_date);
+    o.vars = vars.vars.iter().cloned().collect::<IndexMap<_, _>>();
+    o
+}
+
+/// Load every pipeline under `paths`; print problems; `Err(exit code)` if any.
+fn load_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -> Result<Vec<LoadedPipeline>, i32> {
+    let files = match spec::discover(paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(EXIT_INVALID);
+        }
+    };
+    let opts = load_options(vars, run_id, run_date);
+    let mut loaded = Vec::new();
+    let mut diags = Vec::new();
+    let mut io_error = false;
+    for f in files {
+        match spec::load(&f, &opts) {
+            Ok(p) => {
+                LOG_SECRETS.merge(&p.secrets);
+                loaded.push(p);
+            }
+            Err(SpecError::Invalid(d)) => diags.extend(d),
+            Err(e) => {
+                eprintln!("error: {e}");
+                io_error = true;
+            }
+        }
+    }
+    // Pipeline names must be unique: they key the state store.
+    let mut seen: IndexMap<String, &Path> = IndexMap::new();
+    for p in &loaded {
+        if let Some(first) = seen.get(&p.name) {
+            diags.push(
+                p.diag_key("pipeline-name", &crate::ypath!["pipeline"], format!("pipeline name `{}` is also used by {}", p.name, first.display()))
+                    .help("pipeline names key the run history: give each pipeline its own `pipeline:` name"),
+            );
+        } else {
+            seen.insert(p.name.clone(), &p.source.path);
+        }
+    }
+    if !diags.is_empty() {
+        print_diagnostics(&diags);
+        return Err(EXIT_INVALID);
+    }
+    if io_error {
+        return Err(EXIT_INVALID);
+    }
+    Ok(loaded)
+}
+
+async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -> Result<Vec<Plan>, i32> {
+    let loaded = load_paths(paths, vars, run_id, run_date)?;
+    let mut plans = Vec::new();
+    let mut diags = Vec::new();
+    for p in &loaded {
+        match compile::compile(p).await {
+            Ok(plan) => plans.push(plan),
+            Err(CompileError::Invalid(d)) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        print_diagnostics(&diags);
+        return Err(EXIT_INVALID);
+    }
+    Ok(plans)
+}
+
+async fn validate(paths: &[PathBuf], vars: &VarArgs) -> i32 {
+    match compile_paths(paths, vars, &run::new_run_id(), &today()).await {
+        Ok(plans) => {
+            for p in &plans {
+                println!("ok  {} ({}): {} tasks", p.pipeline, p.source.name, p.graph.node_count());
+            }
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// Where the state store lives for pipelines at `path`.
+fn state_path(cli: &Cli, path: &Path) -> PathBuf {
+    if let Some(p) = &cli.state {
+        return p.clone();
+    }
+    let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    dir.join(".weir").join("state.db")
+}
+
+async fn run_cmd(cli: &Cli) -> i32 {
+    let Command::Run { path, select, full_refresh, resume, run_date, json, target_partitions, vars } = &cli.command else {
+        return EXIT_INVALID;
+    };
+    if resume.is_some() {
+        eprintln!("error: `--resume` is not supported yet by this version of weir");
+        return EXIT_INVALID;
+    }
+    let run_date = match run_date {
+        Some(d) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Ok(d) => d.format("%Y-%m-%d").to_string(),
+            Err(_) => {
+                eprintln!("error: --run-date `{d}` is not a date like 2026-01-31");
+                return EXIT_INVALID;
+            }
+        },
+        None => today(),
+    };
+    let run_id = run::new_run_id();
+    let mut plans = match compile_paths(std::slice::from_ref(path), vars, &run_id, &run_date).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if *full_refresh {
+        for p in &mut plans {
+            p.full_refresh();
+        }
+    }
+
+    // Selection: every name must exist in at least one pipeline.
+    let mut selections = Vec::new();
+    if !select.is_empty() {
+        let mut unknown: Option<String> = None;
+        for p in &plans {
+            match p.select(select) {
+                Ok(s) => selections.push(Some(s)),
+                Err(e) => {
+                    unknown.get_or_insert(e);
+                    selections.push(None);
+                }
+            }
+        }
+        if selections.iter().all(Option::is_none) {
+            eprintln!("error: --select: {}", unknown.unwrap_or_default());
+            return EXIT_INVALID;
+        }
+    } else {
+        selections = plans.iter().map(|_| Some(HashSet::new())).collect();
+    }
+
+    let state_file = state_path(cli, path);
+    let state = match StateStore::open(&state_file) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
+
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let mut code = EXIT_OK;
+    let mut reports = Vec::new();
+    for (plan, sel) in plans.into_iter().zip(selections) {
+        let Some(sel) = sel else { continue };
+        if cancel.is_cancelled() {
+            break;
+        }
+        let plan = Arc::new(plan);
+        let this_run = if reports.is_empty() { run_id.clone() } else { run::new_run_id() };
+        let progress = Progress::new(&plan, *json);
+        let opts = RunOptions {
+            run_id: this_run,
+            run_date: run_date.clone(),
+            select: if select.is_empty() { None } else { Some(sel) },
+            staging_dir: staging_dir.clone(),
+            cancel: cancel.clone(),
+            observer: Some(progress.clone()),
+            state: Some(state.clone()),
+            target_partitions: *target_partitions,
+        };
+        match run::run(plan.clone(), opts).await {
+            Ok(report) => {
+                progress.finish();
+                if report.status != RunStatus::Succeeded {
+                    code = EXIT_FAILED;
+                }
+                if !*json {
+                    print!("{}", render_report(&report, &plan.secrets));
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                progress.finish();
+                eprintln!("error: {}", plan.secrets.redact(&e.to_string()));
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    signals.abort();
+    if *json {
+        let v = if reports.len() == 1 { serde_json::to_string_pretty(&reports[0]) } else { serde_json::to_string_pretty(&reports) };
+        println!("{}", v.unwrap_or_default());
+    }
+    code
+}
+
+/// Ctrl-C or SIGTERM cancels the run; a second one exits at once.
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    eprintln!("\nstopping: cancelling running tasks (nothing half-written is published); press Ctrl-C again to exit now");
+    cancel.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    std::process::exit(130);
+}
+
+/// Task progress: a bar on a terminal, one line per task otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    running: Mutex<Vec<String>>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(plan: &Plan, quiet: bool) -> Arc<Progress> {
+        let tty = std::io::stderr().is_terminal() && !quiet;
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new(plan.graph.node_count() as u64);
+            let style = indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:20}] {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            b.set_style(style);
+            b.set_prefix(plan.pipeline.clone());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Arc::new(Progress { bar, running: Mutex::new(Vec::new()), quiet })
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    fn line(&self, s: String) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn update(&self) {
+        if let Some(b) = &self.bar {
+            let r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            b.set_message(format!("running: {}", r.join(", ")));
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn task_started(&self, task: &str, kind: &str) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).push(task.to_string());
+        self.update();
+        if self.bar.is_none() {
+            self.line(format!("start  {task} ({kind})"));
+        }
+    }
+
+    fn task_retrying(&self, task: &str, attempt: u32, error: &str, wait: Duration) {
+        self.line(format!("retry  {task}: attempt {attempt} failed ({error}); retrying in {}", fmt_duration(wait)));
+    }
+
+    fn task_finished(&self, r: &TaskReport) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).retain(|t| t != &r.name);
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        self.update();
+        let what = match r.status {
+            TaskStatus::Succeeded => "ok    ",
+            TaskStatus::Fused => "fused ",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Skipped => "skip  ",
+            TaskStatus::Cancelled => "cancel",
+        };
+        let mut detail = Vec::new();
+        if let Some(n) = r.rows_out {
+            detail.push(format!("{} rows", fmt_count(n)));
+        }
+        if let (Some(f), Some(b)) = (r.files, r.bytes_read) {
+            detail.push(format!("{f} files, {}", fmt_bytes(b)));
+        }
+        if let Some(b) = r.bytes_written {
+            detail.push(format!("{} written", fmt_bytes(b)));
+        }
+        if let Some(d) = r.duration {
+            detail.push(fmt_duration(d));
+        }
+        if let Some(e) = &r.error {
+            detail.push(e.clone());
+        } else if let Some(n) = &r.note
+            && r.status != TaskStatus::Succeeded
+        {
+            detail.push(n.clone());
+        }
+        self.line(format!("{what} {} ({}) {}", r.name, r.kind, detail.join(", ")));
+    }
+}
+
+pub fn fmt_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (k, c) in s.chars().enumerate() {
+        if k > 0 && (s.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        let s = d.as_secs();
+        format!("{}m {:02}s", s / 60, s % 60)
+    }
+}
+
+/// The run summary table.
+pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
+    let mut s = format!("\nRun {} of `{}`: {} in {}\n\n", r.run_id, r.pipeline, r.status.as_str(), fmt_duration(r.duration));
+    let header = ["task", "kind", "status", "rows in", "rows out", "read", "written", "time"];
+    let dash = || "-".to_string();
+    let rows: Vec<[String; 8]> = r
+        .tasks
+        .iter()
+        .map(|t| {
+            [
+                t.name.clone(),
+                t.kind.to_string(),
+                t.status.as_str().to_string(),
+                t.rows_in.map(fmt_count).unwrap_or_else(dash),
+                t.rows_out.map(fmt_count).unwrap_or_else(dash),
+                t.bytes_read.map(fmt_bytes).unwrap_or_else(dash),
+                t.bytes_written.map(fmt_bytes).unwrap_or_else(dash),
+                t.duration.map(fmt_duration).unwrap_or_else(dash),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (k, c) in row.iter().enumerate() {
+            widths[k] = widths[k].max(c.chars().count());
+        }
+    }
+    let fmt_row = |cells: &[String]| -> String {
+        let mut line = String::from(" ");
+        for (k, c) in cells.iter().enumerate() {
+            let pad = widths[k] - c.chars().count();
+            if k >= 3 {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.push_str(&" ".repeat(pad));
+            }
+            line.push_str("  ");
+        }
+        line.trim_end().to_string() + "\n"
+    };
+    s.push_str(&fmt_row(&header.map(String::from)));
+    for row in &rows {
+        s.push_str(&fmt_row(row));
+    }
+    let failures: Vec<&TaskReport> = r.tasks.iter().filter(|t| t.status == TaskStatus::Failed).collect();
+    if !failures.is_empty() {
+        s.push('\n');
+        for t in failures {
+            s.push_str(&format!("task `{}` failed: {}\n", t.name, secrets.redact(t.error.as_deref().unwrap_or("unknown error"))));
+        }
+    }
+    let skipped = r.tasks.iter().filter(|t| t.status == TaskStatus::Skipped).count();
+    if skipped > 0 {
+        s.push_str(&format!("{skipped} task{} skipped because an upstream task failed or the run was cancelled\n", if skipped == 1 { "" } else { "s" }));
+    }
+    s
+}
+
+/// `weir plan` output.
+pub fn render_plan(p: &Plan) -> String {
+    let mut s = format!("Pipeline `{}` ({})\n", p.pipeline, p.source.name);
+    if let Some(d) = &p.description {
+        s.push_str(&format!("  {}\n", d.trim()));
+    }
+    s.push_str(&format!("\n{} tasks in run order, at most {} at once:\n", p.graph.node_count(), p.max_parallel));
+    for (k, &i) in p.order.iter().enumerate() {
+        let t = p.task(i);
+        s.push_str(&format!("\n{:>3}. {} ({})\n", k + 1, t.name, t.kind.name()));
+        let ups = p.upstream_names(i);
+        match &t.kind {
+            TaskKind::Extract(e) => {
+                let fmt = format!("{:?}", e.format.kind).to_lowercase();
+                s.push_str(&format!(
+                    "     reads    {}: {} ({fmt}) — {} file{}, {}\n",
+                    e.store.name,
+                    e.glob.pattern,
+                    e.files.len(),
+                    if e.files.len() == 1 { "" } else { "s" },
+                    fmt_bytes(e.bytes())
+                ));
+            }
+            TaskKind::Transform(tr) => {
+                s.push_str(&format!("     reads    {}\n", if tr.inputs.is_empty() { "(no tables)".to_string() } else { tr.inputs.join(", ") }));
+                let how = if tr.materialize { "materialized once (read by several tasks)" } else { "fused into its consumer's query" };
+                s.push_str(&format!("     runs     {how}\n"));
+            }
+            TaskKind::Load(l) => {
+                let mut how = format!("{}, {}", format!("{:?}", l.format).to_lowercase(), format!("{:?}", l.mode).to_lowercase());
+                if !l.partition_by.is_empty() {
+                    how.push_str(&format!(", partitioned by {}", l.partition_by.join(", ")));
+                }
+                s.push_str(&format!("     writes   {}: {}/ ({how}) from {}\n", l.store.name, l.path, l.from));
+            }
+        }
+        let extra: Vec<&str> = ups
+            .iter()
+            .copied()
+            .filter(|u| match &t.kind {
+                TaskKind::Transform(tr) => !tr.inputs.iter().any(|x| x == u),
+                TaskKind::Load(l) => l.from != *u,
+                _ => true,
+            })
+            .collect();
+        if !extra.is_empty() {
+            s.push_str(&format!("     after    {}\n", extra.join(", ")));
+        }
+        if !t.schema.fields().is_empty() {
+            let cols: Vec<String> = t.schema.fields().iter().map(|f| format!("{} {}", f.name(), sql_name(f.data_type()))).collect();
+            let label = if matches!(t.kind, TaskKind::Load(_)) { "writes" } else { "columns" };
+            s.push_str(&wrap_columns(&format!("     {label:<8} "), &cols));
+        }
+    }
+    let stores: Vec<String> = p.stores.iter().map(|st| format!("  {}: {}", st.name, p.secrets.redact(&st.display_url))).collect();
+    if !stores.is_empty() {
+        s.push_str("\nStores:\n");
+        s.push_str(&stores.join("\n"));
+        s.push('\n');
+    }
+    s
+}
+
+fn wrap_columns(prefix: &str, cols: &[String]) -> String {
+    let indent = " ".repeat(prefix.len());
+    let mut out = String::new();
+    let mut line = prefix.to_string();
+    for (k, c) in cols.iter().enumerate() {
+        let piece = if k + 1 < cols.len() { format!("{c}, ") } else { c.clone() };
+        if line.len() + piece.len() > 100 && line.trim().len() > prefix.trim().len() {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.clone();
+        }
+        line.push_str(&piece);
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
+}
+
+fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option<&str>, json: bool) -> i32 {
+    let path = state_path(cli, dir);
+    if !path.exists() {
+        eprintln!("no run history yet: {} does not exist", path.display());
+        return EXIT_OK;
+    }
+    let state = match StateStore::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if let Some(run_id) = run {
+        let tasks = match state.tasks(run_id) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        if tasks.is_empty() {
+            eprintln!("error: no run `{run_id}` in {}", path.display());
+            return EXIT_FAILED;
+        }
+        if json {
+            let v: Vec<serde_json::Value> = tasks
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "task": t.task, "kind": t.kind, "status": t.status, "attempts": t.attempts,
+                        "started_at": t.started_at, "finished_at": t.finished_at, "rows_in": t.rows_in,
+                        "rows_out": t.rows_out, "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
+                        "files": t.files, "error": t.error, "note": t.note,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            for t in tasks {
+                println!(
+                    "{:<24} {:<9} {:<9} {:>12} {}",
+                    t.task,
+                    t.kind,
+                    t.status,
+                    t.rows_out.map(fmt_count).unwrap_or_else(|| "-".into()),
+                    t.error.unwrap_or_default()
+                );
+            }
+        }
+        return EXIT_OK;
+    }
+    let list = match state.runs(pipeline, limit) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.run_id, "pipeline": r.pipeline, "status": r.status, "logical_date": r.logical_date,
+                    "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return EXIT_OK;
+    }
+    if list.is_empty() {
+        println!("no runs");
+        return EXIT_OK;
+    }
+    println!("{:<24} {:<20} {:<10} {:<10} {:<20} error", "run", "pipeline", "status", "date", "started");
+    for r in list {
+        let started = r.started_at.get(..19).unwrap_or(&r.started_at).replace('T', " ");
+        let err = r.error.unwrap_or_default();
+        let err: String = err.chars().take(80).collect();
+        println!("{:<24} {:<20} {:<10} {:<10} {:<20} {err}", r.run_id, r.pipeline, r.status, r.logical_date, started);
+    }
+    EXIT_OK
+}

@@ -1,0 +1,947 @@
+//! `compile`: a parsed pipeline → a [`Plan`]. Resolves stores and names, infers
+//! dependencies from SQL, detects cycles, infers extract schemas (file footers or a bounded
+//! sample) and plans every transform against its inputs' schemas. No data is read beyond
+//! those samples. Every problem found is reported, each with its place in the file.
+
+pub mod plan;
+pub mod sql;
+pub mod types;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+pub use plan::*;
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::spec::span::YamlPath;
+use crate::spec::{self, FileFormat, InputCompression, LoadedPipeline, Task};
+use crate::storage::{FileGlob, StorageError, Store};
+use crate::ypath;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{} problem{} found", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Rows per row group and per file when a load does not say.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
+pub const DEFAULT_MAX_ROWS_PER_FILE: usize = 10_000_000;
+/// Parquet files sampled for schema inference.
+const PARQUET_SCHEMA_SAMPLE: usize = 16;
+
+/// A DataFusion session configured for weir: spans in SQL errors, no catalog tables beyond
+/// the tasks, no URL tables.
+pub fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    let opts = config.options_mut();
+    opts.sql_parser.collect_spans = true;
+    opts.execution.parquet.pushdown_filters = false;
+    config
+}
+
+struct Draft {
+    name: String,
+    line: usize,
+    description: Option<String>,
+    policy: spec::TaskPolicy,
+    kind: DraftKind,
+}
+
+enum DraftKind {
+    Extract { store: Arc<Store>, glob: FileGlob, format: InputFormat, declared: Vec<(String, DataType)> },
+    Transform { sql: String, analyzed: sql::Analyzed, inputs: Vec<String> },
+    Load(LoadPlan),
+    /// The task has errors; it stays in the graph so references to it resolve.
+    Broken { is_load: bool },
+}
+
+/// Compile one pipeline.
+pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
+    let mut c = Compiler { p, diags: Vec::new() };
+    let plan = c.run().await;
+    match plan {
+        Some(plan) if c.diags.is_empty() => Ok(plan),
+        _ => Err(CompileError::Invalid(c.diags)),
+    }
+}
+
+struct Compiler<'a> {
+    p: &'a LoadedPipeline,
+    diags: Vec<Diagnostic>,
+}
+
+impl Compiler<'_> {
+    async fn run(&mut self) -> Option<Plan> {
+        let p = self.p;
+        let stores = self.stores();
+        let ctx = SessionContext::new_with_config(session_config());
+        let state = ctx.state();
+        let names: Vec<&str> = p.spec.tasks.keys().map(String::as_str).collect();
+        let loads: HashSet<&str> =
+            p.spec.tasks.iter().filter(|(_, t)| t.load.is_some()).map(|(n, _)| n.as_str()).collect();
+
+        let mut drafts = Vec::with_capacity(p.spec.tasks.len());
+        for (name, task) in &p.spec.tasks {
+            let kind = self.draft(name, task, &stores, &names, &loads, &state);
+            let line = p.spans.key_pos(&ypath!["tasks", name]).map(|x| x.line).unwrap_or(0);
+            drafts.push(Draft { name: name.clone(), line, description: task.description.clone(), policy: p.task_policy(task), kind });
+        }
+        self.check_load_targets(&drafts);
+
+        // The graph: data edges from inputs, ordering edges from depends_on.
+        let mut graph: DiGraph<Draft, Edge> = DiGraph::with_capacity(drafts.len(), drafts.len() * 2);
+        let mut index = HashMap::new();
+        for d in drafts {
+            let name = d.name.clone();
+            index.insert(name, graph.add_node(d));
+        }
+        let mut edges = Vec::new();
+        for i in graph.node_indices() {
+            let inputs: Vec<String> = match &graph[i].kind {
+                DraftKind::Transform { inputs, .. } => inputs.clone(),
+                DraftKind::Load(l) => vec![l.from.clone()],
+                _ => vec![],
+            };
+            for input in inputs {
+                if let Some(&from) = index.get(&input) {
+                    edges.push((from, i, Edge::Data));
+                }
+            }
+            let name = graph[i].name.clone();
+            for (k, dep) in p.spec.tasks[&name].depends_on.iter().enumerate() {
+                let path = ypath!["tasks", &name, "depends_on"].index(k);
+                match index.get(dep) {
+                    Some(&from) if from == i => {
+                        self.diags.push(p.diag_value("depends-on", &path, dep.len(), format!("task `{name}` depends on itself")))
+                    }
+                    Some(&from) => edges.push((from, i, Edge::Order)),
+                    None => self.diags.push(
+                        p.diag_value("unknown-task", &path, dep.len(), format!("`depends_on` names unknown task `{dep}`"))
+                            .maybe_help(did_you_mean(dep, names.iter().copied())),
+                    ),
+                }
+            }
+        }
+        for (a, b, w) in edges {
+            graph.add_edge(a, b, w);
+        }
+
+        if !self.report_cycles(&graph) {
+            return None;
+        }
+
+        // Schemas: extracts by listing and sampling (concurrently), then everything else in
+        // topological order.
+        let mut schemas: HashMap<NodeIndex, SchemaRef> = HashMap::new();
+        let mut files: HashMap<NodeIndex, (Vec<object_store::ObjectMeta>, SchemaRef)> = HashMap::new();
+        let extract_jobs: Vec<_> = graph
+            .node_indices()
+            .filter_map(|i| match &graph[i].kind {
+                DraftKind::Extract { store, glob, format, declared } => {
+                    Some((i, graph[i].name.clone(), store.clone(), glob.clone(), format.clone(), declared.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let concurrency = state.config_options().execution.meta_fetch_concurrency.max(4);
+        let results: Vec<_> = futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
+            let state = &state;
+            async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared).await) }
+        }))
+        .buffered(concurrency)
+        .collect()
+        .await;
+        for (i, r) in results {
+            match r {
+                Ok((listed, schema, read_schema)) => {
+                    schemas.insert(i, schema);
+                    files.insert(i, (listed, read_schema));
+                }
+                Err(e) => {
+                    let name = graph[i].name.clone();
+                    self.diags.push(self.extract_error(&name, e));
+                }
+            }
+        }
+
+        let order = stable_topo_order_drafts(&graph)?;
+        for &i in &order {
+            let name = graph[i].name.clone();
+            match &graph[i].kind {
+                DraftKind::Extract { .. } => {
+                    if let Some(s) = schemas.get(&i) {
+                        let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(s.clone())));
+                    }
+                }
+                DraftKind::Transform { sql, analyzed, inputs } => {
+                    let ready = inputs.iter().all(|n| index.get(n).is_some_and(|j| schemas.contains_key(j)));
+                    if !ready {
+                        continue; // an input has its own error
+                    }
+                    match self.plan_sql(&state, &name, sql, analyzed).await {
+                        Some(schema) => {
+                            let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
+                            schemas.insert(i, schema);
+                        }
+                        None => continue,
+                    }
+                }
+                DraftKind::Load(l) => {
+                    let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else { continue };
+                    if self.check_partitions(&name, l, &input) {
+                        schemas.insert(i, input);
+                    }
+                }
+                DraftKind::Broken { .. } => {}
+            }
+        }
+
+        if !self.diags.is_empty() {
+            return None;
+        }
+
+        // Materialize transforms read by several tasks; fuse the others into their consumer.
+        let consumers: HashMap<NodeIndex, usize> = graph
+            .node_indices()
+            .map(|i| {
+                let mut c: Vec<NodeIndex> = graph
+                    .edges_directed(i, petgraph::Direction::Outgoing)
+                    .filter(|e| *e.weight() == Edge::Data)
+                    .map(|e| petgraph::visit::EdgeRef::target(&e))
+                    .collect();
+                c.sort();
+                c.dedup();
+                (i, c.len())
+            })
+            .collect();
+
+        let final_graph = graph.map_owned(
+            |i, d| {
+                let schema = schemas.get(&i).cloned().unwrap_or_else(|| Arc::new(Schema::empty()));
+                let kind = match d.kind {
+                    DraftKind::Extract { store, glob, format, .. } => {
+                        let (listed, read_schema) = files.remove(&i).unwrap_or_default_pair();
+                        TaskKind::Extract(ExtractPlan { store, glob, format, read_schema, files: listed })
+                    }
+                    DraftKind::Transform { sql, inputs, .. } => {
+                        TaskKind::Transform(TransformPlan { sql, inputs, materialize: consumers[&i] > 1 })
+                    }
+                    DraftKind::Load(l) => TaskKind::Load(l),
+                    DraftKind::Broken { .. } => unreachable!("compile reports broken tasks before building the plan"),
+                };
+                TaskNode { name: d.name, description: d.description, kind, schema, policy: d.policy, line: d.line }
+            },
+            |_, e| e,
+        );
+        let max_parallel = p
+            .spec
+            .max_parallel
+            .map(|m| m as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        Some(Plan::new(
+            p.name.clone(),
+            p.spec.description.clone(),
+            p.source.clone(),
+            final_graph,
+            stores.into_values().collect(),
+            max_parallel.max(1),
+            p.secrets.clone(),
+        ))
+    }
+
+    fn stores(&mut self) -> indexmap::IndexMap<String, Arc<Store>> {
+        let p = self.p;
+        let mut out: indexmap::IndexMap<String, Arc<Store>> = indexmap::IndexMap::new();
+        for (name, s) in &p.spec.stores {
+            let options: Vec<(String, String)> = s.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+            match Store::new(name, &s.url, &options, &p.dir) {
+                Ok(store) => {
+                    if let Some(other) = out.values().find(|o| o.conflicts_with(&store)) {
+                        self.diags.push(
+                            p.diag_key("store", &ypath!["stores", name], format!(
+                                "stores `{}` and `{name}` use the same bucket with different options",
+                                other.name
+                            ))
+                            .help("use one store for the bucket, with one set of options"),
+                        );
+                    }
+                    out.insert(name.clone(), Arc::new(store));
+                }
+                Err(StorageError::Option { key, kind }) => {
+                    let known = known_options(kind);
+                    self.diags.push(
+                        p.diag_key("store-option", &ypath!["stores", name, "options", &key], format!("unknown option `{key}` for a {kind} store"))
+                            .maybe_help(did_you_mean(&key, known.iter().copied())),
+                    );
+                }
+                Err(e) => {
+                    let d = p.diag_value("store", &ypath!["stores", name, "url"], s.url.len(), p.secrets.redact(&e.to_string()));
+                    let d = match e {
+                        StorageError::Scheme { .. } => d.help("supported: file://, s3://, gs://, az://, abfss://, memory://"),
+                        _ => d,
+                    };
+                    self.diags.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    fn unknown_store(&self, task: &str, section: &str, store: &str) -> Diagnostic {
+        let path = ypath!["tasks", task, section, "store"];
+        let known: Vec<&str> = self.p.spec.stores.keys().map(String::as_str).collect();
+        let help = did_you_mean(store, known.iter().copied()).unwrap_or_else(|| {
+            if known.is_empty() {
+                "define it under `stores:` (no stores are defined)".to_string()
+            } else {
+                format!("define it under `stores:`; defined: {}", known.join(", "))
+            }
+        });
+        self.p.diag_value("unknown-store", &path, store.len(), format!("unknown store `{store}`")).help(help)
+    }
+
+    fn draft(
+        &mut self,
+        name: &str,
+        task: &Task,
+        stores: &indexmap::IndexMap<String, Arc<Store>>,
+        names: &[&str],
+        loads: &HashSet<&str>,
+        state: &datafusion::execution::session_state::SessionState,
+    ) -> DraftKind {
+        let p = self.p;
+        let before = self.diags.len();
+        let broken = |this: &Self| this.diags.len() > before;
+        if let Some(e) = &task.extract {
+            let store = stores.get(&e.store).cloned();
+            if store.is_none() && !p.spec.stores.contains_key(&e.store) {
+                self.diags.push(self.unknown_store(name, "extract", &e.store));
+            }
+            let path = ypath!["tasks", name, "extract", "path"];
+            let glob = match FileGlob::new(&e.path) {
+                Ok(g) => Some(g),
+                Err(err) => {
+                    self.diags.push(p.diag_value("path", &path, e.path.len(), err.to_string()));
+                    None
+                }
+            };
+            let format = self.input_format(name, e);
+            let mut declared = Vec::new();
+            if let Some(schema) = &e.schema {
+                for (col, ty) in schema {
+                    match types::parse_sql_type(ty) {
+                        Ok(t) => declared.push((col.clone(), t)),
+                        Err(msg) => self.diags.push(
+                            p.diag_value("type", &ypath!["tasks", name, "extract", "schema", col], ty.len(), msg)
+                                .help(format!("known types: {}", types::TYPE_NAMES.join(", "))),
+                        ),
+                    }
+                }
+            }
+            return match (store, glob, format) {
+                (Some(store), Some(glob), Some(format)) if !broken(self) => DraftKind::Extract { store, glob, format, declared },
+                _ => DraftKind::Broken { is_load: false },
+            };
+        }
+        if let Some(t) = &task.transform {
+            let sql_path = ypath!["tasks", name, "transform", "sql"];
+            let analyzed = match sql::analyze(state, &t.sql) {
+                Ok(a) => a,
+                Err(issues) => {
+                    for i in issues {
+                        self.diags.push(self.sql_diag(&sql_path, &t.sql, i.code, i.message, i.span).maybe_help(i.help));
+                    }
+                    return DraftKind::Broken { is_load: false };
+                }
+            };
+            let mut inputs = Vec::new();
+            for (table, span) in &analyzed.tables {
+                if loads.contains(table.as_str()) {
+                    let from = p.spec.tasks[table.as_str()].load.as_ref().map(|l| l.from.clone()).unwrap_or_default();
+                    self.diags.push(
+                        self.sql_diag(&sql_path, &t.sql, "unknown-table", format!("`{table}` is a load: loads write files and have no table"), *span)
+                            .help(format!("read the task it loads from, `{from}`")),
+                    );
+                } else if names.contains(&table.as_str()) {
+                    inputs.push(table.clone());
+                } else {
+                    let help = did_you_mean(table, names.iter().copied().filter(|n| !loads.contains(n)))
+                        .unwrap_or_else(|| "tables in SQL are task names; declare an `extract` task to read files".to_string());
+                    self.diags.push(self.sql_diag(&sql_path, &t.sql, "unknown-table", format!("unknown table `{table}` in SQL"), *span).help(help));
+                }
+            }
+            return if broken(self) { DraftKind::Broken { is_load: false } } else { DraftKind::Transform { sql: t.sql.clone(), analyzed, inputs } };
+        }
+        if let Some(l) = &task.load {
+            let from_path = ypath!["tasks", name, "load", "from"];
+            if l.from == name {
+                self.diags.push(p.diag_value("unknown-task", &from_path, l.from.len(), format!("task `{name}` loads from itself")));
+            } else if loads.contains(l.from.as_str()) {
+                let from = p.spec.tasks[&l.from].load.as_ref().map(|x| x.from.clone()).unwrap_or_default();
+                self.diags.push(
+                    p.diag_value("unknown-task", &from_path, l.from.len(), format!("`{}` is a load: loads write files and have no table", l.from))
+                        .help(format!("load from the task it loads from, `{from}`")),
+                );
+            } else if !names.contains(&l.from.as_str()) {
+                self.diags.push(
+                    p.diag_value("unknown-task", &from_path, l.from.len(), format!("`from` names unknown task `{}`", l.from))
+                        .maybe_help(did_you_mean(&l.from, names.iter().copied().filter(|n| !loads.contains(n)))),
+                );
+            }
+            let store = stores.get(&l.store).cloned();
+            if store.is_none() && !p.spec.stores.contains_key(&l.store) {
+                self.diags.push(self.unknown_store(name, "load", &l.store));
+            }
+            let rel = l.path.trim().trim_matches('/').trim_start_matches("./").to_string();
+            if rel.is_empty() || rel == "." || rel.split('/').any(|s| s == ".." || s == ".") || rel.contains(['*', '?', '[', '{']) {
+                self.diags.push(
+                    p.diag_value("path", &ypath!["tasks", name, "load", "path"], l.path.len(), format!("invalid load path `{}`", l.path))
+                        .help("name a directory inside the store, e.g. `marts/orders/`; the load owns it and replaces its content"),
+                );
+            }
+            for (k, col) in l.partition_by.iter().enumerate() {
+                if l.partition_by[..k].contains(col) {
+                    self.diags.push(p.diag_value(
+                        "partition",
+                        &ypath!["tasks", name, "load", "partition_by"].index(k),
+                        col.len(),
+                        format!("`{col}` is listed twice in `partition_by`"),
+                    ));
+                }
+            }
+            let Some(store) = store else { return DraftKind::Broken { is_load: true } };
+            if broken(self) {
+                return DraftKind::Broken { is_load: true };
+            }
+            return DraftKind::Load(LoadPlan {
+                from: l.from.clone(),
+                store,
+                path: rel,
+                format: l.format,
+                mode: l.mode,
+                partition_by: l.partition_by.clone(),
+                compression: l.compression,
+                row_group_rows: l.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS).max(1),
+                max_rows_per_file: l.max_rows_per_file.unwrap_or(DEFAULT_MAX_ROWS_PER_FILE).max(1),
+            });
+        }
+        DraftKind::Broken { is_load: false }
+    }
+
+    /// The format and compression of an extract, from its keys or the path's extension.
+    fn input_format(&mut self, name: &str, e: &spec::Extract) -> Option<InputFormat> {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let (ext_format, ext_compression, tsv) = format_from_path(&e.path);
+        let kind = match e.format.or(ext_format) {
+            Some(k) => k,
+            None => {
+                self.diags.push(
+                    p.diag_value("format", &base.key("path"), e.path.len(), format!("cannot tell the file format of `{}` from its extension", e.path))
+                        .help("add `format: csv`, `format: json` or `format: parquet`"),
+                );
+                return None;
+            }
+        };
+        let compression = e.compression.or(ext_compression).unwrap_or(InputCompression::None);
+        if kind == FileFormat::Parquet && e.compression.is_some_and(|c| c != InputCompression::None) {
+            self.diags.push(
+                p.diag_key("format", &base.key("compression"), "Parquet files carry their own compression")
+                    .help("remove `compression` from this extract"),
+            );
+        }
+        let mut csv = CsvSettings::default();
+        if tsv {
+            csv.delimiter = b'\t';
+        }
+        if let Some(o) = &e.csv {
+            if kind != FileFormat::Csv {
+                self.diags.push(
+                    p.diag_key("format", &base.key("csv"), format!("`csv` options apply to CSV files; this extract reads {}", format_name(kind)))
+                        .help("remove `csv`, or set `format: csv`"),
+                );
+            }
+            let mut byte = |key: &str, c: Option<char>| -> Option<u8> {
+                let c = c?;
+                if c.is_ascii() {
+                    Some(c as u8)
+                } else {
+                    self.diags.push(p.diag_value("csv", &base.key("csv").key(key), c.len_utf8(), format!("`{key}` must be a single ASCII character")));
+                    None
+                }
+            };
+            if let Some(d) = byte("delimiter", o.delimiter) {
+                csv.delimiter = d;
+            }
+            if let Some(q) = byte("quote", o.quote) {
+                csv.quote = q;
+            }
+            csv.escape = byte("escape", o.escape);
+            csv.comment = byte("comment", o.comment);
+            csv.header = o.header.unwrap_or(true);
+            csv.multiline = o.multiline.unwrap_or(false);
+            csv.null = o.null.clone().filter(|n| !n.is_empty());
+            if csv.quote == csv.delimiter {
+                self.diags.push(p.diag_key("csv", &base.key("csv"), "`quote` and `delimiter` must differ"));
+            }
+        }
+        Some(InputFormat { kind, compression, csv, infer_rows: e.infer_rows.unwrap_or(1000).max(1) })
+    }
+
+    fn sql_diag(&self, path: &YamlPath, sql: &str, code: &'static str, message: String, span: Option<(usize, usize)>) -> Diagnostic {
+        match span {
+            Some((off, len)) => self.p.diag_in_value(code, path, sql, off, len, message),
+            None => self.p.diag_key(code, path, message),
+        }
+    }
+
+    /// Plan a transform's SQL against its inputs' schemas; its output schema, or a located
+    /// diagnostic.
+    async fn plan_sql(
+        &mut self,
+        state: &datafusion::execution::session_state::SessionState,
+        name: &str,
+        sql: &str,
+        analyzed: &sql::Analyzed,
+    ) -> Option<SchemaRef> {
+        let path = ypath!["tasks", name, "transform", "sql"];
+        let planned = match state.statement_to_plan(analyzed.statement.clone()).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.diags.push(self.df_error(&path, sql, &e));
+                return None;
+            }
+        };
+        let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        if let Err(e) = verify.verify_plan(&planned) {
+            self.diags.push(self.sql_diag(&path, sql, "sql-sandbox", e.strip_backtrace(), None));
+            return None;
+        }
+        // The analyzer applies type coercion: type errors surface here, not at run time.
+        let analyzed_plan = match state.analyzer().execute_and_check(planned, state.config_options(), |_, _| {}) {
+            Ok(p) => p,
+            Err(e) => {
+                self.diags.push(self.df_error(&path, sql, &e));
+                return None;
+            }
+        };
+        let schema: SchemaRef = Arc::new(analyzed_plan.schema().as_arrow().clone());
+        let mut seen = HashSet::new();
+        for f in schema.fields() {
+            if !seen.insert(f.name().as_str()) {
+                self.diags.push(
+                    self.sql_diag(&path, sql, "sql-plan", format!("the query returns two columns named `{}`", f.name()), None)
+                        .help(format!("give one of them another name, e.g. `... AS {}_2`", f.name())),
+                );
+                return None;
+            }
+        }
+        Some(schema)
+    }
+
+    fn df_error(&self, path: &YamlPath, sql: &str, e: &DataFusionError) -> Diagnostic {
+        let message = clean_df_message(&e.strip_backtrace());
+        let mut span = e.diagnostic().and_then(|d| d.span).map(|s| sql::span_of(sql, s)).filter(|s| s.1 > 0 || s.0 > 0);
+        if span.is_none() {
+            // Point at the first identifier the message quotes, if the SQL contains it.
+            span = quoted_names(&message).into_iter().find_map(|n| {
+                let bare = n.rsplit('.').next().unwrap_or(&n).to_string();
+                find_word(sql, &bare).map(|o| (o, bare.len()))
+            });
+        }
+        let (code, help) = if message.contains("No field named") || message.contains("not found") {
+            ("sql-plan", None)
+        } else if message.to_lowercase().contains("cannot") || message.contains("coerc") || message.contains("type") {
+            ("sql-type", Some("check the column types with `weir plan`; CAST(x AS type) converts".to_string()))
+        } else {
+            ("sql-plan", None)
+        };
+        self.sql_diag(path, sql, code, self.p.secrets.redact(&message), span).maybe_help(help)
+    }
+
+    fn extract_error(&self, name: &str, e: ExtractError) -> Diagnostic {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let path_len = p.spec.tasks[name].extract.as_ref().map(|e| e.path.len()).unwrap_or(0);
+        match e {
+            ExtractError::NoFiles { pattern, store, url } => p
+                .diag_value("missing-file", &base.key("path"), path_len, format!("no files match `{pattern}` in store `{store}` ({url})"))
+                .help("check the path: it is relative to the store's root; hidden files and names starting with `_` are ignored"),
+            ExtractError::Storage(e) => p.diag_value("storage", &base.key("path"), path_len, p.secrets.redact(&e.to_string())),
+            ExtractError::Infer { file, error } => p.diag_value(
+                "schema",
+                &base.key("path"),
+                path_len,
+                p.secrets.redact(&format!("cannot read the schema of `{file}`: {}", clean_df_message(&error))),
+            ),
+            ExtractError::UnknownColumn { column, known } => p
+                .diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files"))
+                .maybe_help(did_you_mean(&column, known.iter().map(String::as_str)).or_else(|| Some(format!("the files have: {}", known.join(", "))))),
+            ExtractError::ColumnCount { declared, found } => p
+                .diag_key("schema", &base.key("schema"), format!("`schema` lists {declared} columns but the files have {found}"))
+                .help("without a header, `schema` names every column in order"),
+        }
+    }
+
+    fn check_partitions(&mut self, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {
+        let p = self.p;
+        let mut ok = true;
+        let cols: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+        for (k, col) in l.partition_by.iter().enumerate() {
+            if !cols.contains(&col.as_str()) {
+                ok = false;
+                self.diags.push(
+                    p.diag_value(
+                        "partition",
+                        &ypath!["tasks", name, "load", "partition_by"].index(k),
+                        col.len(),
+                        format!("`partition_by` column `{col}` is not in `{}`", l.from),
+                    )
+                    .maybe_help(did_you_mean(col, cols.iter().copied()).or_else(|| Some(format!("`{}` has: {}", l.from, cols.join(", "))))),
+                );
+            }
+        }
+        if ok && !l.partition_by.is_empty() && l.partition_by.len() >= cols.len() {
+            ok = false;
+            self.diags.push(p.diag_key(
+                "partition",
+                &ypath!["tasks", name, "load", "partition_by"],
+                "`partition_by` lists every column: no columns would be left in the files",
+            ));
+        }
+        ok
+    }
+
+    fn check_load_targets(&mut self, drafts: &[Draft]) {
+        let p = self.p;
+        let targets: Vec<(&str, &LoadPlan)> = drafts
+            .iter()
+            .filter_map(|d| match &d.kind {
+                DraftKind::Load(l) => Some((d.name.as_str(), l)),
+                _ => None,
+            })
+            .collect();
+        for (k, (name, l)) in targets.iter().enumerate() {
+            for (other, o) in &targets[..k] {
+                let same_store = Arc::ptr_eq(&l.store, &o.store) || l.store.display_url == o.store.display_url;
+                let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+                if same_store && (nested(&l.path, &o.path) || nested(&o.path, &l.path)) {
+                    self.diags.push(
+                        p.diag_value("load-target", &ypath!["tasks", name, "load", "path"], l.path.len(), format!(
+                            "loads `{other}` and `{name}` write to the same place (`{}` in store `{}`)",
+                            l.path, l.store.name
+                        ))
+                        .help("each load owns its directory: give them separate paths"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Report every cycle as `a → b → c → a`. False if there is one.
+    fn report_cycles(&mut self, graph: &DiGraph<Draft, Edge>) -> bool {
+        let mut ok = true;
+        let mut sccs = petgraph::algo::tarjan_scc(graph);
+        sccs.sort_by_key(|c| c.iter().map(|i| graph[*i].line).min());
+        for scc in sccs {
+            let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            ok = false;
+            let members: HashSet<NodeIndex> = scc.iter().copied().collect();
+            let start = *scc.iter().min_by_key(|i| graph[**i].line).unwrap_or(&scc[0]);
+            let cycle = find_cycle(graph, start, &members);
+            let text: Vec<&str> = cycle.iter().map(|i| graph[*i].name.as_str()).collect();
+            let name = graph[start].name.clone();
+            self.diags.push(
+                self.p
+                    .diag_key("cycle", &ypath!["tasks", &name], format!("dependency cycle: {}", text.join(" → ")))
+                    .help("a task cannot depend on itself, directly or through others: remove one of these references"),
+            );
+        }
+        ok
+    }
+}
+
+trait DefaultPair {
+    fn unwrap_or_default_pair(self) -> (Vec<object_store::ObjectMeta>, SchemaRef);
+}
+
+impl DefaultPair for Option<(Vec<object_store::ObjectMeta>, SchemaRef)> {
+    fn unwrap_or_default_pair(self) -> (Vec<object_store::ObjectMeta>, SchemaRef) {
+        self.unwrap_or_else(|| (Vec::new(), Arc::new(Schema::empty())))
+    }
+}
+
+/// The shortest path from `start` back to itself inside the strongly connected component.
+fn find_cycle(graph: &DiGraph<Draft, Edge>, start: NodeIndex, members: &HashSet<NodeIndex>) -> Vec<NodeIndex> {
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::new();
+    let mut succ: Vec<NodeIndex> = graph.neighbors(start).filter(|n| members.contains(n)).collect();
+    succ.sort_by_key(|n| graph[*n].line);
+    for n in succ {
+        if n == start {
+            return vec![start, start];
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(n) {
+            e.insert(start);
+            queue.push_back(n);
+        }
+    }
+    while let Some(n) = queue.pop_front() {
+        let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|m| members.contains(m)).collect();
+        next.sort_by_key(|m| graph[*m].line);
+        for m in next {
+            if m == start {
+                let mut path = vec![start, n];
+                let mut cur = n;
+                while let Some(&p) = prev.get(&cur) {
+                    if p == start {
+                        break;
+                    }
+                    path.push(p);
+                    cur = p;
+                }
+                // path is start, n, ..., first successor (reversed after start)
+                let mut body: Vec<NodeIndex> = path[1..].to_vec();
+                body.reverse();
+                let mut out = vec![start];
+                out.extend(body);
+                out.push(start);
+                return out;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(m) {
+                e.insert(n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start, start]
+}
+
+fn stable_topo_order_drafts(g: &DiGraph<Draft, Edge>) -> Option<Vec<NodeIndex>> {
+    let mut indeg: HashMap<NodeIndex, usize> = g.node_indices().map(|i| (i, 0)).collect();
+    for e in g.edge_indices() {
+        let (_, t) = g.edge_endpoints(e)?;
+        *indeg.entry(t).or_default() += 1;
+    }
+    let mut ready: std::collections::BTreeSet<(usize, NodeIndex)> =
+        indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| (g[*i].line, *i)).collect();
+    let mut out = Vec::with_capacity(g.node_count());
+    while let Some(first) = ready.pop_first() {
+        out.push(first.1);
+        for n in g.neighbors(first.1) {
+            let d = indeg.get_mut(&n)?;
+            *d -= 1;
+            if *d == 0 {
+                ready.insert((g[n].line, n));
+            }
+        }
+    }
+    (out.len() == g.node_count()).then_some(out)
+}
+
+#[derive(Debug)]
+enum ExtractError {
+    NoFiles { pattern: String, store: String, url: String },
+    Storage(StorageError),
+    Infer { file: String, error: String },
+    UnknownColumn { column: String, known: Vec<String> },
+    ColumnCount { declared: usize, found: usize },
+}
+
+/// List an extract's files and work out its schema: inferred from a sample, with the
+/// declared types applied. Returns (files, table schema, read schema).
+async fn infer_extract(
+    state: &datafusion::execution::session_state::SessionState,
+    _name: &str,
+    store: &Arc<Store>,
+    glob: &FileGlob,
+    format: &InputFormat,
+    declared: &[(String, DataType)],
+) -> Result<(Vec<object_store::ObjectMeta>, SchemaRef, SchemaRef), ExtractError> {
+    let files = store.list(glob).await.map_err(ExtractError::Storage)?;
+    if files.is_empty() {
+        return Err(ExtractError::NoFiles {
+            pattern: glob.pattern.clone(),
+            store: store.name.clone(),
+            url: store.display_url.clone(),
+        });
+    }
+    let sample: &[object_store::ObjectMeta] = match format.kind {
+        FileFormat::Parquet => &files[..files.len().min(PARQUET_SCHEMA_SAMPLE)],
+        _ => &files,
+    };
+    let df_format = format.file_format(true);
+    let inferred = df_format.infer_schema(state, &store.object_store, sample).await.map_err(|e| ExtractError::Infer {
+        file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
+        error: e.strip_backtrace(),
+    })?;
+    let schema = apply_declared(&inferred, declared, format)?;
+    let read_schema = match (&format.kind, &format.csv.null) {
+        (FileFormat::Csv, Some(_)) => Arc::new(Schema::new(
+            schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+        )),
+        _ => schema.clone(),
+    };
+    Ok((files, schema, read_schema))
+}
+
+fn apply_declared(inferred: &Schema, declared: &[(String, DataType)], format: &InputFormat) -> Result<SchemaRef, ExtractError> {
+    if declared.is_empty() {
+        return Ok(Arc::new(Schema::new(
+            inferred.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>(),
+        )));
+    }
+    if format.kind == FileFormat::Csv && !format.csv.header {
+        if declared.len() != inferred.fields().len() {
+            return Err(ExtractError::ColumnCount { declared: declared.len(), found: inferred.fields().len() });
+        }
+        return Ok(Arc::new(Schema::new(declared.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>())));
+    }
+    let known: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
+    for (col, _) in declared {
+        if !known.contains(col) {
+            return Err(ExtractError::UnknownColumn { column: col.clone(), known });
+        }
+    }
+    Ok(Arc::new(Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .map(|f| {
+                let t = declared.iter().find(|(n, _)| n == f.name()).map(|(_, t)| t.clone()).unwrap_or_else(|| f.data_type().clone());
+                Field::new(f.name(), t, true)
+            })
+            .collect::<Vec<_>>(),
+    )))
+}
+
+/// (format, compression, is .tsv) from a path's extensions.
+fn format_from_path(path: &str) -> (Option<FileFormat>, Option<InputCompression>, bool) {
+    let lower = path.to_ascii_lowercase();
+    let (rest, compression) = [
+        (".gz", InputCompression::Gzip),
+        (".gzip", InputCompression::Gzip),
+        (".zst", InputCompression::Zstd),
+        (".zstd", InputCompression::Zstd),
+        (".bz2", InputCompression::Bzip2),
+        (".xz", InputCompression::Xz),
+    ]
+    .iter()
+    .find_map(|(ext, c)| lower.strip_suffix(ext).map(|r| (r.to_string(), Some(*c))))
+    .unwrap_or((lower.clone(), None));
+    let format = if rest.ends_with(".csv") || rest.ends_with(".tsv") || rest.ends_with(".txt") {
+        Some(FileFormat::Csv)
+    } else if rest.ends_with(".json") || rest.ends_with(".jsonl") || rest.ends_with(".ndjson") {
+        Some(FileFormat::Json)
+    } else if rest.ends_with(".parquet") || rest.ends_with(".pq") {
+        Some(FileFormat::Parquet)
+    } else {
+        None
+    };
+    (format, compression, rest.ends_with(".tsv"))
+}
+
+fn format_name(f: FileFormat) -> &'static str {
+    match f {
+        FileFormat::Csv => "CSV",
+        FileFormat::Json => "JSON",
+        FileFormat::Parquet => "Parquet",
+    }
+}
+
+fn known_options(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "S3" => &[
+            "access_key_id", "secret_access_key", "session_token", "region", "endpoint", "bucket",
+            "virtual_hosted_style_request", "allow_http", "skip_signature", "unsigned_payload", "checksum_algorithm",
+            "conditional_put", "imdsv1_fallback", "default_region", "s3_express", "request_payer", "timeout",
+            "connect_timeout", "proxy_url",
+        ],
+        "GCS" => &["service_account_path", "service_account_key", "application_credentials", "bucket", "timeout", "proxy_url"],
+        "Azure" => &[
+            "account_name", "access_key", "client_id", "client_secret", "tenant_id", "sas_token", "token",
+            "use_emulator", "endpoint", "use_fabric_endpoint", "container_name", "timeout", "proxy_url",
+        ],
+        _ => &[],
+    }
+}
+
+/// DataFusion messages without their category prefixes.
+pub fn clean_df_message(m: &str) -> String {
+    let mut s = m.trim().to_string();
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "This feature is not implemented: ",
+        "type_coercion\ncaused by\n",
+        "Optimizer rule 'type_coercion' failed\ncaused by\n",
+        "Context(\"type_coercion\", ",
+    ] {
+        while let Some(rest) = s.strip_prefix(prefix) {
+            s = rest.to_string();
+        }
+    }
+    s.replace("\ncaused by\n", ": ")
+}
+
+/// Identifiers quoted in a message ('x', "x" or `x`).
+fn quoted_names(m: &str) -> Vec<String> {
+    let re = regex::Regex::new(r#"(?:No field named|column) ['"`]?([A-Za-z_][A-Za-z0-9_.]*)['"`]?"#);
+    match re {
+        Ok(re) => re.captures_iter(m).map(|c| c[1].to_string()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Byte offset of `word` in `sql` as a whole identifier (case-insensitive).
+fn find_word(sql: &str, word: &str) -> Option<usize> {
+    let lower = sql.to_lowercase();
+    let w = word.to_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(&w) {
+        let at = from + i;
+        let before = lower[..at].chars().next_back();
+        let after = lower[at + w.len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        if !ident(before) && !ident(after) {
+            return Some(at);
+        }
+        from = at + w.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_extensions() {
+        assert_eq!(format_from_path("a/*.csv.gz"), (Some(FileFormat::Csv), Some(InputCompression::Gzip), false));
+        assert_eq!(format_from_path("x.TSV"), (Some(FileFormat::Csv), None, true));
+        assert_eq!(format_from_path("e/*.ndjson.zst"), (Some(FileFormat::Json), Some(InputCompression::Zstd), false));
+        assert_eq!(format_from_path("c.parquet"), (Some(FileFormat::Parquet), None, false));
+        assert_eq!(format_from_path("dir/"), (None, None, false));
+    }
+
+    #[test]
+    fn finds_whole_words() {
+        assert_eq!(find_word("SELECT ab, a FROM t", "a"), Some(11));
+        assert_eq!(find_word("SELECT x", "y"), None);
+    }
+}

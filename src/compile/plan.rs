@@ -1,0 +1,367 @@
+//! `Plan`: the compiled pipeline. A petgraph DAG of tasks with resolved stores, file
+//! formats and output schemas; edges point from a task to the tasks that need it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::file_format::FileFormat as DfFileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::common::parsers::CompressionTypeVariant;
+use object_store::ObjectMeta;
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use crate::diag::SourceFile;
+use crate::secrets::Secrets;
+use crate::spec::{FileFormat, InputCompression, LoadMode, OutputCompression, OutputFormat, TaskPolicy};
+use crate::storage::{FileGlob, Store};
+
+/// A compiled pipeline, ready to run.
+#[derive(Debug)]
+pub struct Plan {
+    pub pipeline: String,
+    pub description: Option<String>,
+    pub source: Arc<SourceFile>,
+    pub graph: DiGraph<TaskNode, Edge>,
+    /// Tasks in a run order: topological, ties broken by file order.
+    pub order: Vec<NodeIndex>,
+    pub stores: Vec<Arc<Store>>,
+    pub max_parallel: usize,
+    pub secrets: Secrets,
+    by_name: HashMap<String, NodeIndex>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// The downstream task reads the upstream task's table.
+    Data,
+    /// `depends_on`: ordering only.
+    Order,
+}
+
+#[derive(Debug)]
+pub struct TaskNode {
+    pub name: String,
+    pub description: Option<String>,
+    pub kind: TaskKind,
+    /// The task's table as SQL sees it (for loads: the schema written).
+    pub schema: SchemaRef,
+    pub policy: TaskPolicy,
+    /// Position in the pipeline file.
+    pub line: usize,
+}
+
+#[derive(Debug)]
+pub enum TaskKind {
+    Extract(ExtractPlan),
+    Transform(TransformPlan),
+    Load(LoadPlan),
+}
+
+impl TaskKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Extract(_) => "extract",
+            TaskKind::Transform(_) => "transform",
+            TaskKind::Load(_) => "load",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ExtractPlan {
+    pub store: Arc<Store>,
+    pub glob: FileGlob,
+    pub format: InputFormat,
+    /// The schema files are read with; differs from the task schema only when values need a
+    /// conversion after reading (a CSV `null` text), in which case columns are read as text.
+    pub read_schema: SchemaRef,
+    /// The files matched when the plan was made: the run reads exactly these.
+    pub files: Vec<ObjectMeta>,
+}
+
+impl ExtractPlan {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+#[derive(Debug)]
+pub struct TransformPlan {
+    /// The query, `${vars}` substituted.
+    pub sql: String,
+    /// Tasks the query reads, sorted.
+    pub inputs: Vec<String>,
+    /// Computed once into the staging area because several tasks read it; otherwise the
+    /// query is fused into its consumer's plan.
+    pub materialize: bool,
+}
+
+#[derive(Debug)]
+pub struct LoadPlan {
+    pub from: String,
+    pub store: Arc<Store>,
+    /// Directory relative to the store root, without leading or trailing `/`.
+    pub path: String,
+    pub format: OutputFormat,
+    pub mode: LoadMode,
+    pub partition_by: Vec<String>,
+    pub compression: OutputCompression,
+    pub row_group_rows: usize,
+    pub max_rows_per_file: usize,
+}
+
+/// How input files are parsed.
+#[derive(Debug, Clone)]
+pub struct InputFormat {
+    pub kind: FileFormat,
+    pub compression: InputCompression,
+    pub csv: CsvSettings,
+    pub infer_rows: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CsvSettings {
+    pub header: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    /// Text read as NULL besides the empty field.
+    pub null: Option<String>,
+    pub comment: Option<u8>,
+    pub multiline: bool,
+}
+
+impl Default for CsvSettings {
+    fn default() -> Self {
+        CsvSettings { header: true, delimiter: b',', quote: b'"', escape: None, null: None, comment: None, multiline: false }
+    }
+}
+
+impl InputFormat {
+    /// The DataFusion file format for this input. `for_inference` reads NULL texts as NULL
+    /// when sampling types.
+    pub fn file_format(&self, for_inference: bool) -> Arc<dyn DfFileFormat> {
+        let compression = match self.compression {
+            InputCompression::None => CompressionTypeVariant::UNCOMPRESSED,
+            InputCompression::Gzip => CompressionTypeVariant::GZIP,
+            InputCompression::Zstd => CompressionTypeVariant::ZSTD,
+            InputCompression::Bzip2 => CompressionTypeVariant::BZIP2,
+            InputCompression::Xz => CompressionTypeVariant::XZ,
+        };
+        match self.kind {
+            FileFormat::Csv => {
+                let c = &self.csv;
+                let mut f = CsvFormat::default()
+                    .with_has_header(c.header)
+                    .with_delimiter(c.delimiter)
+                    .with_quote(c.quote)
+                    .with_escape(c.escape)
+                    .with_comment(c.comment)
+                    .with_newlines_in_values(c.multiline)
+                    .with_schema_infer_max_rec(self.infer_rows)
+                    .with_file_compression_type(FileCompressionType::from(compression));
+                if for_inference && let Some(n) = &c.null {
+                    f = f.with_null_regex(Some(format!("^(|{})$", regex::escape(n))));
+                }
+                Arc::new(f)
+            }
+            FileFormat::Json => Arc::new(
+                JsonFormat::default()
+                    .with_schema_infer_max_rec(self.infer_rows)
+                    .with_file_compression_type(FileCompressionType::from(compression)),
+            ),
+            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
+        }
+    }
+}
+
+impl Plan {
+    pub(crate) fn new(
+        pipeline: String,
+        description: Option<String>,
+        source: Arc<SourceFile>,
+        graph: DiGraph<TaskNode, Edge>,
+        stores: Vec<Arc<Store>>,
+        max_parallel: usize,
+        secrets: Secrets,
+    ) -> Plan {
+        let by_name = graph.node_indices().map(|i| (graph[i].name.clone(), i)).collect();
+        let order = stable_topo_order(&graph).unwrap_or_default();
+        Plan { pipeline, description, source, graph, order, stores, max_parallel, secrets, by_name }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<NodeIndex> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn task(&self, i: NodeIndex) -> &TaskNode {
+        &self.graph[i]
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskNode> {
+        self.order.iter().map(|i| &self.graph[*i])
+    }
+
+    /// Names of the tasks `i` depends on (data and ordering), sorted.
+    pub fn upstream_names(&self, i: NodeIndex) -> Vec<&str> {
+        let mut v: Vec<&str> = self.graph.neighbors_directed(i, Direction::Incoming).map(|n| self.graph[n].name.as_str()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Names of the tasks that read `i`'s table, sorted.
+    pub fn consumers(&self, i: NodeIndex) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .graph
+            .edges_directed(i, Direction::Outgoing)
+            .filter(|e| *e.weight() == Edge::Data)
+            .map(|e| self.graph[e.target()].name.as_str())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every task `i` transitively depends on.
+    pub fn ancestors(&self, i: NodeIndex) -> HashSet<NodeIndex> {
+        self.reach(i, Direction::Incoming)
+    }
+
+    /// Every task transitively depending on `i`.
+    pub fn descendants(&self, i: NodeIndex) -> HashSet<NodeIndex> {
+        self.reach(i, Direction::Outgoing)
+    }
+
+    fn reach(&self, i: NodeIndex, dir: Direction) -> HashSet<NodeIndex> {
+        let mut seen = HashSet::new();
+        let mut queue: VecDeque<NodeIndex> = self.graph.neighbors_directed(i, dir).collect();
+        while let Some(n) = queue.pop_front() {
+            if seen.insert(n) {
+                queue.extend(self.graph.neighbors_directed(n, dir));
+            }
+        }
+        seen
+    }
+
+    /// Graphviz DOT of the DAG.
+    pub fn to_dot(&self) -> String {
+        let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n", self.pipeline);
+        for i in &self.order {
+            let t = &self.graph[*i];
+            let shape = match t.kind {
+                TaskKind::Extract(_) => "cylinder",
+                TaskKind::Transform(_) => "box",
+                TaskKind::Load(_) => "folder",
+            };
+            s.push_str(&format!("  \"{}\" [shape={shape}, label=\"{}\\n({})\"];\n", t.name, t.name, t.kind.name()));
+        }
+        for e in self.sorted_edges() {
+            let style = if e.2 == Edge::Order { " [style=dashed]" } else { "" };
+            s.push_str(&format!("  \"{}\" -> \"{}\"{style};\n", e.0, e.1));
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// Mermaid flowchart of the DAG.
+    pub fn to_mermaid(&self) -> String {
+        let mut s = String::from("flowchart LR\n");
+        for i in &self.order {
+            let t = &self.graph[*i];
+            let (open, close) = match t.kind {
+                TaskKind::Extract(_) => ("[(", ")]"),
+                TaskKind::Transform(_) => ("[", "]"),
+                TaskKind::Load(_) => ("[/", "/]"),
+            };
+            s.push_str(&format!("  {}{open}\"{} ({})\"{close}\n", t.name, t.name, t.kind.name()));
+        }
+        for e in self.sorted_edges() {
+            let arrow = if e.2 == Edge::Order { "-.->" } else { "-->" };
+            s.push_str(&format!("  {} {arrow} {}\n", e.0, e.1));
+        }
+        s
+    }
+
+    fn sorted_edges(&self) -> Vec<(&str, &str, Edge)> {
+        let pos: HashMap<NodeIndex, usize> = self.order.iter().enumerate().map(|(k, i)| (*i, k)).collect();
+        let mut edges: Vec<(usize, usize, &str, &str, Edge)> = self
+            .graph
+            .edge_references()
+            .map(|e| {
+                (pos[&e.source()], pos[&e.target()], self.graph[e.source()].name.as_str(), self.graph[e.target()].name.as_str(), *e.weight())
+            })
+            .collect();
+        edges.sort_by_key(|e| (e.0, e.1));
+        edges.dedup_by_key(|e| (e.0, e.1));
+        edges.into_iter().map(|e| (e.2, e.3, e.4)).collect()
+    }
+}
+
+/// Kahn's algorithm choosing, among ready tasks, the one first in the file: the order users
+/// expect to read. `None` on a cycle.
+pub(crate) fn stable_topo_order<E>(g: &DiGraph<TaskNode, E>) -> Option<Vec<NodeIndex>> {
+    let mut indeg: HashMap<NodeIndex, usize> = g.node_indices().map(|i| (i, 0)).collect();
+    for e in g.edge_references() {
+        *indeg.entry(e.target()).or_default() += 1;
+    }
+    let mut ready: std::collections::BTreeSet<(usize, NodeIndex)> =
+        indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| (g[*i].line, *i)).collect();
+    let mut out = Vec::with_capacity(g.node_count());
+    while let Some(first) = ready.iter().next().copied() {
+        ready.remove(&first);
+        out.push(first.1);
+        for n in g.neighbors_directed(first.1, Direction::Outgoing) {
+            let d = indeg.get_mut(&n)?;
+            *d -= 1;
+            if *d == 0 {
+                ready.insert((g[n].line, n));
+            }
+        }
+    }
+    // parallel edges were counted twice in indeg and decremented twice through neighbors
+    (out.len() == g.node_count()).then_some(out)
+}
+
+impl Plan {
+    /// Tasks named by `--select` expressions: `name`, `+name` (and everything upstream),
+    /// `name+` (and everything downstream). Expressions may also be space-separated.
+    pub fn select(&self, exprs: &[String]) -> Result<HashSet<NodeIndex>, String> {
+        let mut out = HashSet::new();
+        for expr in exprs.iter().flat_map(|e| e.split_whitespace()) {
+            let up = expr.starts_with('+');
+            let down = expr.ends_with('+') && expr.len() > 1;
+            let name = expr.trim_start_matches('+').trim_end_matches('+');
+            let Some(i) = self.index_of(name) else {
+                let names: Vec<&str> = self.graph.node_weights().map(|t| t.name.as_str()).collect();
+                let help = crate::diag::did_you_mean(name, names.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+                return Err(format!("no task `{name}` in pipeline `{}`{help}", self.pipeline));
+            };
+            out.insert(i);
+            if up {
+                out.extend(self.ancestors(i));
+            }
+            if down {
+                out.extend(self.descendants(i));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `--full-refresh`: rebuild every output from all input (`append` loads overwrite).
+    pub fn full_refresh(&mut self) {
+        for t in self.graph.node_weights_mut() {
+            if let TaskKind::Load(l) = &mut t.kind
+                && l.mode == LoadMode::Append
+            {
+                l.mode = LoadMode::Overwrite;
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! weir: declarative data pipelines. YAML pipeline files are parsed (`spec`), compiled into
+//! a DAG (`compile`), run (`run`) with DataFusion over object stores (`storage`), written
+//! (`sink`) and recorded (`state`). Each stage only knows the one before it.
+
+pub mod cli;
+pub mod compile;
+pub mod diag;
+pub mod failpoint;
+pub mod run;
+pub mod secrets;
+pub mod sink;
+pub mod spec;
+pub mod state;
+pub mod storage;

@@ -1,0 +1,482 @@
+//! `run`: the DAG executor. A ready queue over the plan's graph runs at most
+//! `max_parallel` tasks at once; a failed task skips everything downstream of it while
+//! unrelated branches finish; cancellation stops running tasks before they publish.
+//! Every task start and end is recorded in the state store as it happens.
+
+pub mod table;
+mod tasks;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
+use petgraph::Direction;
+use petgraph::graph::NodeIndex;
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::compile::{Edge, Plan, session_config};
+use crate::state::{StateError, StateStore, TaskRecord};
+
+pub use tasks::TaskError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot create the staging directory {path}: {source}")]
+    Staging { path: PathBuf, source: std::io::Error },
+    #[error("invalid engine setting: {0}")]
+    Engine(String),
+}
+
+/// Receives progress as the run goes (progress bar, log lines).
+pub trait Observer: Send + Sync {
+    fn task_started(&self, _task: &str, _kind: &str) {}
+    fn task_retrying(&self, _task: &str, _attempt: u32, _error: &str, _wait: Duration) {}
+    fn task_finished(&self, _report: &TaskReport) {}
+}
+
+pub struct RunOptions {
+    pub run_id: String,
+    pub run_date: String,
+    /// Tasks to run (see [`Plan::select`]); `None` runs all.
+    pub select: Option<HashSet<NodeIndex>>,
+    /// Where materialized intermediate tables are staged (local disk).
+    pub staging_dir: PathBuf,
+    pub cancel: CancellationToken,
+    pub observer: Option<Arc<dyn Observer>>,
+    pub state: Option<Arc<StateStore>>,
+    /// Target partitions for DataFusion (default: CPU cores).
+    pub target_partitions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Succeeded,
+    /// A transform whose query was inlined into its one consumer.
+    Fused,
+    Failed,
+    /// Not run: an upstream task failed, or the run was cancelled before it started.
+    Skipped,
+    /// Stopped while running by Ctrl-C / SIGTERM.
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Fused => "fused",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "ser_duration")]
+    pub duration: Option<Duration>,
+    /// Rows the task's query read from its sources.
+    pub rows_in: Option<u64>,
+    /// Rows the task produced (written, for loads and materialized transforms).
+    pub rows_out: Option<u64>,
+    /// Bytes of input files (extracts).
+    pub bytes_read: Option<u64>,
+    pub bytes_written: Option<u64>,
+    /// Files read (extracts) or written (loads).
+    pub files: Option<u64>,
+    pub error: Option<String>,
+    pub note: Option<String>,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl TaskReport {
+    fn new(name: &str, kind: &'static str, status: TaskStatus) -> Self {
+        TaskReport {
+            name: name.to_string(),
+            kind,
+            status,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            duration: None,
+            rows_in: None,
+            rows_out: None,
+            bytes_read: None,
+            bytes_written: None,
+            files: None,
+            error: None,
+            note: None,
+        }
+    }
+
+    fn record(&self, run_id: &str) -> TaskRecord {
+        let ts = |t: &Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        TaskRecord {
+            run_id: run_id.to_string(),
+            task: self.name.clone(),
+            kind: self.kind.to_string(),
+            status: self.status.as_str().to_string(),
+            attempts: self.attempts,
+            started_at: ts(&self.started_at),
+            finished_at: ts(&self.finished_at),
+            rows_in: self.rows_in,
+            rows_out: self.rows_out,
+            bytes_read: self.bytes_read,
+            bytes_written: self.bytes_written,
+            files: self.files,
+            error: self.error.clone(),
+            note: self.note.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "ser_duration_req")]
+    pub duration: Duration,
+    /// In run order.
+    pub tasks: Vec<TaskReport>,
+}
+
+fn ser_duration_req<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A new run id: UTC time and a random suffix, sortable.
+pub fn new_run_id() -> String {
+    let suffix: u16 = rand::rng().random();
+    format!("{}-{suffix:04x}", Utc::now().format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Run a compiled plan.
+pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunError> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    if let Some(state) = &opts.state {
+        state.lock(&plan.pipeline, &opts.run_id)?;
+        if let Err(e) = state.run_started(&opts.run_id, &plan.pipeline, &opts.run_date) {
+            let _ = state.unlock(&plan.pipeline, &opts.run_id);
+            return Err(e.into());
+        }
+    }
+    let span = tracing::info_span!("run", run_id = %opts.run_id, pipeline = %plan.pipeline);
+    let result = execute(&plan, &opts).instrument(span).await;
+    let (status, reports) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(state) = &opts.state {
+                let _ = state.run_finished(&opts.run_id, "failed", Some(&plan.secrets.redact(&e.to_string())));
+                let _ = state.unlock(&plan.pipeline, &opts.run_id);
+            }
+            return Err(e);
+        }
+    };
+    // Staged intermediate tables are only needed while the run lasts.
+    let run_staging = opts.staging_dir.join(&plan.pipeline).join(&opts.run_id);
+    if run_staging.exists() {
+        let _ = std::fs::remove_dir_all(&run_staging);
+    }
+    if let Some(state) = &opts.state {
+        let error = reports.iter().find(|t| t.status == TaskStatus::Failed).map(|t| {
+            format!("task `{}` failed: {}", t.name, t.error.as_deref().unwrap_or(""))
+        });
+        state.run_finished(&opts.run_id, status.as_str(), error.as_deref())?;
+        state.unlock(&plan.pipeline, &opts.run_id)?;
+    }
+    Ok(RunReport {
+        run_id: opts.run_id.clone(),
+        pipeline: plan.pipeline.clone(),
+        status,
+        started_at,
+        duration: clock.elapsed(),
+        tasks: reports,
+    })
+}
+
+/// The tasks a run executes: the selection plus the upstream tasks whose tables it reads.
+pub fn run_set(plan: &Plan, select: Option<&HashSet<NodeIndex>>) -> HashSet<NodeIndex> {
+    let Some(sel) = select else {
+        return plan.graph.node_indices().collect();
+    };
+    let mut out = sel.clone();
+    let mut stack: Vec<NodeIndex> = sel.iter().copied().collect();
+    while let Some(i) = stack.pop() {
+        for e in plan.graph.edges_directed(i, Direction::Incoming) {
+            use petgraph::visit::EdgeRef;
+            if *e.weight() == Edge::Data && out.insert(e.source()) {
+                stack.push(e.source());
+            }
+        }
+    }
+    out
+}
+
+async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<TaskReport>), RunError> {
+    let ctx = Arc::new(session(plan, opts)?);
+    let staging = prepare_staging(plan, opts)?;
+    let selected = run_set(plan, opts.select.as_ref());
+    let order: Vec<NodeIndex> = plan.order.iter().copied().filter(|i| selected.contains(i)).collect();
+    let position: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(k, i)| (*i, k)).collect();
+
+    let mut waiting: HashMap<NodeIndex, usize> = HashMap::new();
+    for &i in &order {
+        let n = plan.graph.neighbors_directed(i, Direction::Incoming).filter(|u| selected.contains(u)).collect::<HashSet<_>>().len();
+        waiting.insert(i, n);
+    }
+    let mut ready: BTreeSet<usize> = order.iter().filter(|i| waiting[i] == 0).map(|i| position[i]).collect();
+    let mut reports: HashMap<NodeIndex, TaskReport> = HashMap::new();
+    let mut running: JoinSet<(NodeIndex, TaskReport)> = JoinSet::new();
+    let mut running_set: HashSet<NodeIndex> = HashSet::new();
+    let mut cancelled = false;
+
+    loop {
+        while !cancelled && running.len() < plan.max_parallel {
+            let Some(k) = ready.pop_first() else { break };
+            let i = order[k];
+            let node = plan.task(i);
+            let mut report = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Succeeded);
+            report.started_at = Some(Utc::now());
+            if let Some(o) = &opts.observer {
+                o.task_started(&node.name, node.kind.name());
+            }
+            if let Some(state) = &opts.state {
+                let mut rec = report.record(&opts.run_id);
+                rec.status = "running".into();
+                state.record_task(&rec)?;
+            }
+            let ctx = ctx.clone();
+            let plan = plan.clone();
+            let env = tasks::TaskEnv {
+                run_id: opts.run_id.clone(),
+                staging_dir: staging.clone(),
+                observer: opts.observer.clone(),
+            };
+            let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
+            running_set.insert(i);
+            running.spawn(
+                async move {
+                    let report = run_with_policy(&ctx, &plan, i, &env, report).await;
+                    (i, report)
+                }
+                .instrument(span),
+            );
+        }
+        if running.is_empty() {
+            break;
+        }
+        let joined = tokio::select! {
+            j = running.join_next() => j,
+            _ = opts.cancel.cancelled(), if !cancelled => {
+                cancelled = true;
+                running.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        let (i, report) = match joined {
+            Ok(x) => x,
+            Err(e) if e.is_cancelled() => continue,
+            Err(e) => {
+                // A panic inside a task: find which one by elimination is not possible here,
+                // so fail the run loudly.
+                tracing::error!("a task panicked: {e}");
+                return Err(RunError::Engine(format!("a task panicked: {e}")));
+            }
+        };
+        running_set.remove(&i);
+        finish(plan, opts, &mut reports, i, report.clone())?;
+        if matches!(report.status, TaskStatus::Succeeded | TaskStatus::Fused) {
+            for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
+                if let Some(w) = waiting.get_mut(&d) {
+                    *w -= 1;
+                    if *w == 0 && !reports.contains_key(&d) {
+                        ready.insert(position[&d]);
+                    }
+                }
+            }
+        } else {
+            // Skip everything downstream of the failure.
+            for d in plan.descendants(i) {
+                if selected.contains(&d) && !reports.contains_key(&d) {
+                    ready.remove(&position[&d]);
+                    let node = plan.task(d);
+                    let mut r = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Skipped);
+                    r.note = Some(format!("upstream task `{}` failed", plan.task(i).name));
+                    finish(plan, opts, &mut reports, d, r)?;
+                }
+            }
+        }
+    }
+
+    if cancelled {
+        for &i in &order {
+            if reports.contains_key(&i) {
+                continue;
+            }
+            let node = plan.task(i);
+            let was_running = running_set.contains(&i);
+            let mut r = TaskReport::new(
+                &node.name,
+                node.kind.name(),
+                if was_running { TaskStatus::Cancelled } else { TaskStatus::Skipped },
+            );
+            r.note = Some("the run was cancelled".into());
+            finish(plan, opts, &mut reports, i, r)?;
+        }
+    }
+
+    let list: Vec<TaskReport> = order.iter().filter_map(|i| reports.remove(i)).collect();
+    let status = if cancelled {
+        RunStatus::Cancelled
+    } else if list.iter().any(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled)) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    Ok((status, list))
+}
+
+fn finish(
+    plan: &Plan,
+    opts: &RunOptions,
+    reports: &mut HashMap<NodeIndex, TaskReport>,
+    i: NodeIndex,
+    mut report: TaskReport,
+) -> Result<(), RunError> {
+    report.error = report.error.map(|e| plan.secrets.redact(&e));
+    if let Some(o) = &opts.observer {
+        o.task_finished(&report);
+    }
+    if let Some(state) = &opts.state {
+        state.record_task(&report.record(&opts.run_id))?;
+    }
+    match report.status {
+        TaskStatus::Failed => tracing::error!(task = %report.name, error = report.error.as_deref().unwrap_or(""), "task failed"),
+        _ => tracing::info!(task = %report.name, status = report.status.as_str(), "task finished"),
+    }
+    reports.insert(i, report);
+    Ok(())
+}
+
+/// Run one task with its retries and timeout.
+async fn run_with_policy(ctx: &SessionContext, plan: &Plan, i: NodeIndex, env: &tasks::TaskEnv, mut report: TaskReport) -> TaskReport {
+    let node = plan.task(i);
+    let policy = node.policy;
+    let clock = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        report.attempts = attempt;
+        let fut = tasks::execute(ctx, plan, i, env);
+        let result = match policy.timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(TaskError::fatal(format!("timed out after {}", humantime::format_duration(t)))),
+            },
+            None => fut.await,
+        };
+        match result {
+            Ok(outcome) => {
+                report.status = if outcome.fused { TaskStatus::Fused } else { TaskStatus::Succeeded };
+                report.rows_in = outcome.rows_in;
+                report.rows_out = outcome.rows_out;
+                report.bytes_read = outcome.bytes_read;
+                report.bytes_written = outcome.bytes_written;
+                report.files = outcome.files;
+                report.note = outcome.note;
+                break;
+            }
+            Err(e) if e.retryable && attempt <= policy.retries => {
+                let base = policy.retry_backoff.saturating_mul(1 << (attempt - 1).min(16));
+                let jitter = rand::rng().random_range(0.8..1.2);
+                let wait = base.mul_f64(jitter);
+                tracing::warn!(task = %node.name, attempt, error = %e.message, wait_ms = wait.as_millis() as u64, "retrying");
+                if let Some(o) = &env.observer {
+                    o.task_retrying(&node.name, attempt, &plan.secrets.redact(&e.message), wait);
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                report.status = TaskStatus::Failed;
+                report.error = Some(e.message);
+                break;
+            }
+        }
+    }
+    report.finished_at = Some(Utc::now());
+    report.duration = Some(clock.elapsed());
+    report
+}
+
+/// The DataFusion session of a run, with every store registered.
+fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
+    let mut config = session_config();
+    if let Some(n) = opts.target_partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    let ctx = SessionContext::new_with_config(config);
+    for s in &plan.stores {
+        ctx.register_object_store(s.object_store_url.as_ref(), s.object_store.clone());
+    }
+    Ok(ctx)
+}
+
+/// This run's staging directory, after removing what earlier runs of the pipeline left
+/// (runs that were killed). The pipeline's run lock makes this safe.
+fn prepare_staging(plan: &Plan, opts: &RunOptions) -> Result<PathBuf, RunError> {
+    let root = opts.staging_dir.join(&plan.pipeline);
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy() != opts.run_id.as_str() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = root.join(&opts.run_id);
+    std::fs::create_dir_all(&dir).map_err(|e| RunError::Staging { path: dir.clone(), source: e })?;
+    Ok(dir)
+}

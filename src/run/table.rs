@@ -1,0 +1,96 @@
+//! Tables the run registers: a fixed set of files (an extract's snapshot, or a materialized
+//! transform's staged Parquet), read lazily with projection and limit pushed into the scan
+//! and filters pushed further by DataFusion's physical optimizer (Parquet row-group pruning).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::{Column, ScalarValue, project_schema};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::provider_as_source;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::datasource::{TableProvider, TableType, ViewTable};
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, cast, lit, when};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use object_store::ObjectMeta;
+
+/// A table over a fixed list of files.
+#[derive(Debug)]
+pub struct FileSetTable {
+    schema: SchemaRef,
+    format: Arc<dyn FileFormat>,
+    object_store_url: ObjectStoreUrl,
+    files: Vec<ObjectMeta>,
+}
+
+impl FileSetTable {
+    pub fn new(schema: SchemaRef, format: Arc<dyn FileFormat>, object_store_url: ObjectStoreUrl, files: Vec<ObjectMeta>) -> Self {
+        FileSetTable { schema, format, object_store_url, files }
+    }
+}
+
+#[async_trait]
+impl TableProvider for FileSetTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.files.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?)));
+        }
+        let files: Vec<PartitionedFile> = self.files.iter().cloned().map(PartitionedFile::from).collect();
+        let groups = FileGroup::new(files).split_files(state.config().target_partitions().max(1));
+        let source = self.format.file_source(TableSchema::from_file_schema(self.schema.clone()));
+        let config = FileScanConfigBuilder::new(self.object_store_url.clone(), source)
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        self.format.create_physical_plan(state, config).await
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Kept above the scan and also pushed into it where the format can prune with them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
+
+/// Wrap a table read as text so that `null_text` (and empty fields) become NULL and each
+/// column is cast to its type in `schema`.
+pub fn with_null_text(raw: Arc<dyn TableProvider>, schema: &SchemaRef, null_text: &str) -> Result<Arc<dyn TableProvider>> {
+    let exprs: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = Expr::Column(Column::new_unqualified(f.name()));
+            let is_null = c.clone().eq(lit(null_text)).or(c.clone().eq(lit("")));
+            let value = if f.data_type() == &DataType::Utf8 { c } else { cast(c, f.data_type().clone()) };
+            Ok(when(is_null, lit(ScalarValue::try_from(f.data_type())?)).otherwise(value)?.alias(f.name()))
+        })
+        .collect::<Result<_>>()?;
+    let plan = LogicalPlanBuilder::scan("raw", provider_as_source(raw), None)?.project(exprs)?.build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}

@@ -1,0 +1,168 @@
+//! The per-kind task runners: extract, transform, load.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::config::ConfigNonZeroUsize;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::ViewTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use petgraph::graph::NodeIndex;
+
+use super::Observer;
+use super::table::{FileSetTable, with_null_text};
+use crate::compile::{ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
+use crate::failpoint;
+use crate::sink::{self, SinkError};
+use crate::spec::{FileFormat, OutputCompression};
+
+pub(super) struct TaskEnv {
+    pub run_id: String,
+    /// This run's staging directory (local disk).
+    pub staging_dir: PathBuf,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub fused: bool,
+    pub rows_in: Option<u64>,
+    pub rows_out: Option<u64>,
+    pub bytes_read: Option<u64>,
+    pub bytes_written: Option<u64>,
+    pub files: Option<u64>,
+    pub note: Option<String>,
+}
+
+/// Why a task failed, and whether trying again could help.
+#[derive(Debug)]
+pub struct TaskError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl TaskError {
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TaskError { message: message.into(), retryable: false }
+    }
+}
+
+impl From<DataFusionError> for TaskError {
+    fn from(e: DataFusionError) -> Self {
+        let retryable = is_transient(&e);
+        TaskError { message: clean_df_message(&e.strip_backtrace()), retryable }
+    }
+}
+
+impl From<SinkError> for TaskError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::DataFusion(e) => e.into(),
+            SinkError::ObjectStore(e) => TaskError { message: e.to_string(), retryable: true },
+            SinkError::Io { .. } => TaskError { message: e.to_string(), retryable: true },
+            other => TaskError::fatal(other.to_string()),
+        }
+    }
+}
+
+/// I/O and object store errors may pass; planning and data errors will not.
+fn is_transient(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::ObjectStore(os) => !matches!(**os, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. }),
+        DataFusionError::IoError(io) => !matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied),
+        DataFusionError::Context(_, inner) => is_transient(inner),
+        DataFusionError::Shared(inner) => is_transient(inner),
+        DataFusionError::External(inner) => {
+            inner.downcast_ref::<object_store::Error>().is_some_and(|e| !matches!(e, object_store::Error::NotFound { .. }))
+                || inner.downcast_ref::<std::io::Error>().is_some()
+        }
+        _ => false,
+    }
+}
+
+pub(super) async fn execute(ctx: &SessionContext, plan: &Plan, i: NodeIndex, env: &TaskEnv) -> Result<Outcome, TaskError> {
+    let node = plan.task(i);
+    failpoint::hit("task_start", &node.name).await.map_err(TaskError::fatal)?;
+    match &node.kind {
+        TaskKind::Extract(e) => extract(ctx, &node.name, &node.schema, e),
+        TaskKind::Transform(t) => transform(ctx, &node.name, t, env).await,
+        TaskKind::Load(l) => load(ctx, &node.name, l, env).await,
+    }
+}
+
+/// Register the extract's files as a table. Nothing is read until a consumer scans it.
+fn extract(ctx: &SessionContext, name: &str, schema: &SchemaRef, e: &ExtractPlan) -> Result<Outcome, TaskError> {
+    let table = FileSetTable::new(e.read_schema.clone(), e.format.file_format(false), e.store.object_store_url.clone(), e.files.clone());
+    let provider: Arc<dyn TableProvider> = match (&e.format.kind, &e.format.csv.null) {
+        (FileFormat::Csv, Some(null_text)) => with_null_text(Arc::new(table), schema, null_text)?,
+        _ => Arc::new(table),
+    };
+    ctx.register_table(name, provider)?;
+    Ok(Outcome { files: Some(e.files.len() as u64), bytes_read: Some(e.bytes()), ..Default::default() })
+}
+
+fn sql_options() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+async fn transform(ctx: &SessionContext, name: &str, t: &TransformPlan, env: &TaskEnv) -> Result<Outcome, TaskError> {
+    let df = ctx.sql_with_options(&t.sql, sql_options()).await?;
+    if !t.materialize {
+        ctx.register_table(name, Arc::new(ViewTable::new(df.logical_plan().clone(), Some(t.sql.clone()))))?;
+        return Ok(Outcome { fused: true, note: Some("fused into its consumer".into()), ..Default::default() });
+    }
+    // Read by several tasks: computed once, staged as Parquet on local disk.
+    let dir = env.staging_dir.join(name);
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let url = format!("file://{}/", dir.display());
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let state = ctx.state();
+    let written =
+        sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], sink::parquet_options(OutputCompression::Lz4, 1 << 20))
+            .await?;
+    let store = object_store::local::LocalFileSystem::new();
+    let prefix = object_store::path::Path::from_absolute_path(&dir).map_err(|e| TaskError::fatal(e.to_string()))?;
+    let files: Vec<object_store::ObjectMeta> = match store.list(Some(&prefix)).try_collect().await {
+        Ok(f) => f,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(TaskError { message: e.to_string(), retryable: true }),
+    };
+    let bytes = files.iter().map(|f| f.size).sum();
+    let n = files.len() as u64;
+    let table = FileSetTable::new(schema, Arc::new(ParquetFormat::default()), datafusion::execution::object_store::ObjectStoreUrl::local_filesystem(), files);
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(Outcome {
+        rows_in: Some(written.rows_in),
+        rows_out: Some(written.rows),
+        bytes_written: Some(bytes),
+        files: Some(n),
+        note: Some("materialized: read by several tasks".into()),
+        ..Default::default()
+    })
+}
+
+async fn load(ctx: &SessionContext, name: &str, l: &LoadPlan, env: &TaskEnv) -> Result<Outcome, TaskError> {
+    let df = ctx.table(l.from.as_str()).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    // Per-load writer settings.
+    let mut options: ConfigOptions = ctx.state().config_options().as_ref().clone();
+    options.execution.minimum_parallel_output_files = ConfigNonZeroUsize::try_new(1)?;
+    options.execution.soft_max_rows_per_output_file = ConfigNonZeroUsize::try_new(l.max_rows_per_file)?;
+    let state = SessionStateBuilder::new_from_existing(ctx.state()).with_config(options.into()).build();
+    let written = sink::publish_parquet(&state, df.logical_plan().clone(), schema, l, &env.run_id, name).await?;
+    Ok(Outcome {
+        rows_in: Some(written.rows_in),
+        rows_out: Some(written.rows),
+        bytes_written: Some(written.bytes),
+        files: Some(written.files),
+        ..Default::default()
+    })
+}

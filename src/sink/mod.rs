@@ -1,0 +1,39 @@
+//! `sink`: output formats and their commit protocols.
+//!
+//! Parquet (the only format so far) is written in full to a hidden staging directory beside
+//! the output, then published:
+//!
+//! - **local disk**: the staging directory and the output directory are swapped with one
+//!   `renameat2(RENAME_EXCHANGE)` — atomic: a reader sees the whole old version or the whole
+//!   new one. `append` first hard-links the existing files into the staging directory, so it
+//!   is atomic too. The old version is then deleted.
+//! - **object stores** (S3, GCS, Azure, memory): the staged objects are copied into place and
+//!   the old ones deleted afterwards. Each object appears whole, but a reader listing the
+//!   directory during the copy can see old and new files together.
+//!
+//! A load that fails or is killed before the publish step leaves the output untouched; its
+//! staging directory is removed by the next run of the load.
+
+mod parquet;
+
+pub use parquet::{WriteOutcome, execute_to_parquet, parquet_options, publish_parquet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Failpoint(String),
+    #[error("the output path {0} exists and is not a directory")]
+    NotADirectory(std::path::PathBuf),
+}
+
+impl SinkError {
+    pub fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        SinkError::Io { action, path: path.to_path_buf(), source }
+    }
+}

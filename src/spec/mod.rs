@@ -1,0 +1,853 @@
+//! `spec`: read pipeline files, substitute `${...}`, and parse them into the typed
+//! [`Pipeline`]. Every problem becomes a [`Diagnostic`] with file, line, column and task;
+//! all of them are collected before failing.
+//!
+//! This stage knows nothing of DataFusion or object stores.
+
+pub mod interp;
+pub mod span;
+mod types;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+pub use types::*;
+
+use crate::diag::{Diagnostic, Location, SourceFile, did_you_mean};
+use crate::secrets::Secrets;
+use crate::ypath;
+use interp::{InterpError, Interpolator, OffsetMap, VarValue};
+use span::{Pos, Seg, SpanIndex, Style, YamlPath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no pipeline files (*.yaml, *.yml) in {0}")]
+    NoPipelines(PathBuf),
+    #[error("{} problem{} found", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Looks up an environment variable (replaceable in tests).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a load needs besides the file: overrides and the run's built-ins.
+#[derive(Clone)]
+pub struct LoadOptions {
+    /// `--var name=value` overrides, applied over the file's `vars`.
+    pub vars: IndexMap<String, String>,
+    /// `${run_id}`.
+    pub run_id: String,
+    /// `${run_date}`, the run's logical date (YYYY-MM-DD).
+    pub run_date: String,
+    pub env: EnvLookup,
+}
+
+impl LoadOptions {
+    pub fn new(run_id: impl Into<String>, run_date: impl Into<String>) -> Self {
+        LoadOptions {
+            vars: IndexMap::new(),
+            run_id: run_id.into(),
+            run_date: run_date.into(),
+            env: Arc::new(|name| std::env::var(name).ok()),
+        }
+    }
+}
+
+/// A parsed pipeline file, with what is needed to point at places in it.
+#[derive(Debug)]
+pub struct LoadedPipeline {
+    /// The pipeline's name (`pipeline:` or the file stem).
+    pub name: String,
+    pub source: Arc<SourceFile>,
+    /// The directory holding the file; relative `file://` URLs resolve against it.
+    pub dir: PathBuf,
+    pub spec: Pipeline,
+    /// Resolved variables, built-ins included.
+    pub vars: IndexMap<String, VarValue>,
+    pub secrets: Secrets,
+    pub spans: SpanIndex,
+    /// For strings that contained `${`: the text before substitution and where parts came from.
+    substituted: HashMap<YamlPath, (String, OffsetMap)>,
+}
+
+/// The pipeline files named by `paths`: files as given, directories by their `*.yaml` /
+/// `*.yml` files in name order.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| SpecError::Read { path: p.clone(), source: e })?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            if found.is_empty() {
+                return Err(SpecError::NoPipelines(p.clone()));
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Read and parse one pipeline file.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read { path: path.to_path_buf(), source: e })?;
+    parse(path, text, opts)
+}
+
+/// Parse a pipeline from text (`path` names it and anchors relative paths).
+pub fn parse(path: &Path, text: String, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError> {
+    let source = Arc::new(SourceFile::new(path, text));
+    let mut p = Parser { source: source.clone(), spans: SpanIndex::default(), diags: Vec::new() };
+
+    let mut root: Value = match serde_yaml::from_str(source.text()) {
+        Ok(v) => v,
+        Err(e) => {
+            let loc = e.location().map(|l| source.location(l.index(), 0));
+            let msg = e.to_string();
+            let msg = match msg.find(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            let help = msg
+                .contains("duplicate entry")
+                .then(|| "each key may appear once in a map; task names must be unique".to_string());
+            let d = Diagnostic::new("yaml", format!("invalid YAML: {msg}")).at(&source, loc).maybe_help(help);
+            return Err(SpecError::Invalid(vec![d]));
+        }
+    };
+    p.spans = SpanIndex::build(source.text());
+    if let Err(e) = root.apply_merge() {
+        p.push(Diagnostic::new("yaml", format!("invalid YAML merge key: {e}")).at(&source, None));
+        return Err(SpecError::Invalid(p.diags));
+    }
+    let Value::Mapping(_) = root else {
+        let d = Diagnostic::new("yaml", "a pipeline file must be a YAML map with a `tasks:` key")
+            .at(&source, Some(source.location(0, 0)));
+        return Err(SpecError::Invalid(vec![d]));
+    };
+
+    // Variables: built-ins, then the file's in order (each may use the ones before it and the
+    // environment), then --var overrides.
+    let secrets = Secrets::new();
+    let vars = p.resolve_vars(&root, opts, &secrets);
+
+    // Substitute ${...} in every string value except under `vars` (already resolved).
+    let mut substituted = HashMap::new();
+    {
+        let interp = Interpolator { vars: &vars, env: opts.env.as_ref() };
+        if let Value::Mapping(m) = &mut root {
+            for (k, v) in m.iter_mut() {
+                let Some(k) = k.as_str() else { continue };
+                if k == "vars" {
+                    continue;
+                }
+                p.substitute(v, &ypath![k], &interp, &secrets, &mut substituted);
+            }
+        }
+    }
+
+    let spec = p.typed_pipeline(root);
+    let Some(spec) = spec else {
+        return Err(SpecError::Invalid(p.diags));
+    };
+    let name = spec.pipeline.clone().unwrap_or_else(|| {
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+    });
+    p.check_shape(&spec, &name);
+    if !p.diags.is_empty() {
+        return Err(SpecError::Invalid(p.diags));
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    Ok(LoadedPipeline { name, source, dir, spec, vars, secrets, spans: p.spans, substituted })
+}
+
+struct Parser {
+    source: Arc<SourceFile>,
+    spans: SpanIndex,
+    diags: Vec<Diagnostic>,
+}
+
+/// Keys that later versions implement: refused with a clear message rather than ignored.
+fn not_supported(key: &str) -> Diagnostic {
+    let what = match key {
+        "schedule" => "schedules (the `weir serve` daemon)",
+        "notify" | "freshness" => "alerts",
+        "engine" => "engine selection (scale-out)",
+        "checks" | "on_check_failure" => "validation gates",
+        "incremental" => "incremental extracts",
+        "bad_rows" => "bad-row handling",
+        "keys" | "order_by" | "delete_when" => "merge loads",
+        _ => "this feature",
+    };
+    Diagnostic::new("not-supported", format!("`{key}` is not supported yet by this version of weir"))
+        .help(format!("{what} will come in a later version; remove `{key}` for now"))
+}
+
+impl Parser {
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn loc(&self, pos: Option<Pos>, len: usize) -> Option<Location> {
+        let pos = pos?;
+        let off = self.source.offset_of(pos.line, pos.col);
+        Some(Location { offset: off, len, line: pos.line, col: pos.col })
+    }
+
+    /// A diagnostic pointing at the key of `path` (or the nearest ancestor present).
+    fn at_key(&self, code: &'static str, path: &YamlPath, message: impl Into<String>) -> Diagnostic {
+        let len = match path.segments().last() {
+            Some(Seg::Key(k)) if self.spans.get(path).is_some() => k.len(),
+            _ => 0,
+        };
+        let mut d = Diagnostic::new(code, message).at(&self.source, self.loc(self.spans.key_pos(path), len));
+        if let Some(t) = path.task() {
+            d = d.task(t);
+        }
+        d
+    }
+
+    /// A diagnostic pointing at the value of `path`.
+    fn at_value(&self, code: &'static str, path: &YamlPath, len: usize, message: impl Into<String>) -> Diagnostic {
+        let mut d = Diagnostic::new(code, message).at(&self.source, self.loc(self.spans.value_pos(path), len));
+        if let Some(t) = path.task() {
+            d = d.task(t);
+        }
+        d
+    }
+
+    fn resolve_vars(&mut self, root: &Value, opts: &LoadOptions, secrets: &Secrets) -> IndexMap<String, VarValue> {
+        let mut vars = IndexMap::new();
+        vars.insert("run_id".to_string(), VarValue { value: opts.run_id.clone(), secret: false });
+        vars.insert("run_date".to_string(), VarValue { value: opts.run_date.clone(), secret: false });
+        if let Some(Value::Mapping(m)) = root.get("vars") {
+            for (k, v) in m {
+                let Some(name) = k.as_str() else {
+                    self.push(self.at_key("vars", &ypath!["vars"], "variable names must be text"));
+                    continue;
+                };
+                let path = ypath!["vars", name];
+                if !is_identifier(name) {
+                    self.push(
+                        self.at_key("vars", &path, format!("invalid variable name `{name}`"))
+                            .help("use letters, digits and `_`, starting with a letter or `_`"),
+                    );
+                    continue;
+                }
+                if name == "run_id" || name == "run_date" {
+                    self.push(self.at_key("vars", &path, format!("`{name}` is a built-in variable and cannot be redefined")));
+                    continue;
+                }
+                if let Some(o) = opts.vars.get(name) {
+                    vars.insert(name.to_string(), VarValue { value: o.clone(), secret: false });
+                    continue;
+                }
+                let raw = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => {
+                        self.push(self.at_value("vars", &path, 0, format!("variable `{name}` must be a string, number or boolean")));
+                        continue;
+                    }
+                };
+                let interp = Interpolator { vars: &vars, env: opts.env.as_ref() };
+                match interp.interpolate(&raw) {
+                    Ok(r) => {
+                        for s in &r.env_values {
+                            secrets.add(s);
+                        }
+                        vars.insert(name.to_string(), VarValue { value: r.text, secret: r.secret });
+                    }
+                    Err(errs) => self.interp_errors(&path, &raw, errs),
+                }
+            }
+        } else if let Some(v) = root.get("vars")
+            && !v.is_null()
+        {
+            self.push(self.at_value("vars", &ypath!["vars"], 0, "`vars` must be a map of name: value"));
+        }
+        for (k, v) in &opts.vars {
+            vars.entry(k.clone()).or_insert_with(|| VarValue { value: v.clone(), secret: false });
+        }
+        vars
+    }
+
+    fn interp_errors(&mut self, path: &YamlPath, raw: &str, errs: Vec<InterpError>) {
+        for e in errs {
+            let loc = locate_in_scalar(&self.source, &self.spans, path, raw, e.offset)
+                .map(|l| Location { len: e.len, ..l });
+            let mut d = Diagnostic::new("variable", e.message).at(&self.source, loc).maybe_help(e.help);
+            if let Some(t) = path.task() {
+                d = d.task(t);
+            }
+            self.push(d);
+        }
+    }
+
+    fn substitute(
+        &mut self,
+        v: &mut Value,
+        path: &YamlPath,
+        interp: &Interpolator<'_>,
+        secrets: &Secrets,
+        out: &mut HashMap<YamlPath, (String, OffsetMap)>,
+    ) {
+        match v {
+            Value::String(s) => {
+                if !s.contains('$') {
+                    return;
+                }
+                match interp.interpolate(s) {
+                    Ok(r) => {
+                        for e in &r.env_values {
+                            secrets.add(e);
+                        }
+                        if r.secret && is_sql_path(path) {
+                            for (off, len) in &r.secret_placeholders {
+                                let loc = locate_in_scalar(&self.source, &self.spans, path, s, *off)
+                                    .map(|l| Location { len: *len, ..l });
+                                let mut d = Diagnostic::new(
+                                    "secret-in-sql",
+                                    "values read from the environment are secrets and cannot be used in SQL",
+                                )
+                                .at(&self.source, loc)
+                                .help("pass non-secret values with `vars:` or `--var name=value`");
+                                if let Some(t) = path.task() {
+                                    d = d.task(t);
+                                }
+                                self.push(d);
+                            }
+                        }
+                        let raw = std::mem::replace(s, r.text);
+                        out.insert(path.clone(), (raw, r.map));
+                    }
+                    Err(errs) => {
+                        let raw = s.clone();
+                        self.interp_errors(path, &raw, errs);
+                    }
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.substitute(item, &path.index(i), interp, secrets, out);
+                }
+            }
+            Value::Mapping(m) => {
+                for (k, item) in m.iter_mut() {
+                    if let Some(k) = k.as_str() {
+                        let p = path.key(k);
+                        self.substitute(item, &p, interp, secrets, out);
+                    }
+                }
+            }
+            Value::Tagged(t) => self.substitute(&mut t.value, path, interp, secrets, out),
+            _ => {}
+        }
+    }
+
+    /// Deserialize the top level and each task separately, so that a problem in one task does
+    /// not hide the problems in the others.
+    fn typed_pipeline(&mut self, mut root: Value) -> Option<Pipeline> {
+        let tasks_value = match &mut root {
+            Value::Mapping(m) => m.insert(Value::String("tasks".into()), Value::Mapping(Default::default())),
+            _ => None,
+        };
+        let top: Option<Pipeline> = self.typed(root, &YamlPath::root());
+        let mut tasks = IndexMap::new();
+        match tasks_value {
+            None => {
+                self.push(
+                    self.at_key("missing-key", &YamlPath::root(), "missing required key `tasks`")
+                        .help("a pipeline lists its tasks under `tasks:`"),
+                );
+            }
+            Some(Value::Mapping(m)) => {
+                if m.is_empty() {
+                    self.push(self.at_key("missing-key", &ypath!["tasks"], "`tasks` is empty: a pipeline needs at least one task"));
+                }
+                for (k, v) in m {
+                    let Some(name) = k.as_str().map(str::to_string) else {
+                        self.push(self.at_key("task-name", &ypath!["tasks"], format!("task names must be text, found {}", kind_of(&k))));
+                        continue;
+                    };
+                    let path = ypath!["tasks", &name];
+                    if v.is_null() {
+                        self.push(
+                            self.at_key("task-kind", &path, format!("task `{name}` is empty"))
+                                .task(&name)
+                                .help("give it one of `extract:`, `transform:` or `load:`"),
+                        );
+                        continue;
+                    }
+                    if let Some(t) = self.typed::<Task>(v, &path) {
+                        tasks.insert(name, t);
+                    }
+                }
+            }
+            Some(other) => {
+                self.push(self.at_value(
+                    "type",
+                    &ypath!["tasks"],
+                    0,
+                    format!("`tasks` must be a map of task name: task, found {}", kind_of(&other)),
+                ));
+            }
+        }
+        let mut top = top?;
+        top.tasks = tasks;
+        Some(top)
+    }
+
+    fn typed<T: DeserializeOwned>(&mut self, v: Value, base: &YamlPath) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut path = base.clone();
+                for seg in e.path().iter() {
+                    match seg {
+                        serde_path_to_error::Segment::Map { key } => path = path.key(key.clone()),
+                        serde_path_to_error::Segment::Seq { index } => path = path.index(*index),
+                        _ => {}
+                    }
+                }
+                let d = self.serde_error(&path, &e.into_inner().to_string());
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    /// Turn a serde message into a located diagnostic with a suggestion.
+    fn serde_error(&self, path: &YamlPath, msg: &str) -> Diagnostic {
+        let ticked = |s: &str| -> Vec<String> {
+            s.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>()
+        };
+        let where_ = if path.segments().is_empty() { "the pipeline".to_string() } else { format!("`{path}`") };
+        if let Some(rest) = msg.strip_prefix("unknown field ") {
+            let names = ticked(rest);
+            let key = names.first().cloned().unwrap_or_default();
+            let expected: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
+            let help = did_you_mean(&key, expected.iter().copied())
+                .unwrap_or_else(|| format!("known keys here: {}", expected.join(", ")));
+            // Known keys of later versions get the "not supported" message instead.
+            return self.at_key("unknown-key", &path.key(&key), format!("unknown key `{key}` in {where_}")).help(help);
+        }
+        if let Some(rest) = msg.strip_prefix("unknown variant ") {
+            let names = ticked(rest);
+            let value = names.first().cloned().unwrap_or_default();
+            let expected: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
+            let help = did_you_mean(&value, expected.iter().copied())
+                .unwrap_or_else(|| format!("expected one of: {}", expected.join(", ")));
+            return self
+                .at_value("unknown-value", path, value.len(), format!("unknown value `{value}` for `{path}`"))
+                .help(help);
+        }
+        if let Some(rest) = msg.strip_prefix("missing field ") {
+            let key = ticked(rest).into_iter().next().unwrap_or_default();
+            return self.at_key("missing-key", path, format!("missing required key `{key}` in {where_}"));
+        }
+        if msg.contains("did not match any variant of untagged enum Scalar") {
+            return self.at_value("type", path, 0, format!("`{path}` must be a string, number or boolean"));
+        }
+        let msg = msg.replace("invalid type: ", "wrong type: found ");
+        self.at_value("type", path, 0, format!("{msg} at `{path}`"))
+    }
+
+    /// Structural rules the types cannot express.
+    fn check_shape(&mut self, spec: &Pipeline, name: &str) {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || name.is_empty() {
+            let path = ypath!["pipeline"];
+            self.push(
+                self.at_value("pipeline-name", &path, name.len(), format!("invalid pipeline name `{name}`"))
+                    .help("use letters, digits, `_` and `-`"),
+            );
+        }
+        for key in ["schedule", "notify", "freshness", "engine"] {
+            let present = match key {
+                "schedule" => spec.schedule.is_some(),
+                "notify" => spec.notify.is_some(),
+                "freshness" => spec.freshness.is_some(),
+                _ => spec.engine.is_some(),
+            };
+            if present {
+                let ns = not_supported(key);
+                self.push(self.at_key("not-supported", &ypath![key], ns.message).maybe_help(ns.help));
+            }
+        }
+        if spec.max_parallel == Some(0) {
+            self.push(self.at_value("range", &ypath!["max_parallel"], 1, "`max_parallel` must be at least 1"));
+        }
+        if let Some(d) = &spec.defaults {
+            self.check_duration(&ypath!["defaults", "retry_backoff"], d.retry_backoff.as_ref());
+            self.check_duration(&ypath!["defaults", "timeout"], d.timeout.as_ref());
+        }
+        for (sname, _) in &spec.stores {
+            if !is_identifier(sname) {
+                self.push(
+                    self.at_key("store-name", &ypath!["stores", sname], format!("invalid store name `{sname}`"))
+                        .help("use letters, digits and `_`, starting with a letter or `_`"),
+                );
+            }
+        }
+        for (tname, task) in &spec.tasks {
+            let path = ypath!["tasks", tname];
+            if !is_task_name(tname) {
+                let lower: String = tname
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+                    .collect();
+                self.push(
+                    self.at_key("task-name", &path, format!("invalid task name `{tname}`"))
+                        .help(format!(
+                            "task names are table names in SQL: lowercase letters, digits and `_`, starting with a letter or `_` (e.g. `{lower}`)"
+                        )),
+                );
+            }
+            let kinds: Vec<&str> = [
+                task.extract.as_ref().map(|_| "extract"),
+                task.transform.as_ref().map(|_| "transform"),
+                task.load.as_ref().map(|_| "load"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match kinds.len() {
+                0 => self.push(
+                    self.at_key("task-kind", &path, format!("task `{tname}` has none of `extract`, `transform`, `load`"))
+                        .help("a task does exactly one of them"),
+                ),
+                1 => {}
+                _ => self.push(
+                    self.at_key("task-kind", &path.key(kinds[1]), format!("task `{tname}` has both `{}` and `{}`", kinds[0], kinds[1]))
+                        .help("a task does exactly one thing: split it into two tasks"),
+                ),
+            }
+            self.check_duration(&path.key("retry_backoff"), task.retry_backoff.as_ref());
+            self.check_duration(&path.key("timeout"), task.timeout.as_ref());
+            let mut later = Vec::new();
+            if task.checks.is_some() {
+                later.push(path.key("checks"));
+            }
+            if task.on_check_failure.is_some() {
+                later.push(path.key("on_check_failure"));
+            }
+            if let Some(e) = &task.extract {
+                if e.incremental.is_some() {
+                    later.push(path.key("extract").key("incremental"));
+                }
+                if e.bad_rows.is_some() {
+                    later.push(path.key("extract").key("bad_rows"));
+                }
+            }
+            if let Some(l) = &task.load {
+                for (k, present) in [("keys", l.keys.is_some()), ("order_by", l.order_by.is_some()), ("delete_when", l.delete_when.is_some())] {
+                    if present {
+                        later.push(path.key("load").key(k));
+                    }
+                }
+                if l.format == OutputFormat::Delta {
+                    self.push(
+                        self.at_value("not-supported", &path.key("load").key("format"), 5, "`format: delta` is not supported yet by this version of weir")
+                            .help("Delta Lake output will come in a later version; use `format: parquet` for now"),
+                    );
+                }
+                if matches!(l.mode, LoadMode::Merge | LoadMode::ReplacePartitions) {
+                    let m = if l.mode == LoadMode::Merge { "merge" } else { "replace_partitions" };
+                    self.push(
+                        self.at_value("not-supported", &path.key("load").key("mode"), m.len(), format!("`mode: {m}` is not supported yet by this version of weir"))
+                            .help("use `overwrite` or `append` for now"),
+                    );
+                }
+            }
+            for p in later {
+                let key = match p.segments().last() {
+                    Some(Seg::Key(k)) => k.clone(),
+                    _ => String::new(),
+                };
+                let ns = not_supported(&key);
+                let d = self.at_key("not-supported", &p, ns.message.clone());
+                self.push(d.maybe_help(ns.help));
+            }
+        }
+    }
+
+    fn check_duration(&mut self, path: &YamlPath, d: Option<&Duration>) {
+        if let Some(d) = d
+            && let Err(e) = parse_duration(d)
+        {
+            self.push(
+                self.at_value("duration", path, d.0.len(), format!("invalid duration `{}`: {e}", d.0))
+                    .help("write a number with a unit, e.g. `500ms`, `5s`, `10m`, `2h`"),
+            );
+        }
+    }
+}
+
+pub fn parse_duration(d: &Duration) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(d.0.trim()).map_err(|e| e.to_string())
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// Paths whose string is SQL (secrets are refused there).
+fn is_sql_path(path: &YamlPath) -> bool {
+    matches!(path.segments(), [Seg::Key(t), _, Seg::Key(k), Seg::Key(f)] if t == "tasks" && k == "transform" && f == "sql")
+}
+
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Task names are SQL table names: lowercase so that unquoted SQL finds them.
+pub fn is_task_name(s: &str) -> bool {
+    is_identifier(s) && !s.chars().any(|c| c.is_ascii_uppercase())
+}
+
+/// The file position of byte `offset` within the string value at `path` (`raw` is that
+/// value as written, before substitution).
+fn locate_in_scalar(source: &SourceFile, spans: &SpanIndex, path: &YamlPath, raw: &str, offset: usize) -> Option<Location> {
+    let node = spans.get(path)?;
+    let offset = offset.min(raw.len());
+    let before = &raw[..offset];
+    let (line, col) = match node.style {
+        Style::Plain | Style::Collection => (node.value.line, node.value.col + before.chars().count()),
+        Style::SingleQuoted | Style::DoubleQuoted => {
+            let nl = before.matches('\n').count();
+            if nl == 0 {
+                (node.value.line, node.value.col + 1 + before.chars().count())
+            } else {
+                (node.value.line, node.value.col)
+            }
+        }
+        Style::Literal | Style::Folded => {
+            // Content starts on the first non-blank line after the indicator.
+            let mut first = node.value.line + 1;
+            while let Some(t) = source.line_text(first) {
+                if !t.trim().is_empty() {
+                    break;
+                }
+                first += 1;
+            }
+            let indent = source.line_text(first)?.chars().take_while(|c| *c == ' ').count();
+            let k = before.matches('\n').count();
+            let col_chars = before.rsplit('\n').next().unwrap_or("").chars().count();
+            if node.style == Style::Folded && k == 0 && before.contains(' ') {
+                // Folded lines are joined with spaces: point at the start of the block.
+                (first, indent + 1)
+            } else {
+                (first + k, indent + col_chars + 1)
+            }
+        }
+    };
+    let off = source.offset_of(line, col);
+    Some(Location { offset: off, len: 0, line, col })
+}
+
+impl LoadedPipeline {
+    /// A diagnostic pointing at the key of `path` in this file.
+    pub fn diag_key(&self, code: &'static str, path: &YamlPath, message: impl Into<String>) -> Diagnostic {
+        let len = match path.segments().last() {
+            Some(Seg::Key(k)) if self.spans.get(path).is_some() => k.len(),
+            _ => 0,
+        };
+        let loc = self.spans.key_pos(path).map(|p| self.pos_loc(p, len));
+        let mut d = Diagnostic::new(code, message).at(&self.source, loc);
+        if let Some(t) = path.task() {
+            d = d.task(t);
+        }
+        d
+    }
+
+    /// A diagnostic pointing at the value of `path`; `len` bytes are highlighted.
+    pub fn diag_value(&self, code: &'static str, path: &YamlPath, len: usize, message: impl Into<String>) -> Diagnostic {
+        let quoted = matches!(self.spans.get(path).map(|n| n.style), Some(Style::SingleQuoted | Style::DoubleQuoted));
+        let loc = self.spans.value_pos(path).map(|p| self.pos_loc(p, if quoted { len + 2 } else { len }));
+        let mut d = Diagnostic::new(code, message).at(&self.source, loc);
+        if let Some(t) = path.task() {
+            d = d.task(t);
+        }
+        d
+    }
+
+    /// A diagnostic pointing inside the string at `path`: `offset`/`len` are byte offsets in
+    /// the substituted text (`text`), e.g. an SQL error's position.
+    pub fn diag_in_value(
+        &self,
+        code: &'static str,
+        path: &YamlPath,
+        text: &str,
+        offset: usize,
+        len: usize,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let (raw, raw_off, raw_len) = match self.substituted.get(path) {
+            Some((raw, map)) => {
+                let start = map.to_source(offset);
+                let end = map.to_source(offset + len).max(start);
+                (raw.as_str(), start, end - start)
+            }
+            None => (text, offset, len),
+        };
+        let loc = locate_in_scalar(&self.source, &self.spans, path, raw, raw_off).map(|l| Location { len: raw_len, ..l });
+        let loc = loc.or_else(|| self.spans.value_pos(path).map(|p| self.pos_loc(p, 0)));
+        let mut d = Diagnostic::new(code, message).at(&self.source, loc);
+        if let Some(t) = path.task() {
+            d = d.task(t);
+        }
+        d
+    }
+
+    fn pos_loc(&self, p: Pos, len: usize) -> Location {
+        let offset = self.source.offset_of(p.line, p.col);
+        let len = len.min(self.source.text().len().saturating_sub(offset));
+        Location { offset, len, line: p.line, col: p.col }
+    }
+
+    /// Resolved retries / backoff / timeout for a task (task value, else defaults).
+    pub fn task_policy(&self, task: &Task) -> TaskPolicy {
+        let d = self.spec.defaults.clone().unwrap_or_default();
+        let dur = |x: Option<&Duration>| x.and_then(|x| parse_duration(x).ok());
+        TaskPolicy {
+            retries: task.retries.or(d.retries).unwrap_or(0),
+            retry_backoff: dur(task.retry_backoff.as_ref().or(d.retry_backoff.as_ref()))
+                .unwrap_or(std::time::Duration::from_secs(5)),
+            timeout: dur(task.timeout.as_ref().or(d.timeout.as_ref())),
+        }
+    }
+}
+
+/// How a task is retried and timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskPolicy {
+    pub retries: u32,
+    pub retry_backoff: std::time::Duration,
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The JSON Schema of pipeline files.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Pipeline);
+    serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> LoadOptions {
+        let mut o = LoadOptions::new("r1", "2026-01-02");
+        o.env = Arc::new(|n| (n == "SECRET").then(|| "hunter22".to_string()));
+        o
+    }
+
+    fn diags(text: &str) -> Vec<Diagnostic> {
+        match parse(Path::new("p.yaml"), text.to_string(), &opts()) {
+            Err(SpecError::Invalid(d)) => d,
+            Ok(_) => panic!("expected errors"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_pipeline() {
+        let text = "vars: { region: north, tag: \"${region}-${run_date}\" }\nstores: { raw: { url: \"file://data\" } }\ntasks:\n  orders:\n    extract: { store: raw, path: \"o/*.csv\" }\n  t:\n    transform:\n      sql: SELECT * FROM orders WHERE r = '${tag}'\n";
+        let p = parse(Path::new("dir/daily.yaml"), text.into(), &opts()).unwrap();
+        assert_eq!(p.name, "daily");
+        assert_eq!(p.dir, PathBuf::from("dir"));
+        assert_eq!(p.vars["tag"].value, "north-2026-01-02");
+        let sql = &p.spec.tasks["t"].transform.as_ref().unwrap().sql;
+        assert_eq!(sql, "SELECT * FROM orders WHERE r = 'north-2026-01-02'");
+    }
+
+    #[test]
+    fn collects_errors_from_every_task() {
+        let text = "tasks:\n  a:\n    extract: { stor: raw, path: x.csv }\n  b:\n    load: { from: a, store: lake, path: out/, mode: apend }\n  c:\n    transform: { sql: SELECT 1 }\n    checks: [x]\n";
+        let d = diags(text);
+        assert_eq!(d.len(), 3, "{d:#?}");
+        assert_eq!(d[0].message, "unknown key `stor` in `tasks.a.extract`");
+        assert_eq!(d[0].help.as_deref(), Some("did you mean `store`?"));
+        assert_eq!((d[0].location.unwrap().line, d[0].location.unwrap().col), (3, 16));
+        assert_eq!(d[0].task.as_deref(), Some("a"));
+        assert_eq!(d[1].message, "unknown value `apend` for `tasks.b.load.mode`");
+        assert_eq!(d[1].help.as_deref(), Some("did you mean `append`?"));
+        assert_eq!(d[1].location.unwrap().line, 5);
+        assert_eq!(d[2].code, "not-supported");
+        assert_eq!(d[2].location.unwrap().line, 8);
+    }
+
+    #[test]
+    fn secrets_refused_in_sql_and_registered() {
+        let text = "vars: { pw: \"${env:SECRET}\" }\ntasks:\n  t:\n    transform:\n      sql: |\n        SELECT 1\n        WHERE x = '${pw}'\n";
+        let d = diags(text);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].code, "secret-in-sql");
+        let l = d[0].location.unwrap();
+        assert_eq!((l.line, l.col), (7, 20));
+    }
+
+    #[test]
+    fn locates_inside_literal_sql_after_substitution() {
+        let text = "vars: { longer_name: x }\ntasks:\n  t:\n    transform:\n      sql: |\n        SELECT '${longer_name}' AS a,\n          bad_col\n";
+        let p = parse(Path::new("p.yaml"), text.into(), &opts()).unwrap();
+        let path = ypath!["tasks", "t", "transform", "sql"];
+        let sql = &p.spec.tasks["t"].transform.as_ref().unwrap().sql;
+        let off = sql.find("bad_col").unwrap();
+        let d = p.diag_in_value("sql", &path, sql, off, 7, "x");
+        let l = d.location.unwrap();
+        assert_eq!((l.line, l.col, l.len), (7, 11, 7));
+        // on the same line as a substitution, columns shift by the placeholder's length
+        let off = sql.find("AS").unwrap();
+        let l = p.diag_in_value("sql", &path, sql, off, 2, "x").location.unwrap();
+        assert_eq!((l.line, l.col), (6, 33));
+    }
+
+    #[test]
+    fn yaml_syntax_and_duplicates() {
+        let d = diags("tasks:\n  a: { extract: { store: raw, path: x }\n");
+        assert_eq!(d[0].code, "yaml");
+        let d = diags("tasks:\n  a:\n    transform: { sql: SELECT 1 }\n  a:\n    transform: { sql: SELECT 2 }\n");
+        assert_eq!(d[0].code, "yaml");
+        assert!(d[0].message.contains("duplicate"), "{}", d[0].message);
+        assert_eq!(d[0].location.unwrap().line, 4);
+    }
+
+    #[test]
+    fn task_shape_rules() {
+        let d = diags("tasks:\n  Orders:\n    transform: { sql: SELECT 1 }\n  both:\n    transform: { sql: SELECT 1 }\n    load: { from: x, store: s, path: p }\n  none:\n    depends_on: [both]\n");
+        let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "invalid task name `Orders`",
+                "task `both` has both `transform` and `load`",
+                "task `none` has none of `extract`, `transform`, `load`"
+            ]
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! The YAML surface: plain serde + schemars types, no behaviour.
+//!
+//! Doc comments here become the descriptions in `pipeline.schema.json` and
+//! in the reference documentation, so they are written for pipeline authors.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A weir pipeline: named stores, variables and a set of tasks (extract, transform, load)
+/// whose data dependencies form a DAG.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "weir pipeline")]
+pub struct Pipeline {
+    /// Name of the pipeline, used in run records and metrics. Defaults to the file name
+    /// without its extension. Letters, digits, `_` and `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+
+    /// Free text shown by `weir plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// Variables, substituted as `${name}` in every string value (store URLs, paths, SQL).
+    /// Values may use `${env:NAME}` / `${env:NAME:-default}` (secrets: never logged, refused
+    /// in SQL), the built-ins `${run_id}` and `${run_date}` (the run's logical date,
+    /// YYYY-MM-DD) and variables defined above them. `weir run --var name=value` overrides.
+    /// Write `$${` for a literal `${`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub vars: IndexMap<String, Scalar>,
+
+    /// Named object stores that extracts read from and loads write to.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub stores: IndexMap<String, Store>,
+
+    /// Settings every task inherits unless it sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Defaults>,
+
+    /// How many tasks may run at once. Independent branches of the DAG run concurrently up to
+    /// this limit; DataFusion also parallelizes inside each task. Default: the number of CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_parallel: Option<u32>,
+
+    /// The tasks. Each key is the task's name, which is also its table name in SQL: lowercase
+    /// letters, digits and `_`, starting with a letter or `_`.
+    pub tasks: IndexMap<String, Task>,
+
+    /// Not supported yet (the scheduler daemon).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub schedule: Option<serde_yaml::Value>,
+    /// Not supported yet (alerts).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub notify: Option<serde_yaml::Value>,
+    /// Not supported yet (alerts).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub freshness: Option<serde_yaml::Value>,
+    /// Not supported yet (scale-out).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub engine: Option<serde_yaml::Value>,
+}
+
+/// A YAML scalar used as a text value (strings, numbers and booleans are accepted).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum Scalar {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::String(s) => f.write_str(s),
+            Scalar::Integer(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A named object store.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// Where the store's root is: `file://relative/dir` (relative to the pipeline file),
+    /// `file:///absolute/dir`, `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (or `abfss://container@account.dfs.core.windows.net/prefix`),
+    /// or `memory://name` (in-process, for tests).
+    pub url: String,
+
+    /// Options for the object store client, as understood by `object_store`'s builders:
+    /// for S3 e.g. `region`, `endpoint`, `access_key_id`, `secret_access_key`,
+    /// `allow_http`, `virtual_hosted_style_request`; for GCS `service_account_path`; for
+    /// Azure `account_name`, `access_key`. Use `${env:NAME}` for credentials.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub options: IndexMap<String, Scalar>,
+}
+
+/// Settings every task inherits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// How many times a task is retried after a transient failure (I/O, network). Errors that
+    /// cannot succeed on a retry (invalid SQL, missing columns) are not retried. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+
+    /// Wait before the first retry, doubled for each further one, with jitter. A duration such
+    /// as `500ms`, `5s`, `2m`. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<Duration>,
+
+    /// A task running longer than this is cancelled and fails (nothing it wrote is published).
+    /// A duration such as `30m`, `2h`. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// A duration written with units: `250ms`, `5s`, `10m`, `2h`, `1h 30m`, `1d`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Duration(
+    #[schemars(regex(pattern = r"^\s*\d+\s*[a-zA-Z]+(\s*\d+\s*[a-zA-Z]+)*\s*$"))] pub String,
+);
+
+/// One task of the pipeline: exactly one of `extract`, `transform` or `load`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["extract"]},
+    {"required": ["transform"]},
+    {"required": ["load"]}
+]))]
+pub struct Task {
+    /// Free text shown by `weir plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// Read files from a store. The task's table is the files' rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<Extract>,
+
+    /// Compute a table with SQL over other tasks' tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Transform>,
+
+    /// Write another task's table to a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
+
+    /// Extra ordering: this task starts only after these tasks succeeded. Data dependencies
+    /// (tables read in SQL, `load.from`) are found automatically and need not be listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+
+    /// Overrides `defaults.retries` for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+
+    /// Overrides `defaults.retry_backoff` for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<Duration>,
+
+    /// Overrides `defaults.timeout` for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+
+    /// Not supported yet (validation gates).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub checks: Option<serde_yaml::Value>,
+    /// Not supported yet (validation gates).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub on_check_failure: Option<serde_yaml::Value>,
+}
+
+/// Read files matching a path or glob from a store.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Extract {
+    /// Name of a store defined under `stores`.
+    pub store: String,
+
+    /// File path or glob relative to the store's root, e.g. `orders/*.csv`,
+    /// `events/**/*.json.gz`, `customers.parquet`. Only the part before the first glob
+    /// character is listed.
+    pub path: String,
+
+    /// File format. Default: from the path's extension (`.csv`, `.json`/`.jsonl`/`.ndjson`,
+    /// `.parquet`), ignoring a compression suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FileFormat>,
+
+    /// Compression of CSV and JSON files. Default: from the path's extension
+    /// (`.gz`, `.zst`, `.bz2`, `.xz`), else none. Parquet files carry their own compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<InputCompression>,
+
+    /// CSV reading options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvOptions>,
+
+    /// Column types, by column name, in SQL type names: `bigint`, `integer`, `smallint`,
+    /// `double`, `real`, `decimal(p,s)`, `varchar`, `boolean`, `date`, `timestamp`,
+    /// `timestamp with time zone`. Columns not listed keep their inferred type. For CSV and
+    /// JSON without this key, types are inferred from the first `infer_rows` rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<IndexMap<String, String>>,
+
+    /// How many rows of CSV/JSON are sampled to infer column types. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub infer_rows: Option<usize>,
+
+    /// Not supported yet (incremental loads).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub incremental: Option<serde_yaml::Value>,
+    /// Not supported yet (bad-row handling).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub bad_rows: Option<serde_yaml::Value>,
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Delimited text (see `csv` options).
+    Csv,
+    /// Newline-delimited JSON: one object per line.
+    Json,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// Compression of text input files.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputCompression {
+    None,
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+}
+
+/// How CSV files are read.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    /// The first line holds column names. Default true. Without a header, columns are
+    /// named `column_1`, `column_2`, … unless `schema` names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
+
+    /// Field separator, one character. Default `,`. Write `"\t"` for tab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<char>,
+
+    /// Quote character. Default `"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<char>,
+
+    /// Escape character inside quoted fields, e.g. `\`. Default: none (a quote is escaped by
+    /// doubling it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape: Option<char>,
+
+    /// A field equal to this text is read as NULL, e.g. `NULL` or `\N`. Default: empty
+    /// fields are NULL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null: Option<String>,
+
+    /// Lines starting with this character are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<char>,
+
+    /// Quoted fields may contain line breaks. Default false (faster: files can be split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<bool>,
+}
+
+/// Compute a table with one SQL query.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    /// One query (`SELECT`, `WITH … SELECT`, `VALUES`) over other tasks, referenced by their
+    /// names. DDL, DML, `COPY`, `SET`, table functions and file paths are refused.
+    /// `${vars}` are substituted first; `${env:…}` values are refused here.
+    pub sql: String,
+}
+
+/// Write a task's table to a store.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// The task whose table is written.
+    pub from: String,
+
+    /// Name of a store defined under `stores`.
+    pub store: String,
+
+    /// Directory relative to the store's root, e.g. `marts/orders/`. The load owns it: an
+    /// `overwrite` replaces everything in it.
+    pub path: String,
+
+    /// Output table format. Default `parquet`.
+    #[serde(default)]
+    pub format: OutputFormat,
+
+    /// How the output relates to what is already there. Default `overwrite`.
+    #[serde(default)]
+    pub mode: LoadMode,
+
+    /// Columns whose values make hive-style directories (`region=north/`). The columns are
+    /// stored in the directory names, not in the files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+
+    /// Parquet compression codec. Default `zstd`.
+    #[serde(default)]
+    pub compression: OutputCompression,
+
+    /// Rows per Parquet row group. Default 1,048,576 (one million).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub row_group_rows: Option<usize>,
+
+    /// A new file is started after about this many rows. Default 10,000,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_rows_per_file: Option<usize>,
+
+    /// Not supported yet (merge loads).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub keys: Option<serde_yaml::Value>,
+    /// Not supported yet (merge loads).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub order_by: Option<serde_yaml::Value>,
+    /// Not supported yet (merge loads).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub delete_when: Option<serde_yaml::Value>,
+}
+
+/// Output table format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// A directory of Parquet files, published atomically.
+    #[default]
+    Parquet,
+    /// A Delta Lake table (not supported yet).
+    Delta,
+}
+
+/// How a load's output relates to what is already there.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    /// Replace the whole output with this run's rows.
+    #[default]
+    Overwrite,
+    /// Add this run's rows to the output.
+    Append,
+    /// Create-or-update by `keys` (not supported yet).
+    Merge,
+    /// Replace only the partitions present in this run's rows (not supported yet).
+    ReplacePartitions,
+}
+
+/// Parquet compression codec for outputs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputCompression {
+    #[default]
+    Zstd,
+    Snappy,
+    Gzip,
+    Lz4,
+    None,
+}

@@ -1,0 +1,345 @@
+//! `state`: the embedded SQLite store of runs and task runs, with versioned migrations and
+//! a per-pipeline run lock. WAL mode and a busy timeout let several `weir` processes share
+//! one file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("state store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state store {path} has schema version {found}, newer than this weir understands ({known}); upgrade weir")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error(
+        "pipeline `{pipeline}` is already running (run {run_id}, process {pid} on {host}, since {since}); wait for it to finish"
+    )]
+    Locked { pipeline: String, run_id: String, pid: i64, host: String, since: String },
+    #[error("cannot create {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs and task runs
+    "CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        status TEXT NOT NULL,
+        logical_date TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        error TEXT,
+        pid INTEGER,
+        host TEXT
+    );
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at);
+    CREATE TABLE task_runs (
+        run_id TEXT NOT NULL REFERENCES runs (run_id),
+        task TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started_at TEXT,
+        finished_at TEXT,
+        rows_in INTEGER,
+        rows_out INTEGER,
+        bytes_read INTEGER,
+        bytes_written INTEGER,
+        files INTEGER,
+        error TEXT,
+        note TEXT,
+        PRIMARY KEY (run_id, task)
+    );
+    CREATE TABLE locks (
+        pipeline TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at TEXT NOT NULL
+    );",
+];
+
+pub struct StateStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("path", &self.path).finish()
+    }
+}
+
+/// One row of `runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub logical_date: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One row of `task_runs`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskRecord {
+    pub run_id: String,
+    pub task: String,
+    pub kind: String,
+    pub status: String,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub rows_in: Option<u64>,
+    pub rows_out: Option<u64>,
+    pub bytes_read: Option<u64>,
+    pub bytes_written: Option<u64>,
+    pub files: Option<u64>,
+    pub error: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Timestamps are stored as RFC 3339 UTC text with microseconds: sortable as text.
+pub fn now_text() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn host() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn process_alive(pid: i64) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
+impl StateStore {
+    /// Open (creating if needed) the state store at `path`.
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Dir { path: dir.to_path_buf(), source: e })?;
+        }
+        let open_err = |e| StateError::Open { path: path.to_path_buf(), source: e };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        let store = StateStore { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StateError::TooNew { path: self.path.clone(), found: version, known });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Take the run lock of `pipeline` for `run_id`. A lock held by a process that no longer
+    /// exists (on this host) is taken over, and its run is recorded as abandoned.
+    pub fn lock(&self, pipeline: &str, run_id: &str) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let held: Option<(String, i64, String, String)> = tx
+            .query_row("SELECT run_id, pid, host, acquired_at FROM locks WHERE pipeline = ?1", [pipeline], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        if let Some((other, pid, h, since)) = held {
+            let stale = h == host() && !process_alive(pid);
+            if !stale {
+                return Err(StateError::Locked { pipeline: pipeline.to_string(), run_id: other, pid, host: h, since });
+            }
+            tx.execute(
+                "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = 'the process running it stopped' WHERE run_id = ?1 AND status = 'running'",
+                params![other, now_text()],
+            )?;
+            tx.execute("DELETE FROM locks WHERE pipeline = ?1", [pipeline])?;
+        }
+        tx.execute(
+            "INSERT INTO locks (pipeline, run_id, pid, host, acquired_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![pipeline, run_id, std::process::id() as i64, host(), now_text()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn unlock(&self, pipeline: &str, run_id: &str) -> Result<(), StateError> {
+        self.conn().execute("DELETE FROM locks WHERE pipeline = ?1 AND run_id = ?2", params![pipeline, run_id])?;
+        Ok(())
+    }
+
+    pub fn run_started(&self, run_id: &str, pipeline: &str, logical_date: &str) -> Result<(), StateError> {
+        self.conn().execute(
+            "INSERT INTO runs (run_id, pipeline, status, logical_date, started_at, pid, host) VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+            params![run_id, pipeline, logical_date, now_text(), std::process::id() as i64, host()],
+        )?;
+        Ok(())
+    }
+
+    pub fn run_finished(&self, run_id: &str, status: &str, error: Option<&str>) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4 WHERE run_id = ?1",
+            params![run_id, status, now_text(), error],
+        )?;
+        Ok(())
+    }
+
+    /// Insert or replace a task run record.
+    pub fn record_task(&self, t: &TaskRecord) -> Result<(), StateError> {
+        let n = |x: Option<u64>| x.map(|v| v as i64);
+        self.conn().execute(
+            "INSERT OR REPLACE INTO task_runs (run_id, task, kind, status, attempts, started_at, finished_at, rows_in, rows_out, bytes_read, bytes_written, files, error, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                t.run_id, t.task, t.kind, t.status, t.attempts, t.started_at, t.finished_at,
+                n(t.rows_in), n(t.rows_out), n(t.bytes_read), n(t.bytes_written), n(t.files), t.error, t.note
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The latest runs, newest first, optionally of one pipeline.
+    pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT run_id, pipeline, status, logical_date, started_at, finished_at, error FROM runs
+             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY started_at DESC, run_id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
+            Ok(RunRecord {
+                run_id: r.get(0)?,
+                pipeline: r.get(1)?,
+                status: r.get(2)?,
+                logical_date: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                error: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT run_id, pipeline, status, logical_date, started_at, finished_at, error FROM runs WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(RunRecord {
+                        run_id: r.get(0)?,
+                        pipeline: r.get(1)?,
+                        status: r.get(2)?,
+                        logical_date: r.get(3)?,
+                        started_at: r.get(4)?,
+                        finished_at: r.get(5)?,
+                        error: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Task runs of a run, in start order.
+    pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT run_id, task, kind, status, attempts, started_at, finished_at, rows_in, rows_out, bytes_read, bytes_written, files, error, note
+             FROM task_runs WHERE run_id = ?1 ORDER BY started_at IS NULL, started_at, task",
+        )?;
+        let u = |v: Option<i64>| v.map(|x| x as u64);
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(TaskRecord {
+                run_id: r.get(0)?,
+                task: r.get(1)?,
+                kind: r.get(2)?,
+                status: r.get(3)?,
+                attempts: r.get(4)?,
+                started_at: r.get(5)?,
+                finished_at: r.get(6)?,
+                rows_in: u(r.get(7)?),
+                rows_out: u(r.get(8)?),
+                bytes_read: u(r.get(9)?),
+                bytes_written: u(r.get(10)?),
+                files: u(r.get(11)?),
+                error: r.get(12)?,
+                note: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_runs_and_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("x/state.db")).unwrap();
+        s.lock("p", "r1").unwrap();
+        s.run_started("r1", "p", "2026-01-01").unwrap();
+        // a second run of the same pipeline by a live process is refused
+        let e = s.lock("p", "r2").unwrap_err();
+        assert!(e.to_string().contains("already running (run r1"), "{e}");
+        s.record_task(&TaskRecord { run_id: "r1".into(), task: "t".into(), kind: "load".into(), status: "succeeded".into(), rows_out: Some(5), ..Default::default() }).unwrap();
+        s.run_finished("r1", "succeeded", None).unwrap();
+        s.unlock("p", "r1").unwrap();
+        s.lock("p", "r2").unwrap();
+        assert_eq!(s.runs(Some("p"), 10).unwrap()[0].status, "succeeded");
+        assert_eq!(s.tasks("r1").unwrap()[0].rows_out, Some(5));
+        // reopening applies no migration twice
+        drop(s);
+        let s = StateStore::open(&dir.path().join("x/state.db")).unwrap();
+        assert_eq!(s.runs(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stale_lock_of_a_dead_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state.db")).unwrap();
+        s.run_started("old", "p", "2026-01-01").unwrap();
+        s.conn()
+            .execute(
+                "INSERT INTO locks VALUES ('p', 'old', 999999999, ?1, '2026-01-01T00:00:00Z')",
+                [host()],
+            )
+            .unwrap();
+        s.lock("p", "new").unwrap();
+        assert_eq!(s.run("old").unwrap().unwrap().status, "abandoned");
+    }
+}

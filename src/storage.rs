@@ -1,0 +1,336 @@
+//! Named stores: a URL (`file://`, `s3://`, `gs://`, `az://`, `memory://`) and options
+//! turned into an `Arc<dyn ObjectStore>`, plus glob listing under a store.
+//!
+//! Building a store does no I/O. Listing does one LIST under the glob's literal prefix.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use datafusion::execution::object_store::ObjectStoreUrl;
+use futures::TryStreamExt;
+use globset::{GlobBuilder, GlobMatcher};
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unsupported store URL scheme `{scheme}`")]
+    Scheme { scheme: String },
+    #[error("invalid store URL `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error("unknown option `{key}` for a {kind} store")]
+    Option { key: String, kind: &'static str },
+    #[error("cannot build the {kind} store: {source}")]
+    Build { kind: &'static str, source: object_store::Error },
+    #[error("invalid glob `{pattern}`: {reason}")]
+    Glob { pattern: String, reason: String },
+    #[error("listing `{prefix}` in store `{store}`: {source}")]
+    List { store: String, prefix: String, source: object_store::Error },
+}
+
+/// What kind of backend a store is; decides the publish protocol of loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A local directory (absolute path).
+    Local(PathBuf),
+    S3,
+    Gcs,
+    Azure,
+    Memory,
+}
+
+/// A named, resolved store.
+#[derive(Debug)]
+pub struct Store {
+    pub name: String,
+    /// The URL as shown to users (`file:///abs/dir`, `s3://bucket/prefix`).
+    pub display_url: String,
+    pub backend: Backend,
+    /// What DataFusion's object store registry knows this store by (`s3://bucket`).
+    pub object_store_url: ObjectStoreUrl,
+    /// The store's root inside the object store (`prefix`, or the absolute local path).
+    pub root: ObjectPath,
+    pub object_store: Arc<dyn ObjectStore>,
+    /// Options, for telling apart two stores on the same bucket.
+    options: Vec<(String, String)>,
+}
+
+static MEMORY_STORES: LazyLock<Mutex<HashMap<String, Arc<InMemory>>>> = LazyLock::new(Default::default);
+
+impl Store {
+    /// Resolve `url` (relative `file://` paths against `base_dir`) with `options`.
+    pub fn new(name: &str, url: &str, options: &[(String, String)], base_dir: &Path) -> Result<Store, StorageError> {
+        let url = url.trim();
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            None => ("file".to_string(), url),
+        };
+        let bad = |reason: &str| StorageError::Url { url: url.to_string(), reason: reason.to_string() };
+        match scheme.as_str() {
+            "file" => {
+                if let Some((k, _)) = options.first() {
+                    return Err(StorageError::Option { key: k.clone(), kind: "local file" });
+                }
+                let p = Path::new(rest);
+                let abs = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+                let abs = std::path::absolute(&abs).map_err(|e| bad(&e.to_string()))?;
+                let abs = normalize(&abs);
+                let root = ObjectPath::from_absolute_path(&abs).map_err(|e| bad(&e.to_string()))?;
+                Ok(Store {
+                    name: name.to_string(),
+                    display_url: format!("file://{}", abs.display()),
+                    backend: Backend::Local(abs),
+                    object_store_url: ObjectStoreUrl::local_filesystem(),
+                    root,
+                    object_store: Arc::new(object_store::local::LocalFileSystem::new()),
+                    options: Vec::new(),
+                })
+            }
+            "memory" => {
+                let key = rest.split('/').next().unwrap_or("").to_string();
+                let prefix = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
+                let store = MEMORY_STORES.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+                let osu = ObjectStoreUrl::parse(format!("memory://{key}")).map_err(|e| bad(&e.to_string()))?;
+                Ok(Store {
+                    name: name.to_string(),
+                    display_url: url.to_string(),
+                    backend: Backend::Memory,
+                    object_store_url: osu,
+                    root: ObjectPath::from(prefix),
+                    object_store: store,
+                    options: options.to_vec(),
+                })
+            }
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
+                let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+                let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("missing bucket or container"))?;
+                let (backend, kind, store): (Backend, &'static str, Arc<dyn ObjectStore>) = match scheme.as_str() {
+                    "s3" | "s3a" => {
+                        let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                        for (k, v) in options {
+                            let key = k.parse().map_err(|_| StorageError::Option { key: k.clone(), kind: "S3" })?;
+                            b = b.with_config(key, v);
+                        }
+                        let s = b.build().map_err(|e| StorageError::Build { kind: "S3", source: e })?;
+                        (Backend::S3, "S3", Arc::new(s))
+                    }
+                    "gs" => {
+                        let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url);
+                        for (k, v) in options {
+                            let key = k.parse().map_err(|_| StorageError::Option { key: k.clone(), kind: "GCS" })?;
+                            b = b.with_config(key, v);
+                        }
+                        let s = b.build().map_err(|e| StorageError::Build { kind: "GCS", source: e })?;
+                        (Backend::Gcs, "GCS", Arc::new(s))
+                    }
+                    _ => {
+                        let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
+                        for (k, v) in options {
+                            let key = k.parse().map_err(|_| StorageError::Option { key: k.clone(), kind: "Azure" })?;
+                            b = b.with_config(key, v);
+                        }
+                        let s = b.build().map_err(|e| StorageError::Build { kind: "Azure", source: e })?;
+                        (Backend::Azure, "Azure", Arc::new(s))
+                    }
+                };
+                let _ = kind;
+                // abfss://container@account.dfs.core.windows.net/path: the container is the user part.
+                let authority = match parsed.username() {
+                    "" => host.to_string(),
+                    user => format!("{user}@{host}"),
+                };
+                let osu = ObjectStoreUrl::parse(format!("{}://{authority}", parsed.scheme())).map_err(|e| bad(&e.to_string()))?;
+                let prefix = parsed.path().trim_matches('/');
+                Ok(Store {
+                    name: name.to_string(),
+                    display_url: url.to_string(),
+                    backend,
+                    object_store_url: osu,
+                    root: ObjectPath::from(prefix),
+                    object_store: store,
+                    options: options.to_vec(),
+                })
+            }
+            other => Err(StorageError::Scheme { scheme: other.to_string() }),
+        }
+    }
+
+    /// Whether two stores can share DataFusion's registration of the same URL.
+    pub fn conflicts_with(&self, other: &Store) -> bool {
+        self.object_store_url == other.object_store_url
+            && self.backend != Backend::Memory
+            && !matches!(self.backend, Backend::Local(_))
+            && self.options != other.options
+    }
+
+    /// The object path of `rel` (a path relative to the store's root).
+    pub fn path(&self, rel: &str) -> ObjectPath {
+        let mut p = self.root.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            p = p.child(part);
+        }
+        p
+    }
+
+    /// A URL DataFusion can read or write (`file:///abs/dir/`, `s3://bucket/prefix/dir/`).
+    pub fn url_of(&self, path: &ObjectPath, dir: bool) -> String {
+        let base = self.object_store_url.as_str().trim_end_matches('/');
+        let mut s = format!("{base}/{path}");
+        if dir && !s.ends_with('/') {
+            s.push('/');
+        }
+        s
+    }
+
+    /// The local directory of `rel`, for local stores.
+    pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        match &self.backend {
+            Backend::Local(root) => {
+                let mut p = root.clone();
+                for part in rel.split('/').filter(|s| !s.is_empty() && *s != ".") {
+                    p.push(part);
+                }
+                Some(p)
+            }
+            _ => None,
+        }
+    }
+
+    /// Every object matching `glob`, sorted by path. Lists only under the glob's literal prefix.
+    pub async fn list(&self, glob: &FileGlob) -> Result<Vec<ObjectMeta>, StorageError> {
+        let prefix = self.path(&glob.prefix);
+        let err = |e| StorageError::List { store: self.name.clone(), prefix: glob.prefix.clone(), source: e };
+        let mut out: Vec<ObjectMeta> = Vec::new();
+        if glob.matcher.is_none() && !glob.prefix.ends_with('/') && !glob.prefix.is_empty() {
+            // A plain path: the object itself, if it exists, else a directory.
+            match self.object_store.head(&prefix).await {
+                Ok(meta) => return Ok(vec![meta]),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        let mut stream = self.object_store.list(Some(&prefix));
+        let root_parts = self.root.parts().count();
+        while let Some(meta) = stream.try_next().await.map_err(err)? {
+            let rel: Vec<String> = meta.location.parts().skip(root_parts).map(|p| p.as_ref().to_string()).collect();
+            if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
+                continue; // hidden files, _SUCCESS markers, in-progress writes
+            }
+            let rel = rel.join("/");
+            if let Some(m) = &glob.matcher
+                && !m.is_match(&rel)
+            {
+                continue;
+            }
+            out.push(meta);
+        }
+        out.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(out)
+    }
+}
+
+/// A path or glob relative to a store's root, split at its first glob character.
+#[derive(Debug, Clone)]
+pub struct FileGlob {
+    pub pattern: String,
+    /// The literal part before the first glob character (what is listed).
+    pub prefix: String,
+    pub matcher: Option<GlobMatcher>,
+}
+
+impl FileGlob {
+    pub fn new(pattern: &str) -> Result<FileGlob, StorageError> {
+        let pattern = pattern.trim().trim_start_matches("./").trim_start_matches('/').to_string();
+        let first_glob = pattern.find(['*', '?', '[', '{']);
+        let Some(at) = first_glob else {
+            return Ok(FileGlob { prefix: pattern.clone(), pattern, matcher: None });
+        };
+        let prefix = match pattern[..at].rfind('/') {
+            Some(slash) => pattern[..=slash].to_string(),
+            None => String::new(),
+        };
+        let matcher = GlobBuilder::new(&pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| StorageError::Glob { pattern: pattern.clone(), reason: e.kind().to_string() })?
+            .compile_matcher();
+        Ok(FileGlob { pattern, prefix, matcher: Some(matcher) })
+    }
+
+    pub fn is_glob(&self) -> bool {
+        self.matcher.is_some()
+    }
+}
+
+/// Lexically remove `.` and `..` (the directory may not exist yet).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::PutPayload;
+
+    #[test]
+    fn globs_split_at_literal_prefix() {
+        let g = FileGlob::new("orders/2024/*.csv").unwrap();
+        assert_eq!(g.prefix, "orders/2024/");
+        assert!(g.matcher.as_ref().unwrap().is_match("orders/2024/a.csv"));
+        assert!(!g.matcher.as_ref().unwrap().is_match("orders/2024/x/a.csv"));
+        let g = FileGlob::new("**/*.json").unwrap();
+        assert_eq!(g.prefix, "");
+        assert!(g.matcher.as_ref().unwrap().is_match("a/b/c.json"));
+        let g = FileGlob::new("customers.parquet").unwrap();
+        assert!(!g.is_glob());
+    }
+
+    #[test]
+    fn relative_file_urls_resolve_against_the_pipeline_dir() {
+        let s = Store::new("raw", "file://data/../raw", &[], Path::new("/p/pipelines")).unwrap();
+        assert_eq!(s.backend, Backend::Local(PathBuf::from("/p/pipelines/raw")));
+        assert_eq!(s.url_of(&s.path("a/b.csv"), false), "file:///p/pipelines/raw/a/b.csv");
+        let s = Store::new("abs", "file:///tmp/x", &[], Path::new("/p")).unwrap();
+        assert_eq!(s.backend, Backend::Local(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn cloud_urls_build_clients_without_io() {
+        let opts = vec![("region".to_string(), "eu-west-1".to_string()), ("allow_http".to_string(), "true".to_string())];
+        let s = Store::new("lake", "s3://bucket/marts", &opts, Path::new(".")).unwrap();
+        assert_eq!(s.object_store_url.as_str(), "s3://bucket/");
+        assert_eq!(s.root.as_ref(), "marts");
+        let bad = Store::new("lake", "s3://bucket/marts", &[("regoin".into(), "x".into())], Path::new("."));
+        assert!(matches!(bad, Err(StorageError::Option { .. })));
+        assert!(matches!(Store::new("x", "ftp://h/p", &[], Path::new(".")), Err(StorageError::Scheme { .. })));
+    }
+
+    #[tokio::test]
+    async fn lists_matching_files_only() {
+        let s = Store::new("m", "memory://list-test/root", &[], Path::new(".")).unwrap();
+        for p in ["root/a/1.csv", "root/a/2.csv", "root/a/_SUCCESS", "root/a/sub/3.csv", "root/b/4.csv", "root/a/.5.csv"] {
+            s.object_store.put(&ObjectPath::from(p), PutPayload::from_static(b"x")).await.unwrap();
+        }
+        let names = |v: Vec<ObjectMeta>| v.into_iter().map(|m| m.location.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(s.list(&FileGlob::new("a/*.csv").unwrap()).await.unwrap()), ["root/a/1.csv", "root/a/2.csv"]);
+        assert_eq!(
+            names(s.list(&FileGlob::new("a/").unwrap()).await.unwrap()),
+            ["root/a/1.csv", "root/a/2.csv", "root/a/sub/3.csv"]
+        );
+        assert_eq!(names(s.list(&FileGlob::new("b/4.csv").unwrap()).await.unwrap()), ["root/b/4.csv"]);
+        assert!(s.list(&FileGlob::new("c/*.csv").unwrap()).await.unwrap().is_empty());
+    }
+}
