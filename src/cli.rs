@@ -24,7 +24,11 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Declarative data pipelines: YAML compiled into a DAG of extract, SQL transform and load tasks")]
+#[command(
+    name = "weir",
+    version,
+    about = "Declarative data pipelines: YAML compiled into a DAG of extract, SQL transform and load tasks"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -140,9 +144,6 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// Secrets of every pipeline loaded, for redacting log output.
-static LOG_SECRETS: std::sync::LazyLock<Secrets> = std::sync::LazyLock::new(Secrets::new);
-
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -166,20 +167,22 @@ async fn dispatch(cli: Cli) -> i32 {
             EXIT_OK
         }
         Command::Validate { ref paths, ref vars } => validate(paths, vars).await,
-        Command::Plan { ref path, ref vars } => match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
-            Ok(plans) => {
-                let mut out = String::new();
-                for (k, p) in plans.iter().enumerate() {
-                    if k > 0 {
-                        out.push('\n');
+        Command::Plan { ref path, ref vars } => {
+            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
+                Ok(plans) => {
+                    let mut out = String::new();
+                    for (k, p) in plans.iter().enumerate() {
+                        if k > 0 {
+                            out.push('\n');
+                        }
+                        out.push_str(&render_plan(p));
                     }
-                    out.push_str(&render_plan(p));
+                    print!("{out}");
+                    EXIT_OK
                 }
-                print!("{out}");
-                EXIT_OK
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::Graph { ref path, format, ref vars } => {
             match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
                 Ok(plans) => {
@@ -194,7 +197,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(code) => code,
             }
         }
-        Command::Runs { ref pipeline, ref dir, limit, ref run, json } => runs(&cli, pipeline.as_deref(), dir, limit, run.as_deref(), json),
+        Command::Runs { ref pipeline, ref dir, limit, ref run, json } => {
+            runs(&cli, pipeline.as_deref(), dir, limit, run.as_deref(), json)
+        }
         Command::Run { .. } => run_cmd(&cli).await,
     }
 }
@@ -210,10 +215,11 @@ fn today() -> String {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let default = match cli.verbose {
-        0 => "warn",
-        1 => "weir=info,warn",
-        2 => "weir=debug,info",
+    // Without -v the CLI's own lines say what happens; logs are for -v and JSON consumers.
+    let default = match (cli.verbose, cli.log_format) {
+        (0, LogFormat::Text) => "weir=off,error",
+        (0, LogFormat::Json) | (1, _) => "weir=info,warn",
+        (2, _) => "weir=debug,info",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -244,7 +250,7 @@ impl Write for RedactingHandle {
 impl Drop for RedactingHandle {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.0);
-        let _ = std::io::stderr().write_all(LOG_SECRETS.redact(&text).as_bytes());
+        let _ = std::io::stderr().write_all(crate::secrets::global().redact(&text).as_bytes());
     }
 }
 
@@ -266,7 +272,7 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
     }
     let n = diags.len();
     out.push_str(&format!("{n} problem{} found\n", if n == 1 { "" } else { "s" }));
-    let _ = stderr.lock().write_all(out.as_bytes());
+    let _ = stderr.lock().write_all(crate::secrets::global().redact(&out).as_bytes());
 }
 
 /// One diagnostic as text (`color` off for tests and pipes).
@@ -286,8 +292,9 @@ fn load_options(vars: &VarArgs, run_id: &str, run_date: &str) -> LoadOptions {
     o
 }
 
-/// Load every pipeline under `paths`; print problems; `Err(exit code)` if any.
-fn load_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -> Result<Vec<LoadedPipeline>, i32> {
+/// Load and compile every pipeline under `paths`. Every problem of every file is printed;
+/// `Err(exit code)` if there is any.
+async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -> Result<Vec<Plan>, i32> {
     let files = match spec::discover(paths) {
         Ok(f) => f,
         Err(e) => {
@@ -296,48 +303,36 @@ fn load_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -
         }
     };
     let opts = load_options(vars, run_id, run_date);
-    let mut loaded = Vec::new();
+    let mut loaded: Vec<LoadedPipeline> = Vec::new();
     let mut diags = Vec::new();
     let mut io_error = false;
     for f in files {
         match spec::load(&f, &opts) {
-            Ok(p) => {
-                LOG_SECRETS.merge(&p.secrets);
-                loaded.push(p);
-            }
+            Ok(p) => loaded.push(p),
             Err(SpecError::Invalid(d)) => diags.extend(d),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));
                 io_error = true;
             }
         }
     }
     // Pipeline names must be unique: they key the state store.
-    let mut seen: IndexMap<String, &Path> = IndexMap::new();
+    let mut seen: IndexMap<String, PathBuf> = IndexMap::new();
     for p in &loaded {
         if let Some(first) = seen.get(&p.name) {
             diags.push(
-                p.diag_key("pipeline-name", &crate::ypath!["pipeline"], format!("pipeline name `{}` is also used by {}", p.name, first.display()))
-                    .help("pipeline names key the run history: give each pipeline its own `pipeline:` name"),
+                p.diag_key(
+                    "pipeline-name",
+                    &crate::ypath!["pipeline"],
+                    format!("pipeline name `{}` is also used by {}", p.name, first.display()),
+                )
+                .help("pipeline names key the run history: give each pipeline its own `pipeline:` name"),
             );
         } else {
-            seen.insert(p.name.clone(), &p.source.path);
+            seen.insert(p.name.clone(), p.source.path.clone());
         }
     }
-    if !diags.is_empty() {
-        print_diagnostics(&diags);
-        return Err(EXIT_INVALID);
-    }
-    if io_error {
-        return Err(EXIT_INVALID);
-    }
-    Ok(loaded)
-}
-
-async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -> Result<Vec<Plan>, i32> {
-    let loaded = load_paths(paths, vars, run_id, run_date)?;
     let mut plans = Vec::new();
-    let mut diags = Vec::new();
     for p in &loaded {
         match compile::compile(p).await {
             Ok(plan) => plans.push(plan),
@@ -346,6 +341,9 @@ async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date
     }
     if !diags.is_empty() {
         print_diagnostics(&diags);
+        return Err(EXIT_INVALID);
+    }
+    if io_error {
         return Err(EXIT_INVALID);
     }
     Ok(plans)
@@ -374,7 +372,8 @@ fn state_path(cli: &Cli, path: &Path) -> PathBuf {
 }
 
 async fn run_cmd(cli: &Cli) -> i32 {
-    let Command::Run { path, select, full_refresh, resume, run_date, json, target_partitions, vars } = &cli.command else {
+    let Command::Run { path, select, full_refresh, resume, run_date, json, target_partitions, vars } = &cli.command
+    else {
         return EXIT_INVALID;
     };
     if resume.is_some() {
@@ -462,20 +461,24 @@ async fn run_cmd(cli: &Cli) -> i32 {
                     code = EXIT_FAILED;
                 }
                 if !*json {
-                    print!("{}", render_report(&report, &plan.secrets));
+                    print!("{}", crate::secrets::global().redact(&render_report(&report, &plan.secrets)));
                 }
                 reports.push(report);
             }
             Err(e) => {
                 progress.finish();
-                eprintln!("error: {}", plan.secrets.redact(&e.to_string()));
+                eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));
                 code = EXIT_FAILED;
             }
         }
     }
     signals.abort();
     if *json {
-        let v = if reports.len() == 1 { serde_json::to_string_pretty(&reports[0]) } else { serde_json::to_string_pretty(&reports) };
+        let v = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&reports)
+        };
         println!("{}", v.unwrap_or_default());
     }
     code
@@ -488,7 +491,9 @@ async fn watch_signals(cancel: CancellationToken) {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    eprintln!("\nstopping: cancelling running tasks (nothing half-written is published); press Ctrl-C again to exit now");
+    eprintln!(
+        "\nstopping: cancelling running tasks (nothing half-written is published); press Ctrl-C again to exit now"
+    );
     cancel.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     std::process::exit(130);
@@ -572,7 +577,7 @@ impl Observer for Progress {
             detail.push(format!("{} rows", fmt_count(n)));
         }
         if let (Some(f), Some(b)) = (r.files, r.bytes_read) {
-            detail.push(format!("{f} files, {}", fmt_bytes(b)));
+            detail.push(format!("{f} file{}, {}", if f == 1 { "" } else { "s" }, fmt_bytes(b)));
         }
         if let Some(b) = r.bytes_written {
             detail.push(format!("{} written", fmt_bytes(b)));
@@ -628,7 +633,8 @@ pub fn fmt_duration(d: Duration) -> String {
 
 /// The run summary table.
 pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
-    let mut s = format!("\nRun {} of `{}`: {} in {}\n\n", r.run_id, r.pipeline, r.status.as_str(), fmt_duration(r.duration));
+    let mut s =
+        format!("\nRun {} of `{}`: {} in {}\n\n", r.run_id, r.pipeline, r.status.as_str(), fmt_duration(r.duration));
     let header = ["task", "kind", "status", "rows in", "rows out", "read", "written", "time"];
     let dash = || "-".to_string();
     let rows: Vec<[String; 8]> = r
@@ -676,12 +682,19 @@ pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
     if !failures.is_empty() {
         s.push('\n');
         for t in failures {
-            s.push_str(&format!("task `{}` failed: {}\n", t.name, secrets.redact(t.error.as_deref().unwrap_or("unknown error"))));
+            s.push_str(&format!(
+                "task `{}` failed: {}\n",
+                t.name,
+                secrets.redact(t.error.as_deref().unwrap_or("unknown error"))
+            ));
         }
     }
     let skipped = r.tasks.iter().filter(|t| t.status == TaskStatus::Skipped).count();
     if skipped > 0 {
-        s.push_str(&format!("{skipped} task{} skipped because an upstream task failed or the run was cancelled\n", if skipped == 1 { "" } else { "s" }));
+        s.push_str(&format!(
+            "{skipped} task{} skipped because an upstream task failed or the run was cancelled\n",
+            if skipped == 1 { "" } else { "s" }
+        ));
     }
     s
 }
@@ -710,12 +723,20 @@ pub fn render_plan(p: &Plan) -> String {
                 ));
             }
             TaskKind::Transform(tr) => {
-                s.push_str(&format!("     reads    {}\n", if tr.inputs.is_empty() { "(no tables)".to_string() } else { tr.inputs.join(", ") }));
-                let how = if tr.materialize { "materialized once (read by several tasks)" } else { "fused into its consumer's query" };
+                s.push_str(&format!(
+                    "     reads    {}\n",
+                    if tr.inputs.is_empty() { "(no tables)".to_string() } else { tr.inputs.join(", ") }
+                ));
+                let how = if tr.materialize {
+                    "materialized once (read by several tasks)"
+                } else {
+                    "fused into its consumer's query"
+                };
                 s.push_str(&format!("     runs     {how}\n"));
             }
             TaskKind::Load(l) => {
-                let mut how = format!("{}, {}", format!("{:?}", l.format).to_lowercase(), format!("{:?}", l.mode).to_lowercase());
+                let mut how =
+                    format!("{}, {}", format!("{:?}", l.format).to_lowercase(), format!("{:?}", l.mode).to_lowercase());
                 if !l.partition_by.is_empty() {
                     how.push_str(&format!(", partitioned by {}", l.partition_by.join(", ")));
                 }
@@ -735,12 +756,13 @@ pub fn render_plan(p: &Plan) -> String {
             s.push_str(&format!("     after    {}\n", extra.join(", ")));
         }
         if !t.schema.fields().is_empty() {
-            let cols: Vec<String> = t.schema.fields().iter().map(|f| format!("{} {}", f.name(), sql_name(f.data_type()))).collect();
-            let label = if matches!(t.kind, TaskKind::Load(_)) { "writes" } else { "columns" };
-            s.push_str(&wrap_columns(&format!("     {label:<8} "), &cols));
+            let cols: Vec<String> =
+                t.schema.fields().iter().map(|f| format!("{} {}", f.name(), sql_name(f.data_type()))).collect();
+            s.push_str(&wrap_columns("     columns  ", &cols));
         }
     }
-    let stores: Vec<String> = p.stores.iter().map(|st| format!("  {}: {}", st.name, p.secrets.redact(&st.display_url))).collect();
+    let stores: Vec<String> =
+        p.stores.iter().map(|st| format!("  {}: {}", st.name, p.secrets.redact(&st.display_url))).collect();
     if !stores.is_empty() {
         s.push_str("\nStores:\n");
         s.push_str(&stores.join("\n"));

@@ -45,11 +45,8 @@ impl SourceFile {
         let line_text = &text[start..];
         let line_end = line_text.find('\n').unwrap_or(line_text.len());
         let line_text = &line_text[..line_end];
-        let byte_in_line = line_text
-            .char_indices()
-            .nth(col.saturating_sub(1))
-            .map(|(i, _)| i)
-            .unwrap_or(line_text.len());
+        let byte_in_line =
+            line_text.char_indices().nth(col.saturating_sub(1)).map(|(i, _)| i).unwrap_or(line_text.len());
         start + byte_in_line
     }
 
@@ -110,15 +107,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Diagnostic {
-            code,
-            message: message.into(),
-            source: None,
-            location: None,
-            label: None,
-            task: None,
-            help: None,
-        }
+        Diagnostic { code, message: message.into(), source: None, location: None, label: None, task: None, help: None }
     }
 
     pub fn at(mut self, source: &Arc<SourceFile>, location: Option<Location>) -> Self {
@@ -207,15 +196,8 @@ impl fmt::Display for Rendered<'_> {
 impl std::error::Error for Rendered<'_> {}
 
 impl miette::Diagnostic for Rendered<'_> {
-    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        Some(Box::new(self.0.code))
-    }
-
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.0
-            .help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.0.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -226,11 +208,7 @@ impl miette::Diagnostic for Rendered<'_> {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let loc = self.0.location?;
         self.0.source.as_ref()?;
-        Some(Box::new(std::iter::once(LabeledSpan::new(
-            self.0.label.clone(),
-            loc.offset,
-            loc.len,
-        ))))
+        Some(Box::new(std::iter::once(LabeledSpan::new(self.0.label.clone(), loc.offset, loc.len))))
     }
 }
 
@@ -273,9 +251,6 @@ mod tests {
     fn suggestions() {
         assert_eq!(closest("stor", ["store", "path", "format"]), Some("store"));
         assert_eq!(closest("zzz", ["store", "path"]), None);
-        assert_eq!(
-            did_you_mean("ordrs", ["orders", "customers"]).as_deref(),
-            Some("did you mean `orders`?")
-        );
+        assert_eq!(did_you_mean("ordrs", ["orders", "customers"]).as_deref(), Some("did you mean `orders`?"));
     }
 }

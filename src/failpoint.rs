@@ -29,7 +29,9 @@ static POINTS: LazyLock<HashMap<(String, Option<String>), Action>> =
 fn parse(spec: &str) -> HashMap<(String, Option<String>), Action> {
     let mut out = HashMap::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let Some((point, action)) = item.split_once('=') else { continue };
+        let Some((point, action)) = item.split_once('=') else {
+            continue;
+        };
         let (name, task) = match point.split_once('@') {
             Some((n, t)) => (n.trim().to_string(), Some(t.trim().to_string())),
             None => (point.trim().to_string(), None),

@@ -10,6 +10,13 @@ pub const MIN_SECRET_LEN: usize = 4;
 
 pub const REDACTED: &str = "***";
 
+/// Every secret this process has read, whatever pipeline it belongs to: the last line of
+/// defence for what the CLI prints and logs.
+pub fn global() -> &'static Secrets {
+    static GLOBAL: std::sync::LazyLock<Secrets> = std::sync::LazyLock::new(Secrets::new);
+    &GLOBAL
+}
+
 /// A shared, growing set of secret values.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {

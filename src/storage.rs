@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,8 @@ impl Store {
             "memory" => {
                 let key = rest.split('/').next().unwrap_or("").to_string();
                 let prefix = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
-                let store = MEMORY_STORES.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+                let store =
+                    MEMORY_STORES.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
                 let osu = ObjectStoreUrl::parse(format!("memory://{key}")).map_err(|e| bad(&e.to_string()))?;
                 Ok(Store {
                     name: name.to_string(),
@@ -106,7 +107,8 @@ impl Store {
             }
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
                 let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-                let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("missing bucket or container"))?;
+                let host =
+                    parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("missing bucket or container"))?;
                 let (backend, kind, store): (Backend, &'static str, Arc<dyn ObjectStore>) = match scheme.as_str() {
                     "s3" | "s3a" => {
                         let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
@@ -142,7 +144,8 @@ impl Store {
                     "" => host.to_string(),
                     user => format!("{user}@{host}"),
                 };
-                let osu = ObjectStoreUrl::parse(format!("{}://{authority}", parsed.scheme())).map_err(|e| bad(&e.to_string()))?;
+                let osu = ObjectStoreUrl::parse(format!("{}://{authority}", parsed.scheme()))
+                    .map_err(|e| bad(&e.to_string()))?;
                 let prefix = parsed.path().trim_matches('/');
                 Ok(Store {
                     name: name.to_string(),
@@ -170,15 +173,15 @@ impl Store {
     pub fn path(&self, rel: &str) -> ObjectPath {
         let mut p = self.root.clone();
         for part in rel.split('/').filter(|s| !s.is_empty() && *s != ".") {
-            p = p.child(part);
+            p = p.join(part);
         }
         p
     }
 
     /// A URL DataFusion can read or write (`file:///abs/dir/`, `s3://bucket/prefix/dir/`).
     pub fn url_of(&self, path: &ObjectPath, dir: bool) -> String {
-        let base = self.object_store_url.as_str().trim_end_matches('/');
-        let mut s = format!("{base}/{path}");
+        // object store URLs end with `/` (`file:///`, `s3://bucket/`)
+        let mut s = format!("{}{path}", self.object_store_url.as_str());
         if dir && !s.ends_with('/') {
             s.push('/');
         }
@@ -309,7 +312,8 @@ mod tests {
 
     #[test]
     fn cloud_urls_build_clients_without_io() {
-        let opts = vec![("region".to_string(), "eu-west-1".to_string()), ("allow_http".to_string(), "true".to_string())];
+        let opts =
+            vec![("region".to_string(), "eu-west-1".to_string()), ("allow_http".to_string(), "true".to_string())];
         let s = Store::new("lake", "s3://bucket/marts", &opts, Path::new(".")).unwrap();
         assert_eq!(s.object_store_url.as_str(), "s3://bucket/");
         assert_eq!(s.root.as_ref(), "marts");
@@ -321,7 +325,9 @@ mod tests {
     #[tokio::test]
     async fn lists_matching_files_only() {
         let s = Store::new("m", "memory://list-test/root", &[], Path::new(".")).unwrap();
-        for p in ["root/a/1.csv", "root/a/2.csv", "root/a/_SUCCESS", "root/a/sub/3.csv", "root/b/4.csv", "root/a/.5.csv"] {
+        for p in
+            ["root/a/1.csv", "root/a/2.csv", "root/a/_SUCCESS", "root/a/sub/3.csv", "root/b/4.csv", "root/a/.5.csv"]
+        {
             s.object_store.put(&ObjectPath::from(p), PutPayload::from_static(b"x")).await.unwrap();
         }
         let names = |v: Vec<ObjectMeta>| v.into_iter().map(|m| m.location.to_string()).collect::<Vec<_>>();

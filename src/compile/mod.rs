@@ -57,20 +57,34 @@ struct Draft {
 }
 
 enum DraftKind {
-    Extract { store: Arc<Store>, glob: FileGlob, format: InputFormat, declared: Vec<(String, DataType)> },
-    Transform { sql: String, analyzed: sql::Analyzed, inputs: Vec<String> },
+    Extract {
+        store: Arc<Store>,
+        glob: FileGlob,
+        format: InputFormat,
+        declared: Vec<(String, DataType)>,
+    },
+    Transform {
+        sql: String,
+        analyzed: sql::Analyzed,
+        inputs: Vec<String>,
+    },
     Load(LoadPlan),
     /// The task has errors; it stays in the graph so references to it resolve.
-    Broken { is_load: bool },
+    Broken,
 }
 
 /// Compile one pipeline.
 pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
-    let mut c = Compiler { p, diags: Vec::new() };
+    // Problems the spec stage found are reported together with compile's own.
+    let mut c = Compiler { p, diags: p.problems.clone() };
     let plan = c.run().await;
     match plan {
         Some(plan) if c.diags.is_empty() => Ok(plan),
-        _ => Err(CompileError::Invalid(c.diags)),
+        _ => {
+            // In file order, as the user reads the file.
+            c.diags.sort_by_key(|d| d.location.map(|l| (l.line, l.col)).unwrap_or((usize::MAX, 0)));
+            Err(CompileError::Invalid(c.diags))
+        }
     }
 }
 
@@ -85,7 +99,7 @@ impl Compiler<'_> {
         let stores = self.stores();
         let ctx = SessionContext::new_with_config(session_config());
         let state = ctx.state();
-        let names: Vec<&str> = p.spec.tasks.keys().map(String::as_str).collect();
+        let names: Vec<&str> = p.spec.tasks.keys().chain(p.broken.iter()).map(String::as_str).collect();
         let loads: HashSet<&str> =
             p.spec.tasks.iter().filter(|(_, t)| t.load.is_some()).map(|(n, _)| n.as_str()).collect();
 
@@ -93,7 +107,18 @@ impl Compiler<'_> {
         for (name, task) in &p.spec.tasks {
             let kind = self.draft(name, task, &stores, &names, &loads, &state);
             let line = p.spans.key_pos(&ypath!["tasks", name]).map(|x| x.line).unwrap_or(0);
-            drafts.push(Draft { name: name.clone(), line, description: task.description.clone(), policy: p.task_policy(task), kind });
+            drafts.push(Draft {
+                name: name.clone(),
+                line,
+                description: task.description.clone(),
+                policy: p.task_policy(task),
+                kind,
+            });
+        }
+        for name in &p.broken {
+            let line = p.spans.key_pos(&ypath!["tasks", name]).map(|x| x.line).unwrap_or(0);
+            let policy = p.task_policy(&Task::default());
+            drafts.push(Draft { name: name.clone(), line, description: None, policy, kind: DraftKind::Broken });
         }
         self.check_load_targets(&drafts);
 
@@ -117,16 +142,25 @@ impl Compiler<'_> {
                 }
             }
             let name = graph[i].name.clone();
-            for (k, dep) in p.spec.tasks[&name].depends_on.iter().enumerate() {
+            let deps = p.spec.tasks.get(&name).map(|t| t.depends_on.clone()).unwrap_or_default();
+            for (k, dep) in deps.iter().enumerate() {
                 let path = ypath!["tasks", &name, "depends_on"].index(k);
                 match index.get(dep) {
-                    Some(&from) if from == i => {
-                        self.diags.push(p.diag_value("depends-on", &path, dep.len(), format!("task `{name}` depends on itself")))
-                    }
+                    Some(&from) if from == i => self.diags.push(p.diag_value(
+                        "depends-on",
+                        &path,
+                        dep.len(),
+                        format!("task `{name}` depends on itself"),
+                    )),
                     Some(&from) => edges.push((from, i, Edge::Order)),
                     None => self.diags.push(
-                        p.diag_value("unknown-task", &path, dep.len(), format!("`depends_on` names unknown task `{dep}`"))
-                            .maybe_help(did_you_mean(dep, names.iter().copied())),
+                        p.diag_value(
+                            "unknown-task",
+                            &path,
+                            dep.len(),
+                            format!("`depends_on` names unknown task `{dep}`"),
+                        )
+                        .maybe_help(did_you_mean(dep, names.iter().copied())),
                     ),
                 }
             }
@@ -152,14 +186,15 @@ impl Compiler<'_> {
                 _ => None,
             })
             .collect();
-        let concurrency = state.config_options().execution.meta_fetch_concurrency.max(4);
-        let results: Vec<_> = futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
-            let state = &state;
-            async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared).await) }
-        }))
-        .buffered(concurrency)
-        .collect()
-        .await;
+        let concurrency = state.config_options().execution.meta_fetch_concurrency.get().max(4);
+        let results: Vec<_> =
+            futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
+                let state = &state;
+                async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared).await) }
+            }))
+            .buffered(concurrency)
+            .collect()
+            .await;
         for (i, r) in results {
             match r {
                 Ok((listed, schema, read_schema)) => {
@@ -196,12 +231,14 @@ impl Compiler<'_> {
                     }
                 }
                 DraftKind::Load(l) => {
-                    let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else { continue };
+                    let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else {
+                        continue;
+                    };
                     if self.check_partitions(&name, l, &input) {
                         schemas.insert(i, input);
                     }
                 }
-                DraftKind::Broken { .. } => {}
+                DraftKind::Broken => {}
             }
         }
 
@@ -236,7 +273,9 @@ impl Compiler<'_> {
                         TaskKind::Transform(TransformPlan { sql, inputs, materialize: consumers[&i] > 1 })
                     }
                     DraftKind::Load(l) => TaskKind::Load(l),
-                    DraftKind::Broken { .. } => unreachable!("compile reports broken tasks before building the plan"),
+                    DraftKind::Broken => {
+                        unreachable!("compile reports broken tasks before building the plan")
+                    }
                 };
                 TaskNode { name: d.name, description: d.description, kind, schema, policy: d.policy, line: d.line }
             },
@@ -267,10 +306,14 @@ impl Compiler<'_> {
                 Ok(store) => {
                     if let Some(other) = out.values().find(|o| o.conflicts_with(&store)) {
                         self.diags.push(
-                            p.diag_key("store", &ypath!["stores", name], format!(
-                                "stores `{}` and `{name}` use the same bucket with different options",
-                                other.name
-                            ))
+                            p.diag_key(
+                                "store",
+                                &ypath!["stores", name],
+                                format!(
+                                    "stores `{}` and `{name}` use the same bucket with different options",
+                                    other.name
+                                ),
+                            )
                             .help("use one store for the bucket, with one set of options"),
                         );
                     }
@@ -279,14 +322,25 @@ impl Compiler<'_> {
                 Err(StorageError::Option { key, kind }) => {
                     let known = known_options(kind);
                     self.diags.push(
-                        p.diag_key("store-option", &ypath!["stores", name, "options", &key], format!("unknown option `{key}` for a {kind} store"))
-                            .maybe_help(did_you_mean(&key, known.iter().copied())),
+                        p.diag_key(
+                            "store-option",
+                            &ypath!["stores", name, "options", &key],
+                            format!("unknown option `{key}` for a {kind} store"),
+                        )
+                        .maybe_help(did_you_mean(&key, known.iter().copied())),
                     );
                 }
                 Err(e) => {
-                    let d = p.diag_value("store", &ypath!["stores", name, "url"], s.url.len(), p.secrets.redact(&e.to_string()));
+                    let d = p.diag_value(
+                        "store",
+                        &ypath!["stores", name, "url"],
+                        s.url.len(),
+                        p.secrets.redact(&e.to_string()),
+                    );
                     let d = match e {
-                        StorageError::Scheme { .. } => d.help("supported: file://, s3://, gs://, az://, abfss://, memory://"),
+                        StorageError::Scheme { .. } => {
+                            d.help("supported: file://, s3://, gs://, az://, abfss://, memory://")
+                        }
                         _ => d,
                     };
                     self.diags.push(d);
@@ -323,7 +377,7 @@ impl Compiler<'_> {
         let broken = |this: &Self| this.diags.len() > before;
         if let Some(e) = &task.extract {
             let store = stores.get(&e.store).cloned();
-            if store.is_none() && !p.spec.stores.contains_key(&e.store) {
+            if store.is_none() && !p.spec.stores.contains_key(&e.store) && !p.broken_stores.contains(&e.store) {
                 self.diags.push(self.unknown_store(name, "extract", &e.store));
             }
             let path = ypath!["tasks", name, "extract", "path"];
@@ -348,8 +402,10 @@ impl Compiler<'_> {
                 }
             }
             return match (store, glob, format) {
-                (Some(store), Some(glob), Some(format)) if !broken(self) => DraftKind::Extract { store, glob, format, declared },
-                _ => DraftKind::Broken { is_load: false },
+                (Some(store), Some(glob), Some(format)) if !broken(self) => {
+                    DraftKind::Extract { store, glob, format, declared }
+                }
+                _ => DraftKind::Broken,
             };
         }
         if let Some(t) = &task.transform {
@@ -360,7 +416,7 @@ impl Compiler<'_> {
                     for i in issues {
                         self.diags.push(self.sql_diag(&sql_path, &t.sql, i.code, i.message, i.span).maybe_help(i.help));
                     }
-                    return DraftKind::Broken { is_load: false };
+                    return DraftKind::Broken;
                 }
             };
             let mut inputs = Vec::new();
@@ -368,41 +424,81 @@ impl Compiler<'_> {
                 if loads.contains(table.as_str()) {
                     let from = p.spec.tasks[table.as_str()].load.as_ref().map(|l| l.from.clone()).unwrap_or_default();
                     self.diags.push(
-                        self.sql_diag(&sql_path, &t.sql, "unknown-table", format!("`{table}` is a load: loads write files and have no table"), *span)
-                            .help(format!("read the task it loads from, `{from}`")),
+                        self.sql_diag(
+                            &sql_path,
+                            &t.sql,
+                            "unknown-table",
+                            format!("`{table}` is a load: loads write files and have no table"),
+                            *span,
+                        )
+                        .help(format!("read the task it loads from, `{from}`")),
                     );
                 } else if names.contains(&table.as_str()) {
                     inputs.push(table.clone());
                 } else {
                     let help = did_you_mean(table, names.iter().copied().filter(|n| !loads.contains(n)))
-                        .unwrap_or_else(|| "tables in SQL are task names; declare an `extract` task to read files".to_string());
-                    self.diags.push(self.sql_diag(&sql_path, &t.sql, "unknown-table", format!("unknown table `{table}` in SQL"), *span).help(help));
+                        .unwrap_or_else(|| {
+                            "tables in SQL are task names; declare an `extract` task to read files".to_string()
+                        });
+                    self.diags.push(
+                        self.sql_diag(
+                            &sql_path,
+                            &t.sql,
+                            "unknown-table",
+                            format!("unknown table `{table}` in SQL"),
+                            *span,
+                        )
+                        .help(help),
+                    );
                 }
             }
-            return if broken(self) { DraftKind::Broken { is_load: false } } else { DraftKind::Transform { sql: t.sql.clone(), analyzed, inputs } };
+            return if broken(self) {
+                DraftKind::Broken
+            } else {
+                DraftKind::Transform { sql: t.sql.clone(), analyzed, inputs }
+            };
         }
         if let Some(l) = &task.load {
             let from_path = ypath!["tasks", name, "load", "from"];
             if l.from == name {
-                self.diags.push(p.diag_value("unknown-task", &from_path, l.from.len(), format!("task `{name}` loads from itself")));
+                self.diags.push(p.diag_value(
+                    "unknown-task",
+                    &from_path,
+                    l.from.len(),
+                    format!("task `{name}` loads from itself"),
+                ));
             } else if loads.contains(l.from.as_str()) {
                 let from = p.spec.tasks[&l.from].load.as_ref().map(|x| x.from.clone()).unwrap_or_default();
                 self.diags.push(
-                    p.diag_value("unknown-task", &from_path, l.from.len(), format!("`{}` is a load: loads write files and have no table", l.from))
-                        .help(format!("load from the task it loads from, `{from}`")),
+                    p.diag_value(
+                        "unknown-task",
+                        &from_path,
+                        l.from.len(),
+                        format!("`{}` is a load: loads write files and have no table", l.from),
+                    )
+                    .help(format!("load from the task it loads from, `{from}`")),
                 );
             } else if !names.contains(&l.from.as_str()) {
                 self.diags.push(
-                    p.diag_value("unknown-task", &from_path, l.from.len(), format!("`from` names unknown task `{}`", l.from))
-                        .maybe_help(did_you_mean(&l.from, names.iter().copied().filter(|n| !loads.contains(n)))),
+                    p.diag_value(
+                        "unknown-task",
+                        &from_path,
+                        l.from.len(),
+                        format!("`from` names unknown task `{}`", l.from),
+                    )
+                    .maybe_help(did_you_mean(&l.from, names.iter().copied().filter(|n| !loads.contains(n)))),
                 );
             }
             let store = stores.get(&l.store).cloned();
-            if store.is_none() && !p.spec.stores.contains_key(&l.store) {
+            if store.is_none() && !p.spec.stores.contains_key(&l.store) && !p.broken_stores.contains(&l.store) {
                 self.diags.push(self.unknown_store(name, "load", &l.store));
             }
             let rel = l.path.trim().trim_matches('/').trim_start_matches("./").to_string();
-            if rel.is_empty() || rel == "." || rel.split('/').any(|s| s == ".." || s == ".") || rel.contains(['*', '?', '[', '{']) {
+            if rel.is_empty()
+                || rel == "."
+                || rel.split('/').any(|s| s == ".." || s == ".")
+                || rel.contains(['*', '?', '[', '{'])
+            {
                 self.diags.push(
                     p.diag_value("path", &ypath!["tasks", name, "load", "path"], l.path.len(), format!("invalid load path `{}`", l.path))
                         .help("name a directory inside the store, e.g. `marts/orders/`; the load owns it and replaces its content"),
@@ -418,9 +514,11 @@ impl Compiler<'_> {
                     ));
                 }
             }
-            let Some(store) = store else { return DraftKind::Broken { is_load: true } };
+            let Some(store) = store else {
+                return DraftKind::Broken;
+            };
             if broken(self) {
-                return DraftKind::Broken { is_load: true };
+                return DraftKind::Broken;
             }
             return DraftKind::Load(LoadPlan {
                 from: l.from.clone(),
@@ -434,7 +532,7 @@ impl Compiler<'_> {
                 max_rows_per_file: l.max_rows_per_file.unwrap_or(DEFAULT_MAX_ROWS_PER_FILE).max(1),
             });
         }
-        DraftKind::Broken { is_load: false }
+        DraftKind::Broken
     }
 
     /// The format and compression of an extract, from its keys or the path's extension.
@@ -446,8 +544,13 @@ impl Compiler<'_> {
             Some(k) => k,
             None => {
                 self.diags.push(
-                    p.diag_value("format", &base.key("path"), e.path.len(), format!("cannot tell the file format of `{}` from its extension", e.path))
-                        .help("add `format: csv`, `format: json` or `format: parquet`"),
+                    p.diag_value(
+                        "format",
+                        &base.key("path"),
+                        e.path.len(),
+                        format!("cannot tell the file format of `{}` from its extension", e.path),
+                    )
+                    .help("add `format: csv`, `format: json` or `format: parquet`"),
                 );
                 return None;
             }
@@ -466,8 +569,12 @@ impl Compiler<'_> {
         if let Some(o) = &e.csv {
             if kind != FileFormat::Csv {
                 self.diags.push(
-                    p.diag_key("format", &base.key("csv"), format!("`csv` options apply to CSV files; this extract reads {}", format_name(kind)))
-                        .help("remove `csv`, or set `format: csv`"),
+                    p.diag_key(
+                        "format",
+                        &base.key("csv"),
+                        format!("`csv` options apply to CSV files; this extract reads {}", format_name(kind)),
+                    )
+                    .help("remove `csv`, or set `format: csv`"),
                 );
             }
             let mut byte = |key: &str, c: Option<char>| -> Option<u8> {
@@ -475,7 +582,12 @@ impl Compiler<'_> {
                 if c.is_ascii() {
                     Some(c as u8)
                 } else {
-                    self.diags.push(p.diag_value("csv", &base.key("csv").key(key), c.len_utf8(), format!("`{key}` must be a single ASCII character")));
+                    self.diags.push(p.diag_value(
+                        "csv",
+                        &base.key("csv").key(key),
+                        c.len_utf8(),
+                        format!("`{key}` must be a single ASCII character"),
+                    ));
                     None
                 }
             };
@@ -489,7 +601,7 @@ impl Compiler<'_> {
             csv.comment = byte("comment", o.comment);
             csv.header = o.header.unwrap_or(true);
             csv.multiline = o.multiline.unwrap_or(false);
-            csv.null = o.null.clone().filter(|n| !n.is_empty());
+            csv.null = o.null_value.clone().filter(|n| !n.is_empty());
             if csv.quote == csv.delimiter {
                 self.diags.push(p.diag_key("csv", &base.key("csv"), "`quote` and `delimiter` must differ"));
             }
@@ -497,7 +609,14 @@ impl Compiler<'_> {
         Some(InputFormat { kind, compression, csv, infer_rows: e.infer_rows.unwrap_or(1000).max(1) })
     }
 
-    fn sql_diag(&self, path: &YamlPath, sql: &str, code: &'static str, message: String, span: Option<(usize, usize)>) -> Diagnostic {
+    fn sql_diag(
+        &self,
+        path: &YamlPath,
+        sql: &str,
+        code: &'static str,
+        message: String,
+        span: Option<(usize, usize)>,
+    ) -> Diagnostic {
         match span {
             Some((off, len)) => self.p.diag_in_value(code, path, sql, off, len, message),
             None => self.p.diag_key(code, path, message),
@@ -539,8 +658,14 @@ impl Compiler<'_> {
         for f in schema.fields() {
             if !seen.insert(f.name().as_str()) {
                 self.diags.push(
-                    self.sql_diag(&path, sql, "sql-plan", format!("the query returns two columns named `{}`", f.name()), None)
-                        .help(format!("give one of them another name, e.g. `... AS {}_2`", f.name())),
+                    self.sql_diag(
+                        &path,
+                        sql,
+                        "sql-plan",
+                        format!("the query returns two columns named `{}`", f.name()),
+                        None,
+                    )
+                    .help(format!("give one of them another name, e.g. `... AS {}_2`", f.name())),
                 );
                 return None;
             }
@@ -550,7 +675,8 @@ impl Compiler<'_> {
 
     fn df_error(&self, path: &YamlPath, sql: &str, e: &DataFusionError) -> Diagnostic {
         let message = clean_df_message(&e.strip_backtrace());
-        let mut span = e.diagnostic().and_then(|d| d.span).map(|s| sql::span_of(sql, s)).filter(|s| s.1 > 0 || s.0 > 0);
+        let mut span =
+            e.diagnostic().and_then(|d| d.span).map(|s| sql::df_span_of(sql, &s)).filter(|s| s.1 > 0 || s.0 > 0);
         if span.is_none() {
             // Point at the first identifier the message quotes, if the SQL contains it.
             span = quoted_names(&message).into_iter().find_map(|n| {
@@ -606,7 +732,10 @@ impl Compiler<'_> {
                         col.len(),
                         format!("`partition_by` column `{col}` is not in `{}`", l.from),
                     )
-                    .maybe_help(did_you_mean(col, cols.iter().copied()).or_else(|| Some(format!("`{}` has: {}", l.from, cols.join(", "))))),
+                    .maybe_help(
+                        did_you_mean(col, cols.iter().copied())
+                            .or_else(|| Some(format!("`{}` has: {}", l.from, cols.join(", ")))),
+                    ),
                 );
             }
         }
@@ -636,10 +765,15 @@ impl Compiler<'_> {
                 let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
                 if same_store && (nested(&l.path, &o.path) || nested(&o.path, &l.path)) {
                     self.diags.push(
-                        p.diag_value("load-target", &ypath!["tasks", name, "load", "path"], l.path.len(), format!(
-                            "loads `{other}` and `{name}` write to the same place (`{}` in store `{}`)",
-                            l.path, l.store.name
-                        ))
+                        p.diag_value(
+                            "load-target",
+                            &ypath!["tasks", *name, "load", "path"],
+                            l.path.len(),
+                            format!(
+                                "loads `{other}` and `{name}` write to the same place (`{}` in store `{}`)",
+                                l.path, l.store.name
+                            ),
+                        )
                         .help("each load owns its directory: give them separate paths"),
                     );
                 }
@@ -783,10 +917,11 @@ async fn infer_extract(
         _ => &files,
     };
     let df_format = format.file_format(true);
-    let inferred = df_format.infer_schema(state, &store.object_store, sample).await.map_err(|e| ExtractError::Infer {
-        file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
-        error: e.strip_backtrace(),
-    })?;
+    let inferred =
+        df_format.infer_schema(state, &store.object_store, sample).await.map_err(|e| ExtractError::Infer {
+            file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
+            error: e.strip_backtrace(),
+        })?;
     let schema = apply_declared(&inferred, declared, format)?;
     let read_schema = match (&format.kind, &format.csv.null) {
         (FileFormat::Csv, Some(_)) => Arc::new(Schema::new(
@@ -797,7 +932,11 @@ async fn infer_extract(
     Ok((files, schema, read_schema))
 }
 
-fn apply_declared(inferred: &Schema, declared: &[(String, DataType)], format: &InputFormat) -> Result<SchemaRef, ExtractError> {
+fn apply_declared(
+    inferred: &Schema,
+    declared: &[(String, DataType)],
+    format: &InputFormat,
+) -> Result<SchemaRef, ExtractError> {
     if declared.is_empty() {
         return Ok(Arc::new(Schema::new(
             inferred.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>(),
@@ -807,7 +946,9 @@ fn apply_declared(inferred: &Schema, declared: &[(String, DataType)], format: &I
         if declared.len() != inferred.fields().len() {
             return Err(ExtractError::ColumnCount { declared: declared.len(), found: inferred.fields().len() });
         }
-        return Ok(Arc::new(Schema::new(declared.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>())));
+        return Ok(Arc::new(Schema::new(
+            declared.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>(),
+        )));
     }
     let known: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
     for (col, _) in declared {
@@ -820,7 +961,11 @@ fn apply_declared(inferred: &Schema, declared: &[(String, DataType)], format: &I
             .fields()
             .iter()
             .map(|f| {
-                let t = declared.iter().find(|(n, _)| n == f.name()).map(|(_, t)| t.clone()).unwrap_or_else(|| f.data_type().clone());
+                let t = declared
+                    .iter()
+                    .find(|(n, _)| n == f.name())
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_else(|| f.data_type().clone());
                 Field::new(f.name(), t, true)
             })
             .collect::<Vec<_>>(),
@@ -864,15 +1009,48 @@ fn format_name(f: FileFormat) -> &'static str {
 fn known_options(kind: &str) -> &'static [&'static str] {
     match kind {
         "S3" => &[
-            "access_key_id", "secret_access_key", "session_token", "region", "endpoint", "bucket",
-            "virtual_hosted_style_request", "allow_http", "skip_signature", "unsigned_payload", "checksum_algorithm",
-            "conditional_put", "imdsv1_fallback", "default_region", "s3_express", "request_payer", "timeout",
-            "connect_timeout", "proxy_url",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "region",
+            "endpoint",
+            "bucket",
+            "virtual_hosted_style_request",
+            "allow_http",
+            "skip_signature",
+            "unsigned_payload",
+            "checksum_algorithm",
+            "conditional_put",
+            "imdsv1_fallback",
+            "default_region",
+            "s3_express",
+            "request_payer",
+            "timeout",
+            "connect_timeout",
+            "proxy_url",
         ],
-        "GCS" => &["service_account_path", "service_account_key", "application_credentials", "bucket", "timeout", "proxy_url"],
+        "GCS" => &[
+            "service_account_path",
+            "service_account_key",
+            "application_credentials",
+            "bucket",
+            "timeout",
+            "proxy_url",
+        ],
         "Azure" => &[
-            "account_name", "access_key", "client_id", "client_secret", "tenant_id", "sas_token", "token",
-            "use_emulator", "endpoint", "use_fabric_endpoint", "container_name", "timeout", "proxy_url",
+            "account_name",
+            "access_key",
+            "client_id",
+            "client_secret",
+            "tenant_id",
+            "sas_token",
+            "token",
+            "use_emulator",
+            "endpoint",
+            "use_fabric_endpoint",
+            "container_name",
+            "timeout",
+            "proxy_url",
         ],
         _ => &[],
     }

@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::parsers::CompressionTypeVariant;
 use datafusion::datasource::file_format::FileFormat as DfFileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::common::parsers::CompressionTypeVariant;
 use object_store::ObjectMeta;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -139,7 +139,15 @@ pub struct CsvSettings {
 
 impl Default for CsvSettings {
     fn default() -> Self {
-        CsvSettings { header: true, delimiter: b',', quote: b'"', escape: None, null: None, comment: None, multiline: false }
+        CsvSettings {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            null: None,
+            comment: None,
+            multiline: false,
+        }
     }
 }
 
@@ -210,7 +218,8 @@ impl Plan {
 
     /// Names of the tasks `i` depends on (data and ordering), sorted.
     pub fn upstream_names(&self, i: NodeIndex) -> Vec<&str> {
-        let mut v: Vec<&str> = self.graph.neighbors_directed(i, Direction::Incoming).map(|n| self.graph[n].name.as_str()).collect();
+        let mut v: Vec<&str> =
+            self.graph.neighbors_directed(i, Direction::Incoming).map(|n| self.graph[n].name.as_str()).collect();
         v.sort();
         v.dedup();
         v
@@ -295,7 +304,13 @@ impl Plan {
             .graph
             .edge_references()
             .map(|e| {
-                (pos[&e.source()], pos[&e.target()], self.graph[e.source()].name.as_str(), self.graph[e.target()].name.as_str(), *e.weight())
+                (
+                    pos[&e.source()],
+                    pos[&e.target()],
+                    self.graph[e.source()].name.as_str(),
+                    self.graph[e.target()].name.as_str(),
+                    *e.weight(),
+                )
             })
             .collect();
         edges.sort_by_key(|e| (e.0, e.1));
@@ -340,7 +355,9 @@ impl Plan {
             let name = expr.trim_start_matches('+').trim_end_matches('+');
             let Some(i) = self.index_of(name) else {
                 let names: Vec<&str> = self.graph.node_weights().map(|t| t.name.as_str()).collect();
-                let help = crate::diag::did_you_mean(name, names.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+                let help = crate::diag::did_you_mean(name, names.iter().copied())
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
                 return Err(format!("no task `{name}` in pipeline `{}`{help}", self.pipeline));
             };
             out.insert(i);

@@ -10,9 +10,7 @@ use std::ops::ControlFlow;
 
 use datafusion::execution::session_state::SessionState;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{
-    ObjectName, Query, SetExpr, Spanned, Statement, TableFactor, Visit, Visitor,
-};
+use datafusion::sql::sqlparser::ast::{ObjectName, Query, SetExpr, Spanned, Statement, TableFactor, Visit, Visitor};
 use datafusion::sql::sqlparser::tokenizer::Span;
 
 /// A problem in a transform's SQL; `span` is (byte offset, byte length) in the SQL text.
@@ -73,7 +71,9 @@ pub fn analyze(state: &SessionState, sql: &str) -> Result<Analyzed, Vec<SqlIssue
                 return Err(vec![refused_statement(&statement_kind(other), Some(span_of(sql, other.span())))]);
             }
         },
-        DfStatement::CreateExternalTable(_) => return Err(vec![refused_statement("CREATE EXTERNAL TABLE", None)]),
+        DfStatement::CreateExternalTable(_) => {
+            return Err(vec![refused_statement("CREATE EXTERNAL TABLE", None)]);
+        }
         DfStatement::CopyTo(_) => return Err(vec![refused_statement("COPY", None)]),
         DfStatement::Explain(_) => return Err(vec![refused_statement("EXPLAIN", None)]),
         DfStatement::Reset(_) => return Err(vec![refused_statement("RESET", None)]),
@@ -96,7 +96,7 @@ pub fn analyze(state: &SessionState, sql: &str) -> Result<Analyzed, Vec<SqlIssue
         if ALLOWED_TABLE_FUNCTIONS.contains(&name.as_str()) && v.relations.iter().any(|(n, _, f)| *n == name && *f) {
             continue;
         }
-        let span = v.relations.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| *s);
+        let span = v.relations.iter().find(|(n, _, _)| *n == name).and_then(|(_, s, _)| *s);
         tables.push((name, span));
     }
     tables.sort_by(|a, b| a.0.cmp(&b.0));
@@ -113,15 +113,30 @@ fn statement_kind(s: &Statement) -> String {
     let text = s.to_string();
     let words: Vec<&str> = text.split_whitespace().take(4).collect();
     let first = words.first().copied().unwrap_or("statement").to_ascii_uppercase();
-    let takes_next = |w: &str| matches!(w, "CREATE" | "DROP" | "ALTER" | "INSERT" | "DELETE" | "TRUNCATE" | "SHOW" | "REPLACE");
+    let takes_next =
+        |w: &str| matches!(w, "CREATE" | "DROP" | "ALTER" | "INSERT" | "DELETE" | "TRUNCATE" | "SHOW" | "REPLACE");
     let mut kind = first.clone();
     if takes_next(&first) {
         for w in words.iter().skip(1) {
             let up = w.to_ascii_uppercase();
             let keyword = matches!(
                 up.as_str(),
-                "TABLE" | "VIEW" | "INTO" | "FROM" | "OR" | "EXTERNAL" | "TEMPORARY" | "TEMP" | "SCHEMA" | "DATABASE"
-                    | "FUNCTION" | "INDEX" | "UNBOUNDED" | "TABLES" | "COLUMNS" | "MATERIALIZED"
+                "TABLE"
+                    | "VIEW"
+                    | "INTO"
+                    | "FROM"
+                    | "OR"
+                    | "EXTERNAL"
+                    | "TEMPORARY"
+                    | "TEMP"
+                    | "SCHEMA"
+                    | "DATABASE"
+                    | "FUNCTION"
+                    | "INDEX"
+                    | "UNBOUNDED"
+                    | "TABLES"
+                    | "COLUMNS"
+                    | "MATERIALIZED"
             );
             if !keyword {
                 break;
@@ -137,7 +152,7 @@ struct Sandbox<'a> {
     sql: &'a str,
     issues: Vec<SqlIssue>,
     /// (normalized name, span, used as a table function)
-    relations: Vec<(String, (usize, usize), bool)>,
+    relations: Vec<(String, Option<(usize, usize)>, bool)>,
     depth: usize,
 }
 
@@ -148,8 +163,12 @@ impl Visitor for Sandbox<'_> {
         // The root query is visited as a Query, not a Statement: any statement here is nested.
         let kind = statement_kind(s);
         self.issues.push(
-            SqlIssue::new("sql-sandbox", format!("`{kind}` inside a query is not allowed in a transform"), Some(span_of(self.sql, s.span())))
-                .help("a transform may only read data"),
+            SqlIssue::new(
+                "sql-sandbox",
+                format!("`{kind}` inside a query is not allowed in a transform"),
+                opt_span(self.sql, s.span()),
+            )
+            .help("a transform may only read data"),
         );
         ControlFlow::Continue(())
     }
@@ -160,8 +179,12 @@ impl Visitor for Sandbox<'_> {
             && let Some(into) = &sel.into
         {
             self.issues.push(
-                SqlIssue::new("sql-sandbox", "`SELECT … INTO` is not allowed in a transform", Some(span_of(self.sql, into.name.span())))
-                    .help("remove `INTO …`: the transform's result is its table"),
+                SqlIssue::new(
+                    "sql-sandbox",
+                    "`SELECT … INTO` is not allowed in a transform",
+                    opt_span(self.sql, into.name.span()),
+                )
+                .help("remove `INTO …`: the transform's result is its table"),
             );
         }
         ControlFlow::Continue(())
@@ -175,27 +198,35 @@ impl Visitor for Sandbox<'_> {
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
         match t {
             TableFactor::Table { name, args, .. } => {
-                let span = span_of(self.sql, name.span());
+                let span = opt_span(self.sql, name.span());
                 let text = name_text(name);
                 if args.is_some() {
                     if ALLOWED_TABLE_FUNCTIONS.contains(&text.to_ascii_lowercase().as_str()) {
                         self.relations.push((text.to_ascii_lowercase(), span, true));
                     } else {
                         self.issues.push(
-                            SqlIssue::new("sql-sandbox", format!("table function `{text}` is not allowed in a transform"), Some(span))
-                                .help("read files with an `extract` task and refer to it by name"),
+                            SqlIssue::new(
+                                "sql-sandbox",
+                                format!("table function `{text}` is not allowed in a transform"),
+                                span,
+                            )
+                            .help("read files with an `extract` task and refer to it by name"),
                         );
                     }
                     return ControlFlow::Continue(());
                 }
                 if looks_like_path(&text) {
                     self.issues.push(
-                        SqlIssue::new("sql-sandbox", format!("file paths and URLs cannot be read from SQL: `{text}`"), Some(span))
-                            .help("declare an `extract` task for the files and refer to it by name"),
+                        SqlIssue::new(
+                            "sql-sandbox",
+                            format!("file paths and URLs cannot be read from SQL: `{text}`"),
+                            span,
+                        )
+                        .help("declare an `extract` task for the files and refer to it by name"),
                     );
                 } else if name.0.len() > 1 {
                     self.issues.push(
-                        SqlIssue::new("sql-sandbox", format!("qualified table name `{text}` is not allowed"), Some(span))
+                        SqlIssue::new("sql-sandbox", format!("qualified table name `{text}` is not allowed"), span)
                             .help("refer to tasks by their bare name"),
                     );
                 } else {
@@ -209,8 +240,12 @@ impl Visitor for Sandbox<'_> {
             }
             TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
                 self.issues.push(
-                    SqlIssue::new("sql-sandbox", "table functions are not allowed in a transform", Some(span_of(self.sql, t.span())))
-                        .help("read files with an `extract` task and refer to it by name"),
+                    SqlIssue::new(
+                        "sql-sandbox",
+                        "table functions are not allowed in a transform",
+                        opt_span(self.sql, t.span()),
+                    )
+                    .help("read files with an `extract` task and refer to it by name"),
                 );
             }
             _ => {}
@@ -232,11 +267,28 @@ fn looks_like_path(s: &str) -> bool {
     lower.contains('/')
         || lower.contains('\\')
         || lower.contains("://")
-        || [".csv", ".parquet", ".json", ".ndjson", ".jsonl", ".avro", ".arrow", ".gz", ".zst"].iter().any(|e| lower.ends_with(e))
+        || [".csv", ".parquet", ".json", ".ndjson", ".jsonl", ".avro", ".arrow", ".gz", ".zst"]
+            .iter()
+            .any(|e| lower.ends_with(e))
+}
+
+/// Like [`span_of`], `None` for an empty span (the parser did not record one).
+fn opt_span(sql: &str, span: Span) -> Option<(usize, usize)> {
+    (span.start.line != 0).then(|| span_of(sql, span))
 }
 
 /// (offset, len) in bytes of an sqlparser span in `sql`.
 pub fn span_of(sql: &str, span: Span) -> (usize, usize) {
+    if span.start.line == 0 {
+        return (0, 0);
+    }
+    let start = offset_of(sql, span.start.line as usize, span.start.column as usize);
+    let end = if span.end.line == 0 { start } else { offset_of(sql, span.end.line as usize, span.end.column as usize) };
+    (start, end.saturating_sub(start))
+}
+
+/// (offset, len) in bytes of a DataFusion span in `sql`.
+pub fn df_span_of(sql: &str, span: &datafusion::common::Span) -> (usize, usize) {
     if span.start.line == 0 {
         return (0, 0);
     }
@@ -250,7 +302,11 @@ pub fn offset_of(sql: &str, line: usize, col: usize) -> usize {
     let mut off = 0;
     for (i, l) in sql.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            return off + l.char_indices().nth(col.saturating_sub(1)).map(|(b, _)| b).unwrap_or(l.trim_end_matches('\n').len());
+            return off
+                + l.char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map(|(b, _)| b)
+                    .unwrap_or(l.trim_end_matches('\n').len());
         }
         off += l.len();
     }
@@ -268,9 +324,16 @@ fn parse_issue(sql: &str, msg: &str) -> SqlIssue {
         let line = c[1].parse().unwrap_or(1);
         let col = c[2].parse().unwrap_or(1);
         let off = offset_of(sql, line, col);
-        let len = sql[off..].find(|c: char| c.is_whitespace() || c == ',' || c == ')').unwrap_or(sql.len() - off).max(1);
+        let len =
+            sql[off..].find(|c: char| c.is_whitespace() || c == ',' || c == ')').unwrap_or(sql.len() - off).max(1);
         span = Some((off, len.min(sql.len() - off)));
         message = re.replace(msg, "").to_string();
+    }
+    if span.is_none() && message.contains("found: EOF") {
+        // The query ended too early: point at its last character.
+        let end = sql.trim_end().len();
+        let last = sql[..end].chars().next_back().map(char::len_utf8).unwrap_or(0);
+        span = Some((end - last, last));
     }
     let message = message
         .trim_start_matches("SQL error: ")
@@ -305,7 +368,10 @@ mod tests {
         assert_eq!(tables("WITH big AS (SELECT * FROM orders) SELECT * FROM big b"), ["orders"]);
         // a non-recursive CTE body may read a table of the same name
         assert_eq!(tables("WITH orders AS (SELECT * FROM orders) SELECT * FROM orders"), ["orders"]);
-        assert_eq!(tables("SELECT (SELECT max(x) FROM a) FROM b WHERE y IN (SELECT y FROM c) AND EXISTS (SELECT 1 FROM d)"), ["a", "b", "c", "d"]);
+        assert_eq!(
+            tables("SELECT (SELECT max(x) FROM a) FROM b WHERE y IN (SELECT y FROM c) AND EXISTS (SELECT 1 FROM d)"),
+            ["a", "b", "c", "d"]
+        );
         assert_eq!(tables("SELECT * FROM \"MixedCase\" UNION ALL SELECT * FROM Lower"), ["MixedCase", "lower"]);
         assert_eq!(tables("SELECT * FROM generate_series(1, 3)"), Vec::<String>::new());
         assert!(tables("VALUES (1), (2)").is_empty());
@@ -336,7 +402,7 @@ mod tests {
             ("SET datafusion.execution.batch_size = 1", "`SET` is not allowed"),
             ("EXPLAIN SELECT 1", "`EXPLAIN` is not allowed"),
             ("SELECT 1; SELECT 2", "exactly one query"),
-            ("SELECT * FROM '/etc/passwd'", "does not parse"),
+            ("SELECT * FROM '/etc/passwd'", "file paths and URLs cannot be read"),
             ("SELECT * FROM \"/etc/passwd\"", "file paths and URLs cannot be read"),
             ("SELECT * FROM \"s3://bucket/x.parquet\"", "file paths and URLs cannot be read"),
             ("SELECT * FROM \"data.csv\"", "file paths and URLs cannot be read"),
@@ -360,7 +426,7 @@ mod tests {
 
     #[test]
     fn parse_errors_are_located() {
-        let issues = refused("SELECT a,\n  FROM WHERE");
+        let issues = refused("SELECT a\nFROM t WHERE");
         assert_eq!(issues[0].code, "sql-parse");
         assert!(issues[0].span.is_some(), "{issues:?}");
     }

@@ -4,8 +4,24 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
 /// The type names accepted, for messages.
 pub const TYPE_NAMES: &[&str] = &[
-    "bigint", "integer", "int", "smallint", "tinyint", "double", "float", "real", "decimal(p,s)", "numeric(p,s)",
-    "varchar", "text", "string", "boolean", "date", "timestamp", "timestamp with time zone", "binary",
+    "bigint",
+    "integer",
+    "int",
+    "smallint",
+    "tinyint",
+    "double",
+    "float",
+    "real",
+    "decimal(p,s)",
+    "numeric(p,s)",
+    "varchar",
+    "text",
+    "string",
+    "boolean",
+    "date",
+    "timestamp",
+    "timestamp with time zone",
+    "binary",
 ];
 
 /// Parse a SQL type name (case-insensitive, extra spaces allowed).
@@ -39,7 +55,9 @@ pub fn parse_sql_type(s: &str) -> Result<DataType, String> {
         "varchar" | "text" | "string" | "char" | "character varying" | "character" => Ok(DataType::Utf8),
         "boolean" | "bool" => no_args(DataType::Boolean),
         "date" => no_args(DataType::Date32),
-        "timestamp" | "timestamp without time zone" | "datetime" => no_args(DataType::Timestamp(TimeUnit::Nanosecond, None)),
+        "timestamp" | "timestamp without time zone" | "datetime" => {
+            no_args(DataType::Timestamp(TimeUnit::Nanosecond, None))
+        }
         "timestamp with time zone" | "timestamptz" => {
             no_args(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
         }
@@ -96,7 +114,10 @@ mod tests {
     fn parses_documented_names() {
         assert_eq!(parse_sql_type("BIGINT"), Ok(DataType::Int64));
         assert_eq!(parse_sql_type("decimal(12, 2)"), Ok(DataType::Decimal128(12, 2)));
-        assert_eq!(parse_sql_type("Timestamp  With Time Zone"), Ok(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))));
+        assert_eq!(
+            parse_sql_type("Timestamp  With Time Zone"),
+            Ok(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
+        );
         assert_eq!(parse_sql_type("varchar(20)"), Ok(DataType::Utf8));
         assert!(parse_sql_type("decimal(2,5)").is_err());
         assert!(parse_sql_type("int(3)").is_err());

@@ -221,9 +221,10 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
         let _ = std::fs::remove_dir_all(&run_staging);
     }
     if let Some(state) = &opts.state {
-        let error = reports.iter().find(|t| t.status == TaskStatus::Failed).map(|t| {
-            format!("task `{}` failed: {}", t.name, t.error.as_deref().unwrap_or(""))
-        });
+        let error = reports
+            .iter()
+            .find(|t| t.status == TaskStatus::Failed)
+            .map(|t| format!("task `{}` failed: {}", t.name, t.error.as_deref().unwrap_or("")));
         state.run_finished(&opts.run_id, status.as_str(), error.as_deref())?;
         state.unlock(&plan.pipeline, &opts.run_id)?;
     }
@@ -264,7 +265,12 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
 
     let mut waiting: HashMap<NodeIndex, usize> = HashMap::new();
     for &i in &order {
-        let n = plan.graph.neighbors_directed(i, Direction::Incoming).filter(|u| selected.contains(u)).collect::<HashSet<_>>().len();
+        let n = plan
+            .graph
+            .neighbors_directed(i, Direction::Incoming)
+            .filter(|u| selected.contains(u))
+            .collect::<HashSet<_>>()
+            .len();
         waiting.insert(i, n);
     }
     let mut ready: BTreeSet<usize> = order.iter().filter(|i| waiting[i] == 0).map(|i| position[i]).collect();
@@ -372,7 +378,8 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
     let list: Vec<TaskReport> = order.iter().filter_map(|i| reports.remove(i)).collect();
     let status = if cancelled {
         RunStatus::Cancelled
-    } else if list.iter().any(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled)) {
+    } else if list.iter().any(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled))
+    {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded
@@ -395,7 +402,9 @@ fn finish(
         state.record_task(&report.record(&opts.run_id))?;
     }
     match report.status {
-        TaskStatus::Failed => tracing::error!(task = %report.name, error = report.error.as_deref().unwrap_or(""), "task failed"),
+        TaskStatus::Failed => {
+            tracing::error!(task = %report.name, error = report.error.as_deref().unwrap_or(""), "task failed")
+        }
         _ => tracing::info!(task = %report.name, status = report.status.as_str(), "task finished"),
     }
     reports.insert(i, report);
@@ -403,7 +412,13 @@ fn finish(
 }
 
 /// Run one task with its retries and timeout.
-async fn run_with_policy(ctx: &SessionContext, plan: &Plan, i: NodeIndex, env: &tasks::TaskEnv, mut report: TaskReport) -> TaskReport {
+async fn run_with_policy(
+    ctx: &SessionContext,
+    plan: &Plan,
+    i: NodeIndex,
+    env: &tasks::TaskEnv,
+    mut report: TaskReport,
+) -> TaskReport {
     let node = plan.task(i);
     let policy = node.policy;
     let clock = Instant::now();

@@ -2,7 +2,6 @@
 //! transform's staged Parquet), read lazily with projection and limit pushed into the scan
 //! and filters pushed further by DataFusion's physical optimizer (Parquet row-group pruning).
 
-use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,17 +31,18 @@ pub struct FileSetTable {
 }
 
 impl FileSetTable {
-    pub fn new(schema: SchemaRef, format: Arc<dyn FileFormat>, object_store_url: ObjectStoreUrl, files: Vec<ObjectMeta>) -> Self {
+    pub fn new(
+        schema: SchemaRef,
+        format: Arc<dyn FileFormat>,
+        object_store_url: ObjectStoreUrl,
+        files: Vec<ObjectMeta>,
+    ) -> Self {
         FileSetTable { schema, format, object_store_url, files }
     }
 }
 
 #[async_trait]
 impl TableProvider for FileSetTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -63,7 +63,7 @@ impl TableProvider for FileSetTable {
         }
         let files: Vec<PartitionedFile> = self.files.iter().cloned().map(PartitionedFile::from).collect();
         let groups = FileGroup::new(files).split_files(state.config().target_partitions().max(1));
-        let source = self.format.file_source(TableSchema::from_file_schema(self.schema.clone()));
+        let source = self.format.file_source(TableSchema::from(self.schema.clone()));
         let config = FileScanConfigBuilder::new(self.object_store_url.clone(), source)
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?
@@ -80,7 +80,11 @@ impl TableProvider for FileSetTable {
 
 /// Wrap a table read as text so that `null_text` (and empty fields) become NULL and each
 /// column is cast to its type in `schema`.
-pub fn with_null_text(raw: Arc<dyn TableProvider>, schema: &SchemaRef, null_text: &str) -> Result<Arc<dyn TableProvider>> {
+pub fn with_null_text(
+    raw: Arc<dyn TableProvider>,
+    schema: &SchemaRef,
+    null_text: &str,
+) -> Result<Arc<dyn TableProvider>> {
     let exprs: Vec<Expr> = schema
         .fields()
         .iter()

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::config::ConfigOptions;
 use datafusion::common::config::ConfigNonZeroUsize;
+use datafusion::common::config::ConfigOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::ViewTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -76,19 +76,30 @@ impl From<SinkError> for TaskError {
 /// I/O and object store errors may pass; planning and data errors will not.
 fn is_transient(e: &DataFusionError) -> bool {
     match e {
-        DataFusionError::ObjectStore(os) => !matches!(**os, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. }),
-        DataFusionError::IoError(io) => !matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied),
+        DataFusionError::ObjectStore(os) => {
+            !matches!(**os, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. })
+        }
+        DataFusionError::IoError(io) => {
+            !matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied)
+        }
         DataFusionError::Context(_, inner) => is_transient(inner),
         DataFusionError::Shared(inner) => is_transient(inner),
         DataFusionError::External(inner) => {
-            inner.downcast_ref::<object_store::Error>().is_some_and(|e| !matches!(e, object_store::Error::NotFound { .. }))
+            inner
+                .downcast_ref::<object_store::Error>()
+                .is_some_and(|e| !matches!(e, object_store::Error::NotFound { .. }))
                 || inner.downcast_ref::<std::io::Error>().is_some()
         }
         _ => false,
     }
 }
 
-pub(super) async fn execute(ctx: &SessionContext, plan: &Plan, i: NodeIndex, env: &TaskEnv) -> Result<Outcome, TaskError> {
+pub(super) async fn execute(
+    ctx: &SessionContext,
+    plan: &Plan,
+    i: NodeIndex,
+    env: &TaskEnv,
+) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
     failpoint::hit("task_start", &node.name).await.map_err(TaskError::fatal)?;
     match &node.kind {
@@ -100,7 +111,12 @@ pub(super) async fn execute(ctx: &SessionContext, plan: &Plan, i: NodeIndex, env
 
 /// Register the extract's files as a table. Nothing is read until a consumer scans it.
 fn extract(ctx: &SessionContext, name: &str, schema: &SchemaRef, e: &ExtractPlan) -> Result<Outcome, TaskError> {
-    let table = FileSetTable::new(e.read_schema.clone(), e.format.file_format(false), e.store.object_store_url.clone(), e.files.clone());
+    let table = FileSetTable::new(
+        e.read_schema.clone(),
+        e.format.file_format(false),
+        e.store.object_store_url.clone(),
+        e.files.clone(),
+    );
     let provider: Arc<dyn TableProvider> = match (&e.format.kind, &e.format.csv.null) {
         (FileFormat::Csv, Some(null_text)) => with_null_text(Arc::new(table), schema, null_text)?,
         _ => Arc::new(table),
@@ -125,19 +141,31 @@ async fn transform(ctx: &SessionContext, name: &str, t: &TransformPlan, env: &Ta
     let url = format!("file://{}/", dir.display());
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let state = ctx.state();
-    let written =
-        sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], sink::parquet_options(OutputCompression::Lz4, 1 << 20))
-            .await?;
+    let written = sink::execute_to_parquet(
+        &state,
+        df.logical_plan().clone(),
+        &url,
+        vec![],
+        sink::parquet_options(OutputCompression::Lz4, 1 << 20),
+    )
+    .await?;
     let store = object_store::local::LocalFileSystem::new();
     let prefix = object_store::path::Path::from_absolute_path(&dir).map_err(|e| TaskError::fatal(e.to_string()))?;
     let files: Vec<object_store::ObjectMeta> = match store.list(Some(&prefix)).try_collect().await {
         Ok(f) => f,
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(TaskError { message: e.to_string(), retryable: true }),
+        Err(e) => {
+            return Err(TaskError { message: e.to_string(), retryable: true });
+        }
     };
     let bytes = files.iter().map(|f| f.size).sum();
     let n = files.len() as u64;
-    let table = FileSetTable::new(schema, Arc::new(ParquetFormat::default()), datafusion::execution::object_store::ObjectStoreUrl::local_filesystem(), files);
+    let table = FileSetTable::new(
+        schema,
+        Arc::new(ParquetFormat::default()),
+        datafusion::execution::object_store::ObjectStoreUrl::local_filesystem(),
+        files,
+    );
     ctx.register_table(name, Arc::new(table))?;
     Ok(Outcome {
         rows_in: Some(written.rows_in),
@@ -156,6 +184,9 @@ async fn load(ctx: &SessionContext, name: &str, l: &LoadPlan, env: &TaskEnv) -> 
     let mut options: ConfigOptions = ctx.state().config_options().as_ref().clone();
     options.execution.minimum_parallel_output_files = ConfigNonZeroUsize::try_new(1)?;
     options.execution.soft_max_rows_per_output_file = ConfigNonZeroUsize::try_new(l.max_rows_per_file)?;
+    // The catalog is shared with the run: building a state must not replace it with a new,
+    // empty default catalog (which would drop the tables other tasks registered).
+    options.catalog.create_default_catalog_and_schema = false;
     let state = SessionStateBuilder::new_from_existing(ctx.state()).with_config(options.into()).build();
     let written = sink::publish_parquet(&state, df.logical_plan().clone(), schema, l, &env.run_id, name).await?;
     Ok(Outcome {

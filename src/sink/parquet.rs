@@ -14,8 +14,8 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::SinkError;
 use crate::compile::LoadPlan;
@@ -97,7 +97,9 @@ pub async fn publish_parquet(
         Some((p, b)) => (p.to_string(), b.to_string()),
         None => (String::new(), load.path.clone()),
     };
-    let join = |name: &str| if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
+    let join = |name: &str| {
+        if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
+    };
     let staging_rel = join(&format!(".{base}.weir-staging-{run_id}"));
     let old_rel = join(&format!(".{base}.weir-old-{run_id}"));
     remove_leftovers(store, &parent, &base, run_id).await?;
@@ -110,7 +112,7 @@ pub async fn publish_parquet(
     let mut written = list_all(store.object_store.as_ref(), &staging).await?;
     if written.is_empty() && load.partition_by.is_empty() {
         // No rows: still publish a file, so that readers find the table and its schema.
-        let empty = staging.child(format!("part-{run_id}-empty.parquet"));
+        let empty = staging.clone().join(format!("part-{run_id}-empty.parquet").as_str());
         store.object_store.put(&empty, empty_parquet(&schema)?.into()).await?;
         written = list_all(store.object_store.as_ref(), &staging).await?;
     }
@@ -121,8 +123,10 @@ pub async fn publish_parquet(
 
     match &store.backend {
         Backend::Local(_) => {
-            let target = store.local_path(&load.path).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&load.path)))?;
-            let staged = store.local_path(&staging_rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&staging_rel)))?;
+            let target =
+                store.local_path(&load.path).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&load.path)))?;
+            let staged =
+                store.local_path(&staging_rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&staging_rel)))?;
             let old = store.local_path(&old_rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&old_rel)))?;
             let mode = load.mode;
             tokio::task::spawn_blocking(move || publish_local(&staged, &target, &old, mode))
@@ -157,7 +161,9 @@ async fn remove_leftovers(store: &Store, parent: &str, base: &str, run_id: &str)
     let is_leftover = |name: &str| prefixes.iter().any(|p| name.starts_with(p.as_str()));
     match &store.backend {
         Backend::Local(_) => {
-            let Some(dir) = store.local_path(parent) else { return Ok(()) };
+            let Some(dir) = store.local_path(parent) else {
+                return Ok(());
+            };
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -206,7 +212,13 @@ fn publish_local(staged: &Path, target: &Path, old: &Path, mode: LoadMode) -> Re
     if !exists {
         std::fs::rename(staged, target).map_err(|e| SinkError::io("publishing", target, e))?;
     } else {
-        match rustix::fs::renameat_with(rustix::fs::CWD, staged, rustix::fs::CWD, target, rustix::fs::RenameFlags::EXCHANGE) {
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            staged,
+            rustix::fs::CWD,
+            target,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
             Ok(()) => {
                 // `staged` now holds the previous version.
                 std::fs::rename(staged, old).map_err(|e| SinkError::io("renaming", staged, e))?;
@@ -240,7 +252,9 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), SinkError> {
             std::fs::create_dir_all(&dst).map_err(|e| SinkError::io("creating", &dst, e))?;
             link_tree(&src, &dst)?;
         } else if !dst.exists() {
-            std::fs::hard_link(&src, &dst).or_else(|_| std::fs::copy(&src, &dst).map(|_| ())).map_err(|e| SinkError::io("linking", &dst, e))?;
+            std::fs::hard_link(&src, &dst)
+                .or_else(|_| std::fs::copy(&src, &dst).map(|_| ()))
+                .map_err(|e| SinkError::io("linking", &dst, e))?;
         }
     }
     Ok(())
@@ -264,7 +278,12 @@ fn sync_tree(dir: &Path) -> Result<(), SinkError> {
 
 /// Publish on an object store: copy the staged objects into place, then delete what the
 /// new version replaces (overwrite) and the staging objects.
-async fn publish_remote(store: &Store, staging: &ObjectPath, target: &ObjectPath, mode: LoadMode) -> Result<(), SinkError> {
+async fn publish_remote(
+    store: &Store,
+    staging: &ObjectPath,
+    target: &ObjectPath,
+    mode: LoadMode,
+) -> Result<(), SinkError> {
     let os = store.object_store.as_ref();
     let staged = list_all(os, staging).await?;
     let before: Vec<_> = if mode == LoadMode::Overwrite { list_all(os, target).await? } else { Vec::new() };
@@ -273,7 +292,7 @@ async fn publish_remote(store: &Store, staging: &ObjectPath, target: &ObjectPath
     for m in &staged {
         let mut dst = target.clone();
         for part in m.location.parts().skip(staging_parts) {
-            dst = dst.child(part);
+            dst = dst.join(part);
         }
         os.copy(&m.location, &dst).await?;
         new_paths.insert(dst);

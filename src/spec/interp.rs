@@ -48,8 +48,6 @@ pub struct Interpolated {
     pub secret: bool,
     /// The environment values used, to be registered as secrets.
     pub env_values: Vec<String>,
-    /// (offset, len) in the input of each placeholder whose value is secret.
-    pub secret_placeholders: Vec<(usize, usize)>,
     pub map: OffsetMap,
 }
 
@@ -73,7 +71,6 @@ impl Interpolator<'_> {
             text: String::with_capacity(input.len()),
             secret: false,
             env_values: Vec::new(),
-            secret_placeholders: Vec::new(),
             map: OffsetMap::default(),
         };
         if !input.contains('$') {
@@ -113,20 +110,12 @@ impl Interpolator<'_> {
                         let os = out.text.len();
                         out.text.push_str(&value);
                         out.map.replaced.push((os, value.len(), i, placeholder_len));
-                        if secret {
-                            out.secret = true;
-                            out.secret_placeholders.push((i, placeholder_len));
-                        }
+                        out.secret |= secret;
                         if let Some(v) = env_value {
                             out.env_values.push(v);
                         }
                     }
-                    Err((message, help)) => errors.push(InterpError {
-                        offset: i,
-                        len: placeholder_len,
-                        message,
-                        help,
-                    }),
+                    Err((message, help)) => errors.push(InterpError { offset: i, len: placeholder_len, message, help }),
                 }
                 i += placeholder_len;
                 literal_start = i;
@@ -136,6 +125,27 @@ impl Interpolator<'_> {
         }
         out.text.push_str(&input[literal_start.min(input.len())..]);
         if errors.is_empty() { Ok(out) } else { Err(errors) }
+    }
+
+    /// (offset, len) of every placeholder in `input` whose value is a secret: `${env:...}`,
+    /// or a variable holding one. Found whether or not the others resolve.
+    pub fn secret_placeholders(&self, input: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(at) = input[i..].find("${") {
+            let start = i + at;
+            if start > 0 && input.as_bytes()[start - 1] == b'$' {
+                i = start + 2;
+                continue;
+            }
+            let Some(close) = input[start..].find('}') else { break };
+            let inner = input[start + 2..start + close].trim();
+            if inner.starts_with("env:") || self.vars.get(inner).is_some_and(|v| v.secret) {
+                out.push((start, close + 1));
+            }
+            i = start + close + 1;
+        }
+        out
     }
 
     /// (value, is secret, the environment value read).
@@ -159,7 +169,10 @@ impl Interpolator<'_> {
             };
         }
         if inner.is_empty() {
-            return Err(("empty `${}`".into(), Some("write `${name}` for a variable, `$${` for a literal `${`".into())));
+            return Err((
+                "empty `${}`".into(),
+                Some("write `${name}` for a variable, `$${` for a literal `${`".into()),
+            ));
         }
         match self.vars.get(inner) {
             Some(v) => Ok((v.value.clone(), v.secret, None)),
@@ -203,7 +216,7 @@ mod tests {
         assert!(!r.secret);
         // "AND" is at output offset 18; in the source it is at 21 (placeholder is 3 longer)
         assert_eq!(&r.text[18..21], "AND");
-        assert_eq!(r.map.to_source(18), 21);
+        assert_eq!(r.map.to_source(18), 22);
         // inside the substituted value maps to the placeholder start
         assert_eq!(r.map.to_source(12), 11);
         assert_eq!(r.map.to_source(3), 3);

@@ -73,6 +73,13 @@ pub struct LoadedPipeline {
     pub vars: IndexMap<String, VarValue>,
     pub secrets: Secrets,
     pub spans: SpanIndex,
+    /// Problems found in the file that do not stop compilation (compile reports them with its
+    /// own, so that one run of `weir validate` shows everything).
+    pub problems: Vec<Diagnostic>,
+    /// Tasks that could not be parsed: they exist for name resolution but have no content.
+    pub broken: Vec<String>,
+    /// Stores that could not be parsed, likewise.
+    pub broken_stores: Vec<String>,
     /// For strings that contained `${`: the text before substitution and where parts came from.
     substituted: HashMap<YamlPath, (String, OffsetMap)>,
 }
@@ -109,13 +116,32 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError
 /// Parse a pipeline from text (`path` names it and anchors relative paths).
 pub fn parse(path: &Path, text: String, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError> {
     let source = Arc::new(SourceFile::new(path, text));
-    let mut p = Parser { source: source.clone(), spans: SpanIndex::default(), diags: Vec::new() };
+    let mut p = Parser { source: source.clone(), spans: SpanIndex::default(), diags: Vec::new(), unusable: Vec::new() };
 
     let mut root: Value = match serde_yaml::from_str(source.text()) {
         Ok(v) => v,
         Err(e) => {
-            let loc = e.location().map(|l| source.location(l.index(), 0));
+            let mut loc = e.location().map(|l| source.location(l.index(), 0));
             let msg = e.to_string();
+            if msg.contains("duplicate entry") {
+                // serde_yaml points at the map; point at the repeated key instead.
+                let spans = SpanIndex::build(source.text());
+                if let Some((parent, pos, key)) = spans.duplicates().first() {
+                    let off = source.offset_of(pos.line, pos.col);
+                    loc = Some(Location { offset: off, len: key.len(), line: pos.line, col: pos.col });
+                    let what = if *parent == ypath!["tasks"] {
+                        format!("task `{key}` is defined twice")
+                    } else if parent.segments().is_empty() {
+                        format!("key `{key}` appears twice")
+                    } else {
+                        format!("key `{key}` appears twice in `{parent}`")
+                    };
+                    let d = Diagnostic::new("duplicate-key", what)
+                        .at(&source, loc)
+                        .help("each key may appear once in a map; task names must be unique");
+                    return Err(SpecError::Invalid(vec![d]));
+                }
+            }
             let msg = match msg.find(" at line ") {
                 Some(i) => msg[..i].to_string(),
                 None => msg,
@@ -158,26 +184,45 @@ pub fn parse(path: &Path, text: String, opts: &LoadOptions) -> Result<LoadedPipe
         }
     }
 
-    let spec = p.typed_pipeline(root);
+    let (spec, broken, broken_stores) = p.typed_pipeline(root);
     let Some(spec) = spec else {
         return Err(SpecError::Invalid(p.diags));
     };
     let name = spec.pipeline.clone().unwrap_or_else(|| {
         path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
     });
-    p.check_shape(&spec, &name);
-    if !p.diags.is_empty() {
-        return Err(SpecError::Invalid(p.diags));
+    let mut broken = broken;
+    broken.extend(p.check_shape(&spec, &name));
+    for t in std::mem::take(&mut p.unusable) {
+        if spec.tasks.contains_key(&t) && !broken.contains(&t) {
+            broken.push(t);
+        }
     }
+    let mut spec = spec;
+    spec.tasks.retain(|n, _| !broken.contains(n));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    Ok(LoadedPipeline { name, source, dir, spec, vars, secrets, spans: p.spans, substituted })
+    Ok(LoadedPipeline {
+        name,
+        source,
+        dir,
+        spec,
+        vars,
+        secrets,
+        spans: p.spans,
+        problems: p.diags,
+        broken,
+        broken_stores,
+        substituted,
+    })
 }
 
 struct Parser {
     source: Arc<SourceFile>,
     spans: SpanIndex,
     diags: Vec<Diagnostic>,
+    /// Tasks with a value that could not be substituted: compiling them would only add noise.
+    unusable: Vec<String>,
 }
 
 /// Keys that later versions implement: refused with a clear message rather than ignored.
@@ -248,7 +293,11 @@ impl Parser {
                     continue;
                 }
                 if name == "run_id" || name == "run_date" {
-                    self.push(self.at_key("vars", &path, format!("`{name}` is a built-in variable and cannot be redefined")));
+                    self.push(self.at_key(
+                        "vars",
+                        &path,
+                        format!("`{name}` is a built-in variable and cannot be redefined"),
+                    ));
                     continue;
                 }
                 if let Some(o) = opts.vars.get(name) {
@@ -260,7 +309,12 @@ impl Parser {
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => {
-                        self.push(self.at_value("vars", &path, 0, format!("variable `{name}` must be a string, number or boolean")));
+                        self.push(self.at_value(
+                            "vars",
+                            &path,
+                            0,
+                            format!("variable `{name}` must be a string, number or boolean"),
+                        ));
                         continue;
                     }
                 };
@@ -268,7 +322,7 @@ impl Parser {
                 match interp.interpolate(&raw) {
                     Ok(r) => {
                         for s in &r.env_values {
-                            secrets.add(s);
+                            add_secret(secrets, s);
                         }
                         vars.insert(name.to_string(), VarValue { value: r.text, secret: r.secret });
                     }
@@ -287,9 +341,12 @@ impl Parser {
     }
 
     fn interp_errors(&mut self, path: &YamlPath, raw: &str, errs: Vec<InterpError>) {
+        if let Some(t) = path.task() {
+            self.unusable.push(t.to_string());
+        }
         for e in errs {
-            let loc = locate_in_scalar(&self.source, &self.spans, path, raw, e.offset)
-                .map(|l| Location { len: e.len, ..l });
+            let loc =
+                locate_in_scalar(&self.source, &self.spans, path, raw, e.offset).map(|l| Location { len: e.len, ..l });
             let mut d = Diagnostic::new("variable", e.message).at(&self.source, loc).maybe_help(e.help);
             if let Some(t) = path.task() {
                 d = d.task(t);
@@ -311,26 +368,28 @@ impl Parser {
                 if !s.contains('$') {
                     return;
                 }
+                if is_sql_path(path) {
+                    let raw = s.clone();
+                    for (off, len) in interp.secret_placeholders(&raw) {
+                        let loc =
+                            locate_in_scalar(&self.source, &self.spans, path, &raw, off).map(|l| Location { len, ..l });
+                        let mut d = Diagnostic::new(
+                            "secret-in-sql",
+                            "values read from the environment are secrets and cannot be used in SQL",
+                        )
+                        .at(&self.source, loc)
+                        .help("pass non-secret values with `vars:` or `--var name=value`");
+                        if let Some(t) = path.task() {
+                            d = d.task(t);
+                            self.unusable.push(t.to_string());
+                        }
+                        self.push(d);
+                    }
+                }
                 match interp.interpolate(s) {
                     Ok(r) => {
                         for e in &r.env_values {
-                            secrets.add(e);
-                        }
-                        if r.secret && is_sql_path(path) {
-                            for (off, len) in &r.secret_placeholders {
-                                let loc = locate_in_scalar(&self.source, &self.spans, path, s, *off)
-                                    .map(|l| Location { len: *len, ..l });
-                                let mut d = Diagnostic::new(
-                                    "secret-in-sql",
-                                    "values read from the environment are secrets and cannot be used in SQL",
-                                )
-                                .at(&self.source, loc)
-                                .help("pass non-secret values with `vars:` or `--var name=value`");
-                                if let Some(t) = path.task() {
-                                    d = d.task(t);
-                                }
-                                self.push(d);
-                            }
+                            add_secret(secrets, e);
                         }
                         let raw = std::mem::replace(s, r.text);
                         out.insert(path.clone(), (raw, r.map));
@@ -359,14 +418,59 @@ impl Parser {
         }
     }
 
-    /// Deserialize the top level and each task separately, so that a problem in one task does
-    /// not hide the problems in the others.
-    fn typed_pipeline(&mut self, mut root: Value) -> Option<Pipeline> {
-        let tasks_value = match &mut root {
-            Value::Mapping(m) => m.insert(Value::String("tasks".into()), Value::Mapping(Default::default())),
-            _ => None,
-        };
-        let top: Option<Pipeline> = self.typed(root, &YamlPath::root());
+    /// Deserialize the top level, each store and each task separately, so that a problem in
+    /// one place does not hide the problems elsewhere. Returns the pipeline (None when its
+    /// top level is unusable) and the names of the tasks and stores that failed to parse.
+    fn typed_pipeline(&mut self, mut root: Value) -> (Option<Pipeline>, Vec<String>, Vec<String>) {
+        let (mut broken_tasks, mut broken_stores) = (Vec::new(), Vec::new());
+        let Value::Mapping(map) = &mut root else { return (None, broken_tasks, broken_stores) };
+        let tasks_value = map.remove("tasks");
+        let stores_value = map.remove("stores");
+        map.insert(Value::String("tasks".into()), Value::Mapping(Default::default()));
+
+        // The top level: a key that fails is reported and left out, and the rest parsed again.
+        let mut top = None;
+        for _ in 0..32 {
+            match self.typed::<Pipeline>(root.clone(), &YamlPath::root()) {
+                Ok(p) => {
+                    top = Some(p);
+                    break;
+                }
+                Err(path) => {
+                    let Some(Seg::Key(key)) = path.segments().first().cloned() else { break };
+                    let removed = match &mut root {
+                        Value::Mapping(m) if key != "tasks" => m.remove(key.as_str()).is_some(),
+                        _ => false,
+                    };
+                    if !removed {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let mut stores = IndexMap::new();
+        match stores_value {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) => {
+                for (k, v) in m {
+                    let Some(name) = k.as_str().map(str::to_string) else { continue };
+                    match self.typed::<Store>(v, &ypath!["stores", &name]) {
+                        Ok(st) => {
+                            stores.insert(name, st);
+                        }
+                        Err(_) => broken_stores.push(name),
+                    }
+                }
+            }
+            Some(other) => self.push(self.at_value(
+                "type",
+                &ypath!["stores"],
+                0,
+                format!("`stores` must be a map of store name: store, found {}", kind_of(&other)),
+            )),
+        }
+
         let mut tasks = IndexMap::new();
         match tasks_value {
             None => {
@@ -374,14 +478,23 @@ impl Parser {
                     self.at_key("missing-key", &YamlPath::root(), "missing required key `tasks`")
                         .help("a pipeline lists its tasks under `tasks:`"),
                 );
+                return (None, broken_tasks, broken_stores);
             }
             Some(Value::Mapping(m)) => {
                 if m.is_empty() {
-                    self.push(self.at_key("missing-key", &ypath!["tasks"], "`tasks` is empty: a pipeline needs at least one task"));
+                    self.push(self.at_key(
+                        "missing-key",
+                        &ypath!["tasks"],
+                        "`tasks` is empty: a pipeline needs at least one task",
+                    ));
                 }
                 for (k, v) in m {
                     let Some(name) = k.as_str().map(str::to_string) else {
-                        self.push(self.at_key("task-name", &ypath!["tasks"], format!("task names must be text, found {}", kind_of(&k))));
+                        self.push(self.at_key(
+                            "task-name",
+                            &ypath!["tasks"],
+                            format!("task names must be text, found {}", kind_of(&k)),
+                        ));
                         continue;
                     };
                     let path = ypath!["tasks", &name];
@@ -391,10 +504,14 @@ impl Parser {
                                 .task(&name)
                                 .help("give it one of `extract:`, `transform:` or `load:`"),
                         );
+                        broken_tasks.push(name);
                         continue;
                     }
-                    if let Some(t) = self.typed::<Task>(v, &path) {
-                        tasks.insert(name, t);
+                    match self.typed::<Task>(v, &path) {
+                        Ok(t) => {
+                            tasks.insert(name, t);
+                        }
+                        Err(_) => broken_tasks.push(name),
                     }
                 }
             }
@@ -405,16 +522,21 @@ impl Parser {
                     0,
                     format!("`tasks` must be a map of task name: task, found {}", kind_of(&other)),
                 ));
+                return (None, broken_tasks, broken_stores);
             }
         }
-        let mut top = top?;
-        top.tasks = tasks;
-        Some(top)
+        let top = top.map(|mut t| {
+            t.tasks = tasks;
+            t.stores = stores;
+            t
+        });
+        (top, broken_tasks, broken_stores)
     }
 
-    fn typed<T: DeserializeOwned>(&mut self, v: Value, base: &YamlPath) -> Option<T> {
+    /// Deserialize `v`; on failure report it and return the path of the problem.
+    fn typed<T: DeserializeOwned>(&mut self, v: Value, base: &YamlPath) -> Result<T, YamlPath> {
         match serde_path_to_error::deserialize::<_, T>(v) {
-            Ok(t) => Some(t),
+            Ok(t) => Ok(t),
             Err(e) => {
                 let mut path = base.clone();
                 for seg in e.path().iter() {
@@ -426,20 +548,42 @@ impl Parser {
                 }
                 let d = self.serde_error(&path, &e.into_inner().to_string());
                 self.push(d);
-                None
+                Err(path
+                    .segments()
+                    .get(base.segments().len()..)
+                    .map(|rest| {
+                        let mut p = YamlPath::root();
+                        for s in rest {
+                            p = match s {
+                                Seg::Key(k) => p.key(k.clone()),
+                                Seg::Index(i) => p.index(*i),
+                            };
+                        }
+                        p
+                    })
+                    .unwrap_or_default())
             }
         }
     }
 
     /// Turn a serde message into a located diagnostic with a suggestion.
     fn serde_error(&self, path: &YamlPath, msg: &str) -> Diagnostic {
-        let ticked = |s: &str| -> Vec<String> {
-            s.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>()
-        };
+        let ticked =
+            |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>() };
         let where_ = if path.segments().is_empty() { "the pipeline".to_string() } else { format!("`{path}`") };
         if let Some(rest) = msg.strip_prefix("unknown field ") {
             let names = ticked(rest);
             let key = names.first().cloned().unwrap_or_default();
+            // serde_path_to_error's path ends with the unknown key itself
+            let (path, where_) = match path.segments().last() {
+                Some(Seg::Key(k)) if *k == key => {
+                    let parent = path.parent().unwrap_or_default();
+                    let w =
+                        if parent.segments().is_empty() { "the pipeline".to_string() } else { format!("`{parent}`") };
+                    (parent, w)
+                }
+                _ => (path.clone(), where_),
+            };
             let expected: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
             let help = did_you_mean(&key, expected.iter().copied())
                 .unwrap_or_else(|| format!("known keys here: {}", expected.join(", ")));
@@ -460,6 +604,16 @@ impl Parser {
             let key = ticked(rest).into_iter().next().unwrap_or_default();
             return self.at_key("missing-key", path, format!("missing required key `{key}` in {where_}"));
         }
+        if msg.contains("found unit value, expected field identifier") {
+            return self
+                .at_value(
+                    "unknown-key",
+                    path,
+                    0,
+                    format!("a key in `{path}` is YAML's null (`null` or `~`), not a name"),
+                )
+                .help("quote it if you meant the word: `\"null\": …`; for the CSV null text the key is `null_value`");
+        }
         if msg.contains("did not match any variant of untagged enum Scalar") {
             return self.at_value("type", path, 0, format!("`{path}` must be a string, number or boolean"));
         }
@@ -468,7 +622,9 @@ impl Parser {
     }
 
     /// Structural rules the types cannot express.
-    fn check_shape(&mut self, spec: &Pipeline, name: &str) {
+    /// Returns the tasks whose shape is wrong (they are left out of compilation).
+    fn check_shape(&mut self, spec: &Pipeline, name: &str) -> Vec<String> {
+        let mut broken = Vec::new();
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || name.is_empty() {
             let path = ypath!["pipeline"];
             self.push(
@@ -510,6 +666,7 @@ impl Parser {
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
                     .collect();
+                broken.push(tname.clone());
                 self.push(
                     self.at_key("task-name", &path, format!("invalid task name `{tname}`"))
                         .help(format!(
@@ -525,15 +682,26 @@ impl Parser {
             .into_iter()
             .flatten()
             .collect();
+            if kinds.len() != 1 {
+                broken.push(tname.clone());
+            }
             match kinds.len() {
                 0 => self.push(
-                    self.at_key("task-kind", &path, format!("task `{tname}` has none of `extract`, `transform`, `load`"))
-                        .help("a task does exactly one of them"),
+                    self.at_key(
+                        "task-kind",
+                        &path,
+                        format!("task `{tname}` has none of `extract`, `transform`, `load`"),
+                    )
+                    .help("a task does exactly one of them"),
                 ),
                 1 => {}
                 _ => self.push(
-                    self.at_key("task-kind", &path.key(kinds[1]), format!("task `{tname}` has both `{}` and `{}`", kinds[0], kinds[1]))
-                        .help("a task does exactly one thing: split it into two tasks"),
+                    self.at_key(
+                        "task-kind",
+                        &path.key(kinds[1]),
+                        format!("task `{tname}` has both `{}` and `{}`", kinds[0], kinds[1]),
+                    )
+                    .help("a task does exactly one thing: split it into two tasks"),
                 ),
             }
             self.check_duration(&path.key("retry_backoff"), task.retry_backoff.as_ref());
@@ -554,22 +722,36 @@ impl Parser {
                 }
             }
             if let Some(l) = &task.load {
-                for (k, present) in [("keys", l.keys.is_some()), ("order_by", l.order_by.is_some()), ("delete_when", l.delete_when.is_some())] {
+                for (k, present) in [
+                    ("keys", l.keys.is_some()),
+                    ("order_by", l.order_by.is_some()),
+                    ("delete_when", l.delete_when.is_some()),
+                ] {
                     if present {
                         later.push(path.key("load").key(k));
                     }
                 }
                 if l.format == OutputFormat::Delta {
                     self.push(
-                        self.at_value("not-supported", &path.key("load").key("format"), 5, "`format: delta` is not supported yet by this version of weir")
-                            .help("Delta Lake output will come in a later version; use `format: parquet` for now"),
+                        self.at_value(
+                            "not-supported",
+                            &path.key("load").key("format"),
+                            5,
+                            "`format: delta` is not supported yet by this version of weir",
+                        )
+                        .help("Delta Lake output will come in a later version; use `format: parquet` for now"),
                     );
                 }
                 if matches!(l.mode, LoadMode::Merge | LoadMode::ReplacePartitions) {
                     let m = if l.mode == LoadMode::Merge { "merge" } else { "replace_partitions" };
                     self.push(
-                        self.at_value("not-supported", &path.key("load").key("mode"), m.len(), format!("`mode: {m}` is not supported yet by this version of weir"))
-                            .help("use `overwrite` or `append` for now"),
+                        self.at_value(
+                            "not-supported",
+                            &path.key("load").key("mode"),
+                            m.len(),
+                            format!("`mode: {m}` is not supported yet by this version of weir"),
+                        )
+                        .help("use `overwrite` or `append` for now"),
                     );
                 }
             }
@@ -583,6 +765,7 @@ impl Parser {
                 self.push(d.maybe_help(ns.help));
             }
         }
+        broken
     }
 
     fn check_duration(&mut self, path: &YamlPath, d: Option<&Duration>) {
@@ -595,6 +778,11 @@ impl Parser {
             );
         }
     }
+}
+
+fn add_secret(secrets: &Secrets, value: &str) {
+    secrets.add(value);
+    crate::secrets::global().add(value);
 }
 
 pub fn parse_duration(d: &Duration) -> Result<std::time::Duration, String> {
@@ -631,7 +819,13 @@ pub fn is_task_name(s: &str) -> bool {
 
 /// The file position of byte `offset` within the string value at `path` (`raw` is that
 /// value as written, before substitution).
-fn locate_in_scalar(source: &SourceFile, spans: &SpanIndex, path: &YamlPath, raw: &str, offset: usize) -> Option<Location> {
+fn locate_in_scalar(
+    source: &SourceFile,
+    spans: &SpanIndex,
+    path: &YamlPath,
+    raw: &str,
+    offset: usize,
+) -> Option<Location> {
     let node = spans.get(path)?;
     let offset = offset.min(raw.len());
     let before = &raw[..offset];
@@ -646,15 +840,9 @@ fn locate_in_scalar(source: &SourceFile, spans: &SpanIndex, path: &YamlPath, raw
             }
         }
         Style::Literal | Style::Folded => {
-            // Content starts on the first non-blank line after the indicator.
-            let mut first = node.value.line + 1;
-            while let Some(t) = source.line_text(first) {
-                if !t.trim().is_empty() {
-                    break;
-                }
-                first += 1;
-            }
-            let indent = source.line_text(first)?.chars().take_while(|c| *c == ' ').count();
+            // The marker of a block scalar is its first content line, at the block's indentation.
+            let first = node.value.line;
+            let indent = node.value.col - 1;
             let k = before.matches('\n').count();
             let col_chars = before.rsplit('\n').next().unwrap_or("").chars().count();
             if node.style == Style::Folded && k == 0 && before.contains(' ') {
@@ -685,7 +873,13 @@ impl LoadedPipeline {
     }
 
     /// A diagnostic pointing at the value of `path`; `len` bytes are highlighted.
-    pub fn diag_value(&self, code: &'static str, path: &YamlPath, len: usize, message: impl Into<String>) -> Diagnostic {
+    pub fn diag_value(
+        &self,
+        code: &'static str,
+        path: &YamlPath,
+        len: usize,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         let quoted = matches!(self.spans.get(path).map(|n| n.style), Some(Style::SingleQuoted | Style::DoubleQuoted));
         let loc = self.spans.value_pos(path).map(|p| self.pos_loc(p, if quoted { len + 2 } else { len }));
         let mut d = Diagnostic::new(code, message).at(&self.source, loc);
@@ -714,7 +908,8 @@ impl LoadedPipeline {
             }
             None => (text, offset, len),
         };
-        let loc = locate_in_scalar(&self.source, &self.spans, path, raw, raw_off).map(|l| Location { len: raw_len, ..l });
+        let loc =
+            locate_in_scalar(&self.source, &self.spans, path, raw, raw_off).map(|l| Location { len: raw_len, ..l });
         let loc = loc.or_else(|| self.spans.value_pos(path).map(|p| self.pos_loc(p, 0)));
         let mut d = Diagnostic::new(code, message).at(&self.source, loc);
         if let Some(t) = path.task() {
@@ -769,6 +964,7 @@ mod tests {
     fn diags(text: &str) -> Vec<Diagnostic> {
         match parse(Path::new("p.yaml"), text.to_string(), &opts()) {
             Err(SpecError::Invalid(d)) => d,
+            Ok(p) if !p.problems.is_empty() => p.problems,
             Ok(_) => panic!("expected errors"),
             Err(e) => panic!("{e}"),
         }
@@ -832,14 +1028,16 @@ mod tests {
         let d = diags("tasks:\n  a: { extract: { store: raw, path: x }\n");
         assert_eq!(d[0].code, "yaml");
         let d = diags("tasks:\n  a:\n    transform: { sql: SELECT 1 }\n  a:\n    transform: { sql: SELECT 2 }\n");
-        assert_eq!(d[0].code, "yaml");
-        assert!(d[0].message.contains("duplicate"), "{}", d[0].message);
+        assert_eq!(d[0].code, "duplicate-key");
+        assert_eq!(d[0].message, "task `a` is defined twice");
         assert_eq!(d[0].location.unwrap().line, 4);
     }
 
     #[test]
     fn task_shape_rules() {
-        let d = diags("tasks:\n  Orders:\n    transform: { sql: SELECT 1 }\n  both:\n    transform: { sql: SELECT 1 }\n    load: { from: x, store: s, path: p }\n  none:\n    depends_on: [both]\n");
+        let d = diags(
+            "tasks:\n  Orders:\n    transform: { sql: SELECT 1 }\n  both:\n    transform: { sql: SELECT 1 }\n    load: { from: x, store: s, path: p }\n  none:\n    depends_on: [both]\n",
+        );
         let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
             msgs,

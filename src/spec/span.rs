@@ -39,11 +39,7 @@ impl YamlPath {
     }
 
     pub fn parent(&self) -> Option<YamlPath> {
-        if self.0.is_empty() {
-            None
-        } else {
-            Some(YamlPath(self.0[..self.0.len() - 1].to_vec()))
-        }
+        if self.0.is_empty() { None } else { Some(YamlPath(self.0[..self.0.len() - 1].to_vec())) }
     }
 
     /// `tasks.orders` when the path starts with `tasks.<name>`.
@@ -114,6 +110,8 @@ pub struct NodeSpan {
 #[derive(Debug, Default)]
 pub struct SpanIndex {
     nodes: HashMap<YamlPath, NodeSpan>,
+    /// Keys that appear twice in one map: (map path, position of the repeat, key).
+    duplicates: Vec<(YamlPath, Pos, String)>,
 }
 
 impl SpanIndex {
@@ -126,6 +124,10 @@ impl SpanIndex {
             return b.index;
         }
         b.index
+    }
+
+    pub fn duplicates(&self) -> &[(YamlPath, Pos, String)] {
+        &self.duplicates
     }
 
     pub fn get(&self, path: &YamlPath) -> Option<&NodeSpan> {
@@ -205,7 +207,17 @@ impl Builder {
     }
 
     fn record(&mut self, path: YamlPath, key: Option<Pos>, value: Pos, style: Style) {
-        self.index.nodes.entry(path).or_insert(NodeSpan { key, value, style });
+        match self.index.nodes.entry(path) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if let (Some(k), Some(Seg::Key(name))) = (key, e.key().segments().last()) {
+                    let parent = e.key().parent().unwrap_or_default();
+                    self.index.duplicates.push((parent, k, name.clone()));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(NodeSpan { key, value, style });
+            }
+        }
     }
 }
 

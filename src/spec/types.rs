@@ -128,12 +128,10 @@ pub struct Defaults {
 /// A duration written with units: `250ms`, `5s`, `10m`, `2h`, `1h 30m`, `1d`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct Duration(
-    #[schemars(regex(pattern = r"^\s*\d+\s*[a-zA-Z]+(\s*\d+\s*[a-zA-Z]+)*\s*$"))] pub String,
-);
+pub struct Duration(#[schemars(regex(pattern = r"^\s*\d+\s*[a-zA-Z]+(\s*\d+\s*[a-zA-Z]+)*\s*$"))] pub String);
 
 /// One task of the pipeline: exactly one of `extract`, `transform` or `load`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
     {"required": ["extract"]},
@@ -277,10 +275,10 @@ pub struct CsvOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escape: Option<char>,
 
-    /// A field equal to this text is read as NULL, e.g. `NULL` or `\N`. Default: empty
-    /// fields are NULL.
+    /// A field equal to this text is read as NULL, e.g. `NA`, `NULL` or `\N` (empty fields
+    /// are always NULL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub null: Option<String>,
+    pub null_value: Option<String>,
 
     /// Lines starting with this character are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -316,7 +316,15 @@ mod tests {
         // a second run of the same pipeline by a live process is refused
         let e = s.lock("p", "r2").unwrap_err();
         assert!(e.to_string().contains("already running (run r1"), "{e}");
-        s.record_task(&TaskRecord { run_id: "r1".into(), task: "t".into(), kind: "load".into(), status: "succeeded".into(), rows_out: Some(5), ..Default::default() }).unwrap();
+        s.record_task(&TaskRecord {
+            run_id: "r1".into(),
+            task: "t".into(),
+            kind: "load".into(),
+            status: "succeeded".into(),
+            rows_out: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
         s.run_finished("r1", "succeeded", None).unwrap();
         s.unlock("p", "r1").unwrap();
         s.lock("p", "r2").unwrap();
@@ -334,10 +342,7 @@ mod tests {
         let s = StateStore::open(&dir.path().join("state.db")).unwrap();
         s.run_started("old", "p", "2026-01-01").unwrap();
         s.conn()
-            .execute(
-                "INSERT INTO locks VALUES ('p', 'old', 999999999, ?1, '2026-01-01T00:00:00Z')",
-                [host()],
-            )
+            .execute("INSERT INTO locks VALUES ('p', 'old', 999999999, ?1, '2026-01-01T00:00:00Z')", [host()])
             .unwrap();
         s.lock("p", "new").unwrap();
         assert_eq!(s.run("old").unwrap().unwrap().status, "abandoned");

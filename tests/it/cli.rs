@@ -1,0 +1,226 @@
+//! The command line: exit codes, selection, variables, plan/graph output, history, locks,
+//! logs, and secrets that stay secret.
+
+use crate::common::*;
+
+fn demo() -> Project {
+    let p = Project::new();
+    p.copy_from_repo("pipelines", "pipelines");
+    p.copy_from_repo("examples/shop/data", "examples/shop/data");
+    p
+}
+
+fn small() -> Project {
+    let p = Project::new();
+    p.write("data/a.csv", "id,region,amount\n1,north,10\n2,south,20\n3,north,5\n");
+    p.write(
+        "p.yaml",
+        "pipeline: small\nvars: { region: north }\nstores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out\" }\ntasks:\n  a:\n    extract: { store: src, path: a.csv }\n  filtered:\n    transform: { sql: \"SELECT id, amount FROM a WHERE region = '${region}'\" }\n  by_day:\n    load: { from: filtered, store: out, path: \"runs/${run_date}/\" }\n",
+    );
+    p
+}
+
+#[test]
+fn exit_codes() {
+    let p = small();
+    p.weir(&["validate", "p.yaml"]).code(0);
+    p.weir(&["run", "p.yaml"]).code(0);
+    p.weir(&["run", "p.yaml", "--no-such-flag"]).code(2);
+    p.weir(&["run", "missing.yaml"]).code(2);
+    p.weir(&["run", "p.yaml", "--select", "nope"]).code(2);
+    p.weir_env(&["run", "p.yaml"], &[("WEIR_FAILPOINT", "task_start@by_day=error")]).code(1);
+    p.write("bad.yaml", "tasks: { a: { extract: { store: nowhere, path: x.csv } } }\n");
+    p.weir(&["run", "bad.yaml"]).code(2);
+    p.weir(&["run", "p.yaml", "--resume", "x"]).code(2);
+    p.weir(&["run", "p.yaml", "--run-date", "yesterday"]).code(2);
+}
+
+#[test]
+fn vars_and_run_date() {
+    let p = small();
+    p.weir(&["run", "p.yaml", "--run-date", "2026-03-04"]).ok();
+    let rows = read_rows(&p.join("out/runs/2026-03-04"));
+    let mut ids: Vec<_> = rows.iter().map(|r| r["id"].clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "3"]);
+    p.weir(&["run", "p.yaml", "--run-date", "2026-03-05", "--var", "region=south"]).ok();
+    let rows = read_rows(&p.join("out/runs/2026-03-05"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], "2");
+    let r = p.weir(&["run", "p.yaml", "--var", "bad name=1"]);
+    r.code(2);
+}
+
+#[test]
+fn select_runs_the_selection_and_what_it_reads() {
+    let p = demo();
+    let r = p.weir(&["run", "--select", "daily_revenue_mart", "--json"]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut names: Vec<&str> = v["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["customers", "daily_revenue", "daily_revenue_mart", "orders", "orders_clean", "orders_enriched", "products"]
+    );
+    assert!(p.join("lake/marts/daily_revenue").is_dir());
+    assert!(!p.join("lake/marts/customer_value").exists());
+
+    // downstream selection
+    let r = p.weir(&["run", "--select", "customer_value+", "--json"]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let names: Vec<&str> = v["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"customer_value_mart") && !names.contains(&"product_sales_mart"), "{names:?}");
+
+    let r = p.weir(&["run", "--select", "daly_revenue_mart"]);
+    r.code(2);
+    assert!(r.stderr.contains("did you mean `daily_revenue_mart`?"), "{}", r.stderr);
+}
+
+#[test]
+fn plan_output() {
+    let p = demo();
+    let r = p.weir(&["plan"]);
+    r.ok();
+    insta::assert_snapshot!(normalize(&r.stdout, p.path()));
+}
+
+#[test]
+fn graph_output() {
+    let p = demo();
+    let dot = p.weir(&["graph", "--format", "dot"]);
+    dot.ok();
+    insta::assert_snapshot!("graph_dot", dot.stdout);
+    let mermaid = p.weir(&["graph", "--format", "mermaid"]);
+    mermaid.ok();
+    insta::assert_snapshot!("graph_mermaid", mermaid.stdout);
+}
+
+#[test]
+fn run_summary_and_history() {
+    let p = small();
+    let r = p.weir(&["run", "p.yaml", "--run-date", "2026-01-01"]);
+    r.ok();
+    insta::assert_snapshot!("run_summary", normalize(&r.stdout, p.path()));
+    // one line per task on stderr when not on a terminal
+    assert!(r.stderr.contains("ok     by_day (load) 2 rows"), "{}", r.stderr);
+    let h = p.weir(&["runs", "--dir", "."]);
+    h.ok();
+    assert!(
+        h.stdout.contains("small") && h.stdout.contains("succeeded") && h.stdout.contains("2026-01-01"),
+        "{}",
+        h.stdout
+    );
+    let h = p.weir(&["runs", "other", "--dir", "."]);
+    h.ok();
+    assert!(h.stdout.contains("no runs"));
+}
+
+#[test]
+fn a_second_run_of_the_same_pipeline_waits_its_turn() {
+    let p = small();
+    let mut first =
+        p.command(&["run", "p.yaml"]).env("WEIR_FAILPOINT", "task_start@by_day=sleep(3000)").spawn().unwrap();
+    // wait until the first run holds the lock (it is recorded as running)
+    let t = std::time::Instant::now();
+    loop {
+        let h = p.weir(&["runs", "--dir", ".", "--json"]);
+        if h.stdout.contains("\"running\"") {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 20, "the first run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = p.weir(&["run", "p.yaml"]);
+    second.code(1);
+    assert!(second.stderr.contains("pipeline `small` is already running"), "{}", second.stderr);
+    assert!(first.wait().unwrap().success());
+    p.weir(&["run", "p.yaml"]).ok();
+}
+
+#[test]
+fn json_logs_carry_run_pipeline_and_task() {
+    let p = small();
+    let r = p.weir(&["--log-format", "json", "-v", "run", "p.yaml"]);
+    r.ok();
+    let lines: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let finished: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["fields"]["message"] == "task finished").collect();
+    assert_eq!(finished.len(), 3, "{}", r.stderr);
+    for l in finished {
+        let spans = l["spans"].as_array().unwrap();
+        assert!(spans.iter().any(|s| s["run_id"].is_string() && s["pipeline"] == "small"), "{l}");
+    }
+}
+
+#[test]
+fn secrets_stay_out_of_errors_logs_and_state() {
+    let secret = "s3cr3t-token-7f9a2c";
+    let p = Project::new();
+    p.write("data/a.csv", "x\n1\n");
+    p.write(
+        "p.yaml",
+        "vars: { dir: \"${env:WEIR_TEST_SECRET}\" }\nstores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out/${env:WEIR_TEST_SECRET}\" }\ntasks:\n  a:\n    extract: { store: src, path: \"${dir}/*.csv\" }\n",
+    );
+    let r = p.weir_env(&["-vv", "validate", "p.yaml"], &[("WEIR_TEST_SECRET", secret)]);
+    r.code(2);
+    assert!(r.stderr.contains("no files match `***/*.csv`"), "{}", r.stderr);
+    let r2 = p.weir_env(&["-vv", "--log-format", "json", "plan", "p.yaml"], &[("WEIR_TEST_SECRET", secret)]);
+    // a load through a secret path, with a failure forced inside it
+    p.write(
+        "q.yaml",
+        "stores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out/${env:WEIR_TEST_SECRET}\" }\ntasks:\n  a:\n    extract: { store: src, path: a.csv }\n  l:\n    load: { from: a, store: out, path: x/ }\n",
+    );
+    let r3 = p.weir_env(
+        &["-vvv", "run", "q.yaml"],
+        &[("WEIR_TEST_SECRET", secret), ("WEIR_FAILPOINT", "task_start@l=error")],
+    );
+    r3.code(1);
+    let r4 = p.weir_env(&["-vv", "plan", "q.yaml"], &[("WEIR_TEST_SECRET", secret)]);
+    r4.ok();
+    assert!(r4.stdout.contains("out/***"), "{}", r4.stdout);
+    for out in [&r, &r2, &r3, &r4] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "secret leaked:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    let db = std::fs::read(p.join(".weir/state.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(secret), "secret in the state store");
+}
+
+#[test]
+fn validate_a_directory_reports_every_file() {
+    let p = Project::new();
+    p.write("data/a.csv", "x\n1\n");
+    p.write(
+        "pipes/one.yaml",
+        "stores: { s: { url: \"file://../data\" } }\ntasks: { a: { extract: { store: s, path: a.csv } } }\n",
+    );
+    p.write("pipes/two.yaml", "tasks: { b: { transform: { sql: SELECT * FROM nothing } } }\n");
+    p.write("pipes/three.yml", "pipeline: one\ntasks: { c: { transform: { sql: SELECT 1 AS x } } }\n");
+    let r = p.weir(&["validate", "pipes"]);
+    r.code(2);
+    assert!(r.stderr.contains("unknown table `nothing`"), "{}", r.stderr);
+    assert!(r.stderr.contains("pipeline name `one` is also used by"), "{}", r.stderr);
+    let r = p.weir(&["validate", "pipes/one.yaml"]);
+    r.ok();
+    assert!(r.stdout.contains("ok  one"));
+}
+
+#[test]
+fn schema_command_prints_json_schema() {
+    let r = Project::new().weir(&["schema"]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["title"], "weir pipeline");
+    assert!(v["properties"]["tasks"].is_object());
+}

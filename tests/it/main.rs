@@ -1,0 +1,13 @@
+//! Integration tests: the real `weir` binary on real pipeline files, outputs read back
+//! independently. One test binary (each one links DataFusion again).
+
+mod common;
+
+mod cli;
+mod concurrency;
+mod demo;
+mod errors;
+mod examples;
+mod kill;
+mod readers;
+mod schema;
