@@ -443,7 +443,8 @@ async fn run_cmd(cli: &Cli) -> i32 {
         }
         let plan = Arc::new(plan);
         let this_run = if reports.is_empty() { run_id.clone() } else { run::new_run_id() };
-        let progress = Progress::new(&plan, *json);
+        // With --json, stdout carries the report; the task lines still go to stderr.
+        let progress = Progress::new(&plan);
         let opts = RunOptions {
             run_id: this_run,
             run_date: run_date.clone(),
@@ -503,12 +504,11 @@ async fn watch_signals(cancel: CancellationToken) {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     running: Mutex<Vec<String>>,
-    quiet: bool,
 }
 
 impl Progress {
-    fn new(plan: &Plan, quiet: bool) -> Arc<Progress> {
-        let tty = std::io::stderr().is_terminal() && !quiet;
+    fn new(plan: &Plan) -> Arc<Progress> {
+        let tty = std::io::stderr().is_terminal();
         let bar = tty.then(|| {
             let b = indicatif::ProgressBar::new(plan.graph.node_count() as u64);
             let style = indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:20}] {pos}/{len} {wide_msg}")
@@ -519,7 +519,7 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Arc::new(Progress { bar, running: Mutex::new(Vec::new()), quiet })
+        Arc::new(Progress { bar, running: Mutex::new(Vec::new()) })
     }
 
     fn finish(&self) {
@@ -529,9 +529,6 @@ impl Progress {
     }
 
     fn line(&self, s: String) {
-        if self.quiet {
-            return;
-        }
         match &self.bar {
             Some(b) => b.println(s),
             None => eprintln!("{s}"),

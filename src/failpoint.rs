@@ -8,10 +8,12 @@
 //!
 //! Points: `task_start`, `after_data_files` (a load's files are written to staging),
 //! `before_publish`, `after_publish`. Actions: `kill`, `panic`, `exit(N)`, `sleep(MS)`,
-//! `error`. `@task` limits a point to one task. Unset, a fail point costs one map lookup.
+//! `error` (a permanent failure), `transient(N)` (a retryable I/O failure the first N times).
+//! `@task` limits a point to one task. Unset, a fail point costs one check of an empty map.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +23,27 @@ enum Action {
     Exit(i32),
     Sleep(u64),
     Error,
+    Transient(u32),
 }
+
+/// How a fail point made the task fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Will fail again: not worth a retry.
+    Permanent(String),
+    /// Like a network hiccup: retried.
+    Transient(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Permanent(m) | Failure::Transient(m) => f.write_str(m),
+        }
+    }
+}
+
+static HITS: LazyLock<std::sync::Mutex<HashMap<String, std::sync::Arc<AtomicU32>>>> = LazyLock::new(Default::default);
 
 static POINTS: LazyLock<HashMap<(String, Option<String>), Action>> =
     LazyLock::new(|| std::env::var("WEIR_FAILPOINT").map(|v| parse(&v)).unwrap_or_default());
@@ -44,6 +66,7 @@ fn parse(spec: &str) -> HashMap<(String, Option<String>), Action> {
             "error" => Action::Error,
             a if a.starts_with("exit") => Action::Exit(arg(a).and_then(|x| x.parse().ok()).unwrap_or(1)),
             a if a.starts_with("sleep") => Action::Sleep(arg(a).and_then(|x| x.parse().ok()).unwrap_or(1000)),
+            a if a.starts_with("transient") => Action::Transient(arg(a).and_then(|x| x.parse().ok()).unwrap_or(1)),
             _ => continue,
         };
         out.insert((name, task), a);
@@ -51,8 +74,8 @@ fn parse(spec: &str) -> HashMap<(String, Option<String>), Action> {
     out
 }
 
-/// Reach fail point `name` in `task`. Returns an error for the `error` action.
-pub async fn hit(name: &str, task: &str) -> Result<(), String> {
+/// Reach fail point `name` in `task`. Returns the failure for `error` and `transient`.
+pub async fn hit(name: &str, task: &str) -> Result<(), Failure> {
     if POINTS.is_empty() {
         return Ok(());
     }
@@ -73,7 +96,17 @@ pub async fn hit(name: &str, task: &str) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         }
-        Some(Action::Error) => Err(format!("fail point `{name}` triggered")),
+        Some(Action::Error) => Err(Failure::Permanent(format!("fail point `{name}` triggered"))),
+        Some(Action::Transient(times)) => {
+            let counter =
+                HITS.lock().unwrap_or_else(|e| e.into_inner()).entry(format!("{name}@{task}")).or_default().clone();
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            if n < times {
+                Err(Failure::Transient(format!("fail point `{name}`: transient failure {} of {times}", n + 1)))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
@@ -83,11 +116,12 @@ mod tests {
 
     #[test]
     fn parses_points() {
-        let p = parse("before_publish=kill, task_start@a=sleep(250),x@t=exit(3),bad,y=nope,e=error");
+        let p = parse("before_publish=kill, task_start@a=sleep(250),x@t=exit(3),bad,y=nope,e=error,t=transient(2)");
         assert_eq!(p[&("before_publish".into(), None)], Action::Kill);
         assert_eq!(p[&("task_start".into(), Some("a".into()))], Action::Sleep(250));
         assert_eq!(p[&("x".into(), Some("t".into()))], Action::Exit(3));
         assert_eq!(p[&("e".into(), None)], Action::Error);
-        assert_eq!(p.len(), 4);
+        assert_eq!(p[&("t".into(), None)], Action::Transient(2));
+        assert_eq!(p.len(), 5);
     }
 }

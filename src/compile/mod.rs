@@ -99,7 +99,8 @@ impl Compiler<'_> {
         let stores = self.stores();
         let ctx = SessionContext::new_with_config(session_config());
         let state = ctx.state();
-        let names: Vec<&str> = p.spec.tasks.keys().chain(p.broken.iter()).map(String::as_str).collect();
+        // Task names in file order (for suggestions) and as a set (for lookups).
+        let names: indexmap::IndexSet<&str> = p.spec.tasks.keys().chain(p.broken.iter()).map(String::as_str).collect();
         let loads: HashSet<&str> =
             p.spec.tasks.iter().filter(|(_, t)| t.load.is_some()).map(|(n, _)| n.as_str()).collect();
 
@@ -368,7 +369,7 @@ impl Compiler<'_> {
         name: &str,
         task: &Task,
         stores: &indexmap::IndexMap<String, Arc<Store>>,
-        names: &[&str],
+        names: &indexmap::IndexSet<&str>,
         loads: &HashSet<&str>,
         state: &datafusion::execution::session_state::SessionState,
     ) -> DraftKind {
@@ -433,7 +434,7 @@ impl Compiler<'_> {
                         )
                         .help(format!("read the task it loads from, `{from}`")),
                     );
-                } else if names.contains(&table.as_str()) {
+                } else if names.contains(table.as_str()) {
                     inputs.push(table.clone());
                 } else {
                     let help = did_you_mean(table, names.iter().copied().filter(|n| !loads.contains(n)))
@@ -478,7 +479,7 @@ impl Compiler<'_> {
                     )
                     .help(format!("load from the task it loads from, `{from}`")),
                 );
-            } else if !names.contains(&l.from.as_str()) {
+            } else if !names.contains(l.from.as_str()) {
                 self.diags.push(
                     p.diag_value(
                         "unknown-task",

@@ -62,12 +62,20 @@ impl From<DataFusionError> for TaskError {
     }
 }
 
+impl From<failpoint::Failure> for TaskError {
+    fn from(f: failpoint::Failure) -> Self {
+        let retryable = matches!(f, failpoint::Failure::Transient(_));
+        TaskError { message: f.to_string(), retryable }
+    }
+}
+
 impl From<SinkError> for TaskError {
     fn from(e: SinkError) -> Self {
         match e {
             SinkError::DataFusion(e) => e.into(),
             SinkError::ObjectStore(e) => TaskError { message: e.to_string(), retryable: true },
             SinkError::Io { .. } => TaskError { message: e.to_string(), retryable: true },
+            SinkError::Failpoint(f) => f.into(),
             other => TaskError::fatal(other.to_string()),
         }
     }
@@ -101,7 +109,7 @@ pub(super) async fn execute(
     env: &TaskEnv,
 ) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
-    failpoint::hit("task_start", &node.name).await.map_err(TaskError::fatal)?;
+    failpoint::hit("task_start", &node.name).await?;
     match &node.kind {
         TaskKind::Extract(e) => extract(ctx, &node.name, &node.schema, e),
         TaskKind::Transform(t) => transform(ctx, &node.name, t, env).await,

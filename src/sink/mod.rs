@@ -27,7 +27,7 @@ pub enum SinkError {
     #[error("{action} {path}: {source}")]
     Io { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("{0}")]
-    Failpoint(String),
+    Failpoint(crate::failpoint::Failure),
     #[error("the output path {0} exists and is not a directory")]
     NotADirectory(std::path::PathBuf),
 }

@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""weir benchmarks, run side by side with DuckDB on the same data, machine and run.
+
+    bench/run.sh [--quick]          # builds weir (release), installs the pinned peers, runs this
+
+Workloads (sizes in --quick mode in brackets):
+  compile   `weir validate` of a generated pipeline of 10,000 tasks [1,000]            goal < 1 s
+  dag       `weir run` of 1,000 trivial tasks minus a 1-task run, per task [200]       goal <= 1 ms/task
+  demo      the demo pipeline on 5,000,000 orders [100,000] vs the same SQL in DuckDB  goal <= 1.0x DuckDB
+
+Each measured command runs --runs times (weir and peer alternating); the table reports medians
+of wall time and of peak RSS (from /usr/bin/time -v). Results go to bench/results.md.
+"""
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def timed(cmd, cwd=None, env=None):
+    """(wall seconds, peak RSS in MB) of one run of `cmd`; fails loudly if it fails."""
+    start = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-v"] + cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    return wall, (int(m.group(1)) / 1024 if m else float("nan"))
+
+
+def medians(samples):
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+# --- compile --------------------------------------------------------------------------------
+
+def gen_wide_pipeline(path, data_dir, n_tasks):
+    """One CSV extract, then transforms in a binary tree (each reads its parent), and a load for
+    every 50th transform: `n_tasks` tasks in all."""
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, "t.csv"), "w") as f:
+        f.write("a,b,c\n1,x,2.5\n2,y,3.5\n")
+    lines = [
+        f"pipeline: wide_{n_tasks}",
+        "stores:",
+        f'  src: {{ url: "file://{data_dir}" }}',
+        f'  out: {{ url: "file://{data_dir}/out" }}',
+        "tasks:",
+        "  t0:",
+        "    extract: { store: src, path: t.csv }",
+    ]
+    n_loads = (n_tasks - 1) // 51
+    n_transforms = n_tasks - 1 - n_loads
+    for i in range(1, n_transforms + 1):
+        parent = (i - 1) // 2
+        lines.append(f"  t{i}:")
+        lines.append(f"    transform: {{ sql: \"SELECT a + {i} AS a, upper(b) AS b, c * 2 AS c FROM t{parent} WHERE a > {i % 7}\" }}")
+    for k in range(n_loads):
+        lines.append(f"  l{k}:")
+        lines.append(f"    load: {{ from: t{n_transforms - k}, store: out, path: l{k}/ }}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return n_transforms + n_loads + 1
+
+
+def bench_compile(weir, work, n, runs):
+    p = os.path.join(work, "wide.yaml")
+    total = gen_wide_pipeline(p, os.path.join(work, "wide-data"), n)
+    samples = [timed([weir, "validate", p]) for _ in range(runs)]
+    wall, rss = medians(samples)
+    return {"workload": f"compile: `weir validate` of {total:,} tasks", "weir": wall, "weir_rss": rss,
+            "goal": "< 1 s", "met": wall < 1.0}
+
+
+# --- dag --------------------------------------------------------------------------------------
+
+def gen_trivial_dag(path, n):
+    """`n` tasks: a chain of transforms over VALUES, each reading the one before (so nothing
+    runs in parallel and each task waits for its predecessor)."""
+    lines = [f"pipeline: dag_{n}", "max_parallel: 2", "tasks:", "  t0:", "    transform: { sql: SELECT 1 AS x }"]
+    for i in range(1, n):
+        lines.append(f"  t{i}:")
+        lines.append(f"    transform: {{ sql: SELECT x + 1 AS x FROM t{i - 1} }}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def bench_dag(weir, work, n, runs):
+    big, one = os.path.join(work, "dag.yaml"), os.path.join(work, "dag1.yaml")
+    gen_trivial_dag(big, n)
+    gen_trivial_dag(one, 1)
+    big_s, one_s = [], []
+    for _ in range(runs):
+        big_s.append(timed([weir, "run", big, "--state", os.path.join(work, "dag-state.db")]))
+        one_s.append(timed([weir, "run", one, "--state", os.path.join(work, "dag1-state.db")]))
+    (wb, rb), (w1, _) = medians(big_s), medians(one_s)
+    per_task_ms = (wb - w1) / (n - 1) * 1000
+    return {"workload": f"dag: {n:,} trivial tasks in a chain, orchestration per task", "weir": wb,
+            "weir_rss": rb, "note": f"{per_task_ms:.2f} ms/task ({wb:.2f} s for {n:,} tasks, {w1:.3f} s for 1)",
+            "goal": "<= 1 ms/task", "met": per_task_ms <= 1.0, "per_task_ms": per_task_ms}
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+DUCKDB_DEMO = r"""
+import sys, duckdb
+data, out = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+con.execute("SET threads = {threads}")
+con.execute(f"CREATE VIEW orders AS SELECT * FROM read_csv('{data}/orders/*.csv', header = true, types = {{'unit_price': 'DECIMAL(10,2)', 'discount': 'DECIMAL(4,2)', 'ordered_at': 'TIMESTAMP'}})")
+con.execute(f"CREATE VIEW customers AS SELECT * FROM read_json('{data}/customers.ndjson', format = 'newline_delimited')")
+con.execute(f"CREATE VIEW products AS SELECT * FROM read_parquet('{data}/products.parquet')")
+con.execute('''CREATE VIEW orders_clean AS
+  SELECT order_id, customer_id, product_id, quantity, unit_price,
+         COALESCE(discount, 0) AS discount,
+         CAST(quantity * unit_price * (1 - COALESCE(discount, 0)) AS DECIMAL(12, 2)) AS amount,
+         lower(trim(status)) AS status, ordered_at, CAST(ordered_at AS DATE) AS order_date
+  FROM orders WHERE lower(trim(status)) <> 'cancelled' AND quantity >= 1''')
+# computed once, like weir's materialized transform
+con.execute('''CREATE TEMP TABLE orders_enriched AS
+  SELECT o.*, c.segment, c.region, p.category, p.sku
+  FROM orders_clean o JOIN customers c USING (customer_id) JOIN products p USING (product_id)''')
+con.execute(f'''COPY (SELECT order_date, region, count(*) AS orders, sum(quantity) AS units, sum(amount) AS revenue
+  FROM orders_enriched GROUP BY order_date, region)
+  TO '{out}/daily_revenue' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (region), OVERWRITE_OR_IGNORE)''')
+con.execute(f'''COPY (WITH per_customer AS (
+    SELECT customer_id, segment, region, count(*) AS orders, sum(amount) AS spend,
+           min(ordered_at) AS first_order_at, max(ordered_at) AS last_order_at
+    FROM orders_enriched GROUP BY customer_id, segment, region)
+  SELECT *, rank() OVER (PARTITION BY segment ORDER BY spend DESC, customer_id) AS rank_in_segment FROM per_customer)
+  TO '{out}/customer_value.parquet' (FORMAT parquet, COMPRESSION zstd)''')
+con.execute(f'''COPY (SELECT p.category, p.product_id, p.sku, p.name,
+         coalesce(sum(e.quantity), 0) AS units, coalesce(sum(e.amount), 0) AS revenue
+  FROM products p LEFT JOIN orders_enriched e USING (product_id)
+  WHERE p.active GROUP BY p.category, p.product_id, p.sku, p.name)
+  TO '{out}/product_sales.parquet' (FORMAT parquet, COMPRESSION snappy)''')
+"""
+
+
+def bench_demo(weir, python, work, orders, runs, threads):
+    data = os.path.join(HERE, "data", f"shop-{orders}")
+    if not os.path.exists(os.path.join(data, "products.parquet")):
+        print(f"  generating {orders:,} orders in {data} ...", flush=True)
+        subprocess.run([python, os.path.join(REPO, "examples/shop/generate.py"), "--orders", str(orders),
+                        "--customers", str(max(500, orders // 100)), "--products", "2000", "--days", "10",
+                        "--out", data], check=True)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs)
+    script = os.path.join(work, "duckdb_demo.py")
+    with open(script, "w") as f:
+        f.write(DUCKDB_DEMO.replace("{threads}", str(threads)))
+    weir_s, duck_s = [], []
+    for i in range(runs):
+        lake, duck_out = os.path.join(work, "lake"), os.path.join(work, "duck-out")
+        for d in (lake, duck_out):
+            shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(duck_out)
+        weir_s.append(timed([weir, "run", os.path.join(REPO, "pipelines/daily_orders.yaml"), "--var", f"data={data}",
+                             "--var", f"lake={lake}", "--state", os.path.join(work, "demo-state.db")]))
+        duck_s.append(timed([python, script, data, duck_out]))
+        print(f"  run {i + 1}: weir {weir_s[-1][0]:.2f} s, DuckDB {duck_s[-1][0]:.2f} s", flush=True)
+    (ww, wr), (dw, dr) = medians(weir_s), medians(duck_s)
+    return {"workload": f"demo: {orders:,} orders ({size / 1e6:.0f} MB CSV/JSON/Parquet) → 3 marts",
+            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+            "goal": "<= 1.0x DuckDB", "met": ww / dw <= 1.0}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}"
+
+
+def report(results, args, weir, python):
+    weir_v = subprocess.run([weir, "--version"], capture_output=True, text=True).stdout.strip()
+    duck_v = subprocess.run([python, "-c", "import duckdb; print(duckdb.__version__)"], capture_output=True, text=True).stdout.strip()
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`bench/run.sh{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}: {machine()}.",
+        f"{weir_v} (release build, {rustc}); DuckDB {duck_v} (Python package, `threads = {args.threads}`).",
+        f"Medians of {args.runs} runs, weir and DuckDB alternating; peak RSS from `/usr/bin/time -v`.",
+        "",
+        "| workload | weir | DuckDB | weir / DuckDB | weir peak RSS | DuckDB peak RSS | goal | met |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        peer = f"{r['peer']:.2f} s" if "peer" in r else "–"
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "–"
+        prss = f"{r['peer_rss']:.0f} MB" if "peer_rss" in r else "–"
+        weir_cell = r.get("note") or f"{r['weir']:.2f} s"
+        lines.append(f"| {r['workload']} | {weir_cell} | {peer} | {ratio} | {r['weir_rss']:.0f} MB | {prss} | {r['goal']} | {'yes' if r['met'] else 'no'} |")
+    lines.append("")
+    text = "\n".join(lines)
+    out = os.path.join(HERE, "results-quick.md" if args.quick else "results.md")
+    with open(out, "w") as f:
+        f.write(text)
+    print("\n" + text)
+    print(f"written to {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weir", required=True)
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--only", default="compile,dag,demo")
+    args = ap.parse_args()
+    args.runs = args.runs or (1 if args.quick else 3)
+    only = set(args.only.split(","))
+    work = tempfile.mkdtemp(prefix="weir-bench-")
+    results = []
+    try:
+        if "compile" in only:
+            print("compile ...", flush=True)
+            results.append(bench_compile(args.weir, work, 1000 if args.quick else 10000, args.runs))
+        if "dag" in only:
+            print("dag ...", flush=True)
+            results.append(bench_dag(args.weir, work, 200 if args.quick else 1000, args.runs))
+        if "demo" in only:
+            print("demo ...", flush=True)
+            results.append(bench_demo(args.weir, args.python, work, 100_000 if args.quick else 5_000_000, args.runs, args.threads))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args, args.weir, args.python)
+
+
+if __name__ == "__main__":
+    main()
