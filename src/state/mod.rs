@@ -107,6 +107,18 @@ pub struct TaskRecord {
     pub note: Option<String>,
 }
 
+fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: r.get(0)?,
+        pipeline: r.get(1)?,
+        status: r.get(2)?,
+        logical_date: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        error: r.get(6)?,
+    })
+}
+
 /// Timestamps are stored as RFC 3339 UTC text with microseconds: sortable as text.
 pub fn now_text() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -238,17 +250,7 @@ impl StateStore {
             "SELECT run_id, pipeline, status, logical_date, started_at, finished_at, error FROM runs
              WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY started_at DESC, run_id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
-            Ok(RunRecord {
-                run_id: r.get(0)?,
-                pipeline: r.get(1)?,
-                status: r.get(2)?,
-                logical_date: r.get(3)?,
-                started_at: r.get(4)?,
-                finished_at: r.get(5)?,
-                error: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![pipeline, limit as i64], run_record)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -258,17 +260,7 @@ impl StateStore {
             .query_row(
                 "SELECT run_id, pipeline, status, logical_date, started_at, finished_at, error FROM runs WHERE run_id = ?1",
                 [run_id],
-                |r| {
-                    Ok(RunRecord {
-                        run_id: r.get(0)?,
-                        pipeline: r.get(1)?,
-                        status: r.get(2)?,
-                        logical_date: r.get(3)?,
-                        started_at: r.get(4)?,
-                        finished_at: r.get(5)?,
-                        error: r.get(6)?,
-                    })
-                },
+                run_record,
             )
             .optional()?)
     }

@@ -53,18 +53,14 @@ impl Project {
     }
 
     pub fn weir_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(weir_bin());
-        cmd.args(args)
-            .current_dir(self.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env_remove("WEIR_FAILPOINT");
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
         Run::from(cmd.output().expect("run weir"))
     }
 
+    /// `weir ARGS` in the project, without weir's variables from the caller's environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(weir_bin());
         cmd.args(args)

@@ -14,10 +14,10 @@ fn duckdb_and_pandas_read_the_demo_marts() {
 import duckdb, pandas as pd, pyarrow.dataset as ds
 con = duckdb.connect()
 # DuckDB: hive partitions become a column
-r = con.sql("SELECT count(*), count(DISTINCT region), sum(revenue) FROM read_parquet('lake/marts/daily_revenue/**/*.parquet', hive_partitioning = true)").fetchone()
+r = con.execute("SELECT count(*), count(DISTINCT region), sum(revenue) FROM read_parquet('lake/marts/daily_revenue/**/*.parquet', hive_partitioning = true)").fetchone()
 print("duckdb", r[0], r[1], r[2])
 # the same total computed by DuckDB from the raw files
-raw = con.sql("""
+raw = con.execute("""
   WITH o AS (SELECT * FROM read_csv('examples/shop/data/orders/*.csv', types = {'unit_price': 'DECIMAL(10,2)', 'discount': 'DECIMAL(4,2)'})),
        c AS (SELECT * FROM read_json('examples/shop/data/customers.ndjson')),
        p AS (SELECT * FROM read_parquet('examples/shop/data/products.parquet'))
