@@ -186,6 +186,9 @@ fn ser_duration_req<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// How long running tasks get to stop after a cancellation before they are aborted.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
 /// A new run id: UTC time and a random suffix, sortable.
 pub fn new_run_id() -> String {
     let suffix: u16 = rand::rng().random();
@@ -276,8 +279,8 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
     let mut ready: BTreeSet<usize> = order.iter().filter(|i| waiting[i] == 0).map(|i| position[i]).collect();
     let mut reports: HashMap<NodeIndex, TaskReport> = HashMap::new();
     let mut running: JoinSet<(NodeIndex, TaskReport)> = JoinSet::new();
-    let mut running_set: HashSet<NodeIndex> = HashSet::new();
-    let mut cancelled = false;
+    let mut cancelled = opts.cancel.is_cancelled();
+    let mut grace: Option<tokio::time::Instant> = None;
 
     loop {
         while !cancelled && running.len() < plan.max_parallel {
@@ -302,10 +305,10 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
                 observer: opts.observer.clone(),
             };
             let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
-            running_set.insert(i);
+            let cancel = opts.cancel.clone();
             running.spawn(
                 async move {
-                    let report = run_with_policy(&ctx, &plan, i, &env, report).await;
+                    let report = run_with_policy(&ctx, &plan, i, &env, &cancel, report).await;
                     (i, report)
                 }
                 .instrument(span),
@@ -314,11 +317,19 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
         if running.is_empty() {
             break;
         }
+        // On cancellation, running tasks stop at their next check (before publishing) and
+        // report it; only a task that does not stop within the grace period is aborted.
         let joined = tokio::select! {
             j = running.join_next() => j,
             _ = opts.cancel.cancelled(), if !cancelled => {
                 cancelled = true;
+                grace = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+                continue;
+            }
+            _ = async { tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)).await }, if grace.is_some() => {
+                tracing::warn!("tasks did not stop within {CANCEL_GRACE:?} of cancellation: aborting them");
                 running.abort_all();
+                grace = None;
                 continue;
             }
         };
@@ -333,9 +344,10 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
                 return Err(RunError::Engine(format!("a task panicked: {e}")));
             }
         };
-        running_set.remove(&i);
         finish(plan, opts, &mut reports, i, report.clone())?;
-        if matches!(report.status, TaskStatus::Succeeded | TaskStatus::Fused) {
+        if report.status == TaskStatus::Cancelled {
+            // its downstream is reported when the loop ends
+        } else if matches!(report.status, TaskStatus::Succeeded | TaskStatus::Fused) {
             for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
                 if let Some(w) = waiting.get_mut(&d) {
                     *w -= 1;
@@ -363,13 +375,9 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
             if reports.contains_key(&i) {
                 continue;
             }
+            // Not started, or aborted after the grace period.
             let node = plan.task(i);
-            let was_running = running_set.contains(&i);
-            let mut r = TaskReport::new(
-                &node.name,
-                node.kind.name(),
-                if was_running { TaskStatus::Cancelled } else { TaskStatus::Skipped },
-            );
+            let mut r = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Skipped);
             r.note = Some("the run was cancelled".into());
             finish(plan, opts, &mut reports, i, r)?;
         }
@@ -411,12 +419,14 @@ fn finish(
     Ok(())
 }
 
-/// Run one task with its retries and timeout.
+/// Run one task with its retries and timeout. Cancellation (of the run, or by the timeout)
+/// reaches the task through a token it checks until it starts publishing.
 async fn run_with_policy(
     ctx: &SessionContext,
     plan: &Plan,
     i: NodeIndex,
     env: &tasks::TaskEnv,
+    run_cancel: &CancellationToken,
     mut report: TaskReport,
 ) -> TaskReport {
     let node = plan.task(i);
@@ -426,14 +436,18 @@ async fn run_with_policy(
     loop {
         attempt += 1;
         report.attempts = attempt;
-        let fut = tasks::execute(ctx, plan, i, env);
-        let result = match policy.timeout {
-            Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(TaskError::fatal(format!("timed out after {}", humantime::format_duration(t)))),
-            },
-            None => fut.await,
-        };
+        let token = run_cancel.child_token();
+        let timer = policy.timeout.map(|t| {
+            let token = token.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(t).await;
+                token.cancel();
+            })
+        });
+        let result = tasks::execute(ctx, plan, i, env, &token).await;
+        if let Some(timer) = timer {
+            timer.abort();
+        }
         match result {
             Ok(outcome) => {
                 report.status = if outcome.fused { TaskStatus::Fused } else { TaskStatus::Succeeded };
@@ -445,6 +459,17 @@ async fn run_with_policy(
                 report.note = outcome.note;
                 break;
             }
+            Err(e) if e.cancelled && run_cancel.is_cancelled() => {
+                report.status = TaskStatus::Cancelled;
+                report.note = Some("the run was cancelled; nothing was published".into());
+                break;
+            }
+            Err(e) if e.cancelled => {
+                let t = policy.timeout.unwrap_or_default();
+                report.status = TaskStatus::Failed;
+                report.error = Some(format!("timed out after {}", humantime::format_duration(t)));
+                break;
+            }
             Err(e) if e.retryable && attempt <= policy.retries => {
                 let base = policy.retry_backoff.saturating_mul(1 << (attempt - 1).min(16));
                 let jitter = rand::rng().random_range(0.8..1.2);
@@ -453,7 +478,14 @@ async fn run_with_policy(
                 if let Some(o) = &env.observer {
                     o.task_retrying(&node.name, attempt, &plan.secrets.redact(&e.message), wait);
                 }
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = run_cancel.cancelled() => {
+                        report.status = TaskStatus::Cancelled;
+                        report.note = Some("the run was cancelled while waiting to retry".into());
+                        break;
+                    }
+                }
             }
             Err(e) => {
                 report.status = TaskStatus::Failed;

@@ -11,11 +11,13 @@ use datafusion::datasource::ViewTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use petgraph::graph::NodeIndex;
+use tokio_util::sync::CancellationToken;
 
 use super::Observer;
 use super::table::{FileSetTable, with_null_text};
@@ -47,25 +49,37 @@ pub(super) struct Outcome {
 pub struct TaskError {
     pub message: String,
     pub retryable: bool,
+    /// Stopped by cancellation (or its timeout) before publishing anything.
+    pub cancelled: bool,
 }
 
 impl TaskError {
     pub fn fatal(message: impl Into<String>) -> Self {
-        TaskError { message: message.into(), retryable: false }
+        TaskError { message: message.into(), retryable: false, cancelled: false }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        TaskError { message: message.into(), retryable: true, cancelled: false }
+    }
+
+    pub fn cancelled() -> Self {
+        TaskError { message: "cancelled".into(), retryable: false, cancelled: true }
     }
 }
 
 impl From<DataFusionError> for TaskError {
     fn from(e: DataFusionError) -> Self {
-        let retryable = is_transient(&e);
-        TaskError { message: clean_df_message(&e.strip_backtrace()), retryable }
+        let message = clean_df_message(&e.strip_backtrace());
+        if is_transient(&e) { TaskError::transient(message) } else { TaskError::fatal(message) }
     }
 }
 
 impl From<failpoint::Failure> for TaskError {
     fn from(f: failpoint::Failure) -> Self {
-        let retryable = matches!(f, failpoint::Failure::Transient(_));
-        TaskError { message: f.to_string(), retryable }
+        match f {
+            failpoint::Failure::Transient(m) => TaskError::transient(m),
+            failpoint::Failure::Permanent(m) => TaskError::fatal(m),
+        }
     }
 }
 
@@ -73,8 +87,7 @@ impl From<SinkError> for TaskError {
     fn from(e: SinkError) -> Self {
         match e {
             SinkError::DataFusion(e) => e.into(),
-            SinkError::ObjectStore(e) => TaskError { message: e.to_string(), retryable: true },
-            SinkError::Io { .. } => TaskError { message: e.to_string(), retryable: true },
+            SinkError::ObjectStore(_) | SinkError::Io { .. } => TaskError::transient(e.to_string()),
             SinkError::Failpoint(f) => f.into(),
             other => TaskError::fatal(other.to_string()),
         }
@@ -102,18 +115,32 @@ fn is_transient(e: &DataFusionError) -> bool {
     }
 }
 
+/// Await `fut` unless `cancel` fires first.
+async fn cancellable<T, E: Into<TaskError>>(
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, TaskError> {
+    tokio::select! {
+        r = fut => r.map_err(Into::into),
+        _ = cancel.cancelled() => Err(TaskError::cancelled()),
+    }
+}
+
+/// Run task `i`. `cancel` stops it at any point before it publishes; publishing, once begun,
+/// runs to its end.
 pub(super) async fn execute(
     ctx: &SessionContext,
     plan: &Plan,
     i: NodeIndex,
     env: &TaskEnv,
+    cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
-    failpoint::hit("task_start", &node.name).await?;
+    cancellable(cancel, failpoint::hit("task_start", &node.name)).await?;
     match &node.kind {
         TaskKind::Extract(e) => extract(ctx, &node.name, &node.schema, e),
-        TaskKind::Transform(t) => transform(ctx, &node.name, t, env).await,
-        TaskKind::Load(l) => load(ctx, &node.name, l, env).await,
+        TaskKind::Transform(t) => transform(ctx, &node.name, t, env, cancel).await,
+        TaskKind::Load(l) => load(ctx, &node.name, l, env, cancel).await,
     }
 }
 
@@ -137,7 +164,13 @@ fn sql_options() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
-async fn transform(ctx: &SessionContext, name: &str, t: &TransformPlan, env: &TaskEnv) -> Result<Outcome, TaskError> {
+async fn transform(
+    ctx: &SessionContext,
+    name: &str,
+    t: &TransformPlan,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
     let df = ctx.sql_with_options(&t.sql, sql_options()).await?;
     if !t.materialize {
         ctx.register_table(name, Arc::new(ViewTable::new(df.logical_plan().clone(), Some(t.sql.clone()))))?;
@@ -149,31 +182,20 @@ async fn transform(ctx: &SessionContext, name: &str, t: &TransformPlan, env: &Ta
     let url = format!("file://{}/", dir.display());
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let state = ctx.state();
-    let written = sink::execute_to_parquet(
-        &state,
-        df.logical_plan().clone(),
-        &url,
-        vec![],
-        sink::parquet_options(OutputCompression::Lz4, 1 << 20),
-    )
-    .await?;
+    let options = sink::parquet_options(OutputCompression::Lz4, 1 << 20);
+    let written =
+        cancellable(cancel, sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], options)).await?;
     let store = object_store::local::LocalFileSystem::new();
     let prefix = object_store::path::Path::from_absolute_path(&dir).map_err(|e| TaskError::fatal(e.to_string()))?;
     let files: Vec<object_store::ObjectMeta> = match store.list(Some(&prefix)).try_collect().await {
         Ok(f) => f,
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => {
-            return Err(TaskError { message: e.to_string(), retryable: true });
-        }
+        Err(e) => return Err(TaskError::transient(e.to_string())),
     };
     let bytes = files.iter().map(|f| f.size).sum();
     let n = files.len() as u64;
-    let table = FileSetTable::new(
-        schema,
-        Arc::new(ParquetFormat::default()),
-        datafusion::execution::object_store::ObjectStoreUrl::local_filesystem(),
-        files,
-    );
+    let table =
+        FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files);
     ctx.register_table(name, Arc::new(table))?;
     Ok(Outcome {
         rows_in: Some(written.rows_in),
@@ -185,7 +207,13 @@ async fn transform(ctx: &SessionContext, name: &str, t: &TransformPlan, env: &Ta
     })
 }
 
-async fn load(ctx: &SessionContext, name: &str, l: &LoadPlan, env: &TaskEnv) -> Result<Outcome, TaskError> {
+async fn load(
+    ctx: &SessionContext,
+    name: &str,
+    l: &LoadPlan,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
     let df = ctx.table(l.from.as_str()).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     // Per-load writer settings.
@@ -196,7 +224,11 @@ async fn load(ctx: &SessionContext, name: &str, l: &LoadPlan, env: &TaskEnv) -> 
     // empty default catalog (which would drop the tables other tasks registered).
     options.catalog.create_default_catalog_and_schema = false;
     let state = SessionStateBuilder::new_from_existing(ctx.state()).with_config(options.into()).build();
-    let written = sink::publish_parquet(&state, df.logical_plan().clone(), schema, l, &env.run_id, name).await?;
+    let staged =
+        cancellable(cancel, sink::stage_parquet(&state, df.logical_plan().clone(), schema, l, &env.run_id, name))
+            .await?;
+    // From here on the load is not interrupted: the publish is short and atomic.
+    let written = staged.publish().await?;
     Ok(Outcome {
         rows_in: Some(written.rows_in),
         rows_out: Some(written.rows),

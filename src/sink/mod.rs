@@ -16,7 +16,7 @@
 
 mod parquet;
 
-pub use parquet::{WriteOutcome, execute_to_parquet, parquet_options, publish_parquet};
+pub use parquet::{Staged, WriteOutcome, execute_to_parquet, parquet_options, stage_parquet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

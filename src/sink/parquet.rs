@@ -83,15 +83,29 @@ fn leaf_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     }
 }
 
-/// Write `plan` for `load` and publish it atomically (see the module docs).
-pub async fn publish_parquet(
+/// A load's output, written in full to staging and not yet visible.
+#[derive(Debug)]
+pub struct Staged {
+    store: Arc<Store>,
+    target_rel: String,
+    staging_rel: String,
+    old_rel: String,
+    mode: LoadMode,
+    task: String,
+    /// What was written.
+    pub outcome: WriteOutcome,
+}
+
+/// Write `plan` for `load` to its staging directory. Nothing is visible to readers yet; this
+/// step may be cancelled at any point (the next run removes what it left).
+pub async fn stage_parquet(
     state: &SessionState,
     plan: LogicalPlan,
     schema: SchemaRef,
     load: &LoadPlan,
     run_id: &str,
     task: &str,
-) -> Result<WriteOutcome, SinkError> {
+) -> Result<Staged, SinkError> {
     let store = &load.store;
     let (parent, base) = match load.path.rsplit_once('/') {
         Some((p, b)) => (p.to_string(), b.to_string()),
@@ -107,7 +121,7 @@ pub async fn publish_parquet(
     let staging = store.path(&staging_rel);
     let url = store.url_of(&staging, true);
     let options = parquet_options(load.compression, load.row_group_rows);
-    let mut outcome = execute_to_parquet(state, plan, &url, load.partition_by.clone(), options.clone()).await?;
+    let mut outcome = execute_to_parquet(state, plan, &url, load.partition_by.clone(), options).await?;
 
     let mut written = list_all(store.object_store.as_ref(), &staging).await?;
     if written.is_empty() && load.partition_by.is_empty() {
@@ -120,23 +134,39 @@ pub async fn publish_parquet(
     outcome.bytes = written.iter().map(|m| m.size).sum();
     failpoint::hit("after_data_files", task).await.map_err(SinkError::Failpoint)?;
     failpoint::hit("before_publish", task).await.map_err(SinkError::Failpoint)?;
+    Ok(Staged {
+        store: store.clone(),
+        target_rel: load.path.clone(),
+        staging_rel,
+        old_rel,
+        mode: load.mode,
+        task: task.to_string(),
+        outcome,
+    })
+}
 
-    match &store.backend {
-        Backend::Local(_) => {
-            let target =
-                store.local_path(&load.path).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&load.path)))?;
-            let staged =
-                store.local_path(&staging_rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&staging_rel)))?;
-            let old = store.local_path(&old_rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(&old_rel)))?;
-            let mode = load.mode;
-            tokio::task::spawn_blocking(move || publish_local(&staged, &target, &old, mode))
-                .await
-                .map_err(|e| SinkError::io("publishing", Path::new(""), std::io::Error::other(e.to_string())))??;
+impl Staged {
+    /// Make the staged output visible (see the module docs). Once started this runs to the
+    /// end: the caller must not drop it midway (cancellation and timeouts stop before it).
+    pub async fn publish(self) -> Result<WriteOutcome, SinkError> {
+        let store = &self.store;
+        match &store.backend {
+            Backend::Local(_) => {
+                let path =
+                    |rel: &str| store.local_path(rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(rel)));
+                let (target, staged, old) = (path(&self.target_rel)?, path(&self.staging_rel)?, path(&self.old_rel)?);
+                let mode = self.mode;
+                tokio::task::spawn_blocking(move || publish_local(&staged, &target, &old, mode))
+                    .await
+                    .map_err(|e| SinkError::io("publishing", Path::new(""), std::io::Error::other(e.to_string())))??;
+            }
+            _ => {
+                publish_remote(store, &store.path(&self.staging_rel), &store.path(&self.target_rel), self.mode).await?
+            }
         }
-        _ => publish_remote(store, &staging, &store.path(&load.path), load.mode).await?,
+        failpoint::hit("after_publish", &self.task).await.map_err(SinkError::Failpoint)?;
+        Ok(self.outcome)
     }
-    failpoint::hit("after_publish", task).await.map_err(SinkError::Failpoint)?;
-    Ok(outcome)
 }
 
 /// A Parquet file with `schema` and no rows.
