@@ -126,8 +126,13 @@ fn run_summary_and_history() {
 #[test]
 fn a_second_run_of_the_same_pipeline_waits_its_turn() {
     let p = small();
-    let mut first =
-        p.command(&["run", "p.yaml"]).env("WEIR_FAILPOINT", "task_start@by_day=sleep(3000)").spawn().unwrap();
+    let mut first = p
+        .command(&["run", "p.yaml"])
+        .env("WEIR_FAILPOINT", "task_start@by_day=sleep(3000)")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // wait until the first run holds the lock (it is recorded as running)
     let t = std::time::Instant::now();
     loop {
