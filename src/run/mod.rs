@@ -281,6 +281,7 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
     let mut running: JoinSet<(NodeIndex, TaskReport)> = JoinSet::new();
     let mut cancelled = opts.cancel.is_cancelled();
     let mut grace: Option<tokio::time::Instant> = None;
+    let mut task_ids: HashMap<tokio::task::Id, NodeIndex> = HashMap::new();
 
     loop {
         while !cancelled && running.len() < plan.max_parallel {
@@ -306,13 +307,14 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
             };
             let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
             let cancel = opts.cancel.clone();
-            running.spawn(
+            let handle = running.spawn(
                 async move {
                     let report = run_with_policy(&ctx, &plan, i, &env, &cancel, report).await;
                     (i, report)
                 }
                 .instrument(span),
             );
+            task_ids.insert(handle.id(), i);
         }
         if running.is_empty() {
             break;
@@ -320,7 +322,7 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
         // On cancellation, running tasks stop at their next check (before publishing) and
         // report it; only a task that does not stop within the grace period is aborted.
         let joined = tokio::select! {
-            j = running.join_next() => j,
+            j = running.join_next_with_id() => j,
             _ = opts.cancel.cancelled(), if !cancelled => {
                 cancelled = true;
                 grace = Some(tokio::time::Instant::now() + CANCEL_GRACE);
@@ -335,13 +337,16 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
         };
         let Some(joined) = joined else { break };
         let (i, report) = match joined {
-            Ok(x) => x,
+            Ok((_, x)) => x,
             Err(e) if e.is_cancelled() => continue,
             Err(e) => {
-                // A panic inside a task: find which one by elimination is not possible here,
-                // so fail the run loudly.
-                tracing::error!("a task panicked: {e}");
-                return Err(RunError::Engine(format!("a task panicked: {e}")));
+                // A panic is a bug in weir or a library; the task fails, the run goes on.
+                let Some(&i) = task_ids.get(&e.id()) else { continue };
+                let node = plan.task(i);
+                let mut r = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Failed);
+                r.error = Some(format!("internal error (a bug; please report it): {e}"));
+                tracing::error!(task = %node.name, "task panicked: {e}");
+                (i, r)
             }
         };
         finish(plan, opts, &mut reports, i, report.clone())?;

@@ -120,3 +120,16 @@ fn shared_transform_is_computed_once() {
     assert_eq!(read_rows(&p.join("out/l"))[0]["s"], "12");
     assert_eq!(read_rows(&p.join("out/r"))[0]["m"], "6");
 }
+
+#[test]
+fn a_panicking_task_fails_alone() {
+    let p = two_branch_project(2);
+    let r = p.weir_env(&["run", "p.yaml", "--json"], &[("WEIR_FAILPOINT", "task_start@slow_a=panic")]);
+    r.code(1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let task = |name: &str| v["tasks"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone();
+    assert_eq!(task("slow_a")["status"], "failed");
+    assert!(task("slow_a")["error"].as_str().unwrap().contains("internal error"), "{}", task("slow_a"));
+    assert_eq!(task("load_a")["status"], "skipped");
+    assert_eq!(task("load_b")["status"], "succeeded");
+}
