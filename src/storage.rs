@@ -322,6 +322,26 @@ mod tests {
         assert!(matches!(Store::new("x", "ftp://h/p", &[], Path::new(".")), Err(StorageError::Scheme { .. })));
     }
 
+    #[test]
+    fn gcs_and_azure_urls_build_clients_without_io() {
+        let s = Store::new("g", "gs://bucket/raw/data", &[("service_account_key".into(), "{}".into())], Path::new("."));
+        // an invalid key is reported when building, not at first use
+        assert!(matches!(s, Err(StorageError::Build { kind: "GCS", .. })), "{s:?}");
+        let s = Store::new("g", "gs://bucket/raw/data", &[], Path::new(".")).unwrap();
+        assert_eq!(s.backend, Backend::Gcs);
+        assert_eq!((s.object_store_url.as_str(), s.root.as_ref()), ("gs://bucket/", "raw/data"));
+
+        let opts = vec![("account_name".to_string(), "acct".to_string()), ("access_key".to_string(), "a2V5".to_string())];
+        let s = Store::new("a", "az://container/marts", &opts, Path::new(".")).unwrap();
+        assert_eq!(s.backend, Backend::Azure);
+        assert_eq!((s.object_store_url.as_str(), s.root.as_ref()), ("az://container/", "marts"));
+        let s = Store::new("a", "abfss://container@acct.dfs.core.windows.net/lake", &opts, Path::new(".")).unwrap();
+        assert_eq!(s.object_store_url.as_str(), "abfss://container@acct.dfs.core.windows.net/");
+        assert_eq!(s.root.as_ref(), "lake");
+        let bad = Store::new("a", "az://container/x", &[("acount_name".into(), "x".into())], Path::new("."));
+        assert!(matches!(bad, Err(StorageError::Option { kind: "Azure", .. })));
+    }
+
     #[tokio::test]
     async fn lists_matching_files_only() {
         let s = Store::new("m", "memory://list-test/root", &[], Path::new(".")).unwrap();
