@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{self, CompileError, Plan, TaskKind, types::sql_name};
+use crate::compile::{self, CompileError, Execution, Plan, TaskKind, types::sql_name};
 use crate::diag::{Diagnostic, Rendered};
 use crate::run::{self, Observer, RunOptions, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::secrets::Secrets;
@@ -148,7 +148,8 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Deep query plans recurse: give worker threads more than the 2 MiB default stack.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -724,10 +725,10 @@ pub fn render_plan(p: &Plan) -> String {
                     "     reads    {}\n",
                     if tr.inputs.is_empty() { "(no tables)".to_string() } else { tr.inputs.join(", ") }
                 ));
-                let how = if tr.materialize {
-                    "materialized once (read by several tasks)"
-                } else {
-                    "fused into its consumer's query"
+                let how = match tr.execution {
+                    Execution::Fused => "fused into its consumer's query",
+                    Execution::Shared => "materialized once (read by several tasks)",
+                    Execution::ChainBreak => "materialized (ends a chain of fused queries)",
                 };
                 s.push_str(&format!("     runs     {how}\n"));
             }

@@ -331,7 +331,8 @@ mod tests {
         assert_eq!(s.backend, Backend::Gcs);
         assert_eq!((s.object_store_url.as_str(), s.root.as_ref()), ("gs://bucket/", "raw/data"));
 
-        let opts = vec![("account_name".to_string(), "acct".to_string()), ("access_key".to_string(), "a2V5".to_string())];
+        let opts =
+            vec![("account_name".to_string(), "acct".to_string()), ("access_key".to_string(), "a2V5".to_string())];
         let s = Store::new("a", "az://container/marts", &opts, Path::new(".")).unwrap();
         assert_eq!(s.backend, Backend::Azure);
         assert_eq!((s.object_store_url.as_str(), s.root.as_ref()), ("az://container/", "marts"));

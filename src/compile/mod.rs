@@ -35,6 +35,9 @@ pub enum CompileError {
 /// Rows per row group and per file when a load does not say.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
 pub const DEFAULT_MAX_ROWS_PER_FILE: usize = 10_000_000;
+/// The most transforms fused into one query along a chain; the next one is materialized.
+/// Deeper nesting costs planning time and stack for no benefit.
+pub const MAX_FUSED_DEPTH: usize = 32;
 /// Parquet files sampled for schema inference.
 const PARQUET_SCHEMA_SAMPLE: usize = 16;
 
@@ -247,7 +250,8 @@ impl Compiler<'_> {
             return None;
         }
 
-        // Materialize transforms read by several tasks; fuse the others into their consumer.
+        // How each transform runs: computed once when several tasks read it, or when fusing it
+        // would nest more than MAX_FUSED_DEPTH queries into one; otherwise fused.
         let consumers: HashMap<NodeIndex, usize> = graph
             .node_indices()
             .map(|i| {
@@ -261,6 +265,22 @@ impl Compiler<'_> {
                 (i, c.len())
             })
             .collect();
+        let mut how: HashMap<NodeIndex, Execution> = HashMap::new();
+        let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
+        for &i in &order {
+            let DraftKind::Transform { inputs, .. } = &graph[i].kind else { continue };
+            let d =
+                1 + inputs.iter().filter_map(|n| index.get(n)).filter_map(|j| depth.get(j)).max().copied().unwrap_or(0);
+            let e = if consumers[&i] > 1 {
+                Execution::Shared
+            } else if d > MAX_FUSED_DEPTH && consumers[&i] == 1 {
+                Execution::ChainBreak
+            } else {
+                Execution::Fused
+            };
+            depth.insert(i, if e == Execution::Fused { d } else { 0 });
+            how.insert(i, e);
+        }
 
         let final_graph = graph.map_owned(
             |i, d| {
@@ -271,7 +291,7 @@ impl Compiler<'_> {
                         TaskKind::Extract(ExtractPlan { store, glob, format, read_schema, files: listed })
                     }
                     DraftKind::Transform { sql, inputs, .. } => {
-                        TaskKind::Transform(TransformPlan { sql, inputs, materialize: consumers[&i] > 1 })
+                        TaskKind::Transform(TransformPlan { sql, inputs, execution: how[&i] })
                     }
                     DraftKind::Load(l) => TaskKind::Load(l),
                     DraftKind::Broken => {

@@ -97,9 +97,24 @@ pub struct TransformPlan {
     pub sql: String,
     /// Tasks the query reads, sorted.
     pub inputs: Vec<String>,
-    /// Computed once into the staging area because several tasks read it; otherwise the
-    /// query is fused into its consumer's plan.
-    pub materialize: bool,
+    pub execution: Execution,
+}
+
+/// How a transform runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// Its query is inlined into its one consumer's plan (or nothing reads it).
+    Fused,
+    /// Several tasks read it: computed once per run into the staging area.
+    Shared,
+    /// It ends a chain of `MAX_FUSED_DEPTH` fused queries: computed into the staging area.
+    ChainBreak,
+}
+
+impl Execution {
+    pub fn materialized(&self) -> bool {
+        *self != Execution::Fused
+    }
 }
 
 #[derive(Debug)]

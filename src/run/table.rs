@@ -98,3 +98,48 @@ pub fn with_null_text(
     let plan = LogicalPlanBuilder::scan("raw", provider_as_source(raw), None)?.project(exprs)?.build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
+
+/// A fused transform: its query, planned into its consumer's physical plan when scanned.
+///
+/// DataFusion's own `ViewTable` has its logical plan inlined into every query that names it,
+/// which makes a chain of N fused transforms cost O(N²) to plan. This provider keeps the plan
+/// to itself; the projection and filters of the consumer are still pushed into it at scan.
+#[derive(Debug)]
+pub struct FusedView {
+    view: ViewTable,
+}
+
+impl FusedView {
+    pub fn new(plan: datafusion::logical_expr::LogicalPlan, sql: String) -> Self {
+        FusedView { view: ViewTable::new(plan, Some(sql)) }
+    }
+}
+
+#[async_trait]
+impl TableProvider for FusedView {
+    fn schema(&self) -> SchemaRef {
+        self.view.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.view.get_table_definition()
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.view.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.view.scan(state, projection, filters, limit).await
+    }
+}

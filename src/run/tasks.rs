@@ -7,7 +7,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::common::config::ConfigOptions;
 use datafusion::datasource::TableProvider;
-use datafusion::datasource::ViewTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
@@ -20,8 +19,8 @@ use petgraph::graph::NodeIndex;
 use tokio_util::sync::CancellationToken;
 
 use super::Observer;
-use super::table::{FileSetTable, with_null_text};
-use crate::compile::{ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
+use super::table::{FileSetTable, FusedView, with_null_text};
+use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
 use crate::sink::{self, SinkError};
 use crate::spec::{FileFormat, OutputCompression};
@@ -172,11 +171,11 @@ async fn transform(
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
     let df = ctx.sql_with_options(&t.sql, sql_options()).await?;
-    if !t.materialize {
-        ctx.register_table(name, Arc::new(ViewTable::new(df.logical_plan().clone(), Some(t.sql.clone()))))?;
+    if !t.execution.materialized() {
+        ctx.register_table(name, Arc::new(FusedView::new(df.logical_plan().clone(), t.sql.clone())))?;
         return Ok(Outcome { fused: true, note: Some("fused into its consumer".into()), ..Default::default() });
     }
-    // Read by several tasks: computed once, staged as Parquet on local disk.
+    // Computed once, staged as Parquet on local disk.
     let dir = env.staging_dir.join(name);
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     let url = format!("file://{}/", dir.display());
@@ -202,7 +201,13 @@ async fn transform(
         rows_out: Some(written.rows),
         bytes_written: Some(bytes),
         files: Some(n),
-        note: Some("materialized: read by several tasks".into()),
+        note: Some(
+            match t.execution {
+                Execution::ChainBreak => "materialized: it ends a long chain of fused queries",
+                _ => "materialized: read by several tasks",
+            }
+            .into(),
+        ),
         ..Default::default()
     })
 }

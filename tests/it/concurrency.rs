@@ -133,3 +133,20 @@ fn a_panicking_task_fails_alone() {
     assert_eq!(task("load_a")["status"], "skipped");
     assert_eq!(task("load_b")["status"], "succeeded");
 }
+
+#[test]
+fn long_chains_of_fused_transforms_are_broken_up() {
+    let p = Project::new();
+    let mut y =
+        String::from("stores:\n  out: { url: \"file://out\" }\ntasks:\n  t0:\n    transform: { sql: SELECT 1 AS x }\n");
+    for i in 1..80 {
+        y.push_str(&format!("  t{i}:\n    transform: {{ sql: SELECT x + 1 AS x FROM t{} }}\n", i - 1));
+    }
+    y.push_str("  l:\n    load: { from: t79, store: out, path: l/ }\n");
+    p.write("p.yaml", y);
+    let plan = p.weir(&["plan", "p.yaml"]);
+    plan.ok();
+    assert_eq!(plan.stdout.matches("materialized (ends a chain of fused queries)").count(), 2, "t32 and t65");
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(read_rows(&p.join("out/l"))[0]["x"], "80");
+}
