@@ -14,7 +14,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 use petgraph::graph::{DiGraph, NodeIndex};
 
@@ -53,7 +55,8 @@ pub fn session_config() -> SessionConfig {
 
 struct Draft {
     name: String,
-    line: usize,
+    /// Position among the tasks of the file.
+    position: usize,
     description: Option<String>,
     policy: spec::TaskPolicy,
     kind: DraftKind,
@@ -66,9 +69,10 @@ enum DraftKind {
         format: InputFormat,
         declared: Vec<(String, DataType)>,
     },
+    /// `statement` is taken when the query is planned.
     Transform {
         sql: String,
-        analyzed: sql::Analyzed,
+        statement: Option<DfStatement>,
         inputs: Vec<String>,
     },
     Load(LoadPlan),
@@ -107,22 +111,31 @@ impl Compiler<'_> {
         let loads: HashSet<&str> =
             p.spec.tasks.iter().filter(|(_, t)| t.load.is_some()).map(|(n, _)| n.as_str()).collect();
 
+        // Parse and sandbox every query first, on all cores: each is independent.
+        let queries: Vec<(&str, &str)> = p
+            .spec
+            .tasks
+            .iter()
+            .filter_map(|(n, t)| t.transform.as_ref().map(|tr| (n.as_str(), tr.sql.as_str())))
+            .collect();
+        let mut analyses: HashMap<&str, Result<sql::Analyzed, Vec<sql::SqlIssue>>> =
+            par_map(queries, |(name, query)| (name, sql::analyze(&state, query))).into_iter().collect();
         let mut drafts = Vec::with_capacity(p.spec.tasks.len());
-        for (name, task) in &p.spec.tasks {
-            let kind = self.draft(name, task, &stores, &names, &loads, &state);
-            let line = p.spans.key_pos(&ypath!["tasks", name]).map(|x| x.line).unwrap_or(0);
+        for (position, (name, task)) in p.spec.tasks.iter().enumerate() {
+            let analysis = analyses.remove(name.as_str());
+            let kind = self.draft(name, task, analysis, &stores, &names, &loads);
             drafts.push(Draft {
                 name: name.clone(),
-                line,
+                position,
                 description: task.description.clone(),
                 policy: p.task_policy(task),
                 kind,
             });
         }
         for name in &p.broken {
-            let line = p.spans.key_pos(&ypath!["tasks", name]).map(|x| x.line).unwrap_or(0);
             let policy = p.task_policy(&Task::default());
-            drafts.push(Draft { name: name.clone(), line, description: None, policy, kind: DraftKind::Broken });
+            let position = drafts.len();
+            drafts.push(Draft { name: name.clone(), position, description: None, policy, kind: DraftKind::Broken });
         }
         self.check_load_targets(&drafts);
 
@@ -212,37 +225,58 @@ impl Compiler<'_> {
             }
         }
 
-        let order = stable_topo_order_drafts(&graph)?;
+        let order = plan::stable_topo_order(&graph, |d| d.position)?;
         for &i in &order {
-            let name = graph[i].name.clone();
-            match &graph[i].kind {
-                DraftKind::Extract { .. } => {
-                    if let Some(s) = schemas.get(&i) {
-                        let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(s.clone())));
+            if let (DraftKind::Extract { .. }, Some(s)) = (&graph[i].kind, schemas.get(&i)) {
+                let _ = ctx.register_table(graph[i].name.as_str(), Arc::new(EmptyTable::new(s.clone())));
+            }
+        }
+        // Transforms level by level (a level only reads earlier ones), each level's queries
+        // planned in parallel: planning is CPU-bound and a large pipeline has wide levels.
+        let mut level: HashMap<NodeIndex, usize> = HashMap::new();
+        for &i in &order {
+            let l = graph.neighbors_directed(i, petgraph::Direction::Incoming).filter_map(|j| level.get(&j)).max();
+            level.insert(i, l.map_or(0, |l| l + 1));
+        }
+        let mut by_level: std::collections::BTreeMap<usize, Vec<NodeIndex>> = Default::default();
+        for &i in &order {
+            if matches!(graph[i].kind, DraftKind::Transform { .. }) {
+                by_level.entry(level[&i]).or_default().push(i);
+            }
+        }
+        for (_, nodes) in by_level {
+            let mut jobs = Vec::new();
+            for i in nodes {
+                let DraftKind::Transform { inputs, statement, .. } = &mut graph[i].kind else { continue };
+                if !inputs.iter().all(|n| index.get(n).is_some_and(|j| schemas.contains_key(j))) {
+                    continue; // an input has its own error
+                }
+                if let Some(st) = statement.take() {
+                    jobs.push((i, st));
+                }
+            }
+            for (i, result) in plan_queries(&state, jobs) {
+                let name = graph[i].name.clone();
+                let DraftKind::Transform { sql, .. } = &graph[i].kind else { continue };
+                match result {
+                    Ok(schema) => {
+                        let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
+                        schemas.insert(i, schema);
+                    }
+                    Err(issue) => {
+                        let d = self.plan_issue(&name, sql, issue);
+                        self.diags.push(d);
                     }
                 }
-                DraftKind::Transform { sql, analyzed, inputs } => {
-                    let ready = inputs.iter().all(|n| index.get(n).is_some_and(|j| schemas.contains_key(j)));
-                    if !ready {
-                        continue; // an input has its own error
-                    }
-                    match self.plan_sql(&state, &name, sql, analyzed).await {
-                        Some(schema) => {
-                            let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
-                            schemas.insert(i, schema);
-                        }
-                        None => continue,
-                    }
+            }
+        }
+        for &i in &order {
+            if let DraftKind::Load(l) = &graph[i].kind {
+                let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else { continue };
+                let name = graph[i].name.clone();
+                if self.check_partitions(&name, l, &input) {
+                    schemas.insert(i, input);
                 }
-                DraftKind::Load(l) => {
-                    let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else {
-                        continue;
-                    };
-                    if self.check_partitions(&name, l, &input) {
-                        schemas.insert(i, input);
-                    }
-                }
-                DraftKind::Broken => {}
             }
         }
 
@@ -298,7 +332,14 @@ impl Compiler<'_> {
                         unreachable!("compile reports broken tasks before building the plan")
                     }
                 };
-                TaskNode { name: d.name, description: d.description, kind, schema, policy: d.policy, line: d.line }
+                TaskNode {
+                    name: d.name,
+                    description: d.description,
+                    kind,
+                    schema,
+                    policy: d.policy,
+                    position: d.position,
+                }
             },
             |_, e| e,
         );
@@ -388,10 +429,10 @@ impl Compiler<'_> {
         &mut self,
         name: &str,
         task: &Task,
+        analysis: Option<Result<sql::Analyzed, Vec<sql::SqlIssue>>>,
         stores: &indexmap::IndexMap<String, Arc<Store>>,
         names: &indexmap::IndexSet<&str>,
         loads: &HashSet<&str>,
-        state: &datafusion::execution::session_state::SessionState,
     ) -> DraftKind {
         let p = self.p;
         let before = self.diags.len();
@@ -431,7 +472,7 @@ impl Compiler<'_> {
         }
         if let Some(t) = &task.transform {
             let sql_path = ypath!["tasks", name, "transform", "sql"];
-            let analyzed = match sql::analyze(state, &t.sql) {
+            let analyzed = match analysis.unwrap_or_else(|| Err(Vec::new())) {
                 Ok(a) => a,
                 Err(issues) => {
                     for i in issues {
@@ -476,7 +517,7 @@ impl Compiler<'_> {
             return if broken(self) {
                 DraftKind::Broken
             } else {
-                DraftKind::Transform { sql: t.sql.clone(), analyzed, inputs }
+                DraftKind::Transform { sql: t.sql.clone(), statement: Some(analyzed.statement), inputs }
             };
         }
         if let Some(l) = &task.load {
@@ -644,54 +685,16 @@ impl Compiler<'_> {
         }
     }
 
-    /// Plan a transform's SQL against its inputs' schemas; its output schema, or a located
-    /// diagnostic.
-    async fn plan_sql(
-        &mut self,
-        state: &datafusion::execution::session_state::SessionState,
-        name: &str,
-        sql: &str,
-        analyzed: &sql::Analyzed,
-    ) -> Option<SchemaRef> {
+    /// A planning problem as a diagnostic located in the SQL of task `name`.
+    fn plan_issue(&self, name: &str, sql: &str, issue: PlanIssue) -> Diagnostic {
         let path = ypath!["tasks", name, "transform", "sql"];
-        let planned = match state.statement_to_plan(analyzed.statement.clone()).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.diags.push(self.df_error(&path, sql, &e));
-                return None;
-            }
-        };
-        let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        if let Err(e) = verify.verify_plan(&planned) {
-            self.diags.push(self.sql_diag(&path, sql, "sql-sandbox", e.strip_backtrace(), None));
-            return None;
+        match issue {
+            PlanIssue::DataFusion(e) => self.df_error(&path, sql, &e),
+            PlanIssue::Sandbox(m) => self.sql_diag(&path, sql, "sql-sandbox", m, None),
+            PlanIssue::DuplicateColumn(c) => self
+                .sql_diag(&path, sql, "sql-plan", format!("the query returns two columns named `{c}`"), None)
+                .help(format!("give one of them another name, e.g. `... AS {c}_2`")),
         }
-        // The analyzer applies type coercion: type errors surface here, not at run time.
-        let analyzed_plan = match state.analyzer().execute_and_check(planned, state.config_options(), |_, _| {}) {
-            Ok(p) => p,
-            Err(e) => {
-                self.diags.push(self.df_error(&path, sql, &e));
-                return None;
-            }
-        };
-        let schema: SchemaRef = Arc::new(analyzed_plan.schema().as_arrow().clone());
-        let mut seen = HashSet::new();
-        for f in schema.fields() {
-            if !seen.insert(f.name().as_str()) {
-                self.diags.push(
-                    self.sql_diag(
-                        &path,
-                        sql,
-                        "sql-plan",
-                        format!("the query returns two columns named `{}`", f.name()),
-                        None,
-                    )
-                    .help(format!("give one of them another name, e.g. `... AS {}_2`", f.name())),
-                );
-                return None;
-            }
-        }
-        Some(schema)
     }
 
     fn df_error(&self, path: &YamlPath, sql: &str, e: &DataFusionError) -> Diagnostic {
@@ -806,7 +809,7 @@ impl Compiler<'_> {
     fn report_cycles(&mut self, graph: &DiGraph<Draft, Edge>) -> bool {
         let mut ok = true;
         let mut sccs = petgraph::algo::tarjan_scc(graph);
-        sccs.sort_by_key(|c| c.iter().map(|i| graph[*i].line).min());
+        sccs.sort_by_key(|c| c.iter().map(|i| graph[*i].position).min());
         for scc in sccs {
             let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
             if scc.len() < 2 && !self_loop {
@@ -814,7 +817,7 @@ impl Compiler<'_> {
             }
             ok = false;
             let members: HashSet<NodeIndex> = scc.iter().copied().collect();
-            let start = *scc.iter().min_by_key(|i| graph[**i].line).unwrap_or(&scc[0]);
+            let start = *scc.iter().min_by_key(|i| graph[**i].position).unwrap_or(&scc[0]);
             let cycle = find_cycle(graph, start, &members);
             let text: Vec<&str> = cycle.iter().map(|i| graph[*i].name.as_str()).collect();
             let name = graph[start].name.clone();
@@ -838,12 +841,67 @@ impl DefaultPair for Option<(Vec<object_store::ObjectMeta>, SchemaRef)> {
     }
 }
 
+enum PlanIssue {
+    DataFusion(DataFusionError),
+    Sandbox(String),
+    DuplicateColumn(String),
+}
+
+/// Plan one query against the registered tables: its output schema.
+fn plan_query(state: &SessionState, statement: DfStatement) -> Result<SchemaRef, PlanIssue> {
+    // The tables are in-memory schema stubs: planning never waits on I/O.
+    let planned = futures::executor::block_on(state.statement_to_plan(statement)).map_err(PlanIssue::DataFusion)?;
+    let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    verify.verify_plan(&planned).map_err(|e| PlanIssue::Sandbox(e.strip_backtrace()))?;
+    // The analyzer applies type coercion: type errors surface here, not at run time.
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(planned, state.config_options(), |_, _| {})
+        .map_err(PlanIssue::DataFusion)?;
+    let schema: SchemaRef = Arc::new(analyzed.schema().as_arrow().clone());
+    let mut seen = HashSet::new();
+    for f in schema.fields() {
+        if !seen.insert(f.name().as_str()) {
+            return Err(PlanIssue::DuplicateColumn(f.name().clone()));
+        }
+    }
+    Ok(schema)
+}
+
+/// Plan queries on all cores; results in the order of `jobs`.
+fn plan_queries(
+    state: &SessionState,
+    jobs: Vec<(NodeIndex, DfStatement)>,
+) -> Vec<(NodeIndex, Result<SchemaRef, PlanIssue>)> {
+    par_map(jobs, |(i, st)| (i, plan_query(state, st)))
+}
+
+/// `f` over `items` on all cores (scoped threads; results in order). Small inputs run here.
+fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(items.len() / 16).max(1);
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(per).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            chunks.into_iter().map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}
+
 /// The shortest path from `start` back to itself inside the strongly connected component.
 fn find_cycle(graph: &DiGraph<Draft, Edge>, start: NodeIndex, members: &HashSet<NodeIndex>) -> Vec<NodeIndex> {
     let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::new();
     let mut succ: Vec<NodeIndex> = graph.neighbors(start).filter(|n| members.contains(n)).collect();
-    succ.sort_by_key(|n| graph[*n].line);
+    succ.sort_by_key(|n| graph[*n].position);
     for n in succ {
         if n == start {
             return vec![start, start];
@@ -855,7 +913,7 @@ fn find_cycle(graph: &DiGraph<Draft, Edge>, start: NodeIndex, members: &HashSet<
     }
     while let Some(n) = queue.pop_front() {
         let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|m| members.contains(m)).collect();
-        next.sort_by_key(|m| graph[*m].line);
+        next.sort_by_key(|m| graph[*m].position);
         for m in next {
             if m == start {
                 let mut path = vec![start, n];
@@ -882,28 +940,6 @@ fn find_cycle(graph: &DiGraph<Draft, Edge>, start: NodeIndex, members: &HashSet<
         }
     }
     vec![start, start]
-}
-
-fn stable_topo_order_drafts(g: &DiGraph<Draft, Edge>) -> Option<Vec<NodeIndex>> {
-    let mut indeg: HashMap<NodeIndex, usize> = g.node_indices().map(|i| (i, 0)).collect();
-    for e in g.edge_indices() {
-        let (_, t) = g.edge_endpoints(e)?;
-        *indeg.entry(t).or_default() += 1;
-    }
-    let mut ready: std::collections::BTreeSet<(usize, NodeIndex)> =
-        indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| (g[*i].line, *i)).collect();
-    let mut out = Vec::with_capacity(g.node_count());
-    while let Some(first) = ready.pop_first() {
-        out.push(first.1);
-        for n in g.neighbors(first.1) {
-            let d = indeg.get_mut(&n)?;
-            *d -= 1;
-            if *d == 0 {
-                ready.insert((g[n].line, n));
-            }
-        }
-    }
-    (out.len() == g.node_count()).then_some(out)
 }
 
 #[derive(Debug)]

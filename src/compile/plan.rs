@@ -52,8 +52,8 @@ pub struct TaskNode {
     /// The task's table as SQL sees it (for loads: the schema written).
     pub schema: SchemaRef,
     pub policy: TaskPolicy,
-    /// Position in the pipeline file.
-    pub line: usize,
+    /// Position among the tasks of the pipeline file (0 = first).
+    pub position: usize,
 }
 
 #[derive(Debug)]
@@ -215,7 +215,7 @@ impl Plan {
         secrets: Secrets,
     ) -> Plan {
         let by_name = graph.node_indices().map(|i| (graph[i].name.clone(), i)).collect();
-        let order = stable_topo_order(&graph).unwrap_or_default();
+        let order = stable_topo_order(&graph, |t| t.position).unwrap_or_default();
         Plan { pipeline, description, source, graph, order, stores, max_parallel, secrets, by_name }
     }
 
@@ -334,28 +334,27 @@ impl Plan {
     }
 }
 
-/// Kahn's algorithm choosing, among ready tasks, the one first in the file: the order users
-/// expect to read. `None` on a cycle.
-pub(crate) fn stable_topo_order<E>(g: &DiGraph<TaskNode, E>) -> Option<Vec<NodeIndex>> {
+/// Kahn's algorithm choosing, among ready nodes, the one with the smallest `key` (the task's
+/// position in the file): the order users expect to read. `None` on a cycle.
+pub(crate) fn stable_topo_order<N, E>(g: &DiGraph<N, E>, key: impl Fn(&N) -> usize) -> Option<Vec<NodeIndex>> {
     let mut indeg: HashMap<NodeIndex, usize> = g.node_indices().map(|i| (i, 0)).collect();
     for e in g.edge_references() {
         *indeg.entry(e.target()).or_default() += 1;
     }
     let mut ready: std::collections::BTreeSet<(usize, NodeIndex)> =
-        indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| (g[*i].line, *i)).collect();
+        indeg.iter().filter(|(_, d)| **d == 0).map(|(i, _)| (key(&g[*i]), *i)).collect();
     let mut out = Vec::with_capacity(g.node_count());
-    while let Some(first) = ready.iter().next().copied() {
-        ready.remove(&first);
+    while let Some(first) = ready.pop_first() {
         out.push(first.1);
+        // parallel edges count twice in indeg and are walked twice here
         for n in g.neighbors_directed(first.1, Direction::Outgoing) {
             let d = indeg.get_mut(&n)?;
             *d -= 1;
             if *d == 0 {
-                ready.insert((g[n].line, n));
+                ready.insert((key(&g[n]), n));
             }
         }
     }
-    // parallel edges were counted twice in indeg and decremented twice through neighbors
     (out.len() == g.node_count()).then_some(out)
 }
 

@@ -284,6 +284,12 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
     let mut task_ids: HashMap<tokio::task::Id, NodeIndex> = HashMap::new();
 
     loop {
+        // The token is read here as well as in the `select!` below: that one may take a task's
+        // result before it sees the cancellation which caused it.
+        if !cancelled && opts.cancel.is_cancelled() {
+            cancelled = true;
+            grace = Some(tokio::time::Instant::now() + CANCEL_GRACE);
+        }
         while !cancelled && running.len() < plan.max_parallel {
             let Some(k) = ready.pop_first() else { break };
             let i = order[k];
@@ -375,6 +381,7 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
         }
     }
 
+    cancelled |= opts.cancel.is_cancelled();
     if cancelled {
         for &i in &order {
             if reports.contains_key(&i) {
