@@ -50,6 +50,11 @@ pub fn session_config() -> SessionConfig {
     let opts = config.options_mut();
     opts.sql_parser.collect_spans = true;
     opts.execution.parquet.pushdown_filters = false;
+    // Broadcast (build one hash table, no repartitioning of the other side) join sides up to
+    // 32 MiB, estimated: dimension tables of pipelines are mostly below it; the default (1 MiB)
+    // repartitions a fact table by hash to join it to a few thousand customers.
+    opts.optimizer.hash_join_single_partition_threshold = 32 << 20;
+    opts.optimizer.hash_join_single_partition_threshold_rows = 1 << 20;
     config
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::{Column, ScalarValue, project_schema};
+use datafusion::common::stats::Precision;
+use datafusion::common::{Column, ScalarValue, Statistics, project_schema};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
@@ -28,6 +29,7 @@ pub struct FileSetTable {
     format: Arc<dyn FileFormat>,
     object_store_url: ObjectStoreUrl,
     files: Vec<ObjectMeta>,
+    statistics: Statistics,
 }
 
 impl FileSetTable {
@@ -37,7 +39,31 @@ impl FileSetTable {
         object_store_url: ObjectStoreUrl,
         files: Vec<ObjectMeta>,
     ) -> Self {
-        FileSetTable { schema, format, object_store_url, files }
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        let statistics = Statistics::new_unknown(&schema)
+            .with_total_byte_size(Precision::Inexact(decoded_size(format.get_ext().as_str(), bytes)));
+        FileSetTable { schema, format, object_store_url, files, statistics }
+    }
+
+    /// The number of rows, when it is known (a staged table's writer counted them).
+    pub fn with_rows(mut self, rows: u64) -> Self {
+        self.statistics.num_rows = Precision::Inexact(usize::try_from(rows).unwrap_or(usize::MAX));
+        self
+    }
+}
+
+/// An estimate of the in-memory size of `bytes` of files in a format. Only the order of
+/// magnitude matters: the join planner builds its hash tables on the smaller side (without
+/// an estimate it builds on the left side, which is often the large fact table) and
+/// broadcasts sides that are small enough.
+fn decoded_size(ext: &str, bytes: u64) -> usize {
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    match ext {
+        // Compressed and encoded: values take several times their file size once decoded.
+        "parquet" => bytes.saturating_mul(4),
+        // Every row repeats the field names.
+        "json" => bytes / 2,
+        _ => bytes,
     }
 }
 
@@ -66,10 +92,15 @@ impl TableProvider for FileSetTable {
         let source = self.format.file_source(TableSchema::from(self.schema.clone()));
         let config = FileScanConfigBuilder::new(self.object_store_url.clone(), source)
             .with_file_groups(groups)
+            .with_statistics(self.statistics.clone())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
         self.format.create_physical_plan(state, config).await
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.statistics.clone())
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {

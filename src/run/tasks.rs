@@ -194,7 +194,8 @@ async fn transform(
     let bytes = files.iter().map(|f| f.size).sum();
     let n = files.len() as u64;
     let table =
-        FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files);
+        FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files)
+            .with_rows(written.rows);
     ctx.register_table(name, Arc::new(table))?;
     Ok(Outcome {
         rows_in: Some(written.rows_in),
