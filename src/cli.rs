@@ -308,8 +308,12 @@ async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date
     let mut diags = Vec::new();
     let mut io_error = false;
     for f in files {
+        let clock = std::time::Instant::now();
         match spec::load(&f, &opts) {
-            Ok(p) => loaded.push(p),
+            Ok(p) => {
+                tracing::debug!(pipeline = %p.name, ms = clock.elapsed().as_millis() as u64, "loaded");
+                loaded.push(p)
+            }
             Err(SpecError::Invalid(d)) => diags.extend(d),
             Err(e) => {
                 eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));

@@ -77,7 +77,7 @@ enum DraftKind {
     /// `statement` is taken when the query is planned.
     Transform {
         sql: String,
-        statement: Option<DfStatement>,
+        statement: Option<Box<DfStatement>>,
         inputs: Vec<String>,
     },
     Load(LoadPlan),
@@ -108,6 +108,8 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     async fn run(&mut self) -> Option<Plan> {
         let p = self.p;
+        let clock = std::time::Instant::now();
+        let phase = |what: &str| tracing::debug!(pipeline = %p.name, ms = clock.elapsed().as_millis() as u64, "compile: {what}");
         let stores = self.stores();
         let ctx = SessionContext::new_with_config(session_config());
         let state = ctx.state();
@@ -125,6 +127,7 @@ impl Compiler<'_> {
             .collect();
         let mut analyses: HashMap<&str, Result<sql::Analyzed, Vec<sql::SqlIssue>>> =
             par_map(queries, |(name, query)| (name, sql::analyze(&state, query))).into_iter().collect();
+        phase("queries parsed and checked");
         let mut drafts = Vec::with_capacity(p.spec.tasks.len());
         for (position, (name, task)) in p.spec.tasks.iter().enumerate() {
             let analysis = analyses.remove(name.as_str());
@@ -194,6 +197,7 @@ impl Compiler<'_> {
         if !self.report_cycles(&graph) {
             return None;
         }
+        phase("graph built");
 
         // Schemas: extracts by listing and sampling (concurrently), then everything else in
         // topological order.
@@ -230,6 +234,7 @@ impl Compiler<'_> {
             }
         }
 
+        phase("extract schemas inferred");
         let order = plan::stable_topo_order(&graph, |d| d.position)?;
         for &i in &order {
             if let (DraftKind::Extract { .. }, Some(s)) = (&graph[i].kind, schemas.get(&i)) {
@@ -285,6 +290,7 @@ impl Compiler<'_> {
             }
         }
 
+        phase("queries planned");
         if !self.diags.is_empty() {
             return None;
         }
@@ -348,6 +354,7 @@ impl Compiler<'_> {
             },
             |_, e| e,
         );
+        phase("plan built");
         let max_parallel = p
             .spec
             .max_parallel
@@ -853,9 +860,9 @@ enum PlanIssue {
 }
 
 /// Plan one query against the registered tables: its output schema.
-fn plan_query(state: &SessionState, statement: DfStatement) -> Result<SchemaRef, PlanIssue> {
+fn plan_query(state: &SessionState, statement: Box<DfStatement>) -> Result<SchemaRef, PlanIssue> {
     // The tables are in-memory schema stubs: planning never waits on I/O.
-    let planned = futures::executor::block_on(state.statement_to_plan(statement)).map_err(PlanIssue::DataFusion)?;
+    let planned = futures::executor::block_on(state.statement_to_plan(*statement)).map_err(PlanIssue::DataFusion)?;
     let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     verify.verify_plan(&planned).map_err(|e| PlanIssue::Sandbox(e.strip_backtrace()))?;
     // The analyzer applies type coercion: type errors surface here, not at run time.
@@ -876,7 +883,7 @@ fn plan_query(state: &SessionState, statement: DfStatement) -> Result<SchemaRef,
 /// Plan queries on all cores; results in the order of `jobs`.
 fn plan_queries(
     state: &SessionState,
-    jobs: Vec<(NodeIndex, DfStatement)>,
+    jobs: Vec<(NodeIndex, Box<DfStatement>)>,
 ) -> Vec<(NodeIndex, Result<SchemaRef, PlanIssue>)> {
     par_map(jobs, |(i, st)| (i, plan_query(state, st)))
 }

@@ -36,7 +36,7 @@ impl SqlIssue {
 /// A parsed, sandboxed query and the tables it reads.
 #[derive(Debug)]
 pub struct Analyzed {
-    pub statement: DfStatement,
+    pub statement: Box<DfStatement>,
     /// The tables read (CTE names excluded), each with where it first appears.
     pub tables: Vec<(String, Option<(usize, usize)>)>,
 }
@@ -100,7 +100,7 @@ pub fn analyze(state: &SessionState, sql: &str) -> Result<Analyzed, Vec<SqlIssue
         tables.push((name, span));
     }
     tables.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Analyzed { statement, tables })
+    Ok(Analyzed { statement: Box::new(statement), tables })
 }
 
 fn refused_statement(kind: &str, span: Option<(usize, usize)>) -> SqlIssue {

@@ -22,7 +22,7 @@ use crate::diag::{Diagnostic, Location, SourceFile, did_you_mean};
 use crate::secrets::Secrets;
 use crate::ypath;
 use interp::{InterpError, Interpolator, OffsetMap, VarValue};
-use span::{Pos, Seg, SpanIndex, Style, YamlPath};
+use span::{LazySpans, Pos, Seg, SpanIndex, Style, YamlPath};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -72,7 +72,7 @@ pub struct LoadedPipeline {
     /// Resolved variables, built-ins included.
     pub vars: IndexMap<String, VarValue>,
     pub secrets: Secrets,
-    pub spans: SpanIndex,
+    pub spans: LazySpans,
     /// Problems found in the file that do not stop compilation (compile reports them with its
     /// own, so that one run of `weir validate` shows everything).
     pub problems: Vec<Diagnostic>,
@@ -116,7 +116,12 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError
 /// Parse a pipeline from text (`path` names it and anchors relative paths).
 pub fn parse(path: &Path, text: String, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError> {
     let source = Arc::new(SourceFile::new(path, text));
-    let mut p = Parser { source: source.clone(), spans: SpanIndex::default(), diags: Vec::new(), unusable: Vec::new() };
+    let mut p = Parser {
+        source: source.clone(),
+        spans: LazySpans::new(source.clone()),
+        diags: Vec::new(),
+        unusable: Vec::new(),
+    };
 
     let mut root: Value = match serde_yaml::from_str(source.text()) {
         Ok(v) => v,
@@ -153,7 +158,6 @@ pub fn parse(path: &Path, text: String, opts: &LoadOptions) -> Result<LoadedPipe
             return Err(SpecError::Invalid(vec![d]));
         }
     };
-    p.spans = SpanIndex::build(source.text());
     if let Err(e) = root.apply_merge() {
         p.push(Diagnostic::new("yaml", format!("invalid YAML merge key: {e}")).at(&source, None));
         return Err(SpecError::Invalid(p.diags));
@@ -219,7 +223,7 @@ pub fn parse(path: &Path, text: String, opts: &LoadOptions) -> Result<LoadedPipe
 
 struct Parser {
     source: Arc<SourceFile>,
-    spans: SpanIndex,
+    spans: LazySpans,
     diags: Vec<Diagnostic>,
     /// Tasks with a value that could not be substituted: compiling them would only add noise.
     unusable: Vec<String>,

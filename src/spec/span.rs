@@ -107,6 +107,27 @@ pub struct NodeSpan {
     pub style: Style,
 }
 
+/// A [`SpanIndex`] built on first use: a valid pipeline that needs no message never pays for
+/// the second parse of its file.
+#[derive(Debug)]
+pub struct LazySpans {
+    text: std::sync::Arc<crate::diag::SourceFile>,
+    index: std::sync::OnceLock<SpanIndex>,
+}
+
+impl LazySpans {
+    pub fn new(text: std::sync::Arc<crate::diag::SourceFile>) -> Self {
+        LazySpans { text, index: std::sync::OnceLock::new() }
+    }
+}
+
+impl std::ops::Deref for LazySpans {
+    type Target = SpanIndex;
+    fn deref(&self) -> &SpanIndex {
+        self.index.get_or_init(|| SpanIndex::build(self.text.text()))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SpanIndex {
     nodes: HashMap<YamlPath, NodeSpan>,
