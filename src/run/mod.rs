@@ -261,6 +261,7 @@ pub fn run_set(plan: &Plan, select: Option<&HashSet<NodeIndex>>) -> HashSet<Node
 
 async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<TaskReport>), RunError> {
     let ctx = Arc::new(session(plan, opts)?);
+    let planning = Arc::new(table::unoptimized(&ctx.state()));
     let staging = prepare_staging(plan, opts)?;
     let selected = run_set(plan, opts.select.as_ref());
     let order: Vec<NodeIndex> = plan.order.iter().copied().filter(|i| selected.contains(i)).collect();
@@ -310,6 +311,7 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
                 run_id: opts.run_id.clone(),
                 staging_dir: staging.clone(),
                 observer: opts.observer.clone(),
+                planning: planning.clone(),
             };
             let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
             let cancel = opts.cancel.clone();

@@ -17,6 +17,7 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType, ViewTable};
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, cast, lit, when};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -138,12 +139,28 @@ pub fn with_null_text(
 #[derive(Debug)]
 pub struct FusedView {
     view: ViewTable,
+    /// The run's state without physical optimizer rules (see [`unoptimized`]); weak, as the
+    /// state's catalog holds this view.
+    planning: std::sync::Weak<SessionState>,
 }
 
 impl FusedView {
-    pub fn new(plan: datafusion::logical_expr::LogicalPlan, sql: String) -> Self {
-        FusedView { view: ViewTable::new(plan, Some(sql)) }
+    pub fn new(plan: datafusion::logical_expr::LogicalPlan, sql: String, planning: &Arc<SessionState>) -> Self {
+        FusedView { view: ViewTable::new(plan, Some(sql)), planning: Arc::downgrade(planning) }
     }
+}
+
+/// `state` without physical optimizer rules, sharing its catalog, functions and runtime. Fused
+/// views plan their part of a query with it (made once per run: building a state registers
+/// every function again).
+pub fn unoptimized(state: &SessionState) -> SessionState {
+    let mut config = state.config().clone();
+    // The catalog is shared with the run: the new state must not get a fresh one.
+    config.options_mut().catalog.create_default_catalog_and_schema = false;
+    SessionStateBuilder::new_from_existing(state.clone())
+        .with_config(config)
+        .with_physical_optimizer_rules(vec![])
+        .build()
 }
 
 #[async_trait]
@@ -171,6 +188,12 @@ impl TableProvider for FusedView {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The view's plan is made without the physical optimizer: the query that reads it
+        // optimizes the whole tree, this view's part included, once. Optimizing at every level
+        // too would cost O(n²) for a chain of n fused queries.
+        if let Some(unoptimized) = self.planning.upgrade() {
+            return self.view.scan(unoptimized.as_ref(), projection, filters, limit).await;
+        }
         self.view.scan(state, projection, filters, limit).await
     }
 }

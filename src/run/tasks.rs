@@ -30,6 +30,8 @@ pub(super) struct TaskEnv {
     /// This run's staging directory (local disk).
     pub staging_dir: PathBuf,
     pub observer: Option<Arc<dyn Observer>>,
+    /// How fused views plan their part of a query (see [`super::table::unoptimized`]).
+    pub planning: Arc<datafusion::execution::session_state::SessionState>,
 }
 
 #[derive(Debug, Default)]
@@ -172,7 +174,7 @@ async fn transform(
 ) -> Result<Outcome, TaskError> {
     let df = ctx.sql_with_options(&t.sql, sql_options()).await?;
     if !t.execution.materialized() {
-        ctx.register_table(name, Arc::new(FusedView::new(df.logical_plan().clone(), t.sql.clone())))?;
+        ctx.register_table(name, Arc::new(FusedView::new(df.logical_plan().clone(), t.sql.clone(), &env.planning)))?;
         return Ok(Outcome { fused: true, note: Some("fused into its consumer".into()), ..Default::default() });
     }
     // Computed once, staged as Parquet on local disk.
