@@ -133,16 +133,7 @@ fn a_second_run_of_the_same_pipeline_waits_its_turn() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // wait until the first run holds the lock (it is recorded as running)
-    let t = std::time::Instant::now();
-    loop {
-        let h = p.weir(&["runs", "--dir", ".", "--json"]);
-        if h.stdout.contains("\"running\"") {
-            break;
-        }
-        assert!(t.elapsed().as_secs() < 20, "the first run never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    p.wait_until_running(); // the first run holds the lock
     let second = p.weir(&["run", "p.yaml"]);
     second.code(1);
     assert!(second.stderr.contains("pipeline `small` is already running"), "{}", second.stderr);

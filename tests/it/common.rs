@@ -60,6 +60,19 @@ impl Project {
         Run::from(cmd.output().expect("run weir"))
     }
 
+    /// Wait (at most 20 s) until a run of a pipeline in the project is recorded as running:
+    /// from then on it holds the pipeline's lock.
+    pub fn wait_until_running(&self) {
+        let t = std::time::Instant::now();
+        loop {
+            if self.weir(&["runs", "--dir", ".", "--json"]).stdout.contains("\"running\"") {
+                return;
+            }
+            assert!(t.elapsed().as_secs() < 20, "the run never started");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// `weir ARGS` in the project, without weir's variables from the caller's environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(weir_bin());

@@ -80,16 +80,8 @@ fn interrupt(signal: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // wait until the load is running
     let t = std::time::Instant::now();
-    loop {
-        let h = p.weir(&["runs", "--dir", ".", "--json"]);
-        if h.stdout.contains("\"running\"") {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.wait_until_running();
     std::thread::sleep(Duration::from_millis(300));
     let status = std::process::Command::new("kill").args(["-s", signal, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
