@@ -13,7 +13,6 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -863,8 +862,7 @@ enum PlanIssue {
 fn plan_query(state: &SessionState, statement: Box<DfStatement>) -> Result<SchemaRef, PlanIssue> {
     // The tables are in-memory schema stubs: planning never waits on I/O.
     let planned = futures::executor::block_on(state.statement_to_plan(*statement)).map_err(PlanIssue::DataFusion)?;
-    let verify = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    verify.verify_plan(&planned).map_err(|e| PlanIssue::Sandbox(e.strip_backtrace()))?;
+    sql::query_only().verify_plan(&planned).map_err(|e| PlanIssue::Sandbox(e.strip_backtrace()))?;
     // The analyzer applies type coercion: type errors surface here, not at run time.
     let analyzed = state
         .analyzer()

@@ -8,6 +8,7 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectName, Query, SetExpr, Spanned, Statement, TableFactor, Visit, Visitor};
@@ -43,6 +44,11 @@ pub struct Analyzed {
 
 /// Table functions that read no files.
 const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
+
+/// What a transform's plan may contain: a query, no DDL, DML or statements (`SET`, …).
+pub fn query_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
 
 /// Parse and sandbox `sql`. All sandbox problems are reported, not just the first.
 pub fn analyze(state: &SessionState, sql: &str) -> Result<Analyzed, Vec<SqlIssue>> {

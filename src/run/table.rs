@@ -21,6 +21,7 @@ use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, cast, lit, when};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::prelude::SessionConfig;
 use object_store::ObjectMeta;
 
 /// A table over a fixed list of files.
@@ -150,17 +151,18 @@ impl FusedView {
     }
 }
 
-/// `state` without physical optimizer rules, sharing its catalog, functions and runtime. Fused
-/// views plan their part of a query with it (made once per run: building a state registers
-/// every function again).
-pub fn unoptimized(state: &SessionState) -> SessionState {
-    let mut config = state.config().clone();
-    // The catalog is shared with the run: the new state must not get a fresh one.
+/// A state like `state` but with `config`, sharing its catalog (the tables other tasks
+/// registered), functions and runtime.
+pub fn derive_state(state: SessionState, mut config: SessionConfig) -> SessionStateBuilder {
+    // Without this, building the state replaces the catalog with a new, empty default one.
     config.options_mut().catalog.create_default_catalog_and_schema = false;
-    SessionStateBuilder::new_from_existing(state.clone())
-        .with_config(config)
-        .with_physical_optimizer_rules(vec![])
-        .build()
+    SessionStateBuilder::new_from_existing(state).with_config(config)
+}
+
+/// `state` without physical optimizer rules. Fused views plan their part of a query with it
+/// (made once per run: building a state registers every function again).
+pub fn unoptimized(state: &SessionState) -> SessionState {
+    derive_state(state.clone(), state.config().clone()).with_physical_optimizer_rules(vec![]).build()
 }
 
 #[async_trait]

@@ -9,9 +9,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::error::DataFusionError;
-use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -161,10 +159,6 @@ fn extract(ctx: &SessionContext, name: &str, schema: &SchemaRef, e: &ExtractPlan
     Ok(Outcome { files: Some(e.files.len() as u64), bytes_read: Some(e.bytes()), ..Default::default() })
 }
 
-fn sql_options() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
-}
-
 async fn transform(
     ctx: &SessionContext,
     name: &str,
@@ -172,7 +166,7 @@ async fn transform(
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
-    let df = ctx.sql_with_options(&t.sql, sql_options()).await?;
+    let df = ctx.sql_with_options(&t.sql, crate::compile::sql::query_only()).await?;
     if !t.execution.materialized() {
         ctx.register_table(name, Arc::new(FusedView::new(df.logical_plan().clone(), t.sql.clone(), &env.planning)))?;
         return Ok(Outcome { fused: true, note: Some("fused into its consumer".into()), ..Default::default() });
@@ -228,10 +222,7 @@ async fn load(
     let mut options: ConfigOptions = ctx.state().config_options().as_ref().clone();
     options.execution.minimum_parallel_output_files = ConfigNonZeroUsize::try_new(1)?;
     options.execution.soft_max_rows_per_output_file = ConfigNonZeroUsize::try_new(l.max_rows_per_file)?;
-    // The catalog is shared with the run: building a state must not replace it with a new,
-    // empty default catalog (which would drop the tables other tasks registered).
-    options.catalog.create_default_catalog_and_schema = false;
-    let state = SessionStateBuilder::new_from_existing(ctx.state()).with_config(options.into()).build();
+    let state = super::table::derive_state(ctx.state(), options.into()).build();
     let staged =
         cancellable(cancel, sink::stage_parquet(&state, df.logical_plan().clone(), schema, l, &env.run_id, name))
             .await?;
