@@ -396,15 +396,10 @@ async fn run_cmd(cli: &Cli) -> i32 {
         None => today(),
     };
     let run_id = run::new_run_id();
-    let mut plans = match compile_paths(std::slice::from_ref(path), vars, &run_id, &run_date).await {
+    let plans = match compile_paths(std::slice::from_ref(path), vars, &run_id, &run_date).await {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if *full_refresh {
-        for p in &mut plans {
-            p.full_refresh();
-        }
-    }
 
     // Selection: every name must exist in at least one pipeline.
     let mut selections = Vec::new();
@@ -459,6 +454,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
             observer: Some(progress.clone()),
             state: Some(state.clone()),
             target_partitions: *target_partitions,
+            full_refresh: *full_refresh,
         };
         match run::run(plan.clone(), opts).await {
             Ok(report) => {
@@ -573,6 +569,7 @@ impl Observer for Progress {
             TaskStatus::Failed => "FAILED",
             TaskStatus::Skipped => "skip  ",
             TaskStatus::Cancelled => "cancel",
+            TaskStatus::UpToDate => "fresh ",
         };
         let mut detail = Vec::new();
         if let Some(n) = r.rows_out {

@@ -23,7 +23,7 @@ pub use plan::*;
 
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::spec::span::YamlPath;
-use crate::spec::{self, FileFormat, InputCompression, LoadedPipeline, Task};
+use crate::spec::{self, FileFormat, InputCompression, LoadMode, LoadedPipeline, Task};
 use crate::storage::{FileGlob, StorageError, Store};
 use crate::ypath;
 
@@ -72,6 +72,7 @@ enum DraftKind {
         glob: FileGlob,
         format: InputFormat,
         declared: Vec<(String, DataType)>,
+        incremental: Option<spec::Incremental>,
     },
     /// `statement` is taken when the query is planned.
     Transform {
@@ -205,7 +206,7 @@ impl Compiler<'_> {
         let extract_jobs: Vec<_> = graph
             .node_indices()
             .filter_map(|i| match &graph[i].kind {
-                DraftKind::Extract { store, glob, format, declared } => {
+                DraftKind::Extract { store, glob, format, declared, .. } => {
                     Some((i, graph[i].name.clone(), store.clone(), glob.clone(), format.clone(), declared.clone()))
                 }
                 _ => None,
@@ -283,11 +284,25 @@ impl Compiler<'_> {
             if let DraftKind::Load(l) = &graph[i].kind {
                 let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else { continue };
                 let name = graph[i].name.clone();
-                if self.check_partitions(&name, l, &input) {
+                let merge_ok = self.check_merge(&state, &name, l, &input);
+                if self.check_partitions(&name, l, &input) && merge_ok {
                     schemas.insert(i, input);
                 }
             }
         }
+
+        let mut incremental: HashMap<NodeIndex, IncrementalPlan> = HashMap::new();
+        for &i in &order {
+            if let DraftKind::Extract { incremental: Some(inc), .. } = &graph[i].kind
+                && let Some(schema) = schemas.get(&i)
+            {
+                let name = graph[i].name.clone();
+                if let Some(plan) = self.incremental_plan(&name, inc, schema) {
+                    incremental.insert(i, plan);
+                }
+            }
+        }
+        self.check_incremental_loads(&graph, &order, &incremental);
 
         phase("queries planned");
         if !self.diags.is_empty() {
@@ -332,7 +347,14 @@ impl Compiler<'_> {
                 let kind = match d.kind {
                     DraftKind::Extract { store, glob, format, .. } => {
                         let (listed, read_schema) = files.remove(&i).unwrap_or_default_pair();
-                        TaskKind::Extract(ExtractPlan { store, glob, format, read_schema, files: listed })
+                        TaskKind::Extract(ExtractPlan {
+                            store,
+                            glob,
+                            format,
+                            read_schema,
+                            files: listed,
+                            incremental: incremental.remove(&i),
+                        })
                     }
                     DraftKind::Transform { sql, inputs, .. } => {
                         TaskKind::Transform(TransformPlan { sql, inputs, execution: how[&i] })
@@ -476,7 +498,7 @@ impl Compiler<'_> {
             }
             return match (store, glob, format) {
                 (Some(store), Some(glob), Some(format)) if !broken(self) => {
-                    DraftKind::Extract { store, glob, format, declared }
+                    DraftKind::Extract { store, glob, format, declared, incremental: e.incremental.clone() }
                 }
                 _ => DraftKind::Broken,
             };
@@ -603,6 +625,9 @@ impl Compiler<'_> {
                 compression: l.compression,
                 row_group_rows: l.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS).max(1),
                 max_rows_per_file: l.max_rows_per_file.unwrap_or(DEFAULT_MAX_ROWS_PER_FILE).max(1),
+                keys: l.keys.as_ref().map(spec::Columns::to_vec).unwrap_or_default(),
+                order_by: l.order_by.as_ref().map(spec::Columns::to_vec).unwrap_or_default(),
+                delete_when: l.delete_when.clone(),
             });
         }
         DraftKind::Broken
@@ -750,6 +775,240 @@ impl Compiler<'_> {
             ExtractError::ColumnCount { declared, found } => p
                 .diag_key("schema", &base.key("schema"), format!("`schema` lists {declared} columns but the files have {found}"))
                 .help("without a header, `schema` names every column in order"),
+        }
+    }
+
+    /// The watermark column exists and has a type that orders; the lookback fits its type.
+    fn incremental_plan(&mut self, name: &str, inc: &spec::Incremental, schema: &SchemaRef) -> Option<IncrementalPlan> {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract", "incremental", "watermark"];
+        let watermark = match &inc.watermark {
+            None => None,
+            Some(w) => {
+                let Ok(field) = schema.field_with_name(&w.column) else {
+                    let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    self.diags.push(
+                        p.diag_value(
+                            "watermark",
+                            &base.key("column"),
+                            w.column.len(),
+                            format!("watermark column `{}` is not in `{name}`", w.column),
+                        )
+                        .maybe_help(
+                            did_you_mean(&w.column, cols.iter().copied())
+                                .or_else(|| Some(format!("`{name}` has: {}", cols.join(", ")))),
+                        ),
+                    );
+                    return None;
+                };
+                let dt = field.data_type().clone();
+                let orderable = dt.is_integer()
+                    || matches!(
+                        dt,
+                        DataType::Decimal128(..)
+                            | DataType::Decimal256(..)
+                            | DataType::Date32
+                            | DataType::Date64
+                            | DataType::Timestamp(..)
+                            | DataType::Utf8
+                            | DataType::LargeUtf8
+                            | DataType::Utf8View
+                    );
+                if !orderable {
+                    self.diags.push(
+                        p.diag_value(
+                            "watermark",
+                            &base.key("column"),
+                            w.column.len(),
+                            format!("watermark column `{}` has type {}, which cannot be a cursor", w.column, types::sql_name(&dt)),
+                        )
+                        .help("use an integer, decimal, date, timestamp or text column that only grows; declare its type under `schema` if it was inferred wrongly"),
+                    );
+                    return None;
+                }
+                let lookback = match &w.lookback {
+                    None => None,
+                    Some(v) => match self.lookback(&base.key("lookback"), v, &dt) {
+                        Some(l) => Some(l),
+                        None => return None,
+                    },
+                };
+                Some(WatermarkPlan { column: w.column.clone(), data_type: dt, lookback })
+            }
+        };
+        Some(IncrementalPlan { new_files: inc.new_files, watermark })
+    }
+
+    fn lookback(&mut self, path: &YamlPath, v: &spec::Scalar, dt: &DataType) -> Option<Lookback> {
+        let p = self.p;
+        let text = v.to_string();
+        let temporal = matches!(dt, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..));
+        let numeric = dt.is_integer() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..));
+        let err = |this: &mut Self, msg: String, help: &str| {
+            this.diags.push(p.diag_value("lookback", path, text.len(), msg).help(help.to_string()));
+            None
+        };
+        match v {
+            spec::Scalar::String(s) if temporal => match humantime::parse_duration(s.trim()) {
+                Ok(d) if matches!(dt, DataType::Date32 | DataType::Date64) && d.as_secs() % 86_400 != 0 => err(
+                    self,
+                    format!("lookback `{s}` is not a whole number of days, and the cursor is a date"),
+                    "write e.g. `1d` or `7d`",
+                ),
+                Ok(d) => Some(Lookback::Duration(d)),
+                Err(e) => err(self, format!("invalid lookback `{s}`: {e}"), "write a duration such as `30m`, `2h`, `1d`"),
+            },
+            spec::Scalar::Integer(n) if numeric && *n >= 0 => Some(Lookback::Number(*n)),
+            _ if temporal => err(
+                self,
+                format!("lookback `{text}` is not a duration, and the cursor is a {}", types::sql_name(dt)),
+                "write a duration such as `30m`, `2h`, `1d`",
+            ),
+            _ if numeric => err(
+                self,
+                format!("lookback `{text}` is not a whole number ≥ 0, and the cursor is a {}", types::sql_name(dt)),
+                "write how many units of the cursor to read again, e.g. `100`",
+            ),
+            _ => err(
+                self,
+                format!("a lookback needs a number or timestamp cursor; `{}` is text", types::sql_name(dt)),
+                "remove `lookback`, or use a timestamp or integer cursor",
+            ),
+        }
+    }
+
+    /// Keys, `order_by` and `delete_when` name real columns and appear only with `mode: merge`;
+    /// `replace_partitions` has partitions.
+    fn check_merge(&mut self, state: &SessionState, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {
+        let p = self.p;
+        let before = self.diags.len();
+        let base = ypath!["tasks", name, "load"];
+        let cols: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+        let merge = l.mode == LoadMode::Merge;
+        if merge && l.keys.is_empty() {
+            self.diags.push(
+                p.diag_value("merge", &base.key("mode"), 5, "`mode: merge` needs `keys`")
+                    .help("name the column(s) that identify a row, e.g. `keys: [order_id]`"),
+            );
+        }
+        if l.mode == LoadMode::ReplacePartitions && l.partition_by.is_empty() {
+            self.diags.push(
+                p.diag_value(
+                    "replace-partitions",
+                    &base.key("mode"),
+                    18,
+                    "`mode: replace_partitions` needs `partition_by`",
+                )
+                .help("name the column(s) whose values make the partitions, e.g. `partition_by: [day]`"),
+            );
+        }
+        for (key, list) in [("keys", &l.keys), ("order_by", &l.order_by)] {
+            if !list.is_empty() && !merge {
+                self.diags.push(
+                    p.diag_key("merge", &base.key(key), format!("`{key}` is only used by `mode: merge`"))
+                        .help("set `mode: merge`, or remove it"),
+                );
+                continue;
+            }
+            for (k, col) in list.iter().enumerate() {
+                if !cols.contains(&col.as_str()) {
+                    let path = if p.spec.tasks[name].load.as_ref().and_then(|x| if key == "keys" { x.keys.as_ref() } else { x.order_by.as_ref() }).is_some_and(|c| matches!(c, spec::Columns::Many(_))) {
+                        base.key(key).index(k)
+                    } else {
+                        base.key(key)
+                    };
+                    self.diags.push(
+                        p.diag_value("merge", &path, col.len(), format!("`{key}` column `{col}` is not in `{}`", l.from))
+                            .maybe_help(did_you_mean(col, cols.iter().copied()).or_else(|| Some(format!("`{}` has: {}", l.from, cols.join(", "))))),
+                    );
+                } else if key == "keys" && l.keys[..k].contains(col) {
+                    self.diags.push(p.diag_key("merge", &base.key(key), format!("`{col}` is listed twice in `keys`")));
+                }
+            }
+        }
+        if let Some(cond) = &l.delete_when {
+            let path = base.key("delete_when");
+            if !merge {
+                self.diags.push(
+                    p.diag_key("merge", &path, "`delete_when` is only used by `mode: merge`")
+                        .help("set `mode: merge`, or remove it"),
+                );
+            } else if let Err(msg) = sql::check_predicate(state, cond, input) {
+                self.diags.push(
+                    p.diag_value("delete-when", &path, cond.len(), format!("invalid `delete_when`: {msg}"))
+                        .help(format!("a SQL condition on the columns of `{}`, e.g. `op = 'D'`", l.from)),
+                );
+            }
+        }
+        self.diags.len() == before
+    }
+
+    /// Rules between incremental extracts and the loads they feed: a load fed by one must keep
+    /// what earlier runs wrote (not `overwrite`); a lookback re-reads rows, so every load it
+    /// feeds must merge them by keys.
+    fn check_incremental_loads(
+        &mut self,
+        graph: &DiGraph<Draft, Edge>,
+        order: &[NodeIndex],
+        incremental: &HashMap<NodeIndex, IncrementalPlan>,
+    ) {
+        let p = self.p;
+        if incremental.is_empty() {
+            return;
+        }
+        let mut sources: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
+        for &i in order {
+            let mut v: Vec<NodeIndex> = graph
+                .edges_directed(i, petgraph::Direction::Incoming)
+                .filter(|e| *e.weight() == Edge::Data)
+                .flat_map(|e| sources.get(&petgraph::visit::EdgeRef::source(&e)).cloned().unwrap_or_default())
+                .collect();
+            if incremental.contains_key(&i) {
+                v.push(i);
+            }
+            v.sort();
+            v.dedup();
+            sources.insert(i, v);
+        }
+        for &i in order {
+            let DraftKind::Load(l) = &graph[i].kind else { continue };
+            let name = graph[i].name.clone();
+            let srcs = &sources[&i];
+            if srcs.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = srcs.iter().map(|s| format!("`{}`", graph[*s].name)).collect();
+            if l.mode == LoadMode::Overwrite {
+                self.diags.push(
+                    p.diag_value(
+                        "incremental",
+                        &ypath!["tasks", &name, "load", "mode"],
+                        9,
+                        format!(
+                            "load `{name}` reads only new data (through incremental {}) but `mode: overwrite` would replace everything with it",
+                            names.join(", ")
+                        ),
+                    )
+                    .help("use `mode: append`, `merge` or `replace_partitions`; `weir run --full-refresh` rebuilds from all input"),
+                );
+            }
+            for s in srcs {
+                let lookback = incremental[s].watermark.as_ref().is_some_and(|w| w.lookback.is_some());
+                if lookback && (l.mode != LoadMode::Merge || l.keys.is_empty()) {
+                    let ext = graph[*s].name.clone();
+                    self.diags.push(
+                        p.diag_key(
+                            "lookback",
+                            &ypath!["tasks", &ext, "extract", "incremental", "watermark", "lookback"],
+                            format!(
+                                "a lookback reads rows again, but load `{name}` would {} them",
+                                if l.mode == LoadMode::Append { "append" } else { "write" }
+                            ),
+                        )
+                        .help(format!("give load `{name}` `mode: merge` and `keys`, so rows read again replace themselves; or remove `lookback`")),
+                    );
+                }
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::parsers::CompressionTypeVariant;
 use datafusion::datasource::file_format::FileFormat as DfFileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
@@ -34,6 +34,8 @@ pub struct Plan {
     pub max_parallel: usize,
     pub secrets: Secrets,
     by_name: HashMap<String, NodeIndex>,
+    /// Per task, the incremental extracts it reads through (itself included), in run order.
+    incremental_sources: HashMap<NodeIndex, Vec<NodeIndex>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +83,34 @@ pub struct ExtractPlan {
     /// The schema files are read with; differs from the task schema only when values need a
     /// conversion after reading (a CSV `null` text), in which case columns are read as text.
     pub read_schema: SchemaRef,
-    /// The files matched when the plan was made: the run reads exactly these.
+    /// The files matched when the plan was made: the run reads exactly these (an incremental
+    /// extract: those of them that are new to the load it feeds).
     pub files: Vec<ObjectMeta>,
+    pub incremental: Option<IncrementalPlan>,
+}
+
+/// What an incremental extract reads (see `spec::Incremental`).
+#[derive(Debug, Clone)]
+pub struct IncrementalPlan {
+    pub new_files: bool,
+    pub watermark: Option<WatermarkPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatermarkPlan {
+    pub column: String,
+    /// The column's type in the extract's table; the watermark is a value of this type.
+    pub data_type: DataType,
+    pub lookback: Option<Lookback>,
+}
+
+/// How far behind the watermark rows are read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookback {
+    /// For timestamp and date columns.
+    Duration(std::time::Duration),
+    /// For integer and decimal columns, in the column's unit.
+    Number(i64),
 }
 
 impl ExtractPlan {
@@ -129,6 +157,10 @@ pub struct LoadPlan {
     pub compression: OutputCompression,
     pub row_group_rows: usize,
     pub max_rows_per_file: usize,
+    /// `mode: merge`: key columns, tie-breaking columns and the delete condition.
+    pub keys: Vec<String>,
+    pub order_by: Vec<String>,
+    pub delete_when: Option<String>,
 }
 
 /// How input files are parsed.
@@ -216,7 +248,44 @@ impl Plan {
     ) -> Plan {
         let by_name = graph.node_indices().map(|i| (graph[i].name.clone(), i)).collect();
         let order = stable_topo_order(&graph, |t| t.position).unwrap_or_default();
-        Plan { pipeline, description, source, graph, order, stores, max_parallel, secrets, by_name }
+        let mut plan = Plan {
+            pipeline,
+            description,
+            source,
+            graph,
+            order,
+            stores,
+            max_parallel,
+            secrets,
+            by_name,
+            incremental_sources: HashMap::new(),
+        };
+        let mut sources: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
+        for &i in &plan.order {
+            let mut v: Vec<NodeIndex> = plan
+                .graph
+                .edges_directed(i, Direction::Incoming)
+                .filter(|e| *e.weight() == Edge::Data)
+                .flat_map(|e| sources.get(&e.source()).cloned().unwrap_or_default())
+                .collect();
+            if let TaskKind::Extract(e) = &plan.graph[i].kind
+                && e.incremental.is_some()
+            {
+                v.push(i);
+            }
+            v.sort_by_key(|n| plan.graph[*n].position);
+            v.dedup();
+            if !v.is_empty() {
+                sources.insert(i, v);
+            }
+        }
+        plan.incremental_sources = sources;
+        plan
+    }
+
+    /// The incremental extracts whose rows reach task `i` (`i` itself if it is one).
+    pub fn incremental_sources(&self, i: NodeIndex) -> &[NodeIndex] {
+        self.incremental_sources.get(&i).map(Vec::as_slice).unwrap_or(&[])
     }
 
     pub fn index_of(&self, name: &str) -> Option<NodeIndex> {
@@ -385,14 +454,4 @@ impl Plan {
         Ok(out)
     }
 
-    /// `--full-refresh`: rebuild every output from all input (`append` loads overwrite).
-    pub fn full_refresh(&mut self) {
-        for t in self.graph.node_weights_mut() {
-            if let TaskKind::Load(l) = &mut t.kind
-                && l.mode == LoadMode::Append
-            {
-                l.mode = LoadMode::Overwrite;
-            }
-        }
-    }
 }

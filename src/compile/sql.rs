@@ -50,6 +50,47 @@ pub fn query_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
+/// A row condition over a table with `schema` (`delete_when`): one boolean expression of its
+/// columns, with no subquery, aggregate or window function.
+pub fn predicate(
+    state: &SessionState,
+    text: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<datafusion::logical_expr::Expr, String> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::{Expr, ExprSchemable};
+    let df_schema = datafusion::common::DFSchema::try_from(schema.clone()).map_err(|e| e.strip_backtrace())?;
+    let expr = state
+        .create_logical_expr(text, &df_schema)
+        .map_err(|e| crate::compile::clean_df_message(&e.strip_backtrace()))?;
+    let forbidden = expr
+        .exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::AggregateFunction(_)
+                    | Expr::WindowFunction(_)
+                    | Expr::Placeholder(_)
+            ))
+        })
+        .unwrap_or(true);
+    if forbidden {
+        return Err("only a condition on the row's own columns is allowed (no subquery, aggregate or window function)".into());
+    }
+    let ty = expr.get_type(&df_schema).map_err(|e| crate::compile::clean_df_message(&e.strip_backtrace()))?;
+    if ty != datafusion::arrow::datatypes::DataType::Boolean && ty != datafusion::arrow::datatypes::DataType::Null {
+        return Err(format!("the condition is a {}, not true or false", crate::compile::types::sql_name(&ty)));
+    }
+    Ok(expr)
+}
+
+/// Whether `text` is a valid `delete_when` over `schema` (see [`predicate`]).
+pub fn check_predicate(state: &SessionState, text: &str, schema: &datafusion::arrow::datatypes::Schema) -> Result<(), String> {
+    predicate(state, text, schema).map(|_| ())
+}
+
 /// Parse and sandbox `sql`. All sandbox problems are reported, not just the first.
 pub fn analyze(state: &SessionState, sql: &str) -> Result<Analyzed, Vec<SqlIssue>> {
     if sql.trim().is_empty() {

@@ -3,6 +3,8 @@
 //! unrelated branches finish; cancellation stops running tasks before they publish.
 //! Every task start and end is recorded in the state store as it happens.
 
+pub mod incremental;
+mod stage;
 pub mod table;
 mod tasks;
 
@@ -33,6 +35,10 @@ pub enum RunError {
     Staging { path: PathBuf, source: std::io::Error },
     #[error("invalid engine setting: {0}")]
     Engine(String),
+    #[error("load `{load}`: {message}")]
+    Output { load: String, message: String },
+    #[error("extract `{extract}`: {message}")]
+    Watermark { extract: String, message: String },
 }
 
 /// Receives progress as the run goes (progress bar, log lines).
@@ -54,6 +60,8 @@ pub struct RunOptions {
     pub state: Option<Arc<StateStore>>,
     /// Target partitions for DataFusion (default: CPU cores).
     pub target_partitions: Option<usize>,
+    /// Rebuild every output from all input, ignoring what loads consumed before.
+    pub full_refresh: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -67,6 +75,9 @@ pub enum TaskStatus {
     Skipped,
     /// Stopped while running by Ctrl-C / SIGTERM.
     Cancelled,
+    /// Not run: its incremental inputs have nothing new.
+    #[serde(rename = "up_to_date")]
+    UpToDate,
 }
 
 impl TaskStatus {
@@ -77,6 +88,7 @@ impl TaskStatus {
             TaskStatus::Failed => "failed",
             TaskStatus::Skipped => "skipped",
             TaskStatus::Cancelled => "cancelled",
+            TaskStatus::UpToDate => "up to date",
         }
     }
 }
@@ -260,10 +272,59 @@ pub fn run_set(plan: &Plan, select: Option<&HashSet<NodeIndex>>) -> HashSet<Node
 }
 
 async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<TaskReport>), RunError> {
+    let staging = prepare_staging(plan, opts)?;
+    let selection = run_set(plan, opts.select.as_ref());
+    let states = incremental::load_states(plan, &selection, opts.state.as_deref()).await?;
+    let passes = incremental::passes(plan, &selection, &states, opts.full_refresh)?;
+    let several = passes.len() > 1;
+    if several {
+        tracing::warn!(
+            passes = passes.len(),
+            "loads fed by the same incremental extract disagree on what they consumed (an earlier run stopped between their commits): running them in {} passes",
+            passes.len()
+        );
+    }
+    let mut reports: HashMap<NodeIndex, TaskReport> = HashMap::new();
+    let mut cancelled = false;
+    for (k, pass) in passes.into_iter().enumerate() {
+        let dir = if several { staging.join(format!("pass-{}", k + 1)) } else { staging.clone() };
+        let (c, r) = execute_pass(plan, opts, Arc::new(pass), dir).await?;
+        for (i, mut rep) in r {
+            if let Some(prev) = reports.get(&i) {
+                rep.note = Some(format!("ran in several passes; {}", rep.note.clone().unwrap_or_default()));
+                if matches!(prev.status, TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Skipped) {
+                    continue;
+                }
+            }
+            reports.insert(i, rep);
+        }
+        if c {
+            cancelled = true;
+            break;
+        }
+    }
+    let list: Vec<TaskReport> = plan.order.iter().filter_map(|i| reports.remove(i)).collect();
+    let status = if cancelled {
+        RunStatus::Cancelled
+    } else if list.iter().any(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled))
+    {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    Ok((status, list))
+}
+
+/// Run the tasks of one pass. Returns whether the run was cancelled, and the task reports.
+async fn execute_pass(
+    plan: &Arc<Plan>,
+    opts: &RunOptions,
+    pass: incremental::PassRef,
+    staging: PathBuf,
+) -> Result<(bool, HashMap<NodeIndex, TaskReport>), RunError> {
     let ctx = Arc::new(session(plan, opts)?);
     let planning = Arc::new(table::unoptimized(&ctx.state()));
-    let staging = prepare_staging(plan, opts)?;
-    let selected = run_set(plan, opts.select.as_ref());
+    let selected = pass.tasks.clone();
     let order: Vec<NodeIndex> = plan.order.iter().copied().filter(|i| selected.contains(i)).collect();
     let position: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(k, i)| (*i, k)).collect();
 
@@ -295,6 +356,20 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
             let Some(k) = ready.pop_first() else { break };
             let i = order[k];
             let node = plan.task(i);
+            if let Some(sources) = pass.up_to_date(plan, i) {
+                let mut r = TaskReport::new(&node.name, node.kind.name(), TaskStatus::UpToDate);
+                r.note = Some(format!("nothing new in {}", sources.join(", ")));
+                finish(plan, opts, &mut reports, i, r)?;
+                for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
+                    if let Some(w) = waiting.get_mut(&d) {
+                        *w -= 1;
+                        if *w == 0 && !reports.contains_key(&d) {
+                            ready.insert(position[&d]);
+                        }
+                    }
+                }
+                continue;
+            }
             let mut report = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Succeeded);
             report.started_at = Some(Utc::now());
             if let Some(o) = &opts.observer {
@@ -312,6 +387,8 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
                 staging_dir: staging.clone(),
                 observer: opts.observer.clone(),
                 planning: planning.clone(),
+                pass: pass.clone(),
+                state: opts.state.clone(),
             };
             let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
             let cancel = opts.cancel.clone();
@@ -360,7 +437,7 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
         finish(plan, opts, &mut reports, i, report.clone())?;
         if report.status == TaskStatus::Cancelled {
             // its downstream is reported when the loop ends
-        } else if matches!(report.status, TaskStatus::Succeeded | TaskStatus::Fused) {
+        } else if matches!(report.status, TaskStatus::Succeeded | TaskStatus::Fused | TaskStatus::UpToDate) {
             for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
                 if let Some(w) = waiting.get_mut(&d) {
                     *w -= 1;
@@ -397,16 +474,7 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
         }
     }
 
-    let list: Vec<TaskReport> = order.iter().filter_map(|i| reports.remove(i)).collect();
-    let status = if cancelled {
-        RunStatus::Cancelled
-    } else if list.iter().any(|t| matches!(t.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled))
-    {
-        RunStatus::Failed
-    } else {
-        RunStatus::Succeeded
-    };
-    Ok((status, list))
+    Ok((cancelled, reports))
 }
 
 fn finish(
@@ -464,7 +532,13 @@ async fn run_with_policy(
         }
         match result {
             Ok(outcome) => {
-                report.status = if outcome.fused { TaskStatus::Fused } else { TaskStatus::Succeeded };
+                report.status = if outcome.fused {
+                    TaskStatus::Fused
+                } else if outcome.up_to_date {
+                    TaskStatus::UpToDate
+                } else {
+                    TaskStatus::Succeeded
+                };
                 report.rows_in = outcome.rows_in;
                 report.rows_out = outcome.rows_out;
                 report.bytes_read = outcome.bytes_read;

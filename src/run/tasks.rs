@@ -12,11 +12,12 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore};
 use petgraph::graph::NodeIndex;
 use tokio_util::sync::CancellationToken;
 
 use super::Observer;
+use super::incremental::{ExtractInput, ExtractResult};
 use super::table::{FileSetTable, FusedView, with_null_text};
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
@@ -30,11 +31,16 @@ pub(super) struct TaskEnv {
     pub observer: Option<Arc<dyn Observer>>,
     /// How fused views plan their part of a query (see [`super::table::unoptimized`]).
     pub planning: Arc<datafusion::execution::session_state::SessionState>,
+    /// The pass this task runs in: what incremental extracts read, what they found.
+    pub pass: super::incremental::PassRef,
+    pub state: Option<Arc<crate::state::StateStore>>,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Outcome {
     pub fused: bool,
+    /// An incremental extract with nothing new.
+    pub up_to_date: bool,
     pub rows_in: Option<u64>,
     pub rows_out: Option<u64>,
     pub bytes_read: Option<u64>,
@@ -137,26 +143,132 @@ pub(super) async fn execute(
     let node = plan.task(i);
     cancellable(cancel, failpoint::hit("task_start", &node.name)).await?;
     match &node.kind {
-        TaskKind::Extract(e) => extract(ctx, &node.name, &node.schema, e),
+        TaskKind::Extract(e) => match env.pass.inputs.get(&i) {
+            Some(input) => incremental_extract(ctx, i, &node.name, &node.schema, e, input, env, cancel).await,
+            None => extract(ctx, &node.name, &node.schema, e, &e.files),
+        },
         TaskKind::Transform(t) => transform(ctx, &node.name, t, env, cancel).await,
-        TaskKind::Load(l) => load(ctx, &node.name, l, env, cancel).await,
+        TaskKind::Load(l) => load(ctx, plan, i, &node.name, l, env, cancel).await,
     }
 }
 
 /// Register the extract's files as a table. Nothing is read until a consumer scans it.
-fn extract(ctx: &SessionContext, name: &str, schema: &SchemaRef, e: &ExtractPlan) -> Result<Outcome, TaskError> {
+fn extract(
+    ctx: &SessionContext,
+    name: &str,
+    schema: &SchemaRef,
+    e: &ExtractPlan,
+    files: &[ObjectMeta],
+) -> Result<Outcome, TaskError> {
+    ctx.register_table(name, file_table(schema, e, files)?)?;
+    Ok(Outcome {
+        files: Some(files.len() as u64),
+        bytes_read: Some(files.iter().map(|f| f.size).sum()),
+        ..Default::default()
+    })
+}
+
+fn file_table(schema: &SchemaRef, e: &ExtractPlan, files: &[ObjectMeta]) -> Result<Arc<dyn TableProvider>, TaskError> {
     let table = FileSetTable::new(
         e.read_schema.clone(),
         e.format.file_format(false),
         e.store.object_store_url.clone(),
-        e.files.clone(),
+        files.to_vec(),
     );
-    let provider: Arc<dyn TableProvider> = match (&e.format.kind, &e.format.csv.null) {
+    Ok(match (&e.format.kind, &e.format.csv.null) {
         (FileFormat::Csv, Some(null_text)) => with_null_text(Arc::new(table), schema, null_text)?,
         _ => Arc::new(table),
+    })
+}
+
+/// An incremental extract: only new files, only rows past the watermark. With a watermark the
+/// rows read are staged (so that the watermark is the greatest cursor actually passed on),
+/// and counted.
+#[allow(clippy::too_many_arguments)]
+async fn incremental_extract(
+    ctx: &SessionContext,
+    i: NodeIndex,
+    name: &str,
+    schema: &SchemaRef,
+    e: &ExtractPlan,
+    input: &ExtractInput,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
+    let bytes: u64 = input.files.iter().map(|f| f.size).sum();
+    let unchanged = if input.unchanged > 0 { format!(", {} unchanged not read", input.unchanged) } else { String::new() };
+    let watermark = e.incremental.as_ref().and_then(|inc| inc.watermark.as_ref());
+    let Some(w) = watermark.filter(|_| !input.files.is_empty()) else {
+        let empty = input.files.is_empty();
+        env.pass
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(i, ExtractResult { empty, watermark: input.watermark.clone(), null_cursors: 0 });
+        let mut out = extract(ctx, name, schema, e, &input.files)?;
+        out.up_to_date = empty;
+        out.note = Some(if empty {
+            format!("no new files{unchanged}")
+        } else if e.incremental.as_ref().is_some_and(|inc| inc.new_files) {
+            format!("{} new or changed file{}{unchanged}", input.files.len(), if input.files.len() == 1 { "" } else { "s" })
+        } else {
+            "all files".to_string()
+        });
+        return Ok(out);
     };
-    ctx.register_table(name, provider)?;
-    Ok(Outcome { files: Some(e.files.len() as u64), bytes_read: Some(e.bytes()), ..Default::default() })
+    // Rows past the watermark, bound as a typed literal (never SQL text).
+    let df = ctx.read_table(file_table(schema, e, &input.files)?)?;
+    let cursor = datafusion::prelude::ident(&w.column);
+    let df = match &input.after {
+        Some(after) => df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?,
+        None => df,
+    };
+    let dir = env.staging_dir.join(format!("{name}.delta"));
+    let staged = cancellable(cancel, super::stage::stage_watermarked(ctx, df, &w.column, &dir)).await?;
+    let seen = staged.max.clone();
+    let old = match &input.watermark {
+        Some(v) => Some(super::incremental::parse_watermark(name, w, v).map_err(|e| TaskError::fatal(e.to_string()))?),
+        None => None,
+    };
+    let new = super::incremental::max_watermark(old, seen);
+    let empty = staged.rows == 0;
+    env.pass.results.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        i,
+        ExtractResult {
+            empty,
+            watermark: new.as_ref().map(|v| super::incremental::watermark_value(&w.column, v)),
+            null_cursors: staged.nulls,
+        },
+    );
+    let table = FileSetTable::new(
+        schema.clone(),
+        Arc::new(ParquetFormat::default()),
+        ObjectStoreUrl::local_filesystem(),
+        staged.files.clone(),
+    )
+    .with_rows(staged.rows);
+    ctx.register_table(name, Arc::new(table))?;
+    let mut note = match (&input.after, &new) {
+        (Some(after), _) => format!("rows with {} > {after}", w.column),
+        (None, _) => "all rows (no watermark yet)".to_string(),
+    };
+    if let Some(v) = &new {
+        note.push_str(&format!("; watermark now {v}"));
+    }
+    if staged.nulls > 0 {
+        note.push_str(&format!("; {} rows with a NULL `{}` not loaded", staged.nulls, w.column));
+        tracing::warn!(task = %name, rows = staged.nulls, column = %w.column, "rows with a NULL cursor are not loaded");
+    }
+    note.push_str(&unchanged);
+    Ok(Outcome {
+        up_to_date: empty,
+        rows_in: Some(staged.rows_in),
+        rows_out: Some(staged.rows),
+        files: Some(input.files.len() as u64),
+        bytes_read: Some(bytes),
+        note: Some(note),
+        ..Default::default()
+    })
 }
 
 async fn transform(
@@ -211,6 +323,8 @@ async fn transform(
 
 async fn load(
     ctx: &SessionContext,
+    plan: &Plan,
+    i: NodeIndex,
     name: &str,
     l: &LoadPlan,
     env: &TaskEnv,
@@ -223,11 +337,27 @@ async fn load(
     options.execution.minimum_parallel_output_files = ConfigNonZeroUsize::try_new(1)?;
     options.execution.soft_max_rows_per_output_file = ConfigNonZeroUsize::try_new(l.max_rows_per_file)?;
     let state = super::table::derive_state(ctx.state(), options.into()).build();
-    let staged =
-        cancellable(cancel, sink::stage_parquet(&state, df.logical_plan().clone(), schema, l, &env.run_id, name))
-            .await?;
+    let request = sink::LoadRequest {
+        load: l,
+        pipeline: &plan.pipeline,
+        task: name,
+        run_id: &env.run_id,
+        full_refresh: env.pass.full_refresh,
+        consumed: env.pass.consumed(plan, i),
+        scratch: env.staging_dir.join(format!("{name}.load")),
+    };
+    let staged = cancellable(cancel, sink::stage_load(&state, df.logical_plan().clone(), schema, request)).await?;
     // From here on the load is not interrupted: the publish is short and atomic.
-    let written = staged.publish().await?;
+    let (written, record) = staged.publish().await?;
+    // The output holds the commit record; the state store caches it.
+    failpoint::hit("after_publish_before_state", name).await?;
+    if let Some(state) = &env.state
+        && let Err(e) = state.record_commit(&record)
+    {
+        // The output is committed; the next run reads the record from it.
+        tracing::warn!(task = %name, "the state store could not record commit {}: {e}", record.seq);
+    }
+    failpoint::hit("after_state", name).await?;
     Ok(Outcome {
         rows_in: Some(written.rows_in),
         rows_out: Some(written.rows),

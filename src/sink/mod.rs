@@ -1,12 +1,14 @@
 //! `sink`: output formats and their commit protocols.
 //!
 //! Parquet (the only format so far) is written in full to a hidden staging directory beside
-//! the output, then published:
+//! the output, together with the load's commit record (`commit`), then published:
 //!
 //! - **local disk**: the staging directory and the output directory are swapped with one
 //!   `renameat2(RENAME_EXCHANGE)` — atomic: a reader sees the whole old version or the whole
-//!   new one. `append` first hard-links the existing files into the staging directory, so it
-//!   is atomic too. The old version is then deleted.
+//!   new one. The files the new version keeps (`append`: all; `merge`: those holding no key
+//!   of this run; `replace_partitions`: the other partitions; and the commit records since the
+//!   last checkpoint) are hard-linked into the staging directory first, so every mode is
+//!   atomic, data and record together. The old version is then deleted.
 //! - **object stores** (S3, GCS, Azure, memory): the staged objects are copied into place and
 //!   the old ones deleted afterwards. Each object appears whole, but a reader listing the
 //!   directory during the copy can see old and new files together.
@@ -14,9 +16,11 @@
 //! A load that fails or is killed before the publish step leaves the output untouched; its
 //! staging directory is removed by the next run of the load.
 
+pub mod commit;
+mod merge;
 mod parquet;
 
-pub use parquet::{Staged, WriteOutcome, execute_to_parquet, parquet_options, stage_parquet};
+pub use parquet::{LoadRequest, Staged, WriteOutcome, execute_to_parquet, mode_name, parquet_options, stage_load};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -30,6 +34,14 @@ pub enum SinkError {
     Failpoint(crate::failpoint::Failure),
     #[error("the output path {0} exists and is not a directory")]
     NotADirectory(std::path::PathBuf),
+    #[error("commit record {path} cannot be read: {reason}")]
+    Record { path: String, reason: String },
+    #[error(
+        "this run's rows have other columns than the output they would be added to ({file} has: {have}; this run has: {want}); run with --full-refresh to rebuild the output with the new columns"
+    )]
+    Columns { file: String, have: String, want: String },
+    #[error("{0}")]
+    Merge(String),
 }
 
 impl SinkError {

@@ -1,6 +1,6 @@
 //! Parquet output: write to staging, then publish (see the module docs of `sink`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::SinkError;
+use super::commit::{self, CHECKPOINT_EVERY, CommitRecord, Consumed, RECORDS_DIR};
 use crate::compile::LoadPlan;
 use crate::failpoint;
 use crate::spec::{LoadMode, OutputCompression};
@@ -90,22 +91,77 @@ pub struct Staged {
     target_rel: String,
     staging_rel: String,
     old_rel: String,
-    mode: LoadMode,
     task: String,
+    /// Files of the current output that the new version keeps (relative to the output).
+    keep: Vec<String>,
     /// What was written.
     pub outcome: WriteOutcome,
+    /// The commit record inside the staged version.
+    pub record: CommitRecord,
 }
 
-/// Write `plan` for `load` to its staging directory. Nothing is visible to readers yet; this
-/// step may be cancelled at any point (the next run removes what it left).
-pub async fn stage_parquet(
+/// What a load asks the sink to commit.
+pub struct LoadRequest<'a> {
+    pub load: &'a LoadPlan,
+    pub pipeline: &'a str,
+    pub task: &'a str,
+    pub run_id: &'a str,
+    /// Rebuild from nothing: the current output is replaced, whatever the mode.
+    pub full_refresh: bool,
+    /// What this run consumed, per incremental extract upstream of the load.
+    pub consumed: BTreeMap<String, Consumed>,
+    /// A local directory for this load's intermediate files (removed with the run's staging).
+    pub scratch: PathBuf,
+}
+
+/// A data file of the current output.
+#[derive(Debug, Clone)]
+pub(super) struct CurrentFile {
+    /// Relative to the output directory, e.g. `region=north/part-0.parquet`.
+    pub rel: String,
+    pub meta: object_store::ObjectMeta,
+}
+
+impl CurrentFile {
+    /// The partition directory (`region=north`), empty at the top.
+    pub fn dir(&self) -> &str {
+        self.rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+    }
+}
+
+/// The data files and commit records of the output `rel` in `store`.
+pub(super) async fn current_output(store: &Store, rel: &str) -> Result<(Vec<CurrentFile>, Vec<u64>), SinkError> {
+    let target = store.path(rel);
+    let parts = target.parts().count();
+    let all = match list_all(store.object_store.as_ref(), &target).await {
+        Ok(v) => v,
+        Err(SinkError::ObjectStore(object_store::Error::NotFound { .. })) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let files = all
+        .into_iter()
+        .filter_map(|meta| {
+            let rel: Vec<String> = meta.location.parts().skip(parts).map(|p| p.as_ref().to_string()).collect();
+            if rel.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
+                return None;
+            }
+            Some(CurrentFile { rel: rel.join("/"), meta })
+        })
+        .collect();
+    let seqs = commit::list_records(store, rel).await?;
+    Ok((files, seqs))
+}
+
+/// Write `plan` for a load to its staging directory, with its commit record. Nothing is
+/// visible to readers yet; this step may be cancelled at any point (the next run removes what
+/// it left).
+pub async fn stage_load(
     state: &SessionState,
     plan: LogicalPlan,
     schema: SchemaRef,
-    load: &LoadPlan,
-    run_id: &str,
-    task: &str,
+    req: LoadRequest<'_>,
 ) -> Result<Staged, SinkError> {
+    let load = req.load;
     let store = &load.store;
     let (parent, base) = match load.path.rsplit_once('/') {
         Some((p, b)) => (p.to_string(), b.to_string()),
@@ -114,58 +170,191 @@ pub async fn stage_parquet(
     let join = |name: &str| {
         if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
     };
-    let staging_rel = join(&format!(".{base}.weir-staging-{run_id}"));
-    let old_rel = join(&format!(".{base}.weir-old-{run_id}"));
-    remove_leftovers(store, &parent, &base, run_id).await?;
+    let staging_rel = join(&format!(".{base}.weir-staging-{}", req.run_id));
+    let old_rel = join(&format!(".{base}.weir-old-{}", req.run_id));
+    remove_leftovers(store, &parent, &base, req.run_id).await?;
+
+    let (current, seqs) = current_output(store, &load.path).await?;
+    let seq = seqs.last().copied().unwrap_or(0) + 1;
+    // Whether the new version builds on the current one.
+    let builds_on = !req.full_refresh && load.mode != LoadMode::Overwrite && !current.is_empty();
+    if builds_on {
+        check_same_columns(store, &current, &schema, &load.partition_by).await?;
+    }
 
     let staging = store.path(&staging_rel);
     let url = store.url_of(&staging, true);
     let options = parquet_options(load.compression, load.row_group_rows);
-    let mut outcome = execute_to_parquet(state, plan, &url, load.partition_by.clone(), options).await?;
-
-    let mut written = list_all(store.object_store.as_ref(), &staging).await?;
-    if written.is_empty() && load.partition_by.is_empty() {
+    let mut keep: Vec<String> = Vec::new();
+    let mut outcome = match load.mode {
+        LoadMode::Merge => {
+            let m = super::merge::stage_merge(
+                state,
+                plan,
+                &schema,
+                load,
+                if builds_on { &current } else { &[] },
+                &url,
+                options,
+                &req.scratch,
+            )
+            .await?;
+            keep = m.keep;
+            m.outcome
+        }
+        _ => execute_to_parquet(state, plan, &url, load.partition_by.clone(), options).await?,
+    };
+    let written = list_all(store.object_store.as_ref(), &staging).await?;
+    let staging_parts = staging.parts().count();
+    let rel_of = |m: &object_store::ObjectMeta| -> String {
+        m.location.parts().skip(staging_parts).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")
+    };
+    if builds_on {
+        match load.mode {
+            LoadMode::Append => keep = current.iter().map(|f| f.rel.clone()).collect(),
+            LoadMode::ReplacePartitions => {
+                let replaced: HashSet<String> = written
+                    .iter()
+                    .map(|m| {
+                        let r = rel_of(m);
+                        r.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()
+                    })
+                    .collect();
+                keep = current.iter().filter(|f| !replaced.contains(f.dir())).map(|f| f.rel.clone()).collect();
+            }
+            _ => {}
+        }
+    }
+    let mut written = written;
+    if written.is_empty() && keep.is_empty() && load.partition_by.is_empty() {
         // No rows: still publish a file, so that readers find the table and its schema.
-        let empty = staging.clone().join(format!("part-{run_id}-empty.parquet").as_str());
+        let empty = staging.clone().join(format!("part-{}-empty.parquet", req.run_id).as_str());
         store.object_store.put(&empty, empty_parquet(&schema)?.into()).await?;
         written = list_all(store.object_store.as_ref(), &staging).await?;
     }
     outcome.files = written.len() as u64;
     outcome.bytes = written.iter().map(|m| m.size).sum();
-    failpoint::hit("after_data_files", task).await.map_err(SinkError::Failpoint)?;
-    failpoint::hit("before_publish", task).await.map_err(SinkError::Failpoint)?;
+
+    // The commit record: a checkpoint (the whole state) when the version does not build on
+    // the current one, and every CHECKPOINT_EVERY commits; else this run's consumption only.
+    let checkpoint = !builds_on || seqs.is_empty() || seq % CHECKPOINT_EVERY == 0;
+    let mut extracts = req.consumed;
+    if checkpoint && builds_on && !seqs.is_empty() {
+        let mut folded = commit::read_state(store, &load.path, &seqs).await?;
+        for (name, c) in &extracts {
+            folded.extracts.entry(name.clone()).or_default().apply(c);
+        }
+        extracts = folded.extracts.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
+    }
+    if !checkpoint {
+        keep.extend(seqs.iter().map(|s| format!("{RECORDS_DIR}/{}", commit::record_name(*s))));
+    }
+    let record = CommitRecord {
+        weir_commit: commit::FORMAT_VERSION,
+        pipeline: req.pipeline.to_string(),
+        load: req.task.to_string(),
+        seq,
+        run_id: req.run_id.to_string(),
+        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        mode: mode_name(load.mode).to_string(),
+        checkpoint,
+        rows_written: outcome.rows,
+        files_written: written.iter().map(rel_of).collect(),
+        extracts,
+    };
+    let record_path = staging.clone().join("_weir").join("commits").join(commit::record_name(seq).as_str());
+    let bytes = serde_json::to_vec_pretty(&record)
+        .map_err(|e| SinkError::Record { path: record_path.to_string(), reason: e.to_string() })?;
+    store.object_store.put(&record_path, bytes.into()).await?;
+
+    failpoint::hit("after_data_files", req.task).await.map_err(SinkError::Failpoint)?;
+    failpoint::hit("before_publish", req.task).await.map_err(SinkError::Failpoint)?;
     Ok(Staged {
         store: store.clone(),
         target_rel: load.path.clone(),
         staging_rel,
         old_rel,
-        mode: load.mode,
-        task: task.to_string(),
+        task: req.task.to_string(),
+        keep,
         outcome,
+        record,
     })
+}
+
+pub fn mode_name(m: LoadMode) -> &'static str {
+    match m {
+        LoadMode::Overwrite => "overwrite",
+        LoadMode::Append => "append",
+        LoadMode::Merge => "merge",
+        LoadMode::ReplacePartitions => "replace_partitions",
+    }
+}
+
+/// The new rows must have the columns of the output they are added to.
+async fn check_same_columns(
+    store: &Store,
+    current: &[CurrentFile],
+    schema: &SchemaRef,
+    partition_by: &[String],
+) -> Result<(), SinkError> {
+    let Some(sample) = current.iter().max_by(|a, b| a.meta.last_modified.cmp(&b.meta.last_modified)) else {
+        return Ok(());
+    };
+    let (_, file_schema) = footer(store, &sample.meta).await?;
+    let have: Vec<(String, String)> = file_schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), crate::compile::types::sql_name(f.data_type())))
+        .collect();
+    let want: Vec<(String, String)> = schema
+        .fields()
+        .iter()
+        .filter(|f| !partition_by.contains(f.name()))
+        .map(|f| (f.name().clone(), crate::compile::types::sql_name(f.data_type())))
+        .collect();
+    if have != want {
+        let show = |v: &[(String, String)]| v.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+        return Err(SinkError::Columns { file: sample.rel.clone(), have: show(&have), want: show(&want) });
+    }
+    Ok(())
+}
+
+/// The Parquet metadata and Arrow schema of a file.
+pub(super) async fn footer(
+    store: &Store,
+    meta: &object_store::ObjectMeta,
+) -> Result<(Arc<datafusion::parquet::file::metadata::ParquetMetaData>, SchemaRef), SinkError> {
+    use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+    let md = DFParquetMetadata::new(store.object_store.as_ref(), meta).fetch_metadata().await?;
+    let schema = datafusion::parquet::arrow::parquet_to_arrow_schema(
+        md.file_metadata().schema_descr(),
+        md.file_metadata().key_value_metadata(),
+    )
+    .map_err(|e| SinkError::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(e))))?;
+    Ok((md, Arc::new(schema)))
 }
 
 impl Staged {
     /// Make the staged output visible (see the module docs). Once started this runs to the
     /// end: the caller must not drop it midway (cancellation and timeouts stop before it).
-    pub async fn publish(self) -> Result<WriteOutcome, SinkError> {
+    pub async fn publish(self) -> Result<(WriteOutcome, CommitRecord), SinkError> {
         let store = &self.store;
         match &store.backend {
             Backend::Local(_) => {
                 let path =
                     |rel: &str| store.local_path(rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(rel)));
                 let (target, staged, old) = (path(&self.target_rel)?, path(&self.staging_rel)?, path(&self.old_rel)?);
-                let mode = self.mode;
-                tokio::task::spawn_blocking(move || publish_local(&staged, &target, &old, mode))
+                let keep = self.keep.clone();
+                tokio::task::spawn_blocking(move || publish_local(&staged, &target, &old, &keep))
                     .await
                     .map_err(|e| SinkError::io("publishing", Path::new(""), std::io::Error::other(e.to_string())))??;
             }
             _ => {
-                publish_remote(store, &store.path(&self.staging_rel), &store.path(&self.target_rel), self.mode).await?
+                publish_remote(store, &store.path(&self.staging_rel), &store.path(&self.target_rel), &self.keep).await?
             }
         }
         failpoint::hit("after_publish", &self.task).await.map_err(SinkError::Failpoint)?;
-        Ok(self.outcome)
+        Ok((self.outcome, self.record))
     }
 }
 
@@ -222,8 +411,9 @@ async fn remove_leftovers(store: &Store, parent: &str, base: &str, run_id: &str)
     Ok(())
 }
 
-/// Publish a staged directory on local disk with an atomic directory swap.
-fn publish_local(staged: &Path, target: &Path, old: &Path, mode: LoadMode) -> Result<(), SinkError> {
+/// Publish a staged directory on local disk with an atomic directory swap. The files of the
+/// current version listed in `keep` are hard-linked into the new one first.
+fn publish_local(staged: &Path, target: &Path, old: &Path, keep: &[String]) -> Result<(), SinkError> {
     std::fs::create_dir_all(staged).map_err(|e| SinkError::io("creating", staged, e))?;
     let exists = match std::fs::symlink_metadata(target) {
         Ok(m) if m.is_dir() => true,
@@ -231,9 +421,20 @@ fn publish_local(staged: &Path, target: &Path, old: &Path, mode: LoadMode) -> Re
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(SinkError::io("reading", target, e)),
     };
-    if exists && mode == LoadMode::Append {
-        // The new version = the current files (hard links, no copying) + the new ones.
-        link_tree(target, staged)?;
+    if exists {
+        // The new version = the kept files (hard links, no copying) + the new ones.
+        for rel in keep {
+            let (src, dst) = (target.join(rel), staged.join(rel));
+            if dst.exists() {
+                continue;
+            }
+            if let Some(d) = dst.parent() {
+                std::fs::create_dir_all(d).map_err(|e| SinkError::io("creating", d, e))?;
+            }
+            std::fs::hard_link(&src, &dst)
+                .or_else(|_| std::fs::copy(&src, &dst).map(|_| ()))
+                .map_err(|e| SinkError::io("linking", &dst, e))?;
+        }
     }
     sync_tree(staged)?;
     if let Some(parent) = target.parent() {
@@ -271,25 +472,6 @@ fn publish_local(staged: &Path, target: &Path, old: &Path, mode: LoadMode) -> Re
     Ok(())
 }
 
-/// Hard-link every file under `from` into `to` at the same relative path.
-fn link_tree(from: &Path, to: &Path) -> Result<(), SinkError> {
-    for entry in std::fs::read_dir(from).map_err(|e| SinkError::io("reading", from, e))? {
-        let entry = entry.map_err(|e| SinkError::io("reading", from, e))?;
-        let src = entry.path();
-        let dst = to.join(entry.file_name());
-        let ft = entry.file_type().map_err(|e| SinkError::io("reading", &src, e))?;
-        if ft.is_dir() {
-            std::fs::create_dir_all(&dst).map_err(|e| SinkError::io("creating", &dst, e))?;
-            link_tree(&src, &dst)?;
-        } else if !dst.exists() {
-            std::fs::hard_link(&src, &dst)
-                .or_else(|_| std::fs::copy(&src, &dst).map(|_| ()))
-                .map_err(|e| SinkError::io("linking", &dst, e))?;
-        }
-    }
-    Ok(())
-}
-
 /// fsync every file and directory under `dir`, so that the publish survives a power loss.
 fn sync_tree(dir: &Path) -> Result<(), SinkError> {
     for entry in std::fs::read_dir(dir).map_err(|e| SinkError::io("reading", dir, e))?.flatten() {
@@ -306,18 +488,25 @@ fn sync_tree(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Publish on an object store: copy the staged objects into place, then delete what the
-/// new version replaces (overwrite) and the staging objects.
+/// Publish on an object store: copy the staged objects into place (the commit record last),
+/// then delete what the new version does not keep, and the staging objects.
 async fn publish_remote(
     store: &Store,
     staging: &ObjectPath,
     target: &ObjectPath,
-    mode: LoadMode,
+    keep: &[String],
 ) -> Result<(), SinkError> {
     let os = store.object_store.as_ref();
-    let staged = list_all(os, staging).await?;
-    let before: Vec<_> = if mode == LoadMode::Overwrite { list_all(os, target).await? } else { Vec::new() };
+    let mut staged = list_all(os, staging).await?;
+    // records last: a version is committed when its record is in place
+    staged.sort_by_key(|m| m.location.as_ref().contains("/_weir/"));
+    let before = match list_all(os, target).await {
+        Ok(v) => v,
+        Err(SinkError::ObjectStore(object_store::Error::NotFound { .. })) => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let staging_parts = staging.parts().count();
+    let target_parts = target.parts().count();
     let mut new_paths = HashSet::new();
     for m in &staged {
         let mut dst = target.clone();
@@ -327,8 +516,10 @@ async fn publish_remote(
         os.copy(&m.location, &dst).await?;
         new_paths.insert(dst);
     }
+    let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
     for m in before {
-        if !new_paths.contains(&m.location) {
+        let rel = m.location.parts().skip(target_parts).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/");
+        if !new_paths.contains(&m.location) && !keep.contains(rel.as_str()) {
             os.delete(&m.location).await?;
         }
     }

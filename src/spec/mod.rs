@@ -236,9 +236,7 @@ fn not_supported(key: &str) -> Diagnostic {
         "notify" | "freshness" => "alerts",
         "engine" => "engine selection (scale-out)",
         "checks" | "on_check_failure" => "validation gates",
-        "incremental" => "incremental extracts",
         "bad_rows" => "bad-row handling",
-        "keys" | "order_by" | "delete_when" => "merge loads",
         _ => "this feature",
     };
     Diagnostic::new("not-supported", format!("`{key}` is not supported yet by this version of weir"))
@@ -718,23 +716,24 @@ impl Parser {
                 later.push(path.key("on_check_failure"));
             }
             if let Some(e) = &task.extract {
-                if e.incremental.is_some() {
-                    later.push(path.key("extract").key("incremental"));
+                if let Some(inc) = &e.incremental
+                    && !inc.new_files
+                    && inc.watermark.is_none()
+                {
+                    self.push(
+                        self.at_key(
+                            "incremental",
+                            &path.key("extract").key("incremental"),
+                            "`incremental` says neither `new_files: true` nor `watermark`",
+                        )
+                        .help("read new files with `new_files: true`, or new rows with `watermark: { column: … }`; or remove `incremental`"),
+                    );
                 }
                 if e.bad_rows.is_some() {
                     later.push(path.key("extract").key("bad_rows"));
                 }
             }
             if let Some(l) = &task.load {
-                for (k, present) in [
-                    ("keys", l.keys.is_some()),
-                    ("order_by", l.order_by.is_some()),
-                    ("delete_when", l.delete_when.is_some()),
-                ] {
-                    if present {
-                        later.push(path.key("load").key(k));
-                    }
-                }
                 if l.format == OutputFormat::Delta {
                     self.push(
                         self.at_value(
@@ -744,18 +743,6 @@ impl Parser {
                             "`format: delta` is not supported yet by this version of weir",
                         )
                         .help("Delta Lake output will come in a later version; use `format: parquet` for now"),
-                    );
-                }
-                if matches!(l.mode, LoadMode::Merge | LoadMode::ReplacePartitions) {
-                    let m = if l.mode == LoadMode::Merge { "merge" } else { "replace_partitions" };
-                    self.push(
-                        self.at_value(
-                            "not-supported",
-                            &path.key("load").key("mode"),
-                            m.len(),
-                            format!("`mode: {m}` is not supported yet by this version of weir"),
-                        )
-                        .help("use `overwrite` or `append` for now"),
                     );
                 }
             }
@@ -807,7 +794,8 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Paths whose string is SQL (secrets are refused there).
 fn is_sql_path(path: &YamlPath) -> bool {
-    matches!(path.segments(), [Seg::Key(t), _, Seg::Key(k), Seg::Key(f)] if t == "tasks" && k == "transform" && f == "sql")
+    matches!(path.segments(), [Seg::Key(t), _, Seg::Key(k), Seg::Key(f)]
+        if t == "tasks" && ((k == "transform" && f == "sql") || (k == "load" && f == "delete_when")))
 }
 
 pub fn is_identifier(s: &str) -> bool {

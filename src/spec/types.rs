@@ -220,14 +220,67 @@ pub struct Extract {
     #[schemars(range(min = 1))]
     pub infer_rows: Option<usize>,
 
-    /// Not supported yet (incremental loads).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub incremental: Option<serde_yaml::Value>,
+    /// Read only what is new since the loads downstream last committed: new and changed
+    /// files (`new_files: true`), rows past a watermark (`watermark: {column, lookback}`), or
+    /// both. What a load consumed is committed atomically with its data, so a crash and a
+    /// re-run read every row exactly once. `weir run --full-refresh` reads everything again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
     /// Not supported yet (bad-row handling).
     #[serde(default, skip_serializing)]
     #[schemars(skip)]
     pub bad_rows: Option<serde_yaml::Value>,
+}
+
+/// What an incremental extract reads: at least one of `new_files` and `watermark`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Incremental {
+    /// Read only files that the loads downstream have not consumed yet, and files that changed
+    /// since (a different size, modification time or ETag: the whole file is read again).
+    /// Files already consumed and unchanged are not opened at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_files: bool,
+
+    /// Read only rows whose `column` is greater than the highest value a previous run loaded
+    /// (minus `lookback`). With `new_files: true` as well, only new and changed files are
+    /// scanned for such rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Watermark>,
+}
+
+/// A cursor column that only grows (an update timestamp, an increasing id).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Watermark {
+    /// The cursor column: an integer, decimal, date, timestamp or text column of the extract.
+    /// Rows with a NULL cursor are never read (the run counts them).
+    pub column: String,
+
+    /// Read again this far behind the watermark, to pick up rows that arrived late with an
+    /// older cursor value: a duration (`2h`, `1d`) for timestamp and date columns, a number
+    /// for integer and decimal columns. Rows inside the window are read again, so `lookback`
+    /// requires every load downstream to use `mode: merge` with `keys`. Default: none (rows
+    /// are read when their cursor is strictly greater than the watermark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<Scalar>,
+}
+
+/// One column name, or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Columns {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Columns {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Columns::One(c) => vec![c.clone()],
+            Columns::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// Input file format.
@@ -340,18 +393,21 @@ pub struct Load {
     #[schemars(range(min = 1))]
     pub max_rows_per_file: Option<usize>,
 
-    /// Not supported yet (merge loads).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub keys: Option<serde_yaml::Value>,
-    /// Not supported yet (merge loads).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub order_by: Option<serde_yaml::Value>,
-    /// Not supported yet (merge loads).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub delete_when: Option<serde_yaml::Value>,
+    /// `mode: merge`: the column(s) identifying a row. A row of this run replaces the row
+    /// with the same keys, or is added when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Columns>,
+
+    /// `mode: merge`: when this run holds several rows with the same keys, the one with the
+    /// greatest value of these column(s) wins (NULL is lowest). Without `order_by`, several
+    /// rows per key are an error. Two rows tied on `order_by` are an error too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_by: Option<Columns>,
+
+    /// `mode: merge`: a SQL condition on this run's rows, e.g. `op = 'D'`. A row for which it
+    /// is true deletes the row with its keys from the output and is not written itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_when: Option<String>,
 }
 
 /// Output table format.
@@ -374,9 +430,11 @@ pub enum LoadMode {
     Overwrite,
     /// Add this run's rows to the output.
     Append,
-    /// Create-or-update by `keys` (not supported yet).
+    /// Create-or-update by `keys`: rows of this run replace the rows with the same keys,
+    /// others are added; only the files that can hold those keys are rewritten.
     Merge,
-    /// Replace only the partitions present in this run's rows (not supported yet).
+    /// Replace only the partitions (`partition_by`) present in this run's rows; the other
+    /// partitions stay as they are.
     ReplacePartitions,
 }
 

@@ -1,12 +1,16 @@
 //! `state`: the embedded SQLite store of runs and task runs, with versioned migrations and
 //! a per-pipeline run lock. WAL mode and a busy timeout let several `weir` processes share
-//! one file.
+//! one file. It also caches each load's consumed state (file ledger, watermarks); the source
+//! of truth for that is the load's output (its commit records), and the cache is reconciled
+//! with it at the start of every run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::sink::commit::{CommitRecord, LedgerEntry, LoadState, WatermarkValue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -62,6 +66,35 @@ const MIGRATIONS: &[&str] = &[
         pid INTEGER NOT NULL,
         host TEXT NOT NULL,
         acquired_at TEXT NOT NULL
+    );",
+    // 2: a cache of what each load's output says it consumed (its commit records)
+    "CREATE TABLE load_commits (
+        pipeline TEXT NOT NULL,
+        load TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        run_id TEXT,
+        committed_at TEXT,
+        PRIMARY KEY (pipeline, load)
+    );
+    CREATE TABLE ledger (
+        pipeline TEXT NOT NULL,
+        load TEXT NOT NULL,
+        extract TEXT NOT NULL,
+        store TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        last_modified TEXT NOT NULL,
+        e_tag TEXT,
+        PRIMARY KEY (pipeline, load, extract, store, path)
+    );
+    CREATE TABLE watermarks (
+        pipeline TEXT NOT NULL,
+        load TEXT NOT NULL,
+        extract TEXT NOT NULL,
+        column_name TEXT NOT NULL,
+        data_type TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (pipeline, load, extract)
     );",
 ];
 
@@ -243,6 +276,90 @@ impl StateStore {
         Ok(())
     }
 
+    /// The consumed state of a load as last cached, if any.
+    pub fn load_state(&self, pipeline: &str, load: &str) -> Result<Option<LoadState>, StateError> {
+        let conn = self.conn();
+        let head: Option<(i64, Option<String>, Option<String>)> = conn
+            .query_row(
+                "SELECT seq, run_id, committed_at FROM load_commits WHERE pipeline = ?1 AND load = ?2",
+                params![pipeline, load],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((seq, run_id, committed_at)) = head else { return Ok(None) };
+        let mut state = LoadState { seq: seq as u64, run_id, committed_at, ..Default::default() };
+        let mut stmt = conn.prepare_cached(
+            "SELECT extract, store, path, size, last_modified, e_tag FROM ledger WHERE pipeline = ?1 AND load = ?2",
+        )?;
+        let rows = stmt.query_map(params![pipeline, load], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                LedgerEntry {
+                    store: r.get(1)?,
+                    path: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    last_modified: r.get(4)?,
+                    e_tag: r.get(5)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (extract, e) = row?;
+            state.extracts.entry(extract).or_default().files.insert((e.store.clone(), e.path.clone()), e);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT extract, column_name, data_type, value FROM watermarks WHERE pipeline = ?1 AND load = ?2",
+        )?;
+        let rows = stmt.query_map(params![pipeline, load], |r| {
+            Ok((r.get::<_, String>(0)?, WatermarkValue { column: r.get(1)?, data_type: r.get(2)?, value: r.get(3)? }))
+        })?;
+        for row in rows {
+            let (extract, w) = row?;
+            state.extracts.entry(extract).or_default().watermark = Some(w);
+        }
+        Ok(Some(state))
+    }
+
+    /// Replace the cached state of a load (after reading it from the output's records).
+    pub fn replace_load_state(&self, pipeline: &str, load: &str, state: &LoadState) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM ledger WHERE pipeline = ?1 AND load = ?2", params![pipeline, load])?;
+        tx.execute("DELETE FROM watermarks WHERE pipeline = ?1 AND load = ?2", params![pipeline, load])?;
+        tx.execute("DELETE FROM load_commits WHERE pipeline = ?1 AND load = ?2", params![pipeline, load])?;
+        if state.seq > 0 {
+            tx.execute(
+                "INSERT INTO load_commits (pipeline, load, seq, run_id, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![pipeline, load, state.seq as i64, state.run_id, state.committed_at],
+            )?;
+            for (extract, e) in &state.extracts {
+                insert_extract_state(&tx, pipeline, load, extract, &e.files.values().cloned().collect::<Vec<_>>(), e.watermark.as_ref())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Apply a load's new commit to the cache (after it was published).
+    pub fn record_commit(&self, r: &CommitRecord) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (p, l) = (r.pipeline.as_str(), r.load.as_str());
+        if r.checkpoint {
+            tx.execute("DELETE FROM ledger WHERE pipeline = ?1 AND load = ?2", params![p, l])?;
+            tx.execute("DELETE FROM watermarks WHERE pipeline = ?1 AND load = ?2", params![p, l])?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO load_commits (pipeline, load, seq, run_id, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![p, l, r.seq as i64, r.run_id, r.committed_at],
+        )?;
+        for (extract, c) in &r.extracts {
+            insert_extract_state(&tx, p, l, extract, &c.files, c.watermark.as_ref())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The latest runs, newest first, optionally of one pipeline.
     pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let conn = self.conn();
@@ -293,6 +410,29 @@ impl StateStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+fn insert_extract_state(
+    tx: &rusqlite::Transaction<'_>,
+    pipeline: &str,
+    load: &str,
+    extract: &str,
+    files: &[LedgerEntry],
+    watermark: Option<&WatermarkValue>,
+) -> Result<(), StateError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO ledger (pipeline, load, extract, store, path, size, last_modified, e_tag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for f in files {
+        stmt.execute(params![pipeline, load, extract, f.store, f.path, f.size as i64, f.last_modified, f.e_tag])?;
+    }
+    if let Some(w) = watermark {
+        tx.execute(
+            "INSERT OR REPLACE INTO watermarks (pipeline, load, extract, column_name, data_type, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![pipeline, load, extract, w.column, w.data_type, w.value],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

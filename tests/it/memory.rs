@@ -27,6 +27,7 @@ async fn run_once(yaml: &str, staging: &Path) -> run::RunReport {
         observer: None,
         state: None,
         target_partitions: Some(2),
+        full_refresh: false,
     };
     run::run(Arc::new(plan), opts).await.unwrap()
 }

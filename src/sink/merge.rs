@@ -1,0 +1,405 @@
+//! `mode: merge` on Parquet: create-or-update by keys, rewriting only the files that can hold
+//! a key of this run.
+//!
+//! 1. This run's rows are staged (local scratch, Parquet). Rows with a NULL key are refused;
+//!    several rows per key are reduced to the one with the greatest `order_by` (or refused
+//!    without `order_by`, or when tied on it).
+//! 2. For each current file, the Parquet statistics of the first key column (that is not a
+//!    partition column) give a `[min, max]` range per row group. A file is *affected* when a
+//!    key of this run falls in one of its ranges (or it has no statistics).
+//! 3. The new version = the unaffected files, kept as they are (hard links), + the affected
+//!    files rewritten as (their rows whose keys are not in this run) ∪ (this run's rows not
+//!    matching `delete_when`). The anti-join builds its hash table on this run's keys.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Scalar};
+use datafusion::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::common::config::TableParquetOptions;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, col, lit};
+use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use datafusion::prelude::{ParquetReadOptions, SessionContext, ident};
+use futures::StreamExt;
+
+use super::SinkError;
+use super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, parquet_options};
+use crate::compile::LoadPlan;
+use crate::spec::OutputCompression;
+use crate::storage::Store;
+
+pub(super) struct MergeOutcome {
+    pub outcome: WriteOutcome,
+    /// Current files the new version keeps unchanged.
+    pub keep: Vec<String>,
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn df_err(e: datafusion::error::DataFusionError) -> SinkError {
+    SinkError::DataFusion(e)
+}
+
+/// Stage the merge of `plan`'s rows into the output whose data files are `current`, writing
+/// the new and rewritten files under `url`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn stage_merge(
+    state: &SessionState,
+    plan: LogicalPlan,
+    schema: &SchemaRef,
+    load: &LoadPlan,
+    current: &[super::parquet::CurrentFile],
+    url: &str,
+    options: TableParquetOptions,
+    scratch: &Path,
+) -> Result<MergeOutcome, SinkError> {
+    // A context of its own (the run's tables are not needed), on the run's object stores.
+    let mut config = state.config().clone();
+    config.options_mut().catalog.create_default_catalog_and_schema = true;
+    let ctx = SessionContext::new_with_config_rt(config, state.runtime_env().clone());
+    let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
+    let key_list = keys.join(", ");
+
+    // 1. This run's rows, staged.
+    let delta_dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
+    let delta_url = format!("file://{}/", delta_dir.display());
+    let staged = execute_to_parquet(
+        state,
+        plan,
+        &delta_url,
+        vec![],
+        parquet_options(OutputCompression::Lz4, 1 << 20),
+    )
+    .await?;
+    let mut outcome = WriteOutcome { rows_in: staged.rows_in, ..Default::default() };
+    if staged.rows == 0 {
+        // Nothing to merge: the output stays as it is (a first load gets an empty file).
+        return Ok(MergeOutcome { outcome, keep: current.iter().map(|f| f.rel.clone()).collect() });
+    }
+    ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+
+    let null_cond = load.keys.iter().map(|k| format!("{} IS NULL", quote(k))).collect::<Vec<_>>().join(" OR ");
+    let nulls = scalar_u64(&ctx, &format!("SELECT count(*) FROM __rows WHERE {null_cond}")).await?;
+    if nulls > 0 {
+        return Err(SinkError::Merge(format!(
+            "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
+            load.keys.join(", ")
+        )));
+    }
+
+    let dups = sample_rows(
+        &ctx,
+        &format!("SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list} HAVING count(*) > 1 LIMIT 3"),
+    )
+    .await?;
+    let source = if dups.is_empty() {
+        "__rows"
+    } else if load.order_by.is_empty() {
+        return Err(SinkError::Merge(format!(
+            "several of this run's rows have the same keys (for example {}); set `order_by` to say which one wins",
+            dups.join("; ")
+        )));
+    } else {
+        let ob: Vec<String> = load.order_by.iter().map(|c| quote(c)).collect();
+        let ties = sample_rows(
+            &ctx,
+            &format!(
+                "SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list}, {} HAVING count(*) > 1 LIMIT 3",
+                ob.join(", ")
+            ),
+        )
+        .await?;
+        if !ties.is_empty() {
+            return Err(SinkError::Merge(format!(
+                "several of this run's rows have the same keys and the same `order_by` ({}), so none of them is the latest (for example {})",
+                load.order_by.join(", "),
+                ties.join("; ")
+            )));
+        }
+        let order = ob.iter().map(|c| format!("{c} DESC NULLS LAST")).collect::<Vec<_>>().join(", ");
+        let cols = schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        let latest = ctx
+            .sql(&format!(
+                "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {key_list} ORDER BY {order}) AS __weir_rn FROM __rows) WHERE __weir_rn = 1"
+            ))
+            .await
+            .map_err(df_err)?;
+        let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
+        let latest_url = format!("file://{}/", latest_dir.display());
+        execute_to_parquet(
+            state,
+            latest.logical_plan().clone(),
+            &latest_url,
+            vec![],
+            parquet_options(OutputCompression::Lz4, 1 << 20),
+        )
+        .await?;
+        ctx.register_parquet("__latest", &latest_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+        "__latest"
+    };
+
+    // Rows written: this run's rows minus the deletions.
+    let mut upserts = ctx.table(source).await.map_err(df_err)?;
+    if let Some(cond) = &load.delete_when {
+        let pred = crate::compile::sql::predicate(state, cond, schema)
+            .map_err(|m| SinkError::Merge(format!("invalid `delete_when`: {m}")))?;
+        let keep_row = Expr::Not(Box::new(datafusion::functions::core::expr_fn::coalesce(vec![pred, lit(false)])));
+        upserts = upserts.filter(keep_row).map_err(df_err)?;
+    }
+
+    // 2. Which current files can hold one of this run's keys.
+    let (affected, keep) = affected_files(&ctx, &load.store, current, source, load).await?;
+
+    // 3. The rewrite.
+    let mut out = upserts;
+    if !affected.is_empty() {
+        let current_rows = read_current(&ctx, &load.store, &affected, schema, &load.partition_by).await?;
+        let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
+        let run_keys = ctx
+            .table(source)
+            .await
+            .map_err(df_err)?
+            .select(
+                load.keys.iter().enumerate().map(|(k, c)| ident(c).alias(format!("__weir_k{k}"))).collect::<Vec<Expr>>(),
+            )
+            .map_err(df_err)?;
+        let renamed: Vec<String> = (0..load.keys.len()).map(|k| format!("__weir_k{k}")).collect();
+        let renamed: Vec<&str> = renamed.iter().map(String::as_str).collect();
+        let kept_rows = current_rows
+            .join(run_keys, datafusion::logical_expr::JoinType::LeftAnti, &key_cols, &renamed, None)
+            .map_err(df_err)?;
+        out = kept_rows.union(out).map_err(df_err)?;
+    }
+    let written = execute_to_parquet(state, out.logical_plan().clone(), url, load.partition_by.clone(), options).await?;
+    outcome.rows = written.rows;
+    tracing::info!(
+        files = current.len(),
+        rewritten = affected.len(),
+        kept = keep.len(),
+        rows = staged.rows,
+        "merge: {} of {} files rewritten",
+        affected.len(),
+        current.len()
+    );
+    Ok(MergeOutcome { outcome, keep })
+}
+
+async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, SinkError> {
+    let batches = ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
+    let v = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
+        .transpose()
+        .map_err(df_err)?;
+    Ok(match v {
+        Some(ScalarValue::Int64(Some(n))) => n.max(0) as u64,
+        Some(ScalarValue::UInt64(Some(n))) => n,
+        _ => 0,
+    })
+}
+
+/// Rows of `sql` as `a=1, b=2 (n rows)` texts.
+async fn sample_rows(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, SinkError> {
+    let batches = ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+        for r in 0..b.num_rows() {
+            let mut parts = Vec::new();
+            let mut n = String::new();
+            for (c, name) in names.iter().enumerate() {
+                let v = ScalarValue::try_from_array(b.column(c), r).map_err(df_err)?;
+                if name == "n" && c + 1 == names.len() {
+                    n = format!(" ({v} rows)");
+                } else {
+                    parts.push(format!("{name}={v}"));
+                }
+            }
+            out.push(format!("{}{n}", parts.join(", ")));
+        }
+    }
+    Ok(out)
+}
+
+/// Split `current` into files that may hold a key of `source` and files that cannot.
+async fn affected_files(
+    ctx: &SessionContext,
+    store: &Store,
+    current: &[CurrentFile],
+    source: &str,
+    load: &LoadPlan,
+) -> Result<(Vec<CurrentFile>, Vec<String>), SinkError> {
+    let Some(key) = load.keys.iter().find(|k| !load.partition_by.contains(k)) else {
+        return Ok((current.to_vec(), Vec::new()));
+    };
+    // Per file, the [min, max] of the key per row group; None: unknown, rewrite it.
+    let mut ranges: Vec<Option<Vec<(ArrayRef, ArrayRef)>>> = Vec::with_capacity(current.len());
+    for f in current {
+        ranges.push(key_ranges(store, f, key).await?);
+    }
+    let mut hit: Vec<bool> = ranges.iter().map(Option::is_none).collect();
+    if hit.iter().any(|h| !h) {
+        let mut stream = ctx
+            .sql(&format!("SELECT {} FROM {source}", quote(key)))
+            .await
+            .map_err(df_err)?
+            .execute_stream()
+            .await
+            .map_err(df_err)?;
+        'batches: while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            let keys = batch.column(0);
+            for (k, r) in ranges.iter().enumerate() {
+                if hit[k] {
+                    continue;
+                }
+                let Some(groups) = r else { continue };
+                for (min, max) in groups {
+                    if min.data_type() != keys.data_type() || min.is_null(0) || max.is_null(0) {
+                        hit[k] = true;
+                        break;
+                    }
+                    let ge = gt_eq(keys, &Scalar::new(min.clone())).map_err(|e| df_err(e.into()))?;
+                    let le = lt_eq(keys, &Scalar::new(max.clone())).map_err(|e| df_err(e.into()))?;
+                    let both: BooleanArray =
+                        datafusion::arrow::compute::and(&ge, &le).map_err(|e| df_err(e.into()))?;
+                    if both.true_count() > 0 {
+                        hit[k] = true;
+                        break;
+                    }
+                }
+            }
+            if hit.iter().all(|h| *h) {
+                break 'batches;
+            }
+        }
+    }
+    let mut affected = Vec::new();
+    let mut keep = Vec::new();
+    for (f, h) in current.iter().zip(hit) {
+        if h { affected.push(f.clone()) } else { keep.push(f.rel.clone()) }
+    }
+    Ok((affected, keep))
+}
+
+/// The `[min, max]` of `column` in each row group of `file`, from its Parquet statistics.
+async fn key_ranges(store: &Store, file: &CurrentFile, column: &str) -> Result<Option<Vec<(ArrayRef, ArrayRef)>>, SinkError> {
+    let (meta, arrow_schema) = super::parquet::footer(store, &file.meta).await?;
+    let Ok(conv) = StatisticsConverter::try_new(column, &arrow_schema, meta.file_metadata().schema_descr()) else {
+        return Ok(None);
+    };
+    let (Ok(mins), Ok(maxes)) =
+        (conv.row_group_mins(meta.row_groups().iter()), conv.row_group_maxes(meta.row_groups().iter()))
+    else {
+        return Ok(None);
+    };
+    if meta.row_groups().is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(Some((0..mins.len()).map(|i| (mins.slice(i, 1), maxes.slice(i, 1))).collect()))
+}
+
+/// The rows of `files`, with partition columns restored from their directory names, in the
+/// columns of `schema`.
+async fn read_current(
+    ctx: &SessionContext,
+    store: &Store,
+    files: &[CurrentFile],
+    schema: &SchemaRef,
+    partition_by: &[String],
+) -> Result<datafusion::dataframe::DataFrame, SinkError> {
+    let file_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema.fields().iter().filter(|f| !partition_by.contains(f.name())).cloned().collect::<Vec<_>>(),
+    ));
+    let mut by_dir: std::collections::BTreeMap<&str, Vec<&CurrentFile>> = Default::default();
+    for f in files {
+        by_dir.entry(f.dir()).or_default().push(f);
+    }
+    let mut out: Option<datafusion::dataframe::DataFrame> = None;
+    for (dir, group) in by_dir {
+        let values = partition_values(dir);
+        let urls = group
+            .iter()
+            .map(|f| ListingTableUrl::parse(store.url_of(&f.meta.location, false)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(df_err)?;
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(ListingOptions::new(Arc::new(ParquetFormat::default())))
+            .with_schema(file_schema.clone());
+        let table = ListingTable::try_new(config).map_err(df_err)?;
+        let mut exprs = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            if partition_by.contains(f.name()) {
+                let text = values.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.clone());
+                let v = partition_scalar(text, f.data_type())?;
+                exprs.push(lit(v).alias(f.name()));
+            } else {
+                exprs.push(col(datafusion::common::Column::new_unqualified(f.name())).alias(f.name()));
+            }
+        }
+        let df = ctx.read_table(Arc::new(table)).map_err(df_err)?.select(exprs).map_err(df_err)?;
+        out = Some(match out {
+            None => df,
+            Some(o) => o.union(df).map_err(df_err)?,
+        });
+    }
+    out.ok_or_else(|| SinkError::Merge("no files to read".into()))
+}
+
+/// `region=north/day=2024-01-01` → [(region, north), (day, 2024-01-01)], percent-decoded.
+fn partition_values(dir: &str) -> Vec<(String, String)> {
+    dir.split('/')
+        .filter_map(|seg| seg.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn partition_scalar(text: Option<String>, dt: &DataType) -> Result<ScalarValue, SinkError> {
+    match text {
+        None => ScalarValue::try_from(dt).map_err(df_err),
+        Some(t) if t == "__HIVE_DEFAULT_PARTITION__" => ScalarValue::try_from(dt).map_err(df_err),
+        Some(t) => ScalarValue::try_from_string(t, dt).map_err(df_err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_directories_decode() {
+        assert_eq!(
+            partition_values("region=north/day=2024-01-01"),
+            vec![("region".to_string(), "north".to_string()), ("day".to_string(), "2024-01-01".to_string())]
+        );
+        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
