@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 a run failed (or was cancelled), 2 invalid pipeline or usage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indexmap::IndexMap;
+use petgraph::graph::NodeIndex;
 use tokio_util::sync::CancellationToken;
 
 use crate::compile::{self, CompileError, Execution, Plan, TaskKind, types::sql_name};
@@ -176,7 +177,8 @@ async fn dispatch(cli: Cli) -> i32 {
                         if k > 0 {
                             out.push('\n');
                         }
-                        out.push_str(&render_plan(p));
+                        let reads = incremental_preview(p).await;
+                        out.push_str(&render_plan(p, &reads));
                     }
                     print!("{out}");
                     EXIT_OK
@@ -587,7 +589,7 @@ impl Observer for Progress {
         if let Some(e) = &r.error {
             detail.push(e.clone());
         } else if let Some(n) = &r.note
-            && r.status != TaskStatus::Succeeded
+            && (r.status != TaskStatus::Succeeded || r.kind == "extract")
         {
             detail.push(n.clone());
         }
@@ -699,7 +701,62 @@ pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
 }
 
 /// `weir plan` output.
-pub fn render_plan(p: &Plan) -> String {
+/// Per incremental extract, what a run would read for each load it feeds (from the loads'
+/// outputs, the source of truth).
+pub async fn incremental_preview(p: &Plan) -> HashMap<NodeIndex, Vec<String>> {
+    let mut out: HashMap<NodeIndex, Vec<String>> = HashMap::new();
+    let all: HashSet<NodeIndex> = p.graph.node_indices().collect();
+    let states = match run::incremental::load_states(p, &all, None).await {
+        Ok(s) => s,
+        Err(e) => {
+            for &i in &p.order {
+                if let TaskKind::Extract(ex) = &p.task(i).kind
+                    && ex.incremental.is_some()
+                {
+                    out.entry(i).or_default().push(format!("unknown: {}", p.secrets.redact(&e.to_string())));
+                }
+            }
+            return out;
+        }
+    };
+    for &l in &p.order {
+        let Some(ls) = states.get(&l) else { continue };
+        let load = &p.task(l).name;
+        for &s in p.incremental_sources(l) {
+            let TaskKind::Extract(e) = &p.task(s).kind else { continue };
+            let Some(inc) = &e.incremental else { continue };
+            let name = &p.task(s).name;
+            let empty = Default::default();
+            let st = ls.extract(name).unwrap_or(&empty);
+            let line = match run::incremental::extract_input(name, e, st) {
+                Err(err) => format!("unknown: {err}"),
+                Ok(input) => {
+                    let mut parts = Vec::new();
+                    if inc.new_files {
+                        let bytes: u64 = input.files.iter().map(|f| f.size).sum();
+                        parts.push(format!(
+                            "new files: {} new or changed of {} ({})",
+                            input.files.len(),
+                            e.files.len(),
+                            fmt_bytes(bytes)
+                        ));
+                    }
+                    if let Some(w) = &inc.watermark {
+                        parts.push(match &input.after {
+                            Some(after) => format!("rows with {} > {}", w.column, run::incremental::display(after)),
+                            None => format!("all rows with a {} (no watermark yet)", w.column),
+                        });
+                    }
+                    format!("{} for load `{load}`", parts.join("; "))
+                }
+            };
+            out.entry(s).or_default().push(line);
+        }
+    }
+    out
+}
+
+pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String {
     let mut s = format!("Pipeline `{}` ({})\n", p.pipeline, p.source.name);
     if let Some(d) = &p.description {
         s.push_str(&format!("  {}\n", d.trim()));
@@ -720,6 +777,18 @@ pub fn render_plan(p: &Plan) -> String {
                     if e.files.len() == 1 { "" } else { "s" },
                     fmt_bytes(e.bytes())
                 ));
+                if let Some(inc) = &e.incremental {
+                    let lines = reads.get(&i).cloned().unwrap_or_else(|| {
+                        vec![if inc.watermark.is_some() && !inc.new_files {
+                            "rows past the watermark (no load reads it)".into()
+                        } else {
+                            "new files (no load reads it)".into()
+                        }]
+                    });
+                    for line in lines {
+                        s.push_str(&format!("     incremental  {line}\n"));
+                    }
+                }
             }
             TaskKind::Transform(tr) => {
                 s.push_str(&format!(

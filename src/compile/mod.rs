@@ -286,7 +286,18 @@ impl Compiler<'_> {
                 let name = graph[i].name.clone();
                 let merge_ok = self.check_merge(&state, &name, l, &input);
                 if self.check_partitions(&name, l, &input) && merge_ok {
-                    schemas.insert(i, input);
+                    // The load's schema is what it stores.
+                    let stored = Arc::new(Schema::new(
+                        input
+                            .fields()
+                            .iter()
+                            .map(|f| match crate::sink::stored_type(f.data_type()) {
+                                Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+                                None => f.clone(),
+                            })
+                            .collect::<Vec<_>>(),
+                    ));
+                    schemas.insert(i, stored);
                 }
             }
         }
@@ -856,7 +867,9 @@ impl Compiler<'_> {
                     "write e.g. `1d` or `7d`",
                 ),
                 Ok(d) => Some(Lookback::Duration(d)),
-                Err(e) => err(self, format!("invalid lookback `{s}`: {e}"), "write a duration such as `30m`, `2h`, `1d`"),
+                Err(e) => {
+                    err(self, format!("invalid lookback `{s}`: {e}"), "write a duration such as `30m`, `2h`, `1d`")
+                }
             },
             spec::Scalar::Integer(n) if numeric && *n >= 0 => Some(Lookback::Number(*n)),
             _ if temporal => err(
@@ -912,14 +925,27 @@ impl Compiler<'_> {
             }
             for (k, col) in list.iter().enumerate() {
                 if !cols.contains(&col.as_str()) {
-                    let path = if p.spec.tasks[name].load.as_ref().and_then(|x| if key == "keys" { x.keys.as_ref() } else { x.order_by.as_ref() }).is_some_and(|c| matches!(c, spec::Columns::Many(_))) {
+                    let path = if p.spec.tasks[name]
+                        .load
+                        .as_ref()
+                        .and_then(|x| if key == "keys" { x.keys.as_ref() } else { x.order_by.as_ref() })
+                        .is_some_and(|c| matches!(c, spec::Columns::Many(_)))
+                    {
                         base.key(key).index(k)
                     } else {
                         base.key(key)
                     };
                     self.diags.push(
-                        p.diag_value("merge", &path, col.len(), format!("`{key}` column `{col}` is not in `{}`", l.from))
-                            .maybe_help(did_you_mean(col, cols.iter().copied()).or_else(|| Some(format!("`{}` has: {}", l.from, cols.join(", "))))),
+                        p.diag_value(
+                            "merge",
+                            &path,
+                            col.len(),
+                            format!("`{key}` column `{col}` is not in `{}`", l.from),
+                        )
+                        .maybe_help(
+                            did_you_mean(col, cols.iter().copied())
+                                .or_else(|| Some(format!("`{}` has: {}", l.from, cols.join(", ")))),
+                        ),
                     );
                 } else if key == "keys" && l.keys[..k].contains(col) {
                     self.diags.push(p.diag_key("merge", &base.key(key), format!("`{col}` is listed twice in `keys`")));

@@ -453,5 +453,4 @@ impl Plan {
         }
         Ok(out)
     }
-
 }

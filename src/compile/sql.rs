@@ -77,7 +77,9 @@ pub fn predicate(
         })
         .unwrap_or(true);
     if forbidden {
-        return Err("only a condition on the row's own columns is allowed (no subquery, aggregate or window function)".into());
+        return Err(
+            "only a condition on the row's own columns is allowed (no subquery, aggregate or window function)".into()
+        );
     }
     let ty = expr.get_type(&df_schema).map_err(|e| crate::compile::clean_df_message(&e.strip_backtrace()))?;
     if ty != datafusion::arrow::datatypes::DataType::Boolean && ty != datafusion::arrow::datatypes::DataType::Null {
@@ -87,7 +89,11 @@ pub fn predicate(
 }
 
 /// Whether `text` is a valid `delete_when` over `schema` (see [`predicate`]).
-pub fn check_predicate(state: &SessionState, text: &str, schema: &datafusion::arrow::datatypes::Schema) -> Result<(), String> {
+pub fn check_predicate(
+    state: &SessionState,
+    text: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<(), String> {
     predicate(state, text, schema).map(|_| ())
 }
 

@@ -85,7 +85,8 @@ impl Pass {
                 (true, Some(input)) => input.files.iter().map(|m| LedgerEntry::of(&e.store.name, m)).collect(),
                 _ => Vec::new(),
             };
-            let watermark = result.and_then(|r| r.watermark.clone()).or_else(|| input.and_then(|i| i.watermark.clone()));
+            let watermark =
+                result.and_then(|r| r.watermark.clone()).or_else(|| input.and_then(|i| i.watermark.clone()));
             out.insert(plan.task(s).name.clone(), Consumed { files, watermark });
         }
         out
@@ -129,7 +130,9 @@ pub async fn load_states(
                         output = latest,
                         "the output of load `{name}` is older than the state store remembers (restored or deleted?): going by the output"
                     ),
-                    Some(c) => tracing::info!(load = %name, cached = c.seq, output = latest, "state store updated from the output's commit records"),
+                    Some(c) => {
+                        tracing::info!(load = %name, cached = c.seq, output = latest, "state store updated from the output's commit records")
+                    }
                     None => {}
                 }
                 if let Some(s) = state {
@@ -225,7 +228,15 @@ pub fn extract_input(name: &str, e: &ExtractPlan, st: &ExtractState) -> Result<E
 
 /// A watermark as text, in full precision.
 pub fn watermark_value(column: &str, v: &ScalarValue) -> WatermarkValue {
-    WatermarkValue { column: column.to_string(), data_type: v.data_type().to_string(), value: v.to_string() }
+    WatermarkValue { column: column.to_string(), data_type: v.data_type().to_string(), value: display(v) }
+}
+
+/// A value as Arrow displays it (timestamps as ISO 8601 with all their digits).
+pub fn display(v: &ScalarValue) -> String {
+    v.to_array()
+        .ok()
+        .and_then(|a| datafusion::arrow::util::display::array_value_to_string(&a, 0).ok())
+        .unwrap_or_else(|| v.to_string())
 }
 
 /// The stored watermark as a value of the column's current type.
@@ -336,8 +347,14 @@ mod tests {
     #[test]
     fn lookback_moves_the_bound_back() {
         let v = watermark_value("ts", &ScalarValue::TimestampMicrosecond(Some(10_000_000_000), None));
-        let p = plan(DataType::Timestamp(TimeUnit::Microsecond, None), Some(Lookback::Duration(std::time::Duration::from_secs(3600))));
-        assert_eq!(lower_bound("e", &p, &v).unwrap(), ScalarValue::TimestampMicrosecond(Some(10_000_000_000 - 3_600_000_000), None));
+        let p = plan(
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            Some(Lookback::Duration(std::time::Duration::from_secs(3600))),
+        );
+        assert_eq!(
+            lower_bound("e", &p, &v).unwrap(),
+            ScalarValue::TimestampMicrosecond(Some(10_000_000_000 - 3_600_000_000), None)
+        );
         let v = watermark_value("id", &ScalarValue::Int64(Some(500)));
         let p = plan(DataType::Int64, Some(Lookback::Number(100)));
         assert_eq!(lower_bound("e", &p, &v).unwrap(), ScalarValue::Int64(Some(400)));

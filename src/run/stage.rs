@@ -109,7 +109,8 @@ fn leaf_rows(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 {
 pub async fn list_local(dir: &Path) -> Result<Vec<ObjectMeta>> {
     let dir: PathBuf = std::path::absolute(dir)?;
     let store = object_store::local::LocalFileSystem::new();
-    let prefix = object_store::path::Path::from_absolute_path(&dir).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let prefix =
+        object_store::path::Path::from_absolute_path(&dir).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let mut files = Vec::new();
     let mut stream = store.list(Some(&prefix));
     while let Some(m) = stream.next().await {

@@ -196,7 +196,8 @@ async fn incremental_extract(
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
     let bytes: u64 = input.files.iter().map(|f| f.size).sum();
-    let unchanged = if input.unchanged > 0 { format!(", {} unchanged not read", input.unchanged) } else { String::new() };
+    let unchanged =
+        if input.unchanged > 0 { format!(", {} unchanged not read", input.unchanged) } else { String::new() };
     let watermark = e.incremental.as_ref().and_then(|inc| inc.watermark.as_ref());
     let Some(w) = watermark.filter(|_| !input.files.is_empty()) else {
         let empty = input.files.is_empty();
@@ -210,7 +211,11 @@ async fn incremental_extract(
         out.note = Some(if empty {
             format!("no new files{unchanged}")
         } else if e.incremental.as_ref().is_some_and(|inc| inc.new_files) {
-            format!("{} new or changed file{}{unchanged}", input.files.len(), if input.files.len() == 1 { "" } else { "s" })
+            format!(
+                "{} new or changed file{}{unchanged}",
+                input.files.len(),
+                if input.files.len() == 1 { "" } else { "s" }
+            )
         } else {
             "all files".to_string()
         });
@@ -249,11 +254,11 @@ async fn incremental_extract(
     .with_rows(staged.rows);
     ctx.register_table(name, Arc::new(table))?;
     let mut note = match (&input.after, &new) {
-        (Some(after), _) => format!("rows with {} > {after}", w.column),
+        (Some(after), _) => format!("rows with {} > {}", w.column, super::incremental::display(after)),
         (None, _) => "all rows (no watermark yet)".to_string(),
     };
     if let Some(v) = &new {
-        note.push_str(&format!("; watermark now {v}"));
+        note.push_str(&format!("; watermark now {}", super::incremental::display(v)));
     }
     if staged.nulls > 0 {
         note.push_str(&format!("; {} rows with a NULL `{}` not loaded", staged.nulls, w.column));
@@ -330,7 +335,7 @@ async fn load(
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
-    let df = ctx.table(l.from.as_str()).await?;
+    let df = sink::storable(ctx.table(l.from.as_str()).await?)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     // Per-load writer settings.
     let mut options: ConfigOptions = ctx.state().config_options().as_ref().clone();

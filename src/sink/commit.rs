@@ -208,7 +208,10 @@ pub async fn read_record(store: &Store, dir: &str, seq: u64) -> Result<CommitRec
             reason: if record.seq != seq {
                 format!("it says it is commit {}", record.seq)
             } else {
-                format!("format {} is newer than this weir understands ({FORMAT_VERSION}); upgrade weir", record.weir_commit)
+                format!(
+                    "format {} is newer than this weir understands ({FORMAT_VERSION}); upgrade weir",
+                    record.weir_commit
+                )
             },
         });
     }

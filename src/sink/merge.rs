@@ -70,14 +70,8 @@ pub(super) async fn stage_merge(
     // 1. This run's rows, staged.
     let delta_dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
     let delta_url = format!("file://{}/", delta_dir.display());
-    let staged = execute_to_parquet(
-        state,
-        plan,
-        &delta_url,
-        vec![],
-        parquet_options(OutputCompression::Lz4, 1 << 20),
-    )
-    .await?;
+    let staged =
+        execute_to_parquet(state, plan, &delta_url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
     let mut outcome = WriteOutcome { rows_in: staged.rows_in, ..Default::default() };
     if staged.rows == 0 {
         // Nothing to merge: the output stays as it is (a first load gets an empty file).
@@ -167,7 +161,11 @@ pub(super) async fn stage_merge(
             .await
             .map_err(df_err)?
             .select(
-                load.keys.iter().enumerate().map(|(k, c)| ident(c).alias(format!("__weir_k{k}"))).collect::<Vec<Expr>>(),
+                load.keys
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| ident(c).alias(format!("__weir_k{k}")))
+                    .collect::<Vec<Expr>>(),
             )
             .map_err(df_err)?;
         let renamed: Vec<String> = (0..load.keys.len()).map(|k| format!("__weir_k{k}")).collect();
@@ -177,7 +175,8 @@ pub(super) async fn stage_merge(
             .map_err(df_err)?;
         out = kept_rows.union(out).map_err(df_err)?;
     }
-    let written = execute_to_parquet(state, out.logical_plan().clone(), url, load.partition_by.clone(), options).await?;
+    let written =
+        execute_to_parquet(state, out.logical_plan().clone(), url, load.partition_by.clone(), options).await?;
     outcome.rows = written.rows;
     tracing::info!(
         files = current.len(),
@@ -269,8 +268,7 @@ async fn affected_files(
                     }
                     let ge = gt_eq(keys, &Scalar::new(min.clone())).map_err(|e| df_err(e.into()))?;
                     let le = lt_eq(keys, &Scalar::new(max.clone())).map_err(|e| df_err(e.into()))?;
-                    let both: BooleanArray =
-                        datafusion::arrow::compute::and(&ge, &le).map_err(|e| df_err(e.into()))?;
+                    let both: BooleanArray = datafusion::arrow::compute::and(&ge, &le).map_err(|e| df_err(e.into()))?;
                     if both.true_count() > 0 {
                         hit[k] = true;
                         break;
@@ -291,7 +289,11 @@ async fn affected_files(
 }
 
 /// The `[min, max]` of `column` in each row group of `file`, from its Parquet statistics.
-async fn key_ranges(store: &Store, file: &CurrentFile, column: &str) -> Result<Option<Vec<(ArrayRef, ArrayRef)>>, SinkError> {
+async fn key_ranges(
+    store: &Store,
+    file: &CurrentFile,
+    column: &str,
+) -> Result<Option<Vec<(ArrayRef, ArrayRef)>>, SinkError> {
     let (meta, arrow_schema) = super::parquet::footer(store, &file.meta).await?;
     let Ok(conv) = StatisticsConverter::try_new(column, &arrow_schema, meta.file_metadata().schema_descr()) else {
         return Ok(None);
@@ -356,10 +358,7 @@ async fn read_current(
 
 /// `region=north/day=2024-01-01` → [(region, north), (day, 2024-01-01)], percent-decoded.
 fn partition_values(dir: &str) -> Vec<(String, String)> {
-    dir.split('/')
-        .filter_map(|seg| seg.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
+    dir.split('/').filter_map(|seg| seg.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
 }
 
 fn percent_decode(s: &str) -> String {

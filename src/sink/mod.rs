@@ -20,7 +20,10 @@ pub mod commit;
 mod merge;
 mod parquet;
 
-pub use parquet::{LoadRequest, Staged, WriteOutcome, execute_to_parquet, mode_name, parquet_options, stage_load};
+pub use parquet::{
+    LoadRequest, Staged, WriteOutcome, execute_to_parquet, mode_name, parquet_options, stage_load, storable,
+    stored_type,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt64Array};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::datasource::file_format::format_as_file_type;
 use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
@@ -35,6 +35,35 @@ pub struct WriteOutcome {
     pub files: u64,
     /// Bytes written by this run.
     pub bytes: u64,
+}
+
+/// The type a column is stored with, when Parquet cannot store its own: timestamps in seconds
+/// have no Parquet logical type (they would be written as plain integers, which DuckDB and
+/// Spark read as numbers), so they are stored in microseconds, exactly.
+pub fn stored_type(dt: &DataType) -> Option<DataType> {
+    match dt {
+        DataType::Timestamp(TimeUnit::Second, tz) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+        _ => None,
+    }
+}
+
+/// `df` with its columns converted to the types they are stored with (see [`stored_type`]).
+pub fn storable(df: datafusion::dataframe::DataFrame) -> Result<datafusion::dataframe::DataFrame, SinkError> {
+    let fields = df.schema().fields().clone();
+    if !fields.iter().any(|f| stored_type(f.data_type()).is_some()) {
+        return Ok(df);
+    }
+    let exprs: Vec<datafusion::logical_expr::Expr> = fields
+        .iter()
+        .map(|f| {
+            let c = datafusion::logical_expr::col(datafusion::common::Column::new_unqualified(f.name()));
+            match stored_type(f.data_type()) {
+                Some(t) => datafusion::logical_expr::cast(c, t).alias(f.name()),
+                None => c,
+            }
+        })
+        .collect();
+    Ok(df.select(exprs)?)
 }
 
 /// Writer options for a load (or staging when `load` is `None`).

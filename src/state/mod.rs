@@ -333,7 +333,14 @@ impl StateStore {
                 params![pipeline, load, state.seq as i64, state.run_id, state.committed_at],
             )?;
             for (extract, e) in &state.extracts {
-                insert_extract_state(&tx, pipeline, load, extract, &e.files.values().cloned().collect::<Vec<_>>(), e.watermark.as_ref())?;
+                insert_extract_state(
+                    &tx,
+                    pipeline,
+                    load,
+                    extract,
+                    &e.files.values().cloned().collect::<Vec<_>>(),
+                    e.watermark.as_ref(),
+                )?;
             }
         }
         tx.commit()?;

@@ -9,6 +9,7 @@ mod demo;
 mod errors;
 mod examples;
 mod extract;
+mod incremental;
 mod kill;
 mod memory;
 mod policy;

@@ -32,9 +32,11 @@ async fn run_once(yaml: &str, staging: &Path) -> run::RunReport {
     run::run(Arc::new(plan), opts).await.unwrap()
 }
 
+/// Data files under `prefix` (commit records left out).
 async fn list(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
     let mut v: Vec<String> =
         store.list(Some(&ObjectPath::from(prefix))).map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+    v.retain(|p| !p.contains("/_weir/"));
     v.sort();
     v
 }
@@ -73,4 +75,13 @@ async fn overwrite_and_append_on_an_object_store() {
     assert_eq!(third.len(), 2, "{third:?}");
     assert!(third.contains(&second[0]));
     assert_eq!(r.tasks.iter().find(|t| t.name == "out").unwrap().rows_out, Some(1));
+    // each version carries its commit record; append keeps the earlier ones
+    let mut records: Vec<String> = store
+        .list(Some(&ObjectPath::from("lake/marts/a/_weir")))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    records.sort();
+    assert_eq!(records, ["lake/marts/a/_weir/commits/0000000002.json", "lake/marts/a/_weir/commits/0000000003.json"]);
 }

@@ -1,0 +1,419 @@
+//! Incremental loads: only what is new is read, and every source row is loaded exactly once,
+//! also when a run is killed at any point between reading and committing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::common::*;
+
+const STORES: &str = "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\n";
+
+fn project(tasks: &str) -> Project {
+    let p = Project::new();
+    p.write("p.yaml", format!("pipeline: inc\n{STORES}tasks:\n{tasks}"));
+    p
+}
+
+/// A CSV delivery of `ids`, each with `version`.
+fn deliver(p: &Project, name: &str, ids: std::ops::Range<u32>, version: u32) {
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in ids {
+        s.push_str(&format!(
+            "{i},{version},{},2024-01-{:02}T00:00:00\n",
+            ["north", "south"][(i % 2) as usize],
+            1 + version.min(27)
+        ));
+    }
+    p.write(&format!("raw/{name}"), s);
+}
+
+/// id → versions present, over the whole output.
+fn by_id(p: &Project, dir: &str) -> BTreeMap<u32, Vec<u32>> {
+    let mut m: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for r in read_rows(&p.join(dir)) {
+        m.entry(r["id"].parse().unwrap()).or_default().push(r["version"].parse().unwrap());
+    }
+    for v in m.values_mut() {
+        v.sort();
+    }
+    m
+}
+
+fn status_of<'a>(stdout: &'a str, task: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{task} ")))
+        .unwrap_or_else(|| panic!("no line for {task} in\n{stdout}"))
+}
+
+const APPEND: &str = "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n";
+
+#[test]
+fn new_files_are_read_once_and_a_run_with_nothing_new_is_up_to_date() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..100, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(by_id(&p, "lake/out").len(), 100);
+
+    let r = p.weir(&["run", "p.yaml"]);
+    r.ok();
+    assert!(status_of(&r.stdout, "src").contains("up to date"), "{}", r.stdout);
+    assert!(status_of(&r.stdout, "out").contains("up to date"), "{}", r.stdout);
+    assert!(r.stderr.contains("no new files, 1 unchanged not read"), "{}", r.stderr);
+    assert_eq!(by_id(&p, "lake/out").len(), 100);
+
+    deliver(&p, "d2.csv", 100..150, 2);
+    let r = p.weir(&["run", "p.yaml", "--json"]);
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let src = report["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "src").unwrap();
+    assert_eq!(src["files"], 1, "only the new file is read: {src}");
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 150);
+    assert!(out.values().all(|v| v.len() == 1), "no row twice");
+}
+
+#[test]
+fn a_changed_file_is_read_again() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id] }\n",
+    );
+    deliver(&p, "d1.csv", 0..10, 1);
+    deliver(&p, "d2.csv", 10..20, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    // the same file name, new content (a bigger file: its size and time differ)
+    deliver(&p, "d1.csv", 0..12, 2);
+    let r = p.weir(&["run", "p.yaml", "--json"]);
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["tasks"][0]["files"], 1, "only the changed file");
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 20);
+    assert!((0..12).all(|i| out[&i] == vec![2]), "{out:?}");
+    assert!((12..20).all(|i| out[&i] == vec![1]), "{out:?}");
+}
+
+/// Kill the run at each point between reading and committing; the next run completes it.
+/// Every delivered row ends up in the output exactly once.
+#[test]
+fn killed_runs_lose_and_double_nothing() {
+    for point in ["after_data_files", "before_publish", "after_publish", "after_publish_before_state", "after_state"] {
+        let p = project(APPEND);
+        deliver(&p, "d1.csv", 0..100, 1);
+        p.weir(&["run", "p.yaml"]).ok();
+        deliver(&p, "d2.csv", 100..160, 2);
+        let r = p.weir_env(&["run", "p.yaml"], &[("WEIR_FAILPOINT", &format!("{point}=kill"))]);
+        assert_ne!(r.code, 0, "killed at {point}");
+        deliver(&p, "d3.csv", 160..170, 3);
+        p.weir(&["run", "p.yaml"]).ok();
+        let out = by_id(&p, "lake/out");
+        assert_eq!(out.len(), 170, "killed at {point}: {} ids", out.len());
+        let doubled: Vec<_> = out.iter().filter(|(_, v)| v.len() != 1).collect();
+        assert!(doubled.is_empty(), "killed at {point}: rows loaded twice: {doubled:?}");
+        // and nothing is pending
+        let r = p.weir(&["run", "p.yaml"]);
+        assert!(status_of(&r.stdout, "out").contains("up to date"), "killed at {point}:\n{}", r.stdout);
+    }
+}
+
+/// SIGKILL at random moments of a run over many files, then a clean run: exactly once.
+#[test]
+fn kill_at_random_moments_loads_every_row_once() {
+    let p = project(APPEND);
+    let mut next = 0;
+    for k in 0..8u32 {
+        deliver(&p, &format!("d{k:02}.csv"), next..next + 2_000, k);
+        next += 2_000;
+    }
+    for k in 0..8u64 {
+        let mut child = p
+            .command(&["run", "p.yaml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15 * k));
+        let _ = child.kill();
+        let _ = child.wait();
+        deliver(&p, &format!("e{k:02}.csv"), next..next + 500, 100 + k as u32);
+        next += 500;
+    }
+    p.weir(&["run", "p.yaml"]).ok();
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len() as u32, next);
+    assert!(out.values().all(|v| v.len() == 1));
+}
+
+/// One extract, two loads; the run dies between their commits. The next run gives each load
+/// what it has not consumed: the lagging one the whole delivery, the other nothing again.
+#[test]
+fn loads_that_disagree_get_their_own_delta() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  a:\n    load: { from: src, store: lake, path: a/, mode: append }\n  b:\n    load: { from: src, store: lake, path: b/, mode: append }\n",
+    );
+    p.write(
+        "p.yaml",
+        std::fs::read_to_string(p.join("p.yaml"))
+            .unwrap()
+            .replace("pipeline: inc\n", "pipeline: inc\nmax_parallel: 1\n"),
+    );
+    deliver(&p, "d1.csv", 0..50, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    deliver(&p, "d2.csv", 50..80, 2);
+    let r = p.weir_env(&["run", "p.yaml"], &[("WEIR_FAILPOINT", "after_publish@a=kill")]);
+    assert_ne!(r.code, 0);
+    assert_eq!(by_id(&p, "lake/a").len(), 80);
+    assert_eq!(by_id(&p, "lake/b").len(), 50);
+    deliver(&p, "d3.csv", 80..90, 3);
+    let r = p.weir_env(&["run", "p.yaml"], &[("RUST_LOG", "warn")]);
+    r.ok();
+    assert!(r.stderr.contains("in 2 passes") || r.stdout.contains("several passes"), "{}\n{}", r.stdout, r.stderr);
+    for dir in ["lake/a", "lake/b"] {
+        let out = by_id(&p, dir);
+        assert_eq!(out.len(), 90, "{dir}");
+        assert!(out.values().all(|v| v.len() == 1), "{dir}: {out:?}");
+    }
+}
+
+/// The outputs are the source of truth: without the state store, a run still knows what
+/// each load consumed; with an output restored to an older version, the rows after it are
+/// read again.
+#[test]
+fn the_state_store_is_rebuilt_from_the_outputs() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..10, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    let backup = p.join("backup");
+    copy_dir(&p.join("lake/out"), &backup);
+    deliver(&p, "d2.csv", 10..20, 2);
+    p.weir(&["run", "p.yaml"]).ok();
+
+    std::fs::remove_dir_all(p.join(".weir")).unwrap();
+    let r = p.weir(&["run", "p.yaml"]);
+    assert!(status_of(&r.ok().stdout, "out").contains("up to date"), "{}", r.stdout);
+
+    // restore the first version: d2 is new to it again
+    std::fs::remove_dir_all(p.join("lake/out")).unwrap();
+    copy_dir(&backup, &p.join("lake/out"));
+    let r = p.weir_env(&["run", "p.yaml"], &[("RUST_LOG", "warn")]);
+    r.ok();
+    assert!(r.stderr.contains("older than the state store remembers"), "{}", r.stderr);
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 20);
+    assert!(out.values().all(|v| v.len() == 1));
+}
+
+#[test]
+fn full_refresh_rebuilds_from_all_input_and_a_failed_one_keeps_the_output() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..10, 1);
+    deliver(&p, "d2.csv", 10..20, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    deliver(&p, "d1.csv", 0..5, 2); // d1 shrinks: a rebuild has 15 rows
+    let r = p.weir_env(&["run", "p.yaml", "--full-refresh"], &[("WEIR_FAILPOINT", "before_publish=error")]);
+    r.code(1);
+    assert_eq!(by_id(&p, "lake/out").len(), 20, "the previous output stays");
+    p.weir(&["run", "p.yaml", "--full-refresh"]).ok();
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 15);
+    // the rebuild's record holds every file: the next run has nothing new
+    let r = p.weir(&["run", "p.yaml"]);
+    assert!(status_of(&r.ok().stdout, "out").contains("up to date"), "{}", r.stdout);
+    let records: Vec<_> = std::fs::read_dir(p.join("lake/out/_weir/commits")).unwrap().collect();
+    assert_eq!(records.len(), 1, "a full refresh starts a new chain of records");
+}
+
+fn ts_rows(p: &Project, name: &str, rows: &[(u32, &str, Option<&str>)]) {
+    let mut s = String::from("id,version,updated_at\n");
+    for (id, v, ts) in rows {
+        s.push_str(&format!("{id},{v},{}\n", ts.unwrap_or("")));
+    }
+    p.write(&format!("raw/{name}"), s);
+}
+
+const WATERMARK_MERGE: &str = "  src:\n    extract: { store: raw, path: \"*.csv\", schema: { updated_at: timestamp }, incremental: { watermark: { column: updated_at, lookback: 1h } } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: updated_at }\n";
+
+#[test]
+fn watermark_reads_rows_past_it_with_lookback_ties_and_nulls() {
+    let p = project(WATERMARK_MERGE);
+    ts_rows(
+        &p,
+        "a.csv",
+        &[(1, "1", Some("2024-01-01T10:00:00")), (2, "1", Some("2024-01-01T12:00:00")), (3, "1", None)],
+    );
+    let r = p.weir(&["run", "p.yaml"]);
+    r.ok();
+    assert!(r.stderr.contains("1 rows with a NULL `updated_at` not loaded"), "{}", r.stderr);
+    assert_eq!(by_id(&p, "lake/out").keys().copied().collect::<Vec<_>>(), [1, 2]);
+    // watermark is 12:00. A late row at 11:30 (inside the 1 h lookback) is read; one at
+    // 10:30 (beyond it) is not; a tie at 12:00 is read through the lookback window.
+    ts_rows(
+        &p,
+        "a.csv",
+        &[
+            (1, "1", Some("2024-01-01T10:00:00")),
+            (2, "1", Some("2024-01-01T12:00:00")),
+            (4, "2", Some("2024-01-01T11:30:00")),
+            (5, "2", Some("2024-01-01T10:30:00")),
+            (6, "2", Some("2024-01-01T12:00:00")),
+            (7, "2", Some("2024-01-01T13:00:00.000001")),
+        ],
+    );
+    let r = p.weir(&["run", "p.yaml"]);
+    r.ok();
+    assert!(r.stderr.contains("rows with updated_at > 2024-01-01T11:00:00"), "{}", r.stderr);
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), [1, 2, 4, 6, 7], "{out:?}");
+    assert!(out.values().all(|v| v.len() == 1), "merge: rows read again replace themselves: {out:?}");
+    // the watermark keeps microseconds: a row 1 µs later is new, the same instant is not
+    let rec = latest_record(&p, "lake/out");
+    assert_eq!(rec["extracts"]["src"]["watermark"]["value"], "2024-01-01T13:00:00.000001", "{rec}");
+}
+
+#[test]
+fn watermark_without_lookback_is_strictly_greater() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", schema: { updated_at: timestamp }, incremental: { watermark: { column: updated_at } } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n",
+    );
+    ts_rows(&p, "a.csv", &[(1, "1", Some("2024-01-01T10:00:00"))]);
+    p.weir(&["run", "p.yaml"]).ok();
+    ts_rows(&p, "b.csv", &[(2, "2", Some("2024-01-01T10:00:00")), (3, "2", Some("2024-01-01T10:00:01"))]);
+    p.weir(&["run", "p.yaml"]).ok();
+    let out = by_id(&p, "lake/out");
+    // the tie (id 2) arrived after the run that set the watermark: it is not read
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), [1, 3]);
+    let r = p.weir(&["run", "p.yaml"]);
+    assert!(status_of(&r.ok().stdout, "out").contains("up to date"), "{}", r.stdout);
+}
+
+fn latest_record(p: &Project, dir: &str) -> serde_json::Value {
+    let mut names: Vec<_> =
+        std::fs::read_dir(p.join(dir).join("_weir/commits")).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    serde_json::from_str(&std::fs::read_to_string(names.last().unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn merge_updates_inserts_deletes_and_rewrites_only_files_holding_the_keys() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: version, delete_when: \"region = 'gone'\", max_rows_per_file: 10000 }\n",
+    );
+    p.write(
+        "p.yaml",
+        std::fs::read_to_string(p.join("p.yaml"))
+            .unwrap()
+            .replace("pipeline: inc\n", "pipeline: inc\nmax_parallel: 1\n"),
+    );
+    // 50,000 rows in key order: files of about 10,000 rows with disjoint key ranges
+    deliver(&p, "d1.csv", 0..50_000, 1);
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let before: BTreeSet<_> = parquet_files(&p.join("lake/out")).into_iter().collect();
+    assert!(before.len() >= 3, "{before:?}");
+
+    // update ids 10..20 twice (version 3 wins), insert 90000, delete 30
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in 10..20 {
+        s.push_str(&format!("{i},2,north,2024-01-02T00:00:00\n{i},3,north,2024-01-03T00:00:00\n"));
+    }
+    s.push_str("90000,2,south,2024-01-02T00:00:00\n30,2,gone,2024-01-02T00:00:00\n");
+    p.write("raw/d2.csv", s);
+    let r = p.weir_env(&["run", "p.yaml", "--target-partitions", "1"], &[("RUST_LOG", "info")]);
+    r.ok();
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 50_000, "50,000 + 1 inserted - 1 deleted");
+    assert!((10..20).all(|i| out[&i] == vec![3]), "the latest version wins");
+    assert!(!out.contains_key(&30) && out[&90000] == vec![2]);
+    assert!(out.values().all(|v| v.len() == 1));
+    let after: BTreeSet<_> = parquet_files(&p.join("lake/out")).into_iter().collect();
+    let kept = before.intersection(&after).count();
+    assert_eq!(kept, before.len() - 1, "only the file holding the first ids is rewritten (log: {})", r.stderr);
+}
+
+#[test]
+fn merge_refuses_ambiguous_and_null_keys_and_publishes_nothing() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id] }\n",
+    );
+    deliver(&p, "d1.csv", 0..10, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    p.write(
+        "raw/d2.csv",
+        "id,version,region,updated_at\n3,2,north,2024-01-01T00:00:00\n3,3,north,2024-01-01T00:00:00\n",
+    );
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(
+        r.stdout.contains("several of this run's rows have the same keys (for example id=3 (2 rows)); set `order_by`"),
+        "{}",
+        r.stdout
+    );
+    assert!(by_id(&p, "lake/out").values().all(|v| v == &vec![1]));
+    p.write("raw/d2.csv", "id,version,region,updated_at\n,2,north,2024-01-01T00:00:00\n");
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("1 of this run's rows have a NULL in the merge keys (id)"), "{}", r.stdout);
+    // fixed delivery: the ledger had not advanced, so it is read now
+    p.write("raw/d2.csv", "id,version,region,updated_at\n3,2,north,2024-01-01T00:00:00\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(by_id(&p, "lake/out")[&3], vec![2]);
+}
+
+#[test]
+fn partitioned_merge_moves_a_row_between_partitions() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], partition_by: [region] }\n",
+    );
+    deliver(&p, "d1.csv", 0..10, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    // id 2 was north; now south
+    p.write("raw/d2.csv", "id,version,region,updated_at\n2,2,south,2024-01-05T00:00:00\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    let rows = read_rows(&p.join("lake/out"));
+    let two: Vec<_> = rows.iter().filter(|r| r["id"] == "2").collect();
+    assert_eq!(two.len(), 1, "{two:?}");
+    assert_eq!(two[0]["region"], "south");
+    assert_eq!(rows.len(), 10);
+}
+
+#[test]
+fn replace_partitions_replaces_only_the_partitions_present() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: replace_partitions, partition_by: [region] }\n",
+    );
+    deliver(&p, "d1.csv", 0..10, 1); // north and south
+    p.weir(&["run", "p.yaml"]).ok();
+    p.write(
+        "raw/d2.csv",
+        "id,version,region,updated_at\n100,2,south,2024-01-05T00:00:00\n101,2,east,2024-01-05T00:00:00\n",
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    let rows = read_rows(&p.join("lake/out"));
+    let by_region =
+        |r: &str| rows.iter().filter(|x| x["region"] == r).map(|x| x["id"].clone()).collect::<BTreeSet<_>>();
+    assert_eq!(by_region("north").len(), 5, "north untouched");
+    assert_eq!(by_region("south"), ["100".to_string()].into(), "south replaced");
+    assert_eq!(by_region("east"), ["101".to_string()].into(), "east added");
+}
+
+#[test]
+fn plan_shows_what_an_incremental_run_would_read() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..10, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    deliver(&p, "d2.csv", 10..20, 2);
+    let r = p.weir(&["plan", "p.yaml"]);
+    r.ok();
+    assert!(r.stdout.contains("incremental  new files: 1 new or changed of 2 (339 B) for load `out`"), "{}", r.stdout);
+}
+
+#[test]
+fn appending_other_columns_is_refused() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..10, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    std::fs::remove_file(p.join("raw/d1.csv")).unwrap();
+    p.write("raw/d2.csv", "id,version\n1,2\n");
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("this run's rows have other columns than the output"), "{}", r.stdout);
+    assert!(r.stdout.contains("--full-refresh"), "{}", r.stdout);
+}
