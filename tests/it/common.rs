@@ -214,7 +214,7 @@ pub fn parquet_schema(dir: &Path) -> Vec<(String, String)> {
     b.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect()
 }
 
-/// Python with duckdb and pyarrow, when the environment provides one (`WEIR_TEST_PYTHON`).
+/// Python with duckdb, pyarrow, pandas and polars (.ci/requirements.txt), when the environment provides one (`WEIR_TEST_PYTHON`).
 /// In CI (`CI` set) it is required.
 pub fn test_python() -> Option<String> {
     match std::env::var("WEIR_TEST_PYTHON") {

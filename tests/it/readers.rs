@@ -1,4 +1,4 @@
-//! What analysts use can read what weir writes: DuckDB, pandas (pyarrow), with hive
+//! What analysts use can read what weir writes: DuckDB, pandas (pyarrow), Polars, with hive
 //! partitions, decimals and timestamps intact.
 
 use crate::common::*;
@@ -39,4 +39,40 @@ print("pandas", len(df), cv.num_rows)
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("duckdb 12 4"), "{stdout}");
+}
+
+/// An output with commit records (`_weir/commits/*.json`) after appends and merges, partitioned:
+/// pyarrow (pandas), DuckDB and Polars read the rows and never the records.
+#[test]
+fn readers_do_not_see_commit_records() {
+    let Some(python) = test_python() else { return };
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  merged:\n    load: { from: src, store: lake, path: merged/, mode: merge, keys: [id], partition_by: [region] }\n  appended:\n    load: { from: src, store: lake, path: appended/, mode: append }\n",
+    );
+    p.write("raw/a.csv", "id,region,amount\n1,north,10\n2,south,20\n3,north,30\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    p.write("raw/b.csv", "id,region,amount\n2,south,25\n4,east,40\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    assert!(p.join("lake/merged/_weir/commits/0000000002.json").exists());
+    let script = r#"
+import duckdb, pandas as pd, pyarrow.dataset as ds, polars as pl
+m = ds.dataset("lake/merged", format="parquet", partitioning="hive").to_table()
+assert m.num_rows == 4, m.num_rows
+assert len(pd.read_parquet("lake/appended")) == 5
+assert duckdb.execute("SELECT count(*), sum(amount) FROM read_parquet('lake/merged/**/*.parquet', hive_partitioning = true)").fetchone() == (4, 105)
+assert duckdb.execute("SELECT count(*) FROM 'lake/appended/*.parquet'").fetchone() == (5,)
+df = pl.read_parquet("lake/merged/**/*.parquet", hive_partitioning=True)
+assert df.height == 4 and set(df["region"]) == {"north", "south", "east"}, df
+assert pl.scan_parquet("lake/appended/*.parquet").collect().height == 5
+print("ok")
+"#;
+    let out = std::process::Command::new(python).arg("-c").arg(script).current_dir(p.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
