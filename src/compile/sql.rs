@@ -60,9 +60,14 @@ pub fn predicate(
     use datafusion::common::tree_node::TreeNode;
     use datafusion::logical_expr::{Expr, ExprSchemable};
     let df_schema = datafusion::common::DFSchema::try_from(schema.clone()).map_err(|e| e.strip_backtrace())?;
-    let expr = state
-        .create_logical_expr(text, &df_schema)
-        .map_err(|e| crate::compile::clean_df_message(&e.strip_backtrace()))?;
+    let expr = state.create_logical_expr(text, &df_schema).map_err(|e| {
+        let m = crate::compile::clean_df_message(&e.strip_backtrace());
+        // `SQL error: ParserError("Expected: …")` → `Expected: …`
+        match m.split_once("ParserError(\"") {
+            Some((_, rest)) => rest.trim_end_matches("\")").replace("\\\"", "\""),
+            None => m,
+        }
+    })?;
     let forbidden = expr
         .exists(|e| {
             Ok(matches!(

@@ -175,3 +175,25 @@ fn bad_task_shapes() {
     ));
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn incremental_and_merge_misconfigurations() {
+    let out = refused(&format!(
+        "stores:\n  raw: {{ url: \"file://data\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  orders:\n    extract: {{ store: raw, path: orders.csv, incremental: {{ watermark: {{ column: amount_x, lookback: 2h }} }} }}\n  late:\n    extract: {{ store: raw, path: orders.csv, incremental: {{ new_files: true, watermark: {{ column: order_id, lookback: 2h }} }} }}\n  inc:\n    extract: {{ store: raw, path: orders.csv, incremental: {{ watermark: {{ column: order_id, lookback: 5 }} }} }}\n  none:\n    extract: {{ store: raw, path: customers.csv, incremental: {{ new_files: false }} }}\n  replaced:\n    load: {{ from: inc, store: lake, path: a/ }}\n  merged:\n    load: {{ from: inc, store: lake, path: b/, mode: merge, keys: [order_idd], delete_when: \"amount +\" }}\n  merged2:\n    load: {{ from: inc, store: lake, path: c/, mode: merge, order_by: amount }}\n  parts:\n    load: {{ from: customers, store: lake, path: d/, mode: replace_partitions, keys: customer_id }}\n  customers:\n    extract: {{ store: raw, path: customers.csv }}\n"
+    ));
+    for want in [
+        "watermark column `amount_x` is not in `orders`",
+        "lookback `2h` is not a whole number",
+        "`incremental` says neither",
+        "reads only new data (through incremental `inc`)",
+        "`keys` column `order_idd` is not in `inc`",
+        "invalid `delete_when`",
+        "`mode: merge` needs `keys`",
+        "`mode: replace_partitions` needs `partition_by`",
+        "`keys` is only used by `mode: merge`",
+        "a lookback reads rows again, but load `replaced` would write them",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    insta::assert_snapshot!(out);
+}
