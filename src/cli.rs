@@ -82,10 +82,12 @@ pub enum Command {
         /// selection reads run too.
         #[arg(long, short = 's', value_delimiter = ',')]
         select: Vec<String>,
-        /// Rebuild outputs from all input: `append` loads replace their output.
+        /// Rebuild outputs from all input: incremental extracts read everything, and every load
+        /// replaces its output.
         #[arg(long)]
         full_refresh: bool,
-        /// Re-run the failed tasks of an earlier run (not supported yet).
+        /// Continue a failed or cancelled run: its loads that committed are not run again, its
+        /// materialized transforms are reused; everything else runs.
         #[arg(long, value_name = "RUN_ID")]
         resume: Option<String>,
         /// The run's logical date (`${run_date}`), YYYY-MM-DD. Default: today (UTC).
@@ -383,10 +385,6 @@ async fn run_cmd(cli: &Cli) -> i32 {
     else {
         return EXIT_INVALID;
     };
-    if resume.is_some() {
-        eprintln!("error: `--resume` is not supported yet by this version of weir");
-        return EXIT_INVALID;
-    }
     let run_date = match run_date {
         Some(d) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
             Ok(d) => d.format("%Y-%m-%d").to_string(),
@@ -433,6 +431,16 @@ async fn run_cmd(cli: &Cli) -> i32 {
         }
     };
     let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
+    let resume_from = match resume {
+        None => None,
+        Some(id) => match resume_info(&state, id, &plans, &staging_dir) {
+            Ok(r) => Some(r),
+            Err(msg) => {
+                eprintln!("error: --resume {id}: {msg}");
+                return EXIT_INVALID;
+            }
+        },
+    };
 
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(cancel.clone()));
@@ -440,6 +448,11 @@ async fn run_cmd(cli: &Cli) -> i32 {
     let mut reports = Vec::new();
     for (plan, sel) in plans.into_iter().zip(selections) {
         let Some(sel) = sel else { continue };
+        let resume = match &resume_from {
+            Some(r) if r.pipeline == plan.pipeline => Some(r.clone()),
+            Some(_) => continue,
+            None => None,
+        };
         if cancel.is_cancelled() {
             break;
         }
@@ -457,6 +470,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
             state: Some(state.clone()),
             target_partitions: *target_partitions,
             full_refresh: *full_refresh,
+            resume,
         };
         match run::run(plan.clone(), opts).await {
             Ok(report) => {
@@ -486,6 +500,32 @@ async fn run_cmd(cli: &Cli) -> i32 {
         println!("{}", v.unwrap_or_default());
     }
     code
+}
+
+/// What `--resume RUN_ID` continues: a failed, cancelled or abandoned run of one of `plans`.
+fn resume_info(state: &StateStore, run_id: &str, plans: &[Plan], staging_dir: &Path) -> Result<run::Resume, String> {
+    let rec = state.run(run_id).map_err(|e| e.to_string())?.ok_or("no such run in the state store")?;
+    if !plans.iter().any(|p| p.pipeline == rec.pipeline) {
+        return Err(format!("it is a run of pipeline `{}`, which is not in this path", rec.pipeline));
+    }
+    match rec.status.as_str() {
+        "succeeded" => return Err("that run succeeded: there is nothing to resume".into()),
+        "running" => return Err("that run is still running".into()),
+        _ => {}
+    }
+    let succeeded = state
+        .tasks(run_id)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|t| t.status == "succeeded")
+        .map(|t| t.task)
+        .collect();
+    Ok(run::Resume {
+        run_id: run_id.to_string(),
+        pipeline: rec.pipeline.clone(),
+        succeeded,
+        staging: staging_dir.join(&rec.pipeline).join(run_id),
+    })
 }
 
 /// Ctrl-C or SIGTERM cancels the run; a second one exits at once.

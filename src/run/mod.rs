@@ -62,6 +62,19 @@ pub struct RunOptions {
     pub target_partitions: Option<usize>,
     /// Rebuild every output from all input, ignoring what loads consumed before.
     pub full_refresh: bool,
+    /// Continue an earlier run that did not succeed.
+    pub resume: Option<Resume>,
+}
+
+/// An earlier run that `--resume` continues.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub run_id: String,
+    pub pipeline: String,
+    /// Tasks that succeeded in it.
+    pub succeeded: HashSet<String>,
+    /// Its staging directory (materialized transforms), if still there.
+    pub staging: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -230,10 +243,14 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
             return Err(e);
         }
     };
-    // Staged intermediate tables are only needed while the run lasts.
-    let run_staging = opts.staging_dir.join(&plan.pipeline).join(&opts.run_id);
-    if run_staging.exists() {
+    // Staged intermediate tables are kept after a run that did not succeed, for `--resume`
+    // (the next run of the pipeline removes them); a resumed run's are no longer needed.
+    if status == RunStatus::Succeeded {
+        let run_staging = opts.staging_dir.join(&plan.pipeline).join(&opts.run_id);
         let _ = std::fs::remove_dir_all(&run_staging);
+        if let Some(r) = &opts.resume {
+            let _ = std::fs::remove_dir_all(&r.staging);
+        }
     }
     if let Some(state) = &opts.state {
         let error = reports
@@ -356,6 +373,36 @@ async fn execute_pass(
             let Some(k) = ready.pop_first() else { break };
             let i = order[k];
             let node = plan.task(i);
+            if let Some(r) = resume_reuse(plan, opts, i) {
+                let table = match &r {
+                    Reuse::Committed => None,
+                    Reuse::Staged(files) => Some(files.clone()),
+                };
+                let mut rep = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Succeeded);
+                let from = opts.resume.as_ref().map(|x| x.run_id.clone()).unwrap_or_default();
+                if let Some(files) = table {
+                    let rows = None;
+                    if let Err(e) = tasks::register_staged(&ctx, plan, i, files, rows) {
+                        tracing::warn!(task = %node.name, "cannot reuse the staged table of run {from}: {}", e.message);
+                    } else {
+                        rep.note = Some(format!("reused from run {from}"));
+                    }
+                } else {
+                    rep.note = Some(format!("committed by run {from}"));
+                }
+                if rep.note.is_some() {
+                    finish(plan, opts, &mut reports, i, rep)?;
+                    for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
+                        if let Some(w) = waiting.get_mut(&d) {
+                            *w -= 1;
+                            if *w == 0 && !reports.contains_key(&d) {
+                                ready.insert(position[&d]);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             if let Some(sources) = pass.up_to_date(plan, i) {
                 let mut r = TaskReport::new(&node.name, node.kind.name(), TaskStatus::UpToDate);
                 r.note = Some(format!("nothing new in {}", sources.join(", ")));
@@ -501,6 +548,38 @@ fn finish(
     Ok(())
 }
 
+enum Reuse {
+    /// A load that committed in the resumed run.
+    Committed,
+    /// A materialized transform's staged files.
+    Staged(Vec<object_store::ObjectMeta>),
+}
+
+/// What `--resume` reuses of task `i`: loads that committed, and materialized transforms
+/// whose staged files are still there. Tasks fed by incremental extracts are computed again
+/// (their delta may have grown since; nothing of it was committed).
+fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Reuse> {
+    let r = opts.resume.as_ref()?;
+    let node = plan.task(i);
+    if !r.succeeded.contains(&node.name) {
+        return None;
+    }
+    match &node.kind {
+        crate::compile::TaskKind::Load(_) => Some(Reuse::Committed),
+        crate::compile::TaskKind::Transform(t)
+            if t.execution.materialized() && plan.incremental_sources(i).is_empty() =>
+        {
+            let dir = r.staging.join(&node.name);
+            if !dir.is_dir() {
+                return None;
+            }
+            let files = stage::list_local_sync(&dir).ok()?;
+            (!files.is_empty()).then_some(Reuse::Staged(files))
+        }
+        _ => None,
+    }
+}
+
 /// Run one task with its retries and timeout. Cancellation (of the run, or by the timeout)
 /// reaches the task through a token it checks until it starts publishing.
 async fn run_with_policy(
@@ -604,9 +683,11 @@ fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
 /// (runs that were killed). The pipeline's run lock makes this safe.
 fn prepare_staging(plan: &Plan, opts: &RunOptions) -> Result<PathBuf, RunError> {
     let root = opts.staging_dir.join(&plan.pipeline);
+    let resumed = opts.resume.as_ref().map(|r| r.run_id.as_str());
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy() != opts.run_id.as_str() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != opts.run_id && Some(name.as_str()) != resumed {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }

@@ -123,3 +123,30 @@ pub async fn list_local(dir: &Path) -> Result<Vec<ObjectMeta>> {
     files.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(files)
 }
+
+/// The Parquet files under a local directory (recursively), without the async runtime.
+pub fn list_local_sync(dir: &Path) -> std::io::Result<Vec<ObjectMeta>> {
+    fn walk(d: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(d)? {
+            let e = e?;
+            let md = e.metadata()?;
+            if md.is_dir() {
+                walk(&e.path(), out)?;
+            } else if e.file_name().to_string_lossy().ends_with(".parquet") {
+                let location = object_store::path::Path::from_absolute_path(e.path()).map_err(std::io::Error::other)?;
+                out.push(ObjectMeta {
+                    location,
+                    last_modified: md.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default(),
+                    size: md.len(),
+                    e_tag: None,
+                    version: None,
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(&std::path::absolute(dir)?, &mut out)?;
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(out)
+}

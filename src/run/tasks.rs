@@ -276,6 +276,28 @@ async fn incremental_extract(
     })
 }
 
+/// Register staged Parquet files (of an earlier run) as task `i`'s table.
+pub(super) fn register_staged(
+    ctx: &SessionContext,
+    plan: &Plan,
+    i: NodeIndex,
+    files: Vec<ObjectMeta>,
+    rows: Option<u64>,
+) -> Result<(), TaskError> {
+    let node = plan.task(i);
+    let mut table = FileSetTable::new(
+        node.schema.clone(),
+        Arc::new(ParquetFormat::default()),
+        ObjectStoreUrl::local_filesystem(),
+        files,
+    );
+    if let Some(r) = rows {
+        table = table.with_rows(r);
+    }
+    ctx.register_table(node.name.as_str(), Arc::new(table))?;
+    Ok(())
+}
+
 async fn transform(
     ctx: &SessionContext,
     name: &str,

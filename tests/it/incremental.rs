@@ -417,3 +417,53 @@ fn appending_other_columns_is_refused() {
     assert!(r.stdout.contains("this run's rows have other columns than the output"), "{}", r.stdout);
     assert!(r.stdout.contains("--full-refresh"), "{}", r.stdout);
 }
+
+fn run_id_of(r: &Run) -> String {
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    v["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn resume_reuses_committed_loads_and_staged_transforms() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\" }\n  shared:\n    transform: { sql: \"SELECT id, version, region FROM src WHERE id >= 0\" }\n  a:\n    load: { from: shared, store: lake, path: a/ }\n  b:\n    load: { from: shared, store: lake, path: b/ }\n",
+    );
+    deliver(&p, "d1.csv", 0..100, 1);
+    let r = p.weir_env(&["run", "p.yaml", "--json"], &[("WEIR_FAILPOINT", "after_data_files@b=error")]);
+    r.code(1);
+    let failed = run_id_of(&r);
+    let a_files = parquet_files(&p.join("lake/a"));
+    assert_eq!(a_files.len(), 1);
+    assert!(!p.join("lake/b").exists());
+
+    // `shared` would fail if it ran again: it is reused; `a` is not written again
+    let r =
+        p.weir_env(&["run", "p.yaml", "--resume", &failed, "--json"], &[("WEIR_FAILPOINT", "task_start@shared=error")]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let note = |t: &str| v["tasks"].as_array().unwrap().iter().find(|x| x["name"] == t).unwrap()["note"].clone();
+    assert_eq!(note("shared"), format!("reused from run {failed}"));
+    assert_eq!(note("a"), format!("committed by run {failed}"));
+    assert_eq!(parquet_files(&p.join("lake/a")), a_files);
+    assert_eq!(by_id(&p, "lake/b").len(), 100);
+
+    // a run that succeeded has nothing to resume
+    let done = run_id_of(&r);
+    let r = p.weir(&["run", "p.yaml", "--resume", &done]);
+    r.code(2);
+    assert!(r.stderr.contains("that run succeeded"), "{}", r.stderr);
+    let r = p.weir(&["run", "p.yaml", "--resume", "nope"]);
+    r.code(2);
+    assert!(r.stderr.contains("no such run"), "{}", r.stderr);
+}
+
+#[test]
+fn resume_of_a_run_that_failed_before_any_task_ran_runs_everything() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..10, 1);
+    let r = p.weir_env(&["run", "p.yaml", "--json"], &[("WEIR_FAILPOINT", "task_start@src=error")]);
+    r.code(1);
+    let failed = run_id_of(&r);
+    p.weir(&["run", "p.yaml", "--resume", &failed]).ok();
+    assert_eq!(by_id(&p, "lake/out").len(), 10);
+}

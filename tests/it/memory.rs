@@ -28,6 +28,7 @@ async fn run_once(yaml: &str, staging: &Path) -> run::RunReport {
         state: None,
         target_partitions: Some(2),
         full_refresh: false,
+        resume: None,
     };
     run::run(Arc::new(plan), opts).await.unwrap()
 }
