@@ -7,6 +7,12 @@ Workloads (sizes in --quick mode in brackets):
   compile   `weir validate` of a generated pipeline of 10,000 tasks [1,000]            goal < 1 s
   dag       `weir run` of 1,000 trivial tasks minus a 1-task run, per task [200]       goal <= 1 ms/task
   demo      the demo pipeline on 5,000,000 orders [100,000] vs the same SQL in DuckDB  goal <= 1.0x DuckDB
+  refresh   18,000,000 create-or-update rows (CSV) merged by id into a 36,000,000-row Parquet
+            table [180,000 into 360,000]: weir `mode: merge` vs DuckDB anti-join + union
+                                                                goal <= 0.8x DuckDB, <= 1 GB RSS
+  localized a 1% update localized in key space merged by weir, vs DuckDB's full rewrite of the
+            table with the same rows                                goal <= 0.1x the full rewrite
+  noop      an incremental run with nothing new over 1,000 files [100]              goal < 200 ms
 
 Each measured command runs --runs times (weir and peer alternating); the table reports medians
 of wall time and of peak RSS (from /usr/bin/time -v). Results go to bench/results.md.
@@ -174,6 +180,140 @@ def bench_demo(weir, python, work, orders, runs, threads):
             "goal": "<= 1.0x DuckDB", "met": ww / dw <= 1.0}
 
 
+# --- refresh, localized, noop ---------------------------------------------------------------
+
+GEN_REFRESH = r"""
+import sys, os, duckdb
+base_rows, delta_rows, files, out, localized = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+con = duckdb.connect()
+con.execute("SET threads = 2")
+cols = ("id, (hash(id) % 100000)::BIGINT AS customer_id, ((hash(id * 7) % 1000000) / 100.0)::DECIMAL(12,2) AS amount, "
+        "['new','paid','shipped','cancelled'][(hash(id * 13) % 4)::INT + 1] AS status, "
+        "TIMESTAMP '2024-01-01' + to_seconds((hash(id * 3) % 31536000)::BIGINT) AS updated_at")
+base = os.path.join(out, "base")
+os.makedirs(base, exist_ok=True)
+per = base_rows // files
+for k in range(files):
+    con.execute(f"COPY (SELECT {cols} FROM range({k * per}, {(k + 1) * per}) t(id)) TO '{base}/part-{k:04d}.parquet' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1048576)")
+# the delivery: half updates of existing ids (spread over the table, or localized in its first
+# 2% of keys), half new ids; shuffled; later timestamps
+half = delta_rows // 2
+if localized:
+    upd = f"SELECT id FROM range(0, {base_rows // 50}) t(id) WHERE id % 2 = 0 LIMIT {half}"
+else:
+    upd = f"SELECT id FROM range(0, {base_rows}) t(id) WHERE id % {max(1, base_rows // half)} = 0 LIMIT {half}"
+new = f"SELECT id FROM range({base_rows}, {base_rows + half}) t(id)"
+delivery = os.path.join(out, "delivery")
+os.makedirs(delivery, exist_ok=True)
+con.execute(f"COPY (SELECT id, (hash(id) % 100000)::BIGINT AS customer_id, ((hash(id * 11) % 1000000) / 100.0)::DECIMAL(12,2) AS amount, "
+            f"'paid' AS status, TIMESTAMP '2025-01-01' + to_seconds((hash(id * 5) % 86400)::BIGINT) AS updated_at "
+            f"FROM (({upd}) UNION ALL ({new})) ORDER BY hash(id)) TO '{delivery}/delivery.csv' (HEADER, DELIMITER ',')")
+"""
+
+DUCKDB_REFRESH = r"""
+import sys, duckdb
+base, delivery, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+con.execute(f"CREATE VIEW d AS SELECT * FROM read_csv('{delivery}/*.csv', header = true, types = {{'amount': 'DECIMAL(12,2)', 'updated_at': 'TIMESTAMP'}})")
+con.execute(f"COPY (SELECT * FROM read_parquet('{base}/*.parquet') b WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.id = b.id) "
+            f"UNION ALL SELECT * FROM d) TO '{out}' (FORMAT parquet, COMPRESSION zstd, PER_THREAD_OUTPUT)")
+"""
+
+REFRESH_PIPELINE = """pipeline: refresh
+stores:
+  raw: {{ url: "file://{delivery}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  delivery:
+    extract: {{ store: raw, path: "*.csv", schema: {{ amount: "decimal(12,2)", updated_at: timestamp }}, incremental: {{ new_files: true }} }}
+  orders:
+    load: {{ from: delivery, store: lake, path: orders/, mode: merge, keys: [id] }}
+"""
+
+
+def refresh_data(python, base_rows, delta_rows, files, localized):
+    name = f"refresh-{base_rows}-{delta_rows}-{'local' if localized else 'spread'}"
+    data = os.path.join(HERE, "data", name)
+    if not os.path.exists(os.path.join(data, "delivery", "delivery.csv")):
+        print(f"  generating {base_rows:,} + {delta_rows:,} rows in {data} ...", flush=True)
+        shutil.rmtree(data, ignore_errors=True)
+        subprocess.run([python, "-c", GEN_REFRESH, str(base_rows), str(delta_rows), str(files), data,
+                        "1" if localized else "0"], check=True)
+    return data
+
+
+def run_refresh(weir, python, work, data, runs, threads, label):
+    """Merge the delivery into a fresh copy (hard links) of the base table, weir and DuckDB
+    alternating."""
+    script = os.path.join(work, "duckdb_refresh.py")
+    with open(script, "w") as f:
+        f.write(DUCKDB_REFRESH)
+    weir_s, duck_s = [], []
+    for i in range(runs):
+        lake = os.path.join(work, "lake")
+        shutil.rmtree(lake, ignore_errors=True)
+        os.makedirs(lake)
+        subprocess.run(["cp", "-al", os.path.join(data, "base"), os.path.join(lake, "orders")], check=True)
+        pipeline = os.path.join(work, "refresh.yaml")
+        with open(pipeline, "w") as f:
+            f.write(REFRESH_PIPELINE.format(delivery=os.path.join(data, "delivery"), lake=lake))
+        state = os.path.join(work, f"refresh-state-{label}-{i}.db")
+        weir_s.append(timed([weir, "run", pipeline, "--state", state]))
+        duck_out = os.path.join(work, "duck-refresh")
+        shutil.rmtree(duck_out, ignore_errors=True)
+        duck_s.append(timed([python, script, os.path.join(data, "base"), os.path.join(data, "delivery"), duck_out, str(threads)]))
+        print(f"  {label} run {i + 1}: weir {weir_s[-1][0]:.2f} s ({weir_s[-1][1]:.0f} MB), "
+              f"DuckDB {duck_s[-1][0]:.2f} s ({duck_s[-1][1]:.0f} MB)", flush=True)
+    return weir_s, duck_s
+
+
+def bench_refresh(weir, python, work, base_rows, delta_rows, files, runs, threads):
+    data = refresh_data(python, base_rows, delta_rows, files, False)
+    size = os.path.getsize(os.path.join(data, "delivery", "delivery.csv"))
+    weir_s, duck_s = run_refresh(weir, python, work, data, runs, threads, "refresh")
+    (ww, wr), (dw, dr) = medians(weir_s), medians(duck_s)
+    return {"workload": f"refresh: {delta_rows:,} create-or-update rows ({size / 1e6:.0f} MB CSV) merged by id into {base_rows:,} rows",
+            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+            "goal": "<= 0.8x DuckDB, <= 1 GB", "met": ww / dw <= 0.8 and wr <= 1024}
+
+
+def bench_localized(weir, python, work, base_rows, files, runs, threads):
+    delta_rows = base_rows // 100
+    data = refresh_data(python, base_rows, delta_rows, files, True)
+    weir_s, duck_s = run_refresh(weir, python, work, data, runs, threads, "localized")
+    (ww, wr), (dw, dr) = medians(weir_s), medians(duck_s)
+    return {"workload": f"localized: {delta_rows:,} rows (1%: updates in the first 2% of keys, and new keys) merged into {base_rows:,} rows in {files} files; peer: full rewrite",
+            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+            "goal": "<= 0.1x full rewrite", "met": ww / dw <= 0.1}
+
+
+def bench_noop(weir, work, n_files, runs):
+    src = os.path.join(work, "noop-src")
+    os.makedirs(src, exist_ok=True)
+    for k in range(n_files):
+        with open(os.path.join(src, f"f{k:05d}.csv"), "w") as f:
+            f.write("id,name,amount\n" + "".join(f"{k * 100 + i},n{i},{i * 1.5}\n" for i in range(100)))
+    pipeline = os.path.join(work, "noop.yaml")
+    with open(pipeline, "w") as f:
+        f.write(f"""pipeline: noop
+stores:
+  raw: {{ url: "file://{src}" }}
+  lake: {{ url: "file://{work}/noop-lake" }}
+tasks:
+  src:
+    extract: {{ store: raw, path: "*.csv", incremental: {{ new_files: true }} }}
+  out:
+    load: {{ from: src, store: lake, path: out/, mode: append }}
+""")
+    state = os.path.join(work, "noop-state.db")
+    timed([weir, "run", pipeline, "--state", state])  # the first run loads everything
+    samples = [timed([weir, "run", pipeline, "--state", state]) for _ in range(max(runs, 3))]
+    wall, rss = medians(samples)
+    return {"workload": f"noop: incremental run with nothing new over {n_files:,} files", "weir": wall,
+            "weir_rss": rss, "goal": "< 200 ms", "met": wall < 0.2}
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def machine():
@@ -230,7 +370,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="compile,dag,demo")
+    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,noop")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     only = set(args.only.split(","))
@@ -246,6 +386,17 @@ def main():
         if "demo" in only:
             print("demo ...", flush=True)
             results.append(bench_demo(args.weir, args.python, work, 100_000 if args.quick else 5_000_000, args.runs, args.threads))
+        if "refresh" in only:
+            print("refresh ...", flush=True)
+            base, delta = (360_000, 180_000) if args.quick else (36_000_000, 18_000_000)
+            results.append(bench_refresh(args.weir, args.python, work, base, delta, 36, args.runs, args.threads))
+        if "localized" in only:
+            print("localized ...", flush=True)
+            results.append(bench_localized(args.weir, args.python, work, 360_000 if args.quick else 36_000_000, 36,
+                                           args.runs, args.threads))
+        if "noop" in only:
+            print("noop ...", flush=True)
+            results.append(bench_noop(args.weir, work, 100 if args.quick else 1000, args.runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args, args.weir, args.python)
