@@ -2,14 +2,17 @@
 //! a key of this run.
 //!
 //! 1. This run's rows are staged (local scratch, Parquet). Rows with a NULL key are refused;
-//!    several rows per key are reduced to the one with the greatest `order_by` (or refused
+//!    several rows per key (found by sorting 64-bit hashes of the keys: 8 bytes per row, then
+//!    confirmed exactly) are reduced to the one with the greatest `order_by` (or refused
 //!    without `order_by`, or when tied on it).
 //! 2. For each current file, the Parquet statistics of the first key column (that is not a
 //!    partition column) give a `[min, max]` range per row group. A file is *affected* when a
 //!    key of this run falls in one of its ranges (or it has no statistics).
 //! 3. The new version = the unaffected files, kept as they are (hard links), + the affected
 //!    files rewritten as (their rows whose keys are not in this run) ∪ (this run's rows not
-//!    matching `delete_when`). The anti-join builds its hash table on this run's keys.
+//!    matching `delete_when`). The anti-join builds one hash table on this run's keys that
+//!    fall inside the affected files' key range (new keys beyond it cannot match), and the
+//!    current rows probe it where they are read, without being repartitioned.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,7 +66,15 @@ pub(super) async fn stage_merge(
     // A context of its own (the run's tables are not needed), on the run's object stores.
     let mut config = state.config().clone();
     config.options_mut().catalog.create_default_catalog_and_schema = true;
+    // One hash table of this run's keys, probed by the current rows where they are read: the
+    // current table (the bigger side) is not repartitioned by hash.
+    config.options_mut().optimizer.hash_join_single_partition_threshold = usize::MAX;
+    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
     let ctx = SessionContext::new_with_config_rt(config, state.runtime_env().clone());
+    let clock = std::time::Instant::now();
+    let phase = |what: &str| {
+        tracing::debug!(ms = clock.elapsed().as_millis() as u64, peak_rss_mb = peak_rss_mb(), "merge: {what}")
+    };
     let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
     let key_list = keys.join(", ");
 
@@ -73,26 +84,31 @@ pub(super) async fn stage_merge(
     let staged =
         execute_to_parquet(state, plan, &delta_url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
     let mut outcome = WriteOutcome { rows_in: staged.rows_in, ..Default::default() };
+    phase("this run's rows staged");
     if staged.rows == 0 {
         // Nothing to merge: the output stays as it is (a first load gets an empty file).
         return Ok(MergeOutcome { outcome, keep: current.iter().map(|f| f.rel.clone()).collect() });
     }
     ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
 
-    let null_cond = load.keys.iter().map(|k| format!("{} IS NULL", quote(k))).collect::<Vec<_>>().join(" OR ");
-    let nulls = scalar_u64(&ctx, &format!("SELECT count(*) FROM __rows WHERE {null_cond}")).await?;
+    let (nulls, maybe_dups) = check_keys(&ctx, &load.keys, staged.rows).await?;
     if nulls > 0 {
         return Err(SinkError::Merge(format!(
             "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
             load.keys.join(", ")
         )));
     }
-
-    let dups = sample_rows(
-        &ctx,
-        &format!("SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list} HAVING count(*) > 1 LIMIT 3"),
-    )
-    .await?;
+    // Exact, with examples, only when the hashes say there may be duplicates.
+    let dups = if maybe_dups {
+        sample_rows(
+            &ctx,
+            &format!("SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list} HAVING count(*) > 1 LIMIT 3"),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    phase("keys checked for NULLs and duplicates");
     let source = if dups.is_empty() {
         "__rows"
     } else if load.order_by.is_empty() {
@@ -149,17 +165,22 @@ pub(super) async fn stage_merge(
     }
 
     // 2. Which current files can hold one of this run's keys.
-    let (affected, keep) = affected_files(&ctx, &load.store, current, source, load).await?;
+    let Affected { files: affected, keep, range } = affected_files(&ctx, &load.store, current, source, load).await?;
+    phase("files holding the keys found");
 
     // 3. The rewrite.
     let mut out = upserts;
     if !affected.is_empty() {
         let current_rows = read_current(&ctx, &load.store, &affected, schema, &load.partition_by).await?;
         let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
-        let run_keys = ctx
-            .table(source)
-            .await
-            .map_err(df_err)?
+        // Only this run's keys inside the affected files' key range can match a current row:
+        // new keys beyond it (the usual case of growing ids) stay out of the hash table.
+        let mut keys_df = ctx.table(source).await.map_err(df_err)?;
+        if let Some((column, lo, hi)) = &range {
+            let c = ident(column);
+            keys_df = keys_df.filter(c.clone().gt_eq(lit(lo.clone())).and(c.lt_eq(lit(hi.clone())))).map_err(df_err)?;
+        }
+        let run_keys = keys_df
             .select(
                 load.keys
                     .iter()
@@ -176,8 +197,9 @@ pub(super) async fn stage_merge(
         out = kept_rows.union(out).map_err(df_err)?;
     }
     let written =
-        execute_to_parquet(state, out.logical_plan().clone(), url, load.partition_by.clone(), options).await?;
+        execute_to_parquet(&ctx.state(), out.logical_plan().clone(), url, load.partition_by.clone(), options).await?;
     outcome.rows = written.rows;
+    phase("rewritten");
     tracing::info!(
         files = current.len(),
         rewritten = affected.len(),
@@ -190,19 +212,52 @@ pub(super) async fn stage_merge(
     Ok(MergeOutcome { outcome, keep })
 }
 
-async fn scalar_u64(ctx: &SessionContext, sql: &str) -> Result<u64, SinkError> {
-    let batches = ctx.sql(sql).await.map_err(df_err)?.collect().await.map_err(df_err)?;
-    let v = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
-        .transpose()
-        .map_err(df_err)?;
-    Ok(match v {
-        Some(ScalarValue::Int64(Some(n))) => n.max(0) as u64,
-        Some(ScalarValue::UInt64(Some(n))) => n,
-        _ => 0,
-    })
+/// One pass over the key columns of `__rows`: how many rows have a NULL key, and whether two
+/// rows may share a key (two equal 64-bit hashes of the keys; a collision of different keys is
+/// possible but rare, and the caller then checks exactly). Holds 8 bytes per row, much less
+/// than a hash aggregation over the keys.
+async fn check_keys(ctx: &SessionContext, keys: &[String], rows: u64) -> Result<(u64, bool), SinkError> {
+    use datafusion::common::hash_utils::{HLL_RANDOM_STATE, create_hashes};
+    let cols = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let mut stream =
+        ctx.sql(&format!("SELECT {cols} FROM __rows")).await.map_err(df_err)?.execute_stream().await.map_err(df_err)?;
+    let mut hashes: Vec<u64> = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    let mut nulls = 0u64;
+    let mut buf: Vec<u64> = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(df_err)?;
+        let arrays: Vec<ArrayRef> = batch.columns().to_vec();
+        if arrays.iter().any(|a| a.null_count() > 0) {
+            let mut any_null = vec![false; batch.num_rows()];
+            for a in &arrays {
+                for (i, n) in any_null.iter_mut().enumerate() {
+                    *n |= a.is_null(i);
+                }
+            }
+            nulls += any_null.iter().filter(|n| **n).count() as u64;
+        }
+        buf.clear();
+        buf.resize(batch.num_rows(), 0);
+        create_hashes(&arrays, &HLL_RANDOM_STATE, &mut buf).map_err(df_err)?;
+        hashes.extend_from_slice(&buf);
+    }
+    hashes.sort_unstable();
+    let maybe_dups = hashes.windows(2).any(|w| w[0] == w[1]);
+    Ok((nulls, maybe_dups))
+}
+
+/// The process's peak resident set so far (Linux), for the debug log.
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }
 
 /// Rows of `sql` as `a=1, b=2 (n rows)` texts.
@@ -228,6 +283,14 @@ async fn sample_rows(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, Sin
     Ok(out)
 }
 
+/// The files that may hold a key of this run, the files that cannot (kept), and the range
+/// `(column, min, max)` of the key over the files that may (when their statistics say).
+struct Affected {
+    files: Vec<CurrentFile>,
+    keep: Vec<String>,
+    range: Option<(String, ScalarValue, ScalarValue)>,
+}
+
 /// Split `current` into files that may hold a key of `source` and files that cannot.
 async fn affected_files(
     ctx: &SessionContext,
@@ -235,9 +298,9 @@ async fn affected_files(
     current: &[CurrentFile],
     source: &str,
     load: &LoadPlan,
-) -> Result<(Vec<CurrentFile>, Vec<String>), SinkError> {
+) -> Result<Affected, SinkError> {
     let Some(key) = load.keys.iter().find(|k| !load.partition_by.contains(k)) else {
-        return Ok((current.to_vec(), Vec::new()));
+        return Ok(Affected { files: current.to_vec(), keep: Vec::new(), range: None });
     };
     // Per file, the [min, max] of the key per row group; None: unknown, rewrite it.
     let mut ranges: Vec<Option<Vec<(ArrayRef, ArrayRef)>>> = Vec::with_capacity(current.len());
@@ -282,10 +345,39 @@ async fn affected_files(
     }
     let mut affected = Vec::new();
     let mut keep = Vec::new();
-    for (f, h) in current.iter().zip(hit) {
-        if h { affected.push(f.clone()) } else { keep.push(f.rel.clone()) }
+    // The key range of the affected files: rows of this run outside it match no current row.
+    let mut range: Option<(ScalarValue, ScalarValue)> = None;
+    let mut known = true;
+    for ((f, h), r) in current.iter().zip(hit).zip(&ranges) {
+        if !h {
+            keep.push(f.rel.clone());
+            continue;
+        }
+        affected.push(f.clone());
+        let Some(groups) = r else {
+            known = false;
+            continue;
+        };
+        for (min, max) in groups {
+            let (Ok(lo), Ok(hi)) = (ScalarValue::try_from_array(min, 0), ScalarValue::try_from_array(max, 0)) else {
+                known = false;
+                continue;
+            };
+            if lo.is_null() || hi.is_null() {
+                known = false;
+                continue;
+            }
+            range = Some(match range.take() {
+                None => (lo, hi),
+                Some((a, b)) => (
+                    if lo.partial_cmp(&a) == Some(std::cmp::Ordering::Less) { lo } else { a },
+                    if hi.partial_cmp(&b) == Some(std::cmp::Ordering::Greater) { hi } else { b },
+                ),
+            });
+        }
     }
-    Ok((affected, keep))
+    let range = if known { range.map(|(a, b)| (key.clone(), a, b)) } else { None };
+    Ok(Affected { files: affected, keep, range })
 }
 
 /// The `[min, max]` of `column` in each row group of `file`, from its Parquet statistics.

@@ -95,6 +95,10 @@ pub async fn execute_to_parquet(
     let file_type = format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(options)));
     let copy = LogicalPlanBuilder::copy_to(plan, url.to_string(), file_type, HashMap::new(), partition_by)?.build()?;
     let physical = state.create_physical_plan(&copy).await?;
+    tracing::trace!(
+        "physical plan of the write to {url}:\n{}",
+        datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
+    );
     let batches = collect(physical.clone(), state.task_ctx()).await?;
     let rows = batches
         .first()
