@@ -344,6 +344,7 @@ def report(results, args, weir, python):
         f"`bench/run.sh{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}: {machine()}.",
         f"{weir_v} (release build, {rustc}); DuckDB {duck_v} (Python package, `threads = {args.threads}`).",
         f"Medians of {args.runs} runs, weir and DuckDB alternating; peak RSS from `/usr/bin/time -v`.",
+        "Rows of workloads that were not run this time are kept from their latest run.",
         "",
         "| workload | weir | DuckDB | weir / DuckDB | weir peak RSS | DuckDB peak RSS | goal | met |",
         "|---|---:|---:|---:|---:|---:|---|---|",
@@ -354,9 +355,15 @@ def report(results, args, weir, python):
         prss = f"{r['peer_rss']:.0f} MB" if "peer_rss" in r else "–"
         weir_cell = r.get("note") or f"{r['weir']:.2f} s"
         lines.append(f"| {r['workload']} | {weir_cell} | {peer} | {ratio} | {r['weir_rss']:.0f} MB | {prss} | {r['goal']} | {'yes' if r['met'] else 'no'} |")
+    # Rows of workloads not run this time stay, from their latest run.
+    out = os.path.join(HERE, "results-quick.md" if args.quick else "results.md")
+    ran = {r["workload"].split(":")[0] for r in results}
+    if os.path.exists(out):
+        kept = [l for l in open(out).read().splitlines()
+                if l.startswith("| ") and not l.startswith("| workload") and l[2:].split(":")[0] not in ran]
+        lines.extend(kept)
     lines.append("")
     text = "\n".join(lines)
-    out = os.path.join(HERE, "results-quick.md" if args.quick else "results.md")
     with open(out, "w") as f:
         f.write(text)
     print("\n" + text)
