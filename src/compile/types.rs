@@ -20,6 +20,7 @@ pub const TYPE_NAMES: &[&str] = &[
     "boolean",
     "date",
     "timestamp",
+    "timestamp(p)",
     "timestamp with time zone",
     "binary",
 ];
@@ -30,11 +31,17 @@ pub fn parse_sql_type(s: &str) -> Result<DataType, String> {
     let (base, args) = match norm.find('(') {
         Some(i) => {
             let close = norm.rfind(')').filter(|c| *c > i).ok_or_else(|| format!("missing `)` in `{s}`"))?;
-            if !norm[close + 1..].trim().is_empty() {
-                return Err(format!("unexpected text after `)` in `{s}`"));
-            }
+            let after = norm[close + 1..].trim();
+            let base = norm[..i].trim();
             let args: Vec<&str> = norm[i + 1..close].split(',').map(str::trim).collect();
-            (norm[..i].trim().to_string(), Some(args))
+            // `timestamp(9) with time zone`
+            if base == "timestamp" && matches!(after, "with time zone" | "without time zone") {
+                (format!("timestamp {after}"), Some(args))
+            } else if !after.is_empty() {
+                return Err(format!("unexpected text after `)` in `{s}`"));
+            } else {
+                (base.to_string(), Some(args))
+            }
         }
         None => (norm.clone(), None),
     };
@@ -56,10 +63,10 @@ pub fn parse_sql_type(s: &str) -> Result<DataType, String> {
         "boolean" | "bool" => no_args(DataType::Boolean),
         "date" => no_args(DataType::Date32),
         "timestamp" | "timestamp without time zone" | "datetime" => {
-            no_args(DataType::Timestamp(TimeUnit::Nanosecond, None))
+            Ok(DataType::Timestamp(timestamp_unit(args.as_deref())?, None))
         }
         "timestamp with time zone" | "timestamptz" => {
-            no_args(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
+            Ok(DataType::Timestamp(timestamp_unit(args.as_deref())?, Some("UTC".into())))
         }
         "binary" | "varbinary" | "bytea" | "blob" => no_args(DataType::Binary),
         "decimal" | "numeric" => {
@@ -84,6 +91,19 @@ pub fn parse_sql_type(s: &str) -> Result<DataType, String> {
     }
 }
 
+/// `timestamp` is microseconds (as in DuckDB, Spark and PostgreSQL); `timestamp(p)` gives
+/// the fractional digits: 0 (seconds), 3, 6 or 9 (nanoseconds).
+fn timestamp_unit(args: Option<&[&str]>) -> Result<TimeUnit, String> {
+    match args {
+        None => Ok(TimeUnit::Microsecond),
+        Some(["0"]) => Ok(TimeUnit::Second),
+        Some(["3"]) => Ok(TimeUnit::Millisecond),
+        Some(["6"]) => Ok(TimeUnit::Microsecond),
+        Some(["9"]) => Ok(TimeUnit::Nanosecond),
+        Some(a) => Err(format!("timestamp precision must be 0, 3, 6 or 9 fractional digits, got `{}`", a.join(","))),
+    }
+}
+
 /// A SQL-ish name for an Arrow type, for `weir plan`.
 pub fn sql_name(t: &DataType) -> String {
     match t {
@@ -97,8 +117,15 @@ pub fn sql_name(t: &DataType) -> String {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
         DataType::Boolean => "boolean".into(),
         DataType::Date32 | DataType::Date64 => "date".into(),
-        DataType::Timestamp(_, None) => "timestamp".into(),
-        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Timestamp(unit, tz) => {
+            let p = match unit {
+                TimeUnit::Second => "(0)",
+                TimeUnit::Millisecond => "(3)",
+                TimeUnit::Microsecond => "",
+                TimeUnit::Nanosecond => "(9)",
+            };
+            if tz.is_some() { format!("timestamp{p} with time zone") } else { format!("timestamp{p}") }
+        }
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
         DataType::Null => "null".into(),
@@ -116,14 +143,24 @@ mod tests {
         assert_eq!(parse_sql_type("decimal(12, 2)"), Ok(DataType::Decimal128(12, 2)));
         assert_eq!(
             parse_sql_type("Timestamp  With Time Zone"),
-            Ok(DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
+            Ok(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
         );
+        assert_eq!(parse_sql_type("timestamp"), Ok(DataType::Timestamp(TimeUnit::Microsecond, None)));
+        assert_eq!(parse_sql_type("timestamp(9)"), Ok(DataType::Timestamp(TimeUnit::Nanosecond, None)));
+        assert_eq!(
+            parse_sql_type("timestamp(3) with time zone"),
+            Ok(DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))
+        );
+        assert!(parse_sql_type("timestamp(5)").is_err());
+        for t in ["timestamp", "timestamp(9)", "timestamp(3) with time zone", "timestamp(0)"] {
+            assert_eq!(sql_name(&parse_sql_type(t).unwrap()), t);
+        }
         assert_eq!(parse_sql_type("varchar(20)"), Ok(DataType::Utf8));
         assert!(parse_sql_type("decimal(2,5)").is_err());
         assert!(parse_sql_type("int(3)").is_err());
         assert!(parse_sql_type("bigin").is_err());
         for t in TYPE_NAMES {
-            let t = t.replace("(p,s)", "(10,2)");
+            let t = t.replace("(p,s)", "(10,2)").replace("(p)", "(9)");
             assert!(parse_sql_type(&t).is_ok(), "{t}");
         }
     }
