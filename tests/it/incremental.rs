@@ -467,3 +467,21 @@ fn resume_of_a_run_that_failed_before_any_task_ran_runs_everything() {
     p.weir(&["run", "p.yaml", "--resume", &failed]).ok();
     assert_eq!(by_id(&p, "lake/out").len(), 10);
 }
+
+#[test]
+fn new_files_and_watermark_together_scan_only_new_files_for_new_rows() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", schema: { updated_at: timestamp }, incremental: { new_files: true, watermark: { column: updated_at } } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n",
+    );
+    ts_rows(&p, "a.csv", &[(1, "1", Some("2024-01-01T10:00:00")), (2, "1", Some("2024-01-01T11:00:00"))]);
+    p.weir(&["run", "p.yaml"]).ok();
+    // a new file repeating an old row (at the watermark) and bringing a new one
+    ts_rows(&p, "b.csv", &[(2, "1", Some("2024-01-01T11:00:00")), (3, "2", Some("2024-01-01T12:00:00"))]);
+    let r = p.weir(&["run", "p.yaml", "--json"]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["tasks"][0]["files"], 1, "only the new file is scanned");
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(out.values().all(|v| v.len() == 1), "{out:?}");
+}

@@ -86,3 +86,40 @@ async fn overwrite_and_append_on_an_object_store() {
     records.sort();
     assert_eq!(records, ["lake/marts/a/_weir/commits/0000000002.json", "lake/marts/a/_weir/commits/0000000003.json"]);
 }
+
+/// Incremental merge and replace_partitions on an object store: the publish keeps the files
+/// the new version keeps, replaces the others, and the commit records say what was consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_merge_and_replace_partitions_on_an_object_store() {
+    let staging = tempfile::tempdir().unwrap();
+    let store = Store::new("m", "memory://weir-it-memory-inc", &[], Path::new(".")).unwrap().object_store;
+    let put = |p: &'static str, body: &'static [u8]| {
+        let store = store.clone();
+        async move { store.put(&ObjectPath::from(p), PutPayload::from_static(body)).await.unwrap() }
+    };
+    put("src/d1.csv", b"id,region,v\n1,north,1\n2,south,1\n3,north,1\n").await;
+    let yaml = "stores:\n  src: { url: \"memory://weir-it-memory-inc/src\" }\n  lake: { url: \"memory://weir-it-memory-inc/lake\" }\ntasks:\n  a:\n    extract: { store: src, path: \"*.csv\", incremental: { new_files: true } }\n  merged:\n    load: { from: a, store: lake, path: merged/, mode: merge, keys: [region, id], partition_by: [region] }\n  parts:\n    load: { from: a, store: lake, path: parts/, mode: replace_partitions, partition_by: [region] }\n";
+    let r = run_once(yaml, staging.path()).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    put("src/d2.csv", b"id,region,v\n2,south,2\n4,east,2\n").await;
+    let r = run_once(yaml, staging.path()).await;
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+    let merged = list(&store, "lake/merged").await;
+    let north: Vec<_> = merged.iter().filter(|p| p.contains("region=north/")).collect();
+    assert_eq!(north.len(), 1, "the north partition holds no key of the second delivery: kept: {merged:?}");
+    assert!(merged.iter().any(|p| p.contains("region=east/")));
+    let parts = list(&store, "lake/parts").await;
+    assert_eq!(parts.iter().filter(|p| p.contains("region=south/")).count(), 1, "south replaced: {parts:?}");
+    assert_eq!(parts.iter().filter(|p| p.contains("region=north/")).count(), 1, "north kept: {parts:?}");
+    // a third run has nothing new: up to date, nothing written
+    let r = run_once(yaml, staging.path()).await;
+    assert!(r.tasks.iter().all(|t| t.name == "a" || t.status == run::TaskStatus::UpToDate), "{:?}", r.tasks);
+    assert_eq!(list(&store, "lake/merged").await, merged);
+    let records: Vec<String> = store
+        .list(Some(&ObjectPath::from("lake/merged/_weir/commits")))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+}
