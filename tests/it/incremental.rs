@@ -485,3 +485,68 @@ fn new_files_and_watermark_together_scan_only_new_files_for_new_rows() {
     assert_eq!(out.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
     assert!(out.values().all(|v| v.len() == 1), "{out:?}");
 }
+
+/// Nanosecond cursors: a row 1 ns past the watermark is read, one at it is not.
+#[test]
+fn nanosecond_watermark_keeps_every_digit() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", schema: { updated_at: timestamp(9) }, incremental: { watermark: { column: updated_at } } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n",
+    );
+    ts_rows(&p, "a.csv", &[(1, "1", Some("2024-01-01T10:00:00.123456789"))]);
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(latest_record(&p, "lake/out")["extracts"]["src"]["watermark"]["value"], "2024-01-01T10:00:00.123456789");
+    ts_rows(
+        &p,
+        "a.csv",
+        &[
+            (1, "1", Some("2024-01-01T10:00:00.123456789")),
+            (2, "2", Some("2024-01-01T10:00:00.123456789")),
+            (3, "2", Some("2024-01-01T10:00:00.123456790")),
+        ],
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(by_id(&p, "lake/out").keys().copied().collect::<Vec<_>>(), [1, 3]);
+}
+
+/// A text cursor with quotes and SQL in it: the watermark is a bound value, never SQL text.
+#[test]
+fn text_watermark_values_are_bound_not_formatted() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { watermark: { column: cursor } } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n",
+    );
+    p.write("raw/a.csv", "id,version,cursor\n1,1,a'b\n2,1,\"a' OR '1'='1\"\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    p.write("raw/a.csv", "id,version,cursor\n1,1,a'b\n2,1,\"a' OR '1'='1\"\n3,2,b'\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(by_id(&p, "lake/out").keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(latest_record(&p, "lake/out")["extracts"]["src"]["watermark"]["value"], "b'");
+}
+
+/// Kill a merge at each point between reading and committing: the output ends as the latest
+/// version of every key, each key once.
+#[test]
+fn killed_merges_end_with_the_latest_version_of_every_key() {
+    let tasks = "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: version }\n";
+    for point in ["after_data_files", "before_publish", "after_publish", "after_publish_before_state"] {
+        let p = project(tasks);
+        deliver(&p, "d1.csv", 0..100, 1);
+        p.weir(&["run", "p.yaml"]).ok();
+        deliver(&p, "d2.csv", 50..150, 2);
+        let r = p.weir_env(&["run", "p.yaml"], &[("WEIR_FAILPOINT", &format!("{point}=kill"))]);
+        assert_ne!(r.code, 0);
+        deliver(&p, "d3.csv", 140..160, 3);
+        p.weir(&["run", "p.yaml"]).ok();
+        let out = by_id(&p, "lake/out");
+        assert_eq!(out.len(), 160, "killed at {point}");
+        for (id, versions) in &out {
+            let want = if *id >= 140 {
+                3
+            } else if *id >= 50 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(versions, &vec![want], "killed at {point}: id {id}");
+        }
+    }
+}
