@@ -374,32 +374,22 @@ async fn execute_pass(
             let i = order[k];
             let node = plan.task(i);
             if let Some(r) = resume_reuse(plan, opts, i) {
-                let table = match &r {
-                    Reuse::Committed => None,
-                    Reuse::Staged(files) => Some(files.clone()),
-                };
-                let mut rep = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Succeeded);
-                let from = opts.resume.as_ref().map(|x| x.run_id.clone()).unwrap_or_default();
-                if let Some(files) = table {
-                    let rows = None;
-                    if let Err(e) = tasks::register_staged(&ctx, plan, i, files, rows) {
-                        tracing::warn!(task = %node.name, "cannot reuse the staged table of run {from}: {}", e.message);
-                    } else {
-                        rep.note = Some(format!("reused from run {from}"));
-                    }
-                } else {
-                    rep.note = Some(format!("committed by run {from}"));
-                }
-                if rep.note.is_some() {
-                    finish(plan, opts, &mut reports, i, rep)?;
-                    for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
-                        if let Some(w) = waiting.get_mut(&d) {
-                            *w -= 1;
-                            if *w == 0 && !reports.contains_key(&d) {
-                                ready.insert(position[&d]);
-                            }
+                let from = opts.resume.as_ref().map(|x| x.run_id.as_str()).unwrap_or_default();
+                let note = match r {
+                    Reuse::Committed => Some(format!("committed by run {from}")),
+                    Reuse::Staged(files) => match tasks::register_staged(&ctx, plan, i, files) {
+                        Ok(()) => Some(format!("reused from run {from}")),
+                        Err(e) => {
+                            tracing::warn!(task = %node.name, "cannot reuse the staged table of run {from}: {}", e.message);
+                            None
                         }
-                    }
+                    },
+                };
+                if let Some(note) = note {
+                    let mut rep = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Succeeded);
+                    rep.note = Some(note);
+                    finish(plan, opts, &mut reports, i, rep)?;
+                    release_downstream(plan, i, &mut waiting, &reports, &mut ready, &position);
                     continue;
                 }
             }
@@ -407,14 +397,7 @@ async fn execute_pass(
                 let mut r = TaskReport::new(&node.name, node.kind.name(), TaskStatus::UpToDate);
                 r.note = Some(format!("nothing new in {}", sources.join(", ")));
                 finish(plan, opts, &mut reports, i, r)?;
-                for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
-                    if let Some(w) = waiting.get_mut(&d) {
-                        *w -= 1;
-                        if *w == 0 && !reports.contains_key(&d) {
-                            ready.insert(position[&d]);
-                        }
-                    }
-                }
+                release_downstream(plan, i, &mut waiting, &reports, &mut ready, &position);
                 continue;
             }
             let mut report = TaskReport::new(&node.name, node.kind.name(), TaskStatus::Succeeded);
@@ -485,14 +468,7 @@ async fn execute_pass(
         if report.status == TaskStatus::Cancelled {
             // its downstream is reported when the loop ends
         } else if matches!(report.status, TaskStatus::Succeeded | TaskStatus::Fused | TaskStatus::UpToDate) {
-            for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
-                if let Some(w) = waiting.get_mut(&d) {
-                    *w -= 1;
-                    if *w == 0 && !reports.contains_key(&d) {
-                        ready.insert(position[&d]);
-                    }
-                }
-            }
+            release_downstream(plan, i, &mut waiting, &reports, &mut ready, &position);
         } else {
             // Skip everything downstream of the failure.
             for d in plan.descendants(i) {
@@ -522,6 +498,25 @@ async fn execute_pass(
     }
 
     Ok((cancelled, reports))
+}
+
+/// Task `i` is done: its consumers wait for one task fewer, and those waiting for none are ready.
+fn release_downstream(
+    plan: &Plan,
+    i: NodeIndex,
+    waiting: &mut HashMap<NodeIndex, usize>,
+    reports: &HashMap<NodeIndex, TaskReport>,
+    ready: &mut BTreeSet<usize>,
+    position: &HashMap<NodeIndex, usize>,
+) {
+    for d in plan.graph.neighbors_directed(i, Direction::Outgoing).collect::<HashSet<_>>() {
+        if let Some(w) = waiting.get_mut(&d) {
+            *w -= 1;
+            if *w == 0 && !reports.contains_key(&d) {
+                ready.insert(position[&d]);
+            }
+        }
+    }
 }
 
 fn finish(

@@ -282,18 +282,14 @@ pub(super) fn register_staged(
     plan: &Plan,
     i: NodeIndex,
     files: Vec<ObjectMeta>,
-    rows: Option<u64>,
 ) -> Result<(), TaskError> {
     let node = plan.task(i);
-    let mut table = FileSetTable::new(
+    let table = FileSetTable::new(
         node.schema.clone(),
         Arc::new(ParquetFormat::default()),
         ObjectStoreUrl::local_filesystem(),
         files,
     );
-    if let Some(r) = rows {
-        table = table.with_rows(r);
-    }
     ctx.register_table(node.name.as_str(), Arc::new(table))?;
     Ok(())
 }

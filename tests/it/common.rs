@@ -73,6 +73,19 @@ impl Project {
         }
     }
 
+    /// Start `weir ARGS`, SIGKILL it after `delay` (if it is still running), and wait for it.
+    pub fn weir_killed_after(&self, args: &[&str], delay: std::time::Duration) {
+        let mut child = self
+            .command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start weir");
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+
     /// `weir ARGS` in the project, without weir's variables from the caller's environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(weir_bin());

@@ -125,15 +125,7 @@ fn kill_at_random_moments_loads_every_row_once() {
         next += 2_000;
     }
     for k in 0..8u64 {
-        let mut child = p
-            .command(&["run", "p.yaml"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(15 * k));
-        let _ = child.kill();
-        let _ = child.wait();
+        p.weir_killed_after(&["run", "p.yaml"], std::time::Duration::from_millis(15 * k));
         deliver(&p, &format!("e{k:02}.csv"), next..next + 500, 100 + k as u32);
         next += 500;
     }

@@ -115,15 +115,7 @@ fn kill_at_random_moments_never_mixes_versions() {
     let mut seen_new = false;
     for k in 0..12u32 {
         let delay = full.mul_f64(k as f64 / 10.0);
-        let mut child = p
-            .command(&["run", "p.yaml"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        p.weir_killed_after(&["run", "p.yaml"], delay);
         let out = output(&p);
         let is_v1 = out == v1;
         let is_v2 = out.0 == 45_000 && out.1.iter().all(|v| v == "2");
