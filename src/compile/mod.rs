@@ -982,27 +982,11 @@ impl Compiler<'_> {
         if incremental.is_empty() {
             return;
         }
-        let mut sources: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
-        for &i in order {
-            let mut v: Vec<NodeIndex> = graph
-                .edges_directed(i, petgraph::Direction::Incoming)
-                .filter(|e| *e.weight() == Edge::Data)
-                .flat_map(|e| sources.get(&petgraph::visit::EdgeRef::source(&e)).cloned().unwrap_or_default())
-                .collect();
-            if incremental.contains_key(&i) {
-                v.push(i);
-            }
-            v.sort();
-            v.dedup();
-            sources.insert(i, v);
-        }
+        let sources = plan::incremental_sources(graph, order, |i| incremental.contains_key(&i), |d| d.position);
         for &i in order {
             let DraftKind::Load(l) = &graph[i].kind else { continue };
             let name = graph[i].name.clone();
-            let srcs = &sources[&i];
-            if srcs.is_empty() {
-                continue;
-            }
+            let Some(srcs) = sources.get(&i) else { continue };
             let names: Vec<String> = srcs.iter().map(|s| format!("`{}`", graph[*s].name)).collect();
             if l.mode == LoadMode::Overwrite {
                 self.diags.push(

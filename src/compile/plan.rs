@@ -260,25 +260,12 @@ impl Plan {
             by_name,
             incremental_sources: HashMap::new(),
         };
-        let mut sources: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
-        for &i in &plan.order {
-            let mut v: Vec<NodeIndex> = plan
-                .graph
-                .edges_directed(i, Direction::Incoming)
-                .filter(|e| *e.weight() == Edge::Data)
-                .flat_map(|e| sources.get(&e.source()).cloned().unwrap_or_default())
-                .collect();
-            if let TaskKind::Extract(e) = &plan.graph[i].kind
-                && e.incremental.is_some()
-            {
-                v.push(i);
-            }
-            v.sort_by_key(|n| plan.graph[*n].position);
-            v.dedup();
-            if !v.is_empty() {
-                sources.insert(i, v);
-            }
-        }
+        let sources = incremental_sources(
+            &plan.graph,
+            &plan.order,
+            |i| matches!(&plan.graph[i].kind, TaskKind::Extract(e) if e.incremental.is_some()),
+            |t| t.position,
+        );
         plan.incremental_sources = sources;
         plan
     }
@@ -401,6 +388,33 @@ impl Plan {
         edges.dedup_by_key(|e| (e.0, e.1));
         edges.into_iter().map(|e| (e.2, e.3, e.4)).collect()
     }
+}
+
+/// For every task with any, the incremental extracts whose rows reach it through data edges
+/// (itself included), ordered by `key`. `order` is topological.
+pub(crate) fn incremental_sources<N, K: Ord>(
+    graph: &DiGraph<N, Edge>,
+    order: &[NodeIndex],
+    is_incremental: impl Fn(NodeIndex) -> bool,
+    key: impl Fn(&N) -> K,
+) -> HashMap<NodeIndex, Vec<NodeIndex>> {
+    let mut sources: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
+    for &i in order {
+        let mut v: Vec<NodeIndex> = graph
+            .edges_directed(i, Direction::Incoming)
+            .filter(|e| *e.weight() == Edge::Data)
+            .flat_map(|e| sources.get(&e.source()).cloned().unwrap_or_default())
+            .collect();
+        if is_incremental(i) {
+            v.push(i);
+        }
+        v.sort_by_key(|n| key(&graph[*n]));
+        v.dedup();
+        if !v.is_empty() {
+            sources.insert(i, v);
+        }
+    }
+    sources
 }
 
 /// Kahn's algorithm choosing, among ready nodes, the one with the smallest `key` (the task's

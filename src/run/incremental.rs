@@ -29,8 +29,9 @@ pub struct ExtractInput {
     pub unchanged: usize,
     /// Read only rows whose cursor is greater than this (the watermark minus the lookback).
     pub after: Option<ScalarValue>,
-    /// The watermark before this run.
+    /// The watermark before this run, as stored and as a value of the column's type.
     pub watermark: Option<WatermarkValue>,
+    pub previous: Option<ScalarValue>,
 }
 
 /// What an extract task of a pass found.
@@ -216,14 +217,14 @@ pub fn extract_input(name: &str, e: &ExtractPlan, st: &ExtractState) -> Result<E
     } else {
         (e.files.clone(), 0)
     };
-    let (after, watermark) = match inc.and_then(|i| i.watermark.as_ref()) {
-        Some(w) => match &st.watermark {
-            Some(v) => (Some(lower_bound(name, w, v)?), Some(v.clone())),
-            None => (None, None),
-        },
-        None => (None, None),
+    let (after, watermark, previous) = match (inc.and_then(|i| i.watermark.as_ref()), &st.watermark) {
+        (Some(w), Some(v)) => {
+            let previous = parse_watermark(name, w, v)?;
+            (Some(lower_bound(name, w, &previous)?), Some(v.clone()), Some(previous))
+        }
+        _ => (None, None, None),
     };
-    Ok(ExtractInput { files, unchanged, after, watermark })
+    Ok(ExtractInput { files, unchanged, after, watermark, previous })
 }
 
 /// A watermark as text, in full precision.
@@ -264,11 +265,10 @@ pub fn parse_watermark(name: &str, w: &WatermarkPlan, v: &WatermarkValue) -> Res
 }
 
 /// Rows are read when `cursor > watermark - lookback`.
-fn lower_bound(name: &str, w: &WatermarkPlan, v: &WatermarkValue) -> Result<ScalarValue, RunError> {
-    let wm = parse_watermark(name, w, v)?;
-    let Some(lb) = w.lookback else { return Ok(wm) };
+fn lower_bound(name: &str, w: &WatermarkPlan, wm: &ScalarValue) -> Result<ScalarValue, RunError> {
+    let Some(lb) = w.lookback else { return Ok(wm.clone()) };
     let bad = |why: String| RunError::Watermark { extract: name.to_string(), message: why };
-    let out = match (&wm, lb) {
+    let out = match (wm, lb) {
         (ScalarValue::TimestampSecond(Some(x), tz), Lookback::Duration(d)) => {
             ScalarValue::TimestampSecond(Some(x.saturating_sub(d.as_secs() as i64)), tz.clone())
         }
@@ -352,14 +352,20 @@ mod tests {
             Some(Lookback::Duration(std::time::Duration::from_secs(3600))),
         );
         assert_eq!(
-            lower_bound("e", &p, &v).unwrap(),
+            lower_bound("e", &p, &parse_watermark("e", &p, &v).unwrap()).unwrap(),
             ScalarValue::TimestampMicrosecond(Some(10_000_000_000 - 3_600_000_000), None)
         );
         let v = watermark_value("id", &ScalarValue::Int64(Some(500)));
         let p = plan(DataType::Int64, Some(Lookback::Number(100)));
-        assert_eq!(lower_bound("e", &p, &v).unwrap(), ScalarValue::Int64(Some(400)));
+        assert_eq!(
+            lower_bound("e", &p, &parse_watermark("e", &p, &v).unwrap()).unwrap(),
+            ScalarValue::Int64(Some(400))
+        );
         let v = watermark_value("d", &ScalarValue::Date32(Some(100)));
         let p = plan(DataType::Date32, Some(Lookback::Duration(std::time::Duration::from_secs(2 * 86_400))));
-        assert_eq!(lower_bound("e", &p, &v).unwrap(), ScalarValue::Date32(Some(98)));
+        assert_eq!(
+            lower_bound("e", &p, &parse_watermark("e", &p, &v).unwrap()).unwrap(),
+            ScalarValue::Date32(Some(98))
+        );
     }
 }

@@ -373,7 +373,7 @@ async fn execute_pass(
             let Some(k) = ready.pop_first() else { break };
             let i = order[k];
             let node = plan.task(i);
-            if let Some(r) = resume_reuse(plan, opts, i) {
+            if let Some(r) = resume_reuse(plan, opts, i).await {
                 let from = opts.resume.as_ref().map(|x| x.run_id.as_str()).unwrap_or_default();
                 let note = match r {
                     Reuse::Committed => Some(format!("committed by run {from}")),
@@ -553,7 +553,7 @@ enum Reuse {
 /// What `--resume` reuses of task `i`: loads that committed, and materialized transforms
 /// whose staged files are still there. Tasks fed by incremental extracts are computed again
 /// (their delta may have grown since; nothing of it was committed).
-fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Reuse> {
+async fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Reuse> {
     let r = opts.resume.as_ref()?;
     let node = plan.task(i);
     if !r.succeeded.contains(&node.name) {
@@ -568,7 +568,7 @@ fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Reuse> {
             if !dir.is_dir() {
                 return None;
             }
-            let files = stage::list_local_sync(&dir).ok()?;
+            let files = stage::list_local(&dir).await.ok()?;
             (!files.is_empty()).then_some(Reuse::Staged(files))
         }
         _ => None,

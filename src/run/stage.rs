@@ -3,7 +3,6 @@
 //! The watermark a load commits is therefore the greatest cursor it was actually given.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use datafusion::arrow::compute::{filter_record_batch, is_not_null};
 use datafusion::common::ScalarValue;
@@ -91,18 +90,9 @@ pub async fn stage_watermarked(
         out.nulls += nulls;
         out.max = super::incremental::max_watermark(out.max.take(), max);
     }
-    out.rows_in = leaf_rows(&plan);
+    out.rows_in = crate::sink::leaf_rows(&plan);
     out.files = list_local(dir).await?;
     Ok(out)
-}
-
-fn leaf_rows(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> u64 {
-    let children = plan.children();
-    if children.is_empty() {
-        plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64
-    } else {
-        children.into_iter().map(leaf_rows).sum()
-    }
 }
 
 /// The files under a local directory, as object store metadata.
@@ -122,31 +112,4 @@ pub async fn list_local(dir: &Path) -> Result<Vec<ObjectMeta>> {
     }
     files.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(files)
-}
-
-/// The Parquet files under a local directory (recursively), without the async runtime.
-pub fn list_local_sync(dir: &Path) -> std::io::Result<Vec<ObjectMeta>> {
-    fn walk(d: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
-        for e in std::fs::read_dir(d)? {
-            let e = e?;
-            let md = e.metadata()?;
-            if md.is_dir() {
-                walk(&e.path(), out)?;
-            } else if e.file_name().to_string_lossy().ends_with(".parquet") {
-                let location = object_store::path::Path::from_absolute_path(e.path()).map_err(std::io::Error::other)?;
-                out.push(ObjectMeta {
-                    location,
-                    last_modified: md.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default(),
-                    size: md.len(),
-                    e_tag: None,
-                    version: None,
-                });
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(&std::path::absolute(dir)?, &mut out)?;
-    out.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok(out)
 }

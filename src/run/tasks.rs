@@ -11,8 +11,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::ObjectMeta;
 use petgraph::graph::NodeIndex;
 use tokio_util::sync::CancellationToken;
 
@@ -231,11 +230,7 @@ async fn incremental_extract(
     let dir = env.staging_dir.join(format!("{name}.delta"));
     let staged = cancellable(cancel, super::stage::stage_watermarked(ctx, df, &w.column, &dir)).await?;
     let seen = staged.max.clone();
-    let old = match &input.watermark {
-        Some(v) => Some(super::incremental::parse_watermark(name, w, v).map_err(|e| TaskError::fatal(e.to_string()))?),
-        None => None,
-    };
-    let new = super::incremental::max_watermark(old, seen);
+    let new = super::incremental::max_watermark(input.previous.clone(), seen);
     let empty = staged.rows == 0;
     env.pass.results.lock().unwrap_or_else(|p| p.into_inner()).insert(
         i,
@@ -245,14 +240,7 @@ async fn incremental_extract(
             null_cursors: staged.nulls,
         },
     );
-    let table = FileSetTable::new(
-        schema.clone(),
-        Arc::new(ParquetFormat::default()),
-        ObjectStoreUrl::local_filesystem(),
-        staged.files.clone(),
-    )
-    .with_rows(staged.rows);
-    ctx.register_table(name, Arc::new(table))?;
+    ctx.register_table(name, Arc::new(staged_table(schema.clone(), staged.files.clone()).with_rows(staged.rows)))?;
     let mut note = match (&input.after, &new) {
         (Some(after), _) => format!("rows with {} > {}", w.column, super::incremental::display(after)),
         (None, _) => "all rows (no watermark yet)".to_string(),
@@ -276,6 +264,11 @@ async fn incremental_extract(
     })
 }
 
+/// A table over Parquet files staged on local disk.
+fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
+    FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files)
+}
+
 /// Register staged Parquet files (of an earlier run) as task `i`'s table.
 pub(super) fn register_staged(
     ctx: &SessionContext,
@@ -284,12 +277,7 @@ pub(super) fn register_staged(
     files: Vec<ObjectMeta>,
 ) -> Result<(), TaskError> {
     let node = plan.task(i);
-    let table = FileSetTable::new(
-        node.schema.clone(),
-        Arc::new(ParquetFormat::default()),
-        ObjectStoreUrl::local_filesystem(),
-        files,
-    );
+    let table = staged_table(node.schema.clone(), files);
     ctx.register_table(node.name.as_str(), Arc::new(table))?;
     Ok(())
 }
@@ -315,19 +303,10 @@ async fn transform(
     let options = sink::parquet_options(OutputCompression::Lz4, 1 << 20);
     let written =
         cancellable(cancel, sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], options)).await?;
-    let store = object_store::local::LocalFileSystem::new();
-    let prefix = object_store::path::Path::from_absolute_path(&dir).map_err(|e| TaskError::fatal(e.to_string()))?;
-    let files: Vec<object_store::ObjectMeta> = match store.list(Some(&prefix)).try_collect().await {
-        Ok(f) => f,
-        Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(TaskError::transient(e.to_string())),
-    };
+    let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
     let bytes = files.iter().map(|f| f.size).sum();
     let n = files.len() as u64;
-    let table =
-        FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files)
-            .with_rows(written.rows);
-    ctx.register_table(name, Arc::new(table))?;
+    ctx.register_table(name, Arc::new(staged_table(schema, files).with_rows(written.rows)))?;
     Ok(Outcome {
         rows_in: Some(written.rows_in),
         rows_out: Some(written.rows),

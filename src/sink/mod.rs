@@ -21,7 +21,7 @@ mod merge;
 mod parquet;
 
 pub use parquet::{
-    LoadRequest, Staged, WriteOutcome, execute_to_parquet, mode_name, parquet_options, stage_load, storable,
+    LoadRequest, Staged, WriteOutcome, execute_to_parquet, leaf_rows, mode_name, parquet_options, stage_load, storable,
     stored_type,
 };
 

@@ -108,7 +108,7 @@ pub async fn execute_to_parquet(
 }
 
 /// Rows produced by the leaves (scans) of an executed plan.
-fn leaf_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+pub fn leaf_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let children = plan.children();
     if children.is_empty() {
         plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0) as u64
