@@ -149,6 +149,9 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
+    // Two rustls crypto providers are linked (deltalake's HTTP client brings aws-lc-rs, the
+    // object stores ring); rustls needs one chosen before the first TLS connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli);
     // Deep query plans recurse: give worker threads more than the 2 MiB default stack.

@@ -110,8 +110,13 @@ pub async fn load_states(
         let TaskKind::Load(l) = &plan.task(i).kind else { continue };
         let name = &plan.task(i).name;
         let sink_err = |e: crate::sink::SinkError| RunError::Output { load: name.clone(), message: e.to_string() };
-        let seqs = commit::list_records(&l.store, &l.path).await.map_err(sink_err)?;
-        let latest = seqs.last().copied().unwrap_or(0);
+        let delta = l.format == crate::spec::OutputFormat::Delta;
+        let seqs = if delta { Vec::new() } else { commit::list_records(&l.store, &l.path).await.map_err(sink_err)? };
+        let latest = if delta {
+            crate::sink::delta::latest_seq(&l.store, &l.path, &plan.pipeline, name).await.map_err(sink_err)?
+        } else {
+            seqs.last().copied().unwrap_or(0)
+        };
         let cached = match state {
             Some(s) => s.load_state(&plan.pipeline, name)?,
             None => None,
@@ -119,7 +124,9 @@ pub async fn load_states(
         let ls = match cached {
             Some(c) if c.seq == latest => c,
             cached => {
-                let from_output = if seqs.is_empty() {
+                let from_output = if delta {
+                    crate::sink::delta::read_state(&l.store, &l.path, &plan.pipeline, name).await.map_err(sink_err)?
+                } else if seqs.is_empty() {
                     LoadState::default()
                 } else {
                     commit::read_state(&l.store, &l.path, &seqs).await.map_err(sink_err)?

@@ -21,7 +21,7 @@ use super::table::{FileSetTable, FusedView, with_null_text};
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
 use crate::sink::{self, SinkError};
-use crate::spec::{FileFormat, OutputCompression};
+use crate::spec::{FileFormat, OutputCompression, OutputFormat};
 
 pub(super) struct TaskEnv {
     pub run_id: String,
@@ -348,9 +348,14 @@ async fn load(
         consumed: env.pass.consumed(plan, i),
         scratch: env.staging_dir.join(format!("{name}.load")),
     };
-    let staged = cancellable(cancel, sink::stage_load(&state, df.logical_plan().clone(), schema, request)).await?;
-    // From here on the load is not interrupted: the publish is short and atomic.
-    let (written, record) = staged.publish().await?;
+    let (written, record) = if l.format == OutputFormat::Delta {
+        // One Delta commit; cancelled before its log entry is written, the table is unchanged.
+        cancellable(cancel, sink::delta::commit_load(&state, df.logical_plan().clone(), schema, request)).await?
+    } else {
+        let staged = cancellable(cancel, sink::stage_load(&state, df.logical_plan().clone(), schema, request)).await?;
+        // From here on the load is not interrupted: the publish is short and atomic.
+        staged.publish().await?
+    };
     // The output holds the commit record; the state store caches it.
     failpoint::hit("after_publish_before_state", name).await?;
     if let Some(state) = &env.state

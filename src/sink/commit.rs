@@ -40,8 +40,9 @@ pub struct CommitRecord {
     pub mode: String,
     /// This record holds the whole consumed state; earlier records do not count.
     pub checkpoint: bool,
-    /// Rows in the data files this commit added.
-    pub rows_written: u64,
+    /// Rows in the data files this commit added (Parquet; a Delta log says it per file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_written: Option<u64>,
     /// Data files this commit added, relative to the output directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_written: Vec<String>,
@@ -264,7 +265,7 @@ mod tests {
             committed_at: "2026-01-01T00:00:00Z".into(),
             mode: "append".into(),
             checkpoint,
-            rows_written: 0,
+            rows_written: Some(0),
             files_written: vec![],
             extracts: [("e".to_string(), consumed)].into(),
         }

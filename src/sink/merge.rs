@@ -50,6 +50,126 @@ fn df_err(e: datafusion::error::DataFusionError) -> SinkError {
     SinkError::DataFusion(e)
 }
 
+/// This run's rows, ready to merge: staged, checked, one per key.
+pub(super) struct Prepared {
+    /// A context of its own over the run's object stores, where `source` is registered.
+    pub ctx: SessionContext,
+    /// The table of this run's rows, one per key (`__rows` or `__latest`).
+    pub source: &'static str,
+    /// Rows read by the load's query, and rows it produced.
+    pub rows_in: u64,
+    pub rows: u64,
+}
+
+/// Step 1 of a merge (Parquet or Delta): stage `plan`'s rows in `scratch`, refuse NULL keys,
+/// and reduce several rows per key to the latest by `order_by` (or refuse them).
+pub(super) async fn prepare_rows(
+    state: &SessionState,
+    plan: LogicalPlan,
+    schema: &SchemaRef,
+    load: &LoadPlan,
+    scratch: &Path,
+) -> Result<Prepared, SinkError> {
+    // A context of its own (the run's tables are not needed), on the run's object stores.
+    let mut config = state.config().clone();
+    config.options_mut().catalog.create_default_catalog_and_schema = true;
+    // One hash table of this run's keys, probed by the current rows where they are read: the
+    // current table (the bigger side) is not repartitioned by hash.
+    config.options_mut().optimizer.hash_join_single_partition_threshold = usize::MAX;
+    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
+    let ctx = SessionContext::new_with_config_rt(config, state.runtime_env().clone());
+    let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
+    let key_list = keys.join(", ");
+
+    let delta_dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
+    let delta_url = format!("file://{}/", delta_dir.display());
+    let staged =
+        execute_to_parquet(state, plan, &delta_url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
+    let mut prepared = Prepared { ctx, source: "__rows", rows_in: staged.rows_in, rows: staged.rows };
+    if staged.rows == 0 {
+        return Ok(prepared);
+    }
+    let ctx = &prepared.ctx;
+    ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+
+    let (nulls, maybe_dups) = check_keys(ctx, &load.keys, staged.rows).await?;
+    if nulls > 0 {
+        return Err(SinkError::Merge(format!(
+            "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
+            load.keys.join(", ")
+        )));
+    }
+    // Exact, with examples, only when the hashes say there may be duplicates.
+    let dups = if maybe_dups {
+        sample_rows(
+            ctx,
+            &format!("SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list} HAVING count(*) > 1 LIMIT 3"),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    if dups.is_empty() {
+        return Ok(prepared);
+    }
+    if load.order_by.is_empty() {
+        return Err(SinkError::Merge(format!(
+            "several of this run's rows have the same keys (for example {}); set `order_by` to say which one wins",
+            dups.join("; ")
+        )));
+    }
+    let ob: Vec<String> = load.order_by.iter().map(|c| quote(c)).collect();
+    let ties = sample_rows(
+        ctx,
+        &format!(
+            "SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list}, {} HAVING count(*) > 1 LIMIT 3",
+            ob.join(", ")
+        ),
+    )
+    .await?;
+    if !ties.is_empty() {
+        return Err(SinkError::Merge(format!(
+            "several of this run's rows have the same keys and the same `order_by` ({}), so none of them is the latest (for example {})",
+            load.order_by.join(", "),
+            ties.join("; ")
+        )));
+    }
+    let order = ob.iter().map(|c| format!("{c} DESC NULLS LAST")).collect::<Vec<_>>().join(", ");
+    let cols = schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+    let latest = ctx
+        .sql(&format!(
+            "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {key_list} ORDER BY {order}) AS __weir_rn FROM __rows) WHERE __weir_rn = 1"
+        ))
+        .await
+        .map_err(df_err)?;
+    let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
+    let latest_url = format!("file://{}/", latest_dir.display());
+    let written = execute_to_parquet(
+        state,
+        latest.logical_plan().clone(),
+        &latest_url,
+        vec![],
+        parquet_options(OutputCompression::Lz4, 1 << 20),
+    )
+    .await?;
+    ctx.register_parquet("__latest", &latest_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+    prepared.source = "__latest";
+    prepared.rows = written.rows;
+    Ok(prepared)
+}
+
+/// `delete_when` as an expression over this run's rows (true: the row deletes its key).
+pub(super) fn delete_predicate(
+    state: &SessionState,
+    load: &LoadPlan,
+    schema: &SchemaRef,
+) -> Result<Option<Expr>, SinkError> {
+    let Some(cond) = &load.delete_when else { return Ok(None) };
+    let pred = crate::compile::sql::predicate(state, cond, schema)
+        .map_err(|m| SinkError::Merge(format!("invalid `delete_when`: {m}")))?;
+    Ok(Some(datafusion::functions::core::expr_fn::coalesce(vec![pred, lit(false)])))
+}
+
 /// Stage the merge of `plan`'s rows into the output whose data files are `current`, writing
 /// the new and rewritten files under `url`.
 #[allow(clippy::too_many_arguments)]
@@ -63,115 +183,34 @@ pub(super) async fn stage_merge(
     options: TableParquetOptions,
     scratch: &Path,
 ) -> Result<MergeOutcome, SinkError> {
-    // A context of its own (the run's tables are not needed), on the run's object stores.
-    let mut config = state.config().clone();
-    config.options_mut().catalog.create_default_catalog_and_schema = true;
-    // One hash table of this run's keys, probed by the current rows where they are read: the
-    // current table (the bigger side) is not repartitioned by hash.
-    config.options_mut().optimizer.hash_join_single_partition_threshold = usize::MAX;
-    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
-    let ctx = SessionContext::new_with_config_rt(config, state.runtime_env().clone());
     let clock = std::time::Instant::now();
     let phase = |what: &str| {
         tracing::debug!(ms = clock.elapsed().as_millis() as u64, peak_rss_mb = peak_rss_mb(), "merge: {what}")
     };
-    let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
-    let key_list = keys.join(", ");
-
-    // 1. This run's rows, staged.
-    let delta_dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
-    let delta_url = format!("file://{}/", delta_dir.display());
-    let staged =
-        execute_to_parquet(state, plan, &delta_url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
-    let mut outcome = WriteOutcome { rows_in: staged.rows_in, ..Default::default() };
-    phase("this run's rows staged");
-    if staged.rows == 0 {
+    // 1. This run's rows, staged, checked, one per key.
+    let prepared = prepare_rows(state, plan, schema, load, scratch).await?;
+    let mut outcome = WriteOutcome { rows_in: prepared.rows_in, ..Default::default() };
+    phase("this run's rows staged and checked");
+    if prepared.rows == 0 {
         // Nothing to merge: the output stays as it is (a first load gets an empty file).
         return Ok(MergeOutcome { outcome, keep: current.iter().map(|f| f.rel.clone()).collect() });
     }
-    ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
-
-    let (nulls, maybe_dups) = check_keys(&ctx, &load.keys, staged.rows).await?;
-    if nulls > 0 {
-        return Err(SinkError::Merge(format!(
-            "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
-            load.keys.join(", ")
-        )));
-    }
-    // Exact, with examples, only when the hashes say there may be duplicates.
-    let dups = if maybe_dups {
-        sample_rows(
-            &ctx,
-            &format!("SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list} HAVING count(*) > 1 LIMIT 3"),
-        )
-        .await?
-    } else {
-        Vec::new()
-    };
-    phase("keys checked for NULLs and duplicates");
-    let source = if dups.is_empty() {
-        "__rows"
-    } else if load.order_by.is_empty() {
-        return Err(SinkError::Merge(format!(
-            "several of this run's rows have the same keys (for example {}); set `order_by` to say which one wins",
-            dups.join("; ")
-        )));
-    } else {
-        let ob: Vec<String> = load.order_by.iter().map(|c| quote(c)).collect();
-        let ties = sample_rows(
-            &ctx,
-            &format!(
-                "SELECT {key_list}, count(*) AS n FROM __rows GROUP BY {key_list}, {} HAVING count(*) > 1 LIMIT 3",
-                ob.join(", ")
-            ),
-        )
-        .await?;
-        if !ties.is_empty() {
-            return Err(SinkError::Merge(format!(
-                "several of this run's rows have the same keys and the same `order_by` ({}), so none of them is the latest (for example {})",
-                load.order_by.join(", "),
-                ties.join("; ")
-            )));
-        }
-        let order = ob.iter().map(|c| format!("{c} DESC NULLS LAST")).collect::<Vec<_>>().join(", ");
-        let cols = schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
-        let latest = ctx
-            .sql(&format!(
-                "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {key_list} ORDER BY {order}) AS __weir_rn FROM __rows) WHERE __weir_rn = 1"
-            ))
-            .await
-            .map_err(df_err)?;
-        let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
-        let latest_url = format!("file://{}/", latest_dir.display());
-        execute_to_parquet(
-            state,
-            latest.logical_plan().clone(),
-            &latest_url,
-            vec![],
-            parquet_options(OutputCompression::Lz4, 1 << 20),
-        )
-        .await?;
-        ctx.register_parquet("__latest", &latest_url, ParquetReadOptions::default()).await.map_err(df_err)?;
-        "__latest"
-    };
+    let (ctx, source) = (&prepared.ctx, prepared.source);
 
     // Rows written: this run's rows minus the deletions.
     let mut upserts = ctx.table(source).await.map_err(df_err)?;
-    if let Some(cond) = &load.delete_when {
-        let pred = crate::compile::sql::predicate(state, cond, schema)
-            .map_err(|m| SinkError::Merge(format!("invalid `delete_when`: {m}")))?;
-        let keep_row = Expr::Not(Box::new(datafusion::functions::core::expr_fn::coalesce(vec![pred, lit(false)])));
-        upserts = upserts.filter(keep_row).map_err(df_err)?;
+    if let Some(deletes) = delete_predicate(state, load, schema)? {
+        upserts = upserts.filter(Expr::Not(Box::new(deletes))).map_err(df_err)?;
     }
 
     // 2. Which current files can hold one of this run's keys.
-    let Affected { files: affected, keep, range } = affected_files(&ctx, &load.store, current, source, load).await?;
+    let Affected { files: affected, keep, range } = affected_files(ctx, &load.store, current, source, load).await?;
     phase("files holding the keys found");
 
     // 3. The rewrite.
     let mut out = upserts;
     if !affected.is_empty() {
-        let current_rows = read_current(&ctx, &load.store, &affected, schema, &load.partition_by).await?;
+        let current_rows = read_current(ctx, &load.store, &affected, schema, &load.partition_by).await?;
         let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
         // Only this run's keys inside the affected files' key range can match a current row:
         // new keys beyond it (the usual case of growing ids) stay out of the hash table.
@@ -204,7 +243,7 @@ pub(super) async fn stage_merge(
         files = current.len(),
         rewritten = affected.len(),
         kept = keep.len(),
-        rows = staged.rows,
+        rows = prepared.rows,
         "merge: {} of {} files rewritten",
         affected.len(),
         current.len()

@@ -17,6 +17,7 @@
 //! staging directory is removed by the next run of the load.
 
 pub mod commit;
+pub mod delta;
 mod merge;
 mod parquet;
 
@@ -45,6 +46,8 @@ pub enum SinkError {
     Columns { file: String, have: String, want: String },
     #[error("{0}")]
     Merge(String),
+    #[error("Delta table: {0}")]
+    Delta(String),
 }
 
 impl SinkError {

@@ -291,7 +291,7 @@ pub async fn stage_load(
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         mode: mode_name(load.mode).to_string(),
         checkpoint,
-        rows_written: outcome.rows,
+        rows_written: Some(outcome.rows),
         files_written: written.iter().map(rel_of).collect(),
         extracts,
     };

@@ -733,19 +733,6 @@ impl Parser {
                     later.push(path.key("extract").key("bad_rows"));
                 }
             }
-            if let Some(l) = &task.load {
-                if l.format == OutputFormat::Delta {
-                    self.push(
-                        self.at_value(
-                            "not-supported",
-                            &path.key("load").key("format"),
-                            5,
-                            "`format: delta` is not supported yet by this version of weir",
-                        )
-                        .help("Delta Lake output will come in a later version; use `format: parquet` for now"),
-                    );
-                }
-            }
             for p in later {
                 let key = match p.segments().last() {
                     Some(Seg::Key(k)) => k.clone(),

@@ -417,7 +417,8 @@ pub enum OutputFormat {
     /// A directory of Parquet files, published atomically.
     #[default]
     Parquet,
-    /// A Delta Lake table (not supported yet).
+    /// A Delta Lake table: every load is one Delta commit, which also records what the load
+    /// consumed. Readable by Spark, DuckDB (`delta_scan`), Polars and the `deltalake` package.
     Delta,
 }
 

@@ -256,3 +256,56 @@ pub fn normalize(text: &str, project: &Path) -> String {
     }
     s
 }
+
+/// All rows of the current version of the Delta table at `dir`, read through `deltalake`'s
+/// own table provider (which follows the Delta log: removed and uncommitted files are not read).
+pub fn read_delta_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url = url::Url::from_directory_path(std::path::absolute(dir).unwrap()).unwrap();
+        let table = deltalake::open_table(url).await.unwrap_or_else(|e| panic!("{} is not a Delta table: {e}", dir.display()));
+        let ctx = datafusion::prelude::SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).unwrap();
+        let provider = table.table_provider().await.unwrap();
+        let batches = ctx.read_table(provider).unwrap().collect().await.unwrap();
+        let mut rows = Vec::new();
+        for batch in &batches {
+            for r in 0..batch.num_rows() {
+                let mut row = BTreeMap::new();
+                for (k, field) in batch.schema().fields().iter().enumerate() {
+                    let col = batch.column(k);
+                    let v = if col.is_null(r) {
+                        "NULL".to_string()
+                    } else {
+                        datafusion::arrow::util::display::array_value_to_string(col, r).unwrap()
+                    };
+                    row.insert(field.name().clone(), v);
+                }
+                rows.push(row);
+            }
+        }
+        rows
+    })
+}
+
+/// The entries of a Delta table's log, oldest first (each entry's actions as JSON values).
+pub fn delta_log(dir: &Path) -> Vec<Vec<serde_json::Value>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && p.file_stem().is_some_and(|s| s.len() == 20))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod concurrency;
+mod delta;
 mod demo;
 mod errors;
 mod examples;
