@@ -291,7 +291,7 @@ impl Compiler<'_> {
                         input
                             .fields()
                             .iter()
-                            .map(|f| match crate::sink::stored_type(f.data_type()) {
+                            .map(|f| match crate::sink::stored_type(f.data_type(), l.format) {
                                 Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
                                 None => f.clone(),
                             })
@@ -1253,11 +1253,34 @@ async fn infer_extract(
         _ => &files,
     };
     let df_format = format.file_format(true);
-    let inferred =
-        df_format.infer_schema(state, &store.object_store, sample).await.map_err(|e| ExtractError::Infer {
-            file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
-            error: e.strip_backtrace(),
-        })?;
+    let inferred = match df_format.infer_schema(state, &store.object_store, sample).await {
+        Ok(s) => s,
+        // Text files that disagree on a column's type (`1` in one, `1.5` in another; seconds
+        // here, microseconds there): each file's schema, merged to the type that holds both.
+        Err(datafusion::error::DataFusionError::ArrowError(e, _))
+            if format.kind != FileFormat::Parquet
+                && matches!(e.as_ref(), datafusion::arrow::error::ArrowError::SchemaError(_)) =>
+        {
+            let mut merged: Option<Schema> = None;
+            for f in sample {
+                let one = df_format
+                    .infer_schema(state, &store.object_store, std::slice::from_ref(f))
+                    .await
+                    .map_err(|e| ExtractError::Infer { file: f.location.to_string(), error: e.strip_backtrace() })?;
+                merged = Some(match merged {
+                    None => one.as_ref().clone(),
+                    Some(m) => types::widen_schemas(&m, &one),
+                });
+            }
+            Arc::new(merged.unwrap_or_else(Schema::empty))
+        }
+        Err(e) => {
+            return Err(ExtractError::Infer {
+                file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
+                error: e.strip_backtrace(),
+            });
+        }
+    };
     let schema = apply_declared(&inferred, declared, format)?;
     let read_schema = match (&format.kind, &format.csv.null) {
         (FileFormat::Csv, Some(_)) => Arc::new(Schema::new(

@@ -133,8 +133,72 @@ pub fn sql_name(t: &DataType) -> String {
     }
 }
 
+/// The type holding values of both `a` and `b`, for text files whose columns were inferred
+/// differently: integers and floats → `Float64` (`Int64` for two integer types), timestamps →
+/// the finer unit, a date and a timestamp → the timestamp; otherwise text.
+pub fn widen(a: &DataType, b: &DataType) -> DataType {
+    use DataType::*;
+    let int = |t: &DataType| matches!(t, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32);
+    let float = |t: &DataType| matches!(t, Float16 | Float32 | Float64);
+    let rank = |u: &TimeUnit| match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    };
+    match (a, b) {
+        _ if a == b => a.clone(),
+        (Null, t) | (t, Null) => t.clone(),
+        (x, y) if int(x) && int(y) => Int64,
+        (x, y) if (int(x) || float(x)) && (int(y) || float(y)) => Float64,
+        (Timestamp(u1, z1), Timestamp(u2, z2)) if z1 == z2 => {
+            Timestamp(if rank(u1) >= rank(u2) { *u1 } else { *u2 }, z1.clone())
+        }
+        (Date32 | Date64, Timestamp(u, z)) | (Timestamp(u, z), Date32 | Date64) => Timestamp(*u, z.clone()),
+        _ => Utf8,
+    }
+}
+
+/// `a` and `b` merged: the columns of `a`, then those only in `b`, each with [`widen`]ed type.
+pub fn widen_schemas(
+    a: &datafusion::arrow::datatypes::Schema,
+    b: &datafusion::arrow::datatypes::Schema,
+) -> datafusion::arrow::datatypes::Schema {
+    use datafusion::arrow::datatypes::Field;
+    let mut fields: Vec<Field> = a
+        .fields()
+        .iter()
+        .map(|f| match b.field_with_name(f.name()) {
+            Ok(g) => Field::new(f.name(), widen(f.data_type(), g.data_type()), true),
+            Err(_) => Field::new(f.name(), f.data_type().clone(), true),
+        })
+        .collect();
+    for g in b.fields() {
+        if a.field_with_name(g.name()).is_err() {
+            fields.push(Field::new(g.name(), g.data_type().clone(), true));
+        }
+    }
+    datafusion::arrow::datatypes::Schema::new(fields)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn widening_holds_both_types() {
+        use super::widen;
+        use datafusion::arrow::datatypes::{DataType::*, TimeUnit};
+        assert_eq!(widen(&Int64, &Float64), Float64);
+        assert_eq!(widen(&Int32, &Int64), Int64);
+        assert_eq!(widen(&Null, &Utf8), Utf8);
+        assert_eq!(
+            widen(&Timestamp(TimeUnit::Second, None), &Timestamp(TimeUnit::Microsecond, None)),
+            Timestamp(TimeUnit::Microsecond, None)
+        );
+        assert_eq!(widen(&Date32, &Timestamp(TimeUnit::Second, None)), Timestamp(TimeUnit::Second, None));
+        assert_eq!(widen(&Int64, &Utf8), Utf8);
+        assert_eq!(widen(&Boolean, &Int64), Utf8);
+    }
+
     use super::*;
 
     #[test]

@@ -332,7 +332,7 @@ async fn load(
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
-    let df = sink::storable(ctx.table(l.from.as_str()).await?)?;
+    let df = sink::storable(ctx.table(l.from.as_str()).await?, l.format)?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     // Per-load writer settings.
     let mut options: ConfigOptions = ctx.state().config_options().as_ref().clone();

@@ -146,7 +146,13 @@ pub async fn read_state(store: &Store, rel: &str, pipeline: &str, load: &str) ->
     }
 }
 
-async fn state_of(store: &Store, rel: &str, t: &DeltaTable, pipeline: &str, load: &str) -> Result<LoadState, SinkError> {
+async fn state_of(
+    store: &Store,
+    rel: &str,
+    t: &DeltaTable,
+    pipeline: &str,
+    load: &str,
+) -> Result<LoadState, SinkError> {
     let seq = txn_version(t, pipeline, load).await?;
     if seq == 0 {
         return Ok(LoadState::default());
@@ -265,7 +271,9 @@ pub async fn commit_load(
         refuse_non_delta_files(store, rel).await?;
     }
     let (current, latest) = match &existing {
-        Some(t) => (state_of(store, rel, t, req.pipeline, req.task).await?, txn_version(t, req.pipeline, req.task).await?),
+        Some(t) => {
+            (state_of(store, rel, t, req.pipeline, req.task).await?, txn_version(t, req.pipeline, req.task).await?)
+        }
         None => (LoadState::default(), 0),
     };
     let seq = latest + 1;
@@ -426,7 +434,8 @@ fn check_same_columns(
 ) -> Result<(), SinkError> {
     let state = t.snapshot().map_err(delta_err)?;
     let table_schema = state.snapshot().arrow_schema();
-    let show = |fields: Vec<(String, String)>| fields.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+    let show =
+        |fields: Vec<(String, String)>| fields.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
     let name = |dt: &datafusion::arrow::datatypes::DataType| crate::compile::types::sql_name(dt);
     let have: Vec<(String, String)> =
         table_schema.fields().iter().map(|f| (f.name().clone(), name(f.data_type()))).collect();
@@ -546,7 +555,8 @@ async fn stage_partitions(
 ) -> Result<(LogicalPlan, Option<Expr>, u64), SinkError> {
     let dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
     let url = format!("file://{}/", dir.display());
-    let staged = execute_to_parquet(state, plan, &url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
+    let staged =
+        execute_to_parquet(state, plan, &url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
     let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
     let df = ctx.read_parquet(url.as_str(), datafusion::prelude::ParquetReadOptions::default()).await?;
     if staged.rows == 0 {
@@ -605,7 +615,12 @@ impl Gated {
 
 #[async_trait]
 impl ObjectStore for Gated {
-    async fn put_opts(&self, location: &ObjectPath, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.before_commit(location).await?;
         self.inner.put_opts(location, payload, opts).await
     }

@@ -21,7 +21,7 @@ use super::SinkError;
 use super::commit::{self, CHECKPOINT_EVERY, CommitRecord, Consumed, RECORDS_DIR};
 use crate::compile::LoadPlan;
 use crate::failpoint;
-use crate::spec::{LoadMode, OutputCompression};
+use crate::spec::{LoadMode, OutputCompression, OutputFormat};
 use crate::storage::{Backend, Store};
 
 /// What a write produced.
@@ -37,27 +37,36 @@ pub struct WriteOutcome {
     pub bytes: u64,
 }
 
-/// The type a column is stored with, when Parquet cannot store its own: timestamps in seconds
-/// have no Parquet logical type (they would be written as plain integers, which DuckDB and
-/// Spark read as numbers), so they are stored in microseconds, exactly.
-pub fn stored_type(dt: &DataType) -> Option<DataType> {
-    match dt {
-        DataType::Timestamp(TimeUnit::Second, tz) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+/// The type a column is stored with in `format`, when the format cannot store its own:
+/// - Parquet: timestamps in seconds have no Parquet logical type (they would be written as
+///   plain integers, which DuckDB and Spark read as numbers), so they are stored in
+///   microseconds, exactly.
+/// - Delta: timestamps are microseconds by the Delta protocol; seconds and milliseconds are
+///   stored exactly, nanoseconds lose their digits below the microsecond (as in Spark).
+pub fn stored_type(dt: &DataType, format: OutputFormat) -> Option<DataType> {
+    match (dt, format) {
+        (DataType::Timestamp(TimeUnit::Second, tz), _) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+        (DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Nanosecond, tz), OutputFormat::Delta) => {
+            Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))
+        }
         _ => None,
     }
 }
 
 /// `df` with its columns converted to the types they are stored with (see [`stored_type`]).
-pub fn storable(df: datafusion::dataframe::DataFrame) -> Result<datafusion::dataframe::DataFrame, SinkError> {
+pub fn storable(
+    df: datafusion::dataframe::DataFrame,
+    format: OutputFormat,
+) -> Result<datafusion::dataframe::DataFrame, SinkError> {
     let fields = df.schema().fields().clone();
-    if !fields.iter().any(|f| stored_type(f.data_type()).is_some()) {
+    if !fields.iter().any(|f| stored_type(f.data_type(), format).is_some()) {
         return Ok(df);
     }
     let exprs: Vec<datafusion::logical_expr::Expr> = fields
         .iter()
         .map(|f| {
             let c = datafusion::logical_expr::col(datafusion::common::Column::new_unqualified(f.name()));
-            match stored_type(f.data_type()) {
+            match stored_type(f.data_type(), format) {
                 Some(t) => datafusion::logical_expr::cast(c, t).alias(f.name()),
                 None => c,
             }

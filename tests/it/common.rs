@@ -263,7 +263,8 @@ pub fn read_delta_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let url = url::Url::from_directory_path(std::path::absolute(dir).unwrap()).unwrap();
-        let table = deltalake::open_table(url).await.unwrap_or_else(|e| panic!("{} is not a Delta table: {e}", dir.display()));
+        let table =
+            deltalake::open_table(url).await.unwrap_or_else(|e| panic!("{} is not a Delta table: {e}", dir.display()));
         let ctx = datafusion::prelude::SessionContext::new();
         table.update_datafusion_session(&ctx.state()).unwrap();
         let provider = table.table_provider().await.unwrap();

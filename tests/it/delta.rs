@@ -193,7 +193,8 @@ fn a_directory_of_other_files_is_not_turned_into_a_table() {
 #[test]
 fn killed_runs_lose_and_double_nothing() {
     for (mode, extra) in [("append", ""), ("merge", ", keys: [id]")] {
-        for point in ["after_data_files", "before_publish", "after_publish", "after_publish_before_state", "after_state"]
+        for point in
+            ["after_data_files", "before_publish", "after_publish", "after_publish_before_state", "after_state"]
         {
             let p = project(&load(mode, extra));
             deliver(&p, "d1.csv", 0..100, 1);
@@ -245,7 +246,8 @@ fn other_writers_commits_do_not_hide_the_record() {
     p.weir(&["run", "p.yaml"]).ok();
     deliver(&p, "d2.csv", 10..20, 2);
     p.weir(&["run", "p.yaml"]).ok();
-    let script = "import sys, deltalake\nt = deltalake.DeltaTable(sys.argv[1])\nt.optimize.compact()\nprint(t.version())\n";
+    let script =
+        "import sys, deltalake\nt = deltalake.DeltaTable(sys.argv[1])\nt.optimize.compact()\nprint(t.version())\n";
     let out = std::process::Command::new(&python)
         .args(["-c", script, p.join("lake/out").to_str().unwrap()])
         .output()

@@ -76,3 +76,69 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Delta tables written by weir (created, merged with deletes, partitioned, with decimal,
+/// timestamp and date columns) read through the Delta log by the `deltalake` package
+/// (pyarrow, pandas) and by Polars, with the same rows weir's own reader sees.
+#[test]
+fn deltalake_and_polars_read_delta_tables() {
+    let Some(python) = test_python() else { return };
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"stores:
+  raw: { url: "file://raw" }
+  lake: { url: "file://lake" }
+tasks:
+  src:
+    extract: { store: raw, path: "*.csv", incremental: { new_files: true } }
+  typed:
+    transform:
+      sql: |
+        SELECT id, region, op, CAST(amount AS DECIMAL(10,2)) AS amount,
+               CAST(at AS TIMESTAMP) AS at, CAST(at AS DATE) AS day
+        FROM src
+  merged:
+    load: { from: typed, store: lake, path: merged/, format: delta, mode: merge, keys: [id], delete_when: "op = 'D'", partition_by: [region] }
+  appended:
+    load: { from: typed, store: lake, path: appended/, format: delta, mode: append }
+"#,
+    );
+    p.write(
+        "raw/a.csv",
+        "id,region,op,amount,at\n1,north,U,10.50,2024-03-01T10:00:00\n2,south,U,20.25,2024-03-01T11:30:00.123456\n3,north,U,30.00,2024-03-02T00:00:00\n",
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    p.write("raw/b.csv", "id,region,op,amount,at\n2,south,U,25.00,2024-03-03T09:00:00\n4,east,U,40.00,2024-03-03T10:00:00\n3,north,D,0.00,2024-03-03T11:00:00\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    let ours = read_delta_rows(&p.join("lake/merged"));
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let script = r#"
+import decimal, datetime, deltalake, polars as pl
+t = deltalake.DeltaTable("lake/merged")
+a = t.to_pyarrow_table()
+rows = sorted(a.to_pylist(), key=lambda r: r["id"])
+assert [r["id"] for r in rows] == [1, 2, 4], rows
+assert rows[1]["amount"] == decimal.Decimal("25.00"), rows[1]
+assert rows[1]["region"] == "south"
+assert rows[0]["at"] == datetime.datetime(2024, 3, 1, 10, 0), rows[0]
+assert rows[2]["day"] == datetime.date(2024, 3, 3), rows[2]
+assert t.metadata().partition_columns == ["region"]
+assert len(deltalake.DeltaTable("lake/appended").to_pandas()) == 6
+df = pl.read_delta("lake/merged")
+assert df.height == 3 and set(df["region"]) == {"north", "south", "east"}, df
+assert df.filter(pl.col("id") == 2)["amount"][0] == decimal.Decimal("25.00")
+assert pl.scan_delta("lake/appended").collect().height == 6
+# weir's record is in the log, under commitInfo
+h = t.history(1)[0]
+assert h["operation"] == "MERGE" and h["weir"]["seq"] == 2, h
+print("ok")
+"#;
+    let out = std::process::Command::new(python).arg("-c").arg(script).current_dir(p.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
