@@ -21,7 +21,7 @@ use super::table::{FileSetTable, FusedView, with_null_text};
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
 use crate::sink::{self, SinkError};
-use crate::spec::{FileFormat, OutputCompression, OutputFormat};
+use crate::spec::{FileFormat, OutputFormat};
 
 pub(super) struct TaskEnv {
     pub run_id: String,
@@ -300,7 +300,7 @@ async fn transform(
     let url = format!("file://{}/", dir.display());
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let state = ctx.state();
-    let options = sink::parquet_options(OutputCompression::Lz4, 1 << 20);
+    let options = sink::staging_parquet_options();
     let written =
         cancellable(cancel, sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], options)).await?;
     let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;

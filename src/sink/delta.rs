@@ -38,7 +38,7 @@ use object_store::{
 
 use super::SinkError;
 use super::commit::{self, CommitRecord, LoadState};
-use super::parquet::{LoadRequest, WriteOutcome, execute_to_parquet, mode_name, parquet_options};
+use super::parquet::{LoadRequest, WriteOutcome, execute_to_parquet, mode_name, staging_parquet_options};
 use crate::compile::LoadPlan;
 use crate::failpoint;
 use crate::spec::{LoadMode, OutputCompression};
@@ -555,8 +555,7 @@ async fn stage_partitions(
 ) -> Result<(LogicalPlan, Option<Expr>, u64), SinkError> {
     let dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
     let url = format!("file://{}/", dir.display());
-    let staged =
-        execute_to_parquet(state, plan, &url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
+    let staged = execute_to_parquet(state, plan, &url, vec![], staging_parquet_options()).await?;
     let ctx = datafusion::prelude::SessionContext::new_with_state(state.clone());
     let df = ctx.read_parquet(url.as_str(), datafusion::prelude::ParquetReadOptions::default()).await?;
     if staged.rows == 0 {

@@ -31,9 +31,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext, ident};
 use futures::StreamExt;
 
 use super::SinkError;
-use super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, parquet_options};
+use super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, staging_parquet_options};
 use crate::compile::LoadPlan;
-use crate::spec::OutputCompression;
 use crate::storage::Store;
 
 pub(super) struct MergeOutcome {
@@ -83,8 +82,7 @@ pub(super) async fn prepare_rows(
 
     let delta_dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
     let delta_url = format!("file://{}/", delta_dir.display());
-    let staged =
-        execute_to_parquet(state, plan, &delta_url, vec![], parquet_options(OutputCompression::Lz4, 1 << 20)).await?;
+    let staged = execute_to_parquet(state, plan, &delta_url, vec![], staging_parquet_options()).await?;
     let mut prepared = Prepared { ctx, source: "__rows", rows_in: staged.rows_in, rows: staged.rows };
     if staged.rows == 0 {
         return Ok(prepared);
@@ -144,14 +142,9 @@ pub(super) async fn prepare_rows(
         .map_err(df_err)?;
     let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
     let latest_url = format!("file://{}/", latest_dir.display());
-    let written = execute_to_parquet(
-        state,
-        latest.logical_plan().clone(),
-        &latest_url,
-        vec![],
-        parquet_options(OutputCompression::Lz4, 1 << 20),
-    )
-    .await?;
+    let written =
+        execute_to_parquet(state, latest.logical_plan().clone(), &latest_url, vec![], staging_parquet_options())
+            .await?;
     ctx.register_parquet("__latest", &latest_url, ParquetReadOptions::default()).await.map_err(df_err)?;
     prepared.source = "__latest";
     prepared.rows = written.rows;

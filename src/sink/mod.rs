@@ -22,8 +22,8 @@ mod merge;
 mod parquet;
 
 pub use parquet::{
-    LoadRequest, Staged, WriteOutcome, execute_to_parquet, leaf_rows, mode_name, parquet_options, stage_load, storable,
-    stored_type,
+    LoadRequest, Staged, WriteOutcome, execute_to_parquet, leaf_rows, mode_name, parquet_options, stage_load,
+    staging_parquet_options, storable, stored_type,
 };
 
 #[derive(Debug, thiserror::Error)]

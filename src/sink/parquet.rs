@@ -93,6 +93,16 @@ pub fn parquet_options(compression: OutputCompression, row_group_rows: usize) ->
     o
 }
 
+/// Writer options for intermediate files (staged rows, materialized transforms), read once or
+/// twice by weir itself and then deleted: LZ4, no dictionary pages and row-group statistics
+/// only, which is cheaper to write than an output's encoding.
+pub fn staging_parquet_options() -> TableParquetOptions {
+    let mut o = parquet_options(OutputCompression::Lz4, 1 << 20);
+    o.global.dictionary_enabled = Some(false);
+    o.global.statistics_enabled = Some("chunk".into());
+    o
+}
+
 /// Run `plan` and write its rows as Parquet files under the directory `url`.
 pub async fn execute_to_parquet(
     state: &SessionState,
@@ -515,17 +525,48 @@ fn publish_local(staged: &Path, target: &Path, old: &Path, keep: &[String]) -> R
 }
 
 /// fsync every file and directory under `dir`, so that the publish survives a power loss.
+/// The files are synced by several threads at once: the device gets their writes together
+/// instead of one file's at a time.
 fn sync_tree(dir: &Path) -> Result<(), SinkError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| SinkError::io("reading", dir, e))?.flatten() {
-        let p = entry.path();
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            sync_tree(&p)?;
-        } else if let Ok(f) = std::fs::File::open(&p) {
-            f.sync_all().map_err(|e| SinkError::io("syncing", &p, e))?;
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        let d = dirs[i].clone();
+        for entry in std::fs::read_dir(&d).map_err(|e| SinkError::io("reading", &d, e))?.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
         }
+        i += 1;
     }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = files.len().clamp(1, 8);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), SinkError> {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = files.get(k) else { return Ok(()) };
+                        if let Ok(f) = std::fs::File::open(p) {
+                            f.sync_all().map_err(|e| SinkError::io("syncing", p, e))?;
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join().map_err(|_| SinkError::io("syncing", dir, std::io::Error::other("a sync thread panicked")))?
+        })
+    })?;
+    // Directories last, deepest first: their entries point at synced files.
+    for d in dirs.iter().rev() {
+        if let Ok(f) = std::fs::File::open(d) {
+            let _ = f.sync_all();
+        }
     }
     Ok(())
 }

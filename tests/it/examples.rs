@@ -156,11 +156,16 @@ fn incremental_cdc() {
             .map(|r| (r["customer_id"].clone(), (r["email"].clone(), r["tier"].clone())))
             .collect();
         assert_eq!(got, replay(n), "after day {n}");
+        let delta: BTreeMap<String, (String, String)> = read_delta_rows(&p.join("cdc/out/customers_delta"))
+            .into_iter()
+            .map(|r| (r["customer_id"].clone(), (r["email"].clone(), r["tier"].clone())))
+            .collect();
+        assert_eq!(delta, replay(n), "Delta table after day {n}");
         let per_day = read_rows(&p.join("cdc/out/daily_changes"));
         let days_seen: std::collections::BTreeSet<_> = per_day.iter().map(|r| r["change_date"].clone()).collect();
         assert_eq!(days_seen.len(), n, "one partition per day so far: {days_seen:?}");
     }
     let r = p.weir(&["run", "cdc/pipeline.yaml"]);
     r.ok();
-    assert!(r.stdout.lines().filter(|l| l.contains("up to date")).count() >= 4, "{}", r.stdout);
+    assert!(r.stdout.lines().filter(|l| l.contains("up to date")).count() >= 5, "{}", r.stdout);
 }
