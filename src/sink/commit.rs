@@ -51,6 +51,30 @@ pub struct CommitRecord {
     pub extracts: BTreeMap<String, Consumed>,
 }
 
+impl CommitRecord {
+    /// Commit `seq` of the load `req` asks for, made now, holding `extracts`.
+    pub fn new(
+        req: &super::LoadRequest<'_>,
+        seq: u64,
+        checkpoint: bool,
+        extracts: BTreeMap<String, Consumed>,
+    ) -> CommitRecord {
+        CommitRecord {
+            weir_commit: FORMAT_VERSION,
+            pipeline: req.pipeline.to_string(),
+            load: req.task.to_string(),
+            seq,
+            run_id: req.run_id.to_string(),
+            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            mode: super::mode_name(req.load.mode).to_string(),
+            checkpoint,
+            rows_written: None,
+            files_written: Vec::new(),
+            extracts,
+        }
+    }
+}
+
 /// What a load consumed from one incremental extract.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -261,7 +261,7 @@ pub async fn commit_load(
     state: &SessionState,
     plan: LogicalPlan,
     schema: SchemaRef,
-    req: LoadRequest<'_>,
+    mut req: LoadRequest<'_>,
 ) -> Result<(WriteOutcome, CommitRecord), SinkError> {
     let load = req.load;
     let store = &load.store;
@@ -282,7 +282,7 @@ pub async fn commit_load(
         check_same_columns(store, rel, t, &schema, &load.partition_by)?;
     }
     // The record holds the whole state (it is the only place the state is kept).
-    let mut extracts = req.consumed;
+    let mut extracts = std::mem::take(&mut req.consumed);
     if builds_on {
         let mut folded = current.extracts.clone();
         for (name, c) in &extracts {
@@ -290,19 +290,7 @@ pub async fn commit_load(
         }
         extracts = folded.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
     }
-    let mut record = CommitRecord {
-        weir_commit: commit::FORMAT_VERSION,
-        pipeline: req.pipeline.to_string(),
-        load: req.task.to_string(),
-        seq,
-        run_id: req.run_id.to_string(),
-        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        mode: mode_name(load.mode).to_string(),
-        checkpoint: true,
-        rows_written: None,
-        files_written: Vec::new(),
-        extracts,
-    };
+    let mut record = CommitRecord::new(&req, seq, true, extracts);
 
     // The run's session (object stores, settings) with Delta's planner for its write nodes.
     let state = &datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())

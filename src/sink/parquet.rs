@@ -211,7 +211,7 @@ pub async fn stage_load(
     state: &SessionState,
     plan: LogicalPlan,
     schema: SchemaRef,
-    req: LoadRequest<'_>,
+    mut req: LoadRequest<'_>,
 ) -> Result<Staged, SinkError> {
     let load = req.load;
     let store = &load.store;
@@ -290,7 +290,7 @@ pub async fn stage_load(
     // The commit record: a checkpoint (the whole state) when the version does not build on
     // the current one, and every CHECKPOINT_EVERY commits; else this run's consumption only.
     let checkpoint = !builds_on || seqs.is_empty() || seq % CHECKPOINT_EVERY == 0;
-    let mut extracts = req.consumed;
+    let mut extracts = std::mem::take(&mut req.consumed);
     if checkpoint && builds_on && !seqs.is_empty() {
         let mut folded = commit::read_state(store, &load.path, &seqs).await?;
         for (name, c) in &extracts {
@@ -302,17 +302,9 @@ pub async fn stage_load(
         keep.extend(seqs.iter().map(|s| format!("{RECORDS_DIR}/{}", commit::record_name(*s))));
     }
     let record = CommitRecord {
-        weir_commit: commit::FORMAT_VERSION,
-        pipeline: req.pipeline.to_string(),
-        load: req.task.to_string(),
-        seq,
-        run_id: req.run_id.to_string(),
-        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        mode: mode_name(load.mode).to_string(),
-        checkpoint,
         rows_written: Some(outcome.rows),
         files_written: written.iter().map(rel_of).collect(),
-        extracts,
+        ..CommitRecord::new(&req, seq, checkpoint, extracts)
     };
     let record_path = staging.clone().join("_weir").join("commits").join(commit::record_name(seq).as_str());
     let bytes = serde_json::to_vec_pretty(&record)

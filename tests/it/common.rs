@@ -197,18 +197,7 @@ pub fn try_read_rows(dir: &Path) -> Result<Vec<BTreeMap<String, String>>, std::i
             .build()
             .unwrap();
         for batch in reader {
-            let batch: RecordBatch = batch.unwrap();
-            for r in 0..batch.num_rows() {
-                let mut row = BTreeMap::new();
-                for (k, field) in batch.schema().fields().iter().enumerate() {
-                    let col = batch.column(k);
-                    let v = if col.is_null(r) {
-                        "NULL".to_string()
-                    } else {
-                        datafusion::arrow::util::display::array_value_to_string(col, r).unwrap()
-                    };
-                    row.insert(field.name().clone(), v);
-                }
+            for mut row in batch_rows(&batch.unwrap()) {
                 for (k, v) in &partitions {
                     row.insert(k.clone(), v.clone());
                 }
@@ -269,24 +258,59 @@ pub fn read_delta_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
         table.update_datafusion_session(&ctx.state()).unwrap();
         let provider = table.table_provider().await.unwrap();
         let batches = ctx.read_table(provider).unwrap().collect().await.unwrap();
-        let mut rows = Vec::new();
-        for batch in &batches {
-            for r in 0..batch.num_rows() {
-                let mut row = BTreeMap::new();
-                for (k, field) in batch.schema().fields().iter().enumerate() {
+        batches.iter().flat_map(batch_rows).collect()
+    })
+}
+
+/// The rows of `batch` as column name → value text (`NULL` for nulls).
+fn batch_rows(batch: &RecordBatch) -> Vec<BTreeMap<String, String>> {
+    (0..batch.num_rows())
+        .map(|r| {
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(k, field)| {
                     let col = batch.column(k);
                     let v = if col.is_null(r) {
                         "NULL".to_string()
                     } else {
                         datafusion::arrow::util::display::array_value_to_string(col, r).unwrap()
                     };
-                    row.insert(field.name().clone(), v);
-                }
-                rows.push(row);
-            }
-        }
-        rows
-    })
+                    (field.name().clone(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// id → the `version` values present, from rows with `id` and `version` columns.
+pub fn versions_by_id(rows: Vec<BTreeMap<String, String>>) -> BTreeMap<u32, Vec<u32>> {
+    let mut m: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for r in rows {
+        m.entry(r["id"].parse().unwrap()).or_default().push(r["version"].parse().unwrap());
+    }
+    for v in m.values_mut() {
+        v.sort();
+    }
+    m
+}
+
+/// The line of a run's summary table for `task`.
+pub fn status_of<'a>(stdout: &'a str, task: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{task} ")))
+        .unwrap_or_else(|| panic!("no line for {task} in\n{stdout}"))
+}
+
+/// Run a Python script in `dir` with `python`; panic with its output when it fails.
+pub fn run_python(python: &str, script: &str, dir: &Path) -> String {
+    let out = Command::new(python).arg("-c").arg(script).current_dir(dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }
 
 /// The entries of a Delta table's log, oldest first (each entry's actions as JSON values).

@@ -24,21 +24,7 @@ fn deliver(p: &Project, name: &str, ids: std::ops::Range<u32>, version: u32) {
 
 /// id → versions present in the table's current version.
 fn by_id(p: &Project, dir: &str) -> BTreeMap<u32, Vec<u32>> {
-    let mut m: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for r in read_delta_rows(&p.join(dir)) {
-        m.entry(r["id"].parse().unwrap()).or_default().push(r["version"].parse().unwrap());
-    }
-    for v in m.values_mut() {
-        v.sort();
-    }
-    m
-}
-
-fn status_of<'a>(stdout: &'a str, task: &str) -> &'a str {
-    stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{task} ")))
-        .unwrap_or_else(|| panic!("no line for {task} in\n{stdout}"))
+    versions_by_id(read_delta_rows(&p.join(dir)))
 }
 
 /// weir's records in the log, oldest first: (Delta operation, record).

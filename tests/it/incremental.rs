@@ -28,21 +28,7 @@ fn deliver(p: &Project, name: &str, ids: std::ops::Range<u32>, version: u32) {
 
 /// id → versions present, over the whole output.
 fn by_id(p: &Project, dir: &str) -> BTreeMap<u32, Vec<u32>> {
-    let mut m: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for r in read_rows(&p.join(dir)) {
-        m.entry(r["id"].parse().unwrap()).or_default().push(r["version"].parse().unwrap());
-    }
-    for v in m.values_mut() {
-        v.sort();
-    }
-    m
-}
-
-fn status_of<'a>(stdout: &'a str, task: &str) -> &'a str {
-    stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{task} ")))
-        .unwrap_or_else(|| panic!("no line for {task} in\n{stdout}"))
+    versions_by_id(read_rows(&p.join(dir)))
 }
 
 const APPEND: &str = "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n";

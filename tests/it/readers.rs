@@ -35,9 +35,7 @@ assert str(cv.schema.field("spend").type) == "decimal128(22, 2)", cv.schema
 assert str(cv.schema.field("first_order_at").type).startswith("timestamp"), cv.schema
 print("pandas", len(df), cv.num_rows)
 "#;
-    let out = std::process::Command::new(python).arg("-c").arg(script).current_dir(p.path()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = run_python(&python, script, p.path());
     assert!(stdout.contains("duckdb 12 4"), "{stdout}");
 }
 
@@ -68,13 +66,7 @@ assert df.height == 4 and set(df["region"]) == {"north", "south", "east"}, df
 assert pl.scan_parquet("lake/appended/*.parquet").collect().height == 5
 print("ok")
 "#;
-    let out = std::process::Command::new(python).arg("-c").arg(script).current_dir(p.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&python, script, p.path());
 }
 
 /// Delta tables written by weir (created, merged with deletes, partitioned, with decimal,
@@ -134,11 +126,5 @@ h = t.history(1)[0]
 assert h["operation"] == "MERGE" and h["weir"]["seq"] == 2, h
 print("ok")
 "#;
-    let out = std::process::Command::new(python).arg("-c").arg(script).current_dir(p.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&python, script, p.path());
 }
