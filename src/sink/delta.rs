@@ -38,7 +38,7 @@ use object_store::{
 
 use super::SinkError;
 use super::commit::{self, CommitRecord, LoadState};
-use super::parquet::{LoadRequest, WriteOutcome, execute_to_parquet, mode_name, staging_parquet_options};
+use super::parquet::{LoadRequest, WriteOutcome, execute_to_parquet, staging_parquet_options};
 use crate::compile::LoadPlan;
 use crate::failpoint;
 use crate::spec::{LoadMode, OutputCompression};
