@@ -270,12 +270,12 @@ pub async fn commit_load(
     if existing.is_none() {
         refuse_non_delta_files(store, rel).await?;
     }
-    let (current, latest) = match &existing {
-        Some(t) => {
-            (state_of(store, rel, t, req.pipeline, req.task).await?, txn_version(t, req.pipeline, req.task).await?)
-        }
-        None => (LoadState::default(), 0),
+    // The record's sequence number is the table's transaction version (`state_of` checks it).
+    let current = match &existing {
+        Some(t) => state_of(store, rel, t, req.pipeline, req.task).await?,
+        None => LoadState::default(),
     };
+    let latest = current.seq;
     let seq = latest + 1;
     let builds_on = existing.is_some() && !req.full_refresh && load.mode != LoadMode::Overwrite;
     if builds_on && let Some(t) = &existing {
