@@ -89,6 +89,11 @@ pub fn parquet_options(compression: OutputCompression, row_group_rows: usize) ->
         .to_string(),
     );
     o.global.max_row_group_size = row_group_rows;
+    if let Ok(v) = std::env::var("WEIR_X_ZSTD") { if compression == OutputCompression::Zstd { o.global.compression = Some(format!("zstd({v})")); } }
+    if let Ok(v) = std::env::var("WEIR_X_DICT") { if compression != OutputCompression::Lz4 { o.global.dictionary_enabled = Some(v == "1"); } }
+    if let Ok(v) = std::env::var("WEIR_X_NODICT") { if compression != OutputCompression::Lz4 { for c in v.split(',') { o.column_specific_options.insert(c.to_string(), datafusion::common::config::ParquetColumnOptions { dictionary_enabled: Some(false), ..Default::default() }); } } }
+    if let Ok(v) = std::env::var("WEIR_X_RG") { if compression != OutputCompression::Lz4 { o.global.max_row_group_size = v.parse().unwrap(); } }
+    if let Ok(v) = std::env::var("WEIR_X_STATS") { if compression != OutputCompression::Lz4 { o.global.statistics_enabled = Some(v); } }
     o.global.created_by = format!("weir {}", env!("CARGO_PKG_VERSION"));
     o
 }
@@ -100,6 +105,7 @@ pub fn staging_parquet_options() -> TableParquetOptions {
     let mut o = parquet_options(OutputCompression::Lz4, 1 << 20);
     o.global.dictionary_enabled = Some(false);
     o.global.statistics_enabled = Some("chunk".into());
+    if let Ok(v) = std::env::var("WEIR_X_STAGE") { o.global.compression = Some(v); }
     o
 }
 

@@ -263,7 +263,7 @@ pub fn read_delta_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
 }
 
 /// The rows of `batch` as column name → value text (`NULL` for nulls).
-fn batch_rows(batch: &RecordBatch) -> Vec<BTreeMap<String, String>> {
+pub fn batch_rows(batch: &RecordBatch) -> Vec<BTreeMap<String, String>> {
     (0..batch.num_rows())
         .map(|r| {
             batch

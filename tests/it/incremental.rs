@@ -2,6 +2,9 @@
 //! also when a run is killed at any point between reading and committing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::common::*;
 
@@ -304,6 +307,118 @@ fn merge_updates_inserts_deletes_and_rewrites_only_files_holding_the_keys() {
     let after: BTreeSet<_> = parquet_files(&p.join("lake/out")).into_iter().collect();
     let kept = before.intersection(&after).count();
     assert_eq!(kept, before.len() - 1, "only the file holding the first ids is rewritten (log: {})", r.stderr);
+}
+
+/// The `[min, max]` of `id` in each Parquet file under `dir` (read from the rows).
+fn id_ranges(dir: &Path) -> BTreeMap<PathBuf, (u32, u32)> {
+    let mut out = BTreeMap::new();
+    for f in parquet_files(dir) {
+        let rows = read_rows_of_file(&f);
+        let ids: Vec<u32> = rows.iter().map(|r| r["id"].parse().unwrap()).collect();
+        if let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) {
+            out.insert(f, (*lo, *hi));
+        }
+    }
+    out
+}
+
+fn read_rows_of_file(f: &Path) -> Vec<BTreeMap<String, String>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap().build().unwrap();
+    reader.flat_map(|b| batch_rows(&b.unwrap())).collect()
+}
+
+#[test]
+fn merges_keep_the_output_clustered_by_key_so_the_next_merge_rewrites_little() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], max_rows_per_file: 10000 }\n",
+    );
+    // 50,000 rows in key order: files with disjoint key ranges.
+    deliver(&p, "d1.csv", 0..50_000, 1);
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let first = id_ranges(&p.join("lake/out"));
+    assert!(first.len() >= 3, "{first:?}");
+
+    // Day 2: updates spread over every file (every 7th id, in a scrambled order) and new ids.
+    let mut s = String::from("id,version,region,updated_at\n");
+    for k in 0..7_143u32 {
+        let i = (k * 3_571) % 7_143 * 7;
+        s.push_str(&format!("{i},2,north,2024-01-02T00:00:00\n"));
+    }
+    for i in 50_000..53_000 {
+        s.push_str(&format!("{i},2,south,2024-01-02T00:00:00\n"));
+    }
+    p.write("raw/d2.csv", s);
+    p.weir(&["run", "p.yaml"]).ok();
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 53_000);
+    assert!(out.iter().all(|(i, v)| v == &vec![if i % 7 == 0 || *i >= 50_000 { 2 } else { 1 }]), "{out:?}");
+    // Every file still holds one key range of the first layout (or only new ids).
+    let second = id_ranges(&p.join("lake/out"));
+    let old: Vec<(u32, u32)> = first.values().copied().collect();
+    for (f, (lo, hi)) in &second {
+        assert!(
+            old.iter().any(|(a, b)| a <= lo && hi <= b) || *lo >= 50_000,
+            "{} holds ids {lo}..={hi}, across the first layout {old:?}",
+            f.display()
+        );
+    }
+
+    // Day 3: updates in the first key range only: one file is rewritten, the others are kept.
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in (0..5_000).step_by(100) {
+        s.push_str(&format!("{i},3,north,2024-01-03T00:00:00\n"));
+    }
+    p.write("raw/d3.csv", s);
+    let r = p.weir_env(&["run", "p.yaml"], &[("RUST_LOG", "info")]);
+    r.ok();
+    let third = id_ranges(&p.join("lake/out"));
+    let kept = second.keys().filter(|f| third.contains_key(*f)).count();
+    assert_eq!(kept, second.len() - 1, "only the file of the first ids is rewritten (log: {})", r.stderr);
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 53_000);
+    assert!((0..5_000).step_by(100).all(|i| out[&i] == vec![3]));
+    assert!(out.values().all(|v| v.len() == 1));
+}
+
+#[test]
+fn merge_into_files_whose_key_ranges_overlap_still_finds_every_key() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], delete_when: \"region = 'gone'\", max_rows_per_file: 3000 }\n",
+    );
+    // Ids in a scrambled order: every file spans nearly the whole key range.
+    let mut s = String::from("id,version,region,updated_at\n");
+    for k in 0..10_000u32 {
+        s.push_str(&format!("{},1,north,2024-01-01T00:00:00\n", (k * 7919) % 10_000));
+    }
+    p.write("raw/d1.csv", s);
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let ranges = id_ranges(&p.join("lake/out"));
+    assert!(ranges.len() >= 2 && ranges.values().all(|(lo, hi)| *lo < 100 && *hi > 9_900), "{ranges:?}");
+
+    // Updates, deletes and inserts over the whole range.
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in (0..10_000).step_by(3) {
+        let region = if i % 2 == 0 { "gone" } else { "north" };
+        s.push_str(&format!("{i},2,{region},2024-01-02T00:00:00\n"));
+    }
+    for i in 10_000..10_500 {
+        s.push_str(&format!("{i},2,south,2024-01-02T00:00:00\n"));
+    }
+    p.write("raw/d2.csv", s);
+    p.weir(&["run", "p.yaml"]).ok();
+    let out = by_id(&p, "lake/out");
+    for i in 0..10_500u32 {
+        let want: Option<Vec<u32>> = if i >= 10_000 {
+            Some(vec![2])
+        } else if i % 3 == 0 && i % 2 == 0 {
+            None
+        } else if i % 3 == 0 {
+            Some(vec![2])
+        } else {
+            Some(vec![1])
+        };
+        assert_eq!(out.get(&i).cloned(), want, "id {i}");
+    }
 }
 
 #[test]

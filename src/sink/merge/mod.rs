@@ -30,6 +30,8 @@ use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext, ident};
 use futures::StreamExt;
 
+mod clustered;
+
 use super::SinkError;
 use super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, staging_parquet_options};
 use crate::compile::LoadPlan;
@@ -70,15 +72,7 @@ pub(super) async fn prepare_rows(
     scratch: &Path,
 ) -> Result<Prepared, SinkError> {
     // A context of its own (the run's tables are not needed), on the run's object stores.
-    let mut config = state.config().clone();
-    config.options_mut().catalog.create_default_catalog_and_schema = true;
-    // One hash table of this run's keys, probed by the current rows where they are read: the
-    // current table (the bigger side) is not repartitioned by hash.
-    config.options_mut().optimizer.hash_join_single_partition_threshold = usize::MAX;
-    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
-    let ctx = SessionContext::new_with_config_rt(config, state.runtime_env().clone());
-    let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
-    let key_list = keys.join(", ");
+    let ctx = merge_context(state);
 
     let delta_dir = std::path::absolute(scratch.join("rows")).unwrap_or_else(|_| scratch.join("rows"));
     let delta_url = format!("file://{}/", delta_dir.display());
@@ -87,10 +81,41 @@ pub(super) async fn prepare_rows(
     if staged.rows == 0 {
         return Ok(prepared);
     }
-    let ctx = &prepared.ctx;
-    ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+    prepared.ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+    if let Some(latest) = check_rows(&prepared.ctx, load, schema, staged.rows).await? {
+        let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
+        let latest_url = format!("file://{}/", latest_dir.display());
+        let written = execute_to_parquet(state, latest, &latest_url, vec![], staging_parquet_options()).await?;
+        prepared.ctx.register_parquet("__latest", &latest_url, ParquetReadOptions::default()).await.map_err(df_err)?;
+        prepared.source = "__latest";
+        prepared.rows = written.rows;
+    }
+    Ok(prepared)
+}
 
-    let (nulls, maybe_dups) = check_keys(ctx, &load.keys, staged.rows).await?;
+/// A context of its own over the run's object stores, for a merge's queries.
+fn merge_context(state: &SessionState) -> SessionContext {
+    let mut config = state.config().clone();
+    config.options_mut().catalog.create_default_catalog_and_schema = true;
+    // One hash table of this run's keys, probed by the current rows where they are read: the
+    // current table (the bigger side) is not repartitioned by hash.
+    config.options_mut().optimizer.hash_join_single_partition_threshold = usize::MAX;
+    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
+    SessionContext::new_with_config_rt(config, state.runtime_env().clone())
+}
+
+/// Check this run's staged rows (the table `__rows` of `ctx`): no NULL key, and one row per
+/// key, or several that `order_by` orders without a tie. Returns the plan of the latest row
+/// per key when some key has several rows, for the caller to stage.
+async fn check_rows(
+    ctx: &SessionContext,
+    load: &LoadPlan,
+    schema: &SchemaRef,
+    rows: u64,
+) -> Result<Option<LogicalPlan>, SinkError> {
+    let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
+    let key_list = keys.join(", ");
+    let (nulls, maybe_dups) = check_keys(ctx, &load.keys, rows).await?;
     if nulls > 0 {
         return Err(SinkError::Merge(format!(
             "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
@@ -108,7 +133,7 @@ pub(super) async fn prepare_rows(
         Vec::new()
     };
     if dups.is_empty() {
-        return Ok(prepared);
+        return Ok(None);
     }
     if load.order_by.is_empty() {
         return Err(SinkError::Merge(format!(
@@ -140,15 +165,7 @@ pub(super) async fn prepare_rows(
         ))
         .await
         .map_err(df_err)?;
-    let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
-    let latest_url = format!("file://{}/", latest_dir.display());
-    let written =
-        execute_to_parquet(state, latest.logical_plan().clone(), &latest_url, vec![], staging_parquet_options())
-            .await?;
-    ctx.register_parquet("__latest", &latest_url, ParquetReadOptions::default()).await.map_err(df_err)?;
-    prepared.source = "__latest";
-    prepared.rows = written.rows;
-    Ok(prepared)
+    Ok(Some(latest.logical_plan().clone()))
 }
 
 /// `delete_when` as an expression over this run's rows (true: the row deletes its key).
@@ -180,6 +197,18 @@ pub(super) async fn stage_merge(
     let phase = |what: &str| {
         tracing::debug!(ms = clock.elapsed().as_millis() as u64, peak_rss_mb = peak_rss_mb(), "merge: {what}")
     };
+    // A merge into files that all have statistics of the key keeps them clustered by key.
+    if load.partition_by.is_empty()
+        && !current.is_empty()
+        && let Some(key) = load.keys.first()
+    {
+        let ranges = all_key_ranges(&load.store, current, key).await?;
+        if let Some(layout) = clustered::Layout::new(current, &ranges, key, schema) {
+            let m = clustered::stage(state, plan, schema, load, current, &ranges, layout, url, options, scratch).await?;
+            phase("rewritten, clustered by key");
+            return Ok(m);
+        }
+    }
     // 1. This run's rows, staged, checked, one per key.
     let prepared = prepare_rows(state, plan, schema, load, scratch).await?;
     let mut outcome = WriteOutcome { rows_in: prepared.rows_in, ..Default::default() };
@@ -247,13 +276,17 @@ pub(super) async fn stage_merge(
 /// One pass over the key columns of `__rows`: how many rows have a NULL key, and whether two
 /// rows may share a key (two equal 64-bit hashes of the keys; a collision of different keys is
 /// possible but rare, and the caller then checks exactly). Holds 8 bytes per row, much less
-/// than a hash aggregation over the keys.
+/// than a hash aggregation over the keys. The hashes are bucketed by their top bits as they
+/// are read, and the buckets sorted on all cores (equal hashes share a bucket).
 async fn check_keys(ctx: &SessionContext, keys: &[String], rows: u64) -> Result<(u64, bool), SinkError> {
     use datafusion::common::hash_utils::{HLL_RANDOM_STATE, create_hashes};
     let cols = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
     let mut stream =
         ctx.sql(&format!("SELECT {cols} FROM __rows")).await.map_err(df_err)?.execute_stream().await.map_err(df_err)?;
-    let mut hashes: Vec<u64> = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).next_power_of_two();
+    let bits = threads.trailing_zeros();
+    let per_bucket = usize::try_from(rows).unwrap_or(0) / threads + 1024;
+    let mut buckets: Vec<Vec<u64>> = (0..threads).map(|_| Vec::with_capacity(per_bucket)).collect();
     let mut nulls = 0u64;
     let mut buf: Vec<u64> = Vec::new();
     while let Some(batch) = stream.next().await {
@@ -271,10 +304,30 @@ async fn check_keys(ctx: &SessionContext, keys: &[String], rows: u64) -> Result<
         buf.clear();
         buf.resize(batch.num_rows(), 0);
         create_hashes(&arrays, &HLL_RANDOM_STATE, &mut buf).map_err(df_err)?;
-        hashes.extend_from_slice(&buf);
+        if bits == 0 {
+            buckets[0].extend_from_slice(&buf);
+        } else {
+            for &h in &buf {
+                buckets[(h >> (64 - bits)) as usize].push(h);
+            }
+        }
     }
-    hashes.sort_unstable();
-    let maybe_dups = hashes.windows(2).any(|w| w[0] == w[1]);
+    let sorted = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = buckets
+                .into_iter()
+                .map(|b| {
+                    s.spawn(move || {
+                        let mut b = b;
+                        b.sort_unstable();
+                        b.windows(2).any(|w| w[0] == w[1])
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(true)).fold(false, |a, b| a | b)
+        })
+    });
+    let maybe_dups = sorted.await.map_err(|e| SinkError::Merge(format!("checking the merge keys failed: {e}")))?;
     Ok((nulls, maybe_dups))
 }
 
@@ -323,22 +376,25 @@ struct Affected {
     range: Option<(String, ScalarValue, ScalarValue)>,
 }
 
-/// Split `current` into files that may hold a key of `source` and files that cannot.
-async fn affected_files(
-    ctx: &SessionContext,
-    store: &Store,
-    current: &[CurrentFile],
-    source: &str,
-    load: &LoadPlan,
-) -> Result<Affected, SinkError> {
-    let Some(key) = load.keys.iter().find(|k| !load.partition_by.contains(k)) else {
-        return Ok(Affected { files: current.to_vec(), keep: Vec::new(), range: None });
-    };
-    // Per file, the [min, max] of the key per row group; None: unknown, rewrite it.
-    let mut ranges: Vec<Option<Vec<(ArrayRef, ArrayRef)>>> = Vec::with_capacity(current.len());
+/// Per current file, the `[min, max]` of `key` in each row group (None: unknown).
+type KeyRanges = Vec<Option<Vec<(ArrayRef, ArrayRef)>>>;
+
+async fn all_key_ranges(store: &Store, current: &[CurrentFile], key: &str) -> Result<KeyRanges, SinkError> {
+    let mut ranges = Vec::with_capacity(current.len());
     for f in current {
         ranges.push(key_ranges(store, f, key).await?);
     }
+    Ok(ranges)
+}
+
+/// Which of the files whose row-group ranges are `ranges` may hold a value of `key` in
+/// `source` (a file without ranges may).
+async fn hit_files(
+    ctx: &SessionContext,
+    ranges: &KeyRanges,
+    source: &str,
+    key: &str,
+) -> Result<Vec<bool>, SinkError> {
     let mut hit: Vec<bool> = ranges.iter().map(Option::is_none).collect();
     if hit.iter().any(|h| !h) {
         let mut stream = ctx
@@ -375,6 +431,22 @@ async fn affected_files(
             }
         }
     }
+    Ok(hit)
+}
+
+/// Split `current` into files that may hold a key of `source` and files that cannot.
+async fn affected_files(
+    ctx: &SessionContext,
+    store: &Store,
+    current: &[CurrentFile],
+    source: &str,
+    load: &LoadPlan,
+) -> Result<Affected, SinkError> {
+    let Some(key) = load.keys.iter().find(|k| !load.partition_by.contains(k)) else {
+        return Ok(Affected { files: current.to_vec(), keep: Vec::new(), range: None });
+    };
+    let ranges = all_key_ranges(store, current, key).await?;
+    let hit = hit_files(ctx, &ranges, source, key).await?;
     let mut affected = Vec::new();
     let mut keep = Vec::new();
     // The key range of the affected files: rows of this run outside it match no current row.
@@ -390,26 +462,38 @@ async fn affected_files(
             known = false;
             continue;
         };
-        for (min, max) in groups {
-            let (Ok(lo), Ok(hi)) = (ScalarValue::try_from_array(min, 0), ScalarValue::try_from_array(max, 0)) else {
-                known = false;
-                continue;
-            };
-            if lo.is_null() || hi.is_null() {
-                known = false;
-                continue;
-            }
-            range = Some(match range.take() {
-                None => (lo, hi),
-                Some((a, b)) => (
-                    if lo.partial_cmp(&a) == Some(std::cmp::Ordering::Less) { lo } else { a },
-                    if hi.partial_cmp(&b) == Some(std::cmp::Ordering::Greater) { hi } else { b },
-                ),
-            });
+        match groups_range(groups) {
+            Some((lo, hi)) => range = Some(widen_range(range.take(), lo, hi)),
+            None => known = false,
         }
     }
     let range = if known { range.map(|(a, b)| (key.clone(), a, b)) } else { None };
     Ok(Affected { files: affected, keep, range })
+}
+
+/// The smallest range holding `range` and `[lo, hi]`.
+fn widen_range(range: Option<(ScalarValue, ScalarValue)>, lo: ScalarValue, hi: ScalarValue) -> (ScalarValue, ScalarValue) {
+    match range {
+        None => (lo, hi),
+        Some((a, b)) => (
+            if lo.partial_cmp(&a) == Some(std::cmp::Ordering::Less) { lo } else { a },
+            if hi.partial_cmp(&b) == Some(std::cmp::Ordering::Greater) { hi } else { b },
+        ),
+    }
+}
+
+/// The `[min, max]` over row groups' `[min, max]` (None: a bound is unknown; an empty file
+/// has no range either).
+fn groups_range(groups: &[(ArrayRef, ArrayRef)]) -> Option<(ScalarValue, ScalarValue)> {
+    let mut range = None;
+    for (min, max) in groups {
+        let (lo, hi) = (ScalarValue::try_from_array(min, 0).ok()?, ScalarValue::try_from_array(max, 0).ok()?);
+        if lo.is_null() || hi.is_null() {
+            return None;
+        }
+        range = Some(widen_range(range, lo, hi));
+    }
+    range
 }
 
 /// The `[min, max]` of `column` in each row group of `file`, from its Parquet statistics.

@@ -1,0 +1,358 @@
+//! A merge that keeps the output clustered by key: each rewritten file keeps its own key
+//! range, so that the next merge can again leave untouched the files its keys cannot reach.
+//!
+//! The current files, ordered by the smallest key they hold, are cut into at most
+//! [`MAX_GROUPS`] groups of neighbouring files. Group `g` owns the keys from its smallest key
+//! up to the next group's smallest key; keys above every current key make one more group of
+//! new files. This run's rows are staged once, straight into one Arrow IPC file per group
+//! (per input partition), so no group reads another's rows. Then each group that receives
+//! rows, or whose row-group statistics say it may hold one of this run's keys, is rewritten on
+//! its own: its current rows whose key is not among this run's keys in its key range, then
+//! its share of this run's rows (minus `delete_when`). Groups are rewritten two at a time.
+//!
+//! When current files overlap in key range (files written by another tool, or by an older
+//! weir), the rows a group must drop may belong to a neighbouring group's share: the anti-join
+//! reads every share whose key interval meets the group's key range, so nothing is missed;
+//! only the clustering is as good as the files were.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::common::config::TableParquetOptions;
+use datafusion::datasource::file_format::arrow::ArrowFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, lit};
+use datafusion::prelude::ident;
+use futures::{StreamExt, TryStreamExt};
+
+use super::super::SinkError;
+use super::super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
+use super::{KeyRanges, MergeOutcome, delete_predicate, df_err, groups_range, hit_files, read_current};
+use crate::compile::LoadPlan;
+
+/// At most this many groups of current files (and IPC files per input partition).
+pub(super) const MAX_GROUPS: usize = 256;
+
+/// Groups rewritten at the same time.
+const CONCURRENT_GROUPS: usize = 2;
+
+/// The current files in key order, cut into groups.
+pub(super) struct Layout {
+    key: String,
+    key_index: usize,
+    converter: RowConverter,
+    groups: Vec<Group>,
+    /// The smallest key of groups 1.. (the bounds between groups), in row format.
+    bounds: Vec<OwnedRow>,
+    /// The greatest current key: keys above it go to the group of new files.
+    max: OwnedRow,
+}
+
+struct Group {
+    /// Indexes into the current files.
+    files: Vec<usize>,
+    min: ScalarValue,
+    max: ScalarValue,
+}
+
+impl Layout {
+    /// The layout of `current`, when every file has statistics of the key (`ranges`, from
+    /// [`super::all_key_ranges`]) of the type the rows have; None otherwise.
+    pub fn new(current: &[CurrentFile], ranges: &KeyRanges, key: &str, schema: &SchemaRef) -> Option<Layout> {
+        let key_index = schema.index_of(key).ok()?;
+        let key_type = schema.field(key_index).data_type().clone();
+        let mut files: Vec<(usize, ScalarValue, ScalarValue)> = Vec::with_capacity(current.len());
+        for (i, r) in ranges.iter().enumerate() {
+            let groups = r.as_ref()?;
+            if groups.is_empty() {
+                continue; // an empty file: it holds no key, and is kept
+            }
+            let (lo, hi) = groups_range(groups)?;
+            files.push((i, cast_scalar(&lo, &key_type)?, cast_scalar(&hi, &key_type)?));
+        }
+        if files.is_empty() {
+            return None;
+        }
+        files.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+        let per_group = files.len().div_ceil(MAX_GROUPS);
+        let groups: Vec<Group> = files
+            .chunks(per_group)
+            .map(|chunk| {
+                let mut max = chunk[0].2.clone();
+                for (_, _, hi) in chunk {
+                    if hi.partial_cmp(&max) == Some(std::cmp::Ordering::Greater) {
+                        max = hi.clone();
+                    }
+                }
+                Group { files: chunk.iter().map(|(i, _, _)| *i).collect(), min: chunk[0].1.clone(), max }
+            })
+            .collect();
+        let converter = RowConverter::new(vec![SortField::new(key_type)]).ok()?;
+        let bounds = groups[1..].iter().map(|g| to_row(&converter, &g.min)).collect::<Option<Vec<_>>>()?;
+        let mut max = groups[0].max.clone();
+        for g in &groups {
+            if g.max.partial_cmp(&max) == Some(std::cmp::Ordering::Greater) {
+                max = g.max.clone();
+            }
+        }
+        let max = to_row(&converter, &max)?;
+        Some(Layout { key: key.to_string(), key_index, converter, groups, bounds, max })
+    }
+
+    /// The group of each key of `keys`: `groups.len()` for keys above every current key.
+    fn group_of(&self, keys: &ArrayRef) -> Result<Vec<usize>, SinkError> {
+        let rows = self.converter.convert_columns(std::slice::from_ref(keys)).map_err(|e| df_err(e.into()))?;
+        Ok(rows
+            .iter()
+            .map(|r| if r > self.max.row() { self.groups.len() } else { self.bounds.partition_point(|b| b.row() <= r) })
+            .collect())
+    }
+
+    /// The group holding the key `v`.
+    fn group_of_scalar(&self, v: &ScalarValue) -> Result<usize, SinkError> {
+        let array = v.to_array().map_err(df_err)?;
+        Ok(self.group_of(&array)?[0])
+    }
+}
+
+fn cast_scalar(v: &ScalarValue, to: &DataType) -> Option<ScalarValue> {
+    if &v.data_type() == to {
+        return Some(v.clone());
+    }
+    let array = cast(&v.to_array().ok()?, to).ok()?;
+    let out = ScalarValue::try_from_array(&array, 0).ok()?;
+    (!out.is_null()).then_some(out)
+}
+
+fn to_row(converter: &RowConverter, v: &ScalarValue) -> Option<OwnedRow> {
+    let rows = converter.convert_columns(&[v.to_array().ok()?]).ok()?;
+    Some(rows.row(0).owned())
+}
+
+/// This run's rows, staged per group.
+struct Shares {
+    /// Per group (and the group of new keys last), its IPC files.
+    files: Vec<Vec<PathBuf>>,
+    rows_in: u64,
+    rows: u64,
+}
+
+/// Run `plan` and write its rows under `dir`, one IPC file per group and input partition.
+async fn stage_shares(
+    state: &SessionState,
+    plan: LogicalPlan,
+    dir: &Path,
+    layout: &Arc<Layout>,
+) -> Result<Shares, SinkError> {
+    let physical = state.create_physical_plan(&plan).await.map_err(df_err)?;
+    let schema = physical.schema();
+    std::fs::create_dir_all(dir).map_err(|e| SinkError::io("creating", dir, e))?;
+    let n = layout.groups.len() + 1;
+    let mut tasks = Vec::new();
+    for p in 0..physical.properties().output_partitioning().partition_count() {
+        let mut stream = physical.execute(p, state.task_ctx()).map_err(df_err)?;
+        let (layout, schema, dir) = (layout.clone(), schema.clone(), dir.to_path_buf());
+        tasks.push(tokio::spawn(async move {
+            let mut writers: Vec<Option<(PathBuf, FileWriter<std::io::BufWriter<std::fs::File>>)>> =
+                (0..n).map(|_| None).collect();
+            let mut rows = 0u64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(df_err)?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                rows += batch.num_rows() as u64;
+                let groups = layout.group_of(batch.column(layout.key_index))?;
+                let mut indexes: Vec<Vec<u32>> = vec![Vec::new(); n];
+                for (i, g) in groups.into_iter().enumerate() {
+                    indexes[g].push(i as u32);
+                }
+                for (g, idx) in indexes.into_iter().enumerate() {
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    let part = if idx.len() == batch.num_rows() {
+                        batch.clone()
+                    } else {
+                        take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| df_err(e.into()))?
+                    };
+                    if writers[g].is_none() {
+                        let path = dir.join(format!("g{g:04}-p{p:03}.arrow"));
+                        let file = std::fs::File::create(&path)
+                            .map_err(|e| SinkError::io("creating", &path, e))?;
+                        let w = FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), &schema)
+                            .map_err(|e| df_err(e.into()))?;
+                        writers[g] = Some((path, w));
+                    }
+                    if let Some((_, w)) = writers[g].as_mut() {
+                        w.write(&part).map_err(|e| df_err(e.into()))?;
+                    }
+                }
+            }
+            let mut files: Vec<(usize, PathBuf)> = Vec::new();
+            for (g, w) in writers.into_iter().enumerate() {
+                if let Some((path, mut w)) = w {
+                    w.finish().map_err(|e| df_err(e.into()))?;
+                    files.push((g, path));
+                }
+            }
+            Ok::<_, SinkError>((rows, files))
+        }));
+    }
+    let mut shares = Shares { files: vec![Vec::new(); n], rows_in: 0, rows: 0 };
+    for t in tasks {
+        let (rows, files) = t.await.map_err(|e| SinkError::Merge(format!("staging this run's rows failed: {e}")))??;
+        shares.rows += rows;
+        for (g, path) in files {
+            shares.files[g].push(path);
+        }
+    }
+    shares.rows_in = leaf_rows(&physical);
+    Ok(shares)
+}
+
+/// The rows of IPC `files` (with `schema`) as a table.
+fn ipc_table(files: &[PathBuf], schema: &SchemaRef) -> Result<Arc<ListingTable>, SinkError> {
+    let urls = files
+        .iter()
+        .map(|f| {
+            let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+            ListingTableUrl::parse(format!("file://{}", abs.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(df_err)?;
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(".arrow"))
+        .with_schema(schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config).map_err(df_err)?))
+}
+
+/// The clustered merge (see the module docs) of `plan`'s rows into `current`, written under
+/// `url`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn stage(
+    state: &SessionState,
+    plan: LogicalPlan,
+    schema: &SchemaRef,
+    load: &LoadPlan,
+    current: &[CurrentFile],
+    ranges: &KeyRanges,
+    layout: Layout,
+    url: &str,
+    options: TableParquetOptions,
+    scratch: &Path,
+) -> Result<MergeOutcome, SinkError> {
+    let layout = Arc::new(layout);
+    let ctx = super::merge_context(state);
+    let mut shares = stage_shares(state, plan, &scratch.join("rows"), &layout).await?;
+    let mut outcome = WriteOutcome { rows_in: shares.rows_in, ..Default::default() };
+    let keep_all = || current.iter().map(|f| f.rel.clone()).collect::<Vec<_>>();
+    if shares.rows == 0 {
+        return Ok(MergeOutcome { outcome, keep: keep_all() });
+    }
+    let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
+    ctx.register_table("__rows", ipc_table(&all, schema)?).map_err(df_err)?;
+    let mut source = "__rows";
+    if let Some(latest) = super::check_rows(&ctx, load, schema, shares.rows).await? {
+        shares = stage_shares(&ctx.state(), latest, &scratch.join("latest"), &layout).await?;
+        let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
+        ctx.register_table("__latest", ipc_table(&all, schema)?).map_err(df_err)?;
+        source = "__latest";
+    }
+    tracing::debug!(rows = shares.rows, "merge: this run's rows staged by key range and checked");
+
+    // Which groups to rewrite: those receiving rows, and those whose files may hold a key of
+    // this run (possible when files overlap in key range).
+    let hit = hit_files(&ctx, ranges, source, &layout.key).await?;
+    let deletes = delete_predicate(state, load, schema)?;
+    let mut jobs = Vec::new();
+    let mut keep = Vec::new();
+    for (g, group) in layout.groups.iter().enumerate() {
+        if shares.files[g].is_empty() && !group.files.iter().any(|&i| hit[i]) {
+            keep.extend(group.files.iter().map(|&i| current[i].rel.clone()));
+            continue;
+        }
+        jobs.push(g);
+    }
+    // Files that hold no key (empty files) belong to no group: kept.
+    let grouped: std::collections::HashSet<usize> =
+        layout.groups.iter().flat_map(|g| g.files.iter().copied()).collect();
+    keep.extend((0..current.len()).filter(|i| !grouped.contains(i)).map(|i| current[i].rel.clone()));
+    let new_keys = layout.groups.len();
+    if !shares.files[new_keys].is_empty() {
+        jobs.push(new_keys);
+    }
+    let rewritten = jobs.iter().filter(|&&g| g < new_keys).count();
+
+    let written: Vec<u64> = futures::stream::iter(jobs.into_iter().map(|g| {
+        let (ctx, layout, shares, deletes, options) = (&ctx, &layout, &shares, &deletes, &options);
+        async move {
+            let mut parts: Vec<datafusion::dataframe::DataFrame> = Vec::new();
+            if let Some(group) = layout.groups.get(g) {
+                let files: Vec<CurrentFile> = group.files.iter().map(|&i| current[i].clone()).collect();
+                let rows = read_current(ctx, &load.store, &files, schema, &[]).await?;
+                // This run's keys that can match a row of the group: the shares whose key
+                // interval meets the group's key range, within that range.
+                let (first, last) = (layout.group_of_scalar(&group.min)?, layout.group_of_scalar(&group.max)?);
+                let key_files: Vec<PathBuf> =
+                    (first..=last.min(new_keys - 1)).flat_map(|s| shares.files[s].iter().cloned()).collect();
+                if key_files.is_empty() {
+                    parts.push(rows);
+                } else {
+                    let c = ident(&layout.key);
+                    let keys = ctx
+                        .read_table(ipc_table(&key_files, schema)?)
+                        .map_err(df_err)?
+                        .filter(c.clone().gt_eq(lit(group.min.clone())).and(c.lt_eq(lit(group.max.clone()))))
+                        .map_err(df_err)?
+                        .select(
+                            load.keys
+                                .iter()
+                                .enumerate()
+                                .map(|(k, c)| ident(c).alias(format!("__weir_k{k}")))
+                                .collect::<Vec<Expr>>(),
+                        )
+                        .map_err(df_err)?;
+                    let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
+                    let renamed: Vec<String> = (0..load.keys.len()).map(|k| format!("__weir_k{k}")).collect();
+                    let renamed: Vec<&str> = renamed.iter().map(String::as_str).collect();
+                    parts.push(rows.join(keys, JoinType::LeftAnti, &key_cols, &renamed, None).map_err(df_err)?);
+                }
+            }
+            if !shares.files[g].is_empty() {
+                let mut ups = ctx.read_table(ipc_table(&shares.files[g], schema)?).map_err(df_err)?;
+                if let Some(d) = deletes {
+                    ups = ups.filter(Expr::Not(Box::new(d.clone()))).map_err(df_err)?;
+                }
+                parts.push(ups);
+            }
+            let mut out = parts.remove(0);
+            for p in parts {
+                out = out.union(p).map_err(df_err)?;
+            }
+            let w = execute_to_parquet(&ctx.state(), out.logical_plan().clone(), url, vec![], options.clone()).await?;
+            Ok::<u64, SinkError>(w.rows)
+        }
+    }))
+    .buffer_unordered(CONCURRENT_GROUPS)
+    .try_collect()
+    .await?;
+    outcome.rows = written.iter().sum();
+    tracing::info!(
+        files = current.len(),
+        groups = layout.groups.len(),
+        rewritten,
+        kept = keep.len(),
+        rows = shares.rows,
+        "merge: {rewritten} of {} groups of files rewritten",
+        layout.groups.len()
+    );
+    Ok(MergeOutcome { outcome, keep })
+}
