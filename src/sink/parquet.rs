@@ -89,11 +89,6 @@ pub fn parquet_options(compression: OutputCompression, row_group_rows: usize) ->
         .to_string(),
     );
     o.global.max_row_group_size = row_group_rows;
-    if let Ok(v) = std::env::var("WEIR_X_ZSTD") { if compression == OutputCompression::Zstd { o.global.compression = Some(format!("zstd({v})")); } }
-    if let Ok(v) = std::env::var("WEIR_X_DICT") { if compression != OutputCompression::Lz4 { o.global.dictionary_enabled = Some(v == "1"); } }
-    if let Ok(v) = std::env::var("WEIR_X_NODICT") { if compression != OutputCompression::Lz4 { for c in v.split(',') { o.column_specific_options.insert(c.to_string(), datafusion::common::config::ParquetColumnOptions { dictionary_enabled: Some(false), ..Default::default() }); } } }
-    if let Ok(v) = std::env::var("WEIR_X_RG") { if compression != OutputCompression::Lz4 { o.global.max_row_group_size = v.parse().unwrap(); } }
-    if let Ok(v) = std::env::var("WEIR_X_STATS") { if compression != OutputCompression::Lz4 { o.global.statistics_enabled = Some(v); } }
     o.global.created_by = format!("weir {}", env!("CARGO_PKG_VERSION"));
     o
 }
@@ -105,8 +100,46 @@ pub fn staging_parquet_options() -> TableParquetOptions {
     let mut o = parquet_options(OutputCompression::Lz4, 1 << 20);
     o.global.dictionary_enabled = Some(false);
     o.global.statistics_enabled = Some("chunk".into());
-    if let Ok(v) = std::env::var("WEIR_X_STAGE") { o.global.compression = Some(v); }
     o
+}
+
+/// Current files whose footers are read by [`plain_where_dictionaries_overflowed`].
+const DICTIONARY_SAMPLE: usize = 4;
+
+/// Write without a dictionary the columns whose dictionary did not hold them in the current
+/// output: in every sampled file, no dictionary, or data pages that fell back to another
+/// encoding once the dictionary was full (unique ids, timestamps, amounts). Building that
+/// dictionary costs a hash lookup per value and the fallback pages compress worse than
+/// plain ones. Columns the dictionary holds (statuses, foreign keys) keep it.
+pub(super) async fn plain_where_dictionaries_overflowed(
+    store: &Store,
+    current: &[CurrentFile],
+    options: &mut TableParquetOptions,
+) -> Result<(), SinkError> {
+    use datafusion::parquet::basic::Encoding;
+    let mut overflowed: Option<BTreeMap<String, bool>> = None;
+    for f in current.iter().filter(|f| f.meta.size > 0).take(DICTIONARY_SAMPLE) {
+        let (meta, _) = footer(store, &f.meta).await?;
+        let mut in_file: BTreeMap<String, bool> = BTreeMap::new();
+        for rg in meta.row_groups() {
+            for c in rg.columns() {
+                let Some(mask) = c.page_encoding_stats_mask() else { continue };
+                let plain = c.dictionary_page_offset().is_none()
+                    || mask.encodings().any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY));
+                *in_file.entry(c.column_path().string()).or_insert(true) &= plain;
+            }
+        }
+        overflowed = Some(match overflowed {
+            None => in_file,
+            Some(all) => all.into_iter().map(|(k, v)| (k.clone(), v && in_file.get(&k).copied().unwrap_or(false))).collect(),
+        });
+    }
+    for (column, plain) in overflowed.unwrap_or_default() {
+        if plain {
+            options.column_specific_options.entry(column).or_default().dictionary_enabled = Some(false);
+        }
+    }
+    Ok(())
 }
 
 /// Run `plan` and write its rows as Parquet files under the directory `url`.
@@ -242,7 +275,8 @@ pub async fn stage_load(
 
     let staging = store.path(&staging_rel);
     let url = store.url_of(&staging, true);
-    let options = parquet_options(load.compression, load.row_group_rows);
+    let mut options = parquet_options(load.compression, load.row_group_rows);
+    plain_where_dictionaries_overflowed(store, &current, &mut options).await?;
     let mut keep: Vec<String> = Vec::new();
     let mut outcome = match load.mode {
         LoadMode::Merge => {

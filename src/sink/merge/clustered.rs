@@ -18,8 +18,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, UInt32Array};
-use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{BatchCoalescer, cast, take_record_batch};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
@@ -29,7 +30,7 @@ use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, lit};
-use datafusion::prelude::ident;
+use datafusion::prelude::{SessionContext, ident};
 use futures::{StreamExt, TryStreamExt};
 
 use super::super::SinkError;
@@ -47,12 +48,31 @@ const CONCURRENT_GROUPS: usize = 2;
 pub(super) struct Layout {
     key: String,
     key_index: usize,
-    converter: RowConverter,
     groups: Vec<Group>,
-    /// The smallest key of groups 1.. (the bounds between groups), in row format.
-    bounds: Vec<OwnedRow>,
-    /// The greatest current key: keys above it go to the group of new files.
-    max: OwnedRow,
+    bounds: Bounds,
+}
+
+/// The smallest key of groups 1.. (the bounds between groups), and the greatest current key
+/// (keys above it go to the group of new files).
+enum Bounds {
+    /// Integer, date and timestamp keys, as 64-bit integers.
+    Int { bounds: Vec<i64>, max: i64 },
+    /// Any other key, in Arrow's row format (ordered as the values).
+    Rows { converter: RowConverter, bounds: Vec<OwnedRow>, max: OwnedRow },
+}
+
+/// Key types whose values all fit, in order, in an `i64`.
+fn fits_i64(t: &DataType) -> bool {
+    use DataType::*;
+    matches!(t, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Date32 | Date64 | Timestamp(_, _))
+}
+
+/// `v` as an `i64` (for a key type where [`fits_i64`]).
+fn scalar_i64(v: &ScalarValue) -> Option<i64> {
+    match cast_scalar(v, &DataType::Int64)? {
+        ScalarValue::Int64(Some(x)) => Some(x),
+        _ => None,
+    }
 }
 
 struct Group {
@@ -94,25 +114,51 @@ impl Layout {
                 Group { files: chunk.iter().map(|(i, _, _)| *i).collect(), min: chunk[0].1.clone(), max }
             })
             .collect();
-        let converter = RowConverter::new(vec![SortField::new(key_type)]).ok()?;
-        let bounds = groups[1..].iter().map(|g| to_row(&converter, &g.min)).collect::<Option<Vec<_>>>()?;
         let mut max = groups[0].max.clone();
         for g in &groups {
             if g.max.partial_cmp(&max) == Some(std::cmp::Ordering::Greater) {
                 max = g.max.clone();
             }
         }
-        let max = to_row(&converter, &max)?;
-        Some(Layout { key: key.to_string(), key_index, converter, groups, bounds, max })
+        let bounds = if fits_i64(&key_type) {
+            Bounds::Int {
+                bounds: groups[1..].iter().map(|g| scalar_i64(&g.min)).collect::<Option<Vec<_>>>()?,
+                max: scalar_i64(&max)?,
+            }
+        } else {
+            let converter = RowConverter::new(vec![SortField::new(key_type)]).ok()?;
+            let bounds = groups[1..].iter().map(|g| to_row(&converter, &g.min)).collect::<Option<Vec<_>>>()?;
+            let max = to_row(&converter, &max)?;
+            Bounds::Rows { converter, bounds, max }
+        };
+        Some(Layout { key: key.to_string(), key_index, groups, bounds })
     }
 
-    /// The group of each key of `keys`: `groups.len()` for keys above every current key.
+    /// The group of each key of `keys`: `groups.len()` for keys above every current key
+    /// (a NULL key, refused later, goes to group 0).
     fn group_of(&self, keys: &ArrayRef) -> Result<Vec<usize>, SinkError> {
-        let rows = self.converter.convert_columns(std::slice::from_ref(keys)).map_err(|e| df_err(e.into()))?;
-        Ok(rows
-            .iter()
-            .map(|r| if r > self.max.row() { self.groups.len() } else { self.bounds.partition_point(|b| b.row() <= r) })
-            .collect())
+        let new = self.groups.len();
+        match &self.bounds {
+            Bounds::Int { bounds, max } => {
+                let ints = cast(keys, &DataType::Int64).map_err(|e| df_err(e.into()))?;
+                let ints = ints.as_primitive::<Int64Type>();
+                Ok(ints
+                    .iter()
+                    .map(|v| match v {
+                        None => 0,
+                        Some(v) if v > *max => new,
+                        Some(v) => bounds.partition_point(|b| *b <= v),
+                    })
+                    .collect())
+            }
+            Bounds::Rows { converter, bounds, max } => {
+                let rows = converter.convert_columns(std::slice::from_ref(keys)).map_err(|e| df_err(e.into()))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| if r > max.row() { new } else { bounds.partition_point(|b| b.row() <= r) })
+                    .collect())
+            }
+        }
     }
 
     /// The group holding the key `v`.
@@ -134,6 +180,43 @@ fn cast_scalar(v: &ScalarValue, to: &DataType) -> Option<ScalarValue> {
 fn to_row(converter: &RowConverter, v: &ScalarValue) -> Option<OwnedRow> {
     let rows = converter.convert_columns(&[v.to_array().ok()?]).ok()?;
     Some(rows.row(0).owned())
+}
+
+/// An IPC file of one group's rows, written in batches of [`BATCH_ROWS`] rows.
+struct GroupWriter {
+    path: PathBuf,
+    writer: FileWriter<std::io::BufWriter<std::fs::File>>,
+    coalescer: BatchCoalescer,
+}
+
+const BATCH_ROWS: usize = 8192;
+
+impl GroupWriter {
+    fn create(path: PathBuf, schema: &SchemaRef) -> Result<GroupWriter, SinkError> {
+        let file = std::fs::File::create(&path).map_err(|e| SinkError::io("creating", &path, e))?;
+        let writer = FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), schema)
+            .map_err(|e| df_err(e.into()))?;
+        Ok(GroupWriter { path, writer, coalescer: BatchCoalescer::new(schema.clone(), BATCH_ROWS) })
+    }
+
+    fn push(&mut self, batch: RecordBatch) -> Result<(), SinkError> {
+        self.coalescer.push_batch(batch).map_err(|e| df_err(e.into()))?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<(), SinkError> {
+        while let Some(b) = self.coalescer.next_completed_batch() {
+            self.writer.write(&b).map_err(|e| df_err(e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<PathBuf, SinkError> {
+        self.coalescer.finish_buffered_batch().map_err(|e| df_err(e.into()))?;
+        self.drain()?;
+        self.writer.finish().map_err(|e| df_err(e.into()))?;
+        Ok(self.path)
+    }
 }
 
 /// This run's rows, staged per group.
@@ -160,8 +243,7 @@ async fn stage_shares(
         let mut stream = physical.execute(p, state.task_ctx()).map_err(df_err)?;
         let (layout, schema, dir) = (layout.clone(), schema.clone(), dir.to_path_buf());
         tasks.push(tokio::spawn(async move {
-            let mut writers: Vec<Option<(PathBuf, FileWriter<std::io::BufWriter<std::fs::File>>)>> =
-                (0..n).map(|_| None).collect();
+            let mut writers: Vec<Option<GroupWriter>> = (0..n).map(|_| None).collect();
             let mut rows = 0u64;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(df_err)?;
@@ -183,24 +265,17 @@ async fn stage_shares(
                     } else {
                         take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| df_err(e.into()))?
                     };
-                    if writers[g].is_none() {
-                        let path = dir.join(format!("g{g:04}-p{p:03}.arrow"));
-                        let file = std::fs::File::create(&path)
-                            .map_err(|e| SinkError::io("creating", &path, e))?;
-                        let w = FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), &schema)
-                            .map_err(|e| df_err(e.into()))?;
-                        writers[g] = Some((path, w));
-                    }
-                    if let Some((_, w)) = writers[g].as_mut() {
-                        w.write(&part).map_err(|e| df_err(e.into()))?;
-                    }
+                    let w = match &mut writers[g] {
+                        Some(w) => w,
+                        slot => slot.insert(GroupWriter::create(dir.join(format!("g{g:04}-p{p:03}.arrow")), &schema)?),
+                    };
+                    w.push(part)?;
                 }
             }
             let mut files: Vec<(usize, PathBuf)> = Vec::new();
             for (g, w) in writers.into_iter().enumerate() {
-                if let Some((path, mut w)) = w {
-                    w.finish().map_err(|e| df_err(e.into()))?;
-                    files.push((g, path));
+                if let Some(w) = w {
+                    files.push((g, w.finish()?));
                 }
             }
             Ok::<_, SinkError>((rows, files))
@@ -251,6 +326,13 @@ pub(super) async fn stage(
 ) -> Result<MergeOutcome, SinkError> {
     let layout = Arc::new(layout);
     let ctx = super::merge_context(state);
+    // A scan of an IPC file split in byte ranges reads its whole range into memory: the
+    // staged files are read whole, one stream each (there is one per input partition).
+    let ctx = SessionContext::new_with_state(
+        datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+            .with_config(ctx.copied_config().set_bool("datafusion.optimizer.repartition_file_scans", false))
+            .build(),
+    );
     let mut shares = stage_shares(state, plan, &scratch.join("rows"), &layout).await?;
     let mut outcome = WriteOutcome { rows_in: shares.rows_in, ..Default::default() };
     let keep_all = || current.iter().map(|f| f.rel.clone()).collect::<Vec<_>>();
