@@ -36,6 +36,9 @@ pub enum CompileError {
 /// Rows per row group and per file when a load does not say.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
 pub const DEFAULT_MAX_ROWS_PER_FILE: usize = 10_000_000;
+/// Compression levels when a load does not say.
+pub const DEFAULT_ZSTD_LEVEL: u32 = 1;
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 /// The most transforms fused into one query along a chain; the next one is materialized.
 /// Deeper nesting costs planning time and stack for no benefit.
 pub const MAX_FUSED_DEPTH: usize = 32;
@@ -620,6 +623,32 @@ impl Compiler<'_> {
                     ));
                 }
             }
+            if let Some(level) = l.compression_level {
+                let range = match l.compression {
+                    spec::OutputCompression::Zstd => Some(1..=22),
+                    spec::OutputCompression::Gzip => Some(0..=10),
+                    _ => None,
+                };
+                let path = ypath!["tasks", name, "load", "compression_level"];
+                match range {
+                    None => self.diags.push(
+                        p.diag_key("compression", &path, "`compression_level` applies to `zstd` and `gzip` only")
+                            .help("remove `compression_level`, or set `compression: zstd`"),
+                    ),
+                    Some(r) if !r.contains(&level) => self.diags.push(p.diag_value(
+                        "compression",
+                        &path,
+                        level.to_string().len(),
+                        format!(
+                            "`compression_level` {level} is out of range for {}: {}–{}",
+                            if r.start() == &1 { "zstd" } else { "gzip" },
+                            r.start(),
+                            r.end()
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
             let Some(store) = store else {
                 return DraftKind::Broken;
             };
@@ -634,6 +663,10 @@ impl Compiler<'_> {
                 mode: l.mode,
                 partition_by: l.partition_by.clone(),
                 compression: l.compression,
+                compression_level: l.compression_level.unwrap_or(match l.compression {
+                    spec::OutputCompression::Gzip => DEFAULT_GZIP_LEVEL,
+                    _ => DEFAULT_ZSTD_LEVEL,
+                }),
                 row_group_rows: l.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS).max(1),
                 max_rows_per_file: l.max_rows_per_file.unwrap_or(DEFAULT_MAX_ROWS_PER_FILE).max(1),
                 keys: l.keys.as_ref().map(spec::Columns::to_vec).unwrap_or_default(),

@@ -155,6 +155,8 @@ pub struct LoadPlan {
     pub mode: LoadMode,
     pub partition_by: Vec<String>,
     pub compression: OutputCompression,
+    /// The codec's level (`zstd`, `gzip`; unused by the others).
+    pub compression_level: u32,
     pub row_group_rows: usize,
     pub max_rows_per_file: usize,
     /// `mode: merge`: key columns, tie-breaking columns and the delete condition.

@@ -76,18 +76,15 @@ pub fn storable(
 }
 
 /// Writer options for a load (or staging when `load` is `None`).
-pub fn parquet_options(compression: OutputCompression, row_group_rows: usize) -> TableParquetOptions {
+pub fn parquet_options(compression: OutputCompression, level: u32, row_group_rows: usize) -> TableParquetOptions {
     let mut o = TableParquetOptions::default();
-    o.global.compression = Some(
-        match compression {
-            OutputCompression::Zstd => "zstd(3)",
-            OutputCompression::Snappy => "snappy",
-            OutputCompression::Gzip => "gzip(6)",
-            OutputCompression::Lz4 => "lz4_raw",
-            OutputCompression::None => "uncompressed",
-        }
-        .to_string(),
-    );
+    o.global.compression = Some(match compression {
+        OutputCompression::Zstd => format!("zstd({level})"),
+        OutputCompression::Snappy => "snappy".into(),
+        OutputCompression::Gzip => format!("gzip({level})"),
+        OutputCompression::Lz4 => "lz4_raw".into(),
+        OutputCompression::None => "uncompressed".into(),
+    });
     o.global.max_row_group_size = row_group_rows;
     o.global.created_by = format!("weir {}", env!("CARGO_PKG_VERSION"));
     o
@@ -97,7 +94,7 @@ pub fn parquet_options(compression: OutputCompression, row_group_rows: usize) ->
 /// twice by weir itself and then deleted: LZ4, no dictionary pages and row-group statistics
 /// only, which is cheaper to write than an output's encoding.
 pub fn staging_parquet_options() -> TableParquetOptions {
-    let mut o = parquet_options(OutputCompression::Lz4, 1 << 20);
+    let mut o = parquet_options(OutputCompression::Lz4, 0, 1 << 20);
     o.global.dictionary_enabled = Some(false);
     o.global.statistics_enabled = Some("chunk".into());
     o
@@ -123,9 +120,12 @@ pub(super) async fn plain_where_dictionaries_overflowed(
         let mut in_file: BTreeMap<String, bool> = BTreeMap::new();
         for rg in meta.row_groups() {
             for c in rg.columns() {
-                let Some(mask) = c.page_encoding_stats_mask() else { continue };
+                // No dictionary page: written plain. Else the data pages' encodings say
+                // whether some fell back (unknown without them: kept).
                 let plain = c.dictionary_page_offset().is_none()
-                    || mask.encodings().any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY));
+                    || c.page_encoding_stats_mask().is_some_and(|mask| {
+                        mask.encodings().any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
+                    });
                 *in_file.entry(c.column_path().string()).or_insert(true) &= plain;
             }
         }
@@ -275,7 +275,7 @@ pub async fn stage_load(
 
     let staging = store.path(&staging_rel);
     let url = store.url_of(&staging, true);
-    let mut options = parquet_options(load.compression, load.row_group_rows);
+    let mut options = parquet_options(load.compression, load.compression_level, load.row_group_rows);
     plain_where_dictionaries_overflowed(store, &current, &mut options).await?;
     let mut keep: Vec<String> = Vec::new();
     let mut outcome = match load.mode {

@@ -383,6 +383,12 @@ pub struct Load {
     #[serde(default)]
     pub compression: OutputCompression,
 
+    /// Compression level: `zstd` 1–22 (default 1: fast, and with weir's per-column encodings
+    /// as small as other engines' level 3), `gzip` 0–10 (default 6). Higher levels make
+    /// smaller files and slower writes. Only for `zstd` and `gzip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<u32>,
+
     /// Rows per Parquet row group. Default 1,048,576 (one million).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
