@@ -197,3 +197,19 @@ fn incremental_and_merge_misconfigurations() {
     }
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn compression_level_out_of_range_or_for_another_codec() {
+    let out = refused(&with_head(
+        "  a:\n    load: { from: orders, store: lake, path: a/, compression_level: 23 }\n  b:\n    load: { from: orders, store: lake, path: b/, compression: snappy, compression_level: 3 }\n  g:\n    load: { from: orders, store: lake, path: g/, compression: gzip, compression_level: 11 }\n  ok:\n    load: { from: orders, store: lake, path: ok/, compression: gzip, compression_level: 0 }\n",
+    ));
+    for want in [
+        "`compression_level` 23 is out of range for zstd: 1–22",
+        "`compression_level` applies to `zstd` and `gzip` only",
+        "`compression_level` 11 is out of range for gzip: 0–10",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert!(out.contains("3 problems found"), "{out}");
+    insta::assert_snapshot!(out);
+}

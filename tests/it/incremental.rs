@@ -674,3 +674,18 @@ fn killed_merges_end_with_the_latest_version_of_every_key() {
         }
     }
 }
+
+#[test]
+fn compression_level_reaches_the_writer() {
+    let mut sizes = Vec::new();
+    for level in [1, 19] {
+        let p = project(&format!(
+            "  src:\n    extract: {{ store: raw, path: \"*.csv\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/, compression_level: {level} }}\n"
+        ));
+        deliver(&p, "d1.csv", 0..100_000, 1);
+        p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+        sizes.push(parquet_files(&p.join("lake/out")).iter().map(|f| f.metadata().unwrap().len()).sum::<u64>());
+        assert_eq!(by_id(&p, "lake/out").len(), 100_000);
+    }
+    assert!(sizes[1] < sizes[0], "zstd level 19 writes smaller files than level 1: {sizes:?}");
+}
