@@ -242,7 +242,9 @@ async fn read_log_entry(store: &Store, rel: &str, version: u64) -> Result<LogEnt
 fn writer_properties(load: &LoadPlan) -> deltalake::parquet::file::properties::WriterProperties {
     use deltalake::parquet::basic::{Compression, GzipLevel, ZstdLevel};
     let compression = match load.compression {
-        OutputCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(load.compression_level as i32).unwrap_or_default()),
+        OutputCompression::Zstd => {
+            Compression::ZSTD(ZstdLevel::try_new(load.compression_level as i32).unwrap_or_default())
+        }
         OutputCompression::Snappy => Compression::SNAPPY,
         OutputCompression::Gzip => Compression::GZIP(GzipLevel::try_new(load.compression_level).unwrap_or_default()),
         OutputCompression::Lz4 => Compression::LZ4_RAW,

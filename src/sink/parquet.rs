@@ -131,7 +131,9 @@ pub(super) async fn plain_where_dictionaries_overflowed(
         }
         overflowed = Some(match overflowed {
             None => in_file,
-            Some(all) => all.into_iter().map(|(k, v)| (k.clone(), v && in_file.get(&k).copied().unwrap_or(false))).collect(),
+            Some(all) => {
+                all.into_iter().map(|(k, v)| (k.clone(), v && in_file.get(&k).copied().unwrap_or(false))).collect()
+            }
         });
     }
     for (column, plain) in overflowed.unwrap_or_default() {

@@ -26,6 +26,7 @@ use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::TableParquetOptions;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::session_state::SessionState;
@@ -388,6 +389,9 @@ pub(super) async fn stage(
                 if key_files.is_empty() {
                     parts.push(rows);
                 } else {
+                    // Collected (a group's share of keys is small): with their exact size
+                    // known, the hash table is built on them and not on the group's rows (IPC
+                    // files have no statistics).
                     let c = ident(&layout.key);
                     let keys = ctx
                         .read_table(ipc_table(&key_files, schema)?)
@@ -401,6 +405,11 @@ pub(super) async fn stage(
                                 .map(|(k, c)| ident(c).alias(format!("__weir_k{k}")))
                                 .collect::<Vec<Expr>>(),
                         )
+                        .map_err(df_err)?;
+                    let key_schema = Arc::new(keys.schema().as_arrow().clone());
+                    let batches = keys.collect().await.map_err(df_err)?;
+                    let keys = ctx
+                        .read_table(Arc::new(MemTable::try_new(key_schema, vec![batches]).map_err(df_err)?))
                         .map_err(df_err)?;
                     let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
                     let renamed: Vec<String> = (0..load.keys.len()).map(|k| format!("__weir_k{k}")).collect();

@@ -204,7 +204,8 @@ pub(super) async fn stage_merge(
     {
         let ranges = all_key_ranges(&load.store, current, key).await?;
         if let Some(layout) = clustered::Layout::new(current, &ranges, key, schema) {
-            let m = clustered::stage(state, plan, schema, load, current, &ranges, layout, url, options, scratch).await?;
+            let m =
+                clustered::stage(state, plan, schema, load, current, &ranges, layout, url, options, scratch).await?;
             phase("rewritten, clustered by key");
             return Ok(m);
         }
@@ -389,12 +390,7 @@ async fn all_key_ranges(store: &Store, current: &[CurrentFile], key: &str) -> Re
 
 /// Which of the files whose row-group ranges are `ranges` may hold a value of `key` in
 /// `source` (a file without ranges may).
-async fn hit_files(
-    ctx: &SessionContext,
-    ranges: &KeyRanges,
-    source: &str,
-    key: &str,
-) -> Result<Vec<bool>, SinkError> {
+async fn hit_files(ctx: &SessionContext, ranges: &KeyRanges, source: &str, key: &str) -> Result<Vec<bool>, SinkError> {
     let mut hit: Vec<bool> = ranges.iter().map(Option::is_none).collect();
     if hit.iter().any(|h| !h) {
         let mut stream = ctx
@@ -472,7 +468,11 @@ async fn affected_files(
 }
 
 /// The smallest range holding `range` and `[lo, hi]`.
-fn widen_range(range: Option<(ScalarValue, ScalarValue)>, lo: ScalarValue, hi: ScalarValue) -> (ScalarValue, ScalarValue) {
+fn widen_range(
+    range: Option<(ScalarValue, ScalarValue)>,
+    lo: ScalarValue,
+    hi: ScalarValue,
+) -> (ScalarValue, ScalarValue) {
     match range {
         None => (lo, hi),
         Some((a, b)) => (
