@@ -30,7 +30,7 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::arrow::ArrowFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SessionContext, ident};
 use futures::{StreamExt, TryStreamExt};
 
@@ -392,29 +392,20 @@ pub(super) async fn stage(
                     // Collected (a group's share of keys is small): with their exact size
                     // known, the hash table is built on them and not on the group's rows (IPC
                     // files have no statistics).
-                    let c = ident(&layout.key);
+                    let key_cols: Vec<Expr> = load.keys.iter().map(|c| ident(c)).collect();
                     let keys = ctx
                         .read_table(ipc_table(&key_files, schema)?)
                         .map_err(df_err)?
-                        .filter(c.clone().gt_eq(lit(group.min.clone())).and(c.lt_eq(lit(group.max.clone()))))
+                        .filter(super::within(&layout.key, &group.min, &group.max))
                         .map_err(df_err)?
-                        .select(
-                            load.keys
-                                .iter()
-                                .enumerate()
-                                .map(|(k, c)| ident(c).alias(format!("__weir_k{k}")))
-                                .collect::<Vec<Expr>>(),
-                        )
+                        .select(key_cols)
                         .map_err(df_err)?;
                     let key_schema = Arc::new(keys.schema().as_arrow().clone());
                     let batches = keys.collect().await.map_err(df_err)?;
                     let keys = ctx
                         .read_table(Arc::new(MemTable::try_new(key_schema, vec![batches]).map_err(df_err)?))
                         .map_err(df_err)?;
-                    let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
-                    let renamed: Vec<String> = (0..load.keys.len()).map(|k| format!("__weir_k{k}")).collect();
-                    let renamed: Vec<&str> = renamed.iter().map(String::as_str).collect();
-                    parts.push(rows.join(keys, JoinType::LeftAnti, &key_cols, &renamed, None).map_err(df_err)?);
+                    parts.push(super::without_keys(rows, keys, &load.keys)?);
                 }
             }
             if !shares.files[g].is_empty() {

@@ -234,29 +234,13 @@ pub(super) async fn stage_merge(
     let mut out = upserts;
     if !affected.is_empty() {
         let current_rows = read_current(ctx, &load.store, &affected, schema, &load.partition_by).await?;
-        let key_cols: Vec<&str> = load.keys.iter().map(String::as_str).collect();
         // Only this run's keys inside the affected files' key range can match a current row:
         // new keys beyond it (the usual case of growing ids) stay out of the hash table.
         let mut keys_df = ctx.table(source).await.map_err(df_err)?;
         if let Some((column, lo, hi)) = &range {
-            let c = ident(column);
-            keys_df = keys_df.filter(c.clone().gt_eq(lit(lo.clone())).and(c.lt_eq(lit(hi.clone())))).map_err(df_err)?;
+            keys_df = keys_df.filter(within(column, lo, hi)).map_err(df_err)?;
         }
-        let run_keys = keys_df
-            .select(
-                load.keys
-                    .iter()
-                    .enumerate()
-                    .map(|(k, c)| ident(c).alias(format!("__weir_k{k}")))
-                    .collect::<Vec<Expr>>(),
-            )
-            .map_err(df_err)?;
-        let renamed: Vec<String> = (0..load.keys.len()).map(|k| format!("__weir_k{k}")).collect();
-        let renamed: Vec<&str> = renamed.iter().map(String::as_str).collect();
-        let kept_rows = current_rows
-            .join(run_keys, datafusion::logical_expr::JoinType::LeftAnti, &key_cols, &renamed, None)
-            .map_err(df_err)?;
-        out = kept_rows.union(out).map_err(df_err)?;
+        out = without_keys(current_rows, keys_df, &load.keys)?.union(out).map_err(df_err)?;
     }
     let written =
         execute_to_parquet(&ctx.state(), out.logical_plan().clone(), url, load.partition_by.clone(), options).await?;
@@ -272,6 +256,27 @@ pub(super) async fn stage_merge(
         current.len()
     );
     Ok(MergeOutcome { outcome, keep })
+}
+
+/// `column` between `lo` and `hi`, both included.
+fn within(column: &str, lo: &ScalarValue, hi: &ScalarValue) -> Expr {
+    let c = ident(column);
+    c.clone().gt_eq(lit(lo.clone())).and(c.lt_eq(lit(hi.clone())))
+}
+
+/// The rows of `rows` whose `keys` are not in `run_keys` (a table with those columns).
+fn without_keys(
+    rows: datafusion::dataframe::DataFrame,
+    run_keys: datafusion::dataframe::DataFrame,
+    keys: &[String],
+) -> Result<datafusion::dataframe::DataFrame, SinkError> {
+    let renamed: Vec<String> = (0..keys.len()).map(|k| format!("__weir_k{k}")).collect();
+    let run_keys = run_keys
+        .select(keys.iter().zip(&renamed).map(|(c, r)| ident(c).alias(r)).collect::<Vec<Expr>>())
+        .map_err(df_err)?;
+    let key_cols: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let renamed: Vec<&str> = renamed.iter().map(String::as_str).collect();
+    rows.join(run_keys, datafusion::logical_expr::JoinType::LeftAnti, &key_cols, &renamed, None).map_err(df_err)
 }
 
 /// One pass over the key columns of `__rows`: how many rows have a NULL key, and whether two
