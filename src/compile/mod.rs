@@ -625,8 +625,8 @@ impl Compiler<'_> {
             }
             if let Some(level) = l.compression_level {
                 let range = match l.compression {
-                    spec::OutputCompression::Zstd => Some(1..=22),
-                    spec::OutputCompression::Gzip => Some(0..=10),
+                    spec::OutputCompression::Zstd => Some(("zstd", 1..=22)),
+                    spec::OutputCompression::Gzip => Some(("gzip", 0..=10)),
                     _ => None,
                 };
                 let path = ypath!["tasks", name, "load", "compression_level"];
@@ -635,16 +635,11 @@ impl Compiler<'_> {
                         p.diag_key("compression", &path, "`compression_level` applies to `zstd` and `gzip` only")
                             .help("remove `compression_level`, or set `compression: zstd`"),
                     ),
-                    Some(r) if !r.contains(&level) => self.diags.push(p.diag_value(
+                    Some((codec, r)) if !r.contains(&level) => self.diags.push(p.diag_value(
                         "compression",
                         &path,
                         level.to_string().len(),
-                        format!(
-                            "`compression_level` {level} is out of range for {}: {}–{}",
-                            if r.start() == &1 { "zstd" } else { "gzip" },
-                            r.start(),
-                            r.end()
-                        ),
+                        format!("`compression_level` {level} is out of range for {codec}: {}–{}", r.start(), r.end()),
                     )),
                     Some(_) => {}
                 }

@@ -13,6 +13,10 @@
 //!    matching `delete_when`). The anti-join builds one hash table on this run's keys that
 //!    fall inside the affected files' key range (new keys beyond it cannot match), and the
 //!    current rows probe it where they are read, without being repartitioned.
+//!
+//! That one pass mixes key ranges in the files it writes. When the output is not partitioned
+//! and every file has statistics of the key, [`clustered`] does the same merge per group of
+//! files instead, so that rewritten files keep their key ranges.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -197,18 +201,20 @@ pub(super) async fn stage_merge(
     let phase = |what: &str| {
         tracing::debug!(ms = clock.elapsed().as_millis() as u64, peak_rss_mb = peak_rss_mb(), "merge: {what}")
     };
+    // The key ranges of the current files, read once for both paths.
+    let key = load.keys.iter().find(|k| !load.partition_by.contains(k));
+    let ranges = match key {
+        Some(key) if !current.is_empty() => Some(all_key_ranges(&load.store, current, key).await?),
+        _ => None,
+    };
     // A merge into files that all have statistics of the key keeps them clustered by key.
-    if load.partition_by.is_empty()
-        && !current.is_empty()
-        && let Some(key) = load.keys.first()
+    if let (Some(key), Some(ranges)) = (key, &ranges)
+        && load.partition_by.is_empty()
+        && let Some(layout) = clustered::Layout::new(current, ranges, key, schema)
     {
-        let ranges = all_key_ranges(&load.store, current, key).await?;
-        if let Some(layout) = clustered::Layout::new(current, &ranges, key, schema) {
-            let m =
-                clustered::stage(state, plan, schema, load, current, &ranges, layout, url, options, scratch).await?;
-            phase("rewritten, clustered by key");
-            return Ok(m);
-        }
+        let m = clustered::stage(state, plan, schema, load, current, ranges, layout, url, options, scratch).await?;
+        phase("rewritten, clustered by key");
+        return Ok(m);
     }
     // 1. This run's rows, staged, checked, one per key.
     let prepared = prepare_rows(state, plan, schema, load, scratch).await?;
@@ -227,7 +233,7 @@ pub(super) async fn stage_merge(
     }
 
     // 2. Which current files can hold one of this run's keys.
-    let Affected { files: affected, keep, range } = affected_files(ctx, &load.store, current, source, load).await?;
+    let Affected { files: affected, keep, range } = affected_files(ctx, current, key, ranges, source).await?;
     phase("files holding the keys found");
 
     // 3. The rewrite.
@@ -435,18 +441,18 @@ async fn hit_files(ctx: &SessionContext, ranges: &KeyRanges, source: &str, key: 
     Ok(hit)
 }
 
-/// Split `current` into files that may hold a key of `source` and files that cannot.
+/// Split `current` into files that may hold a key of `source` and files that cannot, by the
+/// `ranges` of `key` in them (without a key outside the partition columns: all may).
 async fn affected_files(
     ctx: &SessionContext,
-    store: &Store,
     current: &[CurrentFile],
+    key: Option<&String>,
+    ranges: Option<KeyRanges>,
     source: &str,
-    load: &LoadPlan,
 ) -> Result<Affected, SinkError> {
-    let Some(key) = load.keys.iter().find(|k| !load.partition_by.contains(k)) else {
+    let (Some(key), Some(ranges)) = (key, ranges) else {
         return Ok(Affected { files: current.to_vec(), keep: Vec::new(), range: None });
     };
-    let ranges = all_key_ranges(store, current, key).await?;
     let hit = hit_files(ctx, &ranges, source, key).await?;
     let mut affected = Vec::new();
     let mut keep = Vec::new();
