@@ -36,7 +36,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::super::SinkError;
 use super::super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
-use super::{KeyRanges, MergeOutcome, delete_predicate, df_err, groups_range, hit_files, read_current};
+use super::{
+    KeyCheck, KeyHashes, KeyRanges, MergeOutcome, delete_predicate, df_err, groups_range, hit_files, read_current,
+};
 use crate::compile::LoadPlan;
 
 /// At most this many groups of current files (and IPC files per input partition).
@@ -162,6 +164,13 @@ impl Layout {
         }
     }
 
+    /// Whether each group's key range ends below the next group's smallest key. Then a key
+    /// that a group's files may hold falls in that group's own share, and the shares alone
+    /// say which groups to rewrite.
+    fn disjoint(&self) -> bool {
+        self.groups.windows(2).all(|w| w[0].max.partial_cmp(&w[1].min) == Some(std::cmp::Ordering::Less))
+    }
+
     /// The group holding the key `v`.
     fn group_of_scalar(&self, v: &ScalarValue) -> Result<usize, SinkError> {
         let array = v.to_array().map_err(df_err)?;
@@ -226,25 +235,37 @@ struct Shares {
     files: Vec<Vec<PathBuf>>,
     rows_in: u64,
     rows: u64,
+    /// The check of the keys, when asked for.
+    checked: Option<KeyCheck>,
 }
 
-/// Run `plan` and write its rows under `dir`, one IPC file per group and input partition.
+/// Run `plan` and write its rows under `dir`, one IPC file per group and input partition;
+/// with `keys`, check the key columns as they pass (see [`KeyHashes`]).
 async fn stage_shares(
     state: &SessionState,
     plan: LogicalPlan,
     dir: &Path,
     layout: &Arc<Layout>,
+    keys: Option<&[String]>,
 ) -> Result<Shares, SinkError> {
     let physical = state.create_physical_plan(&plan).await.map_err(df_err)?;
     let schema = physical.schema();
+    let key_indexes: Option<Arc<Vec<usize>>> = match keys {
+        Some(keys) => Some(Arc::new(
+            keys.iter().map(|k| schema.index_of(k)).collect::<Result<Vec<_>, _>>().map_err(|e| df_err(e.into()))?,
+        )),
+        None => None,
+    };
     std::fs::create_dir_all(dir).map_err(|e| SinkError::io("creating", dir, e))?;
     let n = layout.groups.len() + 1;
     let mut tasks = Vec::new();
     for p in 0..physical.properties().output_partitioning().partition_count() {
         let mut stream = physical.execute(p, state.task_ctx()).map_err(df_err)?;
-        let (layout, schema, dir) = (layout.clone(), schema.clone(), dir.to_path_buf());
+        let (layout, schema, dir, key_indexes) =
+            (layout.clone(), schema.clone(), dir.to_path_buf(), key_indexes.clone());
         tasks.push(tokio::spawn(async move {
             let mut writers: Vec<Option<GroupWriter>> = (0..n).map(|_| None).collect();
+            let mut hashes = key_indexes.as_ref().map(|_| KeyHashes::new(0));
             let mut rows = 0u64;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(df_err)?;
@@ -252,6 +273,10 @@ async fn stage_shares(
                     continue;
                 }
                 rows += batch.num_rows() as u64;
+                if let (Some(hashes), Some(idx)) = (&mut hashes, &key_indexes) {
+                    let cols: Vec<ArrayRef> = idx.iter().map(|&i| batch.column(i).clone()).collect();
+                    hashes.add(&cols)?;
+                }
                 let groups = layout.group_of(batch.column(layout.key_index))?;
                 let mut indexes: Vec<Vec<u32>> = vec![Vec::new(); n];
                 for (i, g) in groups.into_iter().enumerate() {
@@ -279,16 +304,22 @@ async fn stage_shares(
                     files.push((g, w.finish()?));
                 }
             }
-            Ok::<_, SinkError>((rows, files))
+            Ok::<_, SinkError>((rows, files, hashes))
         }));
     }
-    let mut shares = Shares { files: vec![Vec::new(); n], rows_in: 0, rows: 0 };
+    let mut shares = Shares { files: vec![Vec::new(); n], rows_in: 0, rows: 0, checked: None };
+    let mut all_hashes = Vec::new();
     for t in tasks {
-        let (rows, files) = t.await.map_err(|e| SinkError::Merge(format!("staging this run's rows failed: {e}")))??;
+        let (rows, files, hashes) =
+            t.await.map_err(|e| SinkError::Merge(format!("staging this run's rows failed: {e}")))??;
         shares.rows += rows;
         for (g, path) in files {
             shares.files[g].push(path);
         }
+        all_hashes.extend(hashes);
+    }
+    if keys.is_some() {
+        shares.checked = Some(KeyHashes::check(all_hashes).await?);
     }
     shares.rows_in = leaf_rows(&physical);
     Ok(shares)
@@ -334,7 +365,13 @@ pub(super) async fn stage(
             .with_config(ctx.copied_config().set_bool("datafusion.optimizer.repartition_file_scans", false))
             .build(),
     );
-    let mut shares = stage_shares(state, plan, &scratch.join("rows"), &layout).await?;
+    let clock = std::time::Instant::now();
+    let mut shares = stage_shares(state, plan, &scratch.join("rows"), &layout, Some(&load.keys)).await?;
+    tracing::debug!(
+        ms = clock.elapsed().as_millis() as u64,
+        rows = shares.rows,
+        "merge: this run's rows staged by key range"
+    );
     let mut outcome = WriteOutcome { rows_in: shares.rows_in, ..Default::default() };
     let keep_all = || current.iter().map(|f| f.rel.clone()).collect::<Vec<_>>();
     if shares.rows == 0 {
@@ -343,17 +380,23 @@ pub(super) async fn stage(
     let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
     ctx.register_table("__rows", ipc_table(&all, schema)?).map_err(df_err)?;
     let mut source = "__rows";
-    if let Some(latest) = super::check_rows(&ctx, load, schema, shares.rows).await? {
-        shares = stage_shares(&ctx.state(), latest, &scratch.join("latest"), &layout).await?;
+    let checked = shares.checked.ok_or_else(|| SinkError::Merge("this run's keys were not checked".into()))?;
+    if let Some(latest) = super::check_rows(&ctx, load, schema, checked).await? {
+        shares = stage_shares(&ctx.state(), latest, &scratch.join("latest"), &layout, None).await?;
         let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
         ctx.register_table("__latest", ipc_table(&all, schema)?).map_err(df_err)?;
         source = "__latest";
     }
-    tracing::debug!(rows = shares.rows, "merge: this run's rows staged by key range and checked");
+    tracing::debug!(ms = clock.elapsed().as_millis() as u64, rows = shares.rows, "merge: this run's rows checked");
 
     // Which groups to rewrite: those receiving rows, and those whose files may hold a key of
-    // this run (possible when files overlap in key range).
-    let hit = hit_files(&ctx, ranges, source, &layout.key).await?;
+    // this run (possible only when groups overlap in key range).
+    let hit = if layout.disjoint() {
+        vec![false; current.len()]
+    } else {
+        hit_files(&ctx, ranges, source, &layout.key).await?
+    };
+    tracing::debug!(ms = clock.elapsed().as_millis() as u64, "merge: groups that may hold this run's keys found");
     let deletes = delete_predicate(state, load, schema)?;
     let mut jobs = Vec::new();
     let mut keep = Vec::new();

@@ -86,7 +86,8 @@ pub(super) async fn prepare_rows(
         return Ok(prepared);
     }
     prepared.ctx.register_parquet("__rows", &delta_url, ParquetReadOptions::default()).await.map_err(df_err)?;
-    if let Some(latest) = check_rows(&prepared.ctx, load, schema, staged.rows).await? {
+    let checked = check_keys(&prepared.ctx, &load.keys, staged.rows).await?;
+    if let Some(latest) = check_rows(&prepared.ctx, load, schema, checked).await? {
         let latest_dir = std::path::absolute(scratch.join("latest")).unwrap_or_else(|_| scratch.join("latest"));
         let latest_url = format!("file://{}/", latest_dir.display());
         let written = execute_to_parquet(state, latest, &latest_url, vec![], staging_parquet_options()).await?;
@@ -108,18 +109,18 @@ fn merge_context(state: &SessionState) -> SessionContext {
     SessionContext::new_with_config_rt(config, state.runtime_env().clone())
 }
 
-/// Check this run's staged rows (the table `__rows` of `ctx`): no NULL key, and one row per
-/// key, or several that `order_by` orders without a tie. Returns the plan of the latest row
+/// Check this run's staged rows (the table `__rows` of `ctx`, whose keys `checked` tells
+/// about): no NULL key, and one row per key, or several that `order_by` orders without a tie. Returns the plan of the latest row
 /// per key when some key has several rows, for the caller to stage.
 async fn check_rows(
     ctx: &SessionContext,
     load: &LoadPlan,
     schema: &SchemaRef,
-    rows: u64,
+    checked: KeyCheck,
 ) -> Result<Option<LogicalPlan>, SinkError> {
     let keys: Vec<String> = load.keys.iter().map(|k| quote(k)).collect();
     let key_list = keys.join(", ");
-    let (nulls, maybe_dups) = check_keys(ctx, &load.keys, rows).await?;
+    let KeyCheck { nulls, maybe_dups } = checked;
     if nulls > 0 {
         return Err(SinkError::Merge(format!(
             "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
@@ -207,6 +208,7 @@ pub(super) async fn stage_merge(
         Some(key) if !current.is_empty() => Some(all_key_ranges(&load.store, current, key).await?),
         _ => None,
     };
+    phase("key ranges of the current files read");
     // A merge into files that all have statistics of the key keeps them clustered by key.
     if let (Some(key), Some(ranges)) = (key, &ranges)
         && load.partition_by.is_empty()
@@ -286,61 +288,110 @@ fn without_keys(
 }
 
 /// One pass over the key columns of `__rows`: how many rows have a NULL key, and whether two
-/// rows may share a key (two equal 64-bit hashes of the keys; a collision of different keys is
-/// possible but rare, and the caller then checks exactly). Holds 8 bytes per row, much less
-/// than a hash aggregation over the keys. The hashes are bucketed by their top bits as they
-/// are read, and the buckets sorted on all cores (equal hashes share a bucket).
-async fn check_keys(ctx: &SessionContext, keys: &[String], rows: u64) -> Result<(u64, bool), SinkError> {
-    use datafusion::common::hash_utils::{HLL_RANDOM_STATE, create_hashes};
+/// rows may share a key (see [`KeyHashes`]).
+async fn check_keys(ctx: &SessionContext, keys: &[String], rows: u64) -> Result<KeyCheck, SinkError> {
     let cols = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
     let mut stream =
         ctx.sql(&format!("SELECT {cols} FROM __rows")).await.map_err(df_err)?.execute_stream().await.map_err(df_err)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).next_power_of_two();
-    let bits = threads.trailing_zeros();
-    let per_bucket = usize::try_from(rows).unwrap_or(0) / threads + 1024;
-    let mut buckets: Vec<Vec<u64>> = (0..threads).map(|_| Vec::with_capacity(per_bucket)).collect();
-    let mut nulls = 0u64;
-    let mut buf: Vec<u64> = Vec::new();
+    let mut hashes = KeyHashes::new(rows);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(df_err)?;
-        let arrays: Vec<ArrayRef> = batch.columns().to_vec();
-        if arrays.iter().any(|a| a.null_count() > 0) {
-            let mut any_null = vec![false; batch.num_rows()];
-            for a in &arrays {
+        hashes.add(batch.columns())?;
+    }
+    KeyHashes::check(vec![hashes]).await
+}
+
+/// What [`KeyHashes::check`] found in this run's keys.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyCheck {
+    /// Rows with a NULL in a key column.
+    nulls: u64,
+    /// Two rows have equal hashes of their keys (the caller checks exactly).
+    maybe_dups: bool,
+}
+
+/// 64-bit hashes of rows' keys, to find whether two rows may share a key: two equal hashes
+/// (a collision of different keys is possible but rare, and the caller then checks exactly).
+/// Holds 8 bytes per row, much less than a hash aggregation over the keys. The hashes are
+/// bucketed by their top bits as they are added, and the buckets sorted on all cores (equal
+/// hashes share a bucket).
+pub(super) struct KeyHashes {
+    buckets: Vec<Vec<u64>>,
+    nulls: u64,
+    buf: Vec<u64>,
+}
+
+impl KeyHashes {
+    /// Hashes of about `rows` rows, in all.
+    pub fn new(rows: u64) -> KeyHashes {
+        let threads = Self::buckets();
+        let per_bucket = usize::try_from(rows).unwrap_or(0) / threads + 1024;
+        KeyHashes { buckets: (0..threads).map(|_| Vec::with_capacity(per_bucket)).collect(), nulls: 0, buf: Vec::new() }
+    }
+
+    /// One bucket per core, a power of two.
+    fn buckets() -> usize {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).next_power_of_two()
+    }
+
+    /// Add the keys of a batch (its key columns).
+    pub fn add(&mut self, keys: &[ArrayRef]) -> Result<(), SinkError> {
+        use datafusion::common::hash_utils::{HLL_RANDOM_STATE, create_hashes};
+        let Some(rows) = keys.first().map(|a| a.len()) else { return Ok(()) };
+        if keys.iter().any(|a| a.null_count() > 0) {
+            let mut any_null = vec![false; rows];
+            for a in keys {
                 for (i, n) in any_null.iter_mut().enumerate() {
                     *n |= a.is_null(i);
                 }
             }
-            nulls += any_null.iter().filter(|n| **n).count() as u64;
+            self.nulls += any_null.iter().filter(|n| **n).count() as u64;
         }
-        buf.clear();
-        buf.resize(batch.num_rows(), 0);
-        create_hashes(&arrays, &HLL_RANDOM_STATE, &mut buf).map_err(df_err)?;
+        self.buf.clear();
+        self.buf.resize(rows, 0);
+        create_hashes(keys, &HLL_RANDOM_STATE, &mut self.buf).map_err(df_err)?;
+        let bits = self.buckets.len().trailing_zeros();
         if bits == 0 {
-            buckets[0].extend_from_slice(&buf);
+            self.buckets[0].extend_from_slice(&self.buf);
         } else {
-            for &h in &buf {
-                buckets[(h >> (64 - bits)) as usize].push(h);
+            for &h in &self.buf {
+                self.buckets[(h >> (64 - bits)) as usize].push(h);
             }
         }
+        Ok(())
     }
-    let sorted = tokio::task::spawn_blocking(move || {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = buckets
-                .into_iter()
-                .map(|b| {
-                    s.spawn(move || {
-                        let mut b = b;
-                        b.sort_unstable();
-                        b.windows(2).any(|w| w[0] == w[1])
+
+    /// The check of the hashes of `parts` (added separately, e.g. one per input partition).
+    pub async fn check(parts: Vec<KeyHashes>) -> Result<KeyCheck, SinkError> {
+        let nulls = parts.iter().map(|p| p.nulls).sum();
+        let mut buckets: Vec<Vec<u64>> = Vec::new();
+        for part in parts {
+            for (b, hashes) in part.buckets.into_iter().enumerate() {
+                match buckets.get_mut(b) {
+                    Some(all) if all.is_empty() => *all = hashes,
+                    Some(all) => all.extend_from_slice(&hashes),
+                    None => buckets.push(hashes),
+                }
+            }
+        }
+        let sorted = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = buckets
+                    .into_iter()
+                    .map(|b| {
+                        s.spawn(move || {
+                            let mut b = b;
+                            b.sort_unstable();
+                            b.windows(2).any(|w| w[0] == w[1])
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(true)).fold(false, |a, b| a | b)
-        })
-    });
-    let maybe_dups = sorted.await.map_err(|e| SinkError::Merge(format!("checking the merge keys failed: {e}")))?;
-    Ok((nulls, maybe_dups))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(true)).fold(false, |a, b| a | b)
+            })
+        });
+        let maybe_dups = sorted.await.map_err(|e| SinkError::Merge(format!("checking the merge keys failed: {e}")))?;
+        Ok(KeyCheck { nulls, maybe_dups })
+    }
 }
 
 /// The process's peak resident set so far (Linux), for the debug log.
