@@ -100,44 +100,115 @@ pub fn staging_parquet_options() -> TableParquetOptions {
     o
 }
 
-/// Current files whose footers are read by [`plain_where_dictionaries_overflowed`].
-const DICTIONARY_SAMPLE: usize = 4;
+/// Current files whose footers are read by [`learn_encodings`].
+const ENCODING_SAMPLE: usize = 4;
 
-/// Write without a dictionary the columns whose dictionary did not hold them in the current
-/// output: in every sampled file, no dictionary, or data pages that fell back to another
-/// encoding once the dictionary was full (unique ids, timestamps, amounts). Building that
-/// dictionary costs a hash lookup per value and the fallback pages compress worse than
-/// plain ones. Columns the dictionary holds (statuses, foreign keys) keep it.
-pub(super) async fn plain_where_dictionaries_overflowed(
+/// What the sampled footers say of one column, over all its chunks.
+#[derive(Debug)]
+struct ColumnSeen {
+    /// Every chunk's data pages are all dictionary-encoded (the dictionary held the values).
+    dictionary_held: bool,
+    /// Every chunk's data pages are all `DELTA_BINARY_PACKED`.
+    delta: bool,
+    /// The chunks' bytes as stored.
+    bytes: u64,
+    /// For an integer column whose every chunk has min/max statistics: an upper bound of its
+    /// bytes as `DELTA_BINARY_PACKED` (every value in `bit_width(max - min) + 1` bits).
+    delta_bound: Option<u64>,
+}
+
+/// Which encoding one column chunk's data pages use, and how many bytes it would take as
+/// `DELTA_BINARY_PACKED` at most (integer columns with statistics).
+fn chunk_seen(c: &datafusion::parquet::file::metadata::ColumnChunkMetaData) -> ColumnSeen {
+    use datafusion::parquet::basic::Encoding;
+    use datafusion::parquet::file::statistics::Statistics;
+    let data_encodings: Vec<Encoding> = match c.page_encoding_stats_mask() {
+        Some(mask) => mask.encodings().collect(),
+        // Without page encoding statistics: the chunk's encodings, less those of levels.
+        #[allow(deprecated)] // BIT_PACKED: levels of old files
+        None => c.encodings().filter(|e| !matches!(e, Encoding::RLE | Encoding::BIT_PACKED)).collect(),
+    };
+    let dictionary_held = c.dictionary_page_offset().is_some()
+        && !data_encodings.is_empty()
+        && data_encodings.iter().all(|e| matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY));
+    let delta = !data_encodings.is_empty() && data_encodings.iter().all(|e| *e == Encoding::DELTA_BINARY_PACKED);
+    // max - min (None when max < min: an unsigned column past i64::MAX, for one).
+    let range = match c.statistics() {
+        Some(Statistics::Int32(v)) => v.min_opt().zip(v.max_opt()).map(|(lo, hi)| i128::from(*hi) - i128::from(*lo)),
+        Some(Statistics::Int64(v)) => v.min_opt().zip(v.max_opt()).map(|(lo, hi)| i128::from(*hi) - i128::from(*lo)),
+        _ => None,
+    }
+    .and_then(|r| u64::try_from(r).ok());
+    let nulls = c.statistics().and_then(|s| s.null_count_opt()).unwrap_or(0);
+    let values = (c.num_values().max(0) as u64).saturating_sub(nulls);
+    let delta_bound = range.map(|r| {
+        // Deltas lie in [-r, r]: each is packed, less the block's smallest, in
+        // bit_width(2r) bits. A block of 128 values also holds that smallest delta (a
+        // zigzag varint of at most 2r: 7 bits a byte) and 4 bit widths.
+        let bits = u64::from(64 - r.leading_zeros()) + 1;
+        values.saturating_mul(bits).div_ceil(8) + values.div_ceil(128) * (bits.div_ceil(7) + 4)
+    });
+    ColumnSeen { dictionary_held, delta, bytes: c.compressed_size().max(0) as u64, delta_bound }
+}
+
+/// Learn the columns' encodings from the current output (its first [`ENCODING_SAMPLE`] files),
+/// so that a rewrite encodes each column as well as, and no slower than, the files it replaces:
+/// - a column stored as `DELTA_BINARY_PACKED` stays so;
+/// - an integer column (ids, amounts, timestamps, foreign keys) that would take no more bytes as
+///   `DELTA_BINARY_PACKED` than it takes now, counting every value at the full width of its
+///   chunk's min..max range, is written so. That bound holds for any order of the values, so a
+///   column only moves when it cannot grow; a dictionary of many values (100,000 customers)
+///   costs a hash lookup per value, while delta packing is a subtraction;
+/// - a column without a dictionary, or whose dictionary overflowed (data pages fell back to
+///   another encoding), is written without one (building a dictionary that overflows costs a
+///   hash lookup per value, and the fallback pages compress worse than plain ones);
+/// - columns the dictionary holds (statuses, small foreign keys, wide ids of few values) keep it.
+pub(super) async fn learn_encodings(
     store: &Store,
     current: &[CurrentFile],
+    schema: &SchemaRef,
     options: &mut TableParquetOptions,
 ) -> Result<(), SinkError> {
-    use datafusion::parquet::basic::Encoding;
-    let mut overflowed: Option<BTreeMap<String, bool>> = None;
-    for f in current.iter().filter(|f| f.meta.size > 0).take(DICTIONARY_SAMPLE) {
+    use datafusion::parquet::basic::Type as PhysicalType;
+    // The columns this write stores as 32- or 64-bit integers (delta packing takes no other;
+    // an overwrite may change a column's type).
+    let integers: std::collections::BTreeSet<String> = datafusion::parquet::arrow::ArrowSchemaConverter::new()
+        .convert(schema)
+        .map(|d| {
+            d.columns()
+                .iter()
+                .filter(|c| matches!(c.physical_type(), PhysicalType::INT32 | PhysicalType::INT64))
+                .map(|c| c.path().string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut seen: BTreeMap<String, ColumnSeen> = BTreeMap::new();
+    for f in current.iter().filter(|f| f.meta.size > 0).take(ENCODING_SAMPLE) {
         let (meta, _) = footer(store, &f.meta).await?;
-        let mut in_file: BTreeMap<String, bool> = BTreeMap::new();
         for rg in meta.row_groups() {
             for c in rg.columns() {
-                // No dictionary page: written plain. Else the data pages' encodings say
-                // whether some fell back (unknown without them: kept).
-                let plain = c.dictionary_page_offset().is_none()
-                    || c.page_encoding_stats_mask().is_some_and(|mask| {
-                        mask.encodings().any(|e| !matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY))
-                    });
-                *in_file.entry(c.column_path().string()).or_insert(true) &= plain;
+                let chunk = chunk_seen(c);
+                match seen.entry(c.column_path().string()) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(chunk);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let all = e.get_mut();
+                        all.dictionary_held &= chunk.dictionary_held;
+                        all.delta &= chunk.delta;
+                        all.bytes += chunk.bytes;
+                        all.delta_bound = all.delta_bound.zip(chunk.delta_bound).map(|(a, b)| a + b);
+                    }
+                }
             }
         }
-        overflowed = Some(match overflowed {
-            None => in_file,
-            Some(all) => {
-                all.into_iter().map(|(k, v)| (k.clone(), v && in_file.get(&k).copied().unwrap_or(false))).collect()
-            }
-        });
     }
-    for (column, plain) in overflowed.unwrap_or_default() {
-        if plain {
+    for (column, s) in seen {
+        if integers.contains(&column) && (s.delta || s.delta_bound.is_some_and(|bound| bound <= s.bytes)) {
+            let o = options.column_specific_options.entry(column).or_default();
+            o.dictionary_enabled = Some(false);
+            o.encoding = Some("delta_binary_packed".into());
+        } else if !s.dictionary_held {
             options.column_specific_options.entry(column).or_default().dictionary_enabled = Some(false);
         }
     }
@@ -278,7 +349,7 @@ pub async fn stage_load(
     let staging = store.path(&staging_rel);
     let url = store.url_of(&staging, true);
     let mut options = parquet_options(load.compression, load.compression_level, load.row_group_rows);
-    plain_where_dictionaries_overflowed(store, &current, &mut options).await?;
+    learn_encodings(store, &current, &schema, &mut options).await?;
     let mut keep: Vec<String> = Vec::new();
     let mut outcome = match load.mode {
         LoadMode::Merge => {

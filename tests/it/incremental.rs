@@ -452,6 +452,97 @@ fn columns_whose_dictionary_overflowed_are_written_plain_next_time() {
     assert_eq!(by_id(&p, "lake/out").len(), 201_000);
 }
 
+/// Per column of `file`'s first row group: its encodings and its bytes as stored.
+fn chunk_encodings(file: &Path) -> BTreeMap<String, (Vec<String>, i64)> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap();
+    let rg = b.metadata().row_group(0);
+    rg.columns()
+        .iter()
+        .map(|c| {
+            let encodings = c.encodings().map(|e| format!("{e:?}")).collect();
+            (c.column_path().string(), (encodings, c.compressed_size()))
+        })
+        .collect()
+}
+
+#[test]
+fn integer_columns_that_delta_packing_cannot_grow_are_delta_packed_next_time() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id] }\n",
+    );
+    // `customer`: 20,000 values in a narrow range, in no order (its dictionary holds them, at a
+    // hash lookup a value); `code`: 3 values near 10^15 (as deltas, 51 bits each).
+    let customer = |i: u64| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 20_000;
+    let delivery = |ids: std::ops::Range<u64>, version: u64| {
+        let mut s = String::from("id,customer,code,version\n");
+        for i in ids {
+            s.push_str(&format!(
+                "{i},{},{},{version}\n",
+                customer(i),
+                1_000_000_000_000_000 + (i % 3) * 1_000_000_000_000
+            ));
+        }
+        s
+    };
+    p.write("raw/d1.csv", delivery(0..100_000, 1));
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let files = parquet_files(&p.join("lake/out"));
+    assert_eq!(files.len(), 1);
+    let first = chunk_encodings(&files[0]);
+    for c in ["customer", "code"] {
+        assert!(
+            first[c].0.contains(&"RLE_DICTIONARY".to_string()),
+            "{c}: the first load tries a dictionary: {first:?}"
+        );
+    }
+
+    // An update inside the key range: the file is rewritten, with what its footer taught.
+    p.write("raw/d2.csv", delivery(0..100, 2));
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let files = parquet_files(&p.join("lake/out"));
+    assert_eq!(files.len(), 1);
+    let second = chunk_encodings(&files[0]);
+    assert!(second["customer"].0.contains(&"DELTA_BINARY_PACKED".to_string()), "{second:?}");
+    assert!(second["customer"].1 <= first["customer"].1, "delta packing may not grow the column: {first:?} {second:?}");
+    assert!(
+        second["code"].0.contains(&"RLE_DICTIONARY".to_string()),
+        "few wide values keep their dictionary: {second:?}"
+    );
+
+    // Once delta-packed, it stays so; and every row is there, exactly.
+    p.write("raw/d3.csv", delivery(50..150, 3));
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let files = parquet_files(&p.join("lake/out"));
+    let third = chunk_encodings(&files[0]);
+    assert!(third["customer"].0.contains(&"DELTA_BINARY_PACKED".to_string()), "{third:?}");
+    assert!(third["code"].0.contains(&"RLE_DICTIONARY".to_string()), "{third:?}");
+    let rows = read_rows(&p.join("lake/out"));
+    assert_eq!(rows.len(), 100_000);
+    for r in &rows {
+        let id: u64 = r["id"].parse().unwrap();
+        assert_eq!(r["customer"], customer(id).to_string(), "{r:?}");
+        assert_eq!(r["code"], (1_000_000_000_000_000 + (id % 3) * 1_000_000_000_000).to_string(), "{r:?}");
+        let want = if id < 50 {
+            2
+        } else if id < 150 {
+            3
+        } else {
+            1
+        };
+        assert_eq!(r["version"], want.to_string(), "{r:?}");
+    }
+
+    // An overwrite that makes the delta-packed column text: what was learned does not apply.
+    p.write(
+        "p2.yaml",
+        format!("pipeline: inc2\n{STORES}tasks:\n  src:\n    extract: {{ store: raw, path: \"text/*.csv\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: overwrite }}\n"),
+    );
+    p.write("raw/text/t.csv", "id,customer,code,version\n1,c-17,7,1\n2,c-18,8,1\n");
+    p.weir(&["run", "p2.yaml"]).ok();
+    let rows = read_rows(&p.join("lake/out"));
+    assert_eq!(rows.iter().map(|r| r["customer"].as_str()).collect::<Vec<_>>(), ["c-17", "c-18"]);
+}
+
 #[test]
 fn merge_refuses_ambiguous_and_null_keys_and_publishes_nothing() {
     let p = project(

@@ -39,8 +39,9 @@ print("pandas", len(df), cv.num_rows)
     assert!(stdout.contains("duckdb 12 4"), "{stdout}");
 }
 
-/// An output with commit records (`_weir/commits/*.json`) after appends and merges, partitioned:
-/// pyarrow (pandas), DuckDB and Polars read the rows and never the records.
+/// An output with commit records (`_weir/commits/*.json`) after appends and merges, partitioned,
+/// with delta-packed integer columns: pyarrow (pandas), DuckDB and Polars read the rows and
+/// never the records.
 #[test]
 fn readers_do_not_see_commit_records() {
     let Some(python) = test_python() else { return };
@@ -55,7 +56,13 @@ fn readers_do_not_see_commit_records() {
     p.weir(&["run", "p.yaml"]).ok();
     assert!(p.join("lake/merged/_weir/commits/0000000002.json").exists());
     let script = r#"
-import duckdb, pandas as pd, pyarrow.dataset as ds, polars as pl
+import duckdb, glob, pandas as pd, pyarrow.dataset as ds, pyarrow.parquet as pq, polars as pl
+# the rewrite learned DELTA_BINARY_PACKED for the integer columns (see learn_encodings)
+encodings = {e for f in glob.glob("lake/merged/**/*.parquet", recursive=True)
+             for rg in range(pq.ParquetFile(f).metadata.num_row_groups)
+             for c in range(pq.ParquetFile(f).metadata.num_columns)
+             for e in pq.ParquetFile(f).metadata.row_group(rg).column(c).encodings}
+assert "DELTA_BINARY_PACKED" in encodings, encodings
 m = ds.dataset("lake/merged", format="parquet", partitioning="hive").to_table()
 assert m.num_rows == 4, m.num_rows
 assert len(pd.read_parquet("lake/appended")) == 5

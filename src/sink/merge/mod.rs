@@ -362,36 +362,74 @@ impl KeyHashes {
     }
 
     /// The check of the hashes of `parts` (added separately, e.g. one per input partition).
+    /// Each part's buckets are sorted in place, on all cores, and equal hashes found by
+    /// walking each bucket's sorted runs together (no copy of the hashes).
     pub async fn check(parts: Vec<KeyHashes>) -> Result<KeyCheck, SinkError> {
         let nulls = parts.iter().map(|p| p.nulls).sum();
-        let mut buckets: Vec<Vec<u64>> = Vec::new();
+        let buckets = parts.first().map_or(0, |p| p.buckets.len());
+        // runs[b]: bucket b of every part.
+        let mut runs: Vec<Vec<Vec<u64>>> = (0..buckets).map(|_| Vec::with_capacity(parts.len())).collect();
         for part in parts {
             for (b, hashes) in part.buckets.into_iter().enumerate() {
-                match buckets.get_mut(b) {
-                    Some(all) if all.is_empty() => *all = hashes,
-                    Some(all) => all.extend_from_slice(&hashes),
-                    None => buckets.push(hashes),
-                }
+                runs[b].push(hashes);
             }
         }
-        let sorted = tokio::task::spawn_blocking(move || {
+        let threads = Self::buckets();
+        let check = tokio::task::spawn_blocking(move || {
+            let mut all: Vec<&mut Vec<u64>> = runs.iter_mut().flatten().collect();
+            // Sort the runs, biggest first, spread over the cores.
+            all.sort_by_key(|r| std::cmp::Reverse(r.len()));
+            let mut lanes: Vec<Vec<&mut Vec<u64>>> = (0..threads).map(|_| Vec::new()).collect();
+            let mut load = vec![0usize; threads];
+            for r in all {
+                let lane = (0..threads).min_by_key(|&l| load[l]).unwrap_or(0);
+                load[lane] += r.len();
+                lanes[lane].push(r);
+            }
             std::thread::scope(|s| {
-                let handles: Vec<_> = buckets
-                    .into_iter()
-                    .map(|b| {
-                        s.spawn(move || {
-                            let mut b = b;
-                            b.sort_unstable();
-                            b.windows(2).any(|w| w[0] == w[1])
-                        })
-                    })
-                    .collect();
+                for lane in lanes {
+                    s.spawn(move || lane.into_iter().for_each(|r| r.sort_unstable()));
+                }
+            });
+            std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    runs.iter().map(|bucket| s.spawn(move || sorted_runs_share_a_value(bucket))).collect();
                 handles.into_iter().map(|h| h.join().unwrap_or(true)).fold(false, |a, b| a | b)
             })
         });
-        let maybe_dups = sorted.await.map_err(|e| SinkError::Merge(format!("checking the merge keys failed: {e}")))?;
+        let maybe_dups = check.await.map_err(|e| SinkError::Merge(format!("checking the merge keys failed: {e}")))?;
         Ok(KeyCheck { nulls, maybe_dups })
     }
+}
+
+/// Whether two values of sorted `runs` are equal (within a run or across runs): a k-way
+/// merge that compares each value with the one before it.
+fn sorted_runs_share_a_value(runs: &[Vec<u64>]) -> bool {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut heap: BinaryHeap<Reverse<(u64, usize, usize)>> =
+        runs.iter().enumerate().filter_map(|(r, run)| run.first().map(|&v| Reverse((v, r, 0)))).collect();
+    let mut last: Option<u64> = None;
+    while let Some(Reverse((v, r, i))) = heap.pop() {
+        if last == Some(v) {
+            return true;
+        }
+        // Stay in this run while it holds the smallest values (one heap step per run switch).
+        let run = &runs[r];
+        let bound = heap.peek().map(|Reverse((w, _, _))| *w);
+        let mut j = i + 1;
+        while j < run.len() && bound.is_none_or(|b| run[j] < b) {
+            if run[j] == run[j - 1] {
+                return true;
+            }
+            j += 1;
+        }
+        last = Some(run[j - 1]);
+        if j < run.len() {
+            heap.push(Reverse((run[j], r, j)));
+        }
+    }
+    false
 }
 
 /// The process's peak resident set so far (Linux), for the debug log.
@@ -670,5 +708,39 @@ mod tests {
         );
         assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn sorted_runs_find_equal_values_within_and_across_runs() {
+        let none: Vec<Vec<u64>> = vec![];
+        assert!(!sorted_runs_share_a_value(&none));
+        assert!(!sorted_runs_share_a_value(&[vec![], vec![1]]));
+        assert!(!sorted_runs_share_a_value(&[vec![1, 4, 9], vec![2, 3, 10], vec![5, 6, 7, 8]]));
+        assert!(sorted_runs_share_a_value(&[vec![1, 4, 4, 9], vec![2, 3]]), "within a run");
+        assert!(sorted_runs_share_a_value(&[vec![1, 4, 9], vec![2, 4]]), "across runs");
+        assert!(sorted_runs_share_a_value(&[vec![1, 2, 3], vec![7], vec![3]]), "at a run's end");
+        assert!(sorted_runs_share_a_value(&[vec![u64::MAX], vec![0, u64::MAX]]));
+        // against a brute force, on pseudo-random runs
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..300 {
+            let runs: Vec<Vec<u64>> = (0..(x % 4 + 1))
+                .map(|_| {
+                    let mut run: Vec<u64> = (0..(x % 17))
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x % 200
+                        })
+                        .collect();
+                    run.sort_unstable();
+                    run
+                })
+                .collect();
+            let mut all: Vec<u64> = runs.iter().flatten().copied().collect();
+            all.sort_unstable();
+            let want = all.windows(2).any(|w| w[0] == w[1]);
+            assert_eq!(sorted_runs_share_a_value(&runs), want, "{runs:?}");
+        }
     }
 }
