@@ -435,7 +435,7 @@ pub(super) async fn stage(
                     // Collected (a group's share of keys is small): with their exact size
                     // known, the hash table is built on them and not on the group's rows (IPC
                     // files have no statistics).
-                    let key_cols: Vec<Expr> = load.keys.iter().map(|c| ident(c)).collect();
+                    let key_cols: Vec<Expr> = load.keys.iter().map(ident).collect();
                     let keys = ctx
                         .read_table(ipc_table(&key_files, schema)?)
                         .map_err(df_err)?
