@@ -644,6 +644,16 @@ impl Compiler<'_> {
                     Some(_) => {}
                 }
             }
+            if l.format == spec::OutputFormat::Delta && l.max_rows_per_file.is_some() {
+                self.diags.push(
+                    p.diag_key(
+                        "format",
+                        &ypath!["tasks", name, "load", "max_rows_per_file"],
+                        "`max_rows_per_file` applies to Parquet outputs: `deltalake` sizes a Delta table's files itself",
+                    )
+                    .help("remove `max_rows_per_file`, or write `format: parquet`"),
+                );
+            }
             let Some(store) = store else {
                 return DraftKind::Broken;
             };

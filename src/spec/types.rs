@@ -394,7 +394,8 @@ pub struct Load {
     #[schemars(range(min = 1))]
     pub row_group_rows: Option<usize>,
 
-    /// A new file is started after about this many rows. Default 10,000,000.
+    /// A new file is started after about this many rows. Default 10,000,000. Parquet outputs
+    /// only (`deltalake` sizes a Delta table's files itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_rows_per_file: Option<usize>,

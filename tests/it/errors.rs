@@ -199,6 +199,16 @@ fn incremental_and_merge_misconfigurations() {
 }
 
 #[test]
+fn max_rows_per_file_on_a_delta_table() {
+    let out = refused(&with_head(
+        "  d:\n    load: { from: orders, store: lake, path: d/, format: delta, max_rows_per_file: 1000 }\n  p:\n    load: { from: orders, store: lake, path: p/, max_rows_per_file: 1000 }\n",
+    ));
+    assert!(out.contains("`max_rows_per_file` applies to Parquet outputs"), "{out}");
+    assert!(out.contains("1 problem found"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
 fn compression_level_out_of_range_or_for_another_codec() {
     let out = refused(&with_head(
         "  a:\n    load: { from: orders, store: lake, path: a/, compression_level: 23 }\n  b:\n    load: { from: orders, store: lake, path: b/, compression: snappy, compression_level: 3 }\n  g:\n    load: { from: orders, store: lake, path: g/, compression: gzip, compression_level: 11 }\n  ok:\n    load: { from: orders, store: lake, path: ok/, compression: gzip, compression_level: 0 }\n",
