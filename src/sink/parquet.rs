@@ -117,21 +117,34 @@ struct ColumnSeen {
     delta_bound: Option<u64>,
 }
 
+impl ColumnSeen {
+    /// Add what another chunk of the column shows.
+    fn absorb(&mut self, chunk: ColumnSeen) {
+        self.dictionary_held &= chunk.dictionary_held;
+        self.delta &= chunk.delta;
+        self.bytes += chunk.bytes;
+        self.delta_bound = self.delta_bound.zip(chunk.delta_bound).map(|(a, b)| a + b);
+    }
+}
+
 /// Which encoding one column chunk's data pages use, and how many bytes it would take as
 /// `DELTA_BINARY_PACKED` at most (integer columns with statistics).
 fn chunk_seen(c: &datafusion::parquet::file::metadata::ColumnChunkMetaData) -> ColumnSeen {
     use datafusion::parquet::basic::Encoding;
     use datafusion::parquet::file::statistics::Statistics;
-    let data_encodings: Vec<Encoding> = match c.page_encoding_stats_mask() {
-        Some(mask) => mask.encodings().collect(),
-        // Without page encoding statistics: the chunk's encodings, less those of levels.
-        #[allow(deprecated)] // BIT_PACKED: levels of old files
-        None => c.encodings().filter(|e| !matches!(e, Encoding::RLE | Encoding::BIT_PACKED)).collect(),
+    let dictionary_page = c.dictionary_page_offset().is_some();
+    let (dictionary_held, delta) = match c.page_encoding_stats_mask() {
+        Some(mask) => {
+            let data: Vec<Encoding> = mask.encodings().collect();
+            let all = |f: fn(&Encoding) -> bool| !data.is_empty() && data.iter().all(f);
+            (
+                dictionary_page && all(|e| matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY)),
+                all(|e| *e == Encoding::DELTA_BINARY_PACKED),
+            )
+        }
+        // Without page encoding statistics, whether a dictionary held is unknown: kept.
+        None => (dictionary_page, !dictionary_page && c.encodings().any(|e| e == Encoding::DELTA_BINARY_PACKED)),
     };
-    let dictionary_held = c.dictionary_page_offset().is_some()
-        && !data_encodings.is_empty()
-        && data_encodings.iter().all(|e| matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY));
-    let delta = !data_encodings.is_empty() && data_encodings.iter().all(|e| *e == Encoding::DELTA_BINARY_PACKED);
     // max - min (None when max < min: an unsigned column past i64::MAX, for one).
     let range = match c.statistics() {
         Some(Statistics::Int32(v)) => v.min_opt().zip(v.max_opt()).map(|(lo, hi)| i128::from(*hi) - i128::from(*lo)),
@@ -188,16 +201,10 @@ pub(super) async fn learn_encodings(
         for rg in meta.row_groups() {
             for c in rg.columns() {
                 let chunk = chunk_seen(c);
-                match seen.entry(c.column_path().string()) {
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(chunk);
-                    }
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        let all = e.get_mut();
-                        all.dictionary_held &= chunk.dictionary_held;
-                        all.delta &= chunk.delta;
-                        all.bytes += chunk.bytes;
-                        all.delta_bound = all.delta_bound.zip(chunk.delta_bound).map(|(a, b)| a + b);
+                match seen.get_mut(&c.column_path().string()) {
+                    Some(all) => all.absorb(chunk),
+                    None => {
+                        seen.insert(c.column_path().string(), chunk);
                     }
                 }
             }

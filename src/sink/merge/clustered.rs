@@ -235,27 +235,23 @@ struct Shares {
     files: Vec<Vec<PathBuf>>,
     rows_in: u64,
     rows: u64,
-    /// The check of the keys, when asked for.
-    checked: Option<KeyCheck>,
+    /// The check of the keys.
+    checked: KeyCheck,
 }
 
-/// Run `plan` and write its rows under `dir`, one IPC file per group and input partition;
-/// with `keys`, check the key columns as they pass (see [`KeyHashes`]).
+/// Run `plan` and write its rows under `dir`, one IPC file per group and input partition,
+/// checking the `keys` columns as they pass (see [`KeyHashes`]).
 async fn stage_shares(
     state: &SessionState,
     plan: LogicalPlan,
     dir: &Path,
     layout: &Arc<Layout>,
-    keys: Option<&[String]>,
+    keys: &[String],
 ) -> Result<Shares, SinkError> {
     let physical = state.create_physical_plan(&plan).await.map_err(df_err)?;
     let schema = physical.schema();
-    let key_indexes: Option<Arc<Vec<usize>>> = match keys {
-        Some(keys) => Some(Arc::new(
-            keys.iter().map(|k| schema.index_of(k)).collect::<Result<Vec<_>, _>>().map_err(|e| df_err(e.into()))?,
-        )),
-        None => None,
-    };
+    let key_indexes: Arc<Vec<usize>> =
+        Arc::new(keys.iter().map(|k| schema.index_of(k)).collect::<Result<Vec<_>, _>>().map_err(|e| df_err(e.into()))?);
     std::fs::create_dir_all(dir).map_err(|e| SinkError::io("creating", dir, e))?;
     let n = layout.groups.len() + 1;
     let mut tasks = Vec::new();
@@ -265,7 +261,7 @@ async fn stage_shares(
             (layout.clone(), schema.clone(), dir.to_path_buf(), key_indexes.clone());
         tasks.push(tokio::spawn(async move {
             let mut writers: Vec<Option<GroupWriter>> = (0..n).map(|_| None).collect();
-            let mut hashes = key_indexes.as_ref().map(|_| KeyHashes::new(0));
+            let mut hashes = KeyHashes::new(0);
             let mut rows = 0u64;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(df_err)?;
@@ -273,10 +269,8 @@ async fn stage_shares(
                     continue;
                 }
                 rows += batch.num_rows() as u64;
-                if let (Some(hashes), Some(idx)) = (&mut hashes, &key_indexes) {
-                    let cols: Vec<ArrayRef> = idx.iter().map(|&i| batch.column(i).clone()).collect();
-                    hashes.add(&cols)?;
-                }
+                let cols: Vec<ArrayRef> = key_indexes.iter().map(|&i| batch.column(i).clone()).collect();
+                hashes.add(&cols)?;
                 let groups = layout.group_of(batch.column(layout.key_index))?;
                 let mut indexes: Vec<Vec<u32>> = vec![Vec::new(); n];
                 for (i, g) in groups.into_iter().enumerate() {
@@ -307,22 +301,23 @@ async fn stage_shares(
             Ok::<_, SinkError>((rows, files, hashes))
         }));
     }
-    let mut shares = Shares { files: vec![Vec::new(); n], rows_in: 0, rows: 0, checked: None };
-    let mut all_hashes = Vec::new();
+    let mut files_of = vec![Vec::new(); n];
+    let (mut rows_all, mut all_hashes) = (0u64, Vec::new());
     for t in tasks {
         let (rows, files, hashes) =
             t.await.map_err(|e| SinkError::Merge(format!("staging this run's rows failed: {e}")))??;
-        shares.rows += rows;
+        rows_all += rows;
         for (g, path) in files {
-            shares.files[g].push(path);
+            files_of[g].push(path);
         }
-        all_hashes.extend(hashes);
+        all_hashes.push(hashes);
     }
-    if keys.is_some() {
-        shares.checked = Some(KeyHashes::check(all_hashes).await?);
-    }
-    shares.rows_in = leaf_rows(&physical);
-    Ok(shares)
+    Ok(Shares {
+        files: files_of,
+        rows_in: leaf_rows(&physical),
+        rows: rows_all,
+        checked: KeyHashes::check(all_hashes).await?,
+    })
 }
 
 /// The rows of IPC `files` (with `schema`) as a table.
@@ -366,7 +361,7 @@ pub(super) async fn stage(
             .build(),
     );
     let clock = std::time::Instant::now();
-    let mut shares = stage_shares(state, plan, &scratch.join("rows"), &layout, Some(&load.keys)).await?;
+    let mut shares = stage_shares(state, plan, &scratch.join("rows"), &layout, &load.keys).await?;
     tracing::debug!(
         ms = clock.elapsed().as_millis() as u64,
         rows = shares.rows,
@@ -380,9 +375,8 @@ pub(super) async fn stage(
     let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
     ctx.register_table("__rows", ipc_table(&all, schema)?).map_err(df_err)?;
     let mut source = "__rows";
-    let checked = shares.checked.ok_or_else(|| SinkError::Merge("this run's keys were not checked".into()))?;
-    if let Some(latest) = super::check_rows(&ctx, load, schema, checked).await? {
-        shares = stage_shares(&ctx.state(), latest, &scratch.join("latest"), &layout, None).await?;
+    if let Some(latest) = super::check_rows(&ctx, load, schema, shares.checked).await? {
+        shares = stage_shares(&ctx.state(), latest, &scratch.join("latest"), &layout, &load.keys).await?;
         let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
         ctx.register_table("__latest", ipc_table(&all, schema)?).map_err(df_err)?;
         source = "__latest";

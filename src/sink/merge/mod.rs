@@ -110,8 +110,9 @@ fn merge_context(state: &SessionState) -> SessionContext {
 }
 
 /// Check this run's staged rows (the table `__rows` of `ctx`, whose keys `checked` tells
-/// about): no NULL key, and one row per key, or several that `order_by` orders without a tie. Returns the plan of the latest row
-/// per key when some key has several rows, for the caller to stage.
+/// about): no NULL key, and one row per key, or several that `order_by` orders without a
+/// tie. Returns the plan of the latest row per key when some key has several rows, for the
+/// caller to stage.
 async fn check_rows(
     ctx: &SessionContext,
     load: &LoadPlan,
