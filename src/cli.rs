@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compile::{self, CompileError, Execution, Plan, TaskKind, types::sql_name};
 use crate::diag::{Diagnostic, Rendered};
-use crate::run::{self, Observer, RunOptions, RunReport, RunStatus, TaskReport, TaskStatus};
+use crate::run::{self, CheckResult, CheckStatus, Observer, RunOptions, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::secrets::Secrets;
 use crate::spec::{self, LoadOptions, LoadedPipeline, SpecError};
 use crate::state::StateStore;
@@ -215,6 +215,16 @@ async fn dispatch(cli: Cli) -> i32 {
 /// The JSON Schema, pretty-printed (the content of `pipeline.schema.json`).
 pub fn schema_text() -> String {
     serde_json::to_string_pretty(&spec::json_schema()).unwrap_or_default()
+}
+
+/// The time `freshness` checks measure from: now for a run of today, else the end of the
+/// run's logical date (a backfill of 2026-01-31 sees the data as of that day's end).
+fn logical_time(run_date: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if run_date == today() {
+        return None;
+    }
+    let d = chrono::NaiveDate::parse_from_str(run_date, "%Y-%m-%d").ok()?;
+    Some(d.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
 fn today() -> String {
@@ -474,6 +484,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
             target_partitions: *target_partitions,
             full_refresh: *full_refresh,
             resume,
+            logical_time: logical_time(&run_date),
         };
         match run::run(plan.clone(), opts).await {
             Ok(report) => {
@@ -629,6 +640,9 @@ impl Observer for Progress {
         if let Some(d) = r.duration {
             detail.push(fmt_duration(d));
         }
+        if !r.checks.is_empty() {
+            detail.push(checks_summary(&r.checks));
+        }
         if let Some(e) = &r.error {
             detail.push(e.clone());
         } else if let Some(n) = &r.note
@@ -673,6 +687,23 @@ pub fn fmt_duration(d: Duration) -> String {
         let s = d.as_secs();
         format!("{}m {:02}s", s / 60, s % 60)
     }
+}
+
+/// `checks: 6 passed, 1 warned`
+pub fn checks_summary(checks: &[CheckResult]) -> String {
+    let mut parts = Vec::new();
+    for (status, word) in [
+        (CheckStatus::Passed, "passed"),
+        (CheckStatus::Warned, "warned"),
+        (CheckStatus::Quarantined, "quarantined rows"),
+        (CheckStatus::Failed, "failed"),
+    ] {
+        let n = checks.iter().filter(|c| c.status == status).count();
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    format!("checks: {}", parts.join(", "))
 }
 
 /// The run summary table.
@@ -731,6 +762,37 @@ pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
                 t.name,
                 secrets.redact(t.error.as_deref().unwrap_or("unknown error"))
             ));
+        }
+    }
+    let tripped: Vec<(&TaskReport, &CheckResult)> = r
+        .tasks
+        .iter()
+        .flat_map(|t| t.checks.iter().map(move |c| (t, c)))
+        .filter(|(_, c)| c.status != CheckStatus::Passed)
+        .collect();
+    let all_checks: Vec<CheckResult> = r.tasks.iter().flat_map(|t| t.checks.iter().cloned()).collect();
+    if !all_checks.is_empty() {
+        s.push_str(&format!("\n{}\n", checks_summary(&all_checks)));
+    }
+    for (t, c) in tripped {
+        let status = match c.status {
+            CheckStatus::Failed => "FAILED",
+            CheckStatus::Warned => "warning",
+            CheckStatus::Quarantined => "quarantined",
+            CheckStatus::Passed => "passed",
+        };
+        s.push_str(&format!("  {status}: {}.{} ({}): {}\n", t.name, c.name, c.kind, secrets.redact(&c.message)));
+        for row in &c.samples {
+            let mut line = secrets.redact(&row.to_string());
+            if line.chars().count() > 160 {
+                line = line.chars().take(157).collect::<String>() + "...";
+            }
+            s.push_str(&format!("      {line}\n"));
+        }
+    }
+    for t in r.tasks.iter().filter(|t| t.quarantined.is_some()) {
+        if let Some(note) = &t.note {
+            s.push_str(&format!("  {}: {}\n", t.name, note));
         }
     }
     let skipped = r.tasks.iter().filter(|t| t.status == TaskStatus::Skipped).count();
@@ -842,6 +904,7 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
                     Execution::Fused => "fused into its consumer's query",
                     Execution::Shared => "materialized once (read by several tasks)",
                     Execution::ChainBreak => "materialized (ends a chain of fused queries)",
+                    Execution::Checked => "materialized (checked before its consumers read it)",
                 };
                 s.push_str(&format!("     runs     {how}\n"));
             }

@@ -3,6 +3,7 @@
 //! sample) and plans every transform against its inputs' schemas. No data is read beyond
 //! those samples. Every problem found is reported, each with its place in the file.
 
+mod checks;
 pub mod plan;
 pub mod sql;
 pub mod types;
@@ -67,6 +68,8 @@ struct Draft {
     description: Option<String>,
     policy: spec::TaskPolicy,
     kind: DraftKind,
+    /// Tasks its checks read (relationship targets, tables of `sql` checks).
+    check_inputs: Vec<String>,
 }
 
 enum DraftKind {
@@ -135,18 +138,27 @@ impl Compiler<'_> {
         for (position, (name, task)) in p.spec.tasks.iter().enumerate() {
             let analysis = analyses.remove(name.as_str());
             let kind = self.draft(name, task, analysis, &stores, &names, &loads);
+            let check_inputs = self.check_inputs(&state, name, task, &names, &loads);
             drafts.push(Draft {
                 name: name.clone(),
                 position,
                 description: task.description.clone(),
                 policy: p.task_policy(task),
                 kind,
+                check_inputs,
             });
         }
         for name in &p.broken {
             let policy = p.task_policy(&Task::default());
             let position = drafts.len();
-            drafts.push(Draft { name: name.clone(), position, description: None, policy, kind: DraftKind::Broken });
+            drafts.push(Draft {
+                name: name.clone(),
+                position,
+                description: None,
+                policy,
+                kind: DraftKind::Broken,
+                check_inputs: Vec::new(),
+            });
         }
         self.check_load_targets(&drafts);
 
@@ -164,8 +176,10 @@ impl Compiler<'_> {
                 DraftKind::Load(l) => vec![l.from.clone()],
                 _ => vec![],
             };
-            for input in inputs {
-                if let Some(&from) = index.get(&input) {
+            for input in inputs.iter().chain(&graph[i].check_inputs) {
+                if let Some(&from) = index.get(input)
+                    && from != i
+                {
                     edges.push((from, i, Edge::Data));
                 }
             }
@@ -318,6 +332,52 @@ impl Compiler<'_> {
         }
         self.check_incremental_loads(&graph, &order, &incremental);
 
+        // Checks, once every table's schema is known.
+        let mut fed_incrementally: HashSet<String> = HashSet::new();
+        for &i in &order {
+            let fed = incremental.contains_key(&i)
+                || graph
+                    .edges_directed(i, petgraph::Direction::Incoming)
+                    .any(|e| *e.weight() == Edge::Data && fed_incrementally.contains(&graph[petgraph::visit::EdgeRef::source(&e)].name));
+            if fed {
+                fed_incrementally.insert(graph[i].name.clone());
+            }
+        }
+        let mut checks: HashMap<NodeIndex, Vec<CheckPlan>> = HashMap::new();
+        let mut quarantines: HashMap<NodeIndex, QuarantinePlan> = HashMap::new();
+        {
+            let schema_of = |n: &str| -> Option<SchemaRef> {
+                let j = index.get(n)?;
+                match graph[*j].kind {
+                    DraftKind::Extract { .. } | DraftKind::Transform { .. } => schemas.get(j).cloned(),
+                    _ => None,
+                }
+            };
+            let tables = checks::Tables { schema: &schema_of, names: &names, loads: &loads, incremental: &fed_incrementally };
+            for &i in &order {
+                let name = graph[i].name.clone();
+                let Some(task) = p.spec.tasks.get(&name) else { continue };
+                if task.load.is_some() || (task.checks.is_empty() && task.on_check_failure.is_none() && task.quarantine.is_none()) {
+                    continue;
+                }
+                let Some(schema) = schemas.get(&i).cloned() else { continue };
+                let list = self.compile_checks(&state, &name, task, &schema, &tables);
+                // The first load downstream, in file order.
+                let first_load = plan::descendants_of(&graph, i)
+                    .into_iter()
+                    .filter_map(|j| match &graph[j].kind {
+                        DraftKind::Load(l) => Some((graph[j].position, graph[j].name.as_str(), l.store.clone())),
+                        _ => None,
+                    })
+                    .min_by_key(|x| x.0)
+                    .map(|(_, n, s)| (n, s));
+                if let Some(q) = self.quarantine_plan(&name, task, &list, &stores, first_load) {
+                    quarantines.insert(i, q);
+                }
+                checks.insert(i, list);
+            }
+        }
+
         phase("queries planned");
         if !self.diags.is_empty() {
             return None;
@@ -344,7 +404,10 @@ impl Compiler<'_> {
             let DraftKind::Transform { inputs, .. } = &graph[i].kind else { continue };
             let d =
                 1 + inputs.iter().filter_map(|n| index.get(n)).filter_map(|j| depth.get(j)).max().copied().unwrap_or(0);
-            let e = if consumers[&i] > 1 {
+            let checked = checks.get(&i).is_some_and(|c| !c.is_empty());
+            let e = if checked {
+                Execution::Checked
+            } else if consumers[&i] > 1 {
                 Execution::Shared
             } else if d > MAX_FUSED_DEPTH && consumers[&i] == 1 {
                 Execution::ChainBreak
@@ -385,6 +448,8 @@ impl Compiler<'_> {
                     schema,
                     policy: d.policy,
                     position: d.position,
+                    checks: checks.remove(&i).unwrap_or_default(),
+                    quarantine: quarantines.remove(&i),
                 }
             },
             |_, e| e,

@@ -18,7 +18,9 @@ use petgraph::visit::EdgeRef;
 
 use crate::diag::SourceFile;
 use crate::secrets::Secrets;
-use crate::spec::{FileFormat, InputCompression, LoadMode, OutputCompression, OutputFormat, TaskPolicy};
+use datafusion::common::ScalarValue;
+
+use crate::spec::{FileFormat, InputCompression, LoadMode, OutputCompression, OutputFormat, Severity, TaskPolicy};
 use crate::storage::{FileGlob, Store};
 
 /// A compiled pipeline, ready to run.
@@ -56,6 +58,178 @@ pub struct TaskNode {
     pub policy: TaskPolicy,
     /// Position among the tasks of the pipeline file (0 = first).
     pub position: usize,
+    /// The task's gates (extracts and transforms), evaluated before anything downstream runs.
+    pub checks: Vec<CheckPlan>,
+    /// Where rows failing row-level checks go, with `on_check_failure: quarantine`.
+    pub quarantine: Option<QuarantinePlan>,
+}
+
+/// A compiled check (see `spec::Check`).
+#[derive(Debug, Clone)]
+pub struct CheckPlan {
+    pub name: String,
+    pub kind: CheckKind,
+    pub severity: Severity,
+    /// When the check fails; `None`: never (a warning check, or a quarantining one).
+    pub error_if: Option<Threshold>,
+    /// When the check warns, if it does not fail.
+    pub warn_if: Option<Threshold>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    NotNull(Vec<String>),
+    Unique(Vec<String>),
+    /// Values already cast to the column's type.
+    AcceptedValues { column: String, values: Vec<ScalarValue> },
+    /// A condition on the row's own columns (`${vars}` substituted).
+    Expression(String),
+    RowCount { min: Option<u64>, max: Option<u64> },
+    Relationships { column: String, to: String, field: String },
+    Freshness { column: String, max_age: std::time::Duration },
+    /// Expected columns and their types.
+    Schema(Vec<(String, DataType)>),
+    Sql(String),
+}
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::NotNull(_) => "not_null",
+            CheckKind::Unique(_) => "unique",
+            CheckKind::AcceptedValues { .. } => "accepted_values",
+            CheckKind::Expression(_) => "expression",
+            CheckKind::RowCount { .. } => "row_count",
+            CheckKind::Relationships { .. } => "relationships",
+            CheckKind::Freshness { .. } => "freshness",
+            CheckKind::Schema(_) => "schema",
+            CheckKind::Sql(_) => "sql",
+        }
+    }
+
+    /// Judges rows one by one: its failing rows can be quarantined.
+    pub fn row_level(&self) -> bool {
+        matches!(
+            self,
+            CheckKind::NotNull(_)
+                | CheckKind::Unique(_)
+                | CheckKind::AcceptedValues { .. }
+                | CheckKind::Expression(_)
+                | CheckKind::Relationships { .. }
+        )
+    }
+
+    /// Counts failing rows, so that thresholds apply.
+    pub fn counts_rows(&self) -> bool {
+        self.row_level() || matches!(self, CheckKind::Sql(_))
+    }
+}
+
+/// `error_if` / `warn_if`: a comparison of the failing rows with a count or a share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub op: ThresholdOp,
+    pub amount: Amount,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdOp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Count(u64),
+    /// Percent of the rows checked.
+    Percent(f64),
+}
+
+impl Threshold {
+    /// `"> 0"`, `">= 10"`, `"> 1%"`, `"!= 0"`, `"<=2.5 %"`.
+    pub fn parse(text: &str) -> Result<Threshold, String> {
+        let t = text.trim();
+        let (op, rest) = [
+            (">=", ThresholdOp::Ge),
+            ("<=", ThresholdOp::Le),
+            ("!=", ThresholdOp::Ne),
+            ("<>", ThresholdOp::Ne),
+            ("==", ThresholdOp::Eq),
+            (">", ThresholdOp::Gt),
+            ("<", ThresholdOp::Lt),
+            ("=", ThresholdOp::Eq),
+        ]
+        .into_iter()
+        .find_map(|(p, op)| t.strip_prefix(p).map(|r| (op, r.trim())))
+        .ok_or_else(|| format!("`{text}` does not start with one of > >= < <= = !="))?;
+        let amount = match rest.strip_suffix('%') {
+            Some(pct) => {
+                let v: f64 = pct.trim().parse().map_err(|_| format!("`{}` is not a percentage", pct.trim()))?;
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(format!("{v}% is not between 0% and 100%"));
+                }
+                Amount::Percent(v)
+            }
+            None => Amount::Count(rest.parse().map_err(|_| format!("`{rest}` is not a whole number of rows"))?),
+        };
+        Ok(Threshold { op, amount })
+    }
+
+    /// Whether `failing` of `checked` rows meet the threshold.
+    pub fn met(&self, failing: u64, checked: u64) -> bool {
+        let cmp = |a: f64, b: f64| match self.op {
+            ThresholdOp::Gt => a > b,
+            ThresholdOp::Ge => a >= b,
+            ThresholdOp::Lt => a < b,
+            ThresholdOp::Le => a <= b,
+            ThresholdOp::Eq => a == b,
+            ThresholdOp::Ne => a != b,
+        };
+        match self.amount {
+            Amount::Count(n) => match self.op {
+                ThresholdOp::Gt => failing > n,
+                ThresholdOp::Ge => failing >= n,
+                ThresholdOp::Lt => failing < n,
+                ThresholdOp::Le => failing <= n,
+                ThresholdOp::Eq => failing == n,
+                ThresholdOp::Ne => failing != n,
+            },
+            // The share of an empty table is 0%.
+            Amount::Percent(p) => {
+                let share = if checked == 0 { 0.0 } else { failing as f64 * 100.0 / checked as f64 };
+                cmp(share, p)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            ThresholdOp::Gt => ">",
+            ThresholdOp::Ge => ">=",
+            ThresholdOp::Lt => "<",
+            ThresholdOp::Le => "<=",
+            ThresholdOp::Eq => "=",
+            ThresholdOp::Ne => "!=",
+        };
+        match self.amount {
+            Amount::Count(n) => write!(f, "{op} {n}"),
+            Amount::Percent(p) => write!(f, "{op} {p}%"),
+        }
+    }
+}
+
+/// Where quarantined rows are written: `<path>/<pipeline>/<task>/<run_id>.parquet` in `store`.
+#[derive(Debug, Clone)]
+pub struct QuarantinePlan {
+    pub store: Arc<Store>,
+    /// Relative to the store root, without leading or trailing `/`.
+    pub path: String,
 }
 
 #[derive(Debug)]
@@ -137,6 +311,8 @@ pub enum Execution {
     Shared,
     /// It ends a chain of `MAX_FUSED_DEPTH` fused queries: computed into the staging area.
     ChainBreak,
+    /// It has checks: computed once, so that the checks and its consumers read the same rows.
+    Checked,
 }
 
 impl Execution {
@@ -421,6 +597,20 @@ pub(crate) fn incremental_sources<N, K: Ord>(
 
 /// Kahn's algorithm choosing, among ready nodes, the one with the smallest `key` (the task's
 /// position in the file): the order users expect to read. `None` on a cycle.
+/// Every node reachable from `i` over data edges.
+pub(crate) fn descendants_of<N>(g: &DiGraph<N, Edge>, i: NodeIndex) -> Vec<NodeIndex> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![i];
+    while let Some(n) = stack.pop() {
+        for e in g.edges_directed(n, Direction::Outgoing) {
+            if *e.weight() == Edge::Data && seen.insert(e.target()) {
+                stack.push(e.target());
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
 pub(crate) fn stable_topo_order<N, E>(g: &DiGraph<N, E>, key: impl Fn(&N) -> usize) -> Option<Vec<NodeIndex>> {
     let mut indeg: HashMap<NodeIndex, usize> = g.node_indices().map(|i| (i, 0)).collect();
     for e in g.edge_references() {

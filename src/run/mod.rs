@@ -3,6 +3,7 @@
 //! unrelated branches finish; cancellation stops running tasks before they publish.
 //! Every task start and end is recorded in the state store as it happens.
 
+mod checks;
 pub mod incremental;
 mod stage;
 pub mod table;
@@ -25,6 +26,7 @@ use tracing::Instrument;
 use crate::compile::{Edge, Plan, session_config};
 use crate::state::{StateError, StateStore, TaskRecord};
 
+pub use checks::{CheckResult, CheckStatus, SampleRow};
 pub use tasks::TaskError;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct RunOptions {
     pub full_refresh: bool,
     /// Continue an earlier run that did not succeed.
     pub resume: Option<Resume>,
+    /// The time `freshness` checks measure from. Default: when the run starts.
+    pub logical_time: Option<DateTime<Utc>>,
 }
 
 /// An earlier run that `--resume` continues.
@@ -127,6 +131,12 @@ pub struct TaskReport {
     pub files: Option<u64>,
     pub error: Option<String>,
     pub note: Option<String>,
+    /// Results of the task's checks, in the order they are declared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    /// Rows set aside by `on_check_failure: quarantine`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<u64>,
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -153,6 +163,8 @@ impl TaskReport {
             files: None,
             error: None,
             note: None,
+            checks: Vec::new(),
+            quarantined: None,
         }
     }
 
@@ -361,6 +373,7 @@ async fn execute_pass(
     let mut cancelled = opts.cancel.is_cancelled();
     let mut grace: Option<tokio::time::Instant> = None;
     let mut task_ids: HashMap<tokio::task::Id, NodeIndex> = HashMap::new();
+    let logical_time = opts.logical_time.unwrap_or_else(Utc::now);
 
     loop {
         // The token is read here as well as in the `select!` below: that one may take a task's
@@ -419,6 +432,8 @@ async fn execute_pass(
                 planning: planning.clone(),
                 pass: pass.clone(),
                 state: opts.state.clone(),
+                pipeline: plan.pipeline.clone(),
+                logical_time,
             };
             let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
             let cancel = opts.cancel.clone();
@@ -530,8 +545,30 @@ fn finish(
     if let Some(o) = &opts.observer {
         o.task_finished(&report);
     }
+    for c in &mut report.checks {
+        c.message = plan.secrets.redact(&c.message);
+    }
     if let Some(state) = &opts.state {
         state.record_task(&report.record(&opts.run_id))?;
+        if !report.checks.is_empty() {
+            let records: Vec<crate::state::CheckRecord> = report
+                .checks
+                .iter()
+                .map(|c| crate::state::CheckRecord {
+                    run_id: opts.run_id.clone(),
+                    task: report.name.clone(),
+                    name: c.name.clone(),
+                    kind: c.kind.to_string(),
+                    severity: c.severity.to_string(),
+                    status: c.status.as_str().to_string(),
+                    failing: c.failing,
+                    checked: c.checked,
+                    message: c.message.clone(),
+                    samples: plan.secrets.redact(&serde_json::to_string(&c.samples).unwrap_or_default()),
+                })
+                .collect();
+            state.record_checks(&records)?;
+        }
     }
     match report.status {
         TaskStatus::Failed => {
@@ -561,8 +598,9 @@ async fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Re
     }
     match &node.kind {
         crate::compile::TaskKind::Load(_) => Some(Reuse::Committed),
+        // A checked task runs its checks again (a quarantined table is a view, not the files).
         crate::compile::TaskKind::Transform(t)
-            if t.execution.materialized() && plan.incremental_sources(i).is_empty() =>
+            if t.execution.materialized() && plan.incremental_sources(i).is_empty() && node.checks.is_empty() =>
         {
             let dir = r.staging.join(&node.name);
             if !dir.is_dir() {
@@ -619,6 +657,13 @@ async fn run_with_policy(
                 report.bytes_written = outcome.bytes_written;
                 report.files = outcome.files;
                 report.note = outcome.note;
+                report.checks = outcome.checks;
+                report.quarantined = outcome.quarantined;
+                if let Some(gate) = outcome.gate {
+                    // A failing gate is not retried: the same rows fail the same checks.
+                    report.status = TaskStatus::Failed;
+                    report.error = Some(gate);
+                }
                 break;
             }
             Err(e) if e.cancelled && run_cancel.is_cancelled() => {

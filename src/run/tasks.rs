@@ -33,6 +33,9 @@ pub(super) struct TaskEnv {
     /// The pass this task runs in: what incremental extracts read, what they found.
     pub pass: super::incremental::PassRef,
     pub state: Option<Arc<crate::state::StateStore>>,
+    pub pipeline: String,
+    /// The time `freshness` checks measure from.
+    pub logical_time: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +49,13 @@ pub(super) struct Outcome {
     pub bytes_written: Option<u64>,
     pub files: Option<u64>,
     pub note: Option<String>,
+    /// The task's table is staged (local Parquet), not read from its sources on demand.
+    pub staged: bool,
+    pub checks: Vec<super::checks::CheckResult>,
+    /// An error-severity check failed: the task fails with this message.
+    pub gate: Option<String>,
+    /// Rows set aside by quarantine.
+    pub quarantined: Option<u64>,
 }
 
 /// Why a task failed, and whether trying again could help.
@@ -120,7 +130,7 @@ fn is_transient(e: &DataFusionError) -> bool {
 }
 
 /// Await `fut` unless `cancel` fires first.
-async fn cancellable<T, E: Into<TaskError>>(
+pub(super) async fn cancellable<T, E: Into<TaskError>>(
     cancel: &CancellationToken,
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, TaskError> {
@@ -141,14 +151,66 @@ pub(super) async fn execute(
 ) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
     cancellable(cancel, failpoint::hit("task_start", &node.name)).await?;
-    match &node.kind {
+    let mut out = match &node.kind {
         TaskKind::Extract(e) => match env.pass.inputs.get(&i) {
             Some(input) => incremental_extract(ctx, i, &node.name, &node.schema, e, input, env, cancel).await,
             None => extract(ctx, &node.name, &node.schema, e, &e.files),
         },
         TaskKind::Transform(t) => transform(ctx, &node.name, t, env, cancel).await,
         TaskKind::Load(l) => load(ctx, plan, i, &node.name, l, env, cancel).await,
+    }?;
+    if node.checks.is_empty() || out.up_to_date || out.fused {
+        return Ok(out);
     }
+    // Checks and consumers read the same rows, computed once.
+    if !out.staged {
+        let (rows, bytes) = stage_table(ctx, &node.name, env, cancel).await?;
+        out.rows_out = Some(rows);
+        out.bytes_written = Some(bytes);
+        out.staged = true;
+    }
+    let check_env =
+        super::checks::CheckEnv { pipeline: &env.pipeline, run_id: &env.run_id, logical_time: env.logical_time };
+    let checked = super::checks::evaluate(ctx, node, &check_env, cancel).await?;
+    if let Some(file) = &checked.quarantine_file {
+        out.quarantined = Some(checked.quarantined);
+        out.rows_out = Some(checked.passed);
+        let q = format!(
+            "{} rows checked: {} passed, {} quarantined to {file}",
+            checked.rows, checked.passed, checked.quarantined
+        );
+        out.note = Some(match out.note.take() {
+            Some(n) => format!("{n}; {q}"),
+            None => q,
+        });
+    }
+    out.checks = checked.results;
+    out.gate = checked.gate;
+    Ok(out)
+}
+
+/// Stage task `name`'s registered table as Parquet in the run's staging area and register the
+/// staged files in its place. Returns the rows and bytes staged.
+async fn stage_table(
+    ctx: &SessionContext,
+    name: &str,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<(u64, u64), TaskError> {
+    let df = ctx.table(name).await?;
+    let dir = env.staging_dir.join(name);
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let url = format!("file://{}/", dir.display());
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let state = ctx.state();
+    let options = sink::staging_parquet_options();
+    let written =
+        cancellable(cancel, sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], options)).await?;
+    let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
+    let bytes = files.iter().map(|f| f.size).sum();
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(staged_table(schema, files).with_rows(written.rows)))?;
+    Ok((written.rows, bytes))
 }
 
 /// Register the extract's files as a table. Nothing is read until a consumer scans it.
@@ -254,6 +316,7 @@ async fn incremental_extract(
     }
     note.push_str(&unchanged);
     Ok(Outcome {
+        staged: true,
         up_to_date: empty,
         rows_in: Some(staged.rows_in),
         rows_out: Some(staged.rows),
@@ -308,6 +371,7 @@ async fn transform(
     let n = files.len() as u64;
     ctx.register_table(name, Arc::new(staged_table(schema, files).with_rows(written.rows)))?;
     Ok(Outcome {
+        staged: true,
         rows_in: Some(written.rows_in),
         rows_out: Some(written.rows),
         bytes_written: Some(bytes),
@@ -315,6 +379,7 @@ async fn transform(
         note: Some(
             match t.execution {
                 Execution::ChainBreak => "materialized: it ends a long chain of fused queries",
+                Execution::Checked => "materialized: checked before its consumers read it",
                 _ => "materialized: read by several tasks",
             }
             .into(),

@@ -235,7 +235,6 @@ fn not_supported(key: &str) -> Diagnostic {
         "schedule" => "schedules (the `weir serve` daemon)",
         "notify" | "freshness" => "alerts",
         "engine" => "engine selection (scale-out)",
-        "checks" | "on_check_failure" => "validation gates",
         "bad_rows" => "bad-row handling",
         _ => "this feature",
     };
@@ -709,12 +708,6 @@ impl Parser {
             self.check_duration(&path.key("retry_backoff"), task.retry_backoff.as_ref());
             self.check_duration(&path.key("timeout"), task.timeout.as_ref());
             let mut later = Vec::new();
-            if task.checks.is_some() {
-                later.push(path.key("checks"));
-            }
-            if task.on_check_failure.is_some() {
-                later.push(path.key("on_check_failure"));
-            }
             if let Some(e) = &task.extract {
                 if let Some(inc) = &e.incremental
                     && !inc.new_files
@@ -781,8 +774,15 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Paths whose string is SQL (secrets are refused there).
 fn is_sql_path(path: &YamlPath) -> bool {
-    matches!(path.segments(), [Seg::Key(t), _, Seg::Key(k), Seg::Key(f)]
-        if t == "tasks" && ((k == "transform" && f == "sql") || (k == "load" && f == "delete_when")))
+    match path.segments() {
+        [Seg::Key(t), _, Seg::Key(k), Seg::Key(f)] => {
+            t == "tasks" && ((k == "transform" && f == "sql") || (k == "load" && f == "delete_when"))
+        }
+        [Seg::Key(t), _, Seg::Key(k), Seg::Index(_), Seg::Key(f)] => {
+            t == "tasks" && k == "checks" && (f == "sql" || f == "expression")
+        }
+        _ => false,
+    }
 }
 
 pub fn is_identifier(s: &str) -> bool {
@@ -972,7 +972,7 @@ mod tests {
         assert_eq!(d[1].message, "unknown value `apend` for `tasks.b.load.mode`");
         assert_eq!(d[1].help.as_deref(), Some("did you mean `append`?"));
         assert_eq!(d[1].location.unwrap().line, 5);
-        assert_eq!(d[2].code, "not-supported");
+        assert_eq!(d[2].code, "type", "{d:#?}");
         assert_eq!(d[2].location.unwrap().line, 8);
     }
 

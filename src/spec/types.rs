@@ -172,14 +172,185 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
 
-    /// Not supported yet (validation gates).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub checks: Option<serde_yaml::Value>,
-    /// Not supported yet (validation gates).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub on_check_failure: Option<serde_yaml::Value>,
+    /// Gates on the task's rows (extracts and transforms). They run when the task's table is
+    /// ready and before any task downstream starts: a failing check of severity `error` fails
+    /// the task, so nothing downstream runs and no load downstream publishes anything.
+    /// Warnings are reported and do not block. Each item names one kind of check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+
+    /// What a failing row-level check (`not_null`, `unique`, `accepted_values`, `expression`,
+    /// `relationships`) does: `block` (default) fails the task; `quarantine` takes the failing
+    /// rows out of the flow and writes them, with the checks they fail and why, to the
+    /// quarantine location, while the passing rows go on. Table-level checks (`row_count`,
+    /// `freshness`, `schema`, `sql`) always gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_check_failure: Option<OnCheckFailure>,
+
+    /// Where `on_check_failure: quarantine` writes the rows it sets aside. Default: the store of
+    /// the first load downstream, under `_quarantine/`. Files are
+    /// `<path>/<pipeline>/<task>/<run_id>.parquet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineSpec>,
+}
+
+/// One check: exactly one of `not_null`, `unique`, `accepted_values`, `expression`,
+/// `row_count`, `relationships`, `freshness`, `schema` or `sql`, with optional `name`,
+/// `severity` and thresholds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["not_null"]},
+    {"required": ["unique"]},
+    {"required": ["accepted_values"]},
+    {"required": ["expression"]},
+    {"required": ["row_count"]},
+    {"required": ["relationships"]},
+    {"required": ["freshness"]},
+    {"required": ["schema"]},
+    {"required": ["sql"]}
+]))]
+pub struct Check {
+    /// Rows where any of these columns is NULL fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_null: Option<Columns>,
+
+    /// These columns, together, identify a row: every row of a key that occurs more than once
+    /// fails. Rows with a NULL in a key column are not counted (that is `not_null`'s job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Columns>,
+
+    /// Rows whose `column` holds a value outside `values` fail (NULL passes: use `not_null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_values: Option<AcceptedValues>,
+
+    /// A SQL condition on the row's own columns, e.g. `amount >= 0`. Rows for which it is
+    /// false or NULL fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+
+    /// The table's row count must be within `min` and `max` (both optional, inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<RowCount>,
+
+    /// Every non-NULL value of `column` must exist in column `field` of task `to` (an extract
+    /// or transform of this pipeline, which then runs first). Rows without a match fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationships: Option<Relationships>,
+
+    /// The newest value of a timestamp or date column must be no older than `max_age`,
+    /// measured from the run's logical time (the start of `weir run`; the scheduled time of a
+    /// `weir serve` run). Timestamps without a time zone are taken as UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessCheck>,
+
+    /// These columns must exist with these types (SQL type names as in `extract.schema`,
+    /// e.g. `bigint`, `decimal(12,2)`, `varchar`, `timestamp`). Other columns may exist too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<IndexMap<String, String>>,
+
+    /// A query over this task's table (and tables upstream of it): every row it returns is a
+    /// failure, e.g. `SELECT * FROM orders WHERE shipped_at < ordered_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+
+    /// Name in reports, state and alerts; unique within the task. Default: the kind and its
+    /// columns, e.g. `not_null_order_id_customer_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+
+    /// `error` (default): a failure fails the task and blocks everything downstream. `warn`:
+    /// a failure is reported and nothing is blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+
+    /// When the check fails, on the number or share of failing rows: an operator (`>`, `>=`,
+    /// `<`, `<=`, `=`, `!=`) and a count or a percentage of the rows checked, e.g. `"> 0"`,
+    /// `">= 10"`, `"> 1%"`. Default `"> 0"` (with `severity: warn`, none). For row-level
+    /// checks and `sql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_if: Option<String>,
+
+    /// When the check warns (if it does not fail), in the same form as `error_if`.
+    /// Default `"> 0"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_if: Option<String>,
+}
+
+/// `accepted_values`: a column and the values it may hold.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedValues {
+    pub column: String,
+    /// The accepted values, written as the column's values (text, numbers, booleans, dates
+    /// as `2026-01-31`).
+    pub values: Vec<Scalar>,
+}
+
+/// `row_count`: bounds on the number of rows, inclusive.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RowCount {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// `relationships`: a foreign key into another task's table.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Relationships {
+    /// The column of this task holding the references.
+    pub column: String,
+    /// The task referred to.
+    pub to: String,
+    /// The column of `to` the values must be found in.
+    pub field: String,
+}
+
+/// `freshness`: how old the newest row may be.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessCheck {
+    /// A timestamp or date column.
+    pub column: String,
+    /// A duration such as `26h`, `2d`, `90m`.
+    pub max_age: Duration,
+}
+
+/// How serious a check's failure is.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Fail the task and block everything downstream.
+    #[default]
+    Error,
+    /// Report, and go on.
+    Warn,
+}
+
+/// What failing row-level checks do.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCheckFailure {
+    /// The task fails; nothing downstream runs.
+    #[default]
+    Block,
+    /// Failing rows are written to the quarantine location and left out; the rest go on.
+    Quarantine,
+}
+
+/// Where quarantined rows are written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineSpec {
+    /// A store defined under `stores`. Default: the store of the first load downstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Directory relative to the store's root. Default `_quarantine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Read files matching a path or glob from a store.

@@ -96,6 +96,20 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (pipeline, load, extract)
     );",
+    // 3: check results
+    "CREATE TABLE check_results (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL,
+        failing INTEGER NOT NULL,
+        checked INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        samples TEXT NOT NULL,
+        PRIMARY KEY (run_id, task, name)
+    );",
 ];
 
 pub struct StateStore {
@@ -119,6 +133,21 @@ pub struct RunRecord {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+}
+
+/// One row of `check_results`. `samples` is a JSON array of up to five failing rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CheckRecord {
+    pub run_id: String,
+    pub task: String,
+    pub name: String,
+    pub kind: String,
+    pub severity: String,
+    pub status: String,
+    pub failing: u64,
+    pub checked: u64,
+    pub message: String,
+    pub samples: String,
 }
 
 /// One row of `task_runs`.
@@ -274,6 +303,48 @@ impl StateStore {
             ],
         )?;
         Ok(())
+    }
+
+    /// Record the check results of a task run (replacing earlier ones of the same run).
+    pub fn record_checks(&self, records: &[CheckRecord]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for c in records {
+            tx.execute(
+                "INSERT OR REPLACE INTO check_results (run_id, task, name, kind, severity, status, failing, checked, message, samples)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    c.run_id, c.task, c.name, c.kind, c.severity, c.status, c.failing as i64, c.checked as i64,
+                    c.message, c.samples
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The check results of a run, by task and in the order they were recorded.
+    pub fn checks(&self, run_id: &str) -> Result<Vec<CheckRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT run_id, task, name, kind, severity, status, failing, checked, message, samples
+             FROM check_results WHERE run_id = ?1 ORDER BY task, rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(CheckRecord {
+                run_id: r.get(0)?,
+                task: r.get(1)?,
+                name: r.get(2)?,
+                kind: r.get(3)?,
+                severity: r.get(4)?,
+                status: r.get(5)?,
+                failing: r.get::<_, i64>(6)?.max(0) as u64,
+                checked: r.get::<_, i64>(7)?.max(0) as u64,
+                message: r.get(8)?,
+                samples: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The consumed state of a load as last cached, if any.

@@ -29,6 +29,7 @@ async fn run_once(yaml: &str, staging: &Path) -> run::RunReport {
         target_partitions: Some(2),
         full_refresh: false,
         resume: None,
+        logical_time: None,
     };
     run::run(Arc::new(plan), opts).await.unwrap()
 }

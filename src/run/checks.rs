@@ -1,0 +1,612 @@
+//! Evaluating a task's checks over its staged table, before anything downstream runs.
+//!
+//! Passes over the rows: one aggregate query for every row condition (`not_null`,
+//! `accepted_values`, `expression`), the row count and the newest `freshness` value; one
+//! `GROUP BY` per `unique`; one anti join per `relationships`; the `sql` queries; `schema`
+//! reads no data. Samples are fetched only for the checks that trip. With
+//! `on_check_failure: quarantine`, the rows failing row-level checks are written once each to
+//! the quarantine location and the task's table becomes the rows that pass.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, cast, ident, lit, not, when};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::tasks::{TaskError, cancellable};
+use crate::compile::types::{sql_name, widen};
+use crate::compile::{CheckKind, CheckPlan, QuarantinePlan, TaskNode};
+use crate::spec::Severity;
+
+/// How many failing rows a result shows.
+pub const SAMPLES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Passed,
+    /// Tripped its `warn_if` (or failed with `severity: warn`): reported, nothing blocked.
+    Warned,
+    /// Tripped its `error_if`: the task failed.
+    Failed,
+    /// Its failing rows were set aside (`on_check_failure: quarantine`).
+    Quarantined,
+}
+
+impl CheckStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckStatus::Passed => "passed",
+            CheckStatus::Warned => "warned",
+            CheckStatus::Failed => "failed",
+            CheckStatus::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: &'static str,
+    pub severity: &'static str,
+    pub status: CheckStatus,
+    /// Failing rows (row-level checks and `sql`); 1 or 0 for table-level checks.
+    pub failing: u64,
+    /// Rows checked.
+    pub checked: u64,
+    /// What failed, in words.
+    pub message: String,
+    /// Up to five failing rows (for `unique`: duplicated keys with their count).
+    pub samples: Vec<SampleRow>,
+}
+
+/// A row as `column: value` pairs in the table's column order; serialized as a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow(pub Vec<(String, serde_json::Value)>);
+
+impl serde::Serialize for SampleRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl std::fmt::Display for SampleRow {
+    /// Compact JSON.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+/// What the checks of a task found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub results: Vec<CheckResult>,
+    /// Set when an error-severity check failed: the task fails with this message.
+    pub gate: Option<String>,
+    /// Rows written to the quarantine location, and where.
+    pub quarantined: u64,
+    pub quarantine_file: Option<String>,
+    /// Rows of the table before and after quarantine.
+    pub rows: u64,
+    pub passed: u64,
+}
+
+/// What a run's checks need to know about it.
+pub struct CheckEnv<'a> {
+    pub pipeline: &'a str,
+    pub run_id: &'a str,
+    pub logical_time: DateTime<Utc>,
+}
+
+/// One check's failing rows, as the quarantine sees them.
+enum Failing {
+    /// The rows where this condition is false.
+    Condition(Expr),
+    /// The rows whose key columns match a row of this table of bad keys.
+    Keys { columns: Vec<String>, keys: Arc<MemTable> },
+}
+
+/// Evaluate the checks of `node`, whose table is registered (and staged) in `ctx`. With
+/// quarantine, the table is registered again as the passing rows.
+pub async fn evaluate(
+    ctx: &SessionContext,
+    node: &TaskNode,
+    env: &CheckEnv<'_>,
+    cancel: &CancellationToken,
+) -> Result<Checked, TaskError> {
+    let name = node.name.as_str();
+    let table = ctx.table_provider(name).await?;
+    let df = ctx.read_table(table.clone())?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let state = ctx.state();
+    let routing = node.quarantine.is_some();
+
+    // Pass 1: one aggregate for the row count, every row condition, every freshness maximum.
+    let mut conditions: Vec<Option<Expr>> = Vec::with_capacity(node.checks.len());
+    for c in &node.checks {
+        conditions.push(match &c.kind {
+            CheckKind::NotNull(cols) => cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and),
+            CheckKind::AcceptedValues { column, values } => {
+                let list = values.iter().map(|v| lit(v.clone())).collect();
+                Some(ident(column).in_list(list, false).or(ident(column).is_null()))
+            }
+            CheckKind::Expression(text) => Some(
+                crate::compile::sql::predicate(&state, text, &schema)
+                    .map_err(|m| TaskError::fatal(format!("check `{}`: {m}", c.name)))?,
+            ),
+            _ => None,
+        });
+    }
+    let mut aggs = vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__rows")];
+    for (k, cond) in conditions.iter().enumerate() {
+        if let Some(cond) = cond {
+            aggs.push(
+                datafusion::functions_aggregate::expr_fn::count(lit(1))
+                    .filter(fails(cond.clone()))
+                    .build()?
+                    .alias(format!("__fail_{k}")),
+            );
+        }
+        if let CheckKind::Freshness { column, .. } = &node.checks[k].kind {
+            aggs.push(datafusion::functions_aggregate::expr_fn::max(ident(column)).alias(format!("__max_{k}")));
+        }
+    }
+    let totals = cancellable(cancel, df.clone().aggregate(vec![], aggs)?.collect()).await?;
+    let total = |col: &str| -> Option<ArrayRef> {
+        let b = totals.first()?;
+        let i = b.schema().index_of(col).ok()?;
+        Some(b.column(i).clone())
+    };
+    let count_of = |col: &str| -> u64 {
+        total(col).and_then(|a| a.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0).max(0) as u64)).unwrap_or(0)
+    };
+    let rows = count_of("__rows");
+
+    let mut out = Checked { rows, passed: rows, ..Default::default() };
+    let mut routed: Vec<(usize, Failing)> = Vec::new();
+    for (k, c) in node.checks.iter().enumerate() {
+        let mut samples = Vec::new();
+        let (failing, message, failing_rows) = match &c.kind {
+            CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Expression(_) => {
+                let failing = count_of(&format!("__fail_{k}"));
+                let cond = conditions[k].clone().unwrap_or_else(|| lit(true));
+                if failing > 0 {
+                    let rows = df.clone().filter(fails(cond.clone()))?.limit(0, Some(SAMPLES))?;
+                    samples = json_rows(&cancellable(cancel, rows.collect()).await?)?;
+                }
+                let what = match &c.kind {
+                    CheckKind::NotNull(cols) => format!("have a NULL in {}", cols.join(" or ")),
+                    CheckKind::AcceptedValues { column, .. } => format!("have a `{column}` outside the accepted values"),
+                    CheckKind::Expression(e) => format!("do not satisfy `{e}`"),
+                    _ => String::new(),
+                };
+                (failing, rows_message(failing, rows, &what), Some(Failing::Condition(cond)))
+            }
+            CheckKind::Unique(cols) => {
+                let keys: Vec<Expr> = cols.iter().map(|c| ident(c)).collect();
+                let present = cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
+                let groups = df
+                    .clone()
+                    .filter(present)?
+                    .aggregate(keys, vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__n")])?
+                    .filter(datafusion::logical_expr::col("__n").gt(lit(1i64)))?;
+                let summary = groups.clone().aggregate(
+                    vec![],
+                    vec![
+                        datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__groups"),
+                        datafusion::functions_aggregate::expr_fn::sum(datafusion::logical_expr::col("__n"))
+                            .alias("__dups"),
+                    ],
+                )?;
+                let summary = cancellable(cancel, summary.collect()).await?;
+                let (ngroups, failing) = summary
+                    .first()
+                    .map(|b| {
+                        let v = |i: usize| -> u64 {
+                            let a = b.column(i);
+                            match cast_i64(a) {
+                                Some(x) if !x.is_null(0) => x.value(0).max(0) as u64,
+                                _ => 0,
+                            }
+                        };
+                        (v(0), v(1))
+                    })
+                    .unwrap_or((0, 0));
+                let mut failing_rows = None;
+                if failing > 0 {
+                    let top = groups
+                        .clone()
+                        .sort(vec![datafusion::logical_expr::col("__n").sort(false, false)])?
+                        .limit(0, Some(SAMPLES))?
+                        .with_column_renamed("__n", "rows")?;
+                    samples = json_rows(&cancellable(cancel, top.collect()).await?)?;
+                    if routing {
+                        let keys = groups.select(cols.iter().map(|c| ident(c)).collect::<Vec<_>>())?;
+                        failing_rows = Some(Failing::Keys { columns: cols.clone(), keys: memtable(keys, cancel).await? });
+                    }
+                }
+                let what = format!(
+                    "share {} value{} of ({}) with another row",
+                    ngroups,
+                    if ngroups == 1 { "" } else { "s" },
+                    cols.join(", ")
+                );
+                let message = if failing == 0 {
+                    format!("({}) is unique in {rows} rows", cols.join(", "))
+                } else {
+                    rows_message(failing, rows, &what)
+                };
+                (failing, message, failing_rows)
+            }
+            CheckKind::Relationships { column, to, field } => {
+                let target = ctx.table(to.as_str()).await?;
+                let left_type = schema.field_with_name(column).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
+                let right_type = target
+                    .schema()
+                    .as_arrow()
+                    .field_with_name(field)
+                    .map(|f| f.data_type().clone())
+                    .unwrap_or(DataType::Utf8);
+                let common = if left_type == right_type { left_type.clone() } else { widen(&left_type, &right_type) };
+                let right = target.select(vec![cast(ident(field), common.clone()).alias("__ref")])?;
+                let orphans = df
+                    .clone()
+                    .filter(ident(column).is_not_null())?
+                    .join_on(right, JoinType::LeftAnti, vec![cast(ident(column), common).eq(datafusion::logical_expr::col("__ref"))])?;
+                let failing = cancellable(cancel, orphans.clone().count()).await? as u64;
+                let mut failing_rows = None;
+                if failing > 0 {
+                    samples = json_rows(&cancellable(cancel, orphans.clone().limit(0, Some(SAMPLES))?.collect()).await?)?;
+                    if routing {
+                        let keys = orphans.select(vec![ident(column)])?.distinct()?;
+                        failing_rows =
+                            Some(Failing::Keys { columns: vec![column.clone()], keys: memtable(keys, cancel).await? });
+                    }
+                }
+                let what = format!("have a `{column}` not found in `{to}.{field}`");
+                (failing, rows_message(failing, rows, &what), failing_rows)
+            }
+            CheckKind::RowCount { min, max } => {
+                let low = min.is_some_and(|m| rows < m);
+                let high = max.is_some_and(|m| rows > m);
+                let bounds = match (min, max) {
+                    (Some(a), Some(b)) => format!("between {a} and {b}"),
+                    (Some(a), None) => format!("at least {a}"),
+                    (None, Some(b)) => format!("at most {b}"),
+                    (None, None) => "any number".into(),
+                };
+                (u64::from(low || high), format!("{rows} rows; expected {bounds}"), None)
+            }
+            CheckKind::Freshness { column, max_age } => {
+                let newest = total(&format!("__max_{k}")).and_then(|a| newest_time(&a));
+                let limit = humantime::format_duration(*max_age);
+                match newest {
+                    None => (1, format!("`{column}` has no values: no row is newer than {limit}"), None),
+                    Some(t) => {
+                        let age = env.logical_time.signed_duration_since(t);
+                        let too_old = age.to_std().is_ok_and(|a| a > *max_age);
+                        let age_text = match age.to_std() {
+                            Ok(a) => format!("{} old", humantime::format_duration(std::time::Duration::from_secs(a.as_secs()))),
+                            Err(_) => "in the future".to_string(),
+                        };
+                        (
+                            u64::from(too_old),
+                            format!(
+                                "newest `{column}` is {} ({age_text} at {}); allowed: {limit}",
+                                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                                env.logical_time.format("%Y-%m-%d %H:%M:%S UTC")
+                            ),
+                            None,
+                        )
+                    }
+                }
+            }
+            CheckKind::Schema(expected) => {
+                let mut problems = Vec::new();
+                for (col, want) in expected {
+                    match schema.field_with_name(col) {
+                        Err(_) => problems.push(format!("`{col}` is missing")),
+                        Ok(f) if sql_name(f.data_type()) != sql_name(want) => problems.push(format!(
+                            "`{col}` is {}, expected {}",
+                            sql_name(f.data_type()),
+                            sql_name(want)
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+                let message = if problems.is_empty() {
+                    format!("{} column{} as expected", expected.len(), if expected.len() == 1 { "" } else { "s" })
+                } else {
+                    problems.join("; ")
+                };
+                (u64::from(!problems.is_empty()), message, None)
+            }
+            CheckKind::Sql(query) => {
+                let q = ctx.sql_with_options(query, crate::compile::sql::query_only()).await?;
+                let failing = cancellable(cancel, q.clone().count()).await? as u64;
+                if failing > 0 {
+                    samples = json_rows(&cancellable(cancel, q.limit(0, Some(SAMPLES))?.collect()).await?)?;
+                }
+                (failing, format!("the query returned {failing} row{}", if failing == 1 { "" } else { "s" }), None)
+            }
+        };
+        let status = judge(c, failing, rows, routing);
+        if routing && c.kind.row_level() && failing > 0 && let Some(f) = failing_rows {
+            routed.push((k, f));
+        }
+        out.results.push(CheckResult {
+            name: c.name.clone(),
+            kind: c.kind.name(),
+            severity: match c.severity {
+                Severity::Error => "error",
+                Severity::Warn => "warn",
+            },
+            status,
+            failing,
+            checked: rows,
+            message,
+            samples,
+        });
+    }
+
+    let failed: Vec<&CheckResult> = out.results.iter().filter(|r| r.status == CheckStatus::Failed).collect();
+    out.gate = match failed.as_slice() {
+        [] => None,
+        [one] => Some(format!("check `{}` failed: {}", one.name, one.message)),
+        many => Some(format!(
+            "{} checks failed: {}",
+            many.len(),
+            many.iter().map(|r| format!("`{}`", r.name)).collect::<Vec<_>>().join(", ")
+        )),
+    };
+    if let (Some(q), false) = (&node.quarantine, routed.is_empty()) {
+        let (quarantined, file) = quarantine(ctx, node, q, df, &schema, &routed, env, cancel).await?;
+        out.quarantined = quarantined;
+        out.passed = rows.saturating_sub(quarantined);
+        out.quarantine_file = Some(file);
+    }
+    Ok(out)
+}
+
+/// NOT coalesce(cond, false): NULL fails.
+fn fails(cond: Expr) -> Expr {
+    not(datafusion::functions::expr_fn::coalesce(vec![cond, lit(false)]))
+}
+
+/// The status a check's failing count gives it.
+fn judge(c: &CheckPlan, failing: u64, checked: u64, routing: bool) -> CheckStatus {
+    if !c.kind.counts_rows() {
+        // Table-level: failing is 1 or 0.
+        return match (failing > 0, c.severity) {
+            (false, _) => CheckStatus::Passed,
+            (true, Severity::Error) => CheckStatus::Failed,
+            (true, Severity::Warn) => CheckStatus::Warned,
+        };
+    }
+    if c.error_if.is_some_and(|t| t.met(failing, checked)) {
+        CheckStatus::Failed
+    } else if routing && c.kind.row_level() && failing > 0 {
+        CheckStatus::Quarantined
+    } else if c.warn_if.is_some_and(|t| t.met(failing, checked)) {
+        CheckStatus::Warned
+    } else {
+        CheckStatus::Passed
+    }
+}
+
+fn rows_message(failing: u64, rows: u64, what: &str) -> String {
+    if failing == 0 {
+        return format!("all {rows} rows pass");
+    }
+    let pct = failing as f64 * 100.0 / rows.max(1) as f64;
+    format!("{failing} of {rows} rows ({}) {what}", fmt_pct(pct))
+}
+
+fn fmt_pct(p: f64) -> String {
+    if p >= 10.0 || p == 0.0 {
+        format!("{p:.0}%")
+    } else if p >= 0.1 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.3}%")
+    }
+}
+
+fn cast_i64(a: &ArrayRef) -> Option<Int64Array> {
+    let c = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
+    c.as_any().downcast_ref::<Int64Array>().cloned()
+}
+
+/// The newest value of a timestamp or date aggregate, as UTC.
+fn newest_time(a: &ArrayRef) -> Option<DateTime<Utc>> {
+    if a.is_empty() || a.is_null(0) {
+        return None;
+    }
+    let v = ScalarValue::try_from_array(a, 0).ok()?;
+    let micros = match v {
+        ScalarValue::Date32(Some(d)) => d as i64 * 86_400_000_000,
+        ScalarValue::Date64(Some(ms)) => ms * 1000,
+        ScalarValue::TimestampSecond(Some(s), _) => s * 1_000_000,
+        ScalarValue::TimestampMillisecond(Some(ms), _) => ms * 1000,
+        ScalarValue::TimestampMicrosecond(Some(us), _) => us,
+        ScalarValue::TimestampNanosecond(Some(ns), _) => ns / 1000,
+        _ => return None,
+    };
+    DateTime::<Utc>::from_timestamp_micros(micros)
+}
+
+/// Rows as JSON objects in column order (NULLs written as `null`).
+fn json_rows(batches: &[RecordBatch]) -> Result<Vec<SampleRow>, TaskError> {
+    let Some(first) = batches.first() else { return Ok(Vec::new()) };
+    let names: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    Ok(json_values(batches)?
+        .into_iter()
+        .map(|v| {
+            let mut obj = match v {
+                serde_json::Value::Object(o) => o,
+                _ => Default::default(),
+            };
+            SampleRow(names.iter().map(|n| (n.clone(), obj.remove(n).unwrap_or(serde_json::Value::Null))).collect())
+        })
+        .collect())
+}
+
+fn json_values(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, TaskError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut buf);
+        for b in batches {
+            w.write(b).map_err(|e| TaskError::fatal(format!("cannot show sample rows: {e}")))?;
+        }
+        w.finish().map_err(|e| TaskError::fatal(format!("cannot show sample rows: {e}")))?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    match serde_json::from_slice::<serde_json::Value>(&buf) {
+        Ok(serde_json::Value::Array(v)) => Ok(v),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Collect a (small) table of bad keys into memory.
+async fn memtable(df: DataFrame, cancel: &CancellationToken) -> Result<Arc<MemTable>, TaskError> {
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = cancellable(cancel, df.collect()).await?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
+}
+
+/// Write the rows failing `routed` checks to the quarantine location, and register the rows
+/// that pass as the task's table. Returns the rows written and the file's URL.
+#[allow(clippy::too_many_arguments)]
+async fn quarantine(
+    ctx: &SessionContext,
+    node: &TaskNode,
+    q: &QuarantinePlan,
+    df: DataFrame,
+    schema: &SchemaRef,
+    routed: &[(usize, Failing)],
+    env: &CheckEnv<'_>,
+    cancel: &CancellationToken,
+) -> Result<(u64, String), TaskError> {
+    // Each key-set check joins its bad keys with a marker column; conditions are direct.
+    let mut annotated = df;
+    let mut fail_exprs: Vec<(usize, Expr)> = Vec::new();
+    for (j, (k, f)) in routed.iter().enumerate() {
+        match f {
+            Failing::Condition(cond) => fail_exprs.push((*k, fails(cond.clone()))),
+            Failing::Keys { columns, keys } => {
+                let marker = format!("__bad_{j}");
+                let renamed: Vec<Expr> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(m, c)| ident(c).alias(format!("__key_{j}_{m}")))
+                    .chain(std::iter::once(lit(true).alias(marker.clone())))
+                    .collect();
+                let right = ctx.read_table(keys.clone())?.select(renamed)?;
+                let on: Vec<Expr> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(m, c)| ident(c).eq(datafusion::logical_expr::col(format!("__key_{j}_{m}"))))
+                    .collect();
+                annotated = annotated.join_on(right, JoinType::Left, on)?;
+                fail_exprs.push((*k, datafusion::logical_expr::col(marker).is_not_null()));
+            }
+        }
+    }
+    let any_fail = fail_exprs.iter().map(|(_, e)| e.clone()).reduce(Expr::or).unwrap_or(lit(false));
+    let original: Vec<Expr> = schema.fields().iter().map(|f| ident(f.name())).collect();
+
+    let names: Vec<Expr> = fail_exprs
+        .iter()
+        .map(|(k, e)| when(e.clone(), lit(node.checks[*k].name.clone())).end())
+        .collect::<Result<_, _>>()?;
+    let reasons: Vec<Expr> = fail_exprs
+        .iter()
+        .map(|(k, e)| when(e.clone(), reason(&node.checks[*k])).end())
+        .collect::<Result<_, _>>()?;
+    let mut projection = original.clone();
+    projection.push(datafusion::functions::expr_fn::concat_ws(lit(","), names).alias("_check"));
+    projection.push(datafusion::functions::expr_fn::concat_ws(lit("; "), reasons).alias("_reason"));
+    projection.push(lit(env.run_id.to_string()).alias("_run_id"));
+    let bad = annotated.clone().filter(any_fail.clone())?.select(projection)?;
+
+    let rel = format!("{}/{}/{}/{}.parquet", q.path, env.pipeline, node.name, env.run_id);
+    let path = q.store.path(&rel);
+    let url = q.store.url_of(&path, false);
+    let out_schema: SchemaRef = Arc::new(Schema::new(
+        bad.schema().as_arrow().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<Field>>(),
+    ));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| TaskError::fatal(e.to_string()))?))
+        .build();
+    let write = async {
+        let mut stream = bad.execute_stream().await?;
+        // The object is visible only once complete (a multipart upload; locally a rename).
+        let writer = object_store::buffered::BufWriter::new(q.store.object_store.clone(), path.clone());
+        let mut w = AsyncArrowWriter::try_new(writer, out_schema, Some(props))?;
+        let mut n = 0u64;
+        while let Some(b) = stream.next().await {
+            let b = b?;
+            n += b.num_rows() as u64;
+            w.write(&b).await?;
+        }
+        w.close().await?;
+        Ok::<u64, datafusion::error::DataFusionError>(n)
+    };
+    let n = cancellable(cancel, write).await?;
+
+    let passed = annotated.filter(not(any_fail))?.select(original)?;
+    ctx.deregister_table(node.name.as_str())?;
+    ctx.register_table(node.name.as_str(), passed.into_view())?;
+    tracing::info!(task = %node.name, rows = n, file = %url, "rows quarantined");
+    Ok((n, url))
+}
+
+/// Why a row fails check `c`, as an expression over the row (used where it fails).
+fn reason(c: &CheckPlan) -> Expr {
+    let text = |e: Expr| cast(e, DataType::Utf8);
+    match &c.kind {
+        CheckKind::NotNull(cols) => datafusion::functions::expr_fn::concat_ws(
+            lit(", "),
+            cols.iter()
+                .map(|col| {
+                    when(ident(col).is_null(), lit(format!("{col} is NULL")))
+                        .end()
+                        .unwrap_or_else(|_| lit(format!("{col} is NULL")))
+                })
+                .collect(),
+        ),
+        CheckKind::AcceptedValues { column, .. } => datafusion::functions::expr_fn::concat(vec![
+            lit(format!("{column} = '")),
+            text(ident(column)),
+            lit("' is not an accepted value"),
+        ]),
+        CheckKind::Expression(e) => lit(format!("fails `{e}`")),
+        CheckKind::Unique(cols) => lit(format!("({}) occurs more than once", cols.join(", "))),
+        CheckKind::Relationships { column, to, field } => datafusion::functions::expr_fn::concat(vec![
+            lit(format!("{column} = '")),
+            text(ident(column)),
+            lit(format!("' is not in {to}.{field}")),
+        ]),
+        _ => lit(c.name.clone()),
+    }
+}
