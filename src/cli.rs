@@ -988,15 +988,27 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
             eprintln!("error: no run `{run_id}` in {}", path.display());
             return EXIT_FAILED;
         }
+        let checks = state.checks(run_id).unwrap_or_default();
         if json {
             let v: Vec<serde_json::Value> = tasks
                 .iter()
                 .map(|t| {
+                    let own: Vec<serde_json::Value> = checks
+                        .iter()
+                        .filter(|c| c.task == t.task)
+                        .map(|c| {
+                            serde_json::json!({
+                                "name": c.name, "kind": c.kind, "severity": c.severity, "status": c.status,
+                                "failing": c.failing, "checked": c.checked, "message": c.message,
+                                "samples": serde_json::from_str::<serde_json::Value>(&c.samples).unwrap_or_default(),
+                            })
+                        })
+                        .collect();
                     serde_json::json!({
                         "task": t.task, "kind": t.kind, "status": t.status, "attempts": t.attempts,
                         "started_at": t.started_at, "finished_at": t.finished_at, "rows_in": t.rows_in,
                         "rows_out": t.rows_out, "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
-                        "files": t.files, "error": t.error, "note": t.note,
+                        "files": t.files, "error": t.error, "note": t.note, "checks": own,
                     })
                 })
                 .collect();
@@ -1011,6 +1023,19 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
                     t.rows_out.map(fmt_count).unwrap_or_else(|| "-".into()),
                     t.error.unwrap_or_default()
                 );
+            }
+            if !checks.is_empty() {
+                println!();
+                for c in &checks {
+                    println!(
+                        "{:<24} {:<32} {:<11} {:>10} {}",
+                        c.task,
+                        c.name,
+                        c.status,
+                        format!("{}/{}", fmt_count(c.failing), fmt_count(c.checked)),
+                        c.message
+                    );
+                }
             }
         }
         return EXIT_OK;

@@ -435,8 +435,9 @@ impl Compiler<'_> {
             };
             if let Some((_, first)) = names.iter().find(|(n, _)| *n == check_name) {
                 let line = p.spans.key_pos(first).map(|p| p.line).unwrap_or(0);
+                let at = if c.name.is_some() { path.key("name") } else { path.clone() };
                 self.diags.push(
-                    p.diag_key("checks", &path, format!("two checks of `{name}` are named `{check_name}`"))
+                    p.diag_value("checks", &at, check_name.len(), format!("two checks of `{name}` are named `{check_name}`"))
                         .help(format!("give one a different `name:` (the other is on line {line})")),
                 );
             }

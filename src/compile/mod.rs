@@ -177,9 +177,7 @@ impl Compiler<'_> {
                 _ => vec![],
             };
             for input in inputs.iter().chain(&graph[i].check_inputs) {
-                if let Some(&from) = index.get(input)
-                    && from != i
-                {
+                if let Some(&from) = index.get(input) {
                     edges.push((from, i, Edge::Data));
                 }
             }

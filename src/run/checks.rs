@@ -419,7 +419,7 @@ fn rows_message(failing: u64, rows: u64, what: &str) -> String {
 }
 
 fn fmt_pct(p: f64) -> String {
-    if p >= 10.0 || p == 0.0 {
+    if p == p.round() {
         format!("{p:.0}%")
     } else if p >= 0.1 {
         format!("{p:.1}%")
