@@ -695,7 +695,7 @@ pub fn checks_summary(checks: &[CheckResult]) -> String {
     for (status, word) in [
         (CheckStatus::Passed, "passed"),
         (CheckStatus::Warned, "warned"),
-        (CheckStatus::Quarantined, "quarantined rows"),
+        (CheckStatus::Quarantined, "quarantined"),
         (CheckStatus::Failed, "failed"),
     ] {
         let n = checks.iter().filter(|c| c.status == status).count();

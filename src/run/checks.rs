@@ -191,9 +191,9 @@ pub async fn evaluate(
                     samples = json_rows(&cancellable(cancel, rows.collect()).await?)?;
                 }
                 let what = match &c.kind {
-                    CheckKind::NotNull(cols) => format!("have a NULL in {}", cols.join(" or ")),
-                    CheckKind::AcceptedValues { column, .. } => format!("have a `{column}` outside the accepted values"),
-                    CheckKind::Expression(e) => format!("do not satisfy `{e}`"),
+                    CheckKind::NotNull(cols) => format!("NULL in {}", cols.join(" or ")),
+                    CheckKind::AcceptedValues { column, .. } => format!("`{column}` not in the accepted values"),
+                    CheckKind::Expression(e) => format!("not `{e}`"),
                     _ => String::new(),
                 };
                 (failing, rows_message(failing, rows, &what), Some(Failing::Condition(cond)))
@@ -242,10 +242,10 @@ pub async fn evaluate(
                     }
                 }
                 let what = format!(
-                    "share {} value{} of ({}) with another row",
+                    "({}) not unique ({} duplicated value{})",
+                    cols.join(", "),
                     ngroups,
-                    if ngroups == 1 { "" } else { "s" },
-                    cols.join(", ")
+                    if ngroups == 1 { "" } else { "s" }
                 );
                 let message = if failing == 0 {
                     format!("({}) is unique in {rows} rows", cols.join(", "))
@@ -279,7 +279,7 @@ pub async fn evaluate(
                             Some(Failing::Keys { columns: vec![column.clone()], keys: memtable(keys, cancel).await? });
                     }
                 }
-                let what = format!("have a `{column}` not found in `{to}.{field}`");
+                let what = format!("`{column}` not found in `{to}.{field}`");
                 (failing, rows_message(failing, rows, &what), failing_rows)
             }
             CheckKind::RowCount { min, max } => {
@@ -415,7 +415,7 @@ fn rows_message(failing: u64, rows: u64, what: &str) -> String {
         return format!("all {rows} rows pass");
     }
     let pct = failing as f64 * 100.0 / rows.max(1) as f64;
-    format!("{failing} of {rows} rows ({}) {what}", fmt_pct(pct))
+    format!("{failing} of {rows} rows ({}): {what}", fmt_pct(pct))
 }
 
 fn fmt_pct(p: f64) -> String {

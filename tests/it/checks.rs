@@ -136,7 +136,7 @@ fn every_kind_passes_on_clean_data_and_an_error_check_blocks_the_load() {
     let r = p.weir(&["run", "p.yaml", "--run-date", "2026-01-31"]);
     r.code(1);
     let out = normalize(&r.stdout, p.path());
-    assert!(out.contains("FAILED: orders.accepted_values_status (accepted_values): 1 of 8 rows (12.5%) have a `status` outside the accepted values"), "{out}");
+    assert!(out.contains("FAILED: orders.accepted_values_status (accepted_values): 1 of 8 rows (12.5%): `status` not in the accepted values"), "{out}");
     assert!(out.contains(r#"{"order_id":3,"customer_id":12,"status":"lost","amount":7.25,"updated_at":"2026-01-31T12:00:00"}"#), "{out}");
     assert!(out.contains("task `orders` failed: 5 checks failed:"), "{out}");
 }

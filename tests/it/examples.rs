@@ -169,3 +169,51 @@ fn incremental_cdc() {
     r.ok();
     assert!(r.stdout.lines().filter(|l| l.contains("up to date")).count() >= 5, "{}", r.stdout);
 }
+
+#[test]
+fn quality_gates() {
+    let p = Project::new();
+    p.copy_from_repo("examples/quality-gates", "quality-gates");
+    let r = p.weir(&["run", "quality-gates/pipeline.yaml", "--json"]);
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let run_id = report["run_id"].as_str().unwrap();
+    // Independently: the rows the file says are good (a known account, a listed currency, a
+    // positive amount, a payment id that occurs once) and those it says are not.
+    let accounts: Vec<String> = csv::Reader::from_path(repo().join("examples/quality-gates/data/accounts.csv"))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    let mut rows: Vec<Vec<String>> = csv::Reader::from_path(repo().join("examples/quality-gates/data/payments.csv"))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    let count = |id: &str, rows: &[Vec<String>]| rows.iter().filter(|r| r[0] == id).count();
+    let snapshot = rows.clone();
+    let good = |r: &Vec<String>| {
+        accounts.contains(&r[1])
+            && ["EUR", "GBP", "USD"].contains(&r[2].as_str())
+            && r[3].parse::<f64>().unwrap() > 0.0
+            && count(&r[0], &snapshot) == 1
+    };
+    let total = rows.len();
+    rows.retain(good);
+    let mut want: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
+    want.sort();
+    let loaded = read_rows(&p.join("quality-gates/out/payments"));
+    let mut got: Vec<String> = loaded.iter().map(|r| r["payment_id"].clone()).collect();
+    got.sort();
+    assert_eq!(got, want);
+    let q = p.join(&format!("quality-gates/out/_quarantine/quality_gates/payments/{run_id}.parquet"));
+    let qdir = p.join("q");
+    std::fs::create_dir_all(&qdir).unwrap();
+    std::fs::copy(q, qdir.join("q.parquet")).unwrap();
+    let quarantined = read_rows(&qdir);
+    assert_eq!(quarantined.len() + loaded.len(), total, "rows in = passed + quarantined");
+    assert!(quarantined.iter().all(|r| !r["_check"].is_empty() && !r["_reason"].is_empty()));
+    // The totals were checked and written.
+    let totals = read_rows(&p.join("quality-gates/out/daily_totals"));
+    assert_eq!(totals.len(), 2, "EUR and GBP on one day");
+}
