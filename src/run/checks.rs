@@ -23,6 +23,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::stage::{ScanResults, ScanSpec};
 use super::tasks::{TaskError, cancellable};
 use crate::compile::types::{sql_name, widen};
 use crate::compile::{CheckKind, CheckPlan, QuarantinePlan, TaskNode};
@@ -122,23 +123,14 @@ enum Failing {
     Keys { columns: Vec<String>, keys: Arc<MemTable> },
 }
 
-/// Evaluate the checks of `node`, whose table is registered (and staged) in `ctx`. With
-/// quarantine, the table is registered again as the passing rows.
-pub async fn evaluate(
-    ctx: &SessionContext,
+/// The row conditions of `node`'s checks (`None` for checks without one), as logical
+/// expressions over its table.
+fn row_conditions(
+    state: &datafusion::execution::session_state::SessionState,
     node: &TaskNode,
-    env: &CheckEnv<'_>,
-    cancel: &CancellationToken,
-) -> Result<Checked, TaskError> {
-    let name = node.name.as_str();
-    let table = ctx.table_provider(name).await?;
-    let df = ctx.read_table(table.clone())?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let state = ctx.state();
-    let routing = node.quarantine.is_some();
-
-    // Pass 1: one aggregate for the row count, every row condition, every freshness maximum.
-    let mut conditions: Vec<Option<Expr>> = Vec::with_capacity(node.checks.len());
+    schema: &SchemaRef,
+) -> Result<Vec<Option<Expr>>, TaskError> {
+    let mut conditions = Vec::with_capacity(node.checks.len());
     for c in &node.checks {
         conditions.push(match &c.kind {
             CheckKind::NotNull(cols) => cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and),
@@ -147,36 +139,64 @@ pub async fn evaluate(
                 Some(ident(column).in_list(list, false).or(ident(column).is_null()))
             }
             CheckKind::Expression(text) => Some(
-                crate::compile::sql::predicate(&state, text, &schema)
+                crate::compile::sql::predicate(state, text, schema)
                     .map_err(|m| TaskError::fatal(format!("check `{}`: {m}", c.name)))?,
             ),
             _ => None,
         });
     }
-    let mut aggs = vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__rows")];
-    for (k, cond) in conditions.iter().enumerate() {
-        if let Some(cond) = cond {
-            aggs.push(
-                datafusion::functions_aggregate::expr_fn::count(lit(1))
-                    .filter(fails(cond.clone()))
-                    .build()?
-                    .alias(format!("__fail_{k}")),
-            );
-        }
-        if let CheckKind::Freshness { column, .. } = &node.checks[k].kind {
-            aggs.push(datafusion::functions_aggregate::expr_fn::max(ident(column)).alias(format!("__max_{k}")));
+    Ok(conditions)
+}
+
+/// What to compute while `node`'s table (with `schema`) is staged: its row conditions (in
+/// check order), freshness columns and `unique` keys.
+pub fn scan_spec(
+    state: &datafusion::execution::session_state::SessionState,
+    node: &TaskNode,
+    schema: &datafusion::common::DFSchema,
+) -> Result<ScanSpec, TaskError> {
+    let arrow: SchemaRef = Arc::new(schema.as_arrow().clone());
+    let mut spec = ScanSpec::default();
+    for cond in row_conditions(state, node, &arrow)?.into_iter().flatten() {
+        spec.conditions.push(state.create_physical_expr(cond, schema)?);
+    }
+    let index = |c: &str| arrow.index_of(c).map_err(|e| TaskError::fatal(e.to_string()));
+    for c in &node.checks {
+        match &c.kind {
+            CheckKind::Freshness { column, .. } => spec.maxima.push(index(column)?),
+            CheckKind::Unique(cols) => spec.uniques.push(cols.iter().map(|c| index(c)).collect::<Result<_, _>>()?),
+            _ => {}
         }
     }
-    let totals = cancellable(cancel, df.clone().aggregate(vec![], aggs)?.collect()).await?;
-    let total = |col: &str| -> Option<ArrayRef> {
-        let b = totals.first()?;
-        let i = b.schema().index_of(col).ok()?;
-        Some(b.column(i).clone())
+    Ok(spec)
+}
+
+/// Evaluate the checks of `node`, whose table is registered (and staged) in `ctx`. `scanned`:
+/// what staging computed (see [`scan_spec`]); without it, one aggregate query computes the
+/// same. With quarantine, the table is registered again as the passing rows.
+pub async fn evaluate(
+    ctx: &SessionContext,
+    node: &TaskNode,
+    env: &CheckEnv<'_>,
+    scanned: Option<ScanResults>,
+    cancel: &CancellationToken,
+) -> Result<Checked, TaskError> {
+    let name = node.name.as_str();
+    let table = ctx.table_provider(name).await?;
+    let df = ctx.read_table(table.clone())?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let state = ctx.state();
+    let routing = node.quarantine.is_some();
+    let conditions = row_conditions(&state, node, &schema)?;
+    let clock = std::time::Instant::now();
+    let scanned = match scanned {
+        Some(s) => s,
+        None => aggregate_pass(&df, node, &conditions, cancel).await?,
     };
-    let count_of = |col: &str| -> u64 {
-        total(col).and_then(|a| a.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0).max(0) as u64)).unwrap_or(0)
-    };
-    let rows = count_of("__rows");
+    tracing::debug!(task = %name, ms = clock.elapsed().as_millis() as u64, "checks: counts ready");
+    let rows = scanned.rows;
+    // The scan's slots, in check order.
+    let (mut next_fail, mut next_max, mut next_unique) = (0usize, 0usize, 0usize);
 
     let mut out = Checked { rows, passed: rows, ..Default::default() };
     let mut routed: Vec<(usize, Failing)> = Vec::new();
@@ -184,7 +204,8 @@ pub async fn evaluate(
         let mut samples = Vec::new();
         let (failing, message, failing_rows) = match &c.kind {
             CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Expression(_) => {
-                let failing = count_of(&format!("__fail_{k}"));
+                let failing = scanned.fails.get(next_fail).copied().unwrap_or(0);
+                next_fail += 1;
                 let cond = conditions[k].clone().unwrap_or_else(|| lit(true));
                 if failing > 0 {
                     let rows = df.clone().filter(fails(cond.clone()))?.limit(0, Some(SAMPLES))?;
@@ -198,7 +219,13 @@ pub async fn evaluate(
                 };
                 (failing, rows_message(failing, rows, &what), Some(Failing::Condition(cond)))
             }
+            CheckKind::Unique(cols) if !scanned.maybe_dups.get(next_unique).copied().unwrap_or(true) => {
+                // No two keys hash alike: certainly unique, nothing more to read.
+                next_unique += 1;
+                (0, format!("({}) is unique in {rows} rows", cols.join(", ")), None)
+            }
             CheckKind::Unique(cols) => {
+                next_unique += 1;
                 let keys: Vec<Expr> = cols.iter().map(|c| ident(c)).collect();
                 let present = cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
                 let groups = df
@@ -294,7 +321,8 @@ pub async fn evaluate(
                 (u64::from(low || high), format!("{rows} rows; expected {bounds}"), None)
             }
             CheckKind::Freshness { column, max_age } => {
-                let newest = total(&format!("__max_{k}")).and_then(|a| newest_time(&a));
+                let newest = scanned.maxima.get(next_max).cloned().flatten().and_then(|v| newest_time(&v));
+                next_max += 1;
                 let limit = humantime::format_duration(*max_age);
                 match newest {
                     None => (1, format!("`{column}` has no values: no row is newer than {limit}"), None),
@@ -346,6 +374,7 @@ pub async fn evaluate(
                 (failing, format!("the query returned {failing} row{}", if failing == 1 { "" } else { "s" }), None)
             }
         };
+        tracing::debug!(task = %name, check = %c.name, ms = clock.elapsed().as_millis() as u64, "checks: evaluated");
         let status = judge(c, failing, rows, routing);
         if routing && c.kind.row_level() && failing > 0 && let Some(f) = failing_rows {
             routed.push((k, f));
@@ -433,13 +462,61 @@ fn cast_i64(a: &ArrayRef) -> Option<Int64Array> {
     c.as_any().downcast_ref::<Int64Array>().cloned()
 }
 
-/// The newest value of a timestamp or date aggregate, as UTC.
-fn newest_time(a: &ArrayRef) -> Option<DateTime<Utc>> {
-    if a.is_empty() || a.is_null(0) {
-        return None;
+/// One aggregate query over the table: the row count, the failing rows of every row
+/// condition, every freshness maximum. `unique` keys are not hashed here: they are checked
+/// exactly.
+async fn aggregate_pass(
+    df: &DataFrame,
+    node: &TaskNode,
+    conditions: &[Option<Expr>],
+    cancel: &CancellationToken,
+) -> Result<ScanResults, TaskError> {
+    let mut aggs = vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__rows")];
+    let mut fails_cols = Vec::new();
+    let mut max_cols = Vec::new();
+    for (k, cond) in conditions.iter().enumerate() {
+        if let Some(cond) = cond {
+            let alias = format!("__fail_{k}");
+            aggs.push(
+                datafusion::functions_aggregate::expr_fn::count(lit(1))
+                    .filter(fails(cond.clone()))
+                    .build()?
+                    .alias(alias.clone()),
+            );
+            fails_cols.push(alias);
+        }
+        if let CheckKind::Freshness { column, .. } = &node.checks[k].kind {
+            let alias = format!("__max_{k}");
+            aggs.push(datafusion::functions_aggregate::expr_fn::max(ident(column)).alias(alias.clone()));
+            max_cols.push(alias);
+        }
     }
-    let v = ScalarValue::try_from_array(a, 0).ok()?;
-    let micros = match v {
+    let totals = cancellable(cancel, df.clone().aggregate(vec![], aggs)?.collect()).await?;
+    let total = |col: &str| -> Option<ArrayRef> {
+        let b = totals.first()?;
+        let i = b.schema().index_of(col).ok()?;
+        Some(b.column(i).clone())
+    };
+    let count_of = |col: &str| -> u64 {
+        total(col).and_then(|a| a.as_any().downcast_ref::<Int64Array>().map(|a| a.value(0).max(0) as u64)).unwrap_or(0)
+    };
+    let uniques = node.checks.iter().filter(|c| matches!(c.kind, CheckKind::Unique(_))).count();
+    Ok(ScanResults {
+        rows: count_of("__rows"),
+        fails: fails_cols.iter().map(|c| count_of(c)).collect(),
+        maxima: max_cols
+            .iter()
+            .map(|c| {
+                total(c).and_then(|a| if a.is_empty() || a.is_null(0) { None } else { ScalarValue::try_from_array(&a, 0).ok() })
+            })
+            .collect(),
+        maybe_dups: vec![true; uniques],
+    })
+}
+
+/// A timestamp or date value as UTC.
+fn newest_time(v: &ScalarValue) -> Option<DateTime<Utc>> {
+    let micros = match v.clone() {
         ScalarValue::Date32(Some(d)) => d as i64 * 86_400_000_000,
         ScalarValue::Date64(Some(ms)) => ms * 1000,
         ScalarValue::TimestampSecond(Some(s), _) => s * 1_000_000,

@@ -113,3 +113,149 @@ pub async fn list_local(dir: &Path) -> Result<Vec<ObjectMeta>> {
     files.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(files)
 }
+
+/// What to compute while a checked table is staged (see [`stage_checked`]).
+#[derive(Default)]
+pub struct ScanSpec {
+    /// Row conditions: a row fails when one is false or NULL.
+    pub conditions: Vec<std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    /// Columns whose greatest value is wanted.
+    pub maxima: Vec<usize>,
+    /// Key columns (of each `unique` check) whose rows may not repeat; rows with a NULL key
+    /// column are left out.
+    pub uniques: Vec<Vec<usize>>,
+}
+
+/// What [`stage_checked`] found.
+#[derive(Debug, Default)]
+pub struct ScanResults {
+    pub rows: u64,
+    /// Per condition, the rows failing it.
+    pub fails: Vec<u64>,
+    /// Per `maxima` column, its greatest value (`None`: no value).
+    pub maxima: Vec<Option<ScalarValue>>,
+    /// Per `uniques` entry: two rows may share a key (their key hashes are equal; the caller
+    /// checks exactly). `false` is certain.
+    pub maybe_dups: Vec<bool>,
+}
+
+/// A table staged by [`stage_checked`].
+#[derive(Debug)]
+pub struct StagedChecked {
+    pub files: Vec<ObjectMeta>,
+    /// Rows read from the sources.
+    pub rows_in: u64,
+    pub results: ScanResults,
+}
+
+/// Run `df` and stage its rows under `dir` (created) as Arrow IPC files (LZ4), one per output
+/// partition, computing the row-level check results of `spec` on each batch as it passes: the
+/// checks of a table cost no extra read of it.
+pub async fn stage_checked(
+    ctx: &datafusion::prelude::SessionContext,
+    df: DataFrame,
+    dir: &Path,
+    spec: std::sync::Arc<ScanSpec>,
+) -> Result<StagedChecked> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+    std::fs::create_dir_all(dir)?;
+    let plan = df.create_physical_plan().await?;
+    let schema = plan.schema();
+    let partitions = plan.properties().output_partitioning().partition_count();
+    let mut set = tokio::task::JoinSet::new();
+    for p in 0..partitions {
+        let mut stream = plan.execute(p, ctx.task_ctx())?;
+        let path = dir.join(format!("part-{p:04}.arrow"));
+        let schema = schema.clone();
+        let spec = spec.clone();
+        set.spawn(async move {
+            let mut writer: Option<FileWriter<std::io::BufWriter<std::fs::File>>> = None;
+            let mut fails = vec![0u64; spec.conditions.len()];
+            let mut maxima = spec
+                .maxima
+                .iter()
+                .map(|&c| MaxAccumulator::try_new(schema.field(c).data_type()))
+                .collect::<Result<Vec<_>>>()?;
+            let mut hashes: Vec<crate::sink::KeyHashes> =
+                spec.uniques.iter().map(|_| crate::sink::KeyHashes::new(0)).collect();
+            let mut rows = 0u64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let n = batch.num_rows();
+                if n == 0 {
+                    continue;
+                }
+                rows += n as u64;
+                for (k, cond) in spec.conditions.iter().enumerate() {
+                    let v = cond.evaluate(&batch)?.into_array(n)?;
+                    // true_count counts the valid true values: false and NULL fail.
+                    fails[k] += (n - v.as_boolean().true_count()) as u64;
+                }
+                for (acc, &c) in maxima.iter_mut().zip(&spec.maxima) {
+                    acc.update_batch(&[batch.column(c).clone()])?;
+                }
+                for (h, cols) in hashes.iter_mut().zip(&spec.uniques) {
+                    let keys: Vec<_> = cols.iter().map(|&c| batch.column(c).clone()).collect();
+                    let keys = if keys.iter().any(|a| a.null_count() > 0) {
+                        let present = keys
+                            .iter()
+                            .map(|a| is_not_null(a))
+                            .reduce(|a, b| datafusion::arrow::compute::and(&a?, &b?))
+                            .transpose()?;
+                        match present {
+                            Some(mask) => keys
+                                .iter()
+                                .map(|a| datafusion::arrow::compute::filter(a, &mask))
+                                .collect::<std::result::Result<Vec<_>, _>>()?,
+                            None => keys,
+                        }
+                    } else {
+                        keys
+                    };
+                    h.add(&keys).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                }
+                if writer.is_none() {
+                    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+                    let options = IpcWriteOptions::default()
+                        .try_with_compression(Some(datafusion::arrow::ipc::CompressionType::LZ4_FRAME))?;
+                    writer = Some(FileWriter::try_new_with_options(file, &schema, options)?);
+                }
+                if let Some(w) = writer.as_mut() {
+                    w.write(&batch)?;
+                }
+            }
+            if let Some(mut w) = writer {
+                w.finish()?;
+            }
+            let maxima = maxima.iter_mut().map(|a| a.evaluate()).collect::<Result<Vec<_>>>()?;
+            Ok::<_, DataFusionError>((rows, fails, maxima, hashes))
+        });
+    }
+    let mut results = ScanResults {
+        fails: vec![0; spec.conditions.len()],
+        maxima: vec![None; spec.maxima.len()],
+        ..Default::default()
+    };
+    let mut parts: Vec<Vec<crate::sink::KeyHashes>> = spec.uniques.iter().map(|_| Vec::new()).collect();
+    while let Some(joined) = set.join_next().await {
+        let (rows, fails, maxima, hashes) = joined.map_err(|e| DataFusionError::External(Box::new(e)))??;
+        results.rows += rows;
+        for (a, b) in results.fails.iter_mut().zip(fails) {
+            *a += b;
+        }
+        for (a, b) in results.maxima.iter_mut().zip(maxima) {
+            if !b.is_null() {
+                *a = super::incremental::max_watermark(a.take(), Some(b));
+            }
+        }
+        for (p, h) in parts.iter_mut().zip(hashes) {
+            p.push(h);
+        }
+    }
+    for p in parts {
+        let check = crate::sink::KeyHashes::check(p).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        results.maybe_dups.push(check.maybe_dups());
+    }
+    Ok(StagedChecked { files: list_local(dir).await?, rows_in: crate::sink::leaf_rows(&plan), results })
+}

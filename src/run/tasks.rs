@@ -162,16 +162,37 @@ pub(super) async fn execute(
     if node.checks.is_empty() || out.up_to_date || out.fused {
         return Ok(out);
     }
-    // Checks and consumers read the same rows, computed once.
+    // Checks and consumers read the same rows, computed once; staging them computes the
+    // row-level checks on the way.
+    let mut scanned = None;
     if !out.staged {
-        let (rows, bytes) = stage_table(ctx, &node.name, env, cancel).await?;
-        out.rows_out = Some(rows);
-        out.bytes_written = Some(bytes);
+        let clock = std::time::Instant::now();
+        let df = ctx.table(node.name.as_str()).await?;
+        let spec = super::checks::scan_spec(&ctx.state(), node, df.schema())?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let dir = env.staging_dir.join(&node.name);
+        let staged = cancellable(cancel, super::stage::stage_checked(ctx, df, &dir, Arc::new(spec))).await?;
+        tracing::debug!(task = %node.name, ms = clock.elapsed().as_millis() as u64, "checks: table staged and scanned");
+        let table = FileSetTable::new(
+            schema,
+            Arc::new(datafusion::datasource::file_format::arrow::ArrowFormat),
+            ObjectStoreUrl::local_filesystem(),
+            staged.files.clone(),
+        )
+        .with_rows(staged.results.rows);
+        ctx.deregister_table(node.name.as_str())?;
+        ctx.register_table(node.name.as_str(), Arc::new(table))?;
+        if matches!(node.kind, TaskKind::Transform(_)) {
+            out.rows_in = Some(staged.rows_in);
+        }
+        out.rows_out = Some(staged.results.rows);
+        out.bytes_written = Some(staged.files.iter().map(|f| f.size).sum());
         out.staged = true;
+        scanned = Some(staged.results);
     }
     let check_env =
         super::checks::CheckEnv { pipeline: &env.pipeline, run_id: &env.run_id, logical_time: env.logical_time };
-    let checked = super::checks::evaluate(ctx, node, &check_env, cancel).await?;
+    let checked = super::checks::evaluate(ctx, node, &check_env, scanned, cancel).await?;
     if let Some(file) = &checked.quarantine_file {
         out.quarantined = Some(checked.quarantined);
         out.rows_out = Some(checked.passed);
@@ -187,30 +208,6 @@ pub(super) async fn execute(
     out.checks = checked.results;
     out.gate = checked.gate;
     Ok(out)
-}
-
-/// Stage task `name`'s registered table as Parquet in the run's staging area and register the
-/// staged files in its place. Returns the rows and bytes staged.
-async fn stage_table(
-    ctx: &SessionContext,
-    name: &str,
-    env: &TaskEnv,
-    cancel: &CancellationToken,
-) -> Result<(u64, u64), TaskError> {
-    let df = ctx.table(name).await?;
-    let dir = env.staging_dir.join(name);
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let url = format!("file://{}/", dir.display());
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let state = ctx.state();
-    let options = sink::staging_parquet_options();
-    let written =
-        cancellable(cancel, sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], options)).await?;
-    let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
-    let bytes = files.iter().map(|f| f.size).sum();
-    ctx.deregister_table(name)?;
-    ctx.register_table(name, Arc::new(staged_table(schema, files).with_rows(written.rows)))?;
-    Ok((written.rows, bytes))
 }
 
 /// Register the extract's files as a table. Nothing is read until a consumer scans it.
@@ -356,6 +353,14 @@ async fn transform(
     if !t.execution.materialized() {
         ctx.register_table(name, Arc::new(FusedView::new(df.logical_plan().clone(), t.sql.clone(), &env.planning)))?;
         return Ok(Outcome { fused: true, note: Some("fused into its consumer".into()), ..Default::default() });
+    }
+    if t.execution == Execution::Checked {
+        // Staged by the checks, which compute their counts while the rows are written.
+        ctx.register_table(name, df.into_view())?;
+        return Ok(Outcome {
+            note: Some("materialized: checked before its consumers read it".into()),
+            ..Default::default()
+        });
     }
     // Computed once, staged as Parquet on local disk.
     let dir = env.staging_dir.join(name);

@@ -21,6 +21,8 @@ pub mod delta;
 mod merge;
 mod parquet;
 
+pub use merge::{KeyCheck, KeyHashes};
+
 pub use parquet::{
     LoadRequest, Staged, WriteOutcome, execute_to_parquet, leaf_rows, mode_name, parquet_options, stage_load,
     staging_parquet_options, storable, stored_type,

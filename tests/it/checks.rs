@@ -372,3 +372,28 @@ fn check_mistakes_are_reported_together() {
     r.code(2);
     insta::assert_snapshot!(normalize(&r.stderr, p.path()));
 }
+
+#[test]
+fn checks_on_a_watermark_extract_count_the_same() {
+    // A watermark extract is staged by its own reader; its checks take the aggregate query.
+    let p = project(DIRTY);
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://data\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  orders:\n    extract: { store: raw, path: orders.csv, schema: { updated_at: timestamp }, incremental: { watermark: { column: updated_at } } }\n    checks:\n      - not_null: customer_id\n      - unique: order_id\n      - unique: [order_id, customer_id]\n      - expression: amount >= 0\n      - freshness: { column: updated_at, max_age: 9h }\n  mart:\n    load: { from: orders, store: lake, path: mart/, mode: append }\n",
+    );
+    let r = p.weir(&["run", "p.yaml", "--json", "--run-date", "2026-01-31"]);
+    r.code(1);
+    let res = results(&report(&r), "orders");
+    let want: BTreeMap<String, (String, u64)> = [
+        ("not_null_customer_id", ("failed", 1)),
+        ("unique_order_id", ("failed", 2)),
+        ("unique_order_id_customer_id", ("passed", 0)),
+        ("expression", ("failed", 1)),
+        ("freshness_updated_at", ("passed", 0)),
+    ]
+    .into_iter()
+    .map(|(k, (s, n))| (k.to_string(), (s.to_string(), n)))
+    .collect();
+    assert_eq!(res, want);
+    assert!(!p.join("lake/mart").exists());
+}

@@ -304,11 +304,18 @@ async fn check_keys(ctx: &SessionContext, keys: &[String], rows: u64) -> Result<
 
 /// What [`KeyHashes::check`] found in this run's keys.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct KeyCheck {
+pub struct KeyCheck {
     /// Rows with a NULL in a key column.
     nulls: u64,
     /// Two rows have equal hashes of their keys (the caller checks exactly).
     maybe_dups: bool,
+}
+
+impl KeyCheck {
+    /// Two rows may share a key (their hashes are equal); `false` is certain.
+    pub fn maybe_dups(&self) -> bool {
+        self.maybe_dups
+    }
 }
 
 /// 64-bit hashes of rows' keys, to find whether two rows may share a key: two equal hashes
@@ -316,7 +323,7 @@ pub(super) struct KeyCheck {
 /// Holds 8 bytes per row, much less than a hash aggregation over the keys. The hashes are
 /// bucketed by their top bits as they are added, and the buckets sorted on all cores (equal
 /// hashes share a bucket).
-pub(super) struct KeyHashes {
+pub struct KeyHashes {
     buckets: Vec<Vec<u64>>,
     nulls: u64,
     buf: Vec<u64>,
