@@ -460,30 +460,40 @@ impl Compiler<'_> {
     ) -> Option<QuarantinePlan> {
         let p = self.p;
         let base = ypath!["tasks", name];
-        let quarantine = task.on_check_failure == Some(OnCheckFailure::Quarantine);
-        if !quarantine {
+        let by_checks = task.on_check_failure == Some(OnCheckFailure::Quarantine);
+        let by_rows = task.extract.as_ref().and_then(|e| e.bad_rows) == Some(spec::BadRowsMode::Quarantine);
+        if !by_checks && !by_rows {
             if task.quarantine.is_some() {
                 self.diags.push(
-                    p.diag_key("checks", &base.key("quarantine"), "`quarantine` is only used with `on_check_failure: quarantine`")
-                        .help("set `on_check_failure: quarantine`, or remove `quarantine`"),
+                    p.diag_key(
+                        "checks",
+                        &base.key("quarantine"),
+                        "`quarantine` is only used with `on_check_failure: quarantine` or `bad_rows: quarantine`",
+                    )
+                    .help("set one of them, or remove `quarantine`"),
                 );
             }
             return None;
         }
-        if !task.checks.is_empty() && !checks.iter().any(|c| c.kind.row_level()) && checks.len() == task.checks.len() {
+        if by_checks
+            && !task.checks.is_empty()
+            && !checks.iter().any(|c| c.kind.row_level())
+            && checks.len() == task.checks.len()
+        {
             self.diags.push(
                 p.diag_key("checks", &base.key("on_check_failure"), "no row-level check to quarantine rows by")
                     .help("quarantine applies to not_null, unique, accepted_values, expression and relationships"),
             );
             return None;
         }
-        if task.checks.is_empty() {
+        if by_checks && task.checks.is_empty() {
             self.diags.push(
                 p.diag_key("checks", &base.key("on_check_failure"), format!("`{name}` has no `checks`"))
                     .help("add the checks whose failing rows should be set aside"),
             );
             return None;
         }
+        let at = if by_checks { base.key("on_check_failure") } else { base.key("extract").key("bad_rows") };
         let spec_q = task.quarantine.clone().unwrap_or_default();
         let store = match &spec_q.store {
             Some(s) => match stores.get(s) {
@@ -505,7 +515,7 @@ impl Compiler<'_> {
                     self.diags.push(
                         p.diag_key(
                             "checks",
-                            &base.key("on_check_failure"),
+                            &at,
                             format!("no load downstream of `{name}` to take the quarantine store from"),
                         )
                         .help("name one: `quarantine: { store: lake }`"),
@@ -525,7 +535,7 @@ impl Compiler<'_> {
             ));
             return None;
         }
-        Some(QuarantinePlan { store, path: rel })
+        Some(QuarantinePlan { store, path: rel, checks: by_checks })
     }
 }
 

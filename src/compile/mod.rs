@@ -231,7 +231,14 @@ impl Compiler<'_> {
         let results: Vec<_> =
             futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
                 let state = &state;
-                async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared).await) }
+                let tolerant = p
+                    .spec
+                    .tasks
+                    .get(&name)
+                    .and_then(|t| t.extract.as_ref())
+                    .and_then(|e| e.bad_rows)
+                    .is_some_and(|m| m != spec::BadRowsMode::Fail);
+                async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared, tolerant).await) }
             }))
             .buffered(concurrency)
             .collect()
@@ -355,7 +362,10 @@ impl Compiler<'_> {
             for &i in &order {
                 let name = graph[i].name.clone();
                 let Some(task) = p.spec.tasks.get(&name) else { continue };
-                if task.load.is_some() || (task.checks.is_empty() && task.on_check_failure.is_none() && task.quarantine.is_none()) {
+                let bad_rows = task.extract.as_ref().and_then(|e| e.bad_rows).is_some();
+                if task.load.is_some()
+                    || (task.checks.is_empty() && task.on_check_failure.is_none() && task.quarantine.is_none() && !bad_rows)
+                {
                     continue;
                 }
                 let Some(schema) = schemas.get(&i).cloned() else { continue };
@@ -429,6 +439,7 @@ impl Compiler<'_> {
                             read_schema,
                             files: listed,
                             incremental: incremental.remove(&i),
+                            bad_rows: p.spec.tasks.get(&d.name).and_then(|t| t.extract.as_ref()).and_then(|e| e.bad_rows).unwrap_or_default(),
                         })
                     }
                     DraftKind::Transform { sql, inputs, .. } => {
@@ -561,6 +572,15 @@ impl Compiler<'_> {
                 }
             };
             let format = self.input_format(name, e);
+            if let (Some(f), Some(mode)) = (&format, e.bad_rows)
+                && f.kind == FileFormat::Parquet
+                && mode != spec::BadRowsMode::Fail
+            {
+                self.diags.push(
+                    p.diag_key("bad-rows", &ypath!["tasks", name, "extract", "bad_rows"], "`bad_rows` applies to CSV and JSON files")
+                        .help("Parquet files have no malformed rows: remove `bad_rows`"),
+                );
+            }
             let mut declared = Vec::new();
             if let Some(schema) = &e.schema {
                 for (col, ty) in schema {
@@ -1340,6 +1360,7 @@ async fn infer_extract(
     glob: &FileGlob,
     format: &InputFormat,
     declared: &[(String, DataType)],
+    tolerant: bool,
 ) -> Result<(Vec<object_store::ObjectMeta>, SchemaRef, SchemaRef), ExtractError> {
     let files = store.list(glob).await.map_err(ExtractError::Storage)?;
     if files.is_empty() {
@@ -1375,12 +1396,24 @@ async fn infer_extract(
             }
             Arc::new(merged.unwrap_or_else(Schema::empty))
         }
+        // `bad_rows: skip | quarantine`: sample the rows that can be read.
+        Err(_) if tolerant && let Some(s) = infer_tolerant(store, &files[0], format).await => Arc::new(s),
         Err(e) => {
             return Err(ExtractError::Infer {
                 file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
                 error: e.strip_backtrace(),
             });
         }
+    };
+    // A UTF-8 byte order mark is not part of the first column's name.
+    let inferred = match inferred.fields().first() {
+        Some(f) if f.name().starts_with('\u{feff}') => {
+            let mut fields: Vec<Field> = inferred.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let name = fields[0].name().trim_start_matches('\u{feff}').to_string();
+            fields[0] = fields[0].clone().with_name(name);
+            Arc::new(Schema::new(fields))
+        }
+        _ => inferred,
     };
     let schema = apply_declared(&inferred, declared, format)?;
     let read_schema = match (&format.kind, &format.csv.null) {
@@ -1390,6 +1423,74 @@ async fn infer_extract(
         _ => schema.clone(),
     };
     Ok((files, schema, read_schema))
+}
+
+/// The schema of a text file some of whose first rows are malformed: CSV lines with the
+/// header's number of fields (JSON lines that parse), from the first MiB of `file`.
+async fn infer_tolerant(store: &Store, file: &object_store::ObjectMeta, format: &InputFormat) -> Option<Schema> {
+    if format.compression != InputCompression::None {
+        return None;
+    }
+    let end = file.size.min(1 << 20);
+    let bytes = object_store::ObjectStoreExt::get_range(&store.object_store, &file.location, 0..end).await.ok()?;
+    let text: &[u8] = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    // Whole lines only.
+    let text = if end < file.size { &text[..memchr::memrchr(b'\n', text)? + 1] } else { text };
+    match format.kind {
+        FileFormat::Json => {
+            let values = text
+                .split(|b| *b == b'\n')
+                .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+                .filter(|v| v.is_object())
+                .take(format.infer_rows)
+                .map(Ok::<_, datafusion::arrow::error::ArrowError>);
+            datafusion::arrow::json::reader::infer_json_schema_from_iterator(values).ok()
+        }
+        FileFormat::Csv => {
+            let c = &format.csv;
+            let count = |line: &[u8]| -> usize {
+                let mut r = csv_core::ReaderBuilder::new().delimiter(c.delimiter).quote(c.quote).build();
+                let mut out = [0u8; 8192];
+                let mut ends = [0usize; 1024];
+                let (_, _, _, n) = r.read_record(line, &mut out, &mut ends);
+                if n > 0 {
+                    return n;
+                }
+                let (_, _, _, m) = r.read_record(&[], &mut out, &mut ends);
+                m
+            };
+            let mut lines = text.split_inclusive(|b| *b == b'\n');
+            let mut kept: Vec<u8> = Vec::new();
+            let mut width = 0;
+            if c.header {
+                let h = lines.next()?;
+                kept.extend_from_slice(h);
+                width = count(h);
+            }
+            for l in lines {
+                let n = count(l);
+                if width == 0 {
+                    width = n;
+                }
+                if n == width {
+                    kept.extend_from_slice(l);
+                }
+            }
+            let mut f = datafusion::arrow::csv::reader::Format::default()
+                .with_header(c.header)
+                .with_delimiter(c.delimiter)
+                .with_quote(c.quote);
+            if let Some(e) = c.escape {
+                f = f.with_escape(e);
+            }
+            if let Some(cm) = c.comment {
+                f = f.with_comment(cm);
+            }
+            let (schema, _) = f.infer_schema(std::io::Cursor::new(kept), Some(format.infer_rows)).ok()?;
+            Some(schema)
+        }
+        FileFormat::Parquet => None,
+    }
 }
 
 fn apply_declared(

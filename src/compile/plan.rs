@@ -230,6 +230,9 @@ pub struct QuarantinePlan {
     pub store: Arc<Store>,
     /// Relative to the store root, without leading or trailing `/`.
     pub path: String,
+    /// Rows failing row-level checks are quarantined (`on_check_failure: quarantine`); else
+    /// only malformed input rows are (`bad_rows: quarantine`).
+    pub checks: bool,
 }
 
 #[derive(Debug)]
@@ -261,6 +264,7 @@ pub struct ExtractPlan {
     /// extract: those of them that are new to the load it feeds).
     pub files: Vec<ObjectMeta>,
     pub incremental: Option<IncrementalPlan>,
+    pub bad_rows: crate::spec::BadRowsMode,
 }
 
 /// What an incremental extract reads (see `spec::Incremental`).

@@ -186,7 +186,7 @@ pub async fn evaluate(
     let df = ctx.read_table(table.clone())?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let state = ctx.state();
-    let routing = node.quarantine.is_some();
+    let routing = node.quarantine.as_ref().is_some_and(|q| q.checks);
     let conditions = row_conditions(&state, node, &schema)?;
     let clock = std::time::Instant::now();
     let scanned = match scanned {
@@ -404,7 +404,7 @@ pub async fn evaluate(
             many.iter().map(|r| format!("`{}`", r.name)).collect::<Vec<_>>().join(", ")
         )),
     };
-    if let (Some(q), false) = (&node.quarantine, routed.is_empty()) {
+    if let (Some(q), false) = (node.quarantine.as_ref().filter(|q| q.checks), routed.is_empty()) {
         let (quarantined, file) = quarantine(ctx, node, q, df, &schema, &routed, env, cancel).await?;
         out.quarantined = quarantined;
         out.passed = rows.saturating_sub(quarantined);

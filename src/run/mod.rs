@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod incremental;
+pub mod tolerant;
 mod stage;
 pub mod table;
 mod tasks;
@@ -137,6 +138,9 @@ pub struct TaskReport {
     /// Rows set aside by `on_check_failure: quarantine`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<u64>,
+    /// Malformed input rows left out (`bad_rows: skip | quarantine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad_rows: Option<u64>,
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -165,6 +169,7 @@ impl TaskReport {
             note: None,
             checks: Vec::new(),
             quarantined: None,
+            bad_rows: None,
         }
     }
 
@@ -659,6 +664,7 @@ async fn run_with_policy(
                 report.note = outcome.note;
                 report.checks = outcome.checks;
                 report.quarantined = outcome.quarantined;
+                report.bad_rows = outcome.bad_rows;
                 if let Some(gate) = outcome.gate {
                     // A failing gate is not retried: the same rows fail the same checks.
                     report.status = TaskStatus::Failed;

@@ -148,7 +148,7 @@ pub struct StagedChecked {
     pub results: ScanResults,
 }
 
-/// Run `df` and stage its rows under `dir` (created) as Arrow IPC files (LZ4), one per output
+/// Run `df` and stage its rows under `dir` (created) as Arrow IPC files, one per output
 /// partition, computing the row-level check results of `spec` on each batch as it passes: the
 /// checks of a table cost no extra read of it.
 pub async fn stage_checked(
@@ -217,9 +217,9 @@ pub async fn stage_checked(
                 }
                 if writer.is_none() {
                     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
-                    let options = IpcWriteOptions::default()
-                        .try_with_compression(Some(datafusion::arrow::ipc::CompressionType::LZ4_FRAME))?;
-                    writer = Some(FileWriter::try_new_with_options(file, &schema, options)?);
+                    // Uncompressed: written and read back at memory speed (it is read once, soon,
+                    // usually from the page cache), and removed after the run.
+                    writer = Some(FileWriter::try_new_with_options(file, &schema, IpcWriteOptions::default())?);
                 }
                 if let Some(w) = writer.as_mut() {
                     w.write(&batch)?;

@@ -21,7 +21,8 @@ use super::table::{FileSetTable, FusedView, with_null_text};
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
 use crate::sink::{self, SinkError};
-use crate::spec::{FileFormat, OutputFormat};
+use super::tolerant::BadRows;
+use crate::spec::{BadRowsMode, FileFormat, OutputFormat};
 
 pub(super) struct TaskEnv {
     pub run_id: String,
@@ -56,6 +57,8 @@ pub(super) struct Outcome {
     pub gate: Option<String>,
     /// Rows set aside by quarantine.
     pub quarantined: Option<u64>,
+    /// Malformed input rows left out (`bad_rows: skip | quarantine`).
+    pub bad_rows: Option<u64>,
 }
 
 /// Why a task failed, and whether trying again could help.
@@ -151,15 +154,47 @@ pub(super) async fn execute(
 ) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
     cancellable(cancel, failpoint::hit("task_start", &node.name)).await?;
+    let result = run_task(ctx, plan, i, env, cancel).await;
+    match result {
+        Err(e) if !e.cancelled && super::tolerant::looks_like_bad_input(&e.message) => {
+            // Name the first malformed row of the extracts this task reads.
+            match super::tolerant::first_bad_row(plan, i, &env.pass).await {
+                Some((extract, row)) => Err(TaskError::fatal(format!(
+                    "extract `{extract}` has a malformed row: {row}; set `bad_rows: skip` or `bad_rows: quarantine` on it to set such rows aside"
+                ))),
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn run_task(
+    ctx: &SessionContext,
+    plan: &Plan,
+    i: NodeIndex,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
+    let node = plan.task(i);
+    // `bad_rows: skip | quarantine`: the tolerant reader, staged like a checked table.
+    let bad = match &node.kind {
+        TaskKind::Extract(e) if e.bad_rows != BadRowsMode::Fail && e.format.kind != FileFormat::Parquet => {
+            Some(BadRows::new(false))
+        }
+        _ => None,
+    };
     let mut out = match &node.kind {
         TaskKind::Extract(e) => match env.pass.inputs.get(&i) {
-            Some(input) => incremental_extract(ctx, i, &node.name, &node.schema, e, input, env, cancel).await,
-            None => extract(ctx, &node.name, &node.schema, e, &e.files),
+            Some(input) => {
+                incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
+            }
+            None => extract(ctx, &node.name, &node.schema, e, &e.files, bad.as_ref()),
         },
         TaskKind::Transform(t) => transform(ctx, &node.name, t, env, cancel).await,
         TaskKind::Load(l) => load(ctx, plan, i, &node.name, l, env, cancel).await,
     }?;
-    if node.checks.is_empty() || out.up_to_date || out.fused {
+    if (node.checks.is_empty() && bad.is_none()) || out.up_to_date || out.fused {
         return Ok(out);
     }
     // Checks and consumers read the same rows, computed once; staging them computes the
@@ -190,6 +225,29 @@ pub(super) async fn execute(
         out.staged = true;
         scanned = Some(staged.results);
     }
+    if let (Some(bad), TaskKind::Extract(e)) = (&bad, &node.kind) {
+        let rows = bad.take();
+        let n = rows.len() as u64;
+        out.bad_rows = Some(n);
+        if n > 0 {
+            let what = match (e.bad_rows, &node.quarantine) {
+                (BadRowsMode::Quarantine, Some(q)) => {
+                    let rel = format!("{}/{}/{}/{}.bad_rows.parquet", q.path, env.pipeline, node.name, env.run_id);
+                    let url = cancellable(cancel, super::tolerant::write_quarantine(&q.store, &rel, &rows, &env.run_id)).await?;
+                    format!("{n} malformed rows quarantined to {url}")
+                }
+                _ => format!("{n} malformed rows skipped"),
+            };
+            tracing::warn!(task = %node.name, rows = n, first = %rows[0], "{what}");
+            out.note = Some(match out.note.take() {
+                Some(x) => format!("{x}; {what} (first: {})", rows[0]),
+                None => format!("{what} (first: {})", rows[0]),
+            });
+        }
+    }
+    if node.checks.is_empty() {
+        return Ok(out);
+    }
     let check_env =
         super::checks::CheckEnv { pipeline: &env.pipeline, run_id: &env.run_id, logical_time: env.logical_time };
     let checked = super::checks::evaluate(ctx, node, &check_env, scanned, cancel).await?;
@@ -217,8 +275,9 @@ fn extract(
     schema: &SchemaRef,
     e: &ExtractPlan,
     files: &[ObjectMeta],
+    bad: Option<&Arc<BadRows>>,
 ) -> Result<Outcome, TaskError> {
-    ctx.register_table(name, file_table(schema, e, files)?)?;
+    ctx.register_table(name, file_table(schema, e, files, bad)?)?;
     Ok(Outcome {
         files: Some(files.len() as u64),
         bytes_read: Some(files.iter().map(|f| f.size).sum()),
@@ -226,16 +285,36 @@ fn extract(
     })
 }
 
-fn file_table(schema: &SchemaRef, e: &ExtractPlan, files: &[ObjectMeta]) -> Result<Arc<dyn TableProvider>, TaskError> {
-    let table = FileSetTable::new(
-        e.read_schema.clone(),
-        e.format.file_format(false),
-        e.store.object_store_url.clone(),
-        files.to_vec(),
-    );
+/// The table of an extract's files: DataFusion's strict reader, or with `bad` the tolerant
+/// one (which sets malformed rows aside into `bad`).
+fn file_table(
+    schema: &SchemaRef,
+    e: &ExtractPlan,
+    files: &[ObjectMeta],
+    bad: Option<&Arc<BadRows>>,
+) -> Result<Arc<dyn TableProvider>, TaskError> {
+    let table: Arc<dyn TableProvider> = match bad {
+        Some(bad) => {
+            let parts = super::tolerant::partitions(
+                e.store.object_store.clone(),
+                &e.store.root,
+                files,
+                &e.format,
+                e.read_schema.clone(),
+                bad.clone(),
+            );
+            Arc::new(datafusion::catalog::streaming::StreamingTable::try_new(e.read_schema.clone(), parts)?)
+        }
+        None => Arc::new(FileSetTable::new(
+            e.read_schema.clone(),
+            e.format.file_format(false),
+            e.store.object_store_url.clone(),
+            files.to_vec(),
+        )),
+    };
     Ok(match (&e.format.kind, &e.format.csv.null) {
-        (FileFormat::Csv, Some(null_text)) => with_null_text(Arc::new(table), schema, null_text)?,
-        _ => Arc::new(table),
+        (FileFormat::Csv, Some(null_text)) => with_null_text(table, schema, null_text)?,
+        _ => table,
     })
 }
 
@@ -250,6 +329,7 @@ async fn incremental_extract(
     schema: &SchemaRef,
     e: &ExtractPlan,
     input: &ExtractInput,
+    bad: Option<&Arc<BadRows>>,
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
@@ -264,7 +344,7 @@ async fn incremental_extract(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(i, ExtractResult { empty, watermark: input.watermark.clone(), null_cursors: 0 });
-        let mut out = extract(ctx, name, schema, e, &input.files)?;
+        let mut out = extract(ctx, name, schema, e, &input.files, bad)?;
         out.up_to_date = empty;
         out.note = Some(if empty {
             format!("no new files{unchanged}")
@@ -280,7 +360,7 @@ async fn incremental_extract(
         return Ok(out);
     };
     // Rows past the watermark, bound as a typed literal (never SQL text).
-    let df = ctx.read_table(file_table(schema, e, &input.files)?)?;
+    let df = ctx.read_table(file_table(schema, e, &input.files, bad)?)?;
     let cursor = datafusion::prelude::ident(&w.column);
     let df = match &input.after {
         Some(after) => df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?,

@@ -235,7 +235,6 @@ fn not_supported(key: &str) -> Diagnostic {
         "schedule" => "schedules (the `weir serve` daemon)",
         "notify" | "freshness" => "alerts",
         "engine" => "engine selection (scale-out)",
-        "bad_rows" => "bad-row handling",
         _ => "this feature",
     };
     Diagnostic::new("not-supported", format!("`{key}` is not supported yet by this version of weir"))
@@ -707,33 +706,19 @@ impl Parser {
             }
             self.check_duration(&path.key("retry_backoff"), task.retry_backoff.as_ref());
             self.check_duration(&path.key("timeout"), task.timeout.as_ref());
-            let mut later = Vec::new();
-            if let Some(e) = &task.extract {
-                if let Some(inc) = &e.incremental
-                    && !inc.new_files
-                    && inc.watermark.is_none()
-                {
-                    self.push(
-                        self.at_key(
-                            "incremental",
-                            &path.key("extract").key("incremental"),
-                            "`incremental` says neither `new_files: true` nor `watermark`",
-                        )
-                        .help("read new files with `new_files: true`, or new rows with `watermark: { column: … }`; or remove `incremental`"),
-                    );
-                }
-                if e.bad_rows.is_some() {
-                    later.push(path.key("extract").key("bad_rows"));
-                }
-            }
-            for p in later {
-                let key = match p.segments().last() {
-                    Some(Seg::Key(k)) => k.clone(),
-                    _ => String::new(),
-                };
-                let ns = not_supported(&key);
-                let d = self.at_key("not-supported", &p, ns.message.clone());
-                self.push(d.maybe_help(ns.help));
+            if let Some(e) = &task.extract
+                && let Some(inc) = &e.incremental
+                && !inc.new_files
+                && inc.watermark.is_none()
+            {
+                self.push(
+                    self.at_key(
+                        "incremental",
+                        &path.key("extract").key("incremental"),
+                        "`incremental` says neither `new_files: true` nor `watermark`",
+                    )
+                    .help("read new files with `new_files: true`, or new rows with `watermark: { column: … }`; or remove `incremental`"),
+                );
             }
         }
         broken

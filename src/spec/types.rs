@@ -397,10 +397,26 @@ pub struct Extract {
     /// re-run read every row exactly once. `weir run --full-refresh` reads everything again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<Incremental>,
-    /// Not supported yet (bad-row handling).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub bad_rows: Option<serde_yaml::Value>,
+    /// What a malformed row of a CSV or JSON file does: `fail` (default) stops the run with the
+    /// file, line, column and value; `skip` leaves it out and counts it; `quarantine` leaves it
+    /// out and writes its text, file, line and reason to the quarantine location (see the
+    /// task's `quarantine`). Malformed: too many or too few fields, a value that is not of its
+    /// column's type, invalid UTF-8, an unterminated quote, a line that is not a JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_rows: Option<BadRowsMode>,
+}
+
+/// What a malformed input row does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BadRowsMode {
+    /// Stop, naming the file, line, column and value.
+    #[default]
+    Fail,
+    /// Leave it out, and count it in the run report.
+    Skip,
+    /// Leave it out, and write it to the quarantine location with its file, line and reason.
+    Quarantine,
 }
 
 /// What an incremental extract reads: at least one of `new_files` and `watermark`.

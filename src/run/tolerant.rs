@@ -1,0 +1,779 @@
+//! The tolerant reader of CSV and newline-delimited JSON (`bad_rows: skip | quarantine`, and
+//! naming the first bad row when `bad_rows: fail` meets one).
+//!
+//! Files are cut into pieces at line boundaries (a piece owns the lines that start in its byte
+//! range; compressed files and CSV with `multiline: true` are one piece), read in parallel as
+//! the partitions of a streaming table. A piece is decoded a batch of rows at a time by arrow's
+//! own decoders: a batch that decodes is passed on as it is, so clean files pay only for the
+//! cutting. A batch that fails is decoded again record by record: the records that decode go
+//! on, in order; the others become [`BadRow`]s with file, line (counted in the file, so quoted
+//! line breaks keep numbers right), column, value and reason.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
+
+use crate::compile::types::sql_name;
+use crate::compile::{CsvSettings, InputFormat};
+use crate::spec::{FileFormat, InputCompression};
+
+/// Rows per decoded batch.
+const BATCH_ROWS: usize = 8192;
+/// Pieces are at least this big.
+const MIN_PIECE: u64 = 32 << 20;
+/// Raw text kept per bad row.
+const MAX_RAW: usize = 4096;
+
+/// A row that could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    /// The file, as the extract's store names it.
+    pub file: String,
+    /// 1-based line of the file where the row starts.
+    pub line: u64,
+    pub column: Option<String>,
+    pub value: Option<String>,
+    pub reason: String,
+    /// The row's text (invalid UTF-8 replaced), cut at 4 KiB.
+    pub raw: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if let Some(c) = &self.column {
+            write!(f, "column {c}: ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// Where bad rows go: counted, kept (up to a bound) for the quarantine, or turned into an error.
+#[derive(Debug, Default)]
+pub struct BadRows {
+    inner: Mutex<BadRowsInner>,
+    /// Stop at the first bad row (to name it).
+    pub first_only: bool,
+}
+
+#[derive(Debug, Default)]
+struct BadRowsInner {
+    count: u64,
+    rows: Vec<BadRow>,
+}
+
+impl BadRows {
+    pub fn new(first_only: bool) -> Arc<BadRows> {
+        Arc::new(BadRows { inner: Mutex::default(), first_only })
+    }
+
+    fn add(&self, row: BadRow) -> Result<()> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.count += 1;
+        g.rows.push(row);
+        if self.first_only {
+            return Err(DataFusionError::Execution("a bad row was found".into()));
+        }
+        Ok(())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).count
+    }
+
+    /// The bad rows, in file and line order.
+    pub fn take(&self) -> Vec<BadRow> {
+        let mut rows = std::mem::take(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).rows);
+        rows.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        rows
+    }
+}
+
+/// One partition of the tolerant scan: the lines starting in `range` of `file`.
+#[derive(Debug)]
+struct Piece {
+    store: Arc<dyn ObjectStore>,
+    file: ObjectMeta,
+    /// Shown in bad rows: the path relative to the store root.
+    name: String,
+    range: Range<u64>,
+    format: Arc<InputFormat>,
+    schema: SchemaRef,
+    bad: Arc<BadRows>,
+}
+
+/// The partitions reading `files` tolerantly into `schema` (the extract's read schema).
+pub fn partitions(
+    store: Arc<dyn ObjectStore>,
+    root: &object_store::path::Path,
+    files: &[ObjectMeta],
+    format: &InputFormat,
+    schema: SchemaRef,
+    bad: Arc<BadRows>,
+) -> Vec<Arc<dyn PartitionStream>> {
+    let format = Arc::new(format.clone());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let target = (total / cores).max(MIN_PIECE);
+    let mut out: Vec<Arc<dyn PartitionStream>> = Vec::new();
+    for f in files {
+        let name = f
+            .location
+            .prefix_match(root)
+            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .unwrap_or_else(|| f.location.to_string());
+        let splittable = format.compression == InputCompression::None
+            && !(format.kind == FileFormat::Csv && format.csv.multiline);
+        let n = if splittable { f.size.div_ceil(target).max(1) } else { 1 };
+        for k in 0..n {
+            let range = (f.size * k / n)..(f.size * (k + 1) / n);
+            out.push(Arc::new(Piece {
+                store: store.clone(),
+                file: f.clone(),
+                name: name.clone(),
+                range,
+                format: format.clone(),
+                schema: schema.clone(),
+                bad: bad.clone(),
+            }));
+        }
+    }
+    out
+}
+
+impl PartitionStream for Piece {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 4);
+        let tx = builder.tx();
+        let piece = Piece {
+            store: self.store.clone(),
+            file: self.file.clone(),
+            name: self.name.clone(),
+            range: self.range.clone(),
+            format: self.format.clone(),
+            schema: self.schema.clone(),
+            bad: self.bad.clone(),
+        };
+        builder.spawn(async move {
+            piece
+                .read(|batch| {
+                    let tx = tx.clone();
+                    async move { tx.send(Ok(batch)).await.map_err(|_| DataFusionError::Execution("stopped".into())) }
+                })
+                .await
+        });
+        builder.build()
+    }
+}
+
+impl Piece {
+    /// Read the piece, handing each decoded batch to `emit`.
+    async fn read<F, Fut>(&self, emit: F) -> Result<()>
+    where
+        F: Fn(RecordBatch) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        // Start one byte early: the piece's first line is the one after the first line break
+        // at or after `start - 1`.
+        let from = self.range.start.saturating_sub(1);
+        let compressed = self.format.compression != InputCompression::None;
+        let opts = GetOptions { range: (!compressed).then(|| GetRange::Bounded(from..self.file.size)), ..Default::default() };
+        let got = self.store.get_opts(&self.file.location, opts).await?;
+        let stream = got.into_stream().map_err(|e| DataFusionError::ObjectStore(Box::new(e))).boxed();
+        let mut stream: futures::stream::BoxStream<'static, Result<Bytes>> = if compressed {
+            let variant = match self.format.compression {
+                InputCompression::Gzip => FileCompressionType::GZIP,
+                InputCompression::Zstd => FileCompressionType::ZSTD,
+                InputCompression::Bzip2 => FileCompressionType::BZIP2,
+                InputCompression::Xz => FileCompressionType::XZ,
+                InputCompression::None => FileCompressionType::UNCOMPRESSED,
+            };
+            variant.convert_stream(stream)?.boxed()
+        } else {
+            stream
+        };
+        let mut decoder = PieceDecoder::new(self);
+        // The absolute offset of buf[0] (uncompressed pieces), to know where the piece ends.
+        let mut offset = if compressed { 0 } else { from };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut started = self.range.start == 0;
+        let mut eof = false;
+        loop {
+            if !eof {
+                match stream.next().await {
+                    Some(chunk) => buf.extend_from_slice(&chunk?),
+                    None => eof = true,
+                }
+            }
+            if !started {
+                // Skip to the first line break at or after `from`.
+                match memchr::memchr(b'\n', &buf) {
+                    Some(i) => {
+                        offset += i as u64 + 1;
+                        buf.drain(..=i);
+                        started = true;
+                        decoder.first_offset = offset;
+                    }
+                    None if eof => return Ok(()),
+                    None => {
+                        offset += buf.len() as u64;
+                        buf.clear();
+                        continue;
+                    }
+                }
+            }
+            // Whole batches of lines (or records), up to the piece's end.
+            loop {
+                let end_of_piece = !compressed && offset >= self.range.end && self.range.end < self.file.size;
+                if end_of_piece {
+                    return Ok(());
+                }
+                let Some(len) = decoder.next_batch_len(&buf, eof) else { break };
+                let limit = if compressed || self.range.end >= self.file.size {
+                    None
+                } else {
+                    Some(self.range.end.saturating_sub(offset))
+                };
+                // Do not cross the piece's end: cut after the last line starting before it.
+                let len = match limit {
+                    Some(l) if (len as u64) > l => {
+                        let cut = cut_lines(&buf[..len], l as usize);
+                        if cut == 0 {
+                            return Ok(());
+                        }
+                        cut
+                    }
+                    _ => len,
+                };
+                let batch: Vec<u8> = buf.drain(..len).collect();
+                offset += len as u64;
+                decoder.batch(&batch, &emit).await?;
+                if self.bad.first_only && self.bad.count() > 0 {
+                    return Ok(());
+                }
+            }
+            if eof {
+                if !buf.is_empty() {
+                    let rest = std::mem::take(&mut buf);
+                    decoder.batch(&rest, &emit).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The length of the lines of `buf` that start before `limit`.
+fn cut_lines(buf: &[u8], limit: usize) -> usize {
+    let mut end = 0;
+    while end < limit && end < buf.len() {
+        end = match memchr::memchr(b'\n', &buf[end..]) {
+            Some(i) => end + i + 1,
+            None => buf.len(),
+        };
+    }
+    end
+}
+
+/// Decodes a piece's batches, in order, keeping the line count.
+struct PieceDecoder<'a> {
+    piece: &'a Piece,
+    /// Lines before the current batch within the piece.
+    lines: u64,
+    /// Lines of the file before the piece (found when a bad row needs them).
+    lines_before: Option<u64>,
+    /// The absolute offset of the piece's first line.
+    first_offset: u64,
+    /// The header (and a BOM) are still to be skipped.
+    header_pending: bool,
+    bom_pending: bool,
+}
+
+impl<'a> PieceDecoder<'a> {
+    fn new(piece: &'a Piece) -> Self {
+        let at_start = piece.range.start == 0;
+        PieceDecoder {
+            piece,
+            lines: 0,
+            lines_before: if at_start { Some(0) } else { None },
+            first_offset: piece.range.start,
+            header_pending: at_start && piece.format.kind == FileFormat::Csv && piece.format.csv.header,
+            bom_pending: at_start,
+        }
+    }
+
+    /// The length of the next batch in `buf`: `BATCH_ROWS` lines (or records, for multiline
+    /// CSV), or everything at the end of the input; `None` when more input is needed.
+    fn next_batch_len(&self, buf: &[u8], eof: bool) -> Option<usize> {
+        if self.piece.format.kind == FileFormat::Csv && self.piece.format.csv.multiline {
+            let ends = record_ends(buf, &self.piece.format.csv, BATCH_ROWS + usize::from(self.header_pending));
+            return match ends.last() {
+                Some(&e) if ends.len() > BATCH_ROWS => Some(e),
+                _ if eof => (!buf.is_empty()).then_some(buf.len()),
+                _ => None,
+            };
+        }
+        let mut n = 0;
+        for i in memchr::memchr_iter(b'\n', buf) {
+            n += 1;
+            if n == BATCH_ROWS {
+                return Some(i + 1);
+            }
+        }
+        if eof { (!buf.is_empty()).then_some(buf.len()) } else { None }
+    }
+
+    async fn batch<F, Fut>(&mut self, bytes: &[u8], emit: &F) -> Result<()>
+    where
+        F: Fn(RecordBatch) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut bytes = bytes;
+        if self.bom_pending {
+            self.bom_pending = false;
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        let first_line = self.lines;
+        self.lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
+        let mut first_line = first_line;
+        if self.header_pending {
+            self.header_pending = false;
+            let Some(header) = self.records(bytes).first().cloned() else { return Ok(()) };
+            first_line += memchr::memchr_iter(b'\n', &bytes[..header.end]).count() as u64;
+            bytes = &bytes[header.end..];
+        }
+        self.decode_or_split(bytes, first_line, emit).await
+    }
+
+    async fn decode_or_split<F, Fut>(&mut self, bytes: &[u8], first_line: u64, emit: &F) -> Result<()>
+    where
+        F: Fn(RecordBatch) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(());
+        }
+        let whole = self.balanced(bytes);
+        match self.decode(bytes) {
+            Ok(Some(b)) if whole => emit(b).await,
+            Ok(None) if whole => Ok(()),
+            _ => {
+                // Record by record: good ones go on (together, in order), bad ones are reported.
+                let mut good: Vec<RecordBatch> = Vec::new();
+                let mut line = first_line;
+                let mut start = 0;
+                for r in self.records(bytes) {
+                    let rec = &bytes[start..r.end];
+                    let rec_line = line + leading_blank_lines(rec);
+                    line += memchr::memchr_iter(b'\n', rec).count() as u64;
+                    start = r.end;
+                    if rec.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue;
+                    }
+                    let comment = self.piece.format.csv.comment.is_some_and(|c| trim_record(rec).first() == Some(&c));
+                    let decoded = match self.decode(rec) {
+                        // A record that vanished (not a comment) was cut by a quote that never closed.
+                        _ if !self.balanced(rec) => Err(ArrowError::CsvError("unterminated quoted field".into())),
+                        Ok(None) if !comment && self.piece.format.kind == FileFormat::Csv => {
+                            Err(ArrowError::CsvError("unterminated quoted field".into()))
+                        }
+                        other => other,
+                    };
+                    match decoded {
+                        Ok(Some(b)) => good.push(b),
+                        Ok(None) => {}
+                        Err(e) => {
+                            let bad = self.explain(rec, rec_line, &e).await;
+                            self.piece.bad.add(bad)?;
+                        }
+                    }
+                }
+                if !good.is_empty() {
+                    emit(datafusion::arrow::compute::concat_batches(&self.piece.schema, &good)?).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether every quote of CSV `bytes` closes (an even number of quote characters; with an
+    /// escape character this cannot be told cheaply, and the decoder's word is taken).
+    fn balanced(&self, bytes: &[u8]) -> bool {
+        let c = &self.piece.format.csv;
+        self.piece.format.kind != FileFormat::Csv
+            || c.escape.is_some()
+            || memchr::memchr_iter(c.quote, bytes).count().is_multiple_of(2)
+    }
+
+    /// Decode `bytes` (whole records) into one batch.
+    fn decode(&self, bytes: &[u8]) -> std::result::Result<Option<RecordBatch>, ArrowError> {
+        let schema = self.piece.schema.clone();
+        match self.piece.format.kind {
+            FileFormat::Json => {
+                let mut d = datafusion::arrow::json::ReaderBuilder::new(schema).with_batch_size(BATCH_ROWS + 16).build_decoder()?;
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let n = d.decode(rest)?;
+                    if n == 0 {
+                        break;
+                    }
+                    rest = &rest[n..];
+                }
+                d.flush()
+            }
+            _ => {
+                let c = &self.piece.format.csv;
+                let mut b = datafusion::arrow::csv::ReaderBuilder::new(schema)
+                    .with_header(false)
+                    .with_delimiter(c.delimiter)
+                    .with_quote(c.quote)
+                    .with_batch_size(BATCH_ROWS + 16);
+                if let Some(e) = c.escape {
+                    b = b.with_escape(e);
+                }
+                if let Some(cm) = c.comment {
+                    b = b.with_comment(cm);
+                }
+                let mut d = b.build_decoder();
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let n = d.decode(rest)?;
+                    if n == 0 {
+                        break;
+                    }
+                    rest = &rest[n..];
+                }
+                // An unterminated quote swallows the rest: arrow keeps it pending.
+                if !rest.is_empty() {
+                    return Err(ArrowError::CsvError("unterminated quoted field".into()));
+                }
+                d.flush()
+            }
+        }
+    }
+
+    /// The byte ranges of the records of `bytes` (lines for JSON and single-line CSV).
+    fn records(&self, bytes: &[u8]) -> Vec<Range<usize>> {
+        if self.piece.format.kind == FileFormat::Csv && self.piece.format.csv.multiline {
+            let mut out = Vec::new();
+            let mut start = 0;
+            for end in record_ends(bytes, &self.piece.format.csv, usize::MAX) {
+                out.push(start..end);
+                start = end;
+            }
+            if start < bytes.len() {
+                out.push(start..bytes.len());
+            }
+            return out;
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+        if start < bytes.len() {
+            out.push(start..bytes.len());
+        }
+        out
+    }
+
+    /// Why `rec` (starting at `line` within the piece) cannot be read.
+    async fn explain(&mut self, rec: &[u8], line: u64, e: &ArrowError) -> BadRow {
+        let before = match self.lines_before {
+            Some(n) => n,
+            None => {
+                let n = self.count_lines_before().await.unwrap_or(0);
+                self.lines_before = Some(n);
+                n
+            }
+        };
+        let trimmed = trim_record(rec);
+        let mut raw = String::from_utf8_lossy(&trimmed[..trimmed.len().min(MAX_RAW)]).into_owned();
+        if trimmed.len() > MAX_RAW {
+            raw.push('…');
+        }
+        let mut bad = BadRow {
+            file: self.piece.name.clone(),
+            line: before + line + 1,
+            column: None,
+            value: None,
+            reason: String::new(),
+            raw,
+        };
+        let fields = self.piece.schema.fields();
+        let msg = e.to_string();
+        if self.piece.format.kind == FileFormat::Json {
+            bad.reason = format!("not a JSON object of the extract's columns: {}", clean_arrow(&msg));
+            return bad;
+        }
+        let c = &self.piece.format.csv;
+        let values = split_fields(trimmed, c);
+        if msg.contains("unterminated quoted field") {
+            bad.reason = "unterminated quoted field (a quote opens and never closes)".into();
+        } else if values.len() != fields.len() {
+            bad.reason = format!("{} fields, expected {}", values.len(), fields.len());
+        } else if let Some(k) = values.iter().position(|v| std::str::from_utf8(v).is_err()) {
+            bad.column = Some(fields[k].name().clone());
+            bad.value = Some(String::from_utf8_lossy(&values[k]).into_owned());
+            bad.reason = "invalid UTF-8".into();
+        } else if let Some(k) = parse_error_column(&msg).filter(|k| *k < fields.len()).or_else(|| {
+            // Find the field that does not convert to its column's type.
+            values.iter().zip(fields.iter()).position(|(v, f)| {
+                let text = String::from_utf8_lossy(v);
+                if text.is_empty() || f.data_type().is_null() {
+                    return false;
+                }
+                let arr = datafusion::arrow::array::StringArray::from(vec![text.as_ref()]);
+                let opts = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+                datafusion::arrow::compute::cast_with_options(&arr, f.data_type(), &opts).is_err()
+            })
+        }) {
+            let v = String::from_utf8_lossy(&values[k]).into_owned();
+            bad.reason = format!("{v:?} is not a {}", sql_name(fields[k].data_type()));
+            bad.column = Some(fields[k].name().clone());
+            bad.value = Some(v);
+        } else {
+            bad.reason = clean_arrow(&msg);
+        }
+        bad
+    }
+
+    /// Line breaks in the file before the piece's first line.
+    async fn count_lines_before(&self) -> Result<u64> {
+        if self.first_offset == 0 {
+            return Ok(0);
+        }
+        let opts = GetOptions { range: Some(GetRange::Bounded(0..self.first_offset)), ..Default::default() };
+        let mut s = self.piece.store.get_opts(&self.piece.file.location, opts).await?.into_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = s.next().await {
+            n += memchr::memchr_iter(b'\n', &chunk?).count() as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// Blank lines (only `\r`/`\n`) at the start of a record.
+fn leading_blank_lines(rec: &[u8]) -> u64 {
+    let mut n = 0;
+    for &b in rec {
+        match b {
+            b'\n' => n += 1,
+            b'\r' | b' ' | b'\t' => {}
+            _ => break,
+        }
+    }
+    n
+}
+
+/// A record without its line terminator and leading blank lines.
+fn trim_record(rec: &[u8]) -> &[u8] {
+    let start = rec.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(rec.len());
+    let mut end = rec.len();
+    while end > start && matches!(rec[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    &rec[start..end]
+}
+
+/// The ends of up to `max` whole records of `buf`, found with `csv_core`.
+fn record_ends(buf: &[u8], c: &CsvSettings, max: usize) -> Vec<usize> {
+    let mut r = csv_reader(c);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut field = [0u8; 1024];
+    let mut ends = [0usize; 64];
+    while pos < buf.len() && out.len() < max {
+        let (res, nin, _, _) = r.read_record(&buf[pos..], &mut field, &mut ends);
+        pos += nin;
+        match res {
+            csv_core::ReadRecordResult::Record => out.push(pos),
+            csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => break,
+            csv_core::ReadRecordResult::OutputFull | csv_core::ReadRecordResult::OutputEndsFull => {}
+        }
+    }
+    out
+}
+
+fn csv_reader(c: &CsvSettings) -> csv_core::Reader {
+    let mut b = csv_core::ReaderBuilder::new();
+    b.delimiter(c.delimiter).quote(c.quote);
+    if let Some(e) = c.escape {
+        b.escape(Some(e)).double_quote(false);
+    }
+    if let Some(cm) = c.comment {
+        b.comment(Some(cm));
+    }
+    b.build()
+}
+
+/// The fields of one record, unquoted.
+fn split_fields(rec: &[u8], c: &CsvSettings) -> Vec<Vec<u8>> {
+    let mut r = csv_reader(c);
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut pos = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        let input = &rec[pos..];
+        let (res, nin, nout) = r.read_field(input, &mut buf);
+        pos += nin;
+        cur.extend_from_slice(&buf[..nout]);
+        match res {
+            csv_core::ReadFieldResult::InputEmpty => {
+                if pos >= rec.len() {
+                    // end of input: flush the last field
+                    let (res, _, nout) = r.read_field(&[], &mut buf);
+                    cur.extend_from_slice(&buf[..nout]);
+                    if matches!(res, csv_core::ReadFieldResult::Field { .. }) {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                    break;
+                }
+            }
+            csv_core::ReadFieldResult::OutputFull => {}
+            csv_core::ReadFieldResult::Field { record_end } => {
+                out.push(std::mem::take(&mut cur));
+                if record_end {
+                    break;
+                }
+            }
+            csv_core::ReadFieldResult::End => break,
+        }
+    }
+    out
+}
+
+/// `... for column 3 at line ...` → 3.
+fn parse_error_column(msg: &str) -> Option<usize> {
+    let rest = msg.split("for column ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+fn clean_arrow(m: &str) -> String {
+    m.trim_start_matches("Csv error: ").trim_start_matches("Json error: ").trim_start_matches("Parser error: ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_records() {
+        let c = CsvSettings::default();
+        assert_eq!(split_fields(b"a,\"b,c\",d", &c), vec![b"a".to_vec(), b"b,c".to_vec(), b"d".to_vec()]);
+        assert_eq!(split_fields(b"a,,", &c).len(), 3);
+        let ends = record_ends(b"a,\"x\ny\"\nb,c\n", &c, 10);
+        assert_eq!(ends, vec![8, 12]);
+        assert_eq!(parse_error_column("Error while parsing value 'x' as type 'Int64' for column 2 at line 0"), Some(2));
+        assert_eq!(cut_lines(b"ab\ncd\nef\n", 4), 6);
+        assert_eq!(cut_lines(b"ab\ncd\nef", 7), 8);
+        assert_eq!(cut_lines(b"ab\ncd\nef\n", 3), 3);
+    }
+}
+
+/// Whether a task's error looks like one of the strict readers' complaints about a file's
+/// content (then [`first_bad_row`] can say where).
+pub fn looks_like_bad_input(message: &str) -> bool {
+    [
+        "Parser error",
+        "Csv error",
+        "Json error",
+        "incorrect number of fields",
+        "invalid UTF-8",
+        "Error while parsing value",
+        "unterminated",
+        "Cannot cast string",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+/// The first malformed row in the CSV and JSON files that task `i` reads (through extracts
+/// with `bad_rows: fail`), found by reading them again with the tolerant reader.
+pub async fn first_bad_row(
+    plan: &crate::compile::Plan,
+    i: petgraph::graph::NodeIndex,
+    pass: &super::incremental::PassRef,
+) -> Option<(String, BadRow)> {
+    use crate::compile::TaskKind;
+    let mut nodes: Vec<petgraph::graph::NodeIndex> = plan.ancestors(i).into_iter().chain(std::iter::once(i)).collect();
+    nodes.sort_by_key(|n| plan.order.iter().position(|o| o == n));
+    for j in nodes {
+        let node = plan.task(j);
+        let TaskKind::Extract(e) = &node.kind else { continue };
+        if e.format.kind == FileFormat::Parquet {
+            continue;
+        }
+        let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| e.files.clone());
+        let bad = BadRows::new(true);
+        let parts =
+            partitions(e.store.object_store.clone(), &e.store.root, &files, &e.format, e.read_schema.clone(), bad.clone());
+        for part in parts {
+            let mut stream = part.execute(Arc::new(TaskContext::default()));
+            while let Some(r) = stream.next().await {
+                if r.is_err() {
+                    break;
+                }
+            }
+            if let Some(row) = bad.take().into_iter().next() {
+                return Some((node.name.clone(), row));
+            }
+        }
+    }
+    None
+}
+
+/// Write `rows` to `rel` in `store` as one Parquet file (complete or absent). Returns its URL.
+pub async fn write_quarantine(
+    store: &crate::storage::Store,
+    rel: &str,
+    rows: &[BadRow],
+    run_id: &str,
+) -> Result<String> {
+    use datafusion::arrow::array::{StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::UInt64, false),
+        Field::new("column", DataType::Utf8, true),
+        Field::new("value", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("_run_id", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.file.as_str()))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.line))),
+            Arc::new(rows.iter().map(|r| r.column.as_deref()).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| r.value.as_deref()).collect::<StringArray>()),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.reason.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.raw.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| run_id))),
+        ],
+    )?;
+    let path = store.path(rel);
+    let writer = object_store::buffered::BufWriter::new(store.object_store.clone(), path.clone());
+    let mut w = datafusion::parquet::arrow::AsyncArrowWriter::try_new(writer, schema, None)?;
+    w.write(&batch).await?;
+    w.close().await?;
+    Ok(store.url_of(&path, false))
+}
