@@ -231,14 +231,7 @@ impl Compiler<'_> {
         let results: Vec<_> =
             futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
                 let state = &state;
-                let tolerant = p
-                    .spec
-                    .tasks
-                    .get(&name)
-                    .and_then(|t| t.extract.as_ref())
-                    .and_then(|e| e.bad_rows)
-                    .is_some_and(|m| m != spec::BadRowsMode::Fail);
-                async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared, tolerant).await) }
+                async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared).await) }
             }))
             .buffered(concurrency)
             .collect()
@@ -886,6 +879,12 @@ impl Compiler<'_> {
         self.sql_diag(path, sql, code, self.p.secrets.redact(&message), span).maybe_help(help)
     }
 
+    /// The CSV delimiter of extract `name`, as written (default `,`).
+    fn delimiter_of(&self, name: &str) -> Option<u8> {
+        let e = self.p.spec.tasks.get(name)?.extract.as_ref()?;
+        Some(e.csv.as_ref().and_then(|c| c.delimiter).map(|d| d as u8).unwrap_or(b','))
+    }
+
     fn extract_error(&self, name: &str, e: ExtractError) -> Diagnostic {
         let p = self.p;
         let base = ypath!["tasks", name, "extract"];
@@ -901,9 +900,28 @@ impl Compiler<'_> {
                 path_len,
                 p.secrets.redact(&format!("cannot read the schema of `{file}`: {}", clean_df_message(&error))),
             ),
-            ExtractError::UnknownColumn { column, known } => p
-                .diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files"))
-                .maybe_help(did_you_mean(&column, known.iter().map(String::as_str)).or_else(|| Some(format!("the files have: {}", known.join(", "))))),
+            ExtractError::UnknownColumn { column, known } if known.is_empty() => p
+                .diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files: they have no columns"))
+                .help("the file is empty, or its header line is; a CSV file needs a header line, or `csv: { header: false }` and `schema` naming every column"),
+            ExtractError::UnknownColumn { column, known } => {
+                // One column whose name holds another delimiter: the delimiter is wrong.
+                let other = match known.as_slice() {
+                    [one] => [';', '\t', '|', ','].into_iter().find(|d| one.contains(*d) && Some(*d as u8) != self.delimiter_of(name)),
+                    _ => None,
+                };
+                let help = match other {
+                    Some(d) => format!(
+                        "the files have one column, `{}`: is the delimiter `{}`? set `csv: {{ delimiter: \"{}\" }}`",
+                        known[0],
+                        d.escape_default(),
+                        d.escape_default()
+                    ),
+                    None => did_you_mean(&column, known.iter().map(String::as_str))
+                        .unwrap_or_else(|| format!("the files have: {}", known.join(", "))),
+                };
+                p.diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files"))
+                    .help(help)
+            }
             ExtractError::ColumnCount { declared, found } => p
                 .diag_key("schema", &base.key("schema"), format!("`schema` lists {declared} columns but the files have {found}"))
                 .help("without a header, `schema` names every column in order"),
@@ -1360,7 +1378,6 @@ async fn infer_extract(
     glob: &FileGlob,
     format: &InputFormat,
     declared: &[(String, DataType)],
-    tolerant: bool,
 ) -> Result<(Vec<object_store::ObjectMeta>, SchemaRef, SchemaRef), ExtractError> {
     let files = store.list(glob).await.map_err(ExtractError::Storage)?;
     if files.is_empty() {
@@ -1396,8 +1413,11 @@ async fn infer_extract(
             }
             Arc::new(merged.unwrap_or_else(Schema::empty))
         }
-        // `bad_rows: skip | quarantine`: sample the rows that can be read.
-        Err(_) if tolerant && let Some(s) = infer_tolerant(store, &files[0], format).await => Arc::new(s),
+        // Malformed rows in the sample are the run's business (it names them, or sets them
+        // aside with `bad_rows`), not the pipeline's: sample the rows that can be read.
+        Err(_) if format.kind != FileFormat::Parquet && let Some(s) = infer_tolerant(store, &files[0], format).await => {
+            Arc::new(s)
+        }
         Err(e) => {
             return Err(ExtractError::Infer {
                 file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
@@ -1472,7 +1492,7 @@ async fn infer_tolerant(store: &Store, file: &object_store::ObjectMeta, format: 
                 if width == 0 {
                     width = n;
                 }
-                if n == width {
+                if n == width && std::str::from_utf8(l).is_ok() {
                     kept.extend_from_slice(l);
                 }
             }
