@@ -34,6 +34,10 @@ const BATCH_ROWS: usize = 8192;
 const MIN_PIECE: u64 = 32 << 20;
 /// Raw text kept per bad row.
 const MAX_RAW: usize = 4096;
+/// Bytes read per request.
+const FETCH: u64 = 8 << 20;
+/// Bytes buffered before batches are cut.
+const READ_AHEAD: usize = 4 << 20;
 
 /// A row that could not be read.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +129,12 @@ pub fn partitions(
     let format = Arc::new(format.clone());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
     let total: u64 = files.iter().map(|f| f.size).sum();
-    let target = (total / cores).max(MIN_PIECE);
+    // Tests cut small files into many pieces to exercise the boundaries.
+    let target = std::env::var("WEIR_TEST_PIECE_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| (total / cores).max(MIN_PIECE))
+        .max(1);
     let mut out: Vec<Arc<dyn PartitionStream>> = Vec::new();
     for f in files {
         let name = f
@@ -192,10 +201,11 @@ impl Piece {
         // at or after `start - 1`.
         let from = self.range.start.saturating_sub(1);
         let compressed = self.format.compression != InputCompression::None;
-        let opts = GetOptions { range: (!compressed).then(|| GetRange::Bounded(from..self.file.size)), ..Default::default() };
-        let got = self.store.get_opts(&self.file.location, opts).await?;
-        let stream = got.into_stream().map_err(|e| DataFusionError::ObjectStore(Box::new(e))).boxed();
-        let mut stream: futures::stream::BoxStream<'static, Result<Bytes>> = if compressed {
+        // Compressed files are streamed through the decompressor; others are read in large
+        // ranges (a local store's stream would come in 8 KiB chunks).
+        let mut stream: Option<futures::stream::BoxStream<'static, Result<Bytes>>> = if compressed {
+            let got = self.store.get_opts(&self.file.location, GetOptions::default()).await?;
+            let raw = got.into_stream().map_err(|e| DataFusionError::ObjectStore(Box::new(e))).boxed();
             let variant = match self.format.compression {
                 InputCompression::Gzip => FileCompressionType::GZIP,
                 InputCompression::Zstd => FileCompressionType::ZSTD,
@@ -203,74 +213,99 @@ impl Piece {
                 InputCompression::Xz => FileCompressionType::XZ,
                 InputCompression::None => FileCompressionType::UNCOMPRESSED,
             };
-            variant.convert_stream(stream)?.boxed()
+            Some(variant.convert_stream(raw)?.boxed())
         } else {
-            stream
+            None
         };
+        let mut fetched = from;
         let mut decoder = PieceDecoder::new(self);
-        // The absolute offset of buf[0] (uncompressed pieces), to know where the piece ends.
+        // `buf[pos..]` is not decoded yet; `offset` is the absolute offset of `buf[pos]`
+        // (uncompressed pieces), to know where the piece ends.
         let mut offset = if compressed { 0 } else { from };
         let mut buf: Vec<u8> = Vec::new();
+        let mut pos = 0usize;
         let mut started = self.range.start == 0;
         let mut eof = false;
+        let mut need_more = false;
         loop {
-            if !eof {
-                match stream.next().await {
-                    Some(chunk) => buf.extend_from_slice(&chunk?),
+            // Read on until a good share of a batch is buffered (or at least one more chunk
+            // when the buffer held no whole batch).
+            while !eof && (buf.len() - pos < READ_AHEAD || need_more) {
+                need_more = false;
+                let chunk = match stream.as_mut() {
+                    Some(s) => s.next().await.transpose()?,
+                    None if fetched < self.file.size => {
+                        let end = (fetched + FETCH).min(self.file.size);
+                        let opts = GetOptions { range: Some(GetRange::Bounded(fetched..end)), ..Default::default() };
+                        let bytes = self.store.get_opts(&self.file.location, opts).await?.bytes().await?;
+                        fetched = end;
+                        Some(bytes)
+                    }
+                    None => None,
+                };
+                match chunk {
+                    Some(c) => {
+                        if pos > 0 {
+                            buf.drain(..pos);
+                            pos = 0;
+                        }
+                        buf.extend_from_slice(&c);
+                    }
                     None => eof = true,
                 }
             }
             if !started {
                 // Skip to the first line break at or after `from`.
-                match memchr::memchr(b'\n', &buf) {
+                match memchr::memchr(b'\n', &buf[pos..]) {
                     Some(i) => {
                         offset += i as u64 + 1;
-                        buf.drain(..=i);
+                        pos += i + 1;
                         started = true;
                         decoder.first_offset = offset;
                     }
                     None if eof => return Ok(()),
                     None => {
-                        offset += buf.len() as u64;
-                        buf.clear();
+                        offset += (buf.len() - pos) as u64;
+                        pos = buf.len();
                         continue;
                     }
                 }
             }
             // Whole batches of lines (or records), up to the piece's end.
             loop {
-                let end_of_piece = !compressed && offset >= self.range.end && self.range.end < self.file.size;
-                if end_of_piece {
+                if !compressed && offset >= self.range.end && self.range.end < self.file.size {
                     return Ok(());
                 }
-                let Some(len) = decoder.next_batch_len(&buf, eof) else { break };
-                let limit = if compressed || self.range.end >= self.file.size {
-                    None
-                } else {
-                    Some(self.range.end.saturating_sub(offset))
+                // The piece ends before the file: is its last line in the buffer, whole?
+                let ends_here = !compressed && self.range.end < self.file.size && {
+                    let limit = (self.range.end - offset) as usize;
+                    limit <= buf.len() - pos
+                        && memchr::memchr(b'\n', &buf[pos + limit.saturating_sub(1)..]).is_some()
+                };
+                let Some(len) = decoder.next_batch_len(&buf[pos..], eof || ends_here) else {
+                    need_more = true;
+                    break;
                 };
                 // Do not cross the piece's end: cut after the last line starting before it.
-                let len = match limit {
-                    Some(l) if (len as u64) > l => {
-                        let cut = cut_lines(&buf[..len], l as usize);
-                        if cut == 0 {
-                            return Ok(());
-                        }
-                        cut
-                    }
-                    _ => len,
+                let len = if compressed || self.range.end >= self.file.size {
+                    len
+                } else {
+                    let limit = self.range.end.saturating_sub(offset);
+                    if (len as u64) > limit { cut_lines(&buf[pos..pos + len], limit as usize) } else { len }
                 };
-                let batch: Vec<u8> = buf.drain(..len).collect();
+                if len == 0 {
+                    return Ok(());
+                }
+                decoder.batch(&buf[pos..pos + len], &emit).await?;
+                pos += len;
                 offset += len as u64;
-                decoder.batch(&batch, &emit).await?;
                 if self.bad.first_only && self.bad.count() > 0 {
                     return Ok(());
                 }
             }
             if eof {
-                if !buf.is_empty() {
-                    let rest = std::mem::take(&mut buf);
-                    decoder.batch(&rest, &emit).await?;
+                if pos < buf.len() {
+                    decoder.batch(&buf[pos..], &emit).await?;
                 }
                 return Ok(());
             }
