@@ -114,6 +114,9 @@ pub async fn list_local(dir: &Path) -> Result<Vec<ObjectMeta>> {
     Ok(files)
 }
 
+/// The size at which a staged IPC file is closed and the next one started.
+const STAGED_FILE_BYTES: usize = 64 << 20;
+
 /// What to compute while a checked table is staged (see [`stage_checked`]).
 #[derive(Default)]
 pub struct ScanSpec {
@@ -166,7 +169,7 @@ pub async fn stage_checked(
     let mut set = tokio::task::JoinSet::new();
     for p in 0..partitions {
         let mut stream = plan.execute(p, ctx.task_ctx())?;
-        let path = dir.join(format!("part-{p:04}.arrow"));
+        let dir = dir.to_path_buf();
         let schema = schema.clone();
         let spec = spec.clone();
         set.spawn(async move {
@@ -180,6 +183,8 @@ pub async fn stage_checked(
             let mut hashes: Vec<crate::sink::KeyHashes> =
                 spec.uniques.iter().map(|_| crate::sink::KeyHashes::new(0)).collect();
             let mut rows = 0u64;
+            // Files of about STAGED_FILE_BYTES: readers load an IPC file whole.
+            let (mut file_no, mut file_bytes) = (0usize, 0usize);
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 let n = batch.num_rows();
@@ -215,7 +220,16 @@ pub async fn stage_checked(
                     };
                     h.add(&keys).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 }
+                if file_bytes >= STAGED_FILE_BYTES
+                    && let Some(mut w) = writer.take()
+                {
+                    w.finish()?;
+                    file_no += 1;
+                    file_bytes = 0;
+                }
+                file_bytes += batch.get_array_memory_size();
                 if writer.is_none() {
+                    let path = dir.join(format!("part-{p:04}-{file_no:05}.arrow"));
                     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
                     // Uncompressed: written and read back at memory speed (it is read once, soon,
                     // usually from the page cache), and removed after the run.
