@@ -12,6 +12,9 @@ Workloads (sizes in --quick mode in brackets):
                                                                 goal <= 0.8x DuckDB, <= 1 GB RSS
   localized a 1% update localized in key space merged by weir, vs DuckDB's full rewrite of the
             table with the same rows                                goal <= 0.1x the full rewrite
+  gates     the refresh's 18,000,000-row delivery CSV [180,000] loaded to Parquet three ways: as is,
+            with seven checks (checks goal <= 1.3x as is), and with `bad_rows: quarantine`
+            (the tolerant reader on a clean file; goal <= 1.2x as is)
   noop      an incremental run with nothing new over 1,000 files [100]              goal < 200 ms
 
 Each measured command runs --runs times (weir and peer alternating); the table reports medians
@@ -288,6 +291,68 @@ def bench_localized(weir, python, work, base_rows, files, runs, threads):
             "goal": "<= 0.1x full rewrite", "met": ww / dw <= 0.1}
 
 
+# --- gates: checks and the tolerant reader --------------------------------------------------
+
+GATES_PIPELINE = """pipeline: gates
+stores:
+  raw: {{ url: "file://{delivery}" }}
+  side: {{ url: "file://{side}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  customers:
+    extract: {{ store: side, path: customers.csv }}
+  delivery:
+    extract: {{ store: raw, path: "*.csv", schema: {{ amount: "decimal(12,2)", updated_at: timestamp }}{extra} }}
+{checks}  orders:
+    load: {{ from: delivery, store: lake, path: orders/ }}
+"""
+
+SEVEN_CHECKS = """    checks:
+      - not_null: [id, customer_id, amount]
+      - unique: id
+      - accepted_values: { column: status, values: [new, paid, shipped, cancelled] }
+      - expression: amount >= 0
+      - row_count: { min: 1000 }
+      - relationships: { column: customer_id, to: customers, field: customer_id }
+      - freshness: { column: updated_at, max_age: 100000d }
+"""
+
+
+def bench_gates(weir, python, work, base_rows, delta_rows, runs):
+    """The refresh's delivery CSV loaded into Parquet: as is, with seven checks on it, and read
+    by the tolerant reader (`bad_rows: quarantine`; the file is clean). Alternating runs."""
+    data = refresh_data(python, base_rows, delta_rows, 36, False)
+    side = os.path.join(work, "side")
+    os.makedirs(side, exist_ok=True)
+    with open(os.path.join(side, "customers.csv"), "w") as f:
+        f.write("customer_id,segment\n")
+        f.writelines(f"{i},s{i % 7}\n" for i in range(100_000))
+    variants = {"strict": ("", ""), "checked": ("", SEVEN_CHECKS), "tolerant": (", bad_rows: quarantine", "")}
+    paths = {}
+    for name, (extra, checks) in variants.items():
+        paths[name] = os.path.join(work, f"gates-{name}.yaml")
+        with open(paths[name], "w") as f:
+            f.write(GATES_PIPELINE.format(delivery=os.path.join(data, "delivery"), side=side,
+                                          lake=os.path.join(work, "gates-lake"), extra=extra, checks=checks))
+    samples = {k: [] for k in variants}
+    for i in range(runs):
+        for name in variants:
+            shutil.rmtree(os.path.join(work, "gates-lake"), ignore_errors=True)
+            samples[name].append(timed([weir, "run", paths[name], "--state", os.path.join(work, "gates.db")]))
+        print(f"  run {i + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f} s" for k, v in samples.items()), flush=True)
+    (sw, sr), (cw, cr), (tw, tr) = medians(samples["strict"]), medians(samples["checked"]), medians(samples["tolerant"])
+    size = os.path.getsize(os.path.join(data, "delivery", "delivery.csv"))
+    return [
+        {"workload": f"checks: seven checks on {delta_rows:,} rows ({size / 1e6:.0f} MB CSV) loaded to Parquet; "
+                     f"peer column: the same load without checks",
+         "weir": cw, "weir_rss": cr, "peer": sw, "peer_rss": sr, "ratio": cw / sw,
+         "goal": "<= 1.3x without checks", "met": cw / sw <= 1.3},
+        {"workload": f"bad_rows: the same clean CSV read with `bad_rows: quarantine`; peer column: the strict reader",
+         "weir": tw, "weir_rss": tr, "peer": sw, "peer_rss": sr, "ratio": tw / sw,
+         "goal": "<= 1.2x strict", "met": tw / sw <= 1.2},
+    ]
+
+
 def bench_noop(weir, work, n_files, runs):
     src = os.path.join(work, "noop-src")
     os.makedirs(src, exist_ok=True)
@@ -377,7 +442,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,noop")
+    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,gates,noop")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     only = set(args.only.split(","))
@@ -401,6 +466,10 @@ def main():
             print("localized ...", flush=True)
             results.append(bench_localized(args.weir, args.python, work, 360_000 if args.quick else 36_000_000, 36,
                                            args.runs, args.threads))
+        if "gates" in only:
+            print("gates ...", flush=True)
+            base, delta = (360_000, 180_000) if args.quick else (36_000_000, 18_000_000)
+            results.extend(bench_gates(args.weir, args.python, work, base, delta, args.runs))
         if "noop" in only:
             print("noop ...", flush=True)
             results.append(bench_noop(args.weir, work, 100 if args.quick else 1000, args.runs))
