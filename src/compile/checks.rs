@@ -175,7 +175,8 @@ impl Compiler<'_> {
                 }
                 this.diags.push(
                     p.diag_value("checks", at, col.len(), format!("column `{col}` is not in `{name}`")).maybe_help(
-                        did_you_mean(col, cols.iter().copied()).or_else(|| Some(format!("`{name}` has: {}", cols.join(", ")))),
+                        did_you_mean(col, cols.iter().copied())
+                            .or_else(|| Some(format!("`{name}` has: {}", cols.join(", ")))),
                     ),
                 );
                 false
@@ -201,7 +202,8 @@ impl Compiler<'_> {
                 let at = path.key("accepted_values");
                 let mut values = Vec::new();
                 if column(self, &av.column, &at.key("column")) {
-                    let dt = schema.field_with_name(&av.column).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
+                    let dt =
+                        schema.field_with_name(&av.column).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
                     if av.values.is_empty() {
                         self.diags.push(p.diag_key("checks", &at.key("values"), "`values` is empty"));
                     }
@@ -228,8 +230,13 @@ impl Compiler<'_> {
             } else if let Some(cond) = &c.expression {
                 if let Err(msg) = sql::check_predicate(state, cond, schema) {
                     self.diags.push(
-                        p.diag_value("checks", &path.key("expression"), cond.len(), format!("invalid `expression`: {msg}"))
-                            .help(format!("a SQL condition every row of `{name}` must satisfy, e.g. `amount >= 0`")),
+                        p.diag_value(
+                            "checks",
+                            &path.key("expression"),
+                            cond.len(),
+                            format!("invalid `expression`: {msg}"),
+                        )
+                        .help(format!("a SQL condition every row of `{name}` must satisfy, e.g. `amount >= 0`")),
                     );
                 }
                 CheckKind::Expression(cond.clone())
@@ -256,8 +263,13 @@ impl Compiler<'_> {
                 let target = if r.to == name { Some(schema.clone()) } else { (tables.schema)(&r.to) };
                 if tables.loads.contains(r.to.as_str()) {
                     self.diags.push(
-                        p.diag_value("checks", &at.key("to"), r.to.len(), format!("`{}` is a load and has no table", r.to))
-                            .help("name the task it loads from"),
+                        p.diag_value(
+                            "checks",
+                            &at.key("to"),
+                            r.to.len(),
+                            format!("`{}` is a load and has no table", r.to),
+                        )
+                        .help("name the task it loads from"),
                     );
                 } else if !tables.names.contains(r.to.as_str()) {
                     self.diags.push(
@@ -400,8 +412,14 @@ impl Compiler<'_> {
                 for (key, set) in [("error_if", c.error_if.is_some()), ("warn_if", c.warn_if.is_some())] {
                     if set {
                         self.diags.push(
-                            p.diag_key("threshold", &path.key(key), format!("`{key}` does not apply to `{}`", kind.name()))
-                                .help("thresholds count failing rows; this check passes or fails as a whole: use `severity`"),
+                            p.diag_key(
+                                "threshold",
+                                &path.key(key),
+                                format!("`{key}` does not apply to `{}`", kind.name()),
+                            )
+                            .help(
+                                "thresholds count failing rows; this check passes or fails as a whole: use `severity`",
+                            ),
                         );
                     }
                 }
@@ -437,8 +455,13 @@ impl Compiler<'_> {
                 let line = p.spans.key_pos(first).map(|p| p.line).unwrap_or(0);
                 let at = if c.name.is_some() { path.key("name") } else { path.clone() };
                 self.diags.push(
-                    p.diag_value("checks", &at, check_name.len(), format!("two checks of `{name}` are named `{check_name}`"))
-                        .help(format!("give one a different `name:` (the other is on line {line})")),
+                    p.diag_value(
+                        "checks",
+                        &at,
+                        check_name.len(),
+                        format!("two checks of `{name}` are named `{check_name}`"),
+                    )
+                    .help(format!("give one a different `name:` (the other is on line {line})")),
                 );
             }
             names.push((check_name.clone(), path.clone()));
@@ -502,8 +525,13 @@ impl Compiler<'_> {
                     if !p.spec.stores.contains_key(s) && !p.broken_stores.contains(s) {
                         let help = did_you_mean(s, p.spec.stores.keys().map(String::as_str));
                         self.diags.push(
-                            p.diag_value("unknown-store", &base.key("quarantine").key("store"), s.len(), format!("unknown store `{s}`"))
-                                .maybe_help(help),
+                            p.diag_value(
+                                "unknown-store",
+                                &base.key("quarantine").key("store"),
+                                s.len(),
+                                format!("unknown store `{s}`"),
+                            )
+                            .maybe_help(help),
                         );
                     }
                     return None;
@@ -632,15 +660,9 @@ mod tests {
     #[test]
     fn accepted_values_take_the_column_type() {
         assert_eq!(accepted_value(&Scalar::Integer(3), &DataType::Int32), Ok(ScalarValue::Int32(Some(3))));
-        assert_eq!(
-            accepted_value(&Scalar::String("7".into()), &DataType::Int64),
-            Ok(ScalarValue::Int64(Some(7)))
-        );
+        assert_eq!(accepted_value(&Scalar::String("7".into()), &DataType::Int64), Ok(ScalarValue::Int64(Some(7))));
         assert!(accepted_value(&Scalar::String("x".into()), &DataType::Int64).is_err());
         assert!(accepted_value(&Scalar::Float(1.5), &DataType::Int64).is_err());
-        assert_eq!(
-            accepted_value(&Scalar::Integer(3), &DataType::Utf8),
-            Ok(ScalarValue::Utf8(Some("3".into())))
-        );
+        assert_eq!(accepted_value(&Scalar::Integer(3), &DataType::Utf8), Ok(ScalarValue::Utf8(Some("3".into()))));
     }
 }

@@ -334,9 +334,10 @@ impl Compiler<'_> {
         let mut fed_incrementally: HashSet<String> = HashSet::new();
         for &i in &order {
             let fed = incremental.contains_key(&i)
-                || graph
-                    .edges_directed(i, petgraph::Direction::Incoming)
-                    .any(|e| *e.weight() == Edge::Data && fed_incrementally.contains(&graph[petgraph::visit::EdgeRef::source(&e)].name));
+                || graph.edges_directed(i, petgraph::Direction::Incoming).any(|e| {
+                    *e.weight() == Edge::Data
+                        && fed_incrementally.contains(&graph[petgraph::visit::EdgeRef::source(&e)].name)
+                });
             if fed {
                 fed_incrementally.insert(graph[i].name.clone());
             }
@@ -351,13 +352,17 @@ impl Compiler<'_> {
                     _ => None,
                 }
             };
-            let tables = checks::Tables { schema: &schema_of, names: &names, loads: &loads, incremental: &fed_incrementally };
+            let tables =
+                checks::Tables { schema: &schema_of, names: &names, loads: &loads, incremental: &fed_incrementally };
             for &i in &order {
                 let name = graph[i].name.clone();
                 let Some(task) = p.spec.tasks.get(&name) else { continue };
                 let bad_rows = task.extract.as_ref().and_then(|e| e.bad_rows).is_some();
                 if task.load.is_some()
-                    || (task.checks.is_empty() && task.on_check_failure.is_none() && task.quarantine.is_none() && !bad_rows)
+                    || (task.checks.is_empty()
+                        && task.on_check_failure.is_none()
+                        && task.quarantine.is_none()
+                        && !bad_rows)
                 {
                     continue;
                 }
@@ -432,7 +437,13 @@ impl Compiler<'_> {
                             read_schema,
                             files: listed,
                             incremental: incremental.remove(&i),
-                            bad_rows: p.spec.tasks.get(&d.name).and_then(|t| t.extract.as_ref()).and_then(|e| e.bad_rows).unwrap_or_default(),
+                            bad_rows: p
+                                .spec
+                                .tasks
+                                .get(&d.name)
+                                .and_then(|t| t.extract.as_ref())
+                                .and_then(|e| e.bad_rows)
+                                .unwrap_or_default(),
                         })
                     }
                     DraftKind::Transform { sql, inputs, .. } => {
@@ -570,8 +581,12 @@ impl Compiler<'_> {
                 && mode != spec::BadRowsMode::Fail
             {
                 self.diags.push(
-                    p.diag_key("bad-rows", &ypath!["tasks", name, "extract", "bad_rows"], "`bad_rows` applies to CSV and JSON files")
-                        .help("Parquet files have no malformed rows: remove `bad_rows`"),
+                    p.diag_key(
+                        "bad-rows",
+                        &ypath!["tasks", name, "extract", "bad_rows"],
+                        "`bad_rows` applies to CSV and JSON files",
+                    )
+                    .help("Parquet files have no malformed rows: remove `bad_rows`"),
                 );
             }
             let mut declared = Vec::new();
@@ -1415,7 +1430,10 @@ async fn infer_extract(
         }
         // Malformed rows in the sample are the run's business (it names them, or sets them
         // aside with `bad_rows`), not the pipeline's: sample the rows that can be read.
-        Err(_) if format.kind != FileFormat::Parquet && let Some(s) = infer_tolerant(store, &files[0], format).await => {
+        Err(_)
+            if format.kind != FileFormat::Parquet
+                && let Some(s) = infer_tolerant(store, &files[0], format).await =>
+        {
             Arc::new(s)
         }
         Err(e) => {

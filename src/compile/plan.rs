@@ -81,12 +81,25 @@ pub enum CheckKind {
     NotNull(Vec<String>),
     Unique(Vec<String>),
     /// Values already cast to the column's type.
-    AcceptedValues { column: String, values: Vec<ScalarValue> },
+    AcceptedValues {
+        column: String,
+        values: Vec<ScalarValue>,
+    },
     /// A condition on the row's own columns (`${vars}` substituted).
     Expression(String),
-    RowCount { min: Option<u64>, max: Option<u64> },
-    Relationships { column: String, to: String, field: String },
-    Freshness { column: String, max_age: std::time::Duration },
+    RowCount {
+        min: Option<u64>,
+        max: Option<u64>,
+    },
+    Relationships {
+        column: String,
+        to: String,
+        field: String,
+    },
+    Freshness {
+        column: String,
+        max_age: std::time::Duration,
+    },
     /// Expected columns and their types.
     Schema(Vec<(String, DataType)>),
     Sql(String),

@@ -226,7 +226,7 @@ pub async fn evaluate(
             }
             CheckKind::Unique(cols) => {
                 next_unique += 1;
-                let keys: Vec<Expr> = cols.iter().map(|c| ident(c)).collect();
+                let keys: Vec<Expr> = cols.iter().map(ident).collect();
                 let present = cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
                 let groups = df
                     .clone()
@@ -264,8 +264,9 @@ pub async fn evaluate(
                         .with_column_renamed("__n", "rows")?;
                     samples = json_rows(&cancellable(cancel, top.collect()).await?)?;
                     if routing {
-                        let keys = groups.select(cols.iter().map(|c| ident(c)).collect::<Vec<_>>())?;
-                        failing_rows = Some(Failing::Keys { columns: cols.clone(), keys: memtable(keys, cancel).await? });
+                        let keys = groups.select(cols.iter().map(ident).collect::<Vec<_>>())?;
+                        failing_rows =
+                            Some(Failing::Keys { columns: cols.clone(), keys: memtable(keys, cancel).await? });
                     }
                 }
                 let what = format!(
@@ -292,14 +293,16 @@ pub async fn evaluate(
                     .unwrap_or(DataType::Utf8);
                 let common = if left_type == right_type { left_type.clone() } else { widen(&left_type, &right_type) };
                 let right = target.select(vec![cast(ident(field), common.clone()).alias("__ref")])?;
-                let orphans = df
-                    .clone()
-                    .filter(ident(column).is_not_null())?
-                    .join_on(right, JoinType::LeftAnti, vec![cast(ident(column), common).eq(datafusion::logical_expr::col("__ref"))])?;
+                let orphans = df.clone().filter(ident(column).is_not_null())?.join_on(
+                    right,
+                    JoinType::LeftAnti,
+                    vec![cast(ident(column), common).eq(datafusion::logical_expr::col("__ref"))],
+                )?;
                 let failing = cancellable(cancel, orphans.clone().count()).await? as u64;
                 let mut failing_rows = None;
                 if failing > 0 {
-                    samples = json_rows(&cancellable(cancel, orphans.clone().limit(0, Some(SAMPLES))?.collect()).await?)?;
+                    samples =
+                        json_rows(&cancellable(cancel, orphans.clone().limit(0, Some(SAMPLES))?.collect()).await?)?;
                     if routing {
                         let keys = orphans.select(vec![ident(column)])?.distinct()?;
                         failing_rows =
@@ -330,7 +333,10 @@ pub async fn evaluate(
                         let age = env.logical_time.signed_duration_since(t);
                         let too_old = age.to_std().is_ok_and(|a| a > *max_age);
                         let age_text = match age.to_std() {
-                            Ok(a) => format!("{} old", humantime::format_duration(std::time::Duration::from_secs(a.as_secs()))),
+                            Ok(a) => format!(
+                                "{} old",
+                                humantime::format_duration(std::time::Duration::from_secs(a.as_secs()))
+                            ),
                             Err(_) => "in the future".to_string(),
                         };
                         (
@@ -376,7 +382,11 @@ pub async fn evaluate(
         };
         tracing::debug!(task = %name, check = %c.name, ms = clock.elapsed().as_millis() as u64, "checks: evaluated");
         let status = judge(c, failing, rows, routing);
-        if routing && c.kind.row_level() && failing > 0 && let Some(f) = failing_rows {
+        if routing
+            && c.kind.row_level()
+            && failing > 0
+            && let Some(f) = failing_rows
+        {
             routed.push((k, f));
         }
         out.results.push(CheckResult {
@@ -507,7 +517,9 @@ async fn aggregate_pass(
         maxima: max_cols
             .iter()
             .map(|c| {
-                total(c).and_then(|a| if a.is_empty() || a.is_null(0) { None } else { ScalarValue::try_from_array(&a, 0).ok() })
+                total(c).and_then(|a| {
+                    if a.is_empty() || a.is_null(0) { None } else { ScalarValue::try_from_array(&a, 0).ok() }
+                })
             })
             .collect(),
         maybe_dups: vec![true; uniques],
@@ -616,10 +628,8 @@ async fn quarantine(
         .iter()
         .map(|(k, e)| when(e.clone(), lit(node.checks[*k].name.clone())).end())
         .collect::<Result<_, _>>()?;
-    let reasons: Vec<Expr> = fail_exprs
-        .iter()
-        .map(|(k, e)| when(e.clone(), reason(&node.checks[*k])).end())
-        .collect::<Result<_, _>>()?;
+    let reasons: Vec<Expr> =
+        fail_exprs.iter().map(|(k, e)| when(e.clone(), reason(&node.checks[*k])).end()).collect::<Result<_, _>>()?;
     let mut projection = original.clone();
     projection.push(datafusion::functions::expr_fn::concat_ws(lit(","), names).alias("_check"));
     projection.push(datafusion::functions::expr_fn::concat_ws(lit("; "), reasons).alias("_reason"));

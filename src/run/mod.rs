@@ -5,10 +5,10 @@
 
 mod checks;
 pub mod incremental;
-pub mod tolerant;
 mod stage;
 pub mod table;
 mod tasks;
+pub mod tolerant;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;

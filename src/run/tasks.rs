@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::Observer;
 use super::incremental::{ExtractInput, ExtractResult};
 use super::table::{FileSetTable, FusedView, with_null_text};
+use super::tolerant::BadRows;
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
 use crate::sink::{self, SinkError};
-use super::tolerant::BadRows;
 use crate::spec::{BadRowsMode, FileFormat, OutputFormat};
 
 pub(super) struct TaskEnv {
@@ -233,7 +233,9 @@ async fn run_task(
             let what = match (e.bad_rows, &node.quarantine) {
                 (BadRowsMode::Quarantine, Some(q)) => {
                     let rel = format!("{}/{}/{}/{}.bad_rows.parquet", q.path, env.pipeline, node.name, env.run_id);
-                    let url = cancellable(cancel, super::tolerant::write_quarantine(&q.store, &rel, &rows, &env.run_id)).await?;
+                    let url =
+                        cancellable(cancel, super::tolerant::write_quarantine(&q.store, &rel, &rows, &env.run_id))
+                            .await?;
                     format!("{n} malformed rows quarantined to {url}")
                 }
                 _ => format!("{n} malformed rows skipped"),

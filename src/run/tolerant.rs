@@ -142,8 +142,8 @@ pub fn partitions(
             .prefix_match(root)
             .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
             .unwrap_or_else(|| f.location.to_string());
-        let splittable = format.compression == InputCompression::None
-            && !(format.kind == FileFormat::Csv && format.csv.multiline);
+        let splittable =
+            format.compression == InputCompression::None && !(format.kind == FileFormat::Csv && format.csv.multiline);
         let n = if splittable { f.size.div_ceil(target).max(1) } else { 1 };
         for k in 0..n {
             let range = (f.size * k / n)..(f.size * (k + 1) / n);
@@ -279,8 +279,7 @@ impl Piece {
                 // The piece ends before the file: is its last line in the buffer, whole?
                 let ends_here = !compressed && self.range.end < self.file.size && {
                     let limit = (self.range.end - offset) as usize;
-                    limit <= buf.len() - pos
-                        && memchr::memchr(b'\n', &buf[pos + limit.saturating_sub(1)..]).is_some()
+                    limit <= buf.len() - pos && memchr::memchr(b'\n', &buf[pos + limit.saturating_sub(1)..]).is_some()
                 };
                 let Some(len) = decoder.next_batch_len(&buf[pos..], eof || ends_here) else {
                     need_more = true;
@@ -460,7 +459,9 @@ impl<'a> PieceDecoder<'a> {
         let schema = self.piece.schema.clone();
         match self.piece.format.kind {
             FileFormat::Json => {
-                let mut d = datafusion::arrow::json::ReaderBuilder::new(schema).with_batch_size(BATCH_ROWS + 16).build_decoder()?;
+                let mut d = datafusion::arrow::json::ReaderBuilder::new(schema)
+                    .with_batch_size(BATCH_ROWS + 16)
+                    .build_decoder()?;
                 let mut rest = bytes;
                 while !rest.is_empty() {
                     let n = d.decode(rest)?;
@@ -702,25 +703,10 @@ fn parse_error_column(msg: &str) -> Option<usize> {
 }
 
 fn clean_arrow(m: &str) -> String {
-    m.trim_start_matches("Csv error: ").trim_start_matches("Json error: ").trim_start_matches("Parser error: ").to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fields_and_records() {
-        let c = CsvSettings::default();
-        assert_eq!(split_fields(b"a,\"b,c\",d", &c), vec![b"a".to_vec(), b"b,c".to_vec(), b"d".to_vec()]);
-        assert_eq!(split_fields(b"a,,", &c).len(), 3);
-        let ends = record_ends(b"a,\"x\ny\"\nb,c\n", &c, 10);
-        assert_eq!(ends, vec![8, 12]);
-        assert_eq!(parse_error_column("Error while parsing value 'x' as type 'Int64' for column 2 at line 0"), Some(2));
-        assert_eq!(cut_lines(b"ab\ncd\nef\n", 4), 6);
-        assert_eq!(cut_lines(b"ab\ncd\nef", 7), 8);
-        assert_eq!(cut_lines(b"ab\ncd\nef\n", 3), 3);
-    }
+    m.trim_start_matches("Csv error: ")
+        .trim_start_matches("Json error: ")
+        .trim_start_matches("Parser error: ")
+        .to_string()
 }
 
 /// Whether a task's error looks like one of the strict readers' complaints about a file's
@@ -758,8 +744,14 @@ pub async fn first_bad_row(
         }
         let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| e.files.clone());
         let bad = BadRows::new(true);
-        let parts =
-            partitions(e.store.object_store.clone(), &e.store.root, &files, &e.format, e.read_schema.clone(), bad.clone());
+        let parts = partitions(
+            e.store.object_store.clone(),
+            &e.store.root,
+            &files,
+            &e.format,
+            e.read_schema.clone(),
+            bad.clone(),
+        );
         for part in parts {
             let mut stream = part.execute(Arc::new(TaskContext::default()));
             while let Some(r) = stream.next().await {
@@ -811,4 +803,22 @@ pub async fn write_quarantine(
     w.write(&batch).await?;
     w.close().await?;
     Ok(store.url_of(&path, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_records() {
+        let c = CsvSettings::default();
+        assert_eq!(split_fields(b"a,\"b,c\",d", &c), vec![b"a".to_vec(), b"b,c".to_vec(), b"d".to_vec()]);
+        assert_eq!(split_fields(b"a,,", &c).len(), 3);
+        let ends = record_ends(b"a,\"x\ny\"\nb,c\n", &c, 10);
+        assert_eq!(ends, vec![8, 12]);
+        assert_eq!(parse_error_column("Error while parsing value 'x' as type 'Int64' for column 2 at line 0"), Some(2));
+        assert_eq!(cut_lines(b"ab\ncd\nef\n", 4), 6);
+        assert_eq!(cut_lines(b"ab\ncd\nef", 7), 8);
+        assert_eq!(cut_lines(b"ab\ncd\nef\n", 3), 3);
+    }
 }

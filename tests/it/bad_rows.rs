@@ -170,7 +170,7 @@ fn bad_rows_in_a_large_file_read_in_pieces_keep_their_line_numbers() {
     while text.len() < 80 << 20 {
         line += 1;
         k += 1;
-        if k % 250_000 == 0 {
+        if k.is_multiple_of(250_000) {
             text.push_str(&format!("{k},bad,not_a_number\n"));
             bad.push(line);
         } else {

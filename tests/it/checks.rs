@@ -137,7 +137,12 @@ fn every_kind_passes_on_clean_data_and_an_error_check_blocks_the_load() {
     r.code(1);
     let out = normalize(&r.stdout, p.path());
     assert!(out.contains("FAILED: orders.accepted_values_status (accepted_values): 1 of 8 rows (12.5%): `status` not in the accepted values"), "{out}");
-    assert!(out.contains(r#"{"order_id":3,"customer_id":12,"status":"lost","amount":7.25,"updated_at":"2026-01-31T12:00:00"}"#), "{out}");
+    assert!(
+        out.contains(
+            r#"{"order_id":3,"customer_id":12,"status":"lost","amount":7.25,"updated_at":"2026-01-31T12:00:00"}"#
+        ),
+        "{out}"
+    );
     assert!(out.contains("task `orders` failed: 5 checks failed:"), "{out}");
 }
 
@@ -170,7 +175,10 @@ fn a_warning_does_not_block() {
     let p = project(DIRTY);
     p.write(
         "p.yaml",
-        pipeline("      - accepted_values: { column: status, values: [new, paid, shipped] }\n        severity: warn\n", ""),
+        pipeline(
+            "      - accepted_values: { column: status, values: [new, paid, shipped] }\n        severity: warn\n",
+            "",
+        ),
     );
     let r = p.weir(&["run", "p.yaml", "--json"]);
     r.ok();
@@ -186,7 +194,9 @@ fn thresholds_on_both_sides() {
     let p = project(DIRTY);
     let check = |threshold: &str| {
         pipeline(
-            &format!("      - accepted_values: {{ column: status, values: [new, paid, shipped] }}\n        {threshold}\n"),
+            &format!(
+                "      - accepted_values: {{ column: status, values: [new, paid, shipped] }}\n        {threshold}\n"
+            ),
             "",
         )
     };

@@ -155,7 +155,7 @@ fn variables_and_secrets() {
 #[test]
 fn later_features_are_refused_not_ignored() {
     let out = refused(&format!(
-        "schedule: {{ cron: '0 2 * * *' }}\n{HEAD}  mart:\n    load: {{ from: orders, store: lake, path: out/, format: delta }}\n  late:\n    extract: {{ store: raw, path: orders.csv, bad_rows: skip }}\n"
+        "schedule: {{ cron: '0 2 * * *' }}\n{HEAD}  mart:\n    load: {{ from: orders, store: lake, path: out/, format: delta }}\nnotify: [{{ url: \"http://x\" }}]\n"
     ));
     insta::assert_snapshot!(out);
 }
