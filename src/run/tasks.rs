@@ -50,7 +50,7 @@ pub(super) struct Outcome {
     pub bytes_written: Option<u64>,
     pub files: Option<u64>,
     pub note: Option<String>,
-    /// The task's table is staged (local Parquet), not read from its sources on demand.
+    /// The task's table is staged (local files), not read from its sources on demand.
     pub staged: bool,
     pub checks: Vec<super::checks::CheckResult>,
     /// An error-severity check failed: the task fails with this message.
@@ -180,7 +180,7 @@ async fn run_task(
     // `bad_rows: skip | quarantine`: the tolerant reader, staged like a checked table.
     let bad = match &node.kind {
         TaskKind::Extract(e) if e.bad_rows != BadRowsMode::Fail && e.format.kind != FileFormat::Parquet => {
-            Some(BadRows::new(false))
+            Some(BadRows::new(false, e.bad_rows == BadRowsMode::Quarantine))
         }
         _ => None,
     };
@@ -226,10 +226,10 @@ async fn run_task(
         scanned = Some(staged.results);
     }
     if let (Some(bad), TaskKind::Extract(e)) = (&bad, &node.kind) {
+        let n = bad.count();
         let rows = bad.take();
-        let n = rows.len() as u64;
         out.bad_rows = Some(n);
-        if n > 0 {
+        if let Some(first) = rows.first() {
             let what = match (e.bad_rows, &node.quarantine) {
                 (BadRowsMode::Quarantine, Some(q)) => {
                     let rel = format!("{}/{}/{}/{}.bad_rows.parquet", q.path, env.pipeline, node.name, env.run_id);
@@ -240,10 +240,10 @@ async fn run_task(
                 }
                 _ => format!("{n} malformed rows skipped"),
             };
-            tracing::warn!(task = %node.name, rows = n, first = %rows[0], "{what}");
+            tracing::warn!(task = %node.name, rows = n, first = %first, "{what}");
             out.note = Some(match out.note.take() {
-                Some(x) => format!("{x}; {what} (first: {})", rows[0]),
-                None => format!("{what} (first: {})", rows[0]),
+                Some(x) => format!("{x}; {what} (first: {first})"),
+                None => format!("{what} (first: {first})"),
             });
         }
     }

@@ -69,7 +69,12 @@ pub struct BadRows {
     inner: Mutex<BadRowsInner>,
     /// Stop at the first bad row (to name it).
     pub first_only: bool,
+    /// Keep every bad row (for the quarantine); otherwise only the first few, and count.
+    pub keep_all: bool,
 }
+
+/// Bad rows kept when they are only counted (`bad_rows: skip`), to name the first.
+const KEPT_WHEN_COUNTING: usize = 100;
 
 #[derive(Debug, Default)]
 struct BadRowsInner {
@@ -78,14 +83,16 @@ struct BadRowsInner {
 }
 
 impl BadRows {
-    pub fn new(first_only: bool) -> Arc<BadRows> {
-        Arc::new(BadRows { inner: Mutex::default(), first_only })
+    pub fn new(first_only: bool, keep_all: bool) -> Arc<BadRows> {
+        Arc::new(BadRows { inner: Mutex::default(), first_only, keep_all })
     }
 
     fn add(&self, row: BadRow) -> Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.count += 1;
-        g.rows.push(row);
+        if self.keep_all || g.rows.len() < KEPT_WHEN_COUNTING {
+            g.rows.push(row);
+        }
         if self.first_only {
             return Err(DataFusionError::Execution("a bad row was found".into()));
         }
@@ -462,14 +469,7 @@ impl<'a> PieceDecoder<'a> {
                 let mut d = datafusion::arrow::json::ReaderBuilder::new(schema)
                     .with_batch_size(BATCH_ROWS + 16)
                     .build_decoder()?;
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = d.decode(rest)?;
-                    if n == 0 {
-                        break;
-                    }
-                    rest = &rest[n..];
-                }
+                feed(bytes, |b| d.decode(b))?;
                 d.flush()
             }
             _ => {
@@ -486,14 +486,7 @@ impl<'a> PieceDecoder<'a> {
                     b = b.with_comment(cm);
                 }
                 let mut d = b.build_decoder();
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let n = d.decode(rest)?;
-                    if n == 0 {
-                        break;
-                    }
-                    rest = &rest[n..];
-                }
+                let rest = feed(bytes, |b| d.decode(b))?;
                 // An unterminated quote swallows the rest: arrow keeps it pending.
                 if !rest.is_empty() {
                     return Err(ArrowError::CsvError("unterminated quoted field".into()));
@@ -603,6 +596,22 @@ impl<'a> PieceDecoder<'a> {
         }
         Ok(n)
     }
+}
+
+/// Hand `bytes` to a decoder until it takes no more; what it left.
+fn feed(
+    bytes: &[u8],
+    mut decode: impl FnMut(&[u8]) -> std::result::Result<usize, ArrowError>,
+) -> std::result::Result<&[u8], ArrowError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = decode(rest)?;
+        if n == 0 {
+            break;
+        }
+        rest = &rest[n..];
+    }
+    Ok(rest)
 }
 
 /// Blank lines (only `\r`/`\n`) at the start of a record.
@@ -743,7 +752,7 @@ pub async fn first_bad_row(
             continue;
         }
         let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| e.files.clone());
-        let bad = BadRows::new(true);
+        let bad = BadRows::new(true, false);
         let parts = partitions(
             e.store.object_store.clone(),
             &e.store.root,
