@@ -132,3 +132,32 @@ fn globs_span_directories_and_skip_hidden_files() {
     let rows = read_with(&p, "{ store: src, path: \"2026/0*/a.csv\" }");
     assert_eq!(col(&rows, "id"), ["1"]);
 }
+
+#[test]
+fn the_tolerant_reader_honours_every_option() {
+    // `bad_rows: skip` reads through weir's tolerant reader: each option must read the same
+    // rows as DataFusion's strict reader does.
+    let p = Project::new();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"id,name\n1,x\n2,y\n").unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a.csv", b"1,x\n2,y\n".to_vec(), "csv: { header: false }, schema: { id: bigint, name: varchar }"),
+        ("a.csv", b"id|b\n1|x,y\n".to_vec(), "csv: { delimiter: \"|\" }"),
+        ("a.csv", b"id,b\n1,'x,y'\n".to_vec(), "csv: { quote: \"'\" }"),
+        ("a.csv", b"id,b\n1,\"say \\\"hi\\\"\"\n".to_vec(), "csv: { escape: \"\\\\\" }"),
+        ("a.csv", b"id,b\n# a comment line\n1,x\n".to_vec(), "csv: { comment: \"#\" }"),
+        ("a.csv", b"id,amount,note\n1,NA,hello\n2,5,NA\n3,,\n".to_vec(), "csv: { null_value: NA }"),
+        ("a.csv", b"id,note\n1,\"two\nlines\"\n2,one\n".to_vec(), "csv: { multiline: true }"),
+        ("a.tsv", b"id\tb\n1\tx,y\n".to_vec(), "format: csv"),
+        ("a.csv.gz", gz.finish().unwrap(), "compression: gzip"),
+        ("a.ndjson", b"{\"id\": 1, \"v\": \"x\"}\n{\"id\": 2, \"v\": null}\n".to_vec(), "format: json"),
+    ];
+    for (file, content, opts) in cases {
+        let _ = std::fs::remove_dir_all(p.join("data"));
+        p.write(&format!("data/{file}"), content);
+        let strict = read_with(&p, &format!("{{ store: src, path: {file}, {opts} }}"));
+        let tolerant = read_with(&p, &format!("{{ store: src, path: {file}, {opts}, bad_rows: skip }}"));
+        assert!(!strict.is_empty(), "{file} {opts}");
+        assert_eq!(tolerant, strict, "{file} with {opts}");
+    }
+}
