@@ -917,6 +917,26 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
                 s.push_str(&format!("     writes   {}: {}/ ({how}) from {}\n", l.store.name, l.path, l.from));
             }
         }
+        if !t.checks.is_empty() {
+            let names: Vec<String> = t
+                .checks
+                .iter()
+                .map(|c| match c.severity {
+                    spec::Severity::Warn => format!("{} (warn)", c.name),
+                    spec::Severity::Error => c.name.clone(),
+                })
+                .collect();
+            s.push_str(&wrap_columns("     checks   ", &names));
+        }
+        if let TaskKind::Extract(e) = &t.kind
+            && e.bad_rows != spec::BadRowsMode::Fail
+        {
+            let mode = format!("{:?}", e.bad_rows).to_lowercase();
+            s.push_str(&format!("     bad rows {mode}\n"));
+        }
+        if let Some(q) = &t.quarantine {
+            s.push_str(&format!("     quarantine  {}: {}/{}/{}/\n", q.store.name, q.path, p.pipeline, t.name));
+        }
         let extra: Vec<&str> = ups
             .iter()
             .copied()

@@ -87,6 +87,10 @@ fn ids(rows: &[BTreeMap<String, String>]) -> Vec<String> {
 fn every_kind_passes_on_clean_data_and_an_error_check_blocks_the_load() {
     let p = project(CLEAN);
     p.write("p.yaml", pipeline(ALL_CHECKS, ""));
+    // `weir plan` lists them.
+    let plan = p.weir(&["plan", "p.yaml"]);
+    plan.ok();
+    assert!(plan.stdout.contains("     checks   not_null_order_id_customer_id, unique_order_id,"), "{}", plan.stdout);
     let r = p.weir(&["run", "p.yaml", "--json", "--run-date", "2026-01-31"]);
     r.ok();
     let rep = report(&r);
