@@ -523,16 +523,7 @@ impl Compiler<'_> {
                 Some(st) => st.clone(),
                 None => {
                     if !p.spec.stores.contains_key(s) && !p.broken_stores.contains(s) {
-                        let help = did_you_mean(s, p.spec.stores.keys().map(String::as_str));
-                        self.diags.push(
-                            p.diag_value(
-                                "unknown-store",
-                                &base.key("quarantine").key("store"),
-                                s.len(),
-                                format!("unknown store `{s}`"),
-                            )
-                            .maybe_help(help),
-                        );
+                        self.diags.push(self.unknown_store(name, "quarantine", s));
                     }
                     return None;
                 }
@@ -553,8 +544,7 @@ impl Compiler<'_> {
             },
         };
         let raw = spec_q.path.clone().unwrap_or_else(|| "_quarantine".into());
-        let rel = raw.trim().trim_matches('/').trim_start_matches("./").to_string();
-        if rel.is_empty() || rel.split('/').any(|s| s == ".." || s == ".") || rel.contains(['*', '?', '[', '{']) {
+        let Some(rel) = super::store_dir(&raw) else {
             self.diags.push(p.diag_value(
                 "path",
                 &base.key("quarantine").key("path"),
@@ -562,7 +552,7 @@ impl Compiler<'_> {
                 format!("invalid quarantine path `{raw}`"),
             ));
             return None;
-        }
+        };
         Some(QuarantinePlan { store, path: rel, checks: by_checks })
     }
 }

@@ -693,17 +693,13 @@ impl Compiler<'_> {
             if store.is_none() && !p.spec.stores.contains_key(&l.store) && !p.broken_stores.contains(&l.store) {
                 self.diags.push(self.unknown_store(name, "load", &l.store));
             }
-            let rel = l.path.trim().trim_matches('/').trim_start_matches("./").to_string();
-            if rel.is_empty()
-                || rel == "."
-                || rel.split('/').any(|s| s == ".." || s == ".")
-                || rel.contains(['*', '?', '[', '{'])
-            {
+            let rel = store_dir(&l.path).unwrap_or_else(|| {
                 self.diags.push(
                     p.diag_value("path", &ypath!["tasks", name, "load", "path"], l.path.len(), format!("invalid load path `{}`", l.path))
                         .help("name a directory inside the store, e.g. `marts/orders/`; the load owns it and replaces its content"),
                 );
-            }
+                String::new()
+            });
             for (k, col) in l.partition_by.iter().enumerate() {
                 if l.partition_by[..k].contains(col) {
                     self.diags.push(p.diag_value(
@@ -1461,6 +1457,14 @@ async fn infer_extract(
         _ => schema.clone(),
     };
     Ok((files, schema, read_schema))
+}
+
+/// A directory inside a store (a load's output, a quarantine), normalized: no leading or
+/// trailing `/`, no `.` or `..` segments, no glob characters. `None` when it is not one.
+fn store_dir(raw: &str) -> Option<String> {
+    let rel = raw.trim().trim_matches('/').trim_start_matches("./").to_string();
+    let bad = rel.is_empty() || rel.split('/').any(|s| s == ".." || s == ".") || rel.contains(['*', '?', '[', '{']);
+    (!bad).then_some(rel)
 }
 
 /// The schema of a text file some of whose first rows are malformed: CSV lines with the

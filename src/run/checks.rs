@@ -103,9 +103,15 @@ pub struct Checked {
     /// Rows written to the quarantine location, and where.
     pub quarantined: u64,
     pub quarantine_file: Option<String>,
-    /// Rows of the table before and after quarantine.
+    /// Rows of the table (before quarantine).
     pub rows: u64,
-    pub passed: u64,
+}
+
+impl Checked {
+    /// Rows that pass on to the task's consumers.
+    pub fn passed(&self) -> u64 {
+        self.rows.saturating_sub(self.quarantined)
+    }
 }
 
 /// What a run's checks need to know about it.
@@ -198,7 +204,7 @@ pub async fn evaluate(
     // The scan's slots, in check order.
     let (mut next_fail, mut next_max, mut next_unique) = (0usize, 0usize, 0usize);
 
-    let mut out = Checked { rows, passed: rows, ..Default::default() };
+    let mut out = Checked { rows, ..Default::default() };
     let mut routed: Vec<(usize, Failing)> = Vec::new();
     for (k, c) in node.checks.iter().enumerate() {
         let mut samples = Vec::new();
@@ -417,7 +423,6 @@ pub async fn evaluate(
     if let (Some(q), false) = (node.quarantine.as_ref().filter(|q| q.checks), routed.is_empty()) {
         let (quarantined, file) = quarantine(ctx, node, q, df, &schema, &routed, env, cancel).await?;
         out.quarantined = quarantined;
-        out.passed = rows.saturating_sub(quarantined);
         out.quarantine_file = Some(file);
     }
     Ok(out)

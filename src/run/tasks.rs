@@ -255,10 +255,12 @@ async fn run_task(
     let checked = super::checks::evaluate(ctx, node, &check_env, scanned, cancel).await?;
     if let Some(file) = &checked.quarantine_file {
         out.quarantined = Some(checked.quarantined);
-        out.rows_out = Some(checked.passed);
+        out.rows_out = Some(checked.passed());
         let q = format!(
             "{} rows checked: {} passed, {} quarantined to {file}",
-            checked.rows, checked.passed, checked.quarantined
+            checked.rows,
+            checked.passed(),
+            checked.quarantined
         );
         out.note = Some(match out.note.take() {
             Some(n) => format!("{n}; {q}"),
@@ -466,7 +468,6 @@ async fn transform(
         note: Some(
             match t.execution {
                 Execution::ChainBreak => "materialized: it ends a long chain of fused queries",
-                Execution::Checked => "materialized: checked before its consumers read it",
                 _ => "materialized: read by several tasks",
             }
             .into(),

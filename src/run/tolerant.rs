@@ -112,7 +112,7 @@ impl BadRows {
 }
 
 /// One partition of the tolerant scan: the lines starting in `range` of `file`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Piece {
     store: Arc<dyn ObjectStore>,
     file: ObjectMeta,
@@ -176,15 +176,7 @@ impl PartitionStream for Piece {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 4);
         let tx = builder.tx();
-        let piece = Piece {
-            store: self.store.clone(),
-            file: self.file.clone(),
-            name: self.name.clone(),
-            range: self.range.clone(),
-            format: self.format.clone(),
-            schema: self.schema.clone(),
-            bad: self.bad.clone(),
-        };
+        let piece = self.clone();
         builder.spawn(async move {
             piece
                 .read(|batch| {
