@@ -14,7 +14,7 @@ use petgraph::graph::NodeIndex;
 use tokio_util::sync::CancellationToken;
 
 use crate::compile::{self, CompileError, Execution, Plan, TaskKind, types::sql_name};
-use crate::diag::{Diagnostic, Rendered};
+use crate::diag::Diagnostic;
 use crate::run::{self, CheckResult, CheckStatus, Observer, RunOptions, RunReport, RunStatus, TaskReport, TaskStatus};
 use crate::secrets::Secrets;
 use crate::spec::{self, LoadOptions, LoadedPipeline, SpecError};
@@ -99,6 +99,41 @@ pub enum Command {
         /// DataFusion partitions per query. Default: CPU cores.
         #[arg(long, hide = true)]
         target_partitions: Option<usize>,
+        /// Also write the run's metrics (the names `weir serve` exports) to this file in the
+        /// Prometheus text format, atomically: for node_exporter's textfile collector.
+        #[arg(long, value_name = "FILE")]
+        metrics_file: Option<PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Run the pipelines of a directory on their schedules: a daemon with metrics, alerts and
+    /// an HTTP API. Stops on SIGTERM / Ctrl-C, letting running runs finish.
+    Serve {
+        /// The directory of pipeline files.
+        #[arg(default_value = "pipelines")]
+        dir: PathBuf,
+        /// Where the HTTP server listens (`/metrics`, `/healthz`, `/api`).
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        listen: std::net::SocketAddr,
+        /// Bearer token for `/api` (required when listening on a non-loopback address).
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Run what is due now (ticks since the last handled one, by each catch-up policy),
+        /// check freshness, deliver alerts, and exit: for running from cron.
+        #[arg(long)]
+        once: bool,
+        /// How long running runs get to finish after SIGTERM before they are cancelled.
+        #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+        grace: Duration,
+        /// How often pipeline files are checked for changes.
+        #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+        reload_interval: Duration,
+        /// How often freshness is checked for `stale` alerts.
+        #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+        stale_interval: Duration,
+        /// The wait before a webhook's first retry (then ×4 each time, 5 attempts).
+        #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
+        alert_backoff: Duration,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -136,6 +171,10 @@ pub struct VarArgs {
     /// Set a variable: `--var region=north`. Overrides `vars:` in the file.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 500ms, 30s, 2m)"))
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -209,6 +248,7 @@ async fn dispatch(cli: Cli) -> i32 {
             runs(&cli, pipeline.as_deref(), dir, limit, run.as_deref(), json)
         }
         Command::Run { .. } => run_cmd(&cli).await,
+        Command::Serve { .. } => serve_cmd(&cli).await,
     }
 }
 
@@ -234,7 +274,10 @@ fn today() -> String {
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     // Without -v the CLI's own lines say what happens; logs are for -v and JSON consumers.
+    let daemon = matches!(cli.command, Command::Serve { once: false, .. });
     let default = match (cli.verbose, cli.log_format) {
+        // A daemon's log is its voice.
+        (0, _) if daemon => "weir=info,warn",
         (0, LogFormat::Text) => "weir=off,error",
         (0, LogFormat::Json) | (1, _) => "weir=info,warn",
         (2, _) => "weir=debug,info",
@@ -295,13 +338,7 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
 
 /// One diagnostic as text (`color` off for tests and pipes).
 pub fn render_diagnostic(d: &Diagnostic, color: bool) -> String {
-    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
-    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
-    let mut s = String::new();
-    if handler.render_report(&mut s, &Rendered(d)).is_err() {
-        s = d.to_string();
-    }
-    s
+    crate::diag::render(d, color)
 }
 
 fn load_options(vars: &VarArgs, run_id: &str, run_date: &str) -> LoadOptions {
@@ -394,7 +431,8 @@ fn state_path(cli: &Cli, path: &Path) -> PathBuf {
 }
 
 async fn run_cmd(cli: &Cli) -> i32 {
-    let Command::Run { path, select, full_refresh, resume, run_date, json, target_partitions, vars } = &cli.command
+    let Command::Run { path, select, full_refresh, resume, run_date, json, target_partitions, metrics_file, vars } =
+        &cli.command
     else {
         return EXIT_INVALID;
     };
@@ -473,13 +511,18 @@ async fn run_cmd(cli: &Cli) -> i32 {
         let this_run = if reports.is_empty() { run_id.clone() } else { run::new_run_id() };
         // With --json, stdout carries the report; the task lines still go to stderr.
         let progress = Progress::new(&plan);
+        let observer: Arc<dyn Observer> = if metrics_file.is_some() {
+            Arc::new(run::Tee(vec![progress.clone(), Arc::new(crate::metrics::RunMetrics::new(&plan.pipeline))]))
+        } else {
+            progress.clone()
+        };
         let opts = RunOptions {
             run_id: this_run,
             run_date: run_date.clone(),
             select: if select.is_empty() { None } else { Some(sel) },
             staging_dir: staging_dir.clone(),
             cancel: cancel.clone(),
-            observer: Some(progress.clone()),
+            observer: Some(observer),
             state: Some(state.clone()),
             target_partitions: *target_partitions,
             full_refresh: *full_refresh,
@@ -489,6 +532,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
         match run::run(plan.clone(), opts).await {
             Ok(report) => {
                 progress.finish();
+                crate::metrics::run_finished(&report);
                 if report.status != RunStatus::Succeeded {
                     code = EXIT_FAILED;
                 }
@@ -499,12 +543,19 @@ async fn run_cmd(cli: &Cli) -> i32 {
             }
             Err(e) => {
                 progress.finish();
+                crate::metrics::run_errored(&plan.pipeline);
                 eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));
                 code = EXIT_FAILED;
             }
         }
     }
     signals.abort();
+    if let Some(f) = metrics_file
+        && let Err(e) = crate::metrics::write_file(f)
+    {
+        eprintln!("error: cannot write the metrics file {}: {e}", f.display());
+        code = code.max(EXIT_FAILED);
+    }
     if *json {
         let v = if reports.len() == 1 {
             serde_json::to_string_pretty(&reports[0])
@@ -512,6 +563,83 @@ async fn run_cmd(cli: &Cli) -> i32 {
             serde_json::to_string_pretty(&reports)
         };
         println!("{}", v.unwrap_or_default());
+    }
+    code
+}
+
+async fn serve_cmd(cli: &Cli) -> i32 {
+    let Command::Serve { dir, listen, token, once, grace, reload_interval, stale_interval, alert_backoff, vars } =
+        &cli.command
+    else {
+        return EXIT_INVALID;
+    };
+    if !dir.is_dir() {
+        eprintln!("error: {} is not a directory of pipeline files", dir.display());
+        return EXIT_INVALID;
+    }
+    if let Some(t) = token {
+        crate::secrets::global().add(t);
+    }
+    let state_file = state_path(cli, dir);
+    let state = match StateStore::open(&state_file) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
+    let opts = crate::serve::ServeOptions {
+        dir: dir.clone(),
+        vars: vars.vars.clone(),
+        state,
+        staging_dir,
+        listen: (!*once).then_some(*listen),
+        token: token.clone().filter(|t| !t.is_empty()),
+        grace: *grace,
+        reload_interval: *reload_interval,
+        stale_interval: *stale_interval,
+        alert_backoff: *alert_backoff,
+    };
+    if !*once {
+        return match crate::serve::serve(opts).await {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));
+                EXIT_FAILED
+            }
+        };
+    }
+    let (daemon, outcomes) = match crate::serve::once(opts).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));
+            return EXIT_FAILED;
+        }
+    };
+    let mut code = EXIT_OK;
+    for (name, errors) in daemon.errors() {
+        eprintln!("error: pipeline `{name}` is invalid and was not run:");
+        for e in errors {
+            eprintln!("{e}");
+        }
+        code = EXIT_INVALID;
+    }
+    if outcomes.is_empty() {
+        println!("nothing due");
+    }
+    for o in &outcomes {
+        let why = match o.trigger {
+            crate::serve::Trigger::Tick { at, catchup } => {
+                format!("tick {}{}", at.format("%Y-%m-%dT%H:%M:%SZ"), if catchup { " (catch-up)" } else { "" })
+            }
+            crate::serve::Trigger::Manual => "manual".into(),
+        };
+        let error = o.error.as_deref().map(|e| format!(": {}", e.lines().next().unwrap_or(""))).unwrap_or_default();
+        println!("{:<10} {} run {} for {why}{error}", o.status, o.pipeline, o.run_id);
+        if o.status == "failed" {
+            code = code.max(EXIT_FAILED);
+        }
     }
     code
 }

@@ -1,13 +1,16 @@
 //! weir: declarative data pipelines. YAML pipeline files are parsed (`spec`), compiled into
 //! a DAG (`compile`), run (`run`) with DataFusion over object stores (`storage`), written
-//! (`sink`) and recorded (`state`). Each stage only knows the one before it.
+//! (`sink`) and recorded (`state`). Each stage only knows the one before it. `serve` is the
+//! daemon that schedules runs and watches them (`metrics`, webhooks, HTTP).
 
 pub mod cli;
 pub mod compile;
 pub mod diag;
 pub mod failpoint;
+pub mod metrics;
 pub mod run;
 pub mod secrets;
+pub mod serve;
 pub mod sink;
 pub mod spec;
 pub mod state;

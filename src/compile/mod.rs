@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod plan;
+pub mod schedule;
 pub mod sql;
 pub mod types;
 
@@ -117,6 +118,7 @@ impl Compiler<'_> {
         let clock = std::time::Instant::now();
         let phase = |what: &str| tracing::debug!(pipeline = %p.name, ms = clock.elapsed().as_millis() as u64, "compile: {what}");
         let stores = self.stores();
+        let watch = schedule::compile_watch(p, &mut self.diags);
         let ctx = SessionContext::new_with_config(session_config());
         let state = ctx.state();
         // Task names in file order (for suggestions) and as a set (for lookups).
@@ -473,7 +475,7 @@ impl Compiler<'_> {
             .max_parallel
             .map(|m| m as usize)
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-        Some(Plan::new(
+        let mut plan = Plan::new(
             p.name.clone(),
             p.spec.description.clone(),
             p.source.clone(),
@@ -481,7 +483,9 @@ impl Compiler<'_> {
             stores.into_values().collect(),
             max_parallel.max(1),
             p.secrets.clone(),
-        ))
+        );
+        plan.watch = watch;
+        Some(plan)
     }
 
     fn stores(&mut self) -> indexmap::IndexMap<String, Arc<Store>> {

@@ -35,6 +35,8 @@ pub struct Plan {
     pub stores: Vec<Arc<Store>>,
     pub max_parallel: usize,
     pub secrets: Secrets,
+    /// Schedule, webhooks and freshness (used by `weir serve`).
+    pub watch: super::schedule::Watch,
     by_name: HashMap<String, NodeIndex>,
     /// Per task, the incremental extracts it reads through (itself included), in run order.
     incremental_sources: HashMap<NodeIndex, Vec<NodeIndex>>,
@@ -452,6 +454,7 @@ impl Plan {
             stores,
             max_parallel,
             secrets,
+            watch: Default::default(),
             by_name,
             incremental_sources: HashMap::new(),
         };

@@ -51,6 +51,21 @@ pub trait Observer: Send + Sync {
     fn task_finished(&self, _report: &TaskReport) {}
 }
 
+/// Several observers as one.
+pub struct Tee(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Tee {
+    fn task_started(&self, task: &str, kind: &str) {
+        self.0.iter().for_each(|o| o.task_started(task, kind));
+    }
+    fn task_retrying(&self, task: &str, attempt: u32, error: &str, wait: Duration) {
+        self.0.iter().for_each(|o| o.task_retrying(task, attempt, error, wait));
+    }
+    fn task_finished(&self, report: &TaskReport) {
+        self.0.iter().for_each(|o| o.task_finished(report));
+    }
+}
+
 pub struct RunOptions {
     pub run_id: String,
     pub run_date: String,

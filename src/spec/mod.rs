@@ -232,8 +232,6 @@ struct Parser {
 /// Keys that later versions implement: refused with a clear message rather than ignored.
 fn not_supported(key: &str) -> Diagnostic {
     let what = match key {
-        "schedule" => "schedules (the `weir serve` daemon)",
-        "notify" | "freshness" => "alerts",
         "engine" => "engine selection (scale-out)",
         _ => "this feature",
     };
@@ -632,17 +630,12 @@ impl Parser {
                     .help("use letters, digits, `_` and `-`"),
             );
         }
-        for key in ["schedule", "notify", "freshness", "engine"] {
-            let present = match key {
-                "schedule" => spec.schedule.is_some(),
-                "notify" => spec.notify.is_some(),
-                "freshness" => spec.freshness.is_some(),
-                _ => spec.engine.is_some(),
-            };
-            if present {
-                let ns = not_supported(key);
-                self.push(self.at_key("not-supported", &ypath![key], ns.message).maybe_help(ns.help));
-            }
+        if spec.engine.is_some() {
+            let ns = not_supported("engine");
+            self.push(self.at_key("not-supported", &ypath!["engine"], ns.message).maybe_help(ns.help));
+        }
+        if let Some(f) = &spec.freshness {
+            self.check_duration(&ypath!["freshness", "warn_after"], Some(&f.warn_after));
         }
         if spec.max_parallel == Some(0) {
             self.push(self.at_value("range", &ypath!["max_parallel"], 1, "`max_parallel` must be at least 1"));
@@ -736,7 +729,7 @@ impl Parser {
     }
 }
 
-fn add_secret(secrets: &Secrets, value: &str) {
+pub(crate) fn add_secret(secrets: &Secrets, value: &str) {
     secrets.add(value);
     crate::secrets::global().add(value);
 }

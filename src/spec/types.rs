@@ -48,22 +48,121 @@ pub struct Pipeline {
     /// letters, digits and `_`, starting with a letter or `_`.
     pub tasks: IndexMap<String, Task>,
 
-    /// Not supported yet (the scheduler daemon).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub schedule: Option<serde_yaml::Value>,
-    /// Not supported yet (alerts).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub notify: Option<serde_yaml::Value>,
-    /// Not supported yet (alerts).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub freshness: Option<serde_yaml::Value>,
+    /// When `weir serve` runs the pipeline. `weir run` ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+
+    /// Webhooks called when something goes wrong (or right again) under `weir serve`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+
+    /// How long the pipeline may go without a successful run before `weir serve` raises a
+    /// `stale` alert (the dead-man's switch: it fires even if the pipeline never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
+
     /// Not supported yet (scale-out).
     #[serde(default, skip_serializing)]
     #[schemars(skip)]
     pub engine: Option<serde_yaml::Value>,
+}
+
+/// A cron schedule, read by `weir serve`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// A cron expression: 5 fields (`minute hour day-of-month month day-of-week`) or 6 with
+    /// seconds first. Lists, ranges, steps, names (`MON`, `JAN`), `L`, `W` and `#` are
+    /// understood; when both day fields are restricted, a day matching either runs (as in
+    /// classic cron). Examples: `0 2 * * *` (02:00 daily), `*/15 * * * *`, `0 6 * * MON-FRI`.
+    pub cron: String,
+
+    /// The IANA time zone the cron fields are read in, e.g. `Europe/Berlin`. Default `UTC`.
+    /// Ticks follow daylight saving time: a time skipped by the change runs at the first
+    /// valid time after it, and a time repeated by it runs once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+
+    /// Ticks missed while the daemon was down (or while the pipeline file was invalid):
+    /// `none` skips them, `last` (default) runs the newest one once, `all` runs each, oldest
+    /// first (at most 100; older ones are recorded as skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup: Option<Catchup>,
+
+    /// A tick that comes while the previous run is still going: `skip` (default) records it
+    /// as skipped, `queue` runs it when the current run ends (one tick waits at most; more
+    /// are skipped). Two runs of one pipeline never overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+}
+
+/// What happens to ticks missed while the daemon was down.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Catchup {
+    None,
+    #[default]
+    Last,
+    All,
+}
+
+/// What happens to a tick that comes while the previous run is still going.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    #[default]
+    Skip,
+    Queue,
+}
+
+/// A webhook. The body is Slack-compatible JSON: `{"text": ...}` with plain text, plus the
+/// fields `event`, `pipeline`, `run_id`, `task` and `error`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Where to POST. Treated as a secret whatever its source (webhook URLs carry tokens):
+    /// never logged, shown as `***`. Use `${env:NAME}`.
+    pub url: String,
+
+    /// Which events: `failure` (a run failed), `check_failed` (an error-severity check
+    /// failed), `recovered` (the first success after a failure or a stale alert), `stale` (no
+    /// successful run within `freshness.warn_after`). Default: all four.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<NotifyEvent>,
+}
+
+/// An event that can be sent to a webhook.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    Failure,
+    CheckFailed,
+    Recovered,
+    Stale,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 4] =
+        [NotifyEvent::Failure, NotifyEvent::CheckFailed, NotifyEvent::Recovered, NotifyEvent::Stale];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotifyEvent::Failure => "failure",
+            NotifyEvent::CheckFailed => "check_failed",
+            NotifyEvent::Recovered => "recovered",
+            NotifyEvent::Stale => "stale",
+        }
+    }
+}
+
+/// How fresh the pipeline's outputs must be.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Freshness {
+    /// No successful run for longer than this raises a `stale` alert, e.g. `26h` for a daily
+    /// pipeline. Counted from the last success, or from when the daemon first saw the
+    /// pipeline if it never succeeded.
+    pub warn_after: Duration,
 }
 
 /// A YAML scalar used as a text value (strings, numbers and booleans are accepted).

@@ -110,6 +110,32 @@ const MIGRATIONS: &[&str] = &[
         samples TEXT NOT NULL,
         PRIMARY KEY (run_id, task, name)
     );",
+    // 4: the daemon's scheduled ticks and alerts
+    "CREATE TABLE ticks (
+        pipeline TEXT NOT NULL,
+        tick_at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        run_id TEXT,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, tick_at)
+    );
+    CREATE TABLE watched (
+        pipeline TEXT PRIMARY KEY,
+        first_seen TEXT NOT NULL,
+        health TEXT NOT NULL DEFAULT 'ok',
+        stale_alerted_for TEXT
+    );
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline TEXT NOT NULL,
+        event TEXT NOT NULL,
+        run_id TEXT,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX alerts_by_pipeline ON alerts (pipeline, created_at);",
 ];
 
 pub struct StateStore {
@@ -167,6 +193,40 @@ pub struct TaskRecord {
     pub files: Option<u64>,
     pub error: Option<String>,
     pub note: Option<String>,
+}
+
+/// One row of `ticks`: a scheduled tick the daemon handled, and what it did with it
+/// (`ran`, `queued`, `skipped: …`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TickRecord {
+    pub pipeline: String,
+    pub tick_at: String,
+    pub action: String,
+    pub run_id: Option<String>,
+    pub recorded_at: String,
+}
+
+/// One row of `alerts`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub pipeline: String,
+    pub event: String,
+    pub run_id: Option<String>,
+    pub created_at: String,
+    pub attempts: u32,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// What the daemon remembers about a pipeline it watches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watched {
+    pub first_seen: String,
+    /// `ok`, `failing` or `stale`: what the last alert-worthy event said.
+    pub health: String,
+    /// The silence a `stale` alert was sent for (the last success, or `first_seen`).
+    pub stale_alerted_for: Option<String>,
 }
 
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -260,6 +320,7 @@ impl StateStore {
                 "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = 'the process running it stopped' WHERE run_id = ?1 AND status = 'running'",
                 params![other, now_text()],
             )?;
+            tx.execute("UPDATE ticks SET action = 'abandoned' WHERE run_id = ?1 AND action = 'ran'", [&other])?;
             tx.execute("DELETE FROM locks WHERE pipeline = ?1", [pipeline])?;
         }
         tx.execute(
@@ -484,6 +545,163 @@ impl StateStore {
                 files: u(r.get(11)?),
                 error: r.get(12)?,
                 note: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The daemon's records: ticks, watched pipelines, alerts.
+impl StateStore {
+    /// Record what was done with a scheduled tick (the first record of a tick wins, except that
+    /// `queued` is replaced by what happened to it).
+    pub fn record_tick(
+        &self,
+        pipeline: &str,
+        tick_at: &str,
+        action: &str,
+        run_id: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn().execute(
+            "INSERT INTO ticks (pipeline, tick_at, action, run_id, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (pipeline, tick_at) DO UPDATE SET action = excluded.action, run_id = excluded.run_id, recorded_at = excluded.recorded_at
+             WHERE ticks.action IN ('queued', 'abandoned')",
+            params![pipeline, tick_at, action, run_id, now_text()],
+        )?;
+        Ok(())
+    }
+
+    /// The newest tick of `pipeline` the daemon handled: ticks still `queued` or whose run
+    /// was `abandoned` (the daemon stopped) do not count, so catch-up sees them as missed.
+    pub fn last_tick(&self, pipeline: &str) -> Result<Option<String>, StateError> {
+        Ok(self.conn().query_row(
+            "SELECT max(tick_at) FROM ticks WHERE pipeline = ?1 AND action NOT IN ('queued', 'abandoned')",
+            [pipeline],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The latest ticks, newest first.
+    pub fn ticks(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<TickRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT pipeline, tick_at, action, run_id, recorded_at FROM ticks
+             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY tick_at DESC, pipeline LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
+            Ok(TickRecord {
+                pipeline: r.get(0)?,
+                tick_at: r.get(1)?,
+                action: r.get(2)?,
+                run_id: r.get(3)?,
+                recorded_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The pipeline's watch record, created (first seen now) if new.
+    pub fn watched(&self, pipeline: &str) -> Result<Watched, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO watched (pipeline, first_seen) VALUES (?1, ?2)",
+            params![pipeline, now_text()],
+        )?;
+        Ok(conn.query_row(
+            "SELECT first_seen, health, stale_alerted_for FROM watched WHERE pipeline = ?1",
+            [pipeline],
+            |r| Ok(Watched { first_seen: r.get(0)?, health: r.get(1)?, stale_alerted_for: r.get(2)? }),
+        )?)
+    }
+
+    pub fn set_health(&self, pipeline: &str, health: &str, stale_alerted_for: Option<&str>) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE watched SET health = ?2, stale_alerted_for = ?3 WHERE pipeline = ?1",
+            params![pipeline, health, stale_alerted_for],
+        )?;
+        Ok(())
+    }
+
+    /// When the pipeline's last successful run finished.
+    pub fn last_success(&self, pipeline: &str) -> Result<Option<String>, StateError> {
+        Ok(self.conn().query_row(
+            "SELECT max(finished_at) FROM runs WHERE pipeline = ?1 AND status = 'succeeded'",
+            [pipeline],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Runs left `running` by a process that no longer exists (a daemon killed with -9) and
+    /// holding no lock: recorded as abandoned. Returns their ids.
+    pub fn abandon_orphans(&self, pipeline: &str) -> Result<Vec<String>, StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let running: Vec<(String, Option<i64>, Option<String>)> = {
+            let mut stmt =
+                tx.prepare("SELECT run_id, pid, host FROM runs WHERE pipeline = ?1 AND status = 'running'")?;
+            let rows = stmt.query_map([pipeline], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let me = host();
+        let mut out = Vec::new();
+        for (run_id, pid, h) in running {
+            let dead = h.as_deref() == Some(me.as_str()) && pid.is_none_or(|p| !process_alive(p));
+            if dead {
+                tx.execute(
+                    "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = 'the process running it stopped' WHERE run_id = ?1",
+                    params![run_id, now_text()],
+                )?;
+                tx.execute(
+                    "UPDATE task_runs SET status = 'abandoned' WHERE run_id = ?1 AND status = 'running'",
+                    [&run_id],
+                )?;
+                tx.execute("DELETE FROM locks WHERE pipeline = ?1 AND run_id = ?2", params![pipeline, run_id])?;
+                tx.execute("UPDATE ticks SET action = 'abandoned' WHERE run_id = ?1 AND action = 'ran'", [&run_id])?;
+                out.push(run_id);
+            }
+        }
+        tx.execute(
+            "UPDATE ticks SET action = 'abandoned' WHERE pipeline = ?1 AND action = 'ran' AND run_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.run_id = ticks.run_id)",
+            [pipeline],
+        )?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn alert_created(&self, pipeline: &str, event: &str, run_id: Option<&str>) -> Result<i64, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO alerts (pipeline, event, run_id, created_at, status) VALUES (?1, ?2, ?3, ?4, 'sending')",
+            params![pipeline, event, run_id, now_text()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn alert_done(&self, id: i64, attempts: u32, status: &str, error: Option<&str>) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE alerts SET attempts = ?2, status = ?3, error = ?4 WHERE id = ?1",
+            params![id, attempts, status, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn alerts(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<AlertRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, pipeline, event, run_id, created_at, attempts, status, error FROM alerts
+             WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
+            Ok(AlertRecord {
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+                event: r.get(2)?,
+                run_id: r.get(3)?,
+                created_at: r.get(4)?,
+                attempts: r.get(5)?,
+                status: r.get(6)?,
+                error: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -1,0 +1,174 @@
+//! The daemon's HTTP server (axum): `/metrics` and `/healthz` for Prometheus and load
+//! balancers, `/api/...` for people and scripts. With a token (`--token` / `WEIR_TOKEN`),
+//! `/api` requires `Authorization: Bearer <token>`, compared in constant time; off loopback
+//! the daemon refuses to start without one.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{Daemon, Trigger, TriggerError};
+
+pub fn router(d: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/pipelines", get(pipelines))
+        .route("/api/pipelines/{name}/run", post(run_now))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{run_id}", get(run_detail))
+        .route("/api/ticks", get(ticks))
+        .route("/api/alerts", get(alerts))
+        .fallback(not_found)
+        .with_state(d)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let message = crate::secrets::global().redact(&message.into());
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not found: GET /metrics, /healthz, /api/pipelines, /api/runs?pipeline=, /api/runs/{run_id}, /api/ticks?pipeline=, /api/alerts?pipeline=; POST /api/pipelines/{name}/run",
+    )
+}
+
+/// `Err(response)` unless the request carries the token (when one is set).
+fn authorize(d: &Daemon, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = d.token() else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "this API needs `Authorization: Bearer <token>`");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        Err(r)
+    }
+}
+
+async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render()).into_response()
+}
+
+async fn healthz(State(d): State<Arc<Daemon>>) -> Response {
+    let (pipelines, invalid) = d.pipeline_count();
+    axum::Json(json!({ "status": "ok", "pipelines": pipelines, "invalid": invalid })).into_response()
+}
+
+async fn pipelines(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&d, &headers) {
+        return r;
+    }
+    let v = d.pipelines_json();
+    json_redacted(&v)
+}
+
+async fn run_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = authorize(&d, &headers) {
+        return r;
+    }
+    match d.trigger(&name, Trigger::Manual) {
+        Ok(run_id) => (StatusCode::ACCEPTED, axum::Json(json!({ "pipeline": name, "run_id": run_id }))).into_response(),
+        Err(e @ TriggerError::Unknown(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ TriggerError::Invalid(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e @ TriggerError::Running { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ TriggerError::Stopping) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    pipeline: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn runs(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    if let Err(r) = authorize(&d, &headers) {
+        return r;
+    }
+    match d.state().runs(q.pipeline.as_deref(), q.limit.unwrap_or(50).min(1000)) {
+        Ok(runs) => {
+            let v: Vec<_> = runs
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "run_id": r.run_id, "pipeline": r.pipeline, "status": r.status,
+                        "logical_date": r.logical_date, "started_at": r.started_at,
+                        "finished_at": r.finished_at, "error": r.error,
+                    })
+                })
+                .collect();
+            json_redacted(&serde_json::Value::Array(v))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn run_detail(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(run_id): Path<String>) -> Response {
+    if let Err(r) = authorize(&d, &headers) {
+        return r;
+    }
+    let state = d.state();
+    let run = match state.run(&run_id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no run `{run_id}`")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let tasks = state.tasks(&run_id).unwrap_or_default();
+    let checks = state.checks(&run_id).unwrap_or_default();
+    let v = json!({
+        "run_id": run.run_id, "pipeline": run.pipeline, "status": run.status,
+        "logical_date": run.logical_date, "started_at": run.started_at,
+        "finished_at": run.finished_at, "error": run.error,
+        "tasks": tasks.iter().map(|t| json!({
+            "task": t.task, "kind": t.kind, "status": t.status, "attempts": t.attempts,
+            "started_at": t.started_at, "finished_at": t.finished_at, "rows_in": t.rows_in,
+            "rows_out": t.rows_out, "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
+            "files": t.files, "error": t.error, "note": t.note,
+        })).collect::<Vec<_>>(),
+        "checks": checks.iter().map(|c| json!({
+            "task": c.task, "name": c.name, "kind": c.kind, "severity": c.severity,
+            "status": c.status, "failing": c.failing, "checked": c.checked, "message": c.message,
+        })).collect::<Vec<_>>(),
+    });
+    json_redacted(&v)
+}
+
+async fn ticks(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    if let Err(r) = authorize(&d, &headers) {
+        return r;
+    }
+    match d.state().ticks(q.pipeline.as_deref(), q.limit.unwrap_or(100).min(1000)) {
+        Ok(t) => json_redacted(&serde_json::to_value(t).unwrap_or_default()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn alerts(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    if let Err(r) = authorize(&d, &headers) {
+        return r;
+    }
+    match d.state().alerts(q.pipeline.as_deref(), q.limit.unwrap_or(100).min(1000)) {
+        Ok(a) => json_redacted(&serde_json::to_value(a).unwrap_or_default()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// JSON with every known secret replaced (errors and messages may quote them).
+fn json_redacted(v: &serde_json::Value) -> Response {
+    let text = crate::secrets::global().redact(&serde_json::to_string_pretty(v).unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
