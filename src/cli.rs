@@ -493,6 +493,9 @@ async fn run_cmd(cli: &Cli) -> i32 {
         },
     };
 
+    if metrics_file.is_some() {
+        crate::metrics::install();
+    }
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let mut code = EXIT_OK;
@@ -989,11 +992,41 @@ pub async fn incremental_preview(p: &Plan) -> HashMap<NodeIndex, Vec<String>> {
     out
 }
 
+/// Schedule, webhooks and freshness for `weir plan` (empty when there are none).
+pub fn render_watch(w: &crate::compile::schedule::Watch, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut s = String::new();
+    if let Some(sch) = &w.schedule {
+        let mut next = Vec::new();
+        let mut t = now;
+        while next.len() < 3 {
+            let Some(n) = sch.next_after(t) else { break };
+            next.push(n.with_timezone(&sch.timezone).format("%Y-%m-%d %H:%M:%S %Z").to_string());
+            t = n;
+        }
+        s.push_str(&format!(
+            "  schedule  {}, catchup {}, overlap {} (weir serve); next: {}\n",
+            sch.describe(),
+            format!("{:?}", sch.catchup).to_lowercase(),
+            format!("{:?}", sch.overlap).to_lowercase(),
+            next.join(", ")
+        ));
+    }
+    for n in &w.notify {
+        let on: Vec<&str> = n.on.iter().map(|e| e.as_str()).collect();
+        s.push_str(&format!("  notify    *** on {}\n", on.join(", ")));
+    }
+    if let Some(d) = w.stale_after {
+        s.push_str(&format!("  freshness stale after {} without a successful run\n", humantime::format_duration(d)));
+    }
+    s
+}
+
 pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String {
     let mut s = format!("Pipeline `{}` ({})\n", p.pipeline, p.source.name);
     if let Some(d) = &p.description {
         s.push_str(&format!("  {}\n", d.trim()));
     }
+    s.push_str(&render_watch(&p.watch, chrono::Utc::now()));
     s.push_str(&format!("\n{} tasks in run order, at most {} at once:\n", p.graph.node_count(), p.max_parallel));
     for (k, &i) in p.order.iter().enumerate() {
         let t = p.task(i);

@@ -650,7 +650,9 @@ impl Daemon {
                 let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
                 e.generation = g;
                 let schedule = e.good.as_ref().and_then(|g| g.watch.schedule.clone());
-                let next = schedule.as_ref().and_then(|s| s.next_after(now));
+                // A tick that was due under the old timer and has not fired yet is not lost.
+                let from = e.next_tick.filter(|t| *t <= now).map(|t| t - chrono::Duration::seconds(1)).unwrap_or(now);
+                let next = schedule.as_ref().and_then(|s| s.next_after(from));
                 e.next_tick = next;
                 (e.job.take(), next.map(|n| (n, g, e.name.clone())))
             };
@@ -705,8 +707,10 @@ impl Daemon {
             tokio::time::sleep(early).await;
         }
         let (name, schedule) = {
-            let entries = lock(&self.entries);
-            let Some(e) = entries.get(&file).filter(|e| e.generation == generation) else { return };
+            let mut entries = lock(&self.entries);
+            let Some(e) = entries.get_mut(&file).filter(|e| e.generation == generation) else { return };
+            // Taken: a reload arming a new timer now must not see this tick as still due.
+            e.next_tick = None;
             (e.name.clone(), e.good.as_ref().and_then(|g| g.watch.schedule.clone()))
         };
         if self.stopping.is_cancelled() {

@@ -155,9 +155,22 @@ fn variables_and_secrets() {
 #[test]
 fn later_features_are_refused_not_ignored() {
     let out = refused(&format!(
-        "schedule: {{ cron: '0 2 * * *' }}\n{HEAD}  mart:\n    load: {{ from: orders, store: lake, path: out/, format: delta }}\nnotify: [{{ url: \"http://x\" }}]\n"
+        "engine: {{ ballista: {{ scheduler: \"df://x:50050\" }} }}\n{HEAD}  mart:\n    load: {{ from: orders, store: lake, path: out/, format: delta }}\n"
     ));
     insta::assert_snapshot!(out);
+}
+
+#[test]
+fn schedule_and_alert_mistakes_are_reported_together() {
+    let out = refused(&format!(
+        "schedule: {{ cron: '0 2 * *', timezone: Europe/Berln }}\nnotify:\n  - url: \"ftp://hooks.example/T0SECRETPATH\"\n    on: [failure, stale]\n{HEAD}"
+    ));
+    assert!(!out.contains("T0SECRETPATH"), "a webhook URL was shown: {out}");
+    insta::assert_snapshot!(out);
+    let out = refused(&format!(
+        "schedule: {{ cron: '61 * * * *', overlap: queue }}\nfreshness: {{ warn_after: soon }}\n{HEAD}"
+    ));
+    insta::assert_snapshot!("schedule_value_mistakes", out);
 }
 
 #[test]

@@ -19,3 +19,4 @@ mod policy;
 mod pushdown;
 mod readers;
 mod schema;
+mod serve;

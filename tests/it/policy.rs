@@ -110,3 +110,29 @@ fn ctrl_c_cancels_cleanly() {
 fn sigterm_cancels_cleanly() {
     interrupt("TERM");
 }
+
+#[test]
+fn retry_waits_grow_exponentially() {
+    let p = project("defaults: { retries: 3, retry_backoff: 100ms }");
+    let r = p.weir_env(&["run", "p.yaml", "--json"], &[("WEIR_FAILPOINT", "task_start@mart=transient(3)")]);
+    r.ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(task(&v, "mart")["attempts"], 4);
+    // "retry  mart: attempt N failed (...); retrying in 123 ms"
+    let waits: Vec<f64> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("retry  mart"))
+        .map(|l| {
+            let w = l.rsplit("retrying in ").next().unwrap();
+            let (n, unit) = w.split_once(' ').unwrap();
+            n.parse::<f64>().unwrap() * if unit == "s" { 1000.0 } else { 1.0 }
+        })
+        .collect();
+    assert_eq!(waits.len(), 3, "{}", r.stderr);
+    // 100, 200, 400 ms, each ±20 % jitter: every wait is longer than the one before
+    for (k, w) in waits.iter().enumerate() {
+        let base = 100.0 * 2f64.powi(k as i32);
+        assert!((base * 0.8..=base * 1.2).contains(w), "wait {k} is {w} ms: {waits:?}");
+    }
+}
