@@ -234,6 +234,17 @@ where
         .map(|(_, c)| c)
 }
 
+/// One diagnostic as text, the way compilers print them (`color` off for logs and pipes).
+pub fn render(d: &Diagnostic, color: bool) -> String {
+    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
+    let mut s = String::new();
+    if handler.render_report(&mut s, &Rendered(d)).is_err() {
+        s = d.to_string();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,15 +264,4 @@ mod tests {
         assert_eq!(closest("zzz", ["store", "path"]), None);
         assert_eq!(did_you_mean("ordrs", ["orders", "customers"]).as_deref(), Some("did you mean `orders`?"));
     }
-}
-
-/// One diagnostic as text, the way compilers print them (`color` off for logs and pipes).
-pub fn render(d: &Diagnostic, color: bool) -> String {
-    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
-    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
-    let mut s = String::new();
-    if handler.render_report(&mut s, &Rendered(d)).is_err() {
-        s = d.to_string();
-    }
-    s
 }

@@ -231,7 +231,7 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 16, 0, 0, 0).unwrap(),
         );
-        let days: Vec<u32> = ticks.iter().map(|t| chrono::Datelike::day(t)).collect();
+        let days: Vec<u32> = ticks.iter().map(chrono::Datelike::day).collect();
         assert_eq!(days, [6, 13]);
     }
 

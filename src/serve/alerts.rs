@@ -66,9 +66,9 @@ impl Alert {
     }
 
     fn redacted(mut self, secrets: &Secrets) -> Alert {
-        let r = |s: &str| crate::secrets::global().redact(&secrets.redact(s));
-        self.text = r(&self.text);
-        self.error = self.error.as_deref().map(r);
+        let redact = |s: &str| crate::secrets::global().redact(&secrets.redact(s));
+        self.error = self.error.as_deref().map(redact);
+        self.text = redact(&self.text);
         self
     }
 }

@@ -42,20 +42,20 @@ async fn not_found() -> Response {
     )
 }
 
-/// `Err(response)` unless the request carries the token (when one is set).
-fn authorize(d: &Daemon, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = d.token() else { return Ok(()) };
+/// The 401 response to send, unless the request carries the token (when one is set).
+fn unauthorized(d: &Daemon, headers: &HeaderMap) -> Option<Response> {
+    let token = d.token()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        Ok(())
+        None
     } else {
         let mut r = error(StatusCode::UNAUTHORIZED, "this API needs `Authorization: Bearer <token>`");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        Err(r)
+        Some(r)
     }
 }
 
@@ -69,7 +69,7 @@ async fn healthz(State(d): State<Arc<Daemon>>) -> Response {
 }
 
 async fn pipelines(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&d, &headers) {
+    if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
     let v = d.pipelines_json();
@@ -77,7 +77,7 @@ async fn pipelines(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response
 }
 
 async fn run_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(r) = authorize(&d, &headers) {
+    if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
     match d.trigger(&name, Trigger::Manual) {
@@ -96,7 +96,7 @@ struct ListQuery {
 }
 
 async fn runs(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    if let Err(r) = authorize(&d, &headers) {
+    if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
     match d.state().runs(q.pipeline.as_deref(), q.limit.unwrap_or(50).min(1000)) {
@@ -118,7 +118,7 @@ async fn runs(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<
 }
 
 async fn run_detail(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(run_id): Path<String>) -> Response {
-    if let Err(r) = authorize(&d, &headers) {
+    if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
     let state = d.state();
@@ -148,7 +148,7 @@ async fn run_detail(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(run_i
 }
 
 async fn ticks(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    if let Err(r) = authorize(&d, &headers) {
+    if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
     match d.state().ticks(q.pipeline.as_deref(), q.limit.unwrap_or(100).min(1000)) {
@@ -158,7 +158,7 @@ async fn ticks(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query
 }
 
 async fn alerts(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    if let Err(r) = authorize(&d, &headers) {
+    if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
     match d.state().alerts(q.pipeline.as_deref(), q.limit.unwrap_or(100).min(1000)) {
