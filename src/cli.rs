@@ -420,6 +420,21 @@ async fn validate(paths: &[PathBuf], vars: &VarArgs) -> i32 {
     }
 }
 
+/// The state store for pipelines at `path` and the staging directory beside it (`None`, the
+/// error printed, when the store cannot be opened).
+fn open_state(cli: &Cli, path: &Path) -> Option<(Arc<StateStore>, PathBuf)> {
+    let state_file = state_path(cli, path);
+    let state = match StateStore::open(&state_file) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
+    Some((state, staging_dir))
+}
+
 /// Where the state store lives for pipelines at `path`.
 fn state_path(cli: &Cli, path: &Path) -> PathBuf {
     if let Some(p) = &cli.state {
@@ -473,15 +488,9 @@ async fn run_cmd(cli: &Cli) -> i32 {
         selections = plans.iter().map(|_| Some(HashSet::new())).collect();
     }
 
-    let state_file = state_path(cli, path);
-    let state = match StateStore::open(&state_file) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let Some((state, staging_dir)) = open_state(cli, path) else {
+        return EXIT_FAILED;
     };
-    let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
     let resume_from = match resume {
         None => None,
         Some(id) => match resume_info(&state, id, &plans, &staging_dir) {
@@ -583,15 +592,9 @@ async fn serve_cmd(cli: &Cli) -> i32 {
     if let Some(t) = token {
         crate::secrets::global().add(t);
     }
-    let state_file = state_path(cli, dir);
-    let state = match StateStore::open(&state_file) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
+    let Some((state, staging_dir)) = open_state(cli, dir) else {
+        return EXIT_FAILED;
     };
-    let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
     let opts = crate::serve::ServeOptions {
         dir: dir.clone(),
         vars: vars.vars.clone(),
