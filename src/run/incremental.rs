@@ -55,6 +55,8 @@ pub struct Pass {
     pub inputs: HashMap<NodeIndex, ExtractInput>,
     pub results: Mutex<HashMap<NodeIndex, ExtractResult>>,
     pub full_refresh: bool,
+    /// The commit each incremental load's state was read from.
+    pub base_seqs: HashMap<NodeIndex, u64>,
 }
 
 impl Pass {
@@ -209,7 +211,8 @@ pub fn passes(
             let st = if full_refresh { &empty } else { extract_states.get(&t).copied().unwrap_or(&empty) };
             inputs.insert(t, extract_input(&plan.task(t).name, e, st)?);
         }
-        passes.push(Pass { tasks, loads, inputs, results: Mutex::new(HashMap::new()), full_refresh });
+        let base_seqs = loads.iter().filter_map(|l| states.get(l).map(|s| (*l, s.seq))).collect();
+        passes.push(Pass { tasks, loads, inputs, results: Mutex::new(HashMap::new()), full_refresh, base_seqs });
     }
     Ok(passes)
 }

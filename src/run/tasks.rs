@@ -104,7 +104,9 @@ impl From<SinkError> for TaskError {
     fn from(e: SinkError) -> Self {
         match e {
             SinkError::DataFusion(e) => e.into(),
-            SinkError::ObjectStore(_) | SinkError::Io { .. } => TaskError::transient(e.to_string()),
+            SinkError::ObjectStore(_) | SinkError::Io { .. } | SinkError::Conflict { .. } => {
+                TaskError::transient(e.to_string())
+            }
             SinkError::Failpoint(f) => f.into(),
             other => TaskError::fatal(other.to_string()),
         }
@@ -500,6 +502,7 @@ async fn load(
         full_refresh: env.pass.full_refresh,
         consumed: env.pass.consumed(plan, i),
         scratch: env.staging_dir.join(format!("{name}.load")),
+        base_seq: env.pass.base_seqs.get(&i).copied(),
     };
     let (written, record) = if l.format == OutputFormat::Delta {
         // One Delta commit; cancelled before its log entry is written, the table is unchanged.

@@ -46,6 +46,10 @@ pub struct CommitRecord {
     /// Data files this commit added, relative to the output directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_written: Vec<String>,
+    /// Data files of the previous version this commit no longer holds (relative to the
+    /// output directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_removed: Vec<String>,
     /// Per incremental extract: what this commit consumed (the whole state if `checkpoint`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extracts: BTreeMap<String, Consumed>,
@@ -70,6 +74,7 @@ impl CommitRecord {
             checkpoint,
             rows_written: None,
             files_written: Vec::new(),
+            files_removed: Vec::new(),
             extracts,
         }
     }
@@ -197,7 +202,7 @@ pub fn record_name(seq: u64) -> String {
     format!("{seq:010}.json")
 }
 
-fn record_seq(name: &str) -> Option<u64> {
+pub(super) fn record_seq(name: &str) -> Option<u64> {
     name.strip_suffix(".json").filter(|s| s.len() >= 10 && s.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
 }
 
@@ -291,6 +296,7 @@ mod tests {
             checkpoint,
             rows_written: Some(0),
             files_written: vec![],
+            files_removed: vec![],
             extracts: [("e".to_string(), consumed)].into(),
         }
     }

@@ -9,9 +9,12 @@
 //!   of this run; `replace_partitions`: the other partitions; and the commit records since the
 //!   last checkpoint) are hard-linked into the staging directory first, so every mode is
 //!   atomic, data and record together. The old version is then deleted.
-//! - **object stores** (S3, GCS, Azure, memory): the staged objects are copied into place and
-//!   the old ones deleted afterwards. Each object appears whole, but a reader listing the
-//!   directory during the copy can see old and new files together.
+//! - **object stores** (S3, GCS, Azure, memory): the staged data files are copied into place
+//!   under names that carry their commit number, then the commit record is put with a
+//!   conditional put (the commit point), then the old files are deleted (`remote`). Each
+//!   object appears whole, but a reader listing the directory during the copy can see old
+//!   and new files together; weir's state never does, and the next run removes what a
+//!   killed publish left.
 //!
 //! A load that fails or is killed before the publish step leaves the output untouched; its
 //! staging directory is removed by the next run of the load.
@@ -20,6 +23,7 @@ pub mod commit;
 pub mod delta;
 mod merge;
 mod parquet;
+pub mod remote;
 
 pub use merge::{KeyCheck, KeyHashes};
 
@@ -48,6 +52,14 @@ pub enum SinkError {
     Columns { file: String, have: String, want: String },
     #[error("{0}")]
     Merge(String),
+    #[error(
+        "another writer committed to {output} while this run was writing (commit {seq} is taken): nothing of this run was published; run again"
+    )]
+    Conflict { output: String, seq: u64 },
+    #[error(
+        "the output changed since this run read its state (commit {expected} expected, {found} found): another run wrote to it; nothing of this run was published; run again"
+    )]
+    Moved { expected: u64, found: u64 },
     #[error("Delta table: {0}")]
     Delta(String),
 }

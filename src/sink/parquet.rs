@@ -265,6 +265,10 @@ pub struct Staged {
     task: String,
     /// Files of the current output that the new version keeps (relative to the output).
     keep: Vec<String>,
+    /// (staged, published) data files: relative to staging and to the output.
+    files: Vec<(String, String)>,
+    /// Records the new version no longer needs (a checkpoint holds their state).
+    old_records: Vec<u64>,
     /// What was written.
     pub outcome: WriteOutcome,
     /// The commit record inside the staged version.
@@ -283,6 +287,9 @@ pub struct LoadRequest<'a> {
     pub consumed: BTreeMap<String, Consumed>,
     /// A local directory for this load's intermediate files (removed with the run's staging).
     pub scratch: PathBuf,
+    /// The commit this run's incremental state was read from (`None`: the load is not
+    /// incremental). The load fails, publishing nothing, if the output has moved on since.
+    pub base_seq: Option<u64>,
 }
 
 /// A data file of the current output.
@@ -344,9 +351,17 @@ pub async fn stage_load(
     let staging_rel = join(&format!(".{base}.weir-staging-{}", req.run_id));
     let old_rel = join(&format!(".{base}.weir-old-{}", req.run_id));
     remove_leftovers(store, &parent, &base, req.run_id).await?;
+    let remote = !matches!(store.backend, Backend::Local(_));
+    if remote {
+        super::remote::recover(store, &load.path, req.pipeline, req.task, req.run_id).await?;
+    }
 
     let (current, seqs) = current_output(store, &load.path).await?;
-    let seq = seqs.last().copied().unwrap_or(0) + 1;
+    let latest = seqs.last().copied().unwrap_or(0);
+    if let Some(base) = req.base_seq {
+        ensure_unmoved(store, &load.path, base, latest).await?;
+    }
+    let seq = latest + 1;
     // Whether the new version builds on the current one.
     let builds_on = !req.full_refresh && load.mode != LoadMode::Overwrite && !current.is_empty();
     if builds_on {
@@ -418,18 +433,35 @@ pub async fn stage_load(
         }
         extracts = folded.extracts.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
     }
+    // The data files of the current version the new one does not hold.
+    let kept: HashSet<&str> = keep.iter().map(String::as_str).collect();
+    let files_removed: Vec<String> =
+        current.iter().filter(|f| !kept.contains(f.rel.as_str())).map(|f| f.rel.clone()).collect();
     if !checkpoint {
         keep.extend(seqs.iter().map(|s| format!("{RECORDS_DIR}/{}", commit::record_name(*s))));
     }
+    // On object stores the files are published under names that carry this commit.
+    let files: Vec<(String, String)> = written
+        .iter()
+        .map(|m| {
+            let rel = rel_of(m);
+            let published = if remote { super::remote::published_name(&rel, seq) } else { rel.clone() };
+            (rel, published)
+        })
+        .collect();
     let record = CommitRecord {
         rows_written: Some(outcome.rows),
-        files_written: written.iter().map(rel_of).collect(),
+        files_written: files.iter().map(|(_, p)| p.clone()).collect(),
+        files_removed,
         ..CommitRecord::new(&req, seq, checkpoint, extracts)
     };
-    let record_path = staging.clone().join("_weir").join("commits").join(commit::record_name(seq).as_str());
-    let bytes = serde_json::to_vec_pretty(&record)
-        .map_err(|e| SinkError::Record { path: record_path.to_string(), reason: e.to_string() })?;
-    store.object_store.put(&record_path, bytes.into()).await?;
+    if !remote {
+        // Local disk: the record is part of the staged directory swapped in.
+        let record_path = staging.clone().join("_weir").join("commits").join(commit::record_name(seq).as_str());
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| SinkError::Record { path: record_path.to_string(), reason: e.to_string() })?;
+        store.object_store.put(&record_path, bytes.into()).await?;
+    }
 
     failpoint::hit("after_data_files", req.task).await.map_err(SinkError::Failpoint)?;
     failpoint::hit("before_publish", req.task).await.map_err(SinkError::Failpoint)?;
@@ -440,6 +472,8 @@ pub async fn stage_load(
         old_rel,
         task: req.task.to_string(),
         keep,
+        files,
+        old_records: if checkpoint { seqs } else { Vec::new() },
         outcome,
         record,
     })
@@ -514,7 +548,17 @@ impl Staged {
                     .map_err(|e| SinkError::io("publishing", Path::new(""), std::io::Error::other(e.to_string())))??;
             }
             _ => {
-                publish_remote(store, &store.path(&self.staging_rel), &store.path(&self.target_rel), &self.keep).await?
+                super::remote::Publish {
+                    store,
+                    target_rel: &self.target_rel,
+                    staging_rel: &self.staging_rel,
+                    files: &self.files,
+                    record: &self.record,
+                    old_records: &self.old_records,
+                    task: &self.task,
+                }
+                .run()
+                .await?
             }
         }
         failpoint::hit("after_publish", &self.task).await.map_err(SinkError::Failpoint)?;
@@ -683,43 +727,24 @@ fn sync_tree(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Publish on an object store: copy the staged objects into place (the commit record last),
-/// then delete what the new version does not keep, and the staging objects.
-async fn publish_remote(
-    store: &Store,
-    staging: &ObjectPath,
-    target: &ObjectPath,
-    keep: &[String],
-) -> Result<(), SinkError> {
-    let os = store.object_store.as_ref();
-    let mut staged = list_all(os, staging).await?;
-    // records last: a version is committed when its record is in place
-    staged.sort_by_key(|m| m.location.as_ref().contains("/_weir/"));
-    let before = match list_all(os, target).await {
-        Ok(v) => v,
-        Err(SinkError::ObjectStore(object_store::Error::NotFound { .. })) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let staging_parts = staging.parts().count();
-    let target_parts = target.parts().count();
-    let mut new_paths = HashSet::new();
-    for m in &staged {
-        let mut dst = target.clone();
-        for part in m.location.parts().skip(staging_parts) {
-            dst = dst.join(part);
-        }
-        os.copy(&m.location, &dst).await?;
-        new_paths.insert(dst);
+/// Fail when the output's latest commit is not `base`, the one this run's state was read
+/// from, unless every commit since was a recovery (which consumes nothing): an earlier
+/// attempt of this load whose publish reported an error but landed, or another writer.
+async fn ensure_unmoved(store: &Store, dir: &str, base: u64, latest: u64) -> Result<(), SinkError> {
+    if latest == base {
+        return Ok(());
     }
-    let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
-    for m in before {
-        let rel = m.location.parts().skip(target_parts).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/");
-        if !new_paths.contains(&m.location) && !keep.contains(rel.as_str()) {
-            os.delete(&m.location).await?;
+    if latest > base {
+        let mut only_recoveries = true;
+        for seq in base + 1..=latest {
+            if commit::read_record(store, dir, seq).await?.mode != "recover" {
+                only_recoveries = false;
+                break;
+            }
+        }
+        if only_recoveries {
+            return Ok(());
         }
     }
-    for m in staged {
-        os.delete(&m.location).await?;
-    }
-    Ok(())
+    Err(SinkError::Moved { expected: base, found: latest })
 }
