@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Points: `task_start`, `after_data_files` (a load's files are written to staging),
-//! `before_publish`, `after_publish` (the output is committed), `after_publish_before_state`
+//! `before_publish`, `mid_publish` (object stores: the first data file is in place, the
+//! commit record not yet), `before_cleanup` (object stores: committed, the previous
+//! version's files not yet deleted), `after_publish` (the output is committed), `after_publish_before_state`
 //! (committed, the state store not yet updated), `after_state`. Actions: `kill`, `panic`, `exit(N)`, `sleep(MS)`,
 //! `error` (a permanent failure), `transient(N)` (a retryable I/O failure the first N times).
 //! `@task` limits a point to one task. Unset, a fail point costs one check of an empty map.

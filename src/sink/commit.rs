@@ -117,11 +117,17 @@ impl LedgerEntry {
         }
     }
 
-    /// Whether `meta` is this file unchanged.
+    /// Whether `meta` is this file unchanged: the same size and ETag when the store gives
+    /// ETags (S3, GCS and Azure derive them from the content, so a file uploaded again with
+    /// the same bytes is unchanged), else the same size and modification time.
     pub fn matches(&self, meta: &ObjectMeta) -> bool {
-        self.size == meta.size
-            && self.last_modified == meta.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-            && (self.e_tag.is_none() || meta.e_tag.is_none() || self.e_tag == meta.e_tag)
+        if self.size != meta.size {
+            return false;
+        }
+        match (&self.e_tag, &meta.e_tag) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.last_modified == meta.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        }
     }
 }
 
@@ -270,6 +276,26 @@ pub async fn read_state(store: &Store, dir: &str, seqs: &[u64]) -> Result<LoadSt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_unchanged_by_etag_when_the_store_gives_one() {
+        let meta = |size: u64, secs: i64, e_tag: Option<&str>| ObjectMeta {
+            location: ObjectPath::from("raw/d1.csv"),
+            last_modified: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+            size,
+            e_tag: e_tag.map(str::to_string),
+            version: None,
+        };
+        let seen = LedgerEntry::of("raw", &meta(10, 1_000, Some("\"abc\"")));
+        // uploaded again with the same bytes: a new time, the same ETag
+        assert!(seen.matches(&meta(10, 2_000, Some("\"abc\""))));
+        assert!(!seen.matches(&meta(10, 1_000, Some("\"def\""))));
+        assert!(!seen.matches(&meta(11, 1_000, Some("\"abc\""))));
+        // no ETag on one side: by time
+        let no_tag = LedgerEntry::of("raw", &meta(10, 1_000, None));
+        assert!(no_tag.matches(&meta(10, 1_000, Some("\"abc\""))));
+        assert!(!no_tag.matches(&meta(10, 2_000, None)));
+    }
 
     fn rec(seq: u64, checkpoint: bool, files: &[&str], wm: Option<&str>) -> CommitRecord {
         let consumed = Consumed {

@@ -18,5 +18,6 @@ mod memory;
 mod policy;
 mod pushdown;
 mod readers;
+mod s3;
 mod schema;
 mod serve;

@@ -1,0 +1,410 @@
+//! Pipelines with their inputs and their lake on S3: an S3-compatible server (moto, from
+//! `.ci/requirements.txt`) on 127.0.0.1, started once per test process. Outputs are
+//! downloaded and read back like the local ones.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::common::*;
+
+/// The secret access key every S3 test passes to weir through `${env:WEIR_S3_SECRET}`: unique,
+/// so that a test can grep any output for it.
+pub const SECRET: &str = "wEiRcAnArY-7f3a91d2c4b85e60";
+
+struct Server {
+    port: u16,
+    // stdin kept open: the server stops when this process exits and the pipe closes
+    _child: Child,
+}
+
+fn server() -> Option<&'static Server> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let python = test_python()?;
+            let mut child = Command::new(&python)
+                .arg(repo().join("tests/support/s3_server.py"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting the S3 test server with {python}: {e}"));
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+                panic!("the S3 test server did not start (is moto[server] installed in {python}?): {line:?}")
+            });
+            Some(Server { port, _child: child })
+        })
+        .as_ref()
+}
+
+/// A bucket of its own on the test server.
+pub struct Bucket {
+    pub name: String,
+    pub endpoint: String,
+}
+
+impl Bucket {
+    /// A new bucket, or `None` when the tests run without a Python (outside CI).
+    pub fn new() -> Option<Bucket> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let s = server()?;
+        let name = format!("weir-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let endpoint = format!("http://127.0.0.1:{}", s.port);
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        write!(
+            conn,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            s.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+            "creating bucket {name}: {reply}"
+        );
+        Some(Bucket { name, endpoint })
+    }
+
+    /// The `stores:` entry of a store on `prefix` of this bucket (the secret from the
+    /// environment, as users write it).
+    pub fn store(&self, prefix: &str) -> String {
+        self.store_at(&self.endpoint, prefix)
+    }
+
+    /// Like [`Bucket::store`], through another endpoint (a proxy).
+    pub fn store_at(&self, endpoint: &str, prefix: &str) -> String {
+        format!(
+            "{{ url: \"s3://{}/{prefix}\", options: {{ endpoint: \"{endpoint}\", allow_http: true, region: us-east-1, access_key_id: weir-test, secret_access_key: \"${{env:WEIR_S3_SECRET}}\" }} }}",
+            self.name
+        )
+    }
+
+    fn client(&self) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&self.name)
+            .with_region("us-east-1")
+            .with_access_key_id("weir-test")
+            .with_secret_access_key(SECRET)
+            .build()
+            .unwrap()
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    /// Upload one local file to `key`.
+    pub fn put_file(&self, file: &Path, key: &str) {
+        let bytes = std::fs::read(file).unwrap();
+        Self::block_on(self.client().put(&ObjectPath::from(key), bytes.into())).unwrap();
+    }
+
+    /// Upload every file under `dir` to `prefix/…`.
+    pub fn put_dir(&self, dir: &Path, prefix: &str) {
+        for f in files_under(dir) {
+            let rel = f.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+            self.put_file(&f, &format!("{prefix}/{rel}"));
+        }
+    }
+
+    /// The keys under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let c = self.client();
+        let mut keys: Vec<String> = Self::block_on(async {
+            c.list(Some(&ObjectPath::from(prefix))).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
+        })
+        .unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// Download everything under `prefix` into a fresh local directory `to`.
+    pub fn get_dir(&self, prefix: &str, to: &Path) -> PathBuf {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::create_dir_all(to).unwrap();
+        let c = self.client();
+        for key in self.keys(prefix) {
+            let rel = key.strip_prefix(prefix).unwrap().trim_start_matches('/');
+            let dst = to.join(rel);
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            let bytes = Self::block_on(async { c.get(&ObjectPath::from(key.as_str())).await?.bytes().await }).unwrap();
+            std::fs::write(dst, bytes).unwrap();
+        }
+        to.to_path_buf()
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A project whose pipeline `p.yaml` reads `raw` and writes `lake` on a bucket.
+struct S3Project {
+    p: Project,
+    b: Bucket,
+}
+
+impl S3Project {
+    fn new(tasks: &str) -> Option<S3Project> {
+        let b = Bucket::new()?;
+        let p = Project::new();
+        p.write(
+            "p.yaml",
+            format!("pipeline: s3\nstores:\n  raw: {}\n  lake: {}\ntasks:\n{tasks}", b.store("raw"), b.store("lake")),
+        );
+        Some(S3Project { p, b })
+    }
+
+    fn weir(&self, args: &[&str]) -> Run {
+        self.p.weir_env(args, &[("WEIR_S3_SECRET", SECRET)])
+    }
+
+    fn weir_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all = vec![("WEIR_S3_SECRET", SECRET)];
+        all.extend_from_slice(env);
+        self.p.weir_env(args, &all)
+    }
+
+    /// Write a CSV delivery of `ids` (each with `version`) and upload it as `raw/{name}`.
+    fn deliver(&self, name: &str, ids: std::ops::Range<u32>, version: u32) {
+        let mut s = String::from("id,version,region\n");
+        for i in ids {
+            s.push_str(&format!("{i},{version},{}\n", ["north", "south"][(i % 2) as usize]));
+        }
+        let f = self.p.write(&format!("raw/{name}"), s);
+        self.b.put_file(&f, &format!("raw/{name}"));
+    }
+
+    /// The output `lake/{dir}`, downloaded.
+    fn output(&self, dir: &str) -> PathBuf {
+        self.b.get_dir(&format!("lake/{dir}"), &self.p.join(&format!("pulled/{dir}")))
+    }
+
+    fn by_id(&self, dir: &str) -> BTreeMap<u32, Vec<u32>> {
+        versions_by_id(read_rows(&self.output(dir)))
+    }
+}
+
+/// The demo pipeline, its inputs and its lake on S3, writes what it writes on local disk.
+#[test]
+fn demo_on_s3_writes_what_it_writes_on_local_disk() {
+    let Some(b) = Bucket::new() else { return };
+    let p = Project::new();
+    p.copy_from_repo("pipelines", "pipelines");
+    p.copy_from_repo("examples/shop/data", "examples/shop/data");
+    p.weir(&["run", "pipelines/"]).ok();
+
+    b.put_dir(&p.join("examples/shop/data"), "data");
+    let yaml = std::fs::read_to_string(p.join("pipelines/daily_orders.yaml")).unwrap();
+    let s3 = yaml
+        .replace("raw: { url: \"file://${data}\" }", &format!("raw: {}", b.store("data")))
+        .replace("lake: { url: \"file://${lake}\" }", &format!("lake: {}", b.store("lake")));
+    assert_ne!(s3, yaml, "the demo's stores moved: update this test");
+    p.write("s3/daily_orders.yaml", s3);
+    let r = p.weir_env(&["run", "s3/"], &[("WEIR_S3_SECRET", SECRET)]);
+    r.ok();
+
+    let marts: Vec<String> = std::fs::read_dir(p.join("lake/marts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(marts.len() >= 3, "{marts:?}");
+    for mart in marts {
+        let mut local = read_rows(&p.join(&format!("lake/marts/{mart}")));
+        let mut remote = read_rows(&b.get_dir(&format!("lake/marts/{mart}"), &p.join(&format!("pulled/{mart}"))));
+        local.sort();
+        remote.sort();
+        assert!(!local.is_empty(), "{mart}");
+        assert_eq!(local, remote, "{mart} differs between local disk and S3");
+    }
+    // published files carry their commit; nothing of staging is left
+    let keys = b.keys("lake");
+    assert!(keys.iter().all(|k| !k.contains(".weir-staging-")), "{keys:?}");
+    assert!(
+        keys.iter().filter(|k| k.ends_with(".parquet")).all(|k| k
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .starts_with("c0000000001-")),
+        "{keys:?}"
+    );
+}
+
+const APPEND: &str = "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n";
+
+/// Every load mode and both formats on S3, fed incrementally; a second delivery updates
+/// some ids. The outputs hold what the modes promise.
+#[test]
+fn every_mode_and_format_on_s3() {
+    let mut tasks = String::from(
+        "  src:\n    extract: { store: raw, path: \"in/*.csv\", incremental: { new_files: true } }\n  all:\n    extract: { store: raw, path: \"in/*.csv\" }\n",
+    );
+    for format in ["parquet", "delta"] {
+        for (mode, extra) in [
+            ("append", ""),
+            ("merge", ", keys: [id]"),
+            ("replace_partitions", ", partition_by: [region]"),
+            ("overwrite", ""),
+        ] {
+            tasks.push_str(&format!(
+                "  {mode}_{format}:\n    load: {{ from: {}, store: lake, path: {mode}_{format}/, mode: {mode}, format: {format}{extra} }}\n",
+                if mode == "overwrite" { "all" } else { "src" }
+            ));
+        }
+    }
+    let Some(s) = S3Project::new(&tasks) else { return };
+    s.deliver("in/d1.csv", 0..100, 1);
+    s.weir(&["run", "p.yaml"]).ok();
+    s.deliver("in/d2.csv", 50..120, 2);
+    s.weir(&["run", "p.yaml"]).ok();
+
+    let read = |format: &str, dir: &str| -> BTreeMap<u32, Vec<u32>> {
+        let local = s.output(dir);
+        versions_by_id(if format == "delta" { read_delta_rows(&local) } else { read_rows(&local) })
+    };
+    for format in ["parquet", "delta"] {
+        let append = read(format, &format!("append_{format}"));
+        assert_eq!(append.len(), 120, "{format}");
+        assert!((50..100).all(|i| append[&i] == vec![1, 2]), "{format} append keeps both versions");
+        let merge = read(format, &format!("merge_{format}"));
+        assert_eq!(merge.len(), 120, "{format}");
+        assert!(merge.iter().all(|(i, v)| *v == vec![if *i < 50 { 1 } else { 2 }]), "{format} merge: {merge:?}");
+        // the second delivery holds both regions: both partitions are replaced by it
+        let parts = read(format, &format!("replace_partitions_{format}"));
+        assert_eq!(parts.keys().copied().collect::<Vec<_>>(), (50..120).collect::<Vec<_>>(), "{format}");
+        // overwrite, from every file: the whole table again
+        assert_eq!(read(format, &format!("overwrite_{format}")), append, "{format}");
+    }
+    // a run with nothing new is up to date
+    let r = s.weir(&["run", "p.yaml"]);
+    r.ok();
+    assert!(status_of(&r.stdout, "merge_parquet").contains("up to date"), "{}", r.stdout);
+}
+
+/// The new-file ledger goes by ETag: a file uploaded again with the same content is not read
+/// again; new content under the same name is.
+#[test]
+fn the_ledger_goes_by_etag_on_s3() {
+    let Some(s) = S3Project::new(APPEND) else { return };
+    s.deliver("d1.csv", 0..10, 1);
+    s.weir(&["run", "p.yaml"]).ok();
+    // the same bytes again: a new Last-Modified, the same ETag
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    s.deliver("d1.csv", 0..10, 1);
+    let r = s.weir(&["run", "p.yaml"]);
+    r.ok();
+    assert!(status_of(&r.stdout, "out").contains("up to date"), "{}", r.stdout);
+    // new content under the same name
+    s.deliver("d1.csv", 0..10, 2);
+    s.weir(&["run", "p.yaml"]).ok();
+    let out = s.by_id("out");
+    assert!(out.values().all(|v| *v == vec![1, 2]), "{out:?}");
+}
+
+/// Killed at every point of a load on S3, including between the first copied file and the
+/// commit record, and between the record and the deletes: the next run completes the work,
+/// every row is loaded once, and nothing uncommitted is left in the output.
+#[test]
+fn killed_runs_on_s3_lose_and_double_nothing() {
+    let merge = "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], partition_by: [region] }\n";
+    for (tasks, mode) in [(APPEND, "append"), (merge, "merge")] {
+        for point in
+            ["after_data_files", "mid_publish", "before_cleanup", "after_publish", "after_publish_before_state"]
+        {
+            let Some(s) = S3Project::new(tasks) else { return };
+            s.deliver("d1.csv", 0..100, 1);
+            s.weir(&["run", "p.yaml"]).ok();
+            s.deliver("d2.csv", 60..160, 2);
+            let r = s.weir_env(&["run", "p.yaml"], &[("WEIR_FAILPOINT", &format!("{point}@out=kill"))]);
+            assert_ne!(r.code, 0, "{mode}: killed at {point}");
+            s.deliver("d3.csv", 160..170, 3);
+            s.weir(&["run", "p.yaml"]).ok();
+            let out = s.by_id("out");
+            assert_eq!(out.len(), 170, "{mode}: killed at {point}");
+            for (id, v) in &out {
+                let want = match (mode, *id) {
+                    ("append", 60..100) => vec![1, 2],
+                    (_, 0..60) => vec![1],
+                    (_, 60..160) => vec![2],
+                    _ => vec![3],
+                };
+                assert_eq!(*v, want, "{mode}: killed at {point}: id {id}");
+            }
+            // the output holds its committed version only
+            let keys = s.b.keys("lake/out");
+            let latest = keys.iter().filter(|k| k.contains("/_weir/commits/")).max().unwrap().clone();
+            let record: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(s.output("out").join("_weir/commits").join(latest.rsplit('/').next().unwrap())).unwrap(),
+            )
+            .unwrap();
+            let seq = record["seq"].as_u64().unwrap();
+            for k in keys.iter().filter(|k| k.ends_with(".parquet")) {
+                let name = k.rsplit('/').next().unwrap();
+                let file_seq: u64 = name[1..11].parse().unwrap();
+                assert!(file_seq <= seq, "{mode}: killed at {point}: {k} is above commit {seq}");
+            }
+            let r = s.weir(&["run", "p.yaml"]);
+            assert!(status_of(&r.stdout, "out").contains("up to date"), "{mode}: killed at {point}:\n{}", r.stdout);
+        }
+    }
+}
+
+/// A load whose output gained a commit it did not read (another writer, or an earlier
+/// attempt whose publish reported an error but landed) publishes nothing.
+#[test]
+fn a_load_over_an_output_that_moved_publishes_nothing() {
+    let Some(s) = S3Project::new(APPEND) else { return };
+    s.deliver("d1.csv", 0..10, 1);
+    s.weir(&["run", "p.yaml"]).ok();
+    s.deliver("d2.csv", 10..20, 2);
+    // stop the run once its state is read, then let another run commit first
+    let slow =
+        s.p.command(&["run", "p.yaml"])
+            .env("WEIR_S3_SECRET", SECRET)
+            .env("WEIR_FAILPOINT", "task_start@out=sleep(3000)")
+            .env("WEIR_STATE", s.p.join("other.db"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    s.weir(&["run", "p.yaml"]).ok();
+    let out = slow.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("the output changed since this run read its state"),
+        "{stdout}\n{stderr}"
+    );
+    let by_id = s.by_id("out");
+    assert_eq!(by_id.len(), 20);
+    assert!(by_id.values().all(|v| v.len() == 1), "{by_id:?}");
+}
