@@ -214,7 +214,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Validate { ref paths, ref vars } => validate(paths, vars).await,
         Command::Plan { ref path, ref vars } => {
-            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
+            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), None).await {
                 Ok(plans) => {
                     let mut out = String::new();
                     for (k, p) in plans.iter().enumerate() {
@@ -231,7 +231,7 @@ async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Graph { ref path, format, ref vars } => {
-            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today()).await {
+            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), None).await {
                 Ok(plans) => {
                     for p in plans {
                         match format {
@@ -349,7 +349,14 @@ fn load_options(vars: &VarArgs, run_id: &str, run_date: &str) -> LoadOptions {
 
 /// Load and compile every pipeline under `paths`. Every problem of every file is printed;
 /// `Err(exit code)` if there is any.
-async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date: &str) -> Result<Vec<Plan>, i32> {
+/// Compile the pipelines at `paths`; inferred schemas are cached in `cache` when given.
+async fn compile_paths(
+    paths: &[PathBuf],
+    vars: &VarArgs,
+    run_id: &str,
+    run_date: &str,
+    cache: Option<&dyn compile::SchemaCache>,
+) -> Result<Vec<Plan>, i32> {
     let files = match spec::discover(paths) {
         Ok(f) => f,
         Err(e) => {
@@ -393,7 +400,7 @@ async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date
     }
     let mut plans = Vec::new();
     for p in &loaded {
-        match compile::compile(p).await {
+        match compile::compile_cached(p, cache).await {
             Ok(plan) => plans.push(plan),
             Err(CompileError::Invalid(d)) => diags.extend(d),
         }
@@ -409,7 +416,7 @@ async fn compile_paths(paths: &[PathBuf], vars: &VarArgs, run_id: &str, run_date
 }
 
 async fn validate(paths: &[PathBuf], vars: &VarArgs) -> i32 {
-    match compile_paths(paths, vars, &run::new_run_id(), &today()).await {
+    match compile_paths(paths, vars, &run::new_run_id(), &today(), None).await {
         Ok(plans) => {
             for p in &plans {
                 println!("ok  {} ({}): {} tasks", p.pipeline, p.source.name, p.graph.node_count());
@@ -461,8 +468,16 @@ async fn run_cmd(cli: &Cli) -> i32 {
         },
         None => today(),
     };
+    if metrics_file.is_some() {
+        // Before compiling: the listings and schema reads of compile are counted too.
+        crate::metrics::install();
+    }
+    let Some((state, staging_dir)) = open_state(cli, path) else {
+        return EXIT_FAILED;
+    };
     let run_id = run::new_run_id();
-    let plans = match compile_paths(std::slice::from_ref(path), vars, &run_id, &run_date).await {
+    let cache: &dyn compile::SchemaCache = state.as_ref();
+    let plans = match compile_paths(std::slice::from_ref(path), vars, &run_id, &run_date, Some(cache)).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -488,9 +503,6 @@ async fn run_cmd(cli: &Cli) -> i32 {
         selections = plans.iter().map(|_| Some(HashSet::new())).collect();
     }
 
-    let Some((state, staging_dir)) = open_state(cli, path) else {
-        return EXIT_FAILED;
-    };
     let resume_from = match resume {
         None => None,
         Some(id) => match resume_info(&state, id, &plans, &staging_dir) {
@@ -502,9 +514,6 @@ async fn run_cmd(cli: &Cli) -> i32 {
         },
     };
 
-    if metrics_file.is_some() {
-        crate::metrics::install();
-    }
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(cancel.clone()));
     let mut code = EXIT_OK;

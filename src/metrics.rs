@@ -31,6 +31,7 @@ pub const TICKS_TOTAL: &str = "weir_ticks_total";
 pub const ALERTS_TOTAL: &str = "weir_alerts_total";
 pub const ALERT_FAILURES_TOTAL: &str = "weir_alert_failures_total";
 pub const RUN_DURATION: &str = "weir_run_duration_seconds";
+pub const STORE_REQUESTS_TOTAL: &str = "weir_store_requests_total";
 
 /// Task and run duration buckets: 10 ms to 2 h.
 const DURATION_BUCKETS: &[f64] =
@@ -95,6 +96,10 @@ fn describe() {
     );
     describe_counter!(TICKS_TOTAL, "Scheduled ticks handled, by action (ran, skipped, queued).");
     describe_counter!(ALERTS_TOTAL, "Webhook alerts delivered, by event.");
+    describe_counter!(
+        STORE_REQUESTS_TOTAL,
+        "Object store calls, by store and op (get, head, put, copy, delete, list, rename)."
+    );
     describe_counter!(ALERT_FAILURES_TOTAL, "Webhook alerts that could not be delivered after every retry.");
 }
 

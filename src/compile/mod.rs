@@ -92,10 +92,25 @@ enum DraftKind {
     Broken,
 }
 
+/// Where compile keeps the schemas it inferred from input files, keyed by the files' identity
+/// (path, size, ETag or time) and the format's settings: a run over files it has seen reads
+/// none of them to compile. Implemented by the state store.
+pub trait SchemaCache: Send + Sync {
+    /// The Arrow IPC encoding of the schema stored under `key`.
+    fn schema(&self, key: &str) -> Option<Vec<u8>>;
+    /// Store `schema` (Arrow IPC) under `key`.
+    fn put_schema(&self, key: &str, schema: &[u8]);
+}
+
 /// Compile one pipeline.
 pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
+    compile_cached(p, None).await
+}
+
+/// Compile one pipeline, with inferred schemas cached in `cache`.
+pub async fn compile_cached(p: &LoadedPipeline, cache: Option<&dyn SchemaCache>) -> Result<Plan, CompileError> {
     // Problems the spec stage found are reported together with compile's own.
-    let mut c = Compiler { p, diags: p.problems.clone() };
+    let mut c = Compiler { p, diags: p.problems.clone(), cache };
     let plan = c.run().await;
     match plan {
         Some(plan) if c.diags.is_empty() => Ok(plan),
@@ -110,6 +125,7 @@ pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
 struct Compiler<'a> {
     p: &'a LoadedPipeline,
     diags: Vec<Diagnostic>,
+    cache: Option<&'a dyn SchemaCache>,
 }
 
 impl Compiler<'_> {
@@ -233,7 +249,8 @@ impl Compiler<'_> {
         let results: Vec<_> =
             futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
                 let state = &state;
-                async move { (i, infer_extract(state, &name, &store, &glob, &format, &declared).await) }
+                let cache = self.cache;
+                async move { (i, infer_extract(state, cache, &name, &store, &glob, &format, &declared).await) }
             }))
             .buffered(concurrency)
             .collect()
@@ -1388,6 +1405,7 @@ enum ExtractError {
 /// declared types applied. Returns (files, table schema, read schema).
 async fn infer_extract(
     state: &datafusion::execution::session_state::SessionState,
+    cache: Option<&dyn SchemaCache>,
     _name: &str,
     store: &Arc<Store>,
     glob: &FileGlob,
@@ -1406,6 +1424,71 @@ async fn infer_extract(
         FileFormat::Parquet => &files[..files.len().min(PARQUET_SCHEMA_SAMPLE)],
         _ => &files,
     };
+    let key = cache.map(|_| schema_key(store, sample, format));
+    let cached = match (cache, &key) {
+        (Some(c), Some(k)) => c.schema(k).and_then(|bytes| {
+            let fb = datafusion::arrow::ipc::root_as_schema(&bytes).ok()?;
+            Some(Arc::new(datafusion::arrow::ipc::convert::fb_to_schema(fb)))
+        }),
+        _ => None,
+    };
+    let inferred = match cached {
+        Some(s) => s,
+        None => {
+            let s = infer_sample(state, store, &files, sample, format).await?;
+            if let (Some(c), Some(k)) = (cache, &key) {
+                c.put_schema(k, &schema_bytes(&s));
+            }
+            s
+        }
+    };
+    // A UTF-8 byte order mark is not part of the first column's name.
+    let inferred = match inferred.fields().first() {
+        Some(f) if f.name().starts_with('\u{feff}') => {
+            let mut fields: Vec<Field> = inferred.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let name = fields[0].name().trim_start_matches('\u{feff}').to_string();
+            fields[0] = fields[0].clone().with_name(name);
+            Arc::new(Schema::new(fields))
+        }
+        _ => inferred,
+    };
+    let schema = apply_declared(&inferred, declared, format)?;
+    let read_schema = match (&format.kind, &format.csv.null) {
+        (FileFormat::Csv, Some(_)) => Arc::new(Schema::new(
+            schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+        )),
+        _ => schema.clone(),
+    };
+    Ok((files, schema, read_schema))
+}
+
+/// The cache key of the schema inferred from `sample` with `format`: the files' identity
+/// (path, size, ETag or modification time) and every setting of the format.
+fn schema_key(store: &Store, sample: &[object_store::ObjectMeta], format: &InputFormat) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"weir-schema-1\0");
+    h.update(store.display_url.as_bytes());
+    h.update(format!("\0{format:?}\0").as_bytes());
+    for m in sample {
+        let version = m.e_tag.clone().unwrap_or_else(|| m.last_modified.to_rfc3339());
+        h.update(format!("{}\0{}\0{version}\0", m.location, m.size).as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// A schema as Arrow IPC flatbuffer bytes (a `Schema` root; read back with `root_as_schema`).
+fn schema_bytes(schema: &Schema) -> Vec<u8> {
+    datafusion::arrow::ipc::convert::IpcSchemaEncoder::new().schema_to_fb(schema).finished_data().to_vec()
+}
+
+/// The schema of `sample` (of the extract's `files`), read from the files.
+async fn infer_sample(
+    state: &datafusion::execution::session_state::SessionState,
+    store: &Arc<Store>,
+    files: &[object_store::ObjectMeta],
+    sample: &[object_store::ObjectMeta],
+    format: &InputFormat,
+) -> Result<SchemaRef, ExtractError> {
     let df_format = format.file_format(true);
     let inferred = match df_format.infer_schema(state, &store.object_store, sample).await {
         Ok(s) => s,
@@ -1443,24 +1526,7 @@ async fn infer_extract(
             });
         }
     };
-    // A UTF-8 byte order mark is not part of the first column's name.
-    let inferred = match inferred.fields().first() {
-        Some(f) if f.name().starts_with('\u{feff}') => {
-            let mut fields: Vec<Field> = inferred.fields().iter().map(|f| f.as_ref().clone()).collect();
-            let name = fields[0].name().trim_start_matches('\u{feff}').to_string();
-            fields[0] = fields[0].clone().with_name(name);
-            Arc::new(Schema::new(fields))
-        }
-        _ => inferred,
-    };
-    let schema = apply_declared(&inferred, declared, format)?;
-    let read_schema = match (&format.kind, &format.csv.null) {
-        (FileFormat::Csv, Some(_)) => Arc::new(Schema::new(
-            schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
-        )),
-        _ => schema.clone(),
-    };
-    Ok((files, schema, read_schema))
+    Ok(inferred)
 }
 
 /// A directory inside a store (a load's output, a quarantine), normalized: no leading or

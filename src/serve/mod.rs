@@ -207,7 +207,8 @@ impl Daemon {
             Err(SpecError::Invalid(d)) => return Err(render_all(&d)),
             Err(e) => return Err(vec![crate::secrets::global().redact(&e.to_string())]),
         };
-        match compile::compile(&loaded).await {
+        let cache: &dyn compile::SchemaCache = self.opts.state.as_ref();
+        match compile::compile_cached(&loaded, Some(cache)).await {
             Ok(p) => Ok(p),
             Err(CompileError::Invalid(d)) => Err(render_all(&d)),
         }

@@ -136,6 +136,12 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     CREATE INDEX alerts_by_pipeline ON alerts (pipeline, created_at);",
+    // 5: schemas compile inferred from input files (see `compile::SchemaCache`)
+    "CREATE TABLE schema_cache (
+        key TEXT PRIMARY KEY,
+        schema BLOB NOT NULL,
+        used_at TEXT NOT NULL
+    );",
 ];
 
 pub struct StateStore {
@@ -774,5 +780,30 @@ mod tests {
             .unwrap();
         s.lock("p", "new").unwrap();
         assert_eq!(s.run("old").unwrap().unwrap().status, "abandoned");
+    }
+}
+
+/// Inferred schemas, for compile. Entries not used for 30 days are dropped when new ones come.
+impl crate::compile::SchemaCache for StateStore {
+    fn schema(&self, key: &str) -> Option<Vec<u8>> {
+        let conn = self.conn();
+        let found: Option<Vec<u8>> =
+            conn.query_row("SELECT schema FROM schema_cache WHERE key = ?1", [key], |r| r.get(0)).ok();
+        if found.is_some() {
+            let _ = conn.execute("UPDATE schema_cache SET used_at = ?2 WHERE key = ?1", params![key, now_text()]);
+        }
+        found
+    }
+
+    fn put_schema(&self, key: &str, schema: &[u8]) {
+        let conn = self.conn();
+        let now = now_text();
+        let _ = conn.execute(
+            "INSERT OR REPLACE INTO schema_cache (key, schema, used_at) VALUES (?1, ?2, ?3)",
+            params![key, schema, now],
+        );
+        let cutoff =
+            (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let _ = conn.execute("DELETE FROM schema_cache WHERE used_at < ?1", [cutoff]);
     }
 }

@@ -22,6 +22,8 @@ pub const SECRET: &str = "wEiRcAnArY-7f3a91d2c4b85e60";
 
 struct Server {
     port: u16,
+    /// Every request line the server served.
+    log: PathBuf,
     // stdin kept open: the server stops when this process exits and the pipe closes
     _child: Child,
 }
@@ -31,8 +33,10 @@ fn server() -> Option<&'static Server> {
     SERVER
         .get_or_init(|| {
             let python = test_python()?;
+            let log = std::env::temp_dir().join(format!("weir-s3-requests-{}.log", std::process::id()));
             let mut child = Command::new(&python)
                 .arg(repo().join("tests/support/s3_server.py"))
+                .arg(&log)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -43,7 +47,7 @@ fn server() -> Option<&'static Server> {
             let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
                 panic!("the S3 test server did not start (is moto[server] installed in {python}?): {line:?}")
             });
-            Some(Server { port, _child: child })
+            Some(Server { port, log, _child: child })
         })
         .as_ref()
 }
@@ -105,6 +109,22 @@ impl Bucket {
 
     fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    /// The request lines the server has served for this bucket so far (`GET
+    /// /bucket?list-type=2&prefix=raw%2F… HTTP/1.1`).
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&server().unwrap().log).unwrap_or_default();
+        let me = format!("/{}", self.name);
+        log.lines()
+            .filter_map(|l| {
+                let start = l.find('"')? + 1;
+                let req = &l[start..start + l[start..].find('"')?];
+                let path = req.split(' ').nth(1)?;
+                (path == me || path.starts_with(&format!("{me}/")) || path.starts_with(&format!("{me}?")))
+                    .then(|| req.to_string())
+            })
+            .collect()
     }
 
     /// Upload one local file to `key`.
@@ -407,4 +427,48 @@ fn a_load_over_an_output_that_moved_publishes_nothing() {
     let by_id = s.by_id("out");
     assert_eq!(by_id.len(), 20);
     assert!(by_id.values().all(|v| v.len() == 1), "{by_id:?}");
+}
+
+/// An incremental run with nothing new on S3 lists, and reads nothing: compile takes the
+/// schemas it inferred before from the state store, the extract finds no new file, the
+/// load is up to date. The listing of a glob starts at its literal prefix.
+#[test]
+fn an_incremental_no_op_on_s3_only_lists() {
+    let tasks = "  src:\n    extract: { store: raw, path: \"in/2026-*/*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append }\n";
+    let Some(s) = S3Project::new(tasks) else { return };
+    for day in 1..=3 {
+        for k in 0..5 {
+            s.deliver(&format!("in/2026-01-0{day}/{k}.csv"), day * 100 + k * 10..day * 100 + k * 10 + 10, 1);
+        }
+    }
+    s.deliver("other/noise.csv", 0..1, 9);
+    s.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(s.by_id("out").len(), 150);
+
+    let before = s.b.requests().len();
+    let r = s.weir(&["run", "p.yaml", "--metrics-file", "m.prom"]);
+    r.ok();
+    assert!(status_of(&r.stdout, "out").contains("up to date"), "{}", r.stdout);
+    // weir's own count, by store and operation
+    let metrics = std::fs::read_to_string(s.p.join("m.prom")).unwrap();
+    let calls: Vec<&str> = metrics.lines().filter(|l| l.starts_with("weir_store_requests_total{")).collect();
+    assert!(!calls.is_empty(), "{metrics}");
+    for line in &calls {
+        assert!(line.contains("op=\"list\""), "a no-op run made a call other than LIST: {line}\n{metrics}");
+    }
+    // and the server's: LISTs only, under the glob's literal prefix and the output
+    let served: Vec<String> = s.b.requests()[before..].to_vec();
+    assert!(!served.is_empty());
+    for req in &served {
+        assert!(req.starts_with("GET ") && req.contains("list-type=2"), "not a LIST: {req}\nall: {served:#?}");
+        assert!(req.contains("prefix=raw/in/") || req.contains("prefix=lake/out/"), "{req}");
+    }
+
+    // a new file: read alone
+    s.deliver("in/2026-01-04/0.csv", 1000..1010, 2);
+    let r = s.weir(&["run", "p.yaml", "--json"]);
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["tasks"][0]["files"], 1, "{report}");
+    assert_eq!(s.by_id("out").len(), 160);
 }

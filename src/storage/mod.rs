@@ -15,6 +15,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
+pub mod counted;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("unsupported store URL scheme `{scheme}`")]
@@ -61,8 +63,15 @@ pub struct Store {
 static MEMORY_STORES: LazyLock<Mutex<HashMap<String, Arc<InMemory>>>> = LazyLock::new(Default::default);
 
 impl Store {
-    /// Resolve `url` (relative `file://` paths against `base_dir`) with `options`.
+    /// Resolve `url` (relative `file://` paths against `base_dir`) with `options`. The object
+    /// store counts the calls made through it (`counted`).
     pub fn new(name: &str, url: &str, options: &[(String, String)], base_dir: &Path) -> Result<Store, StorageError> {
+        let mut store = Self::build(name, url, options, base_dir)?;
+        store.object_store = Arc::new(counted::Counted { inner: store.object_store, store: name.to_string() });
+        Ok(store)
+    }
+
+    fn build(name: &str, url: &str, options: &[(String, String)], base_dir: &Path) -> Result<Store, StorageError> {
         let url = url.trim();
         let (scheme, rest) = match url.split_once("://") {
             Some((s, r)) => (s.to_ascii_lowercase(), r),
