@@ -510,6 +510,11 @@ impl Compiler<'_> {
         let mut out: indexmap::IndexMap<String, Arc<Store>> = indexmap::IndexMap::new();
         for (name, s) in &p.spec.stores {
             let options: Vec<(String, String)> = s.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+            for (k, v) in &options {
+                if crate::storage::is_credential(k) {
+                    crate::spec::add_secret(&p.secrets, v);
+                }
+            }
             match Store::new(name, &s.url, &options, &p.dir) {
                 Ok(store) => {
                     if let Some(other) = out.values().find(|o| o.conflicts_with(&store)) {
@@ -527,8 +532,16 @@ impl Compiler<'_> {
                     }
                     out.insert(name.clone(), Arc::new(store));
                 }
+                Err(StorageError::OptionValue { key, reason }) => {
+                    self.diags.push(p.diag_key(
+                        "store-option",
+                        &ypath!["stores", name, "options", &key],
+                        format!("option `{key}` {reason}"),
+                    ));
+                }
                 Err(StorageError::Option { key, kind }) => {
-                    let known = known_options(kind);
+                    let known: Vec<&str> =
+                        known_options(kind).iter().chain(crate::storage::RETRY_OPTIONS).copied().collect();
                     self.diags.push(
                         p.diag_key(
                             "store-option",

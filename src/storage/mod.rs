@@ -25,12 +25,56 @@ pub enum StorageError {
     Url { url: String, reason: String },
     #[error("unknown option `{key}` for a {kind} store")]
     Option { key: String, kind: &'static str },
+    #[error("option `{key}`: {reason}")]
+    OptionValue { key: String, reason: String },
     #[error("cannot build the {kind} store: {source}")]
     Build { kind: &'static str, source: object_store::Error },
     #[error("invalid glob `{pattern}`: {reason}")]
     Glob { pattern: String, reason: String },
     #[error("listing `{prefix}` in store `{store}`: {source}")]
     List { store: String, prefix: String, source: object_store::Error },
+}
+
+/// Requests that fail transiently (connection errors, 5xx, throttling) are retried with
+/// exponential backoff up to this many times …
+pub const DEFAULT_MAX_RETRIES: usize = 5;
+/// … and for at most this long from the first attempt (object_store's own default is 10
+/// retries over 3 minutes: too long for a mistyped endpoint to be reported).
+pub const DEFAULT_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Options weir reads itself rather than passing them to the object store builder.
+pub const RETRY_OPTIONS: &[&str] = &["max_retries", "retry_timeout"];
+
+/// The retry settings in `options` (`max_retries`, `retry_timeout`), and the other options.
+fn retry_config(
+    options: &[(String, String)],
+) -> Result<(object_store::RetryConfig, Vec<(String, String)>), StorageError> {
+    let mut retry = object_store::RetryConfig {
+        max_retries: DEFAULT_MAX_RETRIES,
+        retry_timeout: DEFAULT_RETRY_TIMEOUT,
+        ..Default::default()
+    };
+    let mut rest = Vec::new();
+    for (k, v) in options {
+        let bad = |reason: &str| StorageError::OptionValue { key: k.clone(), reason: reason.to_string() };
+        match k.as_str() {
+            "max_retries" => retry.max_retries = v.trim().parse().map_err(|_| bad("must be a whole number"))?,
+            "retry_timeout" => {
+                retry.retry_timeout =
+                    humantime::parse_duration(v.trim()).map_err(|_| bad("must be a duration like `30s` or `2m`"))?
+            }
+            _ => rest.push((k.clone(), v.clone())),
+        }
+    }
+    Ok((retry, rest))
+}
+
+/// Whether a store option holds a credential (its value is redacted wherever it could show).
+pub fn is_credential(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "token", "password", "sas", "access_key", "account_key", "service_account_key", "client_id"]
+        .iter()
+        .any(|w| k.contains(w))
 }
 
 /// What kind of backend a store is; decides the publish protocol of loads.
@@ -116,11 +160,13 @@ impl Store {
             }
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" => {
                 let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+                let (retry, options) = retry_config(options)?;
+                let options = options.as_slice();
                 let host =
                     parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("missing bucket or container"))?;
                 let (backend, kind, store): (Backend, &'static str, Arc<dyn ObjectStore>) = match scheme.as_str() {
                     "s3" | "s3a" => {
-                        let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                        let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url).with_retry(retry);
                         for (k, v) in options {
                             let key = k.parse().map_err(|_| StorageError::Option { key: k.clone(), kind: "S3" })?;
                             b = b.with_config(key, v);
@@ -129,7 +175,8 @@ impl Store {
                         (Backend::S3, "S3", Arc::new(s))
                     }
                     "gs" => {
-                        let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url);
+                        let mut b =
+                            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url).with_retry(retry);
                         for (k, v) in options {
                             let key = k.parse().map_err(|_| StorageError::Option { key: k.clone(), kind: "GCS" })?;
                             b = b.with_config(key, v);
@@ -138,7 +185,8 @@ impl Store {
                         (Backend::Gcs, "GCS", Arc::new(s))
                     }
                     _ => {
-                        let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
+                        let mut b =
+                            object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url).with_retry(retry);
                         for (k, v) in options {
                             let key = k.parse().map_err(|_| StorageError::Option { key: k.clone(), kind: "Azure" })?;
                             b = b.with_config(key, v);

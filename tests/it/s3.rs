@@ -472,3 +472,141 @@ fn an_incremental_no_op_on_s3_only_lists() {
     assert_eq!(report["tasks"][0]["files"], 1, "{report}");
     assert_eq!(s.by_id("out").len(), 160);
 }
+
+/// A server that denies every request with a 403 whose message echoes the request's headers
+/// (the worst case: credentials in an error body that object_store puts in its error).
+fn denying_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut headers = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                headers.push_str(line.trim_end());
+                headers.push(' ');
+            }
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied; you sent: {}</Message></Error>",
+                headers.replace('&', "&amp;").replace('<', "&lt;")
+            );
+            let _ = conn.write_all(
+                format!("HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+/// Credentials never surface: a secret from `${env:...}` and credentials written in the
+/// pipeline file, through successful runs, a denied store whose errors echo the request
+/// headers, and a wrong endpoint — in logs at every level, errors, `weir plan`, the run
+/// history, the state store, metrics, the HTTP API and webhook bodies.
+#[test]
+fn credentials_never_surface() {
+    use crate::serve::{Daemon, Receiver, http, runs};
+    const TOKEN: &str = "sEsSiOnCaNaRy-5d2e8b71";
+    const KEY_ID: &str = "AKIDCANARY7Q4W9Z";
+    let Some(b) = Bucket::new() else { return };
+    let denied = denying_server();
+    let closed = crate::serve::free_port();
+    let hook = Receiver::start(0);
+    let moto = b.endpoint.clone();
+    // (another bucket name off the test server: one bucket, one set of options)
+    let store = |endpoint: &str, prefix: &str| {
+        format!(
+            "{{ url: \"s3://{}/{prefix}\", options: {{ endpoint: \"{endpoint}\", allow_http: true, region: us-east-1, access_key_id: {KEY_ID}, secret_access_key: \"${{env:WEIR_S3_SECRET}}\", session_token: {TOKEN}, max_retries: 1, retry_timeout: 2s }} }}",
+            if endpoint == moto { b.name.as_str() } else { "elsewhere" }
+        )
+    };
+    let pipeline = |name: &str, raw: &str, lake: &str| {
+        format!(
+            "pipeline: {name}\nnotify:\n  - url: \"{}\"\nstores:\n  raw: {}\n  lake: {}\ntasks:\n  src:\n    extract: {{ store: raw, path: \"in/*.csv\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n",
+            hook.url(),
+            store(raw, "raw"),
+            store(lake, "lake")
+        )
+    };
+    let p = Project::new();
+    let f = p.write("in/d1.csv", "id,version\n1,1\n");
+    b.put_file(&f, "raw/in/d1.csv");
+    p.write("p/ok.yaml", pipeline("ok", &moto, &moto));
+    p.write("p/denied_load.yaml", pipeline("denied_load", &moto, &format!("http://127.0.0.1:{denied}")));
+    p.write("p/denied_read.yaml", pipeline("denied_read", &format!("http://127.0.0.1:{denied}"), &moto));
+    p.write("p/closed.yaml", pipeline("closed", &moto, &format!("http://127.0.0.1:{closed}")));
+    let env = [("WEIR_S3_SECRET", SECRET), ("RUST_LOG", "trace")];
+
+    let seen = std::cell::RefCell::new(String::new());
+    let look = |what: &str, text: &str| {
+        seen.borrow_mut().push_str(&format!("\n=== {what}\n{text}"));
+    };
+    for file in ["ok", "denied_load", "denied_read", "closed"] {
+        let path = format!("p/{file}.yaml");
+        for args in [vec!["-vvv", "run", path.as_str()], vec!["plan", path.as_str()], vec!["validate", path.as_str()]] {
+            let r = p.weir_env(&args, &env);
+            if file == "ok" {
+                r.ok();
+            }
+            look(&format!("{args:?} stdout"), &r.stdout);
+            look(&format!("{args:?} stderr"), &r.stderr);
+        }
+    }
+    // the failures are reported, with the server's own words
+    assert!(seen.borrow().contains("AccessDenied"), "{}", seen.borrow());
+    // … which echo the session token: the redaction, not luck, keeps it out
+    assert!(seen.borrow().to_lowercase().contains("x-amz-security-token: ***"), "{}", seen.borrow());
+    for args in [vec!["runs", "--dir", "p", "--json"], vec!["runs", "--dir", "p"]] {
+        let r = p.weir_env(&args, &env);
+        look(&format!("{args:?}"), &format!("{}{}", r.stdout, r.stderr));
+    }
+    for r in runs(&p, "denied_load") {
+        let r = p.weir_env(&["runs", "--dir", "p", &r.run_id], &env);
+        look("runs RUN", &format!("{}{}", r.stdout, r.stderr));
+    }
+
+    // the daemon: API, metrics, webhooks
+    let d = Daemon::start(&p, &[], &env);
+    for name in ["ok", "denied_load", "closed"] {
+        let (status, body) = http("POST", d.port, &format!("/api/pipelines/{name}/run"), None);
+        assert_eq!(status, 202, "{body}");
+        look("POST run", &body);
+    }
+    d.wait_for("the runs and alerts", || {
+        hook.bodies.lock().unwrap().len() >= 2
+            && ["denied_load", "closed"]
+                .iter()
+                .all(|n| runs(&p, n).iter().filter(|r| r.status == "failed").count() >= 2)
+    });
+    for path in ["/api/pipelines", "/api/runs", "/api/alerts", "/api/ticks", "/metrics", "/healthz"] {
+        let (_, body) = http("GET", d.port, path, None);
+        look(path, &body);
+    }
+    for r in runs(&p, "denied_load") {
+        let (_, body) = http("GET", d.port, &format!("/api/runs/{}", r.run_id), None);
+        look("/api/runs/ID", &body);
+    }
+    let (_, log) = d.stop();
+    look("daemon log", &log);
+    for body in hook.bodies.lock().unwrap().iter() {
+        look("webhook", &body.to_string());
+    }
+    // the state store, byte for byte
+    look("state.db", &String::from_utf8_lossy(&std::fs::read(p.join("p/.weir/state.db")).unwrap()));
+
+    let seen = seen.into_inner();
+    assert!(seen.contains("denied_load"), "{seen}");
+    for canary in [SECRET, TOKEN, KEY_ID] {
+        for form in [canary.to_string(), canary.to_lowercase(), canary.replace('-', "%2D")] {
+            if let Some(at) = seen.find(&form) {
+                let from = seen[..at].rfind("\n===").unwrap_or(0);
+                panic!("{canary} surfaced:\n{}", &seen[from..(at + 200).min(seen.len())]);
+            }
+        }
+    }
+}

@@ -43,7 +43,7 @@ fn rows(p: &Project) -> usize {
 }
 
 /// Runs of `pipeline`, oldest first: (status, logical tick or "").
-fn runs(p: &Project, pipeline: &str) -> Vec<weir::state::RunRecord> {
+pub(crate) fn runs(p: &Project, pipeline: &str) -> Vec<weir::state::RunRecord> {
     let mut r = state(p).runs(Some(pipeline), 1000).unwrap();
     r.reverse();
     r
@@ -62,19 +62,19 @@ fn handled_minutes_ago(p: &Project, pipeline: &str, minutes: i64) {
     state(p).record_tick(pipeline, &t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(), "ran", None).unwrap();
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running `weir serve`.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    port: u16,
+    pub port: u16,
     log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
-    fn start(p: &Project, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(p: &Project, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut args =
@@ -106,7 +106,7 @@ impl Daemon {
         serde_json::from_str(&body).unwrap()
     }
 
-    fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
         let t = Instant::now();
         while !f() {
             assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {what}; log:\n{}", self.log());
@@ -114,7 +114,7 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -123,7 +123,7 @@ impl Daemon {
     }
 
     /// SIGTERM and wait for the exit status.
-    fn stop(mut self) -> (i32, String) {
+    pub(crate) fn stop(mut self) -> (i32, String) {
         self.signal("TERM");
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -139,7 +139,7 @@ impl Drop for Daemon {
 }
 
 /// A minimal HTTP/1.1 client: (status, body).
-fn http(method: &str, port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn http(method: &str, port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req =
@@ -155,14 +155,14 @@ fn http(method: &str, port: u16, path: &str, token: Option<&str>) -> (u16, Strin
 }
 
 /// A webhook receiver: records every request body; answers 500 to the first `fail_first`.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
     hits: Arc<Mutex<u32>>,
 }
 
 impl Receiver {
-    fn start(fail_first: u32) -> Receiver {
+    pub(crate) fn start(fail_first: u32) -> Receiver {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -201,11 +201,11 @@ impl Receiver {
         Receiver { port, bodies, hits }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks/T0K3N-webhook-secret", self.port)
     }
 
-    fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         self.bodies.lock().unwrap().iter().map(|b| b["event"].as_str().unwrap_or("").to_string()).collect()
     }
 }
