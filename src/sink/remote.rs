@@ -218,7 +218,14 @@ pub async fn put_record(store: &Store, dir: &str, record: &CommitRecord) -> Resu
     let payload = PutPayload::from(bytes);
     match store.object_store.put_opts(&path, payload.clone(), PutOptions::from(PutMode::Create)).await {
         Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Err(conflict()),
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+            // A retried put whose first attempt landed (its response lost) finds its own
+            // record: that is a success, not a conflict.
+            match commit::read_record(store, dir, record.seq).await {
+                Ok(there) if there.run_id == record.run_id && there.load == record.load => Ok(()),
+                _ => Err(conflict()),
+            }
+        }
         Err(object_store::Error::NotImplemented { .. }) => {
             // A store configured without conditional puts: check, then put. Two writers can
             // still race in between; see the reference on one writer per output.
@@ -335,6 +342,18 @@ mod tests {
             files_removed: removed.iter().map(|s| s.to_string()).collect(),
             extracts: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_record_put_again_by_its_writer_is_not_a_conflict() {
+        let store = Store::new("m", "memory://remote-put-record/out", &[], std::path::Path::new(".")).unwrap();
+        let mine = record(1, &[], &[], true);
+        put_record(&store, "t", &mine).await.unwrap();
+        // the same writer again (a retry whose first attempt landed)
+        put_record(&store, "t", &mine).await.unwrap();
+        // another writer for the same number
+        let theirs = CommitRecord { run_id: "other".into(), ..mine.clone() };
+        assert!(matches!(put_record(&store, "t", &theirs).await, Err(SinkError::Conflict { seq: 1, .. })));
     }
 
     #[test]

@@ -610,3 +610,67 @@ fn credentials_never_surface() {
         }
     }
 }
+
+/// A TCP proxy to the S3 test server that drops its first `drop_first` connections once the
+/// request is in (no answer: a lost request) and delays every other one by `delay`.
+fn flaky_proxy(drop_first: u32, delay: std::time::Duration) -> (u16, std::sync::Arc<AtomicU32>) {
+    let upstream = server().unwrap().port;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(AtomicU32::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                if n < drop_first {
+                    let mut buf = [0u8; 512];
+                    let _ = client.read(&mut buf);
+                    return; // dropped: closed without an answer
+                }
+                std::thread::sleep(delay);
+                let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut up, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+                let _ = t.join();
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Requests lost or slow on the way to S3 are retried by the object store client: the run
+/// succeeds and loads every row once.
+#[test]
+fn lost_and_slow_requests_are_retried_and_lose_nothing() {
+    let Some(b) = Bucket::new() else { return };
+    let (port, connections) = flaky_proxy(3, std::time::Duration::from_millis(150));
+    let via = format!("http://127.0.0.1:{port}");
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        format!(
+            "pipeline: flaky\nstores:\n  raw: {}\n  lake: {}\ntasks:\n  src:\n    extract: {{ store: raw, path: \"*.csv\", incremental: {{ new_files: true }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: append }}\n",
+            b.store_at(&via, "raw"),
+            b.store_at(&via, "lake")
+        ),
+    );
+    let s = S3Project { p, b };
+    s.deliver("d1.csv", 0..100, 1);
+    let r = s.weir_env(&["run", "p.yaml"], &[("RUST_LOG", "object_store=info")]);
+    r.ok();
+    // the object store client saw the lost requests and tried again
+    assert!(r.stderr.contains("backing off"), "{}", r.stderr);
+    s.deliver("d2.csv", 100..150, 2);
+    s.weir(&["run", "p.yaml"]).ok();
+    assert!(connections.load(Ordering::SeqCst) > 3, "the proxy was not used");
+    let out = s.by_id("out");
+    assert_eq!(out.len(), 150);
+    assert!(out.values().all(|v| v.len() == 1), "{out:?}");
+}
