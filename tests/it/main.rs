@@ -3,6 +3,7 @@
 
 mod common;
 
+mod azure;
 mod bad_rows;
 mod checks;
 mod cli;
