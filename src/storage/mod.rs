@@ -31,7 +31,7 @@ pub enum StorageError {
     Build { kind: &'static str, source: object_store::Error },
     #[error("invalid glob `{pattern}`: {reason}")]
     Glob { pattern: String, reason: String },
-    #[error("listing `{prefix}` in store `{store}`: {source}")]
+    #[error("listing {} in store `{store}`: {source}", if prefix.is_empty() { "the root".to_string() } else { format!("`{prefix}`") })]
     List { store: String, prefix: String, source: object_store::Error },
 }
 
