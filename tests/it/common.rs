@@ -75,12 +75,17 @@ impl Project {
 
     /// Start `weir ARGS`, SIGKILL it after `delay` (if it is still running), and wait for it.
     pub fn weir_killed_after(&self, args: &[&str], delay: std::time::Duration) {
-        let mut child = self
-            .command(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start weir");
+        self.weir_killed_after_env(args, delay, &[]);
+    }
+
+    /// [`Project::weir_killed_after`] with environment variables.
+    pub fn weir_killed_after_env(&self, args: &[&str], delay: std::time::Duration, env: &[(&str, &str)]) {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child =
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("start weir");
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();

@@ -674,3 +674,46 @@ fn lost_and_slow_requests_are_retried_and_lose_nothing() {
     assert_eq!(out.len(), 150);
     assert!(out.values().all(|v| v.len() == 1), "{out:?}");
 }
+
+/// Delta on S3, killed before and after its log entry: every row once.
+#[test]
+fn killed_delta_runs_on_s3_lose_and_double_nothing() {
+    let tasks = "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: append, format: delta }\n";
+    for point in ["after_data_files", "before_publish", "after_publish", "after_publish_before_state"] {
+        let Some(s) = S3Project::new(tasks) else { return };
+        s.deliver("d1.csv", 0..50, 1);
+        s.weir(&["run", "p.yaml"]).ok();
+        s.deliver("d2.csv", 50..90, 2);
+        let r = s.weir_env(&["run", "p.yaml"], &[("WEIR_FAILPOINT", &format!("{point}@out=kill"))]);
+        assert_ne!(r.code, 0, "killed at {point}");
+        s.weir(&["run", "p.yaml"]).ok();
+        let out = versions_by_id(read_delta_rows(&s.output("out")));
+        assert_eq!(out.len(), 90, "killed at {point}");
+        assert!(out.values().all(|v| v.len() == 1), "killed at {point}: {out:?}");
+    }
+}
+
+/// SIGKILL at random moments of runs over many files on S3, then a clean run: every row once,
+/// and nothing above the latest commit is left in the output.
+#[test]
+fn kill_at_random_moments_on_s3_loads_every_row_once() {
+    let Some(s) = S3Project::new(APPEND) else { return };
+    let mut next = 0;
+    for k in 0..6u32 {
+        s.deliver(&format!("d{k:02}.csv"), next..next + 1_000, k);
+        next += 1_000;
+    }
+    for k in 0..8u64 {
+        s.p.weir_killed_after_env(
+            &["run", "p.yaml"],
+            std::time::Duration::from_millis(40 + 60 * k),
+            &[("WEIR_S3_SECRET", SECRET)],
+        );
+        s.deliver(&format!("e{k:02}.csv"), next..next + 200, 100 + k as u32);
+        next += 200;
+    }
+    s.weir(&["run", "p.yaml"]).ok();
+    let out = s.by_id("out");
+    assert_eq!(out.len() as u32, next);
+    assert!(out.values().all(|v| v.len() == 1));
+}
