@@ -737,6 +737,31 @@ fn insert_extract_state(
     Ok(())
 }
 
+/// Inferred schemas, for compile. Entries not used for 30 days are dropped when new ones come.
+impl crate::compile::SchemaCache for StateStore {
+    fn schema(&self, key: &str) -> Option<Vec<u8>> {
+        let conn = self.conn();
+        let found: Option<Vec<u8>> =
+            conn.query_row("SELECT schema FROM schema_cache WHERE key = ?1", [key], |r| r.get(0)).ok();
+        if found.is_some() {
+            let _ = conn.execute("UPDATE schema_cache SET used_at = ?2 WHERE key = ?1", params![key, now_text()]);
+        }
+        found
+    }
+
+    fn put_schema(&self, key: &str, schema: &[u8]) {
+        let conn = self.conn();
+        let now = now_text();
+        let _ = conn.execute(
+            "INSERT OR REPLACE INTO schema_cache (key, schema, used_at) VALUES (?1, ?2, ?3)",
+            params![key, schema, now],
+        );
+        let cutoff =
+            (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let _ = conn.execute("DELETE FROM schema_cache WHERE used_at < ?1", [cutoff]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,30 +805,5 @@ mod tests {
             .unwrap();
         s.lock("p", "new").unwrap();
         assert_eq!(s.run("old").unwrap().unwrap().status, "abandoned");
-    }
-}
-
-/// Inferred schemas, for compile. Entries not used for 30 days are dropped when new ones come.
-impl crate::compile::SchemaCache for StateStore {
-    fn schema(&self, key: &str) -> Option<Vec<u8>> {
-        let conn = self.conn();
-        let found: Option<Vec<u8>> =
-            conn.query_row("SELECT schema FROM schema_cache WHERE key = ?1", [key], |r| r.get(0)).ok();
-        if found.is_some() {
-            let _ = conn.execute("UPDATE schema_cache SET used_at = ?2 WHERE key = ?1", params![key, now_text()]);
-        }
-        found
-    }
-
-    fn put_schema(&self, key: &str, schema: &[u8]) {
-        let conn = self.conn();
-        let now = now_text();
-        let _ = conn.execute(
-            "INSERT OR REPLACE INTO schema_cache (key, schema, used_at) VALUES (?1, ?2, ?3)",
-            params![key, schema, now],
-        );
-        let cutoff =
-            (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let _ = conn.execute("DELETE FROM schema_cache WHERE used_at < ?1", [cutoff]);
     }
 }

@@ -89,10 +89,6 @@ impl AzProject {
             .unwrap()
     }
 
-    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
-
     fn weir_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut all = vec![("WEIR_AZ_KEY", KEY)];
         all.extend_from_slice(env);
@@ -100,21 +96,17 @@ impl AzProject {
     }
 
     fn deliver(&self, name: &str, ids: std::ops::Range<u32>, version: u32) {
-        let mut s = String::from("id,version,region\n");
-        for i in ids {
-            s.push_str(&format!("{i},{version},{}\n", ["north", "south"][(i % 2) as usize]));
-        }
+        let s = delivery_csv(ids, version);
         let key = ObjectPath::from(format!("{}/raw/{name}", self.prefix).as_str());
-        Self::block_on(self.client().put(&key, s.into_bytes().into())).unwrap();
+        block_on(self.client().put(&key, s.into_bytes().into())).unwrap();
     }
 
     fn keys(&self, sub: &str) -> Vec<String> {
         let c = self.client();
         let prefix = ObjectPath::from(format!("{}/{sub}", self.prefix).as_str());
-        let mut keys: Vec<String> = Self::block_on(async {
-            c.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
-        })
-        .unwrap();
+        let mut keys: Vec<String> =
+            block_on(async { c.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await })
+                .unwrap();
         keys.sort();
         keys
     }
@@ -128,7 +120,7 @@ impl AzProject {
         for key in self.keys(&format!("lake/{dir}")) {
             let dst = to.join(key.strip_prefix(&base).unwrap().trim_start_matches('/'));
             std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-            let bytes = Self::block_on(async { c.get(&ObjectPath::from(key.as_str())).await?.bytes().await }).unwrap();
+            let bytes = block_on(async { c.get(&ObjectPath::from(key.as_str())).await?.bytes().await }).unwrap();
             std::fs::write(dst, bytes).unwrap();
         }
         to

@@ -339,3 +339,17 @@ pub fn delta_log(dir: &Path) -> Vec<Vec<serde_json::Value>> {
         })
         .collect()
 }
+
+/// A CSV delivery (`id,version,region`) of `ids`, each with `version`.
+pub fn delivery_csv(ids: std::ops::Range<u32>, version: u32) -> String {
+    let mut s = String::from("id,version,region\n");
+    for i in ids {
+        s.push_str(&format!("{i},{version},{}\n", ["north", "south"][(i % 2) as usize]));
+    }
+    s
+}
+
+/// Run a future to completion on a fresh single-threaded runtime.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}

@@ -107,10 +107,6 @@ impl Bucket {
             .unwrap()
     }
 
-    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
-
     /// The request lines the server has served for this bucket so far (`GET
     /// /bucket?list-type=2&prefix=raw%2F… HTTP/1.1`).
     pub fn requests(&self) -> Vec<String> {
@@ -130,7 +126,7 @@ impl Bucket {
     /// Upload one local file to `key`.
     pub fn put_file(&self, file: &Path, key: &str) {
         let bytes = std::fs::read(file).unwrap();
-        Self::block_on(self.client().put(&ObjectPath::from(key), bytes.into())).unwrap();
+        block_on(self.client().put(&ObjectPath::from(key), bytes.into())).unwrap();
     }
 
     /// Upload every file under `dir` to `prefix/…`.
@@ -144,7 +140,7 @@ impl Bucket {
     /// The keys under `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let c = self.client();
-        let mut keys: Vec<String> = Self::block_on(async {
+        let mut keys: Vec<String> = block_on(async {
             c.list(Some(&ObjectPath::from(prefix))).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await
         })
         .unwrap();
@@ -161,7 +157,7 @@ impl Bucket {
             let rel = key.strip_prefix(prefix).unwrap().trim_start_matches('/');
             let dst = to.join(rel);
             std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-            let bytes = Self::block_on(async { c.get(&ObjectPath::from(key.as_str())).await?.bytes().await }).unwrap();
+            let bytes = block_on(async { c.get(&ObjectPath::from(key.as_str())).await?.bytes().await }).unwrap();
             std::fs::write(dst, bytes).unwrap();
         }
         to.to_path_buf()
@@ -213,10 +209,7 @@ impl S3Project {
 
     /// Write a CSV delivery of `ids` (each with `version`) and upload it as `raw/{name}`.
     fn deliver(&self, name: &str, ids: std::ops::Range<u32>, version: u32) {
-        let mut s = String::from("id,version,region\n");
-        for i in ids {
-            s.push_str(&format!("{i},{version},{}\n", ["north", "south"][(i % 2) as usize]));
-        }
+        let s = delivery_csv(ids, version);
         let f = self.p.write(&format!("raw/{name}"), s);
         self.b.put_file(&f, &format!("raw/{name}"));
     }
