@@ -103,6 +103,10 @@ pub enum Command {
         /// Prometheus text format, atomically: for node_exporter's textfile collector.
         #[arg(long, value_name = "FILE")]
         metrics_file: Option<PathBuf>,
+        /// Memory for query execution (e.g. `2GB`, `512MiB`): sorts, aggregations and joins
+        /// that need more spill to disk instead. Default: no limit.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        memory_limit: Option<usize>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -175,6 +179,40 @@ pub struct VarArgs {
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 500ms, 30s, 2m)"))
+}
+
+/// A size like `2GB`, `512MiB`, `1.5G` or `1000000` (bytes); `K`/`M`/`G`/`T` are powers of 1024
+/// with or without `i`/`B` (as memory is counted).
+fn parse_size_arg(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (write e.g. 2GB, 512MiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (write e.g. 2GB, 512MiB)")),
+    };
+    let bytes = n * mult;
+    if !(1.0..=(usize::MAX as f64)).contains(&bytes) {
+        return Err(format!("`{s}` is not a usable size"));
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+#[test]
+fn sizes_parse_in_powers_of_1024() {
+    assert_eq!(parse_size_arg("2GB"), Ok(2 << 30));
+    assert_eq!(parse_size_arg("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_size_arg("1.5g"), Ok(3 << 29));
+    assert_eq!(parse_size_arg("1000"), Ok(1000));
+    assert!(parse_size_arg("2XB").is_err());
+    assert!(parse_size_arg("GB").is_err());
+    assert!(parse_size_arg("0").is_err());
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -453,8 +491,18 @@ fn state_path(cli: &Cli, path: &Path) -> PathBuf {
 }
 
 async fn run_cmd(cli: &Cli) -> i32 {
-    let Command::Run { path, select, full_refresh, resume, run_date, json, target_partitions, metrics_file, vars } =
-        &cli.command
+    let Command::Run {
+        path,
+        select,
+        full_refresh,
+        resume,
+        run_date,
+        json,
+        target_partitions,
+        metrics_file,
+        memory_limit,
+        vars,
+    } = &cli.command
     else {
         return EXIT_INVALID;
     };
@@ -546,6 +594,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
             observer: Some(observer),
             state: Some(state.clone()),
             target_partitions: *target_partitions,
+            memory_limit: *memory_limit,
             full_refresh: *full_refresh,
             resume,
             logical_time: logical_time(&run_date),

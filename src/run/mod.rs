@@ -78,6 +78,9 @@ pub struct RunOptions {
     pub state: Option<Arc<StateStore>>,
     /// Target partitions for DataFusion (default: CPU cores).
     pub target_partitions: Option<usize>,
+    /// Bytes of memory query operators may use; past it sorts, aggregations and joins spill
+    /// to disk. `None`: no limit.
+    pub memory_limit: Option<usize>,
     /// Rebuild every output from all input, ignoring what loads consumed before.
     pub full_refresh: bool,
     /// Continue an earlier run that did not succeed.
@@ -733,7 +736,16 @@ fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
     if let Some(n) = opts.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(limit) = opts.memory_limit {
+        // What a sort keeps back for merging its spilled runs (10 MiB by default) must fit
+        // in a share of the pool, or a small limit fails instead of spilling.
+        let exec = &mut config.options_mut().execution;
+        exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(limit / 16);
+        runtime = runtime.with_memory_pool(Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(limit)));
+    }
+    let runtime = runtime.build_arc().map_err(|e| RunError::Engine(e.strip_backtrace()))?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     for s in &plan.stores {
         ctx.register_object_store(s.object_store_url.as_ref(), s.object_store.clone());
     }

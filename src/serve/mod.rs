@@ -510,6 +510,7 @@ impl Daemon {
             observer: Some(observer),
             state: Some(state.clone()),
             target_partitions: None,
+            memory_limit: None,
             full_refresh: false,
             resume: None,
             logical_time,

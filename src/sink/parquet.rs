@@ -228,8 +228,14 @@ pub async fn execute_to_parquet(
     plan: LogicalPlan,
     url: &str,
     partition_by: Vec<String>,
-    options: TableParquetOptions,
+    mut options: TableParquetOptions,
 ) -> Result<WriteOutcome, SinkError> {
+    if let datafusion::execution::memory_pool::MemoryLimit::Finite(_) = state.runtime_env().memory_pool.memory_limit() {
+        // Under a memory limit (`--memory-limit`), write each file's columns one after the
+        // other: the parallel writer buffers encoded row groups of every column at once.
+        options.global.allow_single_file_parallelism = false;
+        options.global.maximum_buffered_record_batches_per_stream = 2;
+    }
     let file_type = format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(options)));
     let copy = LogicalPlanBuilder::copy_to(plan, url.to_string(), file_type, HashMap::new(), partition_by)?.build()?;
     let physical = state.create_physical_plan(&copy).await?;

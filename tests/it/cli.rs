@@ -226,3 +226,38 @@ fn schema_command_prints_json_schema() {
     assert_eq!(v["title"], "weir pipeline");
     assert!(v["properties"]["tasks"].is_object());
 }
+
+/// `--memory-limit` bounds query memory: a sort and a group-by over more data than the limit
+/// spill to disk and finish with the right result; a size weir cannot read is refused.
+#[test]
+fn memory_limit_makes_big_sorts_and_aggregations_spill() {
+    let p = Project::new();
+    let mut csv = String::from("id,k,pad\n");
+    for i in 0..400_000u64 {
+        let k = (i * 7_919) % 400_000;
+        csv.push_str(&format!("{i},{k},padding-{:08}\n", (i * 31) % 99_991));
+    }
+    p.write("raw/big.csv", csv);
+    p.write(
+        "p.yaml",
+        "pipeline: mem\nmax_parallel: 1\nstores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  big:\n    extract: { store: raw, path: big.csv }\n  sorted:\n    transform:\n      sql: SELECT * FROM big ORDER BY k DESC, pad\n  groups:\n    transform:\n      sql: SELECT pad, count(*) AS n, max(id) AS top FROM big GROUP BY pad\n  s:\n    load: { from: sorted, store: lake, path: sorted/, row_group_rows: 50000 }\n  g:\n    load: { from: groups, store: lake, path: groups/, row_group_rows: 50000 }\n",
+    );
+    let r = p.weir(&["run", "p.yaml", "--memory-limit", "16MB"]);
+    r.ok();
+    let sorted = read_rows(&p.join("lake/sorted"));
+    assert_eq!(sorted.len(), 400_000);
+    let keys: Vec<u64> = sorted.iter().map(|r| r["k"].parse().unwrap()).collect();
+    assert!(keys.windows(2).all(|w| w[0] >= w[1]), "not sorted by k descending");
+    let groups = read_rows(&p.join("lake/groups"));
+    assert_eq!(groups.len(), 99_991);
+    assert_eq!(groups.iter().map(|r| r["n"].parse::<u64>().unwrap()).sum::<u64>(), 400_000);
+
+    // the limit is real: far too little memory fails, naming it
+    let r = p.weir(&["run", "p.yaml", "--memory-limit", "1MB", "--full-refresh"]);
+    r.code(1);
+    assert!(r.stderr.contains("Resources exhausted"), "{}", r.stderr);
+
+    let r = p.weir(&["run", "p.yaml", "--memory-limit", "2XB"]);
+    r.code(2);
+    assert!(r.stderr.contains("unknown unit `XB`"), "{}", r.stderr);
+}

@@ -27,6 +27,7 @@ async fn run_once(yaml: &str, staging: &Path) -> run::RunReport {
         observer: None,
         state: None,
         target_partitions: Some(2),
+        memory_limit: None,
         full_refresh: false,
         resume: None,
         logical_time: None,
