@@ -16,6 +16,12 @@ Workloads (sizes in --quick mode in brackets):
             with seven checks (checks goal <= 1.3x as is), and with `bad_rows: quarantine`
             (the tolerant reader on a clean file; goal <= 1.2x as is)
   noop      an incremental run with nothing new over 1,000 files [100]              goal < 200 ms
+  etl       TPC-H SF1 CSV [SF 0.05] (tpchgen-cli): lineitem cleaned, joined to orders and customer,
+            aggregated, written as Parquet partitioned by market segment   goal <= 1.0x DuckDB
+  ingest    TPC-H SF1 lineitem CSV [SF 0.05] to zstd Parquet                  goal <= 1.0x DuckDB
+  memory    a high-cardinality group-by and a full sort of TPC-H SF1 lineitem [SF 0.05] under a
+            512 MB memory limit [32 MB], both engines spilling
+                                                    goal: completes, peak RSS <= 1.5x the limit
 
 Each measured command runs --runs times (weir and peer alternating); the table reports medians
 of wall time and of peak RSS (from /usr/bin/time -v). Results go to bench/results.md.
@@ -379,6 +385,205 @@ tasks:
             "weir_rss": rss, "goal": "< 200 ms", "met": wall < 0.2}
 
 
+# --- TPC-H: etl, ingest, memory --------------------------------------------------------------
+
+def tpch_data(python, scale):
+    """lineitem, orders and customer at `scale` as CSV (tpchgen-cli, deterministic)."""
+    data = os.path.join(HERE, "data", f"tpch-{scale}")
+    if not os.path.exists(os.path.join(data, "customer.csv")):
+        print(f"  generating TPC-H SF {scale} in {data} ...", flush=True)
+        shutil.rmtree(data, ignore_errors=True)
+        tool = os.path.join(os.path.dirname(python), "tpchgen-cli")
+        subprocess.run([tool, "csv", "-s", str(scale), "--tables", "lineitem,orders,customer", "--output-dir", data],
+                       check=True, capture_output=True)
+    return data
+
+
+ETL_SQL_LINES = """SELECT l_orderkey, l_shipmode, l_returnflag, l_quantity,
+         l_extendedprice * (1 - l_discount) AS net, l_extendedprice * (1 - l_discount) * (1 + l_tax) AS gross
+  FROM lineitem WHERE l_quantity > 0 AND l_shipdate >= DATE '1993-01-01'"""
+ETL_SQL_MART = """SELECT c.c_mktsegment AS segment, extract(year FROM o.o_orderdate) AS year, l.l_shipmode AS ship_mode,
+         l.l_returnflag AS return_flag, count(*) AS lines, sum(l.l_quantity) AS quantity,
+         sum(l.net) AS net, sum(l.gross) AS gross, avg(l.net) AS avg_net
+  FROM lines_clean l JOIN orders o ON l.l_orderkey = o.o_orderkey JOIN customer c ON o.o_custkey = c.c_custkey
+  GROUP BY 1, 2, 3, 4"""
+
+ETL_PIPELINE = """pipeline: etl
+stores:
+  raw: {{ url: "file://{data}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  lineitem:
+    extract: {{ store: raw, path: lineitem.csv }}
+  orders:
+    extract: {{ store: raw, path: orders.csv }}
+  customer:
+    extract: {{ store: raw, path: customer.csv }}
+  lines_clean:
+    transform:
+      sql: |
+        {lines}
+  revenue:
+    transform:
+      sql: |
+        {mart}
+  revenue_mart:
+    load: {{ from: revenue, store: lake, path: revenue/, partition_by: [segment], compression: zstd }}
+"""
+
+DUCKDB_ETL = r"""
+import sys, duckdb
+data, out, threads = sys.argv[1], sys.argv[2], sys.argv[3]
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+for t in ("lineitem", "orders", "customer"):
+    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_csv('{data}/{t}.csv', header = true)")
+con.execute(open(sys.argv[4]).read())
+con.execute(f"COPY ({open(sys.argv[5]).read()}) TO '{out}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (segment))")
+"""
+
+
+def alternate(label, runs, weir_cmd, peer_cmd, before=None):
+    weir_s, peer_s = [], []
+    for i in range(runs):
+        if before:
+            before()
+        weir_s.append(timed(weir_cmd))
+        if before:
+            before()
+        peer_s.append(timed(peer_cmd))
+        print(f"  {label} run {i + 1}: weir {weir_s[-1][0]:.2f} s ({weir_s[-1][1]:.0f} MB), "
+              f"DuckDB {peer_s[-1][0]:.2f} s ({peer_s[-1][1]:.0f} MB)", flush=True)
+    return medians(weir_s), medians(peer_s)
+
+
+def bench_etl(weir, python, work, scale, runs, threads):
+    data = tpch_data(python, scale)
+    lake, out = os.path.join(work, "etl-lake"), os.path.join(work, "etl-duck")
+    pipeline = os.path.join(work, "etl.yaml")
+    indent = lambda sql: sql.replace("\n", "\n        ")
+    with open(pipeline, "w") as f:
+        f.write(ETL_PIPELINE.format(data=data, lake=lake, lines=indent(ETL_SQL_LINES), mart=indent(ETL_SQL_MART)))
+    script, lines_sql, mart_sql = (os.path.join(work, n) for n in ("duckdb_etl.py", "etl_lines.sql", "etl_mart.sql"))
+    for path, text in ((script, DUCKDB_ETL), (lines_sql, f"CREATE VIEW lines_clean AS {ETL_SQL_LINES}"), (mart_sql, ETL_SQL_MART)):
+        with open(path, "w") as f:
+            f.write(text)
+
+    def clean():
+        for d in (lake, out):
+            shutil.rmtree(d, ignore_errors=True)
+
+    (ww, wr), (dw, dr) = alternate("etl", runs, [weir, "run", pipeline, "--state", os.path.join(work, "etl.db")],
+                                   [python, script, data, out, str(threads), lines_sql, mart_sql], clean)
+    size = sum(os.path.getsize(os.path.join(data, f"{t}.csv")) for t in ("lineitem", "orders", "customer"))
+    return {"workload": f"etl: TPC-H SF {scale} ({size / 1e6:.0f} MB CSV): lineitem ⋈ orders ⋈ customer, aggregated, partitioned Parquet",
+            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+            "goal": "<= 1.0x DuckDB", "met": ww / dw <= 1.0}
+
+
+DUCKDB_INGEST = r"""
+import sys, duckdb
+data, out, threads = sys.argv[1], sys.argv[2], sys.argv[3]
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+con.execute(f"COPY (SELECT * FROM read_csv('{data}/lineitem.csv', header = true)) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+"""
+
+
+def bench_ingest(weir, python, work, scale, runs, threads):
+    data = tpch_data(python, scale)
+    lake, out = os.path.join(work, "ingest-lake"), os.path.join(work, "ingest-duck.parquet")
+    pipeline = os.path.join(work, "ingest.yaml")
+    with open(pipeline, "w") as f:
+        f.write(f"""pipeline: ingest
+stores:
+  raw: {{ url: "file://{data}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  lineitem:
+    extract: {{ store: raw, path: lineitem.csv }}
+  lineitem_parquet:
+    load: {{ from: lineitem, store: lake, path: lineitem/, compression: zstd }}
+""")
+    script = os.path.join(work, "duckdb_ingest.py")
+    with open(script, "w") as f:
+        f.write(DUCKDB_INGEST)
+
+    def clean():
+        shutil.rmtree(lake, ignore_errors=True)
+        if os.path.exists(out):
+            os.remove(out)
+
+    (ww, wr), (dw, dr) = alternate("ingest", runs, [weir, "run", pipeline, "--state", os.path.join(work, "ingest.db")],
+                                   [python, script, data, out, str(threads)], clean)
+    size = os.path.getsize(os.path.join(data, "lineitem.csv"))
+    return {"workload": f"ingest: TPC-H SF {scale} lineitem ({size / 1e6:.0f} MB CSV) to zstd Parquet",
+            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+            "goal": "<= 1.0x DuckDB", "met": ww / dw <= 1.0}
+
+
+MEMORY_GROUP = ("SELECT l_orderkey, l_partkey, count(*) AS n, sum(l_quantity) AS quantity, max(l_comment) AS comment "
+                "FROM lineitem GROUP BY l_orderkey, l_partkey")
+MEMORY_SORT = "SELECT * FROM lineitem ORDER BY l_comment, l_orderkey, l_linenumber"
+
+DUCKDB_MEMORY = r"""
+import sys, duckdb
+data, out, threads, limit, tmp = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+con.execute(f"SET memory_limit = '{limit}'")
+con.execute(f"SET temp_directory = '{tmp}'")
+con.execute("SET preserve_insertion_order = false")
+con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_csv('{data}/lineitem.csv', header = true)")
+con.execute(f"COPY ({sys.argv[6]}) TO '{out}/groups.parquet' (FORMAT parquet, COMPRESSION zstd)")
+con.execute(f"COPY ({sys.argv[7]}) TO '{out}/sorted.parquet' (FORMAT parquet, COMPRESSION zstd)")
+"""
+
+
+def bench_memory(weir, python, work, scale, limit_mb, runs, threads):
+    data = tpch_data(python, scale)
+    lake, out, tmp = os.path.join(work, "mem-lake"), os.path.join(work, "mem-duck"), os.path.join(work, "mem-tmp")
+    pipeline = os.path.join(work, "memory.yaml")
+    with open(pipeline, "w") as f:
+        f.write(f"""pipeline: memory
+max_parallel: 1
+stores:
+  raw: {{ url: "file://{data}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  lineitem:
+    extract: {{ store: raw, path: lineitem.csv }}
+  groups:
+    transform:
+      sql: {MEMORY_GROUP}
+  sorted:
+    transform:
+      sql: {MEMORY_SORT}
+  groups_out:
+    load: {{ from: groups, store: lake, path: groups/, row_group_rows: 100000 }}
+  sorted_out:
+    load: {{ from: sorted, store: lake, path: sorted/, row_group_rows: 100000 }}
+""")
+    script = os.path.join(work, "duckdb_memory.py")
+    with open(script, "w") as f:
+        f.write(DUCKDB_MEMORY)
+
+    def clean():
+        for d in (lake, out, tmp):
+            shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(out)
+        os.makedirs(tmp)
+
+    limit = f"{limit_mb}MB"
+    (ww, wr), (dw, dr) = alternate(
+        "memory", runs, [weir, "run", pipeline, "--memory-limit", limit, "--state", os.path.join(work, "mem.db")],
+        [python, script, data, out, str(threads), limit, tmp, MEMORY_GROUP, MEMORY_SORT], clean)
+    size = os.path.getsize(os.path.join(data, "lineitem.csv"))
+    return {"workload": f"memory: group-by (order, part) and full sort of TPC-H SF {scale} lineitem ({size / 1e6:.0f} MB CSV) under a {limit_mb} MB limit",
+            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+            "goal": f"completes, RSS <= 1.5x the limit ({limit_mb * 1.5:.0f} MB)", "met": wr <= 1.5 * limit_mb}
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def machine():
@@ -442,7 +647,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,gates,noop")
+    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,gates,noop,etl,ingest,memory")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     only = set(args.only.split(","))
@@ -473,6 +678,17 @@ def main():
         if "noop" in only:
             print("noop ...", flush=True)
             results.append(bench_noop(args.weir, work, 100 if args.quick else 1000, args.runs))
+        scale = 0.05 if args.quick else 1
+        if "etl" in only:
+            print("etl ...", flush=True)
+            results.append(bench_etl(args.weir, args.python, work, scale, args.runs, args.threads))
+        if "ingest" in only:
+            print("ingest ...", flush=True)
+            results.append(bench_ingest(args.weir, args.python, work, scale, args.runs, args.threads))
+        if "memory" in only:
+            print("memory ...", flush=True)
+            results.append(bench_memory(args.weir, args.python, work, scale, 32 if args.quick else 512, args.runs,
+                                        args.threads))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args, args.weir, args.python)

@@ -733,8 +733,13 @@ async fn run_with_policy(
 /// The DataFusion session of a run, with every store registered.
 fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
     let mut config = session_config();
-    if let Some(n) = opts.target_partitions {
-        config = config.with_target_partitions(n.max(1));
+    match (opts.target_partitions, opts.memory_limit) {
+        (Some(n), _) => config = config.with_target_partitions(n.max(1)),
+        // Under a memory limit, one partition per query: DataFusion merges the sorted
+        // partitions of a sort without being able to spill, and with several partitions the
+        // sorts that can spill leave that merge no memory.
+        (None, Some(_)) => config = config.with_target_partitions(1),
+        (None, None) => {}
     }
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
     if let Some(limit) = opts.memory_limit {
