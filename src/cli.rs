@@ -96,8 +96,8 @@ pub enum Command {
         /// Print the run report as JSON on stdout instead of the table.
         #[arg(long)]
         json: bool,
-        /// DataFusion partitions per query. Default: CPU cores.
-        #[arg(long, hide = true)]
+        /// DataFusion partitions per query. Default: CPU cores (1 under `--memory-limit`).
+        #[arg(long)]
         target_partitions: Option<usize>,
         /// Also write the run's metrics (the names `weir serve` exports) to this file in the
         /// Prometheus text format, atomically: for node_exporter's textfile collector.
