@@ -103,8 +103,9 @@ pub enum Command {
         /// Prometheus text format, atomically: for node_exporter's textfile collector.
         #[arg(long, value_name = "FILE")]
         metrics_file: Option<PathBuf>,
-        /// Memory for query execution (e.g. `2GB`, `512MiB`): sorts, aggregations and joins
-        /// that need more spill to disk instead. Default: no limit.
+        /// Memory budget for running queries (e.g. `2GB`, `512MiB`): sorts, aggregations and
+        /// joins that need more spill to disk instead. Half goes to DataFusion's spilling pool,
+        /// half is headroom for readers, writers and operators' transient copies. Default: no limit.
         #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
         memory_limit: Option<usize>,
         #[command(flatten)]

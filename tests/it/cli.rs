@@ -242,7 +242,7 @@ fn memory_limit_makes_big_sorts_and_aggregations_spill() {
         "p.yaml",
         "pipeline: mem\nmax_parallel: 1\nstores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  big:\n    extract: { store: raw, path: big.csv }\n  sorted:\n    transform:\n      sql: SELECT * FROM big ORDER BY k DESC, pad\n  groups:\n    transform:\n      sql: SELECT pad, count(*) AS n, max(id) AS top FROM big GROUP BY pad\n  s:\n    load: { from: sorted, store: lake, path: sorted/, row_group_rows: 50000 }\n  g:\n    load: { from: groups, store: lake, path: groups/, row_group_rows: 50000 }\n",
     );
-    let r = p.weir(&["run", "p.yaml", "--memory-limit", "16MB"]);
+    let r = p.weir(&["run", "p.yaml", "--memory-limit", "32MB"]);
     r.ok();
     let sorted = read_rows(&p.join("lake/sorted"));
     assert_eq!(sorted.len(), 400_000);
