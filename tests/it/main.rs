@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod concurrency;
 mod delta;
+mod distributed;
 mod demo;
 mod errors;
 mod examples;
