@@ -96,7 +96,8 @@ impl Cluster {
         let mut stream = store.object_store.list(Some(&prefix));
         let mut old = Vec::new();
         while let Some(Ok(m)) = stream.next().await {
-            let run = m.location.prefix_match(&prefix).and_then(|mut parts| parts.next()).map(|p| p.as_ref().to_string());
+            let run =
+                m.location.prefix_match(&prefix).and_then(|mut parts| parts.next()).map(|p| p.as_ref().to_string());
             if run.is_some_and(|r| !keep.contains(&r.as_str())) {
                 old.push(m.location);
             }
@@ -255,7 +256,8 @@ mod ballista {
         if let Some(n) = target_partitions {
             config = config.with_target_partitions(n.max(1));
         }
-        let engine_err = |e: datafusion::error::DataFusionError| RunError::Engine(plan.secrets.redact(&e.strip_backtrace()));
+        let engine_err =
+            |e: datafusion::error::DataFusionError| RunError::Engine(plan.secrets.redact(&e.strip_backtrace()));
         let (url, runtime) = match scheduler {
             None => {
                 let s = standalone().await?;
@@ -280,7 +282,8 @@ mod ballista {
                 (url.to_string(), runtime)
             }
         };
-        let state = SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        let state =
+            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
         let ctx = SessionContext::remote_with_state(&url, state).await.map_err(engine_err)?;
         Ok((ctx, url))
     }

@@ -538,7 +538,9 @@ async fn execute_pass(
     cancelled |= opts.cancel.is_cancelled();
     if let Some(c) = &cluster
         && !cancelled
-        && reports.values().all(|r| !matches!(r.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled))
+        && reports
+            .values()
+            .all(|r| !matches!(r.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled))
     {
         c.clean().await;
     }

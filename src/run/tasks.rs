@@ -507,7 +507,11 @@ async fn cluster_transform(
     });
     if t.execution == Execution::Fused && only_queries_read_it {
         cluster.ctx.register_table(name, df.into_view())?;
-        return Ok(Outcome { fused: true, note: Some("fused into its consumer, on the cluster".into()), ..Default::default() });
+        return Ok(Outcome {
+            fused: true,
+            note: Some("fused into its consumer, on the cluster".into()),
+            ..Default::default()
+        });
     }
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     cluster.prepare(name).map_err(|e| TaskError::transient(format!("staging `{name}`: {e}")))?;

@@ -96,7 +96,9 @@ impl<'de> Deserialize<'de> for Engine {
             serde_yaml::Value::Mapping(m) if m.len() == 1 => match m.into_iter().next() {
                 Some((serde_yaml::Value::String(k), body)) if k == "ballista" => {
                     let body = if body.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { body };
-                    BallistaEngine::deserialize(body).map(Engine::Ballista).map_err(|e| D::Error::custom(format!("in `ballista`: {e}")))
+                    BallistaEngine::deserialize(body)
+                        .map(Engine::Ballista)
+                        .map_err(|e| D::Error::custom(format!("in `ballista`: {e}")))
                 }
                 Some((k, _)) => Err(D::Error::custom(format!(
                     "unknown engine `{}`: the engines are `local` and `ballista`",

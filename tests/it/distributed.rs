@@ -82,7 +82,12 @@ mod on_ballista {
         let cluster = demo_project();
         let r = cluster.weir(&["run", "pipelines", "--engine", "ballista"]);
         r.ok();
-        assert!(r.stderr.contains("on the cluster") || r.stdout.contains("on the cluster"), "{}\n{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("on the cluster") || r.stdout.contains("on the cluster"),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
         for mart in ["daily_revenue", "customer_value", "product_sales"] {
             let dir = format!("lake/marts/{mart}");
             let a = rows_sorted(&local.join(&dir));
@@ -93,7 +98,8 @@ mod on_ballista {
         }
         // Staged tables of a successful run are gone.
         let staging = cluster.join("pipelines/.weir/staging");
-        let left: Vec<_> = walk(&staging).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+        let left: Vec<_> =
+            walk(&staging).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
         assert!(left.is_empty(), "{left:?}");
     }
 
@@ -188,11 +194,134 @@ mod on_ballista {
         );
         let r = p.weir(&["plan", "p.yaml"]);
         r.ok();
-        assert!(r.stdout.contains("engine    ballista (standalone, in-process; staging on store `lake` under _weir_staging/)"), "{}", r.stdout);
+        assert!(
+            r.stdout
+                .contains("engine    ballista (standalone, in-process; staging on store `lake` under _weir_staging/)"),
+            "{}",
+            r.stdout
+        );
         p.weir(&["run", "p.yaml"]).ok();
         assert_eq!(rows_sorted(&p.join("lake/out")).len(), 1);
         // The staging area on the store is cleaned after the run.
         let staged = walk(&p.join("lake/_weir_staging"));
         assert!(staged.is_empty(), "{staged:?}");
+    }
+
+    /// A real `ballista-scheduler` and `ballista-executor` on loopback (installed by
+    /// `.ci/run`, found through `WEIR_TEST_BALLISTA_BIN`), stopped when dropped.
+    struct RemoteCluster {
+        children: Vec<std::process::Child>,
+        port: u16,
+        work: tempfile::TempDir,
+    }
+
+    impl Drop for RemoteCluster {
+        fn drop(&mut self) {
+            for c in self.children.iter_mut().rev() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    impl RemoteCluster {
+        fn log(&self, name: &str) -> String {
+            std::fs::read_to_string(self.work.path().join(name)).unwrap_or_default()
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn wait_for_port(port: u16, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "{what} did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn remote_cluster() -> Option<RemoteCluster> {
+        let Ok(bin) = std::env::var("WEIR_TEST_BALLISTA_BIN") else {
+            assert!(std::env::var_os("CI").is_none(), "CI must set WEIR_TEST_BALLISTA_BIN (.ci/run installs Ballista)");
+            return None;
+        };
+        let bin = std::path::PathBuf::from(bin);
+        let mut cluster = RemoteCluster { children: Vec::new(), port: free_port(), work: tempfile::tempdir().unwrap() };
+        let work = cluster.work.path().to_path_buf();
+        let log = |name: &str| std::fs::File::create(work.join(name)).unwrap();
+        let port = cluster.port.to_string();
+        let scheduler = std::process::Command::new(bin.join("ballista-scheduler"))
+            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1", "--bind-port", &port])
+            .stdout(log("scheduler.log"))
+            .stderr(log("scheduler.err"))
+            .spawn()
+            .expect("start ballista-scheduler");
+        cluster.children.push(scheduler);
+        wait_for_port(cluster.port, "ballista-scheduler");
+        let (flight, grpc, health) = (free_port(), free_port(), free_port());
+        let dir = work.join("executor");
+        std::fs::create_dir_all(&dir).unwrap();
+        let executor = std::process::Command::new(bin.join("ballista-executor"))
+            .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
+            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+            .args(["--bind-port", &flight.to_string(), "--bind-grpc-port", &grpc.to_string()])
+            .args(["--bind-health-port", &health.to_string(), "--vcores", "2"])
+            .args(["--scheduler-connect-timeout-seconds", "30"])
+            .arg("--work-dir")
+            .arg(&dir)
+            // Its S3 credentials must come from weir's session, not from the environment.
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stdout(log("executor.log"))
+            .stderr(log("executor.err"))
+            .spawn()
+            .expect("start ballista-executor");
+        cluster.children.push(executor);
+        wait_for_port(flight, "ballista-executor");
+        Some(cluster)
+    }
+
+    /// The demo with its inputs, lake and staging on the S3 test server, its SQL on a real
+    /// scheduler and executor: the marts equal a local run's.
+    #[test]
+    fn the_demo_on_a_real_cluster_with_the_lake_on_s3() {
+        let Some(b) = crate::s3::Bucket::new() else { return };
+        let Some(cluster) = remote_cluster() else { return };
+        let local = demo_project();
+        local.weir(&["run", "pipelines"]).ok();
+
+        b.put_dir(&local.join("examples/shop/data"), "data");
+        let yaml = std::fs::read_to_string(local.join("pipelines/daily_orders.yaml")).unwrap();
+        let s3 = yaml
+            .replace("raw: { url: \"file://${data}\" }", &format!("raw: {}", b.store("data")))
+            .replace("lake: { url: \"file://${lake}\" }", &format!("lake: {}", b.store("lake")));
+        assert_ne!(s3, yaml, "the demo's stores moved: update this test");
+        let s3 = format!(
+            "{s3}\nengine:\n  ballista:\n    scheduler: \"df://127.0.0.1:{}\"\n    staging: {{ store: lake, path: _staging }}\n",
+            cluster.port
+        );
+        local.write("remote/daily_orders.yaml", s3);
+        let r = local.weir_env(&["run", "remote/"], &[("WEIR_S3_SECRET", crate::s3::SECRET)]);
+        assert_eq!(
+            r.code,
+            0,
+            "{}\n{}\n--- scheduler\n{}\n--- executor\n{}",
+            r.stdout,
+            r.stderr,
+            cluster.log("scheduler.err"),
+            cluster.log("executor.err")
+        );
+        for mart in ["daily_revenue", "customer_value", "product_sales"] {
+            let a = rows_sorted(&local.join(&format!("lake/marts/{mart}")));
+            let pulled = b.get_dir(&format!("lake/marts/{mart}"), &local.join(&format!("pulled/{mart}")));
+            assert!(!a.is_empty(), "{mart}");
+            assert_eq!(a, rows_sorted(&pulled), "{mart} differs between local and the cluster");
+        }
+        // The staged tables of the successful run are removed from the store.
+        assert!(b.keys("lake/_staging").is_empty(), "{:?}", b.keys("lake/_staging"));
+        // The executors wrote the staged tables: their secret came through the session.
+        assert!(!r.stderr.contains(crate::s3::SECRET) && !r.stdout.contains(crate::s3::SECRET));
     }
 }
