@@ -80,7 +80,7 @@ pub enum Engine {
 }
 
 impl<'de> Deserialize<'de> for Engine {
-    /// `local`, `ballista` (a standalone cluster), or `{ ballista: { ... } }`. serde_yaml
+    /// `local` or `{ ballista: { ... } }` (`{ ballista: {} }`: a standalone cluster). serde_yaml
     /// reads enums from YAML tags only; pipelines write them as a one-key map.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
@@ -88,9 +88,8 @@ impl<'de> Deserialize<'de> for Engine {
         match v {
             serde_yaml::Value::String(s) => match s.as_str() {
                 "local" => Ok(Engine::Local),
-                "ballista" => Ok(Engine::Ballista(BallistaEngine::default())),
                 other => Err(D::Error::custom(format!(
-                    "unknown engine `{other}`: write `local`, `ballista` or `{{ ballista: {{ scheduler: \"df://host:50050\" }} }}`"
+                    "unknown engine `{other}`: write `local`, or `{{ ballista: {{}} }}` (a standalone cluster), or `{{ ballista: {{ scheduler: \"df://host:50050\" }} }}`"
                 ))),
             },
             serde_yaml::Value::Mapping(m) if m.len() == 1 => match m.into_iter().next() {

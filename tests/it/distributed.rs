@@ -35,6 +35,13 @@ fn engine_errors_are_located_and_suggest() {
     let r = p.weir(&["validate", "p.yaml"]);
     r.code(2);
     assert!(r.stderr.contains("stock Ballista executors"), "{}", r.stderr);
+    p.write(
+        "p.yaml",
+        "pipeline: e\nstores:\n  lake: { url: \"file://lake\" }\nengine: spark\ntasks:\n  a:\n    transform: { sql: \"SELECT 1 AS x\" }\n",
+    );
+    let r = p.weir(&["validate", "p.yaml"]);
+    r.code(2);
+    assert!(r.stderr.contains("unknown engine `spark`"), "{}", r.stderr);
     // --engine is checked too.
     p.write(
         "p.yaml",
