@@ -18,6 +18,9 @@ Workloads (sizes in --quick mode in brackets):
   noop      an incremental run with nothing new over 1,000 files [100]              goal < 200 ms
   etl       TPC-H SF1 CSV [SF 0.05] (tpchgen-cli): lineitem cleaned, joined to orders and customer,
             aggregated, written as Parquet partitioned by market segment   goal <= 1.0x DuckDB
+  ballista  the etl pipeline with its SQL on Ballista's in-process standalone cluster vs the same
+            pipeline on weir's local engine (weir is built with --features distributed)
+                                                                        goal <= 1.5x local
   ingest    TPC-H SF1 lineitem CSV [SF 0.05] to zstd Parquet                  goal <= 1.0x DuckDB
   memory    a high-cardinality group-by and a full sort of TPC-H SF1 lineitem [SF 0.05] under a
             512 MB memory limit [96 MB], both engines spilling
@@ -451,7 +454,7 @@ con.execute(f"COPY ({open(sys.argv[5]).read()}) TO '{out}' (FORMAT parquet, COMP
 """
 
 
-def alternate(label, runs, weir_cmd, peer_cmd, before=None, peer_may_fail=False):
+def alternate(label, runs, weir_cmd, peer_cmd, before=None, peer_may_fail=False, peer_name="DuckDB"):
     """Medians of weir's and the peer's runs, alternating. With `peer_may_fail`, a peer that
     fails is recorded: the peer's result is then the failure's first error line (a string)."""
     weir_s, peer_s, peer_failure = [], [], None
@@ -463,10 +466,10 @@ def alternate(label, runs, weir_cmd, peer_cmd, before=None, peer_may_fail=False)
             before()
         try:
             peer_s.append(timed(peer_cmd, may_fail=peer_may_fail))
-            peer = f"DuckDB {peer_s[-1][0]:.2f} s ({peer_s[-1][1]:.0f} MB)"
+            peer = f"{peer_name} {peer_s[-1][0]:.2f} s ({peer_s[-1][1]:.0f} MB)"
         except Failed as e:
             peer_failure = str(e)
-            peer = f"DuckDB failed: {e}"
+            peer = f"{peer_name} failed: {e}"
         print(f"  {label} run {i + 1}: weir {weir_s[-1][0]:.2f} s ({weir_s[-1][1]:.0f} MB), {peer}", flush=True)
     return medians(weir_s), (peer_failure if peer_failure else medians(peer_s))
 
@@ -493,6 +496,29 @@ def bench_etl(weir, python, work, scale, runs, threads):
     return {"workload": f"etl: TPC-H SF {scale} ({size / 1e6:.0f} MB CSV): lineitem ⋈ orders ⋈ customer, aggregated, partitioned Parquet",
             "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
             "goal": "<= 1.0x DuckDB", "met": ww / dw <= 1.0}
+
+
+def bench_ballista(weir, python, work, scale, runs):
+    """The etl pipeline with its SQL on Ballista's in-process standalone cluster, against the
+    same pipeline on weir's local engine: the price of the switch on one machine."""
+    data = tpch_data(python, scale)
+    lake = os.path.join(work, "ballista-lake")
+    pipeline = os.path.join(work, "etl-ballista.yaml")
+    indent = lambda sql: sql.replace("\n", "\n        ")
+    with open(pipeline, "w") as f:
+        f.write(ETL_PIPELINE.format(data=data, lake=lake, lines=indent(ETL_SQL_LINES), mart=indent(ETL_SQL_MART)))
+    state = os.path.join(work, "etl-ballista.db")
+
+    def clean():
+        shutil.rmtree(lake, ignore_errors=True)
+
+    (bw, br), (lw, lr) = alternate("ballista", runs, [weir, "run", pipeline, "--state", state, "--engine", "ballista"],
+                                   [weir, "run", pipeline, "--state", state, "--engine", "local"], clean,
+                                   peer_name="weir local")
+    return {"workload": f"ballista: the etl workload (TPC-H SF {scale}) with its SQL on Ballista's standalone cluster; "
+                        "peer column: the same pipeline on weir's local engine",
+            "weir": bw, "weir_rss": br, "peer": lw, "peer_rss": lr, "ratio": bw / lw,
+            "goal": "<= 1.5x local", "met": bw / lw <= 1.5}
 
 
 DUCKDB_INGEST = r"""
@@ -666,7 +692,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,gates,noop,etl,ingest,memory")
+    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,gates,noop,etl,ballista,ingest,memory")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     only = set(args.only.split(","))
@@ -701,6 +727,9 @@ def main():
         if "etl" in only:
             print("etl ...", flush=True)
             results.append(bench_etl(args.weir, args.python, work, scale, args.runs, args.threads))
+        if "ballista" in only:
+            print("ballista ...", flush=True)
+            results.append(bench_ballista(args.weir, args.python, work, scale, args.runs))
         if "ingest" in only:
             print("ingest ...", flush=True)
             results.append(bench_ingest(args.weir, args.python, work, scale, args.runs, args.threads))

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ] && mkdir -p /work/target 2>/dev/null && [ -w /work/target ]; then
   export CARGO_TARGET_DIR=/work/target
 fi
-cargo build --release --quiet
+# With Ballista (the `ballista` workload runs the etl pipeline on its standalone cluster); the
+# local engine is the same code in either build.
+cargo build --release --quiet --features distributed
 weir="${CARGO_TARGET_DIR:-target}/release/weir"
 
 venv=bench/.venv

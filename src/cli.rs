@@ -108,6 +108,11 @@ pub enum Command {
         /// half is headroom for readers, writers and operators' transient copies. Default: no limit.
         #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
         memory_limit: Option<usize>,
+        /// Where the SQL runs, overriding the pipeline's `engine`: `local`, `ballista` (the
+        /// pipeline's cluster, or an in-process standalone one), `standalone`, or a Ballista
+        /// scheduler `df://host:port`. Ballista needs a weir built with `--features distributed`.
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<String>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -502,6 +507,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
         target_partitions,
         metrics_file,
         memory_limit,
+        engine,
         vars,
     } = &cli.command
     else {
@@ -577,6 +583,16 @@ async fn run_cmd(cli: &Cli) -> i32 {
         if cancel.is_cancelled() {
             break;
         }
+        let engine = match engine {
+            Some(e) => match plan.engine.with_override(e, &plan.stores) {
+                Ok(e) => Some(e),
+                Err(msg) => {
+                    eprintln!("error: --engine: {}", plan.secrets.redact(&msg));
+                    return EXIT_INVALID;
+                }
+            },
+            None => None,
+        };
         let plan = Arc::new(plan);
         let this_run = if reports.is_empty() { run_id.clone() } else { run::new_run_id() };
         // With --json, stdout carries the report; the task lines still go to stderr.
@@ -599,6 +615,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
             full_refresh: *full_refresh,
             resume,
             logical_time: logical_time(&run_date),
+            engine,
         };
         match run::run(plan.clone(), opts).await {
             Ok(report) => {
@@ -1089,6 +1106,9 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
         s.push_str(&format!("  {}\n", d.trim()));
     }
     s.push_str(&render_watch(&p.watch, chrono::Utc::now()));
+    if let crate::compile::EnginePlan::Ballista(_) = &p.engine {
+        s.push_str(&format!("  engine    {}\n", p.engine.describe()));
+    }
     s.push_str(&format!("\n{} tasks in run order, at most {} at once:\n", p.graph.node_count(), p.max_parallel));
     for (k, &i) in p.order.iter().enumerate() {
         let t = p.task(i);

@@ -4,6 +4,7 @@
 //! those samples. Every problem found is reported, each with its place in the file.
 
 mod checks;
+pub mod engine;
 pub mod plan;
 pub mod schedule;
 pub mod sql;
@@ -21,6 +22,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+pub use engine::EnginePlan;
 pub use plan::*;
 
 use crate::diag::{Diagnostic, did_you_mean};
@@ -135,6 +137,7 @@ impl Compiler<'_> {
         let phase = |what: &str| tracing::debug!(pipeline = %p.name, ms = clock.elapsed().as_millis() as u64, "compile: {what}");
         let stores = self.stores();
         let watch = schedule::compile_watch(p, &mut self.diags);
+        let engine = engine::compile_engine(p, &stores, &mut self.diags);
         let ctx = SessionContext::new_with_config(session_config());
         let state = ctx.state();
         // Task names in file order (for suggestions) and as a set (for lookups).
@@ -502,6 +505,7 @@ impl Compiler<'_> {
             p.secrets.clone(),
         );
         plan.watch = watch;
+        plan.engine = engine;
         Some(plan)
     }
 

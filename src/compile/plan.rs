@@ -37,6 +37,8 @@ pub struct Plan {
     pub secrets: Secrets,
     /// Schedule, webhooks and freshness (used by `weir serve`).
     pub watch: super::schedule::Watch,
+    /// Where the SQL runs (`engine`).
+    pub engine: super::engine::EnginePlan,
     by_name: HashMap<String, NodeIndex>,
     /// Per task, the incremental extracts it reads through (itself included), in run order.
     incremental_sources: HashMap<NodeIndex, Vec<NodeIndex>>,
@@ -455,6 +457,7 @@ impl Plan {
             max_parallel,
             secrets,
             watch: Default::default(),
+            engine: Default::default(),
             by_name,
             incremental_sources: HashMap::new(),
         };

@@ -4,6 +4,7 @@
 //! Every task start and end is recorded in the state store as it happens.
 
 mod checks;
+mod engine;
 pub mod incremental;
 mod stage;
 pub mod table;
@@ -88,6 +89,8 @@ pub struct RunOptions {
     pub resume: Option<Resume>,
     /// The time `freshness` checks measure from. Default: when the run starts.
     pub logical_time: Option<DateTime<Utc>>,
+    /// Where the SQL runs, overriding the pipeline's `engine` (`weir run --engine`).
+    pub engine: Option<crate::compile::EnginePlan>,
 }
 
 /// An earlier run that `--resume` continues.
@@ -377,6 +380,15 @@ async fn execute_pass(
 ) -> Result<(bool, HashMap<NodeIndex, TaskReport>), RunError> {
     let ctx = Arc::new(session(plan, opts)?);
     let planning = Arc::new(table::unoptimized(&ctx.state()));
+    let cluster = engine::connect(
+        plan,
+        opts.engine.as_ref().unwrap_or(&plan.engine),
+        &staging,
+        &opts.run_id,
+        opts.resume.as_ref().map(|r| r.run_id.as_str()),
+        opts.target_partitions,
+    )
+    .await?;
     let selected = pass.tasks.clone();
     let order: Vec<NodeIndex> = plan.order.iter().copied().filter(|i| selected.contains(i)).collect();
     let position: HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(k, i)| (*i, k)).collect();
@@ -410,7 +422,7 @@ async fn execute_pass(
             let Some(k) = ready.pop_first() else { break };
             let i = order[k];
             let node = plan.task(i);
-            if let Some(r) = resume_reuse(plan, opts, i).await {
+            if let Some(r) = resume_reuse(plan, opts, i, cluster.is_some()).await {
                 let from = opts.resume.as_ref().map(|x| x.run_id.as_str()).unwrap_or_default();
                 let note = match r {
                     Reuse::Committed => Some(format!("committed by run {from}")),
@@ -458,6 +470,7 @@ async fn execute_pass(
                 state: opts.state.clone(),
                 pipeline: plan.pipeline.clone(),
                 logical_time,
+                cluster: cluster.clone(),
             };
             let span = tracing::info_span!("task", task = %node.name, kind = node.kind.name());
             let cancel = opts.cancel.clone();
@@ -523,6 +536,14 @@ async fn execute_pass(
     }
 
     cancelled |= opts.cancel.is_cancelled();
+    if let Some(c) = &cluster
+        && !cancelled
+        && reports
+            .values()
+            .all(|r| !matches!(r.status, TaskStatus::Failed | TaskStatus::Skipped | TaskStatus::Cancelled))
+    {
+        c.clean().await;
+    }
     if cancelled {
         for &i in &order {
             if reports.contains_key(&i) {
@@ -614,7 +635,7 @@ enum Reuse {
 /// What `--resume` reuses of task `i`: loads that committed, and materialized transforms
 /// whose staged files are still there. Tasks fed by incremental extracts are computed again
 /// (their delta may have grown since; nothing of it was committed).
-async fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Reuse> {
+async fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex, on_cluster: bool) -> Option<Reuse> {
     let r = opts.resume.as_ref()?;
     let node = plan.task(i);
     if !r.succeeded.contains(&node.name) {
@@ -623,8 +644,12 @@ async fn resume_reuse(plan: &Plan, opts: &RunOptions, i: NodeIndex) -> Option<Re
     match &node.kind {
         crate::compile::TaskKind::Load(_) => Some(Reuse::Committed),
         // A checked task runs its checks again (a quarantined table is a view, not the files).
+        // On a cluster, transforms are computed again (their staged files are the cluster's).
         crate::compile::TaskKind::Transform(t)
-            if t.execution.materialized() && plan.incremental_sources(i).is_empty() && node.checks.is_empty() =>
+            if !on_cluster
+                && t.execution.materialized()
+                && plan.incremental_sources(i).is_empty()
+                && node.checks.is_empty() =>
         {
             let dir = r.staging.join(&node.name);
             if !dir.is_dir() {

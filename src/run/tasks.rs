@@ -37,6 +37,8 @@ pub(super) struct TaskEnv {
     pub pipeline: String,
     /// The time `freshness` checks measure from.
     pub logical_time: chrono::DateTime<chrono::Utc>,
+    /// The cluster the transforms run on (`engine: ballista`); `None`: this process.
+    pub cluster: Option<Arc<super::engine::Cluster>>,
 }
 
 #[derive(Debug, Default)]
@@ -156,7 +158,10 @@ pub(super) async fn execute(
 ) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
     cancellable(cancel, failpoint::hit("task_start", &node.name)).await?;
-    let result = run_task(ctx, plan, i, env, cancel).await;
+    let result = match (run_task(ctx, plan, i, env, cancel).await, &env.cluster) {
+        (Ok(out), Some(cluster)) => share(ctx, cluster, plan, i, env, out, cancel).await,
+        (result, _) => result,
+    };
     match result {
         Err(e) if !e.cancelled && super::tolerant::looks_like_bad_input(&e.message) => {
             // Name the first malformed row of the extracts this task reads.
@@ -193,7 +198,10 @@ async fn run_task(
             }
             None => extract(ctx, &node.name, &node.schema, e, &e.files, bad.as_ref()),
         },
-        TaskKind::Transform(t) => transform(ctx, &node.name, t, env, cancel).await,
+        TaskKind::Transform(t) => match &env.cluster {
+            Some(cluster) => cluster_transform(ctx, cluster, plan, i, t, cancel).await,
+            None => transform(ctx, &node.name, t, env, cancel).await,
+        },
         TaskKind::Load(l) => load(ctx, plan, i, &node.name, l, env, cancel).await,
     }?;
     if (node.checks.is_empty() && bad.is_none()) || out.up_to_date || out.fused {
@@ -476,6 +484,113 @@ async fn transform(
         ),
         ..Default::default()
     })
+}
+
+/// A transform on the cluster. Read only by other queries, it is a view there (fused into
+/// their queries, as locally); otherwise the executors write it as Parquet to the staging
+/// area, where loads and checks in weir and the cluster's queries both read it.
+async fn cluster_transform(
+    ctx: &SessionContext,
+    cluster: &super::engine::Cluster,
+    plan: &Plan,
+    i: NodeIndex,
+    t: &TransformPlan,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
+    let node = plan.task(i);
+    let name = node.name.as_str();
+    let df = cluster.ctx.sql_with_options(&t.sql, crate::compile::sql::query_only()).await?;
+    let only_queries_read_it = plan.graph.edges_directed(i, petgraph::Direction::Outgoing).all(|e| {
+        use petgraph::visit::EdgeRef;
+        let c = plan.task(e.target());
+        *e.weight() != crate::compile::Edge::Data || (matches!(c.kind, TaskKind::Transform(_)) && c.checks.is_empty())
+    });
+    if t.execution == Execution::Fused && only_queries_read_it {
+        cluster.ctx.register_table(name, df.into_view())?;
+        return Ok(Outcome {
+            fused: true,
+            note: Some("fused into its consumer, on the cluster".into()),
+            ..Default::default()
+        });
+    }
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    cluster.prepare(name).map_err(|e| TaskError::transient(format!("staging `{name}`: {e}")))?;
+    let url = cluster.dir_url(name);
+    let options = sink::staging_parquet_options();
+    let written = cancellable(
+        cancel,
+        sink::execute_to_parquet(&cluster.ctx.state(), df.logical_plan().clone(), &url, vec![], options),
+    )
+    .await?;
+    let files = cluster.list(name).await?;
+    cluster.ctx.deregister_table(name)?;
+    cluster.ctx.register_table(name, super::engine::staged_listing(&url, schema.clone())?)?;
+    let bytes = files.iter().map(|f| f.size).sum();
+    let n = files.len() as u64;
+    let table = FileSetTable::new(schema, Arc::new(ParquetFormat::default()), cluster.object_store_url(), files)
+        .with_rows(written.rows);
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(Outcome {
+        staged: true,
+        rows_out: Some(written.rows),
+        bytes_written: Some(bytes),
+        files: Some(n),
+        note: Some("computed on the cluster, staged as Parquet".into()),
+        ..Default::default()
+    })
+}
+
+/// Make task `i`'s table readable by the cluster's queries, when a transform reads it: an
+/// extract's files as they are, or a table weir computed itself (staged for checks or
+/// malformed rows, quarantined, past a watermark) written to the staging area as Parquet.
+async fn share(
+    ctx: &SessionContext,
+    cluster: &super::engine::Cluster,
+    plan: &Plan,
+    i: NodeIndex,
+    env: &TaskEnv,
+    out: Outcome,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
+    let node = plan.task(i);
+    let name = node.name.as_str();
+    let read_by_queries = plan.graph.edges_directed(i, petgraph::Direction::Outgoing).any(|e| {
+        use petgraph::visit::EdgeRef;
+        *e.weight() == crate::compile::Edge::Data && matches!(plan.task(e.target()).kind, TaskKind::Transform(_))
+    });
+    if out.fused || out.up_to_date || out.gate.is_some() || !read_by_queries {
+        return Ok(out);
+    }
+    match &node.kind {
+        TaskKind::Load(_) => return Ok(out),
+        // Already on the cluster, unless quarantine left weir a table of the passing rows.
+        TaskKind::Transform(_) if out.quarantined.is_none() => return Ok(out),
+        TaskKind::Extract(e) if !out.staged && node.checks.is_empty() => {
+            let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(e.files.as_slice());
+            if !files.is_empty() {
+                let urls: Vec<String> = files.iter().map(|f| e.store.url_of(&f.location, false)).collect();
+                let raw = super::engine::listing_table(&urls, e.format.file_format(false), e.read_schema.clone())?;
+                let table = match (&e.format.kind, &e.format.csv.null) {
+                    (FileFormat::Csv, Some(null_text)) => with_null_text(raw, &node.schema, null_text)?,
+                    _ => raw,
+                };
+                cluster.ctx.register_table(name, table)?;
+                return Ok(out);
+            }
+        }
+        _ => {}
+    }
+    let dir = format!("{name}.shared");
+    cluster.prepare(&dir).map_err(|e| TaskError::transient(format!("staging `{name}`: {e}")))?;
+    let url = cluster.dir_url(&dir);
+    let df = ctx.table(name).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let options = sink::staging_parquet_options();
+    cancellable(cancel, sink::execute_to_parquet(&ctx.state(), df.logical_plan().clone(), &url, vec![], options))
+        .await?;
+    cluster.ctx.deregister_table(name)?;
+    cluster.ctx.register_table(name, super::engine::staged_listing(&url, schema)?)?;
+    Ok(out)
 }
 
 async fn load(

@@ -514,6 +514,7 @@ impl Daemon {
             full_refresh: false,
             resume: None,
             logical_time,
+            engine: None,
         };
         match run::run(plan.clone(), opts).await {
             Ok(report) => {

@@ -244,10 +244,12 @@ pub async fn execute_to_parquet(
         datafusion::physical_plan::displayable(physical.as_ref()).indent(true)
     );
     let batches = collect(physical.clone(), state.task_ctx()).await?;
+    // One count per writer: one row locally, one per partition written on a cluster.
     let rows = batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().filter(|a| !a.is_empty()).map(|a| a.value(0)))
-        .unwrap_or(0);
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|a| a.iter().flatten())
+        .sum();
     Ok(WriteOutcome { rows, rows_in: leaf_rows(&physical), files: 0, bytes: 0 })
 }
 

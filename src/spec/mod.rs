@@ -229,16 +229,6 @@ struct Parser {
     unusable: Vec<String>,
 }
 
-/// Keys that later versions implement: refused with a clear message rather than ignored.
-fn not_supported(key: &str) -> Diagnostic {
-    let what = match key {
-        "engine" => "engine selection (scale-out)",
-        _ => "this feature",
-    };
-    Diagnostic::new("not-supported", format!("`{key}` is not supported yet by this version of weir"))
-        .help(format!("{what} will come in a later version; remove `{key}` for now"))
-}
-
 impl Parser {
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
@@ -629,10 +619,6 @@ impl Parser {
                 self.at_value("pipeline-name", &path, name.len(), format!("invalid pipeline name `{name}`"))
                     .help("use letters, digits, `_` and `-`"),
             );
-        }
-        if spec.engine.is_some() {
-            let ns = not_supported("engine");
-            self.push(self.at_key("not-supported", &ypath!["engine"], ns.message).maybe_help(ns.help));
         }
         if let Some(f) = &spec.freshness {
             self.check_duration(&ypath!["freshness", "warn_after"], Some(&f.warn_after));

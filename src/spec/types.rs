@@ -61,10 +61,81 @@ pub struct Pipeline {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<Freshness>,
 
-    /// Not supported yet (scale-out).
-    #[serde(default, skip_serializing)]
-    #[schemars(skip)]
-    pub engine: Option<serde_yaml::Value>,
+    /// Where the pipeline's SQL runs: `local` (default: DataFusion inside weir) or
+    /// `{ ballista: { ... } }` (an Apache DataFusion Ballista cluster). `weir run --engine`
+    /// overrides it. Ballista needs a weir built with the cargo feature `distributed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+}
+
+/// Where a pipeline's SQL runs.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// DataFusion inside the weir process.
+    Local,
+    /// A DataFusion Ballista cluster: transforms run on its executors; weir keeps the DAG,
+    /// extract listing, checks, commits and state.
+    Ballista(BallistaEngine),
+}
+
+impl<'de> Deserialize<'de> for Engine {
+    /// `local` or `{ ballista: { ... } }` (`{ ballista: {} }`: a standalone cluster). serde_yaml
+    /// reads enums from YAML tags only; pipelines write them as a one-key map.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_yaml::Value::deserialize(d)?;
+        match v {
+            serde_yaml::Value::String(s) => match s.as_str() {
+                "local" => Ok(Engine::Local),
+                other => Err(D::Error::custom(format!(
+                    "unknown engine `{other}`: write `local`, or `{{ ballista: {{}} }}` (a standalone cluster), or `{{ ballista: {{ scheduler: \"df://host:50050\" }} }}`"
+                ))),
+            },
+            serde_yaml::Value::Mapping(m) if m.len() == 1 => match m.into_iter().next() {
+                Some((serde_yaml::Value::String(k), body)) if k == "ballista" => {
+                    let body = if body.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { body };
+                    BallistaEngine::deserialize(body)
+                        .map(Engine::Ballista)
+                        .map_err(|e| D::Error::custom(format!("in `ballista`: {e}")))
+                }
+                Some((k, _)) => Err(D::Error::custom(format!(
+                    "unknown engine `{}`: the engines are `local` and `ballista`",
+                    serde_yaml::to_string(&k).unwrap_or_default().trim()
+                ))),
+                None => Err(D::Error::custom("empty engine")),
+            },
+            _ => Err(D::Error::custom("`engine` is `local`, `ballista` or `{ ballista: { ... } }`")),
+        }
+    }
+}
+
+/// A Ballista cluster.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BallistaEngine {
+    /// The scheduler, `df://host:port` (port 50050 when left out). Without it weir starts an
+    /// in-process standalone cluster (a scheduler and an executor inside weir): the same
+    /// planning, serialization and execution path, on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+
+    /// Where tasks hand tables to each other (Parquet under the run id): a store every
+    /// executor can read and write, and a directory in it. Default: weir's local staging
+    /// directory, which only executors on this machine can reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<EngineStaging>,
+}
+
+/// A staging location for a Ballista cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EngineStaging {
+    /// A store defined under `stores`.
+    pub store: String,
+    /// Directory relative to the store's root. Default `_weir_staging`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A cron schedule, read by `weir serve`.

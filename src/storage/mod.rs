@@ -218,6 +218,11 @@ impl Store {
         }
     }
 
+    /// The store's client options (credentials included: secrets, never show them).
+    pub fn options(&self) -> &[(String, String)] {
+        &self.options
+    }
+
     /// Whether two stores can share DataFusion's registration of the same URL.
     pub fn conflicts_with(&self, other: &Store) -> bool {
         self.object_store_url == other.object_store_url

@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod delta;
 mod demo;
+mod distributed;
 mod errors;
 mod examples;
 mod extract;

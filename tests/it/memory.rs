@@ -31,6 +31,7 @@ async fn run_once(yaml: &str, staging: &Path) -> run::RunReport {
         full_refresh: false,
         resume: None,
         logical_time: None,
+        engine: None,
     };
     run::run(Arc::new(plan), opts).await.unwrap()
 }
