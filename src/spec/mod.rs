@@ -575,7 +575,6 @@ impl Parser {
             let expected: Vec<&str> = names.iter().skip(1).map(String::as_str).collect();
             let help = did_you_mean(&key, expected.iter().copied())
                 .unwrap_or_else(|| format!("known keys here: {}", expected.join(", ")));
-            // Known keys of later versions get the "not supported" message instead.
             return self.at_key("unknown-key", &path.key(&key), format!("unknown key `{key}` in {where_}")).help(help);
         }
         if let Some(rest) = msg.strip_prefix("unknown variant ") {

@@ -153,14 +153,6 @@ fn variables_and_secrets() {
 }
 
 #[test]
-fn later_features_are_refused_not_ignored() {
-    let out = refused(&format!(
-        "engine: {{ ballista: {{ scheduler: \"df://x:50050\" }} }}\n{HEAD}  mart:\n    load: {{ from: orders, store: lake, path: out/, format: delta }}\n"
-    ));
-    insta::assert_snapshot!(out);
-}
-
-#[test]
 fn schedule_and_alert_mistakes_are_reported_together() {
     let out = refused(&format!(
         "schedule: {{ cron: '0 2 * *', timezone: Europe/Berln }}\nnotify:\n  - url: \"ftp://hooks.example/T0SECRETPATH\"\n    on: [failure, stale]\n{HEAD}"
