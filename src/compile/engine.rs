@@ -31,6 +31,8 @@ pub struct BallistaPlan {
     /// Where tasks hand tables to each other: a store and a directory in it. `None`: the
     /// run's local staging directory.
     pub staging: Option<(Arc<Store>, String)>,
+    /// `ballista.*` settings sent with each query (checked).
+    pub settings: Vec<(String, String)>,
 }
 
 impl EnginePlan {
@@ -54,7 +56,12 @@ impl EnginePlan {
                     Some((store, path)) => format!("staging on store `{}` under {path}/", store.name),
                     None => "staging on local disk".to_string(),
                 };
-                format!("ballista ({at}; {staging})")
+                let settings = match b.settings.len() {
+                    0 => String::new(),
+                    1 => "; 1 setting".to_string(),
+                    n => format!("; {n} settings"),
+                };
+                format!("ballista ({at}; {staging}{settings})")
             }
         }
     }
@@ -152,6 +159,68 @@ pub fn s3_settings(store: &Store) -> Vec<(String, String)> {
     out
 }
 
+/// What is wrong with an `engine.ballista.settings` entry.
+#[derive(Debug)]
+pub struct SettingProblem {
+    pub message: String,
+    pub help: Option<String>,
+    /// The value is wrong (else the key).
+    pub at_value: bool,
+}
+
+impl SettingProblem {
+    fn key(message: String, help: Option<String>) -> Self {
+        SettingProblem { message, help, at_value: false }
+    }
+    #[cfg(feature = "distributed")]
+    fn value(message: String) -> Self {
+        SettingProblem { message, help: None, at_value: true }
+    }
+}
+
+/// Why `engine.ballista.settings` cannot hold `key: value`, with a suggestion. Only
+/// `ballista.*` keys are accepted; with the `distributed` feature the key must be one Ballista
+/// knows and the value must parse as its type (Ballista itself would panic on an executor
+/// reading a malformed value). Without the feature only the prefix is checked: such a build
+/// refuses to run on Ballista anyway.
+pub fn check_setting(key: &str, value: &str) -> Result<(), SettingProblem> {
+    if !key.starts_with("ballista.") {
+        let help = if key.starts_with("datafusion.") {
+            "weir sets DataFusion's settings itself, the same on both engines, so that results match"
+        } else {
+            "Ballista's settings start with `ballista.`, e.g. `ballista.shuffle.compression.codec`"
+        };
+        return Err(SettingProblem::key(
+            format!("`{key}` is not a Ballista setting: only `ballista.*` keys go here"),
+            Some(help.into()),
+        ));
+    }
+    #[cfg(feature = "distributed")]
+    {
+        use ballista_core::config::BallistaConfig;
+        use ballista_core::extension::SessionConfigExt;
+        let entries = BallistaConfig::valid_entries();
+        let Some(entry) = entries.get(key) else {
+            return Err(SettingProblem::key(
+                format!("unknown Ballista setting `{key}`"),
+                did_you_mean(key, entries.keys().map(String::as_str)),
+            ));
+        };
+        BallistaConfig::parse_value(value, entry.data_type().clone()).map_err(|e| {
+            SettingProblem::value(format!("`{value}` is not a valid value for `{key}` (a {}): {e}", entry.data_type()))
+        })?;
+        let mut config = datafusion::prelude::SessionConfig::new_with_ballista();
+        config.options_mut().set(key, value).map_err(|e| SettingProblem::value(e.strip_backtrace()))?;
+        // Settings Ballista parses further when it uses them.
+        if let Err(e) = config.ballista_config().shuffle_compression_codec() {
+            return Err(SettingProblem::value(e.strip_backtrace()));
+        }
+    }
+    #[cfg(not(feature = "distributed"))]
+    let _ = value;
+    Ok(())
+}
+
 /// Compile the `engine` key.
 pub fn compile_engine(
     p: &LoadedPipeline,
@@ -192,6 +261,21 @@ pub fn compile_engine(
                 )
                 .maybe_help(did_you_mean(&st.store, stores.keys().map(String::as_str))),
             ),
+        }
+    }
+    for (key, value) in &b.settings {
+        let value = value.to_string();
+        match check_setting(key, &value) {
+            Ok(()) => plan.settings.push((key.clone(), value)),
+            Err(problem) => {
+                let path = ypath!["engine", "ballista", "settings", key.as_str()];
+                let d = if problem.at_value {
+                    p.diag_value("engine-setting", &path, value.len(), problem.message)
+                } else {
+                    p.diag_key("engine-setting", &path, problem.message)
+                };
+                diags.push(d.maybe_help(problem.help));
+            }
         }
     }
     if plan.scheduler.is_some() {

@@ -22,7 +22,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-pub use engine::EnginePlan;
+pub use engine::{BallistaPlan, EnginePlan};
 pub use plan::*;
 
 use crate::diag::{Diagnostic, did_you_mean};

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
 use super::RunError;
-use crate::compile::{EnginePlan, Plan};
+use crate::compile::{BallistaPlan, EnginePlan, Plan};
 use crate::storage::Store;
 
 /// A run's connection to a Ballista cluster and its staging area.
@@ -161,7 +161,7 @@ pub async fn connect(
         }
         None => Staging::Local(staging_dir.to_path_buf()),
     };
-    let (ctx, scheduler) = ballista::session(plan, b.scheduler.as_deref(), target_partitions).await?;
+    let (ctx, scheduler) = ballista::session(plan, b, target_partitions).await?;
     let cluster = Cluster { ctx, staging, scheduler };
     if let Some((_, path)) = &b.staging {
         let mut keep = vec![run_id];
@@ -178,7 +178,7 @@ mod ballista {
 
     pub async fn session(
         _plan: &Plan,
-        _scheduler: Option<&str>,
+        _engine: &BallistaPlan,
         _target_partitions: Option<usize>,
     ) -> Result<(SessionContext, String), RunError> {
         Err(RunError::Engine(
@@ -194,6 +194,7 @@ mod ballista {
     use ballista_core::extension::SessionConfigExt;
     use datafusion::execution::runtime_env::RuntimeEnv;
     use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::prelude::SessionConfig;
     use tokio::sync::OnceCell;
 
     /// The in-process standalone cluster: one scheduler and one executor for the whole
@@ -218,9 +219,32 @@ mod ballista {
                     .with_runtime_env(runtime.clone())
                     .with_default_features()
                     .build();
-                let addr = ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state)
-                    .await
-                    .map_err(|e| err("scheduler", &e))?;
+                // Each job's session is built from the settings it arrives with (Ballista's
+                // `new_standalone_scheduler_from_state` would hand every job this one state and
+                // drop the pipeline's `engine.ballista.settings`), over weir's runtime, where
+                // runs register their stores.
+                let codec = ballista_core::serde::BallistaCodec::new(
+                    state.config().ballista_logical_extension_codec(),
+                    state.config().ballista_physical_extension_codec(),
+                );
+                let job_runtime = runtime.clone();
+                let session_builder: ballista_scheduler::scheduler_server::SessionBuilder =
+                    Arc::new(move |config: SessionConfig| {
+                        Ok(SessionStateBuilder::new()
+                            .with_config(config)
+                            .with_runtime_env(job_runtime.clone())
+                            .with_default_features()
+                            .build())
+                    });
+                let base = state.config().clone();
+                let config_producer: ballista_core::ConfigProducer = Arc::new(move || base.clone());
+                let addr = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
+                    session_builder,
+                    config_producer,
+                    codec,
+                )
+                .await
+                .map_err(|e| err("scheduler", &e))?;
                 let url = format!("http://localhost:{}", addr.port());
                 let mut tries = 0;
                 let client = loop {
@@ -249,7 +273,7 @@ mod ballista {
     /// The run's session on the cluster: queries planned in it are sent to the scheduler.
     pub async fn session(
         plan: &Plan,
-        scheduler: Option<&str>,
+        engine: &BallistaPlan,
         target_partitions: Option<usize>,
     ) -> Result<(SessionContext, String), RunError> {
         let mut config = crate::compile::session_config();
@@ -258,7 +282,13 @@ mod ballista {
         }
         let engine_err =
             |e: datafusion::error::DataFusionError| RunError::Engine(plan.secrets.redact(&e.strip_backtrace()));
-        let (url, runtime) = match scheduler {
+        // Ballista's own defaults first (what `remote_with_state` would apply), then the
+        // pipeline's settings over them; the session carries them to scheduler and executors.
+        config = config.upgrade_for_ballista();
+        for (k, v) in &engine.settings {
+            config.options_mut().set(k, v).map_err(engine_err)?;
+        }
+        let (url, runtime) = match engine.scheduler.as_deref() {
             None => {
                 let s = standalone().await?;
                 // The standalone executor reads and writes through this runtime's stores.

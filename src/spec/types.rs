@@ -125,6 +125,16 @@ pub struct BallistaEngine {
     /// directory, which only executors on this machine can reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staging: Option<EngineStaging>,
+
+    /// Ballista settings for the run's queries, sent with each of them to the scheduler and
+    /// the executors: `ballista.*` keys as Ballista documents them, for example
+    /// `ballista.optimizer.broadcast_join_threshold_bytes: 268435456` (broadcast a join side
+    /// up to 256 MiB instead of shuffling both sides) or `ballista.shuffle.compression.codec:
+    /// zstd`. Keys and values are checked when the pipeline is compiled. DataFusion's own
+    /// `datafusion.*` settings are not accepted here: weir sets them, the same for both
+    /// engines, so that a pipeline gives the same results on either.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub settings: IndexMap<String, Scalar>,
 }
 
 /// A staging location for a Ballista cluster.

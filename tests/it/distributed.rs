@@ -52,6 +52,17 @@ fn engine_errors_are_located_and_suggest() {
     assert!(r.stderr.contains("--engine: scheduler URL `spark://x` must start with `df://`"), "{}", r.stderr);
     let r = p.weir(&["run", "p.yaml", "--engine", "local"]);
     r.ok();
+    // Only Ballista's own settings: DataFusion's are weir's, the same on both engines.
+    p.write(
+        "p.yaml",
+        "pipeline: e\nstores:\n  lake: { url: \"file://lake\" }\nengine:\n  ballista:\n    settings:\n      datafusion.execution.batch_size: 10\ntasks:\n  a:\n    transform: { sql: \"SELECT 1 AS x\" }\n",
+    );
+    let r = p.weir(&["validate", "p.yaml"]);
+    r.code(2);
+    let text = normalize(&r.stderr, p.path());
+    assert!(text.contains("`datafusion.execution.batch_size` is not a Ballista setting"), "{text}");
+    assert!(text.contains("p.yaml:7:7"), "located at the key: {text}");
+    assert!(text.contains("the same on both engines"), "{text}");
 }
 
 #[cfg(not(feature = "distributed"))]
@@ -212,6 +223,73 @@ mod on_ballista {
         // The staging area on the store is cleaned after the run.
         let staged = walk(&p.join("lake/_weir_staging"));
         assert!(staged.is_empty(), "{staged:?}");
+    }
+
+    #[test]
+    fn ballista_settings_are_checked_and_reach_the_executors() {
+        let p = Project::new();
+        let pipeline = |settings: &str| {
+            format!(
+                "pipeline: e\nstores:\n  lake: {{ url: \"file://lake\" }}\nengine:\n  ballista:\n    settings:\n{settings}tasks:\n  a:\n    transform: {{ sql: \"SELECT x, x * 2 AS y FROM (VALUES (1), (2), (3)) AS t(x)\" }}\n  out:\n    load: {{ from: a, store: lake, path: out/ }}\n"
+            )
+        };
+        // Checked at compile time, each located: a misspelt key, values of the wrong type.
+        p.write(
+            "p.yaml",
+            &pipeline(
+                "      ballista.shuffle.compresion.codec: zstd\n      ballista.optimizer.broadcast_join_threshold_bytes: lots\n      ballista.shuffle.compression.codec: brotli\n",
+            ),
+        );
+        let r = p.weir(&["validate", "p.yaml"]);
+        r.code(2);
+        let text = normalize(&r.stderr, p.path());
+        assert!(text.contains("unknown Ballista setting `ballista.shuffle.compresion.codec`"), "{text}");
+        assert!(text.contains("did you mean `ballista.shuffle.compression.codec`?"), "{text}");
+        assert!(text.contains("p.yaml:7:7"), "{text}");
+        assert!(
+            text.contains("`lots` is not a valid value for `ballista.optimizer.broadcast_join_threshold_bytes`"),
+            "{text}"
+        );
+        assert!(text.contains("p.yaml:8:"), "{text}");
+        assert!(text.contains("invalid compression codec brotli"), "{text}");
+        assert!(text.contains("p.yaml:9:"), "{text}");
+        let r = p.weir(&["run", "p.yaml"]);
+        r.code(2);
+        assert!(!p.join("lake/out").exists());
+
+        // The settings travel with the queries: Ballista's fault injection, switched on
+        // here, fails the transform on the executor, and nothing is published.
+        p.write(
+            "p.yaml",
+            &pipeline(
+                "      ballista.testing.chaos_execution.enabled: true\n      ballista.testing.chaos_execution.probability: 1.0\n      ballista.testing.chaos_execution.fault_type: fatal\n",
+            ),
+        );
+        p.weir(&["validate", "p.yaml"]).ok();
+        let r = p.weir(&["run", "p.yaml"]);
+        r.code(1);
+        assert!(
+            r.stderr.contains("Injected FATAL FAILURE") || r.stdout.contains("Injected FATAL FAILURE"),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(!p.join("lake/out").exists());
+
+        // Settings that change how the cluster plans and shuffles, not what it computes.
+        p.write(
+            "p.yaml",
+            &pipeline(
+                "      ballista.shuffle.compression.codec: zstd\n      ballista.optimizer.broadcast_join_threshold_bytes: 0\n      ballista.planner.adaptive.enabled: false\n",
+            ),
+        );
+        let r = p.weir(&["plan", "p.yaml"]);
+        r.ok();
+        assert!(r.stdout.contains("staging on local disk; 3 settings)"), "{}", r.stdout);
+        p.weir(&["run", "p.yaml"]).ok();
+        let rows = rows_sorted(&p.join("lake/out"));
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].get("y").map(String::as_str), Some("6"), "{rows:?}");
     }
 
     /// A real `ballista-scheduler` and `ballista-executor` on loopback (installed by
