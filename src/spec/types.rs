@@ -128,8 +128,8 @@ pub struct BallistaEngine {
 
     /// Ballista settings for the run's queries, sent with each of them to the scheduler and
     /// the executors: `ballista.*` keys as Ballista documents them, for example
-    /// `ballista.optimizer.broadcast_join_threshold_bytes: 268435456` (broadcast a join side
-    /// up to 256 MiB instead of shuffling both sides) or `ballista.shuffle.compression.codec:
+    /// `ballista.optimizer.broadcast_join_threshold_bytes: 268435456` (join sides estimated
+    /// below 256 MiB are broadcast rather than shuffled) or `ballista.shuffle.compression.codec:
     /// zstd`. Keys and values are checked when the pipeline is compiled. DataFusion's own
     /// `datafusion.*` settings are not accepted here: weir sets them, the same for both
     /// engines, so that a pipeline gives the same results on either.

@@ -13,35 +13,37 @@ fn rows_sorted(dir: &std::path::Path) -> Vec<BTreeMap<String, String>> {
     rows
 }
 
+/// Write `yaml` as `p.yaml`, check that `weir validate` refuses it (exit 2) and return its
+/// stderr with the project path normalized.
+fn refused(p: &Project, yaml: &str) -> String {
+    p.write("p.yaml", yaml);
+    let r = p.weir(&["validate", "p.yaml"]);
+    r.code(2);
+    normalize(&r.stderr, p.path())
+}
+
 #[test]
 fn engine_errors_are_located_and_suggest() {
     let p = Project::new();
-    p.write(
-        "p.yaml",
+    let text = refused(
+        &p,
         "pipeline: e\nstores:\n  lake: { url: \"file://lake\" }\n  cloud: { url: \"gs://bucket/x\" }\nengine:\n  ballista:\n    scheduler: \"http://host:50050\"\n    staging: { store: lak }\ntasks:\n  a:\n    transform: { sql: \"SELECT 1 AS x\" }\n  out:\n    load: { from: a, store: lake, path: out/ }\n",
     );
-    let r = p.weir(&["validate", "p.yaml"]);
-    r.code(2);
-    let text = normalize(&r.stderr, p.path());
     assert!(text.contains("must start with `df://`"), "{text}");
     assert!(text.contains("unknown store `lak` for the engine's staging"), "{text}");
     assert!(text.contains("did you mean `lake`?"), "{text}");
     assert!(text.contains("p.yaml:7:"), "located at the scheduler key: {text}");
     // gs:// with a remote scheduler: the stock executors cannot read it.
-    p.write(
-        "p.yaml",
+    let text = refused(
+        &p,
         "pipeline: e\nstores:\n  lake: { url: \"file://lake\" }\n  cloud: { url: \"gs://bucket/x\" }\nengine: { ballista: { scheduler: \"df://localhost:50050\" } }\ntasks:\n  a:\n    transform: { sql: \"SELECT 1 AS x\" }\n  out:\n    load: { from: a, store: lake, path: out/ }\n",
     );
-    let r = p.weir(&["validate", "p.yaml"]);
-    r.code(2);
-    assert!(r.stderr.contains("stock Ballista executors"), "{}", r.stderr);
-    p.write(
-        "p.yaml",
+    assert!(text.contains("stock Ballista executors"), "{text}");
+    let text = refused(
+        &p,
         "pipeline: e\nstores:\n  lake: { url: \"file://lake\" }\nengine: spark\ntasks:\n  a:\n    transform: { sql: \"SELECT 1 AS x\" }\n",
     );
-    let r = p.weir(&["validate", "p.yaml"]);
-    r.code(2);
-    assert!(r.stderr.contains("unknown engine `spark`"), "{}", r.stderr);
+    assert!(text.contains("unknown engine `spark`"), "{text}");
     // --engine is checked too.
     p.write(
         "p.yaml",
@@ -53,13 +55,10 @@ fn engine_errors_are_located_and_suggest() {
     let r = p.weir(&["run", "p.yaml", "--engine", "local"]);
     r.ok();
     // Only Ballista's own settings: DataFusion's are weir's, the same on both engines.
-    p.write(
-        "p.yaml",
+    let text = refused(
+        &p,
         "pipeline: e\nstores:\n  lake: { url: \"file://lake\" }\nengine:\n  ballista:\n    settings:\n      datafusion.execution.batch_size: 10\ntasks:\n  a:\n    transform: { sql: \"SELECT 1 AS x\" }\n",
     );
-    let r = p.weir(&["validate", "p.yaml"]);
-    r.code(2);
-    let text = normalize(&r.stderr, p.path());
     assert!(text.contains("`datafusion.execution.batch_size` is not a Ballista setting"), "{text}");
     assert!(text.contains("p.yaml:7:7"), "located at the key: {text}");
     assert!(text.contains("the same on both engines"), "{text}");
@@ -234,15 +233,12 @@ mod on_ballista {
             )
         };
         // Checked at compile time, each located: a misspelt key, values of the wrong type.
-        p.write(
-            "p.yaml",
+        let text = refused(
+            &p,
             &pipeline(
                 "      ballista.shuffle.compresion.codec: zstd\n      ballista.optimizer.broadcast_join_threshold_bytes: lots\n      ballista.shuffle.compression.codec: brotli\n",
             ),
         );
-        let r = p.weir(&["validate", "p.yaml"]);
-        r.code(2);
-        let text = normalize(&r.stderr, p.path());
         assert!(text.contains("unknown Ballista setting `ballista.shuffle.compresion.codec`"), "{text}");
         assert!(text.contains("did you mean `ballista.shuffle.compression.codec`?"), "{text}");
         assert!(text.contains("p.yaml:7:7"), "{text}");
