@@ -182,7 +182,7 @@ mod ballista {
         _target_partitions: Option<usize>,
     ) -> Result<(SessionContext, String), RunError> {
         Err(RunError::Engine(
-            "this weir was built without Ballista (the cargo feature `distributed`): build it with `cargo build --release --features distributed`, or run with `--engine local`".into(),
+            "this weir was built without Ballista (`--no-default-features` left out the cargo feature `distributed`): build it with default features, or run with `--engine local`".into(),
         ))
     }
 }

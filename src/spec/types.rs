@@ -63,7 +63,7 @@ pub struct Pipeline {
 
     /// Where the pipeline's SQL runs: `local` (default: DataFusion inside weir) or
     /// `{ ballista: { ... } }` (an Apache DataFusion Ballista cluster). `weir run --engine`
-    /// overrides it. Ballista needs a weir built with the cargo feature `distributed`.
+    /// overrides it. Ballista is in weir's default build (the cargo feature `distributed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<Engine>,
 }

@@ -75,7 +75,7 @@ fn a_lean_build_says_how_to_get_ballista() {
     p.weir(&["validate", "p.yaml"]).ok();
     let r = p.weir(&["run", "p.yaml"]);
     r.code(1);
-    assert!(r.stderr.contains("--features distributed"), "{}", r.stderr);
+    assert!(r.stderr.contains("cargo feature `distributed`"), "{}", r.stderr);
     assert!(!p.join("lake/out").exists());
     p.weir(&["run", "p.yaml", "--engine", "local"]).ok();
     assert_eq!(rows_sorted(&p.join("lake/out")).len(), 1);
@@ -288,8 +288,9 @@ mod on_ballista {
         assert_eq!(rows[2].get("y").map(String::as_str), Some("6"), "{rows:?}");
     }
 
-    /// A real `ballista-scheduler` and `ballista-executor` on loopback (installed by
-    /// `.ci/run`, found through `WEIR_TEST_BALLISTA_BIN`), stopped when dropped.
+    /// A real Ballista scheduler and executor on loopback, as separate processes (`weir cluster
+    /// scheduler` and `weir cluster executor`: Ballista's own, from this build), stopped when
+    /// dropped.
     struct RemoteCluster {
         children: Vec<std::process::Child>,
         port: u16,
@@ -323,29 +324,33 @@ mod on_ballista {
         }
     }
 
-    fn remote_cluster() -> Option<RemoteCluster> {
-        let Ok(bin) = std::env::var("WEIR_TEST_BALLISTA_BIN") else {
-            assert!(std::env::var_os("CI").is_none(), "CI must set WEIR_TEST_BALLISTA_BIN (.ci/run installs Ballista)");
-            return None;
-        };
-        let bin = std::path::PathBuf::from(bin);
+    fn remote_cluster() -> RemoteCluster {
         let mut cluster = RemoteCluster { children: Vec::new(), port: free_port(), work: tempfile::tempdir().unwrap() };
         let work = cluster.work.path().to_path_buf();
         let log = |name: &str| std::fs::File::create(work.join(name)).unwrap();
         let port = cluster.port.to_string();
-        let scheduler = std::process::Command::new(bin.join("ballista-scheduler"))
-            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1", "--bind-port", &port])
+        let scheduler = std::process::Command::new(weir_bin())
+            .args([
+                "cluster",
+                "scheduler",
+                "--bind-host",
+                "127.0.0.1",
+                "--external-host",
+                "127.0.0.1",
+                "--bind-port",
+                &port,
+            ])
             .stdout(log("scheduler.log"))
             .stderr(log("scheduler.err"))
             .spawn()
-            .expect("start ballista-scheduler");
+            .expect("start the scheduler");
         cluster.children.push(scheduler);
-        wait_for_port(cluster.port, "ballista-scheduler");
+        wait_for_port(cluster.port, "the scheduler");
         let (flight, grpc, health) = (free_port(), free_port(), free_port());
         let dir = work.join("executor");
         std::fs::create_dir_all(&dir).unwrap();
-        let executor = std::process::Command::new(bin.join("ballista-executor"))
-            .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
+        let executor = std::process::Command::new(weir_bin())
+            .args(["cluster", "executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
             .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
             .args(["--bind-port", &flight.to_string(), "--bind-grpc-port", &grpc.to_string()])
             .args(["--bind-health-port", &health.to_string(), "--vcores", "2"])
@@ -358,10 +363,10 @@ mod on_ballista {
             .stdout(log("executor.log"))
             .stderr(log("executor.err"))
             .spawn()
-            .expect("start ballista-executor");
+            .expect("start the executor");
         cluster.children.push(executor);
-        wait_for_port(flight, "ballista-executor");
-        Some(cluster)
+        wait_for_port(flight, "the executor");
+        cluster
     }
 
     /// The demo with its inputs, lake and staging on the S3 test server, its SQL on a real
@@ -369,7 +374,7 @@ mod on_ballista {
     #[test]
     fn the_demo_on_a_real_cluster_with_the_lake_on_s3() {
         let Some(b) = crate::s3::Bucket::new() else { return };
-        let Some(cluster) = remote_cluster() else { return };
+        let cluster = remote_cluster();
         let local = demo_project();
         local.weir(&["run", "pipelines"]).ok();
 

@@ -20,6 +20,9 @@ use crate::secrets::Secrets;
 use crate::spec::{self, LoadOptions, LoadedPipeline, SpecError};
 use crate::state::StateStore;
 
+#[cfg(feature = "distributed")]
+mod cluster;
+
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
@@ -110,7 +113,7 @@ pub enum Command {
         memory_limit: Option<usize>,
         /// Where the SQL runs, overriding the pipeline's `engine`: `local`, `ballista` (the
         /// pipeline's cluster, or an in-process standalone one), `standalone`, or a Ballista
-        /// scheduler `df://host:port`. Ballista needs a weir built with `--features distributed`.
+        /// scheduler `df://host:port`. Ballista is in the default build (cargo feature `distributed`).
         #[arg(long, value_name = "ENGINE")]
         engine: Option<String>,
         #[command(flatten)]
@@ -174,6 +177,18 @@ pub enum Command {
     },
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Run a Ballista scheduler or executor of this build (cargo feature `distributed`): a
+    /// cluster for `engine: { ballista: ... }` on the same DataFusion and Ballista versions as
+    /// this weir. The arguments are those of Ballista's `ballista-scheduler` and
+    /// `ballista-executor` (`weir cluster executor --help`).
+    #[cfg(feature = "distributed")]
+    Cluster {
+        #[arg(value_enum)]
+        role: cluster::Role,
+        /// Ballista's own arguments, e.g. `--bind-port 50050`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -236,6 +251,10 @@ pub fn main() -> i32 {
     // object stores ring); rustls needs one chosen before the first TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    #[cfg(feature = "distributed")]
+    if let Command::Cluster { role, args } = &cli.command {
+        return cluster::main(*role, args);
+    }
     init_logging(&cli);
     // Deep query plans recurse: give worker threads more than the 2 MiB default stack.
     let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build() {
@@ -293,6 +312,8 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Run { .. } => run_cmd(&cli).await,
         Command::Serve { .. } => serve_cmd(&cli).await,
+        #[cfg(feature = "distributed")]
+        Command::Cluster { .. } => EXIT_INVALID,
     }
 }
 
