@@ -21,6 +21,7 @@
 
 pub mod commit;
 pub mod delta;
+pub mod hive;
 mod merge;
 mod parquet;
 pub mod remote;

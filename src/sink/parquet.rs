@@ -237,6 +237,14 @@ pub async fn execute_to_parquet(
         options.global.maximum_buffered_record_batches_per_stream = 2;
     }
     let file_type = format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(options)));
+    // Partition columns go to the writer as text no value can break (see `hive`); the
+    // directories get their Hive names when the load is staged.
+    let plan = if partition_by.is_empty() {
+        plan
+    } else {
+        let columns = super::hive::writer_columns(plan.schema().as_arrow(), &partition_by)?;
+        LogicalPlanBuilder::from(plan).project(columns)?.build()?
+    };
     let copy = LogicalPlanBuilder::copy_to(plan, url.to_string(), file_type, HashMap::new(), partition_by)?.build()?;
     let physical = state.create_physical_plan(&copy).await?;
     tracing::trace!(
@@ -377,7 +385,11 @@ pub async fn stage_load(
     }
 
     let staging = store.path(&staging_rel);
-    let url = store.url_of(&staging, true);
+    // A partitioned output is written one level down, then each file moves to (on local disk)
+    // or is published under (on object stores) its partition directories' Hive names.
+    let depth = load.partition_by.len();
+    let written_dir = if depth == 0 { staging.clone() } else { staging.clone().join(WRITTEN_DIR) };
+    let url = store.url_of(&written_dir, true);
     let mut options = parquet_options(load.compression, load.compression_level, load.row_group_rows);
     learn_encodings(store, &current, &schema, &mut options).await?;
     let mut keep: Vec<String> = Vec::new();
@@ -399,36 +411,33 @@ pub async fn stage_load(
         }
         _ => execute_to_parquet(state, plan, &url, load.partition_by.clone(), options).await?,
     };
-    let written = list_all(store.object_store.as_ref(), &staging).await?;
-    let staging_parts = staging.parts().count();
-    let rel_of = |m: &object_store::ObjectMeta| -> String {
-        m.location.parts().skip(staging_parts).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")
-    };
+    let mut written = written_files(store, &staging_rel, depth).await?;
     if builds_on {
         match load.mode {
             LoadMode::Append => keep = current.iter().map(|f| f.rel.clone()).collect(),
             LoadMode::ReplacePartitions => {
-                let replaced: HashSet<String> = written
+                let replaced: HashSet<&str> = written
                     .iter()
-                    .map(|m| {
-                        let r = rel_of(m);
-                        r.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()
-                    })
+                    .map(|(_, _, rel)| rel.rsplit_once('/').map(|(d, _)| d).unwrap_or_default())
                     .collect();
                 keep = current.iter().filter(|f| !replaced.contains(f.dir())).map(|f| f.rel.clone()).collect();
             }
             _ => {}
         }
     }
-    let mut written = written;
-    if written.is_empty() && keep.is_empty() && load.partition_by.is_empty() {
-        // No rows: still publish a file, so that readers find the table and its schema.
-        let empty = staging.clone().join(format!("part-{}-empty.parquet", req.run_id).as_str());
-        store.object_store.put(&empty, empty_parquet(&schema)?.into()).await?;
-        written = list_all(store.object_store.as_ref(), &staging).await?;
+    if depth > 0 && !written.is_empty() {
+        // The empty file a partitioned output holds while it has no rows goes when rows come.
+        keep.retain(|rel| rel.contains('/'));
+    }
+    if written.is_empty() && keep.is_empty() {
+        // No rows: still publish a file, so that readers find the table and its schema (at the
+        // top, with every column, partition columns included, when the output is partitioned).
+        let name = format!("part-{}-empty.parquet", req.run_id);
+        store.object_store.put(&staging.clone().join(name.as_str()), empty_parquet(&schema)?.into()).await?;
+        written = written_files(store, &staging_rel, 0).await?;
     }
     outcome.files = written.len() as u64;
-    outcome.bytes = written.iter().map(|m| m.size).sum();
+    outcome.bytes = written.iter().map(|(m, _, _)| m.size).sum();
 
     // The commit record: a checkpoint (the whole state) when the version does not build on
     // the current one, and every CHECKPOINT_EVERY commits; else this run's consumption only.
@@ -450,11 +459,10 @@ pub async fn stage_load(
     }
     // On object stores the files are published under names that carry this commit.
     let files: Vec<(String, String)> = written
-        .iter()
-        .map(|m| {
-            let rel = rel_of(m);
-            let published = if remote { super::remote::published_name(&rel, seq) } else { rel.clone() };
-            (rel, published)
+        .into_iter()
+        .map(|(_, staged, rel)| {
+            let published = if remote { super::remote::published_name(&rel, seq) } else { rel };
+            (staged, published)
         })
         .collect();
     let record = CommitRecord {
@@ -506,6 +514,9 @@ async fn check_same_columns(
     let Some(sample) = current.iter().max_by(|a, b| a.meta.last_modified.cmp(&b.meta.last_modified)) else {
         return Ok(());
     };
+    // A file at the top of a partitioned output is the empty table written for a load of no
+    // rows: it holds the partition columns too.
+    let partition_by = if sample.dir().is_empty() { &[] } else { partition_by };
     let (_, file_schema) = footer(store, &sample.meta).await?;
     let have: Vec<(String, String)> = file_schema
         .fields()
@@ -572,6 +583,69 @@ impl Staged {
         failpoint::hit("after_publish", &self.task).await.map_err(SinkError::Failpoint)?;
         Ok((self.outcome, self.record))
     }
+}
+
+/// The directory under a partitioned load's staging directory that the writer writes to.
+const WRITTEN_DIR: &str = "_written";
+
+/// The data files staged under `staging`: (object, path relative to `staging`, path in the
+/// output). With `depth` partition columns the writer wrote under [`WRITTEN_DIR`] with its own
+/// directory names; the output's are the Hive names (`sink::hive`). On local disk the files
+/// are moved to them inside the staging directory (which becomes the output as it is).
+async fn written_files(
+    store: &Store,
+    staging_rel: &str,
+    depth: usize,
+) -> Result<Vec<(object_store::ObjectMeta, String, String)>, SinkError> {
+    let staging = store.path(staging_rel);
+    let parts = staging.parts().count();
+    let rel_of = |m: &object_store::ObjectMeta| -> String {
+        m.location.parts().skip(parts).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")
+    };
+    let listed = list_all(store.object_store.as_ref(), &staging).await?;
+    let mut files = Vec::with_capacity(listed.len());
+    for m in listed {
+        let staged = rel_of(&m);
+        if staged.starts_with("_weir/") {
+            continue;
+        }
+        let rel = match staged.strip_prefix(WRITTEN_DIR).and_then(|r| r.strip_prefix('/')) {
+            Some(inner) if depth > 0 => super::hive::hive_rel(inner, depth),
+            _ => staged.clone(),
+        };
+        files.push((m, staged, rel));
+    }
+    let Backend::Local(_) = store.backend else { return Ok(files) };
+    if depth == 0 || files.iter().all(|(_, staged, rel)| staged == rel) {
+        return Ok(files);
+    }
+    let dir = store.local_path(staging_rel).ok_or_else(|| SinkError::NotADirectory(PathBuf::from(staging_rel)))?;
+    let moved = {
+        let dir = dir.clone();
+        let moves: Vec<(String, String)> = files.iter().map(|(_, s, r)| (s.clone(), r.clone())).collect();
+        tokio::task::spawn_blocking(move || -> Result<(), SinkError> {
+            for (staged, rel) in moves.iter().filter(|(s, r)| s != r) {
+                let (from, to) = (dir.join(staged), dir.join(rel));
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| SinkError::io("creating", parent, e))?;
+                }
+                std::fs::rename(&from, &to).map_err(|e| SinkError::io("moving", &from, e))?;
+            }
+            let written = dir.join(WRITTEN_DIR);
+            match std::fs::remove_dir_all(&written) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SinkError::io("removing", &written, e)),
+                _ => Ok(()),
+            }
+        })
+    };
+    moved.await.map_err(|e| SinkError::io("moving", &dir, std::io::Error::other(e.to_string())))??;
+    Ok(files
+        .into_iter()
+        .map(|(mut m, _, rel)| {
+            m.location = store.path(&format!("{staging_rel}/{rel}"));
+            (m, rel.clone(), rel)
+        })
+        .collect())
 }
 
 /// A Parquet file with `schema` and no rows.

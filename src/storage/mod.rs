@@ -231,11 +231,13 @@ impl Store {
             && self.options != other.options
     }
 
-    /// The object path of `rel` (a path relative to the store's root).
+    /// The object path of `rel` (relative to the store's root). `rel` holds names as they are
+    /// stored (a listed file's path parts, a Hive directory `region=a%3Db`): they are kept as
+    /// they are, not escaped again; only a part an object path cannot hold is escaped.
     pub fn path(&self, rel: &str) -> ObjectPath {
         let mut p = self.root.clone();
         for part in rel.split('/').filter(|s| !s.is_empty() && *s != ".") {
-            p = p.join(part);
+            p = p.join(object_store::path::PathPart::parse(part).unwrap_or_else(|_| part.into()));
         }
         p
     }

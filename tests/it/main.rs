@@ -17,6 +17,7 @@ mod extract;
 mod incremental;
 mod kill;
 mod memory;
+mod partitions;
 mod policy;
 mod pushdown;
 mod readers;

@@ -643,7 +643,7 @@ async fn read_current(
     }
     let mut out: Option<datafusion::dataframe::DataFrame> = None;
     for (dir, group) in by_dir {
-        let values = partition_values(dir);
+        let values = super::hive::values(dir);
         let urls = group
             .iter()
             .map(|f| ListingTableUrl::parse(store.url_of(&f.meta.location, false)))
@@ -656,7 +656,7 @@ async fn read_current(
         let mut exprs = Vec::with_capacity(schema.fields().len());
         for f in schema.fields() {
             if partition_by.contains(f.name()) {
-                let text = values.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.clone());
+                let text = values.iter().find(|(k, _)| k == f.name()).and_then(|(_, v)| v.clone());
                 let v = partition_scalar(text, f.data_type())?;
                 exprs.push(lit(v).alias(f.name()));
             } else {
@@ -672,34 +672,10 @@ async fn read_current(
     out.ok_or_else(|| SinkError::Merge("no files to read".into()))
 }
 
-/// `region=north/day=2024-01-01` → [(region, north), (day, 2024-01-01)], percent-decoded.
-fn partition_values(dir: &str) -> Vec<(String, String)> {
-    dir.split('/').filter_map(|seg| seg.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// A partition directory's value as a value of the column's type (`None`: NULL).
 fn partition_scalar(text: Option<String>, dt: &DataType) -> Result<ScalarValue, SinkError> {
     match text {
         None => ScalarValue::try_from(dt).map_err(df_err),
-        Some(t) if t == "__HIVE_DEFAULT_PARTITION__" => ScalarValue::try_from(dt).map_err(df_err),
         Some(t) => ScalarValue::try_from_string(t, dt).map_err(df_err),
     }
 }
@@ -707,16 +683,6 @@ fn partition_scalar(text: Option<String>, dt: &DataType) -> Result<ScalarValue, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partition_directories_decode() {
-        assert_eq!(
-            partition_values("region=north/day=2024-01-01"),
-            vec![("region".to_string(), "north".to_string()), ("day".to_string(), "2024-01-01".to_string())]
-        );
-        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
-        assert_eq!(percent_decode("100%"), "100%");
-    }
 
     #[test]
     fn sorted_runs_find_equal_values_within_and_across_runs() {
