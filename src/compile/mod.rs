@@ -1231,6 +1231,24 @@ impl Compiler<'_> {
                 );
             }
         }
+        for (k, col) in l.partition_by.iter().enumerate() {
+            let Ok(f) = input.field_with_name(col) else { continue };
+            if l.format == spec::OutputFormat::Parquet && !types::partitionable(f.data_type()) {
+                ok = false;
+                self.diags.push(
+                    p.diag_value(
+                        "partition",
+                        &ypath!["tasks", name, "load", "partition_by"].index(k),
+                        col.len(),
+                        format!(
+                            "`partition_by` column `{col}` is {}: a partition directory holds a scalar value as text",
+                            types::sql_name(f.data_type())
+                        ),
+                    )
+                    .help("partition by a text, number, boolean, date or timestamp column (computed in a transform if need be)"),
+                );
+            }
+        }
         if ok && !l.partition_by.is_empty() && l.partition_by.len() >= cols.len() {
             ok = false;
             self.diags.push(p.diag_key(

@@ -104,6 +104,19 @@ fn timestamp_unit(args: Option<&[&str]>) -> Result<TimeUnit, String> {
     }
 }
 
+/// Whether a column of this type can be a Parquet output's partition column: a scalar with a
+/// text form for its directory name (see `sink::hive`).
+pub fn partitionable(dt: &DataType) -> bool {
+    use DataType::*;
+    match dt {
+        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32 | Float64 => true,
+        Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => true,
+        Utf8 | LargeUtf8 | Utf8View | Date32 | Date64 | Timestamp(..) | Time32(_) | Time64(_) => true,
+        Dictionary(_, v) => partitionable(v),
+        _ => false,
+    }
+}
+
 /// A SQL-ish name for an Arrow type, for `weir plan`.
 pub fn sql_name(t: &DataType) -> String {
     match t {

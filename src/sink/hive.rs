@@ -60,18 +60,6 @@ pub fn values(dir: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// Whether a partition column of this type can be written: scalar values with a text form.
-pub fn supported(dt: &DataType) -> bool {
-    use DataType::*;
-    match dt {
-        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32 | Float64 => true,
-        Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => true,
-        Utf8 | LargeUtf8 | Utf8View | Date32 | Date64 | Timestamp(..) | Time32(_) | Time64(_) => true,
-        Dictionary(_, v) => supported(v),
-        _ => false,
-    }
-}
-
 /// The columns of `schema` with each partition column replaced by the text the writer puts in
 /// its directory name (see the module docs).
 pub fn writer_columns(schema: &Schema, partition_by: &[String]) -> datafusion::error::Result<Vec<Expr>> {

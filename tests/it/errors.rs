@@ -174,6 +174,15 @@ fn partition_column_and_schema_problems() {
 }
 
 #[test]
+fn a_column_without_a_text_form_cannot_be_a_partition_column() {
+    let out = refused(&with_head(
+        "  tagged:\n    transform: { sql: \"SELECT order_id, make_array(status) AS tags FROM orders\" }\n  mart:\n    load: { from: tagged, store: lake, path: out/, partition_by: [tags] }\n",
+    ));
+    assert!(out.contains("p.yaml:12:"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
 fn bad_task_shapes() {
     let out = refused(&with_head(
         "  Bad-Name:\n    transform: { sql: SELECT 1 AS x }\n  both:\n    transform: { sql: SELECT 1 AS x }\n    load: { from: orders, store: lake, path: o/ }\n  two:\n    load: { from: orders, store: lake, path: o/ }\n",
