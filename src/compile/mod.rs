@@ -1596,7 +1596,7 @@ async fn infer_tolerant(store: &Store, file: &object_store::ObjectMeta, format: 
         FileFormat::Csv => {
             let c = &format.csv;
             let count = |line: &[u8]| -> usize {
-                let mut r = csv_core::ReaderBuilder::new().delimiter(c.delimiter).quote(c.quote).build();
+                let mut r = c.reader();
                 let mut out = [0u8; 8192];
                 let mut ends = [0usize; 1024];
                 let (_, _, _, n) = r.read_record(line, &mut out, &mut ends);

@@ -397,17 +397,38 @@ impl Default for CsvSettings {
     }
 }
 
+impl CsvSettings {
+    /// A record reader with these settings (delimiter, quote, escape, comment lines): the one
+    /// every reader of CSV text in weir uses, so that all count fields alike.
+    pub fn reader(&self) -> csv_core::Reader {
+        let mut b = csv_core::ReaderBuilder::new();
+        b.delimiter(self.delimiter).quote(self.quote);
+        if let Some(e) = self.escape {
+            b.escape(Some(e)).double_quote(false);
+        }
+        if let Some(cm) = self.comment {
+            b.comment(Some(cm));
+        }
+        b.build()
+    }
+}
+
 impl InputFormat {
-    /// The DataFusion file format for this input. `for_inference` reads NULL texts as NULL
-    /// when sampling types.
-    pub fn file_format(&self, for_inference: bool) -> Arc<dyn DfFileFormat> {
-        let compression = match self.compression {
+    /// The compression of the input's files, as DataFusion names it.
+    pub fn compression_type(&self) -> FileCompressionType {
+        FileCompressionType::from(match self.compression {
             InputCompression::None => CompressionTypeVariant::UNCOMPRESSED,
             InputCompression::Gzip => CompressionTypeVariant::GZIP,
             InputCompression::Zstd => CompressionTypeVariant::ZSTD,
             InputCompression::Bzip2 => CompressionTypeVariant::BZIP2,
             InputCompression::Xz => CompressionTypeVariant::XZ,
-        };
+        })
+    }
+
+    /// The DataFusion file format for this input. `for_inference` reads NULL texts as NULL
+    /// when sampling types.
+    pub fn file_format(&self, for_inference: bool) -> Arc<dyn DfFileFormat> {
+        let compression = self.compression_type();
         match self.kind {
             FileFormat::Csv => {
                 let c = &self.csv;
@@ -419,7 +440,7 @@ impl InputFormat {
                     .with_comment(c.comment)
                     .with_newlines_in_values(c.multiline)
                     .with_schema_infer_max_rec(self.infer_rows)
-                    .with_file_compression_type(FileCompressionType::from(compression));
+                    .with_file_compression_type(compression);
                 if for_inference && let Some(n) = &c.null {
                     f = f.with_null_regex(Some(format!("^(|{})$", regex::escape(n))));
                 }
@@ -428,7 +449,7 @@ impl InputFormat {
             FileFormat::Json => Arc::new(
                 JsonFormat::default()
                     .with_schema_infer_max_rec(self.infer_rows)
-                    .with_file_compression_type(FileCompressionType::from(compression)),
+                    .with_file_compression_type(compression),
             ),
             FileFormat::Parquet => Arc::new(ParquetFormat::default()),
         }

@@ -4,6 +4,7 @@
 //! Every task start and end is recorded in the state store as it happens.
 
 mod checks;
+mod drift;
 mod engine;
 pub mod incremental;
 mod stage;

@@ -196,7 +196,7 @@ async fn run_task(
             Some(input) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
-            None => extract(ctx, &node.name, &node.schema, e, &e.files, bad.as_ref()),
+            None => extract(ctx, &node.name, &node.schema, e, &e.files, bad.as_ref()).await,
         },
         TaskKind::Transform(t) => match &env.cluster {
             Some(cluster) => cluster_transform(ctx, cluster, plan, i, t, cancel).await,
@@ -282,8 +282,9 @@ async fn run_task(
     Ok(out)
 }
 
-/// Register the extract's files as a table. Nothing is read until a consumer scans it.
-fn extract(
+/// Register the extract's files as a table. Nothing is read until a consumer scans it (but
+/// the headers of CSV files).
+async fn extract(
     ctx: &SessionContext,
     name: &str,
     schema: &SchemaRef,
@@ -291,7 +292,7 @@ fn extract(
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
 ) -> Result<Outcome, TaskError> {
-    ctx.register_table(name, file_table(schema, e, files, bad)?)?;
+    ctx.register_table(name, file_table(schema, e, files, bad).await?)?;
     Ok(Outcome {
         files: Some(files.len() as u64),
         bytes_read: Some(files.iter().map(|f| f.size).sum()),
@@ -299,32 +300,45 @@ fn extract(
     })
 }
 
+/// How the extract's `files` are read: CSV files by their own headers (see `drift`).
+async fn layout(e: &ExtractPlan, files: &[ObjectMeta]) -> Result<super::drift::Layout, TaskError> {
+    super::drift::layout(&e.store, &e.format, &e.read_schema, files, &e.files)
+        .await
+        .map_err(|d| TaskError::fatal(d.to_string()))
+}
+
 /// The table of an extract's files: DataFusion's strict reader, or with `bad` the tolerant
 /// one (which sets malformed rows aside into `bad`).
-fn file_table(
+async fn file_table(
     schema: &SchemaRef,
     e: &ExtractPlan,
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
 ) -> Result<Arc<dyn TableProvider>, TaskError> {
-    let table: Arc<dyn TableProvider> = match bad {
-        Some(bad) => {
-            let parts = super::tolerant::partitions(
-                e.store.object_store.clone(),
-                &e.store.root,
-                files,
-                &e.format,
-                e.read_schema.clone(),
-                bad.clone(),
-            );
-            Arc::new(datafusion::catalog::streaming::StreamingTable::try_new(e.read_schema.clone(), parts)?)
-        }
-        None => Arc::new(FileSetTable::new(
-            e.read_schema.clone(),
-            e.format.file_format(false),
-            e.store.object_store_url.clone(),
-            files.to_vec(),
-        )),
+    let read = |files: &[ObjectMeta], read_schema: SchemaRef| -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        Ok(match bad {
+            Some(bad) => {
+                let parts = super::tolerant::partitions(
+                    e.store.object_store.clone(),
+                    &e.store.root,
+                    files,
+                    &e.format,
+                    read_schema.clone(),
+                    bad.clone(),
+                );
+                Arc::new(datafusion::catalog::streaming::StreamingTable::try_new(read_schema, parts)?)
+            }
+            None => Arc::new(FileSetTable::new(
+                read_schema,
+                e.format.file_format(false),
+                e.store.object_store_url.clone(),
+                files.to_vec(),
+            )),
+        })
+    };
+    let table = match layout(e, files).await? {
+        None => read(files, e.read_schema.clone())?,
+        Some(groups) => super::drift::table(&e.read_schema, &groups, read)?,
     };
     Ok(match (&e.format.kind, &e.format.csv.null) {
         (FileFormat::Csv, Some(null_text)) => with_null_text(table, schema, null_text)?,
@@ -358,7 +372,7 @@ async fn incremental_extract(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(i, ExtractResult { empty, watermark: input.watermark.clone(), null_cursors: 0 });
-        let mut out = extract(ctx, name, schema, e, &input.files, bad)?;
+        let mut out = extract(ctx, name, schema, e, &input.files, bad).await?;
         out.up_to_date = empty;
         out.note = Some(if empty {
             format!("no new files{unchanged}")
@@ -374,7 +388,7 @@ async fn incremental_extract(
         return Ok(out);
     };
     // Rows past the watermark, bound as a typed literal (never SQL text).
-    let df = ctx.read_table(file_table(schema, e, &input.files, bad)?)?;
+    let df = ctx.read_table(file_table(schema, e, &input.files, bad).await?)?;
     let cursor = datafusion::prelude::ident(&w.column);
     let df = match &input.after {
         Some(after) => df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?,
@@ -568,8 +582,14 @@ async fn share(
         TaskKind::Extract(e) if !out.staged && node.checks.is_empty() => {
             let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(e.files.as_slice());
             if !files.is_empty() {
-                let urls: Vec<String> = files.iter().map(|f| e.store.url_of(&f.location, false)).collect();
-                let raw = super::engine::listing_table(&urls, e.format.file_format(false), e.read_schema.clone())?;
+                let listing = |files: &[ObjectMeta], read_schema: SchemaRef| {
+                    let urls: Vec<String> = files.iter().map(|f| e.store.url_of(&f.location, false)).collect();
+                    super::engine::listing_table(&urls, e.format.file_format(false), read_schema)
+                };
+                let raw = match layout(e, files).await? {
+                    None => listing(files, e.read_schema.clone())?,
+                    Some(groups) => super::drift::table(&e.read_schema, &groups, listing)?,
+                };
                 let table = match (&e.format.kind, &e.format.csv.null) {
                     (FileFormat::Csv, Some(null_text)) => with_null_text(raw, &node.schema, null_text)?,
                     _ => raw,

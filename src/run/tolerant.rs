@@ -16,7 +16,6 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
@@ -205,14 +204,7 @@ impl Piece {
         let mut stream: Option<futures::stream::BoxStream<'static, Result<Bytes>>> = if compressed {
             let got = self.store.get_opts(&self.file.location, GetOptions::default()).await?;
             let raw = got.into_stream().map_err(|e| DataFusionError::ObjectStore(Box::new(e))).boxed();
-            let variant = match self.format.compression {
-                InputCompression::Gzip => FileCompressionType::GZIP,
-                InputCompression::Zstd => FileCompressionType::ZSTD,
-                InputCompression::Bzip2 => FileCompressionType::BZIP2,
-                InputCompression::Xz => FileCompressionType::XZ,
-                InputCompression::None => FileCompressionType::UNCOMPRESSED,
-            };
-            Some(variant.convert_stream(raw)?.boxed())
+            Some(self.format.compression_type().convert_stream(raw)?.boxed())
         } else {
             None
         };
@@ -630,8 +622,8 @@ fn trim_record(rec: &[u8]) -> &[u8] {
 }
 
 /// The ends of up to `max` whole records of `buf`, found with `csv_core`.
-fn record_ends(buf: &[u8], c: &CsvSettings, max: usize) -> Vec<usize> {
-    let mut r = csv_reader(c);
+pub(crate) fn record_ends(buf: &[u8], c: &CsvSettings, max: usize) -> Vec<usize> {
+    let mut r = c.reader();
     let mut out = Vec::new();
     let mut pos = 0;
     let mut field = [0u8; 1024];
@@ -648,21 +640,9 @@ fn record_ends(buf: &[u8], c: &CsvSettings, max: usize) -> Vec<usize> {
     out
 }
 
-fn csv_reader(c: &CsvSettings) -> csv_core::Reader {
-    let mut b = csv_core::ReaderBuilder::new();
-    b.delimiter(c.delimiter).quote(c.quote);
-    if let Some(e) = c.escape {
-        b.escape(Some(e)).double_quote(false);
-    }
-    if let Some(cm) = c.comment {
-        b.comment(Some(cm));
-    }
-    b.build()
-}
-
 /// The fields of one record, unquoted.
-fn split_fields(rec: &[u8], c: &CsvSettings) -> Vec<Vec<u8>> {
-    let mut r = csv_reader(c);
+pub(crate) fn split_fields(rec: &[u8], c: &CsvSettings) -> Vec<Vec<u8>> {
+    let mut r = c.reader();
     let mut out = Vec::new();
     let mut cur = Vec::new();
     let mut pos = 0;

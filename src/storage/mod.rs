@@ -231,6 +231,14 @@ impl Store {
             && self.options != other.options
     }
 
+    /// The path of `location` relative to the store's root (as messages name a file).
+    pub fn relative(&self, location: &ObjectPath) -> String {
+        location
+            .prefix_match(&self.root)
+            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .unwrap_or_else(|| location.to_string())
+    }
+
     /// The object path of `rel` (relative to the store's root). `rel` holds names as they are
     /// stored (a listed file's path parts, a Hive directory `region=a%3Db`): they are kept as
     /// they are, not escaped again; only a part an object path cannot hold is escaped.

@@ -11,6 +11,7 @@ mod concurrency;
 mod delta;
 mod demo;
 mod distributed;
+mod drift;
 mod errors;
 mod examples;
 mod extract;

@@ -1,0 +1,116 @@
+//! Sources drift: files of one extract whose columns differ in order, in number, over time.
+//! Values must never land in the wrong column or be replaced by NULL without a word.
+
+use std::io::Write;
+
+use crate::common::*;
+
+fn sorted_rows(dir: &std::path::Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut rows = read_rows(dir);
+    rows.sort_by_key(|r| r.get("id").and_then(|v| v.parse::<i64>().ok()));
+    rows
+}
+
+fn row(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// `price,qty` in one file and `qty,price` in the next: each value in its own column, with the
+/// strict reader, the tolerant one, and compressed files.
+#[test]
+fn csv_files_are_read_by_their_own_headers() {
+    for (bad_rows, ext) in [("fail", ""), ("quarantine", ""), ("fail", ".gz"), ("quarantine", ".gz")] {
+        let p = Project::new();
+        p.write(
+            "p.yaml",
+            format!(
+                "stores:\n  raw: {{ url: \"file://raw\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: raw, path: \"*.csv{ext}\", bad_rows: {bad_rows}, schema: {{ price: \"decimal(6,2)\" }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n"
+            ),
+        );
+        let file = |name: &str, text: &str| {
+            if ext.is_empty() {
+                p.write(&format!("raw/{name}"), text);
+            } else {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(text.as_bytes()).unwrap();
+                p.write(&format!("raw/{name}{ext}"), gz.finish().unwrap());
+            }
+        };
+        file("a.csv", "id,price,qty\n1,10.50,1\n");
+        file("b.csv", "qty,id,price\n3,2,30.25\n");
+        file("c.csv", "price,qty,id\n7.00,9,3\n");
+        p.weir(&["run", "p.yaml"]).ok();
+        assert_eq!(
+            sorted_rows(&p.join("lake/out")),
+            [
+                row(&[("id", "1"), ("price", "10.50"), ("qty", "1")]),
+                row(&[("id", "2"), ("price", "30.25"), ("qty", "3")]),
+                row(&[("id", "3"), ("price", "7.00"), ("qty", "9")]),
+            ],
+            "bad_rows: {bad_rows}, {ext}"
+        );
+    }
+}
+
+/// A column added to the source later: the older files' rows get NULL in it (on a full
+/// refresh), instead of every older row being called malformed.
+#[test]
+fn a_csv_column_added_later_is_null_in_older_files() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id] }\n",
+    );
+    p.write("raw/d1.csv", "id,v\n1,10\n2,20\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    p.write("raw/d2.csv", "id,v,note\n3,30,new\n4,40,\n");
+    // The output has no `note` yet: an incremental merge refuses, naming both schemas.
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("other columns than the output"), "{}", r.stdout);
+    assert!(r.stdout.contains("--full-refresh"), "{}", r.stdout);
+    // A full refresh reads every file by its own header.
+    p.weir(&["run", "p.yaml", "--full-refresh"]).ok();
+    let rows = sorted_rows(&p.join("lake/out"));
+    assert_eq!(
+        rows,
+        [
+            row(&[("id", "1"), ("v", "10"), ("note", "NULL")]),
+            row(&[("id", "2"), ("v", "20"), ("note", "NULL")]),
+            row(&[("id", "3"), ("v", "30"), ("note", "new")]),
+            row(&[("id", "4"), ("v", "40"), ("note", "NULL")]),
+        ]
+    );
+}
+
+/// A column that the newest file no longer has was removed from the source: loading the new
+/// rows would set it to NULL over good values. Refused, naming the column and the files, and
+/// the same whether or not the older files are still there; the output stays as it was.
+#[test]
+fn a_csv_column_removed_from_the_source_is_a_schema_change() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id] }\n",
+    );
+    p.write("raw/f1.csv", "id,v,w\n1,10,100\n2,20,200\n");
+    p.weir(&["run", "p.yaml"]).ok();
+    let before = sorted_rows(&p.join("lake/out"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    p.write("raw/f2.csv", "id,v\n2,21\n");
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("column `w` is in older files (f1.csv) but not in f2.csv, the newest"), "{}", r.stdout);
+    assert_eq!(sorted_rows(&p.join("lake/out")), before, "nothing was loaded");
+    // A full refresh reads f1.csv too: the same answer.
+    let r = p.weir(&["run", "p.yaml", "--full-refresh"]);
+    r.code(1);
+    assert!(r.stdout.contains("column `w` is in older files (f1.csv) but not in f2.csv"), "{}", r.stdout);
+    // With f1.csv gone, the new rows lack a column the output has: refused too.
+    std::fs::remove_file(p.join("raw/f1.csv")).unwrap();
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("other columns than the output"), "{}", r.stdout);
+    assert_eq!(sorted_rows(&p.join("lake/out")), before, "nothing was loaded");
+}
