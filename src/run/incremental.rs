@@ -211,10 +211,51 @@ pub fn passes(
             let st = if full_refresh { &empty } else { extract_states.get(&t).copied().unwrap_or(&empty) };
             inputs.insert(t, extract_input(&plan.task(t).name, e, st)?);
         }
+        if !full_refresh {
+            refuse_appending_changed_files(plan, &loads, &inputs, &extract_states)?;
+        }
         let base_seqs = loads.iter().filter_map(|l| states.get(l).map(|s| (*l, s.seq))).collect();
         passes.push(Pass { tasks, loads, inputs, results: Mutex::new(HashMap::new()), full_refresh, base_seqs });
     }
     Ok(passes)
+}
+
+/// An `append` load must not be given a file again: a file it appended that has grown or
+/// been rewritten since would add its rows twice (`merge` with `keys` replaces them instead).
+fn refuse_appending_changed_files(
+    plan: &Plan,
+    loads: &[NodeIndex],
+    inputs: &HashMap<NodeIndex, ExtractInput>,
+    states: &HashMap<NodeIndex, &ExtractState>,
+) -> Result<(), RunError> {
+    for &l in loads {
+        let TaskKind::Load(load) = &plan.task(l).kind else { continue };
+        if load.mode != crate::spec::LoadMode::Append {
+            continue;
+        }
+        for &s in plan.incremental_sources(l) {
+            let (TaskKind::Extract(e), Some(input), Some(st)) = (&plan.task(s).kind, inputs.get(&s), states.get(&s))
+            else {
+                continue;
+            };
+            let changed = input.files.iter().find_map(|m| {
+                st.files.get(&(e.store.name.clone(), m.location.to_string())).map(|before| (m, before))
+            });
+            if let Some((now, before)) = changed {
+                return Err(RunError::Output {
+                    load: plan.task(l).name.clone(),
+                    message: format!(
+                        "{}: {} changed since this load appended it ({} bytes then, {} now): appending it again would add its rows twice. Nothing was loaded. A source whose files grow or are rewritten needs `mode: merge` with `keys` (rows replace themselves); with `append`, deliver new rows in new files",
+                        e.store.name,
+                        e.store.relative(&now.location),
+                        before.size,
+                        now.size
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What an extract reads given a load's state for it.

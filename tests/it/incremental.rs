@@ -81,6 +81,33 @@ fn a_changed_file_is_read_again() {
     assert!((12..20).all(|i| out[&i] == vec![1]), "{out:?}");
 }
 
+/// A file that grew after an `append` loaded it would be appended whole again (its first rows
+/// twice): refused, naming the file, with nothing loaded; new files are still appended.
+#[test]
+fn append_refuses_a_file_that_changed_since_it_was_appended() {
+    let p = project(APPEND);
+    deliver(&p, "d1.csv", 0..3, 1);
+    p.weir(&["run", "p.yaml"]).ok();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.join("raw/d1.csv"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"3,1,south,2024-01-02T00:00:00\n"))
+        .unwrap();
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stderr.contains("load `out`: raw: d1.csv changed since this load appended it"), "{}", r.stderr);
+    assert!(r.stderr.contains("would add its rows twice"), "{}", r.stderr);
+    assert!(r.stderr.contains("`mode: merge` with `keys`"), "{}", r.stderr);
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 3, "nothing loaded: {out:?}");
+    assert!(out.values().all(|v| v.len() == 1), "{out:?}");
+    // A full refresh rebuilds from every file, each row once.
+    p.weir(&["run", "p.yaml", "--full-refresh"]).ok();
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 4);
+    assert!(out.values().all(|v| v.len() == 1), "{out:?}");
+}
+
 /// Kill the run at each point between reading and committing; the next run completes it.
 /// Every delivered row ends up in the output exactly once.
 #[test]
