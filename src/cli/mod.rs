@@ -285,7 +285,8 @@ async fn dispatch(cli: Cli) -> i32 {
                             out.push('\n');
                         }
                         let reads = incremental_preview(p).await;
-                        out.push_str(&render_plan(p, &reads));
+                        // A description or a path can hold a `${env:…}` value.
+                        out.push_str(&p.secrets.redact(&render_plan(p, &reads)));
                     }
                     print!("{out}");
                     EXIT_OK
@@ -297,10 +298,11 @@ async fn dispatch(cli: Cli) -> i32 {
             match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), None).await {
                 Ok(plans) => {
                     for p in plans {
-                        match format {
-                            GraphFormat::Dot => print!("{}", p.to_dot()),
-                            GraphFormat::Mermaid => print!("{}", p.to_mermaid()),
-                        }
+                        let text = match format {
+                            GraphFormat::Dot => p.to_dot(),
+                            GraphFormat::Mermaid => p.to_mermaid(),
+                        };
+                        print!("{}", p.secrets.redact(&text));
                     }
                     EXIT_OK
                 }
@@ -444,6 +446,21 @@ async fn compile_paths(
             Err(e) => {
                 eprintln!("error: {}", crate::secrets::global().redact(&e.to_string()));
                 io_error = true;
+            }
+        }
+    }
+    // A `--var` that no pipeline has would change nothing: a misspelling, most likely.
+    if diags.is_empty() && !io_error {
+        for (name, _) in &vars.vars {
+            if !loaded.iter().any(|p| p.uses_var(name)) {
+                let known: Vec<&str> = loaded.iter().flat_map(|p| p.spec.vars.keys().map(String::as_str)).collect();
+                let hint = match crate::diag::did_you_mean(name, known.iter().copied()) {
+                    Some(h) => format!(": {h}"),
+                    None if known.is_empty() => ": the pipelines have no variables".to_string(),
+                    None => format!(" (variables: {})", known.join(", ")),
+                };
+                eprintln!("error: --var {name}: no pipeline has a variable `{name}`{hint}");
+                return Err(EXIT_INVALID);
             }
         }
     }
@@ -1134,6 +1151,9 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
     for (k, &i) in p.order.iter().enumerate() {
         let t = p.task(i);
         s.push_str(&format!("\n{:>3}. {} ({})\n", k + 1, t.name, t.kind.name()));
+        if let Some(d) = &t.description {
+            s.push_str(&wrap_text("     about    ", d.trim()));
+        }
         let ups = p.upstream_names(i);
         match &t.kind {
             TaskKind::Extract(e) => {
@@ -1227,6 +1247,27 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
         s.push('\n');
     }
     s
+}
+
+/// `text` after `prefix`, wrapped at 100 columns under it.
+fn wrap_text(prefix: &str, text: &str) -> String {
+    let indent = " ".repeat(prefix.len());
+    let mut out = String::new();
+    let mut line = prefix.to_string();
+    for word in text.split_whitespace() {
+        if line.len() + word.len() + 1 > 100 && line.len() > prefix.len() {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.clone();
+        }
+        if line.len() > prefix.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
 }
 
 fn wrap_columns(prefix: &str, cols: &[String]) -> String {

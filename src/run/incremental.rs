@@ -238,9 +238,10 @@ fn refuse_appending_changed_files(
             else {
                 continue;
             };
-            let changed = input.files.iter().find_map(|m| {
-                st.files.get(&(e.store.name.clone(), m.location.to_string())).map(|before| (m, before))
-            });
+            let changed = input
+                .files
+                .iter()
+                .find_map(|m| st.files.get(&(e.store.name.clone(), m.location.to_string())).map(|before| (m, before)));
             if let Some((now, before)) = changed {
                 return Err(RunError::Output {
                     load: plan.task(l).name.clone(),

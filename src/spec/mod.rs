@@ -84,6 +84,24 @@ pub struct LoadedPipeline {
     substituted: HashMap<YamlPath, (String, OffsetMap)>,
 }
 
+/// The variables every pipeline has: `run_id`, `run_date`.
+pub fn is_builtin_var(name: &str) -> bool {
+    name == "run_id" || name == "run_date"
+}
+
+impl LoadedPipeline {
+    /// Whether the pipeline has a variable `name`: declared under `vars:` or used as
+    /// `${name}` somewhere in the file (so that `--var name=…` changes something).
+    pub fn uses_var(&self, name: &str) -> bool {
+        if self.spec.vars.contains_key(name) {
+            return true;
+        }
+        let text = self.source.text();
+        let at = |k: usize| text[k..].starts_with(name) && text[k + name.len()..].starts_with(['}', ':']);
+        text.match_indices("${").any(|(k, _)| at(k + 2))
+    }
+}
+
 /// The pipeline files named by `paths`: files as given, directories by their `*.yaml` /
 /// `*.yml` files in name order.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
@@ -280,7 +298,7 @@ impl Parser {
                     );
                     continue;
                 }
-                if name == "run_id" || name == "run_date" {
+                if is_builtin_var(name) {
                     self.push(self.at_key(
                         "vars",
                         &path,

@@ -199,6 +199,73 @@ fn secrets_stay_out_of_errors_logs_and_state() {
     assert!(!String::from_utf8_lossy(&db).contains(secret), "secret in the state store");
 }
 
+/// Every field that can hold a variable, with a `${env:…}` value in each: `validate`, `plan`,
+/// `graph` (both formats), `run` (table and JSON) and `runs` never show it.
+#[test]
+fn secrets_stay_out_of_plan_graph_and_every_field_that_takes_a_variable() {
+    let secret = "hunter2-canary-5e1d";
+    let p = Project::new();
+    p.write(&format!("data/{secret}file.csv"), "x\n1\n");
+    p.write(
+        "p.yaml",
+        "pipeline: canary\ndescription: \"owned by ${env:WEIR_TEST_SECRET}\"\nvars: { pre: \"${env:WEIR_TEST_SECRET}\" }\nstores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out\" }\ntasks:\n  a:\n    description: \"from ${env:WEIR_TEST_SECRET}'s system\"\n    extract: { store: src, path: \"${pre}file.csv\" }\n  l:\n    description: \"${pre} mart\"\n    load: { from: a, store: out, path: \"mart_${pre}/\" }\n",
+    );
+    let env = [("WEIR_TEST_SECRET", secret)];
+    let mut outputs = Vec::new();
+    for args in [
+        &["validate", "p.yaml"][..],
+        &["plan", "p.yaml"],
+        &["graph", "p.yaml"],
+        &["graph", "p.yaml", "--format", "mermaid"],
+        &["-vv", "run", "p.yaml"],
+        &["run", "p.yaml", "--json", "--full-refresh"],
+        &["runs", "--dir", "."],
+        &["runs", "--dir", ".", "--json"],
+    ] {
+        let r = p.weir_env(args, &env);
+        r.ok();
+        outputs.push((args.join(" "), r));
+    }
+    let plan = &outputs[1].1.stdout;
+    assert!(plan.contains("owned by ***"), "{plan}");
+    assert!(plan.contains("about    from ***'s system"), "the task's description is shown: {plan}");
+    assert!(plan.contains("reads    src: ***file.csv"), "{plan}");
+    for (args, r) in &outputs {
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "`weir {args}` shows the secret:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
+/// A `--var` no pipeline has is a usage error with a suggestion, not a run with other results.
+#[test]
+fn an_unknown_var_is_a_usage_error_with_a_suggestion() {
+    let p = Project::new();
+    p.write("data/a.csv", "q\n1\n3\n");
+    p.write(
+        "p.yaml",
+        "vars: { min_quantity: 1 }\nstores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out\" }\ntasks:\n  a:\n    extract: { store: src, path: a.csv }\n  big:\n    transform: { sql: \"SELECT * FROM a WHERE q >= ${min_quantity} AND '${extra}' = '${extra}'\" }\n  l:\n    load: { from: big, store: out, path: o/ }\n",
+    );
+    for cmd in ["validate", "plan", "run", "graph"] {
+        let r = p.weir(&[cmd, "p.yaml", "--var", "extra=x", "--var", "min_quantitiy=2"]);
+        r.code(2);
+        assert!(
+            r.stderr.contains(
+                "--var min_quantitiy: no pipeline has a variable `min_quantitiy`: did you mean `min_quantity`?"
+            ),
+            "{cmd}: {}",
+            r.stderr
+        );
+    }
+    assert!(!p.join("out").exists(), "nothing ran");
+    // A variable used only as `${extra}` (given by --var alone) is known.
+    p.weir(&["run", "p.yaml", "--var", "extra=x", "--var", "min_quantity=2"]).ok();
+    assert_eq!(read_rows(&p.join("out/o")).len(), 1);
+}
+
 #[test]
 fn validate_a_directory_reports_every_file() {
     let p = Project::new();
