@@ -450,13 +450,14 @@ impl Compiler<'_> {
             |i, d| {
                 let schema = schemas.get(&i).cloned().unwrap_or_else(|| Arc::new(Schema::empty()));
                 let kind = match d.kind {
-                    DraftKind::Extract { store, glob, format, .. } => {
+                    DraftKind::Extract { store, glob, format, declared, .. } => {
                         let (listed, read_schema) = files.remove(&i).unwrap_or_default_pair();
                         TaskKind::Extract(ExtractPlan {
                             store,
                             glob,
                             format,
                             read_schema,
+                            declared: declared.into_iter().map(|(c, _)| c).collect(),
                             files: listed,
                             incremental: incremental.remove(&i),
                             bad_rows: p

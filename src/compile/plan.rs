@@ -277,6 +277,8 @@ pub struct ExtractPlan {
     /// The schema files are read with; differs from the task schema only when values need a
     /// conversion after reading (a CSV `null` text), in which case columns are read as text.
     pub read_schema: SchemaRef,
+    /// The columns whose type `schema:` declares (the others' are inferred).
+    pub declared: Vec<String>,
     /// The files matched when the plan was made: the run reads exactly these (an incremental
     /// extract: those of them that are new to the load it feeds).
     pub files: Vec<ObjectMeta>,

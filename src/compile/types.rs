@@ -146,6 +146,24 @@ pub fn sql_name(t: &DataType) -> String {
     }
 }
 
+/// The type a text value (a CSV field) reads as, as inference would type it alone.
+pub fn text_value_type(v: &str) -> DataType {
+    let v = v.trim();
+    if v.parse::<i64>().is_ok() {
+        DataType::Int64
+    } else if v.parse::<f64>().is_ok() {
+        DataType::Float64
+    } else if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+        DataType::Boolean
+    } else if chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() {
+        DataType::Date32
+    } else if v.parse::<chrono::NaiveDateTime>().is_ok() || v.parse::<chrono::DateTime<chrono::FixedOffset>>().is_ok() {
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    } else {
+        DataType::Utf8
+    }
+}
+
 /// The type holding values of both `a` and `b`, for text files whose columns were inferred
 /// differently: integers and floats → `Float64` (`Int64` for two integer types), timestamps →
 /// the finer unit, a date and a timestamp → the timestamp; otherwise text.

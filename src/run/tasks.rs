@@ -166,14 +166,36 @@ pub(super) async fn execute(
         Err(e) if !e.cancelled && super::tolerant::looks_like_bad_input(&e.message) => {
             // Name the first malformed row of the extracts this task reads.
             match super::tolerant::first_bad_row(plan, i, &env.pass).await {
-                Some((extract, row)) => Err(TaskError::fatal(format!(
-                    "extract `{extract}` has a malformed row: {row}; set `bad_rows: skip` or `bad_rows: quarantine` on it to set such rows aside"
+                Some((j, row)) => Err(TaskError::fatal(format!(
+                    "extract `{}` has a malformed row: {row}; {}",
+                    plan.task(j).name,
+                    bad_row_hint(plan, j, &row)
                 ))),
                 None => Err(e),
             }
         }
         other => other,
     }
+}
+
+/// What to do about a malformed row. A value that does not fit a column whose type was
+/// inferred from the first rows most likely means the sample was too small, not that the row
+/// is bad: setting it aside would drop good rows, so the type comes first.
+fn bad_row_hint(plan: &Plan, extract: NodeIndex, row: &super::tolerant::BadRow) -> String {
+    let aside = "set `bad_rows: skip` or `bad_rows: quarantine` on it to set such rows aside";
+    let TaskKind::Extract(e) = &plan.task(extract).kind else { return aside.into() };
+    let (Some(column), Some(value)) = (&row.column, &row.value) else { return aside.into() };
+    let Ok(field) = e.read_schema.field_with_name(column) else { return aside.into() };
+    if e.declared.contains(column) || row.reason == "invalid UTF-8" {
+        return aside.into();
+    }
+    let fits = crate::compile::types::widen(field.data_type(), &crate::compile::types::text_value_type(value));
+    format!(
+        "`{column}` is {} by inference from the first {} rows: if the value is right, declare a type that holds it (`schema: {{ {column}: {} }}`) or sample more rows (`infer_rows`); if the row is wrong, {aside}",
+        crate::compile::types::sql_name(field.data_type()),
+        e.format.infer_rows,
+        crate::compile::types::sql_name(&fits)
+    )
 }
 
 async fn run_task(

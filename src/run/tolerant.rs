@@ -713,7 +713,7 @@ pub async fn first_bad_row(
     plan: &crate::compile::Plan,
     i: petgraph::graph::NodeIndex,
     pass: &super::incremental::PassRef,
-) -> Option<(String, BadRow)> {
+) -> Option<(petgraph::graph::NodeIndex, BadRow)> {
     use crate::compile::TaskKind;
     let mut nodes: Vec<petgraph::graph::NodeIndex> = plan.ancestors(i).into_iter().chain(std::iter::once(i)).collect();
     nodes.sort_by_key(|n| plan.order.iter().position(|o| o == n));
@@ -724,24 +724,25 @@ pub async fn first_bad_row(
             continue;
         }
         let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| e.files.clone());
-        let bad = BadRows::new(true, false);
-        let parts = partitions(
-            e.store.object_store.clone(),
-            &e.store.root,
-            &files,
-            &e.format,
-            e.read_schema.clone(),
-            bad.clone(),
-        );
-        for part in parts {
-            let mut stream = part.execute(Arc::new(TaskContext::default()));
-            while let Some(r) = stream.next().await {
-                if r.is_err() {
-                    break;
+        // Each file with its own columns (see `drift`).
+        let groups = match super::drift::layout(&e.store, &e.format, &e.read_schema, &files, &e.files).await {
+            Ok(Some(groups)) => groups.into_iter().map(|g| (g.files, g.read_schema)).collect(),
+            Ok(None) => vec![(files, e.read_schema.clone())],
+            Err(_) => continue,
+        };
+        for (files, schema) in groups {
+            let bad = BadRows::new(true, false);
+            let parts = partitions(e.store.object_store.clone(), &e.store.root, &files, &e.format, schema, bad.clone());
+            for part in parts {
+                let mut stream = part.execute(Arc::new(TaskContext::default()));
+                while let Some(r) = stream.next().await {
+                    if r.is_err() {
+                        break;
+                    }
                 }
-            }
-            if let Some(row) = bad.take().into_iter().next() {
-                return Some((node.name.clone(), row));
+                if let Some(row) = bad.take().into_iter().next() {
+                    return Some((j, row));
+                }
             }
         }
     }

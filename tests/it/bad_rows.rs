@@ -243,3 +243,39 @@ fn piece_boundaries_lose_and_double_nothing() {
         assert_eq!(lines, bad, "pieces of {piece} bytes");
     }
 }
+
+/// A value past the sampled rows that does not fit the inferred type: the hint is to declare a
+/// type that holds it (or sample more rows), not to set the row aside — that would drop rows
+/// that are right.
+#[test]
+fn a_value_past_the_sample_suggests_a_type_before_setting_rows_aside() {
+    let p = Project::new();
+    let mut csv = String::from("id,qty\n");
+    for i in 0..1100 {
+        csv.push_str(&format!("{i},{}\n", if i == 1050 { "2.5".to_string() } else { i.to_string() }));
+    }
+    p.write("data/a.csv", csv);
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://data\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  t:\n    extract: { store: raw, path: a.csv }\n  out:\n    load: { from: t, store: lake, path: out/ }\n",
+    );
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("a.csv:1052: column qty: \"2.5\" is not a bigint"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "`qty` is bigint by inference from the first 1000 rows: if the value is right, declare a type that holds it (`schema: { qty: double }`) or sample more rows (`infer_rows`); if the row is wrong, set `bad_rows: skip`"
+        ),
+        "{}",
+        r.stdout
+    );
+    // Following the hint loads every row.
+    p.write(
+        "p.yaml",
+        std::fs::read_to_string(p.join("p.yaml"))
+            .unwrap()
+            .replace("path: a.csv }", "path: a.csv, schema: { qty: double } }"),
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(read_rows(&p.join("lake/out")).len(), 1100);
+}
