@@ -950,6 +950,25 @@ impl Compiler<'_> {
                 path_len,
                 p.secrets.redact(&format!("cannot read the schema of `{file}`: {}", clean_df_message(&error))),
             ),
+            ExtractError::TypeConflict { column, first, other } => {
+                let fits = types::widen(&first.1, &other.1);
+                p.diag_value(
+                    "schema",
+                    &base.key("path"),
+                    path_len,
+                    p.secrets.redact(&format!(
+                        "the files store column `{column}` with different types: {} in {}, {} in {}",
+                        types::sql_name(&first.1),
+                        first.0,
+                        types::sql_name(&other.1),
+                        other.0
+                    )),
+                )
+                .help(format!(
+                    "declare the type to read it as: `schema: {{ {column}: {} }}` (each file's values are cast to it)",
+                    types::sql_name(&fits)
+                ))
+            }
             ExtractError::UnknownColumn { column, known } if known.is_empty() => p
                 .diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files: they have no columns"))
                 .help("the file is empty, or its header line is; a CSV file needs a header line, or `csv: { header: false }` and `schema` naming every column"),
@@ -1430,11 +1449,30 @@ fn find_cycle(graph: &DiGraph<Draft, Edge>, start: NodeIndex, members: &HashSet<
 
 #[derive(Debug)]
 enum ExtractError {
-    NoFiles { pattern: String, store: String, url: String },
+    NoFiles {
+        pattern: String,
+        store: String,
+        url: String,
+    },
     Storage(StorageError),
-    Infer { file: String, error: String },
-    UnknownColumn { column: String, known: Vec<String> },
-    ColumnCount { declared: usize, found: usize },
+    Infer {
+        file: String,
+        error: String,
+    },
+    /// Files that store a column with different types, and no `schema:` type for it.
+    TypeConflict {
+        column: String,
+        first: (String, DataType),
+        other: (String, DataType),
+    },
+    UnknownColumn {
+        column: String,
+        known: Vec<String>,
+    },
+    ColumnCount {
+        declared: usize,
+        found: usize,
+    },
 }
 
 /// List an extract's files and work out its schema: inferred from a sample, with the
@@ -1460,7 +1498,7 @@ async fn infer_extract(
         FileFormat::Parquet => &files[..files.len().min(PARQUET_SCHEMA_SAMPLE)],
         _ => &files,
     };
-    let key = cache.map(|_| schema_key(store, sample, format));
+    let key = cache.map(|_| schema_key(store, sample, format, declared));
     let cached = match (cache, &key) {
         (Some(c), Some(k)) => c.schema(k).and_then(|bytes| {
             let fb = datafusion::arrow::ipc::root_as_schema(&bytes).ok()?;
@@ -1471,7 +1509,7 @@ async fn infer_extract(
     let inferred = match cached {
         Some(s) => s,
         None => {
-            let s = infer_sample(state, store, &files, sample, format).await?;
+            let s = infer_sample(state, store, &files, sample, format, declared).await?;
             if let (Some(c), Some(k)) = (cache, &key) {
                 c.put_schema(k, &schema_bytes(&s));
             }
@@ -1499,12 +1537,18 @@ async fn infer_extract(
 }
 
 /// The cache key of the schema inferred from `sample` with `format`: the files' identity
-/// (path, size, ETag or modification time) and every setting of the format.
-fn schema_key(store: &Store, sample: &[object_store::ObjectMeta], format: &InputFormat) -> String {
+/// (path, size, ETag or modification time), every setting of the format, and the declared
+/// types (which let Parquet files that disagree on a column's type be read together).
+fn schema_key(
+    store: &Store,
+    sample: &[object_store::ObjectMeta],
+    format: &InputFormat,
+    declared: &[(String, DataType)],
+) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"weir-schema-1\0");
+    h.update(b"weir-schema-2\0");
     h.update(store.display_url.as_bytes());
-    h.update(format!("\0{format:?}\0").as_bytes());
+    h.update(format!("\0{format:?}\0{declared:?}\0").as_bytes());
     for m in sample {
         let version = m.e_tag.clone().unwrap_or_else(|| m.last_modified.to_rfc3339());
         h.update(format!("{}\0{}\0{version}\0", m.location, m.size).as_bytes());
@@ -1524,10 +1568,38 @@ async fn infer_sample(
     files: &[object_store::ObjectMeta],
     sample: &[object_store::ObjectMeta],
     format: &InputFormat,
+    declared: &[(String, DataType)],
 ) -> Result<SchemaRef, ExtractError> {
     let df_format = format.file_format(true);
     let inferred = match df_format.infer_schema(state, &store.object_store, sample).await {
         Ok(s) => s,
+        // Parquet files that store a column with different types (a column that widened):
+        // each file's schema; a declared type reads them all (the reader casts each file's
+        // values to it), else the first conflict is the error.
+        Err(_) if format.kind == FileFormat::Parquet && sample.len() > 1 => {
+            let mut merged: Vec<(Field, String)> = Vec::new();
+            for f in sample {
+                let one =
+                    df_format.infer_schema(state, &store.object_store, std::slice::from_ref(f)).await.map_err(|e| {
+                        ExtractError::Infer { file: store.relative(&f.location), error: e.strip_backtrace() }
+                    })?;
+                for field in one.fields() {
+                    let declared_type = declared.iter().find(|(c, _)| c == field.name()).map(|(_, t)| t);
+                    match merged.iter().find(|(m, _)| m.name() == field.name()) {
+                        None => merged.push((field.as_ref().clone(), store.relative(&f.location))),
+                        Some((m, _)) if m.data_type() == field.data_type() || declared_type.is_some() => {}
+                        Some((m, first)) => {
+                            return Err(ExtractError::TypeConflict {
+                                column: field.name().clone(),
+                                first: (first.clone(), m.data_type().clone()),
+                                other: (store.relative(&f.location), field.data_type().clone()),
+                            });
+                        }
+                    }
+                }
+            }
+            Arc::new(Schema::new(merged.into_iter().map(|(f, _)| f).collect::<Vec<_>>()))
+        }
         // Text files that disagree on a column's type (`1` in one, `1.5` in another; seconds
         // here, microseconds there): each file's schema, merged to the type that holds both.
         Err(datafusion::error::DataFusionError::ArrowError(e, _))
@@ -1536,10 +1608,10 @@ async fn infer_sample(
         {
             let mut merged: Option<Schema> = None;
             for f in sample {
-                let one = df_format
-                    .infer_schema(state, &store.object_store, std::slice::from_ref(f))
-                    .await
-                    .map_err(|e| ExtractError::Infer { file: f.location.to_string(), error: e.strip_backtrace() })?;
+                let one =
+                    df_format.infer_schema(state, &store.object_store, std::slice::from_ref(f)).await.map_err(|e| {
+                        ExtractError::Infer { file: store.relative(&f.location), error: e.strip_backtrace() }
+                    })?;
                 merged = Some(match merged {
                     None => one.as_ref().clone(),
                     Some(m) => types::widen_schemas(&m, &one),
@@ -1557,7 +1629,7 @@ async fn infer_sample(
         }
         Err(e) => {
             return Err(ExtractError::Infer {
-                file: sample.first().map(|f| f.location.to_string()).unwrap_or_default(),
+                file: sample.first().map(|f| store.relative(&f.location)).unwrap_or_default(),
                 error: e.strip_backtrace(),
             });
         }

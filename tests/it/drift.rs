@@ -114,3 +114,72 @@ fn a_csv_column_removed_from_the_source_is_a_schema_change() {
     assert!(r.stdout.contains("other columns than the output"), "{}", r.stdout);
     assert_eq!(sorted_rows(&p.join("lake/out")), before, "nothing was loaded");
 }
+
+/// A Parquet file written with `columns`, each (name, array).
+fn parquet(p: &Project, rel: &str, columns: Vec<(&str, datafusion::arrow::array::ArrayRef)>) {
+    let batch = datafusion::arrow::array::RecordBatch::try_from_iter(columns).unwrap();
+    let mut buf = Vec::new();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    p.write(rel, buf);
+}
+
+/// Parquet columns that widened between files (int → bigint, int → decimal, date →
+/// timestamp): `validate` names the column, both files (with their paths as the store names
+/// them) and both types, and suggests the `schema:` type; with it, every file is read, each
+/// cast to the declared type.
+#[test]
+fn parquet_columns_that_widened_are_read_with_the_declared_type() {
+    use datafusion::arrow::array::{ArrayRef, Date32Array, Int32Array, Int64Array, TimestampMicrosecondArray};
+    use std::sync::Arc;
+    let p = Project::new();
+    parquet(
+        &p,
+        "raw/f1.parquet",
+        vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+            ("w", Arc::new(Int32Array::from(vec![10, 20])) as ArrayRef),
+            ("d", Arc::new(Date32Array::from(vec![0, 1])) as ArrayRef),
+        ],
+    );
+    parquet(
+        &p,
+        "raw/f2.parquet",
+        vec![
+            ("id", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
+            ("w", Arc::new(Int64Array::from(vec![3_000_000_000])) as ArrayRef),
+            ("d", Arc::new(TimestampMicrosecondArray::from(vec![86_400_000_000 * 2 + 3_600_000_000])) as ArrayRef),
+        ],
+    );
+    let yaml = |schema: &str| {
+        format!(
+            "stores:\n  raw: {{ url: \"file://raw\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: raw, path: \"*.parquet\"{schema} }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n"
+        )
+    };
+    p.write("p.yaml", yaml(""));
+    let r = p.weir(&["validate", "p.yaml"]);
+    r.code(2);
+    let flat = r.stderr.replace("\n  │ ", " ").replace("\n        ", " ");
+    assert!(
+        flat.contains("the files store column `w` with different types: integer in f1.parquet, bigint in f2.parquet"),
+        "{flat}"
+    );
+    assert!(flat.contains("`schema: { w: bigint }`"), "{flat}");
+    assert!(!r.stderr.contains("Fail to merge") && !r.stderr.contains("Int32"), "no Arrow wording: {}", r.stderr);
+    p.write("p.yaml", yaml(", schema: { w: bigint, d: timestamp }"));
+    p.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(
+        sorted_rows(&p.join("lake/out")),
+        [
+            row(&[("id", "1"), ("w", "10"), ("d", "1970-01-01T00:00:00")]),
+            row(&[("id", "2"), ("w", "20"), ("d", "1970-01-02T00:00:00")]),
+            row(&[("id", "3"), ("w", "3000000000"), ("d", "1970-01-03T01:00:00")]),
+        ]
+    );
+    // int → decimal
+    p.write("p.yaml", yaml(", schema: { w: \"decimal(12,2)\", d: timestamp }"));
+    p.weir(&["run", "p.yaml"]).ok();
+    let w: Vec<String> = sorted_rows(&p.join("lake/out")).iter().map(|r| r["w"].clone()).collect();
+    assert_eq!(w, ["10.00", "20.00", "3000000000.00"]);
+}
