@@ -23,6 +23,31 @@ use crate::state::StateStore;
 #[cfg(feature = "distributed")]
 mod cluster;
 
+/// Write to stdout. When the reader has gone (`weir runs --json | head`), nothing more is
+/// written and the command ends as it would have: no panic, no error message.
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(text).and_then(|_| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+macro_rules! outln {
+    () => { write_out(format_args!("\n")) };
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
@@ -272,7 +297,7 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Schema => {
-            println!("{}", schema_text());
+            outln!("{}", schema_text());
             EXIT_OK
         }
         Command::Validate { ref paths, ref vars } => validate(paths, vars).await,
@@ -288,7 +313,7 @@ async fn dispatch(cli: Cli) -> i32 {
                         // A description or a path can hold a `${env:…}` value.
                         out.push_str(&p.secrets.redact(&render_plan(p, &reads)));
                     }
-                    print!("{out}");
+                    out!("{out}");
                     EXIT_OK
                 }
                 Err(code) => code,
@@ -302,7 +327,7 @@ async fn dispatch(cli: Cli) -> i32 {
                             GraphFormat::Dot => p.to_dot(),
                             GraphFormat::Mermaid => p.to_mermaid(),
                         };
-                        print!("{}", p.secrets.redact(&text));
+                        out!("{}", p.secrets.redact(&text));
                     }
                     EXIT_OK
                 }
@@ -501,7 +526,7 @@ async fn validate(paths: &[PathBuf], vars: &VarArgs) -> i32 {
     match compile_paths(paths, vars, &run::new_run_id(), &today(), None).await {
         Ok(plans) => {
             for p in &plans {
-                println!("ok  {} ({}): {} tasks", p.pipeline, p.source.name, p.graph.node_count());
+                outln!("ok  {} ({}): {} tasks", p.pipeline, p.source.name, p.graph.node_count());
             }
             EXIT_OK
         }
@@ -663,7 +688,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
                     code = EXIT_FAILED;
                 }
                 if !*json {
-                    print!("{}", crate::secrets::global().redact(&render_report(&report, &plan.secrets)));
+                    out!("{}", crate::secrets::global().redact(&render_report(&report, &plan.secrets)));
                 }
                 reports.push(report);
             }
@@ -688,7 +713,7 @@ async fn run_cmd(cli: &Cli) -> i32 {
         } else {
             serde_json::to_string_pretty(&reports)
         };
-        println!("{}", v.unwrap_or_default());
+        outln!("{}", v.unwrap_or_default());
     }
     code
 }
@@ -746,7 +771,7 @@ async fn serve_cmd(cli: &Cli) -> i32 {
         code = EXIT_INVALID;
     }
     if outcomes.is_empty() {
-        println!("nothing due");
+        outln!("nothing due");
     }
     for o in &outcomes {
         let why = match o.trigger {
@@ -756,7 +781,7 @@ async fn serve_cmd(cli: &Cli) -> i32 {
             crate::serve::Trigger::Manual => "manual".into(),
         };
         let error = o.error.as_deref().map(|e| format!(": {}", e.lines().next().unwrap_or(""))).unwrap_or_default();
-        println!("{:<10} {} run {} for {why}{error}", o.status, o.pipeline, o.run_id);
+        outln!("{:<10} {} run {} for {why}{error}", o.status, o.pipeline, o.run_id);
         if o.status == "failed" {
             code = code.max(EXIT_FAILED);
         }
@@ -1337,10 +1362,10 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         } else {
             for t in tasks {
-                println!(
+                outln!(
                     "{:<24} {:<9} {:<9} {:>12} {}",
                     t.task,
                     t.kind,
@@ -1350,9 +1375,9 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
                 );
             }
             if !checks.is_empty() {
-                println!();
+                outln!();
                 for c in &checks {
-                    println!(
+                    outln!(
                         "{:<24} {:<32} {:<11} {:>10} {}",
                         c.task,
                         c.name,
@@ -1382,19 +1407,19 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return EXIT_OK;
     }
     if list.is_empty() {
-        println!("no runs");
+        outln!("no runs");
         return EXIT_OK;
     }
-    println!("{:<24} {:<20} {:<10} {:<10} {:<20} error", "run", "pipeline", "status", "date", "started");
+    outln!("{:<24} {:<20} {:<10} {:<10} {:<20} error", "run", "pipeline", "status", "date", "started");
     for r in list {
         let started = r.started_at.get(..19).unwrap_or(&r.started_at).replace('T', " ");
         let err = r.error.unwrap_or_default();
         let err: String = err.chars().take(80).collect();
-        println!("{:<24} {:<20} {:<10} {:<10} {:<20} {err}", r.run_id, r.pipeline, r.status, r.logical_date, started);
+        outln!("{:<24} {:<20} {:<10} {:<10} {:<20} {err}", r.run_id, r.pipeline, r.status, r.logical_date, started);
     }
     EXIT_OK
 }

@@ -51,6 +51,10 @@ pub enum SinkError {
         "this run's rows have other columns than the output they would be added to ({file} has: {have}; this run has: {want}); run with --full-refresh to rebuild the output with the new columns"
     )]
     Columns { file: String, have: String, want: String },
+    #[error(
+        "the output directory holds {file}, which is not a Parquet file ({reason}): a load owns its directory and reads the files in it; move that file elsewhere, or load to another path"
+    )]
+    NotParquet { file: String, reason: String },
     #[error("{0}")]
     Merge(String),
     #[error(

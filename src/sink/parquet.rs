@@ -197,7 +197,13 @@ pub(super) async fn learn_encodings(
         .unwrap_or_default();
     let mut seen: BTreeMap<String, ColumnSeen> = BTreeMap::new();
     for f in current.iter().filter(|f| f.meta.size > 0).take(ENCODING_SAMPLE) {
-        let (meta, _) = footer(store, &f.meta).await?;
+        // A file that is not Parquet teaches nothing (an `overwrite` replaces it; the other
+        // modes refuse it where they read the output).
+        let meta = match footer(store, &f.meta).await {
+            Ok((meta, _)) => meta,
+            Err(SinkError::NotParquet { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         for rg in meta.row_groups() {
             for c in rg.columns() {
                 let chunk = chunk_seen(c);
@@ -542,12 +548,16 @@ pub(super) async fn footer(
     meta: &object_store::ObjectMeta,
 ) -> Result<(Arc<datafusion::parquet::file::metadata::ParquetMetaData>, SchemaRef), SinkError> {
     use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-    let md = DFParquetMetadata::new(store.object_store.as_ref(), meta).fetch_metadata().await?;
+    let not_parquet = |reason: String| SinkError::NotParquet { file: store.relative(&meta.location), reason };
+    let md = DFParquetMetadata::new(store.object_store.as_ref(), meta).fetch_metadata().await.map_err(|e| match e {
+        datafusion::error::DataFusionError::ParquetError(p) => not_parquet(p.to_string()),
+        other => SinkError::DataFusion(other),
+    })?;
     let schema = datafusion::parquet::arrow::parquet_to_arrow_schema(
         md.file_metadata().schema_descr(),
         md.file_metadata().key_value_metadata(),
     )
-    .map_err(|e| SinkError::DataFusion(datafusion::error::DataFusionError::ParquetError(Box::new(e))))?;
+    .map_err(|e| not_parquet(e.to_string()))?;
     Ok((md, Arc::new(schema)))
 }
 

@@ -266,6 +266,27 @@ fn an_unknown_var_is_a_usage_error_with_a_suggestion() {
     assert_eq!(read_rows(&p.join("out/o")).len(), 1);
 }
 
+/// A reader that stops early (`weir runs --json | head`) ends the output quietly: no panic.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let p = Project::new();
+    p.write("data/a.csv", "x\n1\n");
+    p.write(
+        "p.yaml",
+        "stores:\n  src: { url: \"file://data\" }\ntasks:\n  a:\n    extract: { store: src, path: a.csv }\n",
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    for args in [&["runs", "--dir", ".", "--json"][..], &["runs", "--dir", "."], &["schema"], &["plan", "p.yaml"]] {
+        let mut child =
+            p.command(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?}\n{stderr}", out.status);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn validate_a_directory_reports_every_file() {
     let p = Project::new();

@@ -183,3 +183,32 @@ fn parquet_columns_that_widened_are_read_with_the_declared_type() {
     let w: Vec<String> = sorted_rows(&p.join("lake/out")).iter().map(|r| r["w"].clone()).collect();
     assert_eq!(w, ["10.00", "20.00", "3000000000.00"]);
 }
+
+/// A file that is not Parquet in a load's output directory: `append` and `merge` name it
+/// (they read the output); `overwrite` replaces the directory, as documented.
+#[test]
+fn a_foreign_file_in_the_output_is_named() {
+    let p = Project::new();
+    p.write("raw/a.csv", "id,v\n1,10\n");
+    for mode in ["append", "merge, keys: [id]"] {
+        p.write(
+            "p.yaml",
+            format!("stores:\n  raw: {{ url: \"file://raw\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: raw, path: a.csv }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: {mode} }}\n"),
+        );
+        p.write("lake/out/notes.txt", "written by hand\n");
+        let r = p.weir(&["run", "p.yaml"]);
+        r.code(1);
+        assert!(
+            r.stdout.contains("the output directory holds out/notes.txt, which is not a Parquet file"),
+            "{mode}: {}",
+            r.stdout
+        );
+        assert!(p.join("lake/out/notes.txt").exists());
+    }
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  src:\n    extract: { store: raw, path: a.csv }\n  out:\n    load: { from: src, store: lake, path: out/ }\n",
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    assert!(!p.join("lake/out/notes.txt").exists(), "overwrite owns the directory");
+}
