@@ -119,6 +119,8 @@ pub struct CheckEnv<'a> {
     pub pipeline: &'a str,
     pub run_id: &'a str,
     pub logical_time: DateTime<Utc>,
+    /// This run's staging directory (local disk), where the rows that pass a quarantine go.
+    pub staging_dir: &'a std::path::Path,
 }
 
 /// One check's failing rows, as the quarantine sees them.
@@ -666,9 +668,25 @@ async fn quarantine(
     };
     let n = cancellable(cancel, write).await?;
 
+    // The rows that pass, staged once: consumers read them (and count them as their input)
+    // without computing the checks' joins again.
     let passed = annotated.filter(not(any_fail))?.select(original)?;
+    let dir = env.staging_dir.join(format!("{}.passed", node.name));
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let written = cancellable(
+        cancel,
+        crate::sink::execute_to_parquet(
+            &ctx.state(),
+            passed.logical_plan().clone(),
+            &format!("file://{}/", dir.display()),
+            vec![],
+            crate::sink::staging_parquet_options(),
+        ),
+    )
+    .await?;
+    let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
     ctx.deregister_table(node.name.as_str())?;
-    ctx.register_table(node.name.as_str(), passed.into_view())?;
+    ctx.register_table(node.name.as_str(), Arc::new(super::tasks::staged_table(schema.clone(), files).with_rows(written.rows)))?;
     tracing::info!(task = %node.name, rows = n, file = %url, "rows quarantined");
     Ok((n, url))
 }

@@ -283,7 +283,12 @@ async fn run_task(
         return Ok(out);
     }
     let check_env =
-        super::checks::CheckEnv { pipeline: &env.pipeline, run_id: &env.run_id, logical_time: env.logical_time };
+        super::checks::CheckEnv {
+            pipeline: &env.pipeline,
+            run_id: &env.run_id,
+            logical_time: env.logical_time,
+            staging_dir: &env.staging_dir,
+        };
     let checked = super::checks::evaluate(ctx, node, &check_env, scanned, cancel).await?;
     if let Some(file) = &checked.quarantine_file {
         out.quarantined = Some(checked.quarantined);
@@ -455,7 +460,7 @@ async fn incremental_extract(
 }
 
 /// A table over Parquet files staged on local disk.
-fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
+pub(super) fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
     FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files)
 }
 

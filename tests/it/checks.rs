@@ -297,6 +297,8 @@ fn quarantine_sets_failing_rows_aside_with_exact_accounting() {
     assert_eq!(res["row_count"], ("passed".to_string(), 0));
     // The load got exactly the passing rows.
     assert_eq!(ids(&read_rows(&p.join("lake/mart"))), ["6", "7"]);
+    // ... and counts them as its input: 2 rows in, not the 8 before quarantine.
+    assert_eq!(task(&rep, "mart")["rows_in"], 2, "{}", task(&rep, "mart"));
     // The quarantine file holds the others, once each, with why.
     let q = p.join(&format!("lake/_quarantine/p/orders/{run_id}.parquet"));
     assert!(q.exists(), "{}", q.display());
