@@ -980,6 +980,37 @@ pub fn checks_summary(checks: &[CheckResult]) -> String {
 }
 
 /// The run summary table.
+/// Rows under a header, columns padded to their widest cell; columns from `right` on are
+/// right-aligned (numbers).
+fn text_table<R: AsRef<[String]>>(header: &[&str], rows: &[R], right: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (k, c) in row.as_ref().iter().enumerate() {
+            widths[k] = widths[k].max(c.chars().count());
+        }
+    }
+    let fmt_row = |cells: &[String]| -> String {
+        let mut line = String::from(" ");
+        for (k, c) in cells.iter().enumerate() {
+            let pad = widths[k] - c.chars().count();
+            if k >= right {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.push_str(&" ".repeat(pad));
+            }
+            line.push_str("  ");
+        }
+        line.trim_end().to_string() + "\n"
+    };
+    let mut s = fmt_row(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for row in rows {
+        s.push_str(&fmt_row(row.as_ref()));
+    }
+    s
+}
+
 pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
     let mut s =
         format!("\nRun {} of `{}`: {} in {}\n\n", r.run_id, r.pipeline, r.status.as_str(), fmt_duration(r.duration));
@@ -1001,31 +1032,7 @@ pub fn render_report(r: &RunReport, secrets: &Secrets) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (k, c) in row.iter().enumerate() {
-            widths[k] = widths[k].max(c.chars().count());
-        }
-    }
-    let fmt_row = |cells: &[String]| -> String {
-        let mut line = String::from(" ");
-        for (k, c) in cells.iter().enumerate() {
-            let pad = widths[k] - c.chars().count();
-            if k >= 3 {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(c);
-            } else {
-                line.push_str(c);
-                line.push_str(&" ".repeat(pad));
-            }
-            line.push_str("  ");
-        }
-        line.trim_end().to_string() + "\n"
-    };
-    s.push_str(&fmt_row(&header.map(String::from)));
-    for row in &rows {
-        s.push_str(&fmt_row(row));
-    }
+    s.push_str(&text_table(&header, &rows, 3));
     let failures: Vec<&TaskReport> = r.tasks.iter().filter(|t| t.status == TaskStatus::Failed).collect();
     if !failures.is_empty() {
         s.push('\n');
@@ -1364,15 +1371,34 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
                 .collect();
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         } else {
-            for t in tasks {
-                outln!(
-                    "{:<24} {:<9} {:<9} {:>12} {}",
-                    t.task,
-                    t.kind,
-                    t.status,
-                    t.rows_out.map(fmt_count).unwrap_or_else(|| "-".into()),
-                    t.error.unwrap_or_default()
-                );
+            let dash = || "-".to_string();
+            let time = |t: &Option<String>| t.as_deref().and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok());
+            let header =
+                ["task", "kind", "status", "attempts", "rows in", "rows out", "read", "written", "started", "time"];
+            let rows: Vec<Vec<String>> = tasks
+                .iter()
+                .map(|t| {
+                    let (start, end) = (time(&t.started_at), time(&t.finished_at));
+                    vec![
+                        t.task.clone(),
+                        t.kind.clone(),
+                        t.status.clone(),
+                        t.attempts.to_string(),
+                        t.rows_in.map(fmt_count).unwrap_or_else(dash),
+                        t.rows_out.map(fmt_count).unwrap_or_else(dash),
+                        t.bytes_read.map(fmt_bytes).unwrap_or_else(dash),
+                        t.bytes_written.map(fmt_bytes).unwrap_or_else(dash),
+                        start.map(|s| s.with_timezone(&chrono::Utc).format("%H:%M:%S").to_string()).unwrap_or_else(dash),
+                        match (start, end) {
+                            (Some(a), Some(b)) => fmt_duration((b - a).to_std().unwrap_or_default()),
+                            _ => dash(),
+                        },
+                    ]
+                })
+                .collect();
+            out!("{}", text_table(&header, &rows, 3));
+            for t in tasks.iter().filter(|t| t.error.is_some()) {
+                outln!("\ntask `{}` {}: {}", t.task, t.status, t.error.as_deref().unwrap_or_default());
             }
             if !checks.is_empty() {
                 outln!();

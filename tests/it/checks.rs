@@ -172,6 +172,14 @@ fn results_are_kept_in_the_state_store() {
     assert_eq!(checks[1]["severity"], "warn");
     let text = p.weir(&["runs", "--run", &run_id]);
     assert!(text.stdout.contains("non_negative"), "{}", text.stdout);
+    // The task table has a header and shows rows, bytes and times, as the reference says.
+    let head = text.stdout.lines().next().unwrap_or_default();
+    for column in ["task", "kind", "status", "attempts", "rows in", "rows out", "read", "written", "started", "time"] {
+        assert!(head.contains(column), "{column} in {head}");
+    }
+    let orders = text.stdout.lines().find(|l| l.trim_start().starts_with("orders ")).unwrap();
+    assert!(regex::Regex::new(r"\d+ B .* \d\d:\d\d:\d\d +\d+ ms").unwrap().is_match(orders), "{orders}");
+    assert!(text.stdout.contains("task `orders` failed:"), "{}", text.stdout);
 }
 
 #[test]
