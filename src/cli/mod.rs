@@ -1388,7 +1388,9 @@ fn runs(cli: &Cli, pipeline: Option<&str>, dir: &Path, limit: usize, run: Option
                         t.rows_out.map(fmt_count).unwrap_or_else(dash),
                         t.bytes_read.map(fmt_bytes).unwrap_or_else(dash),
                         t.bytes_written.map(fmt_bytes).unwrap_or_else(dash),
-                        start.map(|s| s.with_timezone(&chrono::Utc).format("%H:%M:%S").to_string()).unwrap_or_else(dash),
+                        start
+                            .map(|s| s.with_timezone(&chrono::Utc).format("%H:%M:%S").to_string())
+                            .unwrap_or_else(dash),
                         match (start, end) {
                             (Some(a), Some(b)) => fmt_duration((b - a).to_std().unwrap_or_default()),
                             _ => dash(),

@@ -686,7 +686,10 @@ async fn quarantine(
     .await?;
     let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
     ctx.deregister_table(node.name.as_str())?;
-    ctx.register_table(node.name.as_str(), Arc::new(super::tasks::staged_table(schema.clone(), files).with_rows(written.rows)))?;
+    ctx.register_table(
+        node.name.as_str(),
+        Arc::new(super::tasks::staged_table(schema.clone(), files).with_rows(written.rows)),
+    )?;
     tracing::info!(task = %node.name, rows = n, file = %url, "rows quarantined");
     Ok((n, url))
 }

@@ -282,13 +282,12 @@ async fn run_task(
     if node.checks.is_empty() {
         return Ok(out);
     }
-    let check_env =
-        super::checks::CheckEnv {
-            pipeline: &env.pipeline,
-            run_id: &env.run_id,
-            logical_time: env.logical_time,
-            staging_dir: &env.staging_dir,
-        };
+    let check_env = super::checks::CheckEnv {
+        pipeline: &env.pipeline,
+        run_id: &env.run_id,
+        logical_time: env.logical_time,
+        staging_dir: &env.staging_dir,
+    };
     let checked = super::checks::evaluate(ctx, node, &check_env, scanned, cancel).await?;
     if let Some(file) = &checked.quarantine_file {
         out.quarantined = Some(checked.quarantined);

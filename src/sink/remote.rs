@@ -277,18 +277,11 @@ pub struct Publish<'a> {
 impl Publish<'_> {
     pub async fn run(self) -> Result<(), SinkError> {
         let os = &self.store.object_store;
-        let staging = self.store.path(self.staging_rel);
-        let target = self.store.path(self.target_rel);
-        let under = |root: &ObjectPath, rel: &str| {
-            let mut p = root.clone();
-            for part in rel.split('/').filter(|s| !s.is_empty()) {
-                p = p.join(part);
-            }
-            p
-        };
+        // (Names as stored: a Hive directory's escapes are not escaped again.)
+        let under = |root: &str, rel: &str| self.store.path(&format!("{root}/{rel}"));
         // 1. The data files, under their commit's names.
         let mut copies: Vec<(ObjectPath, ObjectPath)> =
-            self.files.iter().map(|(s, f)| (under(&staging, s), under(&target, f))).collect();
+            self.files.iter().map(|(s, f)| (under(self.staging_rel, s), under(self.target_rel, f))).collect();
         let rest = copies.split_off(copies.len().min(1));
         if let Some((from, to)) = copies.pop() {
             os.copy(&from, &to).await?;
@@ -306,18 +299,21 @@ impl Publish<'_> {
         if let Err(e) = put_record(self.store, self.target_rel, self.record).await {
             if matches!(e, SinkError::Conflict { .. }) {
                 // Beaten: take back what this writer put in place (the next run would too).
-                let mine = self.files.iter().map(|(_, f)| under(&target, f)).collect();
+                let mine = self.files.iter().map(|(_, f)| under(self.target_rel, f)).collect();
                 let _ = delete_all(os, mine).await;
             }
             return Err(e);
         }
         failpoint::hit("before_cleanup", self.task).await.map_err(SinkError::Failpoint)?;
         // 3. What the new version no longer holds, then staging.
-        let removed = self.record.files_removed.iter().map(|r| under(&target, r));
-        let records =
-            self.old_records.iter().map(|s| under(&target, &format!("{RECORDS_DIR}/{}", commit::record_name(*s))));
+        let removed = self.record.files_removed.iter().map(|r| under(self.target_rel, r));
+        let records = self
+            .old_records
+            .iter()
+            .map(|s| under(self.target_rel, &format!("{RECORDS_DIR}/{}", commit::record_name(*s))));
         delete_all(os, removed.chain(records).collect()).await?;
-        let staged: Vec<ObjectPath> = os.list(Some(&staging)).map_ok(|m| m.location).try_collect().await?;
+        let staged: Vec<ObjectPath> =
+            os.list(Some(&self.store.path(self.staging_rel))).map_ok(|m| m.location).try_collect().await?;
         delete_all(os, staged).await?;
         Ok(())
     }

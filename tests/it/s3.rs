@@ -157,7 +157,8 @@ impl Bucket {
             let rel = key.strip_prefix(prefix).unwrap().trim_start_matches('/');
             let dst = to.join(rel);
             std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-            let bytes = block_on(async { c.get(&ObjectPath::from(key.as_str())).await?.bytes().await }).unwrap();
+            let bytes =
+                block_on(async { c.get(&ObjectPath::parse(key.as_str()).unwrap()).await?.bytes().await }).unwrap();
             std::fs::write(dst, bytes).unwrap();
         }
         to.to_path_buf()
@@ -322,7 +323,7 @@ fn every_mode_and_format_on_s3() {
 }
 
 /// The new-file ledger goes by ETag: a file uploaded again with the same content is not read
-/// again; new content under the same name is.
+/// again; new content under the same name is a changed file.
 #[test]
 fn the_ledger_goes_by_etag_on_s3() {
     let Some(s) = S3Project::new(APPEND) else { return };
@@ -334,11 +335,14 @@ fn the_ledger_goes_by_etag_on_s3() {
     let r = s.weir(&["run", "p.yaml"]);
     r.ok();
     assert!(status_of(&r.stdout, "out").contains("up to date"), "{}", r.stdout);
-    // new content under the same name
+    // New content under the same name (another ETag) is a changed file: `append` refuses to
+    // add its rows a second time, and loads nothing.
     s.deliver("d1.csv", 0..10, 2);
-    s.weir(&["run", "p.yaml"]).ok();
+    let r = s.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stderr.contains("raw: d1.csv changed since this load appended it"), "{}", r.stderr);
     let out = s.by_id("out");
-    assert!(out.values().all(|v| *v == vec![1, 2]), "{out:?}");
+    assert!(out.values().all(|v| *v == vec![1]), "{out:?}");
 }
 
 /// Killed at every point of a load on S3, including between the first copied file and the
@@ -709,4 +713,42 @@ fn kill_at_random_moments_on_s3_loads_every_row_once() {
     let out = s.by_id("out");
     assert_eq!(out.len() as u32, next);
     assert!(out.values().all(|v| v.len() == 1));
+}
+
+/// Partition directories on S3 are Hive's too: NULL is `__HIVE_DEFAULT_PARTITION__` and special
+/// characters are escaped once in the keys (not escaped again by the object store client), in
+/// a merge that rewrites them and a replace_partitions.
+#[test]
+fn partition_keys_on_s3_are_hive_names() {
+    let tasks = "  src:\n    extract: { store: raw, path: \"*.ndjson\", incremental: { new_files: true } }\n  m:\n    load: { from: src, store: lake, path: m/, mode: merge, keys: [id], partition_by: [region] }\n  r:\n    load: { from: src, store: lake, path: r/, mode: replace_partitions, partition_by: [region] }\n";
+    let Some(s) = S3Project::new(tasks) else { return };
+    let put = |name: &str, text: &str| {
+        let f = s.p.write(&format!("raw/{name}"), text);
+        s.b.put_file(&f, &format!("raw/{name}"));
+    };
+    put(
+        "a.ndjson",
+        "{\"id\": 1, \"region\": \"a=b/c\"}\n{\"id\": 2, \"region\": null}\n{\"id\": 3, \"region\": \"100%\"}\n",
+    );
+    s.weir(&["run", "p.yaml"]).ok();
+    put("b.ndjson", "{\"id\": 2, \"region\": null}\n{\"id\": 4, \"region\": \"100%\"}\n");
+    s.weir(&["run", "p.yaml"]).ok();
+    for t in ["m", "r"] {
+        let dirs: std::collections::BTreeSet<String> =
+            s.b.keys(&format!("lake/{t}"))
+                .iter()
+                .filter(|k| k.ends_with(".parquet"))
+                .map(|k| k.split('/').nth(2).unwrap().to_string())
+                .collect();
+        assert_eq!(
+            dirs.into_iter().collect::<Vec<_>>(),
+            ["region=100%25", "region=__HIVE_DEFAULT_PARTITION__", "region=a%3Db%2Fc"],
+            "{t}"
+        );
+        let mut ids: Vec<String> = read_rows(&s.output(t)).iter().map(|r| r["id"].clone()).collect();
+        ids.sort();
+        // replace_partitions replaced the `100%` partition with the second delivery's rows.
+        let want: &[&str] = if t == "m" { &["1", "2", "3", "4"] } else { &["1", "2", "4"] };
+        assert_eq!(ids, want, "{t}");
+    }
 }
