@@ -1527,11 +1527,24 @@ async fn infer_extract(
         _ => inferred,
     };
     let schema = apply_declared(&inferred, declared, format)?;
-    let read_schema = match (&format.kind, &format.csv.null) {
-        (FileFormat::Csv, Some(_)) => Arc::new(Schema::new(
-            schema.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
-        )),
-        _ => schema.clone(),
+    // CSV columns read as text and typed after reading: every column when a `null` text must
+    // be told from values; decimals always, as Arrow's CSV parser truncates digits past the
+    // scale where SQL rounds (`run::table::typed_text`).
+    let as_text = |dt: &DataType| {
+        format.csv.null.is_some() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..))
+    };
+    let read_schema = if format.kind == FileFormat::Csv && schema.fields().iter().any(|f| as_text(f.data_type())) {
+        Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    Field::new(f.name(), if as_text(f.data_type()) { DataType::Utf8 } else { f.data_type().clone() }, true)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    } else {
+        schema.clone()
     };
     Ok((files, schema, read_schema))
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Observer;
 use super::incremental::{ExtractInput, ExtractResult};
-use super::table::{FileSetTable, FusedView, with_null_text};
+use super::table::{FileSetTable, FusedView, typed_text};
 use super::tolerant::BadRows;
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
@@ -185,7 +185,7 @@ fn bad_row_hint(plan: &Plan, extract: NodeIndex, row: &super::tolerant::BadRow) 
     let aside = "set `bad_rows: skip` or `bad_rows: quarantine` on it to set such rows aside";
     let TaskKind::Extract(e) = &plan.task(extract).kind else { return aside.into() };
     let (Some(column), Some(value)) = (&row.column, &row.value) else { return aside.into() };
-    let Ok(field) = e.read_schema.field_with_name(column) else { return aside.into() };
+    let Ok(field) = plan.task(extract).schema.field_with_name(column) else { return aside.into() };
     if e.declared.contains(column) || row.reason == "invalid UTF-8" {
         return aside.into();
     }
@@ -350,6 +350,7 @@ async fn file_table(
                     files,
                     &e.format,
                     read_schema.clone(),
+                    schema,
                     bad.clone(),
                 );
                 Arc::new(datafusion::catalog::streaming::StreamingTable::try_new(read_schema, parts)?)
@@ -366,10 +367,7 @@ async fn file_table(
         None => read(files, e.read_schema.clone())?,
         Some(groups) => super::drift::table(&e.read_schema, &groups, read)?,
     };
-    Ok(match (&e.format.kind, &e.format.csv.null) {
-        (FileFormat::Csv, Some(null_text)) => with_null_text(table, schema, null_text)?,
-        _ => table,
-    })
+    Ok(if e.read_schema != *schema { typed_text(table, schema, e.format.csv.null.as_deref())? } else { table })
 }
 
 /// An incremental extract: only new files, only rows past the watermark. With a watermark the
@@ -616,9 +614,10 @@ async fn share(
                     None => listing(files, e.read_schema.clone())?,
                     Some(groups) => super::drift::table(&e.read_schema, &groups, listing)?,
                 };
-                let table = match (&e.format.kind, &e.format.csv.null) {
-                    (FileFormat::Csv, Some(null_text)) => with_null_text(raw, &node.schema, null_text)?,
-                    _ => raw,
+                let table = if e.read_schema != node.schema {
+                    typed_text(raw, &node.schema, e.format.csv.null.as_deref())?
+                } else {
+                    raw
                 };
                 cluster.ctx.register_table(name, table)?;
                 return Ok(out);

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -120,19 +120,36 @@ struct Piece {
     range: Range<u64>,
     format: Arc<InputFormat>,
     schema: SchemaRef,
+    /// Columns read as text that become decimals (their index in `schema`, their type): a
+    /// value that does not parse or fit is a bad row here, not an error later.
+    decimals: Arc<Vec<(usize, DataType)>>,
     bad: Arc<BadRows>,
 }
 
-/// The partitions reading `files` tolerantly into `schema` (the extract's read schema).
+/// The partitions reading `files` tolerantly into `schema` (the extract's read schema, or a
+/// group's); `target` is the extract's table schema, the types the columns end up with.
 pub fn partitions(
     store: Arc<dyn ObjectStore>,
     root: &object_store::path::Path,
     files: &[ObjectMeta],
     format: &InputFormat,
     schema: SchemaRef,
+    target: &SchemaRef,
     bad: Arc<BadRows>,
 ) -> Vec<Arc<dyn PartitionStream>> {
     let format = Arc::new(format.clone());
+    let decimals: Arc<Vec<(usize, DataType)>> = Arc::new(
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.data_type() == &DataType::Utf8)
+            .filter_map(|(k, f)| {
+                let t = target.field_with_name(f.name()).ok()?.data_type();
+                matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)).then(|| (k, t.clone()))
+            })
+            .collect(),
+    );
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
     let total: u64 = files.iter().map(|f| f.size).sum();
     // Tests cut small files into many pieces to exercise the boundaries.
@@ -160,6 +177,7 @@ pub fn partitions(
                 range,
                 format: format.clone(),
                 schema: schema.clone(),
+                decimals: decimals.clone(),
                 bad: bad.clone(),
             }));
         }
@@ -445,8 +463,34 @@ impl<'a> PieceDecoder<'a> {
             || memchr::memchr_iter(c.quote, bytes).count().is_multiple_of(2)
     }
 
-    /// Decode `bytes` (whole records) into one batch.
+    /// Decode `bytes` (whole records) into one batch: an error when a record cannot be read,
+    /// also when a decimal read as text does not parse or fit (see `table::typed_text`).
     fn decode(&self, bytes: &[u8]) -> std::result::Result<Option<RecordBatch>, ArrowError> {
+        let batch = self.decode_text(bytes)?;
+        if let Some(b) = &batch {
+            for (k, dt) in self.piece.decimals.iter() {
+                if let Some(v) = self.bad_decimal(b.column(*k), dt) {
+                    return Err(ArrowError::CastError(format!("{v:?} is not a {}", sql_name(dt))));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The first value of a text column that does not become a value of decimal `dt` (NULL, an
+    /// empty field and the `null` text are NULL, not bad).
+    fn bad_decimal(&self, text: &datafusion::arrow::array::ArrayRef, dt: &DataType) -> Option<String> {
+        use datafusion::arrow::array::{Array, AsArray};
+        let converted = super::table::decimal_from_text(text, dt, true).ok()?;
+        let strings = text.as_string_opt::<i32>()?;
+        let null_text = self.piece.format.csv.null.as_deref();
+        (0..strings.len()).find_map(|i| {
+            let v = strings.is_valid(i).then(|| strings.value(i))?;
+            (converted.is_null(i) && !v.is_empty() && Some(v) != null_text).then(|| v.to_string())
+        })
+    }
+
+    fn decode_text(&self, bytes: &[u8]) -> std::result::Result<Option<RecordBatch>, ArrowError> {
         let schema = self.piece.schema.clone();
         match self.piece.format.kind {
             FileFormat::Json => {
@@ -545,6 +589,31 @@ impl<'a> PieceDecoder<'a> {
             bad.column = Some(fields[k].name().clone());
             bad.value = Some(String::from_utf8_lossy(&values[k]).into_owned());
             bad.reason = "invalid UTF-8".into();
+        } else if let Some((k, dt)) = self.piece.decimals.iter().find(|(k, dt)| {
+            values.get(*k).is_some_and(|v| {
+                let text: datafusion::arrow::array::ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                    String::from_utf8_lossy(v).into_owned(),
+                ]));
+                self.bad_decimal(&text, dt).is_some()
+            })
+        }) {
+            let v = String::from_utf8_lossy(&values[*k]).into_owned();
+            let fits_type = super::table::decimal_from_text(
+                &(Arc::new(datafusion::arrow::array::StringArray::from(vec![v.clone()])) as datafusion::arrow::array::ArrayRef),
+                &DataType::Decimal256(76, match dt {
+                    DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => *s,
+                    _ => 0,
+                }),
+                false,
+            )
+            .is_ok();
+            bad.reason = if fits_type {
+                format!("{v:?} does not fit {} (rounded to its scale)", sql_name(dt))
+            } else {
+                format!("{v:?} is not a {}", sql_name(dt))
+            };
+            bad.column = Some(fields[*k].name().clone());
+            bad.value = Some(v);
         } else if let Some(k) = parse_error_column(&msg).filter(|k| *k < fields.len()).or_else(|| {
             // Find the field that does not convert to its column's type.
             values.iter().zip(fields.iter()).position(|(v, f)| {
@@ -702,6 +771,7 @@ pub fn looks_like_bad_input(message: &str) -> bool {
         "Error while parsing value",
         "unterminated",
         "Cannot cast string",
+        "too large to store in a Decimal",
     ]
     .iter()
     .any(|m| message.contains(m))
@@ -732,7 +802,15 @@ pub async fn first_bad_row(
         };
         for (files, schema) in groups {
             let bad = BadRows::new(true, false);
-            let parts = partitions(e.store.object_store.clone(), &e.store.root, &files, &e.format, schema, bad.clone());
+            let parts = partitions(
+                e.store.object_store.clone(),
+                &e.store.root,
+                &files,
+                &e.format,
+                schema,
+                &node.schema,
+                bad.clone(),
+            );
             for part in parts {
                 let mut stream = part.execute(Arc::new(TaskContext::default()));
                 while let Some(r) = stream.next().await {

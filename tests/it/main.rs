@@ -25,3 +25,4 @@ mod readers;
 mod s3;
 mod schema;
 mod serve;
+mod types;
