@@ -1527,21 +1527,26 @@ async fn infer_extract(
         _ => inferred,
     };
     let schema = apply_declared(&inferred, declared, format)?;
-    // CSV columns read as text and typed after reading: every column when a `null` text must
-    // be told from values; decimals always, as Arrow's CSV parser truncates digits past the
-    // scale where SQL rounds (`run::table::typed_text`).
-    let as_text = |dt: &DataType| {
-        format.csv.null.is_some() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..))
+    // Columns read with another type and converted after reading (`run::table::typed_columns`):
+    // every CSV column as text when a `null` text must be told from values; CSV and JSON
+    // decimals with all the digits past their scale that fit, as Arrow's parsers drop the
+    // digits past the scale where SQL rounds on them.
+    let read_type = |dt: &DataType| -> DataType {
+        match (format.kind, dt) {
+            (FileFormat::Csv, _) if format.csv.null.is_some() => DataType::Utf8,
+            (FileFormat::Csv | FileFormat::Json, DataType::Decimal128(p, s)) if *p < 38 => {
+                DataType::Decimal128(38, s + (38 - *p) as i8)
+            }
+            (FileFormat::Csv | FileFormat::Json, DataType::Decimal128(_, s)) => DataType::Decimal256(76, s + 38),
+            (FileFormat::Csv | FileFormat::Json, DataType::Decimal256(p, s)) if *p < 76 => {
+                DataType::Decimal256(76, s + (76 - *p) as i8)
+            }
+            _ => dt.clone(),
+        }
     };
-    let read_schema = if format.kind == FileFormat::Csv && schema.fields().iter().any(|f| as_text(f.data_type())) {
+    let read_schema = if schema.fields().iter().any(|f| &read_type(f.data_type()) != f.data_type()) {
         Arc::new(Schema::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    Field::new(f.name(), if as_text(f.data_type()) { DataType::Utf8 } else { f.data_type().clone() }, true)
-                })
-                .collect::<Vec<_>>(),
+            schema.fields().iter().map(|f| Field::new(f.name(), read_type(f.data_type()), true)).collect::<Vec<_>>(),
         ))
     } else {
         schema.clone()

@@ -111,10 +111,11 @@ impl TableProvider for FileSetTable {
     }
 }
 
-/// Wrap a table some of whose columns were read as text (see `compile`'s read schema): each
-/// becomes its type in `schema` — a CSV decimal rounded to its scale ([`decimal_from_text`]),
-/// anything else cast — and, with a `null_text`, that text and empty fields become NULL.
-pub fn typed_text(
+/// Wrap a table some of whose columns were read with another type than the extract's (see
+/// `compile`'s read schema) so that each has its type: a decimal read with more digits of
+/// scale, or as text, is rounded to its scale half away from zero (a value that then does not
+/// fit is an error), text is cast; with a `null_text`, that text and empty fields are NULL.
+pub fn typed_columns(
     raw: Arc<dyn TableProvider>,
     schema: &SchemaRef,
     null_text: Option<&str>,
@@ -125,14 +126,10 @@ pub fn typed_text(
         .iter()
         .map(|f| {
             let c = Expr::Column(Column::new_unqualified(f.name()));
-            let text = read.field_with_name(f.name()).map(|r| r.data_type() == &DataType::Utf8).unwrap_or(false);
-            let value = match f.data_type() {
-                _ if !text || f.data_type() == &DataType::Utf8 => c.clone(),
-                DataType::Decimal128(..) | DataType::Decimal256(..) => decimal_from_text_expr(c.clone(), f.data_type()),
-                t => cast(c.clone(), t.clone()),
-            };
+            let read_type = read.field_with_name(f.name()).map(|r| r.data_type().clone()).unwrap_or(DataType::Null);
+            let value = if &read_type == f.data_type() { c.clone() } else { cast(c.clone(), f.data_type().clone()) };
             let value = match null_text {
-                Some(n) if text => {
+                Some(n) if read_type == DataType::Utf8 => {
                     let is_null = c.clone().eq(lit(n)).or(c.eq(lit("")));
                     when(is_null, lit(ScalarValue::try_from(f.data_type())?)).otherwise(value)?
                 }
@@ -145,22 +142,17 @@ pub fn typed_text(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
-/// Text as decimal `dt`, rounded half away from zero to its scale (`1.235` → `1.24`, `-0.005`
-/// → `-0.01` in `decimal(5,2)`), as PostgreSQL and DuckDB cast it — Arrow's CSV parser alone
-/// drops the digits past the scale. A value that does not fit the precision after rounding
-/// (`999.999`) or is not a plain decimal number (`1.5e3`, `12,50`) is an error.
-pub fn decimal_from_text_expr(c: Expr, dt: &DataType) -> Expr {
-    cast(c, dt.clone())
-}
-
-/// [`decimal_from_text_expr`] on an array: errors are errors, or NULL with `safe`.
-pub fn decimal_from_text(
-    text: &datafusion::arrow::array::ArrayRef,
+/// A column read as `array` (text, or a decimal with more digits of scale) as decimal `dt`:
+/// rounded half away from zero to its scale (`1.235` → `1.24`, `-0.005` → `-0.01` in
+/// `decimal(5,2)`), as PostgreSQL and DuckDB cast; a value that does not fit the precision
+/// after rounding (`999.999`) or is not a number is an error, or NULL with `safe`.
+pub fn to_decimal(
+    array: &datafusion::arrow::array::ArrayRef,
     dt: &DataType,
     safe: bool,
 ) -> std::result::Result<datafusion::arrow::array::ArrayRef, datafusion::arrow::error::ArrowError> {
     let opts = datafusion::arrow::compute::CastOptions { safe, ..Default::default() };
-    datafusion::arrow::compute::cast_with_options(text, dt, &opts)
+    datafusion::arrow::compute::cast_with_options(array, dt, &opts)
 }
 
 /// A fused transform: its query, planned into its consumer's physical plan when scanned.

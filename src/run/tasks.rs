@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Observer;
 use super::incremental::{ExtractInput, ExtractResult};
-use super::table::{FileSetTable, FusedView, typed_text};
+use super::table::{FileSetTable, FusedView, typed_columns};
 use super::tolerant::BadRows;
 use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
 use crate::failpoint;
@@ -367,7 +367,7 @@ async fn file_table(
         None => read(files, e.read_schema.clone())?,
         Some(groups) => super::drift::table(&e.read_schema, &groups, read)?,
     };
-    Ok(if e.read_schema != *schema { typed_text(table, schema, e.format.csv.null.as_deref())? } else { table })
+    Ok(if e.read_schema != *schema { typed_columns(table, schema, e.format.csv.null.as_deref())? } else { table })
 }
 
 /// An incremental extract: only new files, only rows past the watermark. With a watermark the
@@ -615,7 +615,7 @@ async fn share(
                     Some(groups) => super::drift::table(&e.read_schema, &groups, listing)?,
                 };
                 let table = if e.read_schema != node.schema {
-                    typed_text(raw, &node.schema, e.format.csv.null.as_deref())?
+                    typed_columns(raw, &node.schema, e.format.csv.null.as_deref())?
                 } else {
                     raw
                 };

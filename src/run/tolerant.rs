@@ -120,8 +120,9 @@ struct Piece {
     range: Range<u64>,
     format: Arc<InputFormat>,
     schema: SchemaRef,
-    /// Columns read as text that become decimals (their index in `schema`, their type): a
-    /// value that does not parse or fit is a bad row here, not an error later.
+    /// Columns read as text or wider decimals that become decimals (their index in `schema`,
+    /// their type): a value that does not fit after rounding is a bad row here, not an error
+    /// later (see `table::typed_columns`).
     decimals: Arc<Vec<(usize, DataType)>>,
     bad: Arc<BadRows>,
 }
@@ -143,10 +144,10 @@ pub fn partitions(
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| f.data_type() == &DataType::Utf8)
             .filter_map(|(k, f)| {
                 let t = target.field_with_name(f.name()).ok()?.data_type();
-                matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)).then(|| (k, t.clone()))
+                (t != f.data_type() && matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)))
+                    .then(|| (k, t.clone()))
             })
             .collect(),
     );
@@ -477,16 +478,21 @@ impl<'a> PieceDecoder<'a> {
         Ok(batch)
     }
 
-    /// The first value of a text column that does not become a value of decimal `dt` (NULL, an
-    /// empty field and the `null` text are NULL, not bad).
-    fn bad_decimal(&self, text: &datafusion::arrow::array::ArrayRef, dt: &DataType) -> Option<String> {
+    /// The first value of a column that does not become a value of decimal `dt` (as text; NULL,
+    /// an empty field and the `null` text are NULL, not bad).
+    fn bad_decimal(&self, read: &datafusion::arrow::array::ArrayRef, dt: &DataType) -> Option<String> {
         use datafusion::arrow::array::{Array, AsArray};
-        let converted = super::table::decimal_from_text(text, dt, true).ok()?;
-        let strings = text.as_string_opt::<i32>()?;
+        let converted = super::table::to_decimal(read, dt, true).ok()?;
         let null_text = self.piece.format.csv.null.as_deref();
-        (0..strings.len()).find_map(|i| {
-            let v = strings.is_valid(i).then(|| strings.value(i))?;
-            (converted.is_null(i) && !v.is_empty() && Some(v) != null_text).then(|| v.to_string())
+        (0..read.len()).find_map(|i| {
+            if read.is_null(i) || !converted.is_null(i) {
+                return None;
+            }
+            let v = match read.as_string_opt::<i32>() {
+                Some(s) => s.value(i).to_string(),
+                None => datafusion::arrow::util::display::array_value_to_string(read, i).ok()?,
+            };
+            (!v.is_empty() && Some(v.as_str()) != null_text).then_some(v)
         })
     }
 
@@ -598,7 +604,7 @@ impl<'a> PieceDecoder<'a> {
             })
         }) {
             let v = String::from_utf8_lossy(&values[*k]).into_owned();
-            let fits_type = super::table::decimal_from_text(
+            let fits_type = super::table::to_decimal(
                 &(Arc::new(datafusion::arrow::array::StringArray::from(vec![v.clone()])) as datafusion::arrow::array::ArrayRef),
                 &DataType::Decimal256(76, match dt {
                     DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => *s,

@@ -59,3 +59,18 @@ fn csv_decimals_round_and_values_that_do_not_fit_are_malformed() {
     p.weir(&["run", "p.yaml"]).ok();
     assert_eq!(values(&p, "lake/out", "b").len(), 6);
 }
+
+/// JSON decimals (numbers or strings) round the same way.
+#[test]
+fn json_decimals_round_too() {
+    let p = project("{ store: raw, path: a.ndjson, schema: { b: \"decimal(5,2)\" }, bad_rows: skip }", "{ from: src, store: lake, path: out/ }");
+    p.write(
+        "raw/a.ndjson",
+        "{\"id\": 1, \"b\": 1.239}\n{\"id\": 2, \"b\": -0.005}\n{\"id\": 3, \"b\": \"1.235\"}\n{\"id\": 4, \"b\": 999.999}\n{\"id\": 5, \"b\": null}\n",
+    );
+    let r = p.weir(&["run", "p.yaml", "--json"]);
+    r.ok();
+    assert_eq!(values(&p, "lake/out", "b"), ["1.24", "-0.01", "1.24", "NULL"]);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["tasks"][0]["bad_rows"], 1, "{report}");
+}
