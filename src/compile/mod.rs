@@ -64,6 +64,21 @@ pub fn session_config() -> SessionConfig {
     config
 }
 
+/// A session state for weir's SQL: [`session_config`] and weir's SQL types (`timestamp` is
+/// microseconds in SQL as in `schema:`, see [`sql::SqlTypes`]). Every session that plans a
+/// pipeline's SQL is built from it: compile, the run, the cluster's client.
+pub fn session_state(
+    config: SessionConfig,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> datafusion::execution::session_state::SessionState {
+    datafusion::execution::session_state::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_type_planner(Arc::new(sql::SqlTypes))
+        .build()
+}
+
 struct Draft {
     name: String,
     /// Position among the tasks of the file.
@@ -138,7 +153,7 @@ impl Compiler<'_> {
         let stores = self.stores();
         let watch = schedule::compile_watch(p, &mut self.diags);
         let engine = engine::compile_engine(p, &stores, &mut self.diags);
-        let ctx = SessionContext::new_with_config(session_config());
+        let ctx = SessionContext::new_with_state(session_state(session_config(), Default::default()));
         let state = ctx.state();
         // Task names in file order (for suggestions) and as a set (for lookups).
         let names: indexmap::IndexSet<&str> = p.spec.tasks.keys().chain(p.broken.iter()).map(String::as_str).collect();
@@ -322,15 +337,16 @@ impl Compiler<'_> {
                 let Some(input) = index.get(&l.from).and_then(|j| schemas.get(j)).cloned() else { continue };
                 let name = graph[i].name.clone();
                 let merge_ok = self.check_merge(&state, &name, l, &input);
-                if self.check_partitions(&name, l, &input) && merge_ok {
+                let storable = self.check_storable(&name, l, &input);
+                if self.check_partitions(&name, l, &input) && merge_ok && storable {
                     // The load's schema is what it stores.
                     let stored = Arc::new(Schema::new(
                         input
                             .fields()
                             .iter()
-                            .map(|f| match crate::sink::stored_type(f.data_type(), l.format) {
-                                Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
-                                None => f.clone(),
+                            .map(|f| match types::stored_type(f.data_type(), l.format) {
+                                Ok(Some(t)) => Arc::new(f.as_ref().clone().with_data_type(t)),
+                                _ => f.clone(),
                             })
                             .collect::<Vec<_>>(),
                     ));
@@ -1228,6 +1244,26 @@ impl Compiler<'_> {
                 }
             }
         }
+    }
+
+    /// Every column has a type the output format can store (converted or as it is).
+    fn check_storable(&mut self, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {
+        let p = self.p;
+        let mut ok = true;
+        for f in input.fields() {
+            if let Err(why) = types::stored_type(f.data_type(), l.format) {
+                ok = false;
+                self.diags.push(
+                    p.diag_key(
+                        "load-type",
+                        &ypath!["tasks", name, "load", "format"],
+                        format!("column `{}` of `{}` cannot be stored in a Delta table: {why}", f.name(), l.from),
+                    )
+                    .help(format!("cast it in a transform (`CAST({} AS …)`), or write `format: parquet`", f.name())),
+                );
+            }
+        }
+        ok
     }
 
     fn check_partitions(&mut self, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {

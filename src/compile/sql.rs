@@ -7,6 +7,7 @@
 //! logical plan is verified again with DataFusion's `SQLOptions`.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
@@ -399,6 +400,44 @@ fn parse_issue(sql: &str, msg: &str) -> SqlIssue {
         .trim_end_matches("\")")
         .replace("sql parser error: ", "");
     SqlIssue::new("sql-parse", format!("SQL does not parse: {message}"), span)
+}
+
+/// SQL types as weir's `schema:` names them: `TIMESTAMP` (and `DATETIME`) without a
+/// precision is microseconds, as in DuckDB, Spark and PostgreSQL — DataFusion's own default is
+/// nanoseconds, whose range (1677–2262) would turn `CAST(d AS TIMESTAMP)` of an old or far
+/// date into a run-time error; `TIMESTAMP WITH TIME ZONE` is microseconds in UTC. A precision
+/// given (`TIMESTAMP(9)`) is kept.
+#[derive(Debug)]
+pub struct SqlTypes;
+
+impl datafusion::logical_expr::planner::TypePlanner for SqlTypes {
+    fn plan_type_field(
+        &self,
+        t: &datafusion::sql::sqlparser::ast::DataType,
+    ) -> datafusion::error::Result<Option<datafusion::arrow::datatypes::FieldRef>> {
+        use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+        use datafusion::sql::sqlparser::ast::{DataType as Sql, TimezoneInfo};
+        let micros = |tz: Option<&str>| {
+            Some(Arc::new(Field::new("", DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into)), true)))
+        };
+        Ok(match t {
+            Sql::Timestamp(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) | Sql::Datetime(None) => {
+                micros(None)
+            }
+            Sql::Timestamp(None, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => micros(Some("UTC")),
+            Sql::Timestamp(Some(p), TimezoneInfo::Tz | TimezoneInfo::WithTimeZone) => {
+                let unit = match p {
+                    0 => TimeUnit::Second,
+                    3 => TimeUnit::Millisecond,
+                    6 => TimeUnit::Microsecond,
+                    9 => TimeUnit::Nanosecond,
+                    _ => return Ok(None),
+                };
+                Some(Arc::new(Field::new("", DataType::Timestamp(unit, Some("UTC".into())), true)))
+            }
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]

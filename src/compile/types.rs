@@ -104,6 +104,50 @@ fn timestamp_unit(args: Option<&[&str]>) -> Result<TimeUnit, String> {
     }
 }
 
+/// The type a column of type `dt` is stored with in `format`, when the format cannot store
+/// `dt` itself (`Ok(None)`: as it is), or why it cannot be stored at all:
+/// - Parquet: timestamps in seconds have no Parquet logical type (they would be written as
+///   plain integers, which DuckDB and Spark read as numbers): microseconds, exactly.
+/// - Delta: timestamps are microseconds by the Delta protocol: seconds and milliseconds exactly,
+///   nanoseconds floored to the microsecond (as Spark); a time zone other than UTC becomes UTC
+///   (the same instants: Delta's `timestamp` is UTC). Delta has no unsigned integers: each is
+///   stored in the next signed type that holds all its values (`uint64`: `decimal(20,0)`).
+///   Decimals of more than 38 digits, times of day, durations and intervals have no Delta
+///   type.
+pub fn stored_type(dt: &DataType, format: crate::spec::OutputFormat) -> Result<Option<DataType>, String> {
+    use crate::spec::OutputFormat;
+    Ok(match (dt, format) {
+        (DataType::Timestamp(TimeUnit::Second, tz), OutputFormat::Parquet) => {
+            Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))
+        }
+        (DataType::Timestamp(unit, tz), OutputFormat::Delta) => {
+            let utc = tz.as_ref().map(|_| "UTC".into());
+            let stored = DataType::Timestamp(TimeUnit::Microsecond, utc.clone());
+            (*unit != TimeUnit::Microsecond || tz.as_deref().is_some_and(|z| !z.eq_ignore_ascii_case("utc")))
+                .then_some(stored)
+        }
+        (DataType::UInt8, OutputFormat::Delta) => Some(DataType::Int16),
+        (DataType::UInt16, OutputFormat::Delta) => Some(DataType::Int32),
+        (DataType::UInt32, OutputFormat::Delta) => Some(DataType::Int64),
+        (DataType::UInt64, OutputFormat::Delta) => Some(DataType::Decimal128(20, 0)),
+        (DataType::Float16, OutputFormat::Delta) => Some(DataType::Float32),
+        (DataType::Decimal256(p, _), OutputFormat::Delta) => {
+            return Err(format!("it is decimal({p},…): Delta tables hold decimals of up to 38 digits"));
+        }
+        (DataType::Time32(_) | DataType::Time64(_), OutputFormat::Delta) => {
+            return Err(
+                "it is a time of day: Delta tables have no such type (store it as text, or as a timestamp)".into()
+            );
+        }
+        (DataType::Duration(_) | DataType::Interval(_), OutputFormat::Delta) => {
+            return Err(
+                "it is a duration: Delta tables have no such type (store it as a number of seconds, say)".into()
+            );
+        }
+        _ => None,
+    })
+}
+
 /// Whether a column of this type can be a Parquet output's partition column: a scalar with a
 /// text form for its directory name (see `sink::hive`).
 pub fn partitionable(dt: &DataType) -> bool {

@@ -312,8 +312,7 @@ mod ballista {
                 (url.to_string(), runtime)
             }
         };
-        let state =
-            SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        let state = crate::compile::session_state(config, runtime);
         let ctx = SessionContext::remote_with_state(&url, state).await.map_err(engine_err)?;
         Ok((ctx, url))
     }

@@ -778,7 +778,7 @@ fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
         runtime = runtime.with_memory_pool(Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(pool)));
     }
     let runtime = runtime.build_arc().map_err(|e| RunError::Engine(e.strip_backtrace()))?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let ctx = SessionContext::new_with_state(crate::compile::session_state(config, runtime));
     for s in &plan.stores {
         ctx.register_object_store(s.object_store_url.as_ref(), s.object_store.clone());
     }

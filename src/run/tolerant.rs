@@ -597,19 +597,24 @@ impl<'a> PieceDecoder<'a> {
             bad.reason = "invalid UTF-8".into();
         } else if let Some((k, dt)) = self.piece.decimals.iter().find(|(k, dt)| {
             values.get(*k).is_some_and(|v| {
-                let text: datafusion::arrow::array::ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![
-                    String::from_utf8_lossy(v).into_owned(),
-                ]));
+                let text: datafusion::arrow::array::ArrayRef =
+                    Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                        String::from_utf8_lossy(v).into_owned(),
+                    ]));
                 self.bad_decimal(&text, dt).is_some()
             })
         }) {
             let v = String::from_utf8_lossy(&values[*k]).into_owned();
             let fits_type = super::table::to_decimal(
-                &(Arc::new(datafusion::arrow::array::StringArray::from(vec![v.clone()])) as datafusion::arrow::array::ArrayRef),
-                &DataType::Decimal256(76, match dt {
-                    DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => *s,
-                    _ => 0,
-                }),
+                &(Arc::new(datafusion::arrow::array::StringArray::from(vec![v.clone()]))
+                    as datafusion::arrow::array::ArrayRef),
+                &DataType::Decimal256(
+                    76,
+                    match dt {
+                        DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => *s,
+                        _ => 0,
+                    },
+                ),
                 false,
             )
             .is_ok();

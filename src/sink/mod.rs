@@ -30,7 +30,7 @@ pub use merge::{KeyCheck, KeyHashes};
 
 pub use parquet::{
     LoadRequest, Staged, WriteOutcome, execute_to_parquet, leaf_rows, mode_name, parquet_options, stage_load,
-    staging_parquet_options, storable, stored_type,
+    staging_parquet_options, storable,
 };
 
 #[derive(Debug, thiserror::Error)]

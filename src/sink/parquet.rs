@@ -37,41 +37,36 @@ pub struct WriteOutcome {
     pub bytes: u64,
 }
 
-/// The type a column is stored with in `format`, when the format cannot store its own:
-/// - Parquet: timestamps in seconds have no Parquet logical type (they would be written as
-///   plain integers, which DuckDB and Spark read as numbers), so they are stored in
-///   microseconds, exactly.
-/// - Delta: timestamps are microseconds by the Delta protocol; seconds and milliseconds are
-///   stored exactly, nanoseconds lose their digits below the microsecond (as in Spark).
-pub fn stored_type(dt: &DataType, format: OutputFormat) -> Option<DataType> {
-    match (dt, format) {
-        (DataType::Timestamp(TimeUnit::Second, tz), _) => Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
-        (DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Nanosecond, tz), OutputFormat::Delta) => {
-            Some(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))
-        }
-        _ => None,
-    }
-}
-
-/// `df` with its columns converted to the types they are stored with (see [`stored_type`]).
+/// `df` with its columns converted to the types they are stored with (see
+/// `compile::types::stored_type`; compile has refused what cannot be stored). Nanoseconds
+/// become microseconds by flooring, so that an instant keeps its date and second before 1970
+/// as after (`1969-12-31 23:59:59.999999999` → `…59.999999`, not `1970-01-01 00:00:00`).
 pub fn storable(
     df: datafusion::dataframe::DataFrame,
     format: OutputFormat,
 ) -> Result<datafusion::dataframe::DataFrame, SinkError> {
+    use datafusion::logical_expr::{cast, lit, when};
+    let stored = |dt: &DataType| crate::compile::types::stored_type(dt, format).ok().flatten();
     let fields = df.schema().fields().clone();
-    if !fields.iter().any(|f| stored_type(f.data_type(), format).is_some()) {
+    if !fields.iter().any(|f| stored(f.data_type()).is_some()) {
         return Ok(df);
     }
     let exprs: Vec<datafusion::logical_expr::Expr> = fields
         .iter()
         .map(|f| {
             let c = datafusion::logical_expr::col(datafusion::common::Column::new_unqualified(f.name()));
-            match stored_type(f.data_type(), format) {
-                Some(t) => datafusion::logical_expr::cast(c, t).alias(f.name()),
-                None => c,
-            }
+            Ok(match (f.data_type(), stored(f.data_type())) {
+                (DataType::Timestamp(TimeUnit::Nanosecond, _), Some(t)) => {
+                    let ns = cast(c, DataType::Int64);
+                    let down = ns.clone() / lit(1000i64);
+                    let floor = when((ns % lit(1000i64)).lt(lit(0i64)), down.clone() - lit(1i64)).otherwise(down)?;
+                    cast(floor, t).alias(f.name())
+                }
+                (_, Some(t)) => cast(c, t).alias(f.name()),
+                (_, None) => c,
+            })
         })
-        .collect();
+        .collect::<Result<_, datafusion::error::DataFusionError>>()?;
     Ok(df.select(exprs)?)
 }
 
