@@ -172,6 +172,17 @@ pub enum Command {
         /// The wait before a webhook's first retry (then ×4 each time, 5 attempts).
         #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
         alert_backoff: Duration,
+        /// The daemon's own webhook (repeatable; env `WEIR_NOTIFY`, comma-separated): it gets the
+        /// `stale` alerts of pipelines with no webhook of their own to tell — none configured, or
+        /// their file deleted or unreadable.
+        #[arg(long, value_name = "URL", env = "WEIR_NOTIFY", hide_env_values = true, value_delimiter = ',')]
+        notify: Vec<String>,
+        /// Memory budget for each run's queries, as for `weir run`.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        memory_limit: Option<usize>,
+        /// DataFusion partitions per query, as for `weir run`.
+        #[arg(long)]
+        target_partitions: Option<usize>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -374,6 +385,13 @@ fn init_logging(cli: &Cli) {
         (0, LogFormat::Json) | (1, _) => "weir=info,warn",
         (2, _) => "weir=debug,info",
         _ => "trace",
+    };
+    // The HTTP client's own debug lines name the hosts it connects to (webhooks are secrets):
+    // kept at warnings unless RUST_LOG asks.
+    let default = if cli.verbose < 3 {
+        format!("{default},reqwest=warn,hyper=warn,hyper_util=warn")
+    } else {
+        default.to_string()
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let writer = RedactingWriter;
@@ -719,8 +737,20 @@ async fn run_cmd(cli: &Cli) -> i32 {
 }
 
 async fn serve_cmd(cli: &Cli) -> i32 {
-    let Command::Serve { dir, listen, token, once, grace, reload_interval, stale_interval, alert_backoff, vars } =
-        &cli.command
+    let Command::Serve {
+        dir,
+        listen,
+        token,
+        once,
+        grace,
+        reload_interval,
+        stale_interval,
+        alert_backoff,
+        notify,
+        memory_limit,
+        target_partitions,
+        vars,
+    } = &cli.command
     else {
         return EXIT_INVALID;
     };
@@ -745,6 +775,19 @@ async fn serve_cmd(cli: &Cli) -> i32 {
         reload_interval: *reload_interval,
         stale_interval: *stale_interval,
         alert_backoff: *alert_backoff,
+        notify: notify
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| {
+                crate::secrets::global().add(u.trim());
+                crate::compile::schedule::NotifyPlan {
+                    url: u.trim().to_string(),
+                    on: crate::spec::NotifyEvent::ALL.to_vec(),
+                }
+            })
+            .collect(),
+        memory_limit: *memory_limit,
+        target_partitions: *target_partitions,
     };
     if !*once {
         return match crate::serve::serve(opts).await {

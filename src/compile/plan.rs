@@ -533,6 +533,28 @@ impl Plan {
         v
     }
 
+    /// The transforms whose queries run inside task `i`'s query: its fused inputs, theirs,
+    /// and so on (sorted by name).
+    pub fn fused_into(&self, i: NodeIndex) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut queue: VecDeque<NodeIndex> = VecDeque::from([i]);
+        while let Some(n) = queue.pop_front() {
+            for e in self.graph.edges_directed(n, Direction::Incoming) {
+                let up = e.source();
+                if *e.weight() == Edge::Data
+                    && let TaskKind::Transform(t) = &self.graph[up].kind
+                    && !t.execution.materialized()
+                    && !out.contains(&self.graph[up].name)
+                {
+                    out.push(self.graph[up].name.clone());
+                    queue.push_back(up);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Every task `i` transitively depends on.
     pub fn ancestors(&self, i: NodeIndex) -> HashSet<NodeIndex> {
         self.reach(i, Direction::Incoming)

@@ -46,6 +46,9 @@ pub struct Watch {
     pub notify: Vec<NotifyPlan>,
     /// `freshness.warn_after`.
     pub stale_after: Option<Duration>,
+    /// `freshness.remind_every`: how often a `stale` alert that could not be delivered is
+    /// raised again.
+    pub remind_every: Option<Duration>,
 }
 
 impl Watch {
@@ -157,6 +160,8 @@ pub(crate) fn compile_watch(p: &LoadedPipeline, diags: &mut Vec<Diagnostic>) -> 
         }
     }
     watch.stale_after = spec.freshness.as_ref().and_then(|f| parse_duration(&f.warn_after).ok());
+    watch.remind_every =
+        spec.freshness.as_ref().and_then(|f| f.remind_every.as_ref()).and_then(|d| parse_duration(d).ok());
     for (k, n) in spec.notify.iter().enumerate() {
         let path = ypath!["notify"].index(k);
         // The URL is a secret: registered before anything could print it, never quoted.

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -27,7 +26,15 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/api/ticks", get(ticks))
         .route("/api/alerts", get(alerts))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(d)
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: the API reads with GET; only POST /api/pipelines/{name}/run changes anything",
+    )
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -89,17 +96,57 @@ async fn run_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(name): P
     }
 }
 
-#[derive(Deserialize)]
+/// `?pipeline=…&limit=…`, read by hand: a bad value gets a JSON error, not axum's plain text.
 struct ListQuery {
     pipeline: Option<String>,
     limit: Option<usize>,
 }
 
-async fn runs(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+impl ListQuery {
+    fn parse(d: &Daemon, raw: Option<&str>, default: usize) -> Result<ListQuery, Response> {
+        let mut q = ListQuery { pipeline: None, limit: Some(default) };
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "pipeline" => q.pipeline = Some(v.into_owned()),
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) => q.limit = Some(n.min(1000)),
+                    Err(_) => {
+                        return Err(error(
+                            StatusCode::BAD_REQUEST,
+                            format!("`limit` must be a whole number (1 to 1000), got `{v}`"),
+                        ));
+                    }
+                },
+                other => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown parameter `{other}`: use `pipeline` and `limit`"),
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &q.pipeline {
+            let known = d.known_pipelines();
+            if !known.contains(p) {
+                let hint = crate::diag::did_you_mean(p, known.iter().map(String::as_str))
+                    .map(|h| format!(": {h}"))
+                    .unwrap_or_default();
+                return Err(error(StatusCode::NOT_FOUND, format!("no pipeline named `{p}`{hint}")));
+            }
+        }
+        Ok(q)
+    }
+}
+
+async fn runs(State(d): State<Arc<Daemon>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
-    match d.state().runs(q.pipeline.as_deref(), q.limit.unwrap_or(50).min(1000)) {
+    let q = match ListQuery::parse(&d, raw.as_deref(), 50) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    match d.state().runs(q.pipeline.as_deref(), q.limit.unwrap_or(50)) {
         Ok(runs) => {
             let v: Vec<_> = runs
                 .into_iter()
@@ -147,21 +194,29 @@ async fn run_detail(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(run_i
     json_redacted(&v)
 }
 
-async fn ticks(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+async fn ticks(State(d): State<Arc<Daemon>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
-    match d.state().ticks(q.pipeline.as_deref(), q.limit.unwrap_or(100).min(1000)) {
+    let q = match ListQuery::parse(&d, raw.as_deref(), 100) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    match d.state().ticks(q.pipeline.as_deref(), q.limit.unwrap_or(100)) {
         Ok(t) => json_redacted(&serde_json::to_value(t).unwrap_or_default()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn alerts(State(d): State<Arc<Daemon>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+async fn alerts(State(d): State<Arc<Daemon>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }
-    match d.state().alerts(q.pipeline.as_deref(), q.limit.unwrap_or(100).min(1000)) {
+    let q = match ListQuery::parse(&d, raw.as_deref(), 100) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    match d.state().alerts(q.pipeline.as_deref(), q.limit.unwrap_or(100)) {
         Ok(a) => json_redacted(&serde_json::to_value(a).unwrap_or_default()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
@@ -25,7 +25,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::compile::schedule::{CATCHUP_LIMIT, SchedulePlan, Watch};
+use crate::compile::schedule::{CATCHUP_LIMIT, NotifyPlan, SchedulePlan, Watch};
 use crate::compile::{self, CompileError, Plan};
 use crate::run::{self, RunOptions, RunReport, RunStatus, TaskStatus};
 use crate::secrets::Secrets;
@@ -68,7 +68,16 @@ pub struct ServeOptions {
     pub stale_interval: Duration,
     /// The wait before an alert's first retry.
     pub alert_backoff: Duration,
+    /// The daemon's own webhooks (`--notify`): they get the alerts of pipelines whose own
+    /// webhooks are unknown (a file deleted, or broken since the daemon started).
+    pub notify: Vec<NotifyPlan>,
+    /// Memory budget and partitions for each run, as `weir run` takes them.
+    pub memory_limit: Option<usize>,
+    pub target_partitions: Option<usize>,
 }
+
+/// How often a `stale` alert that was not delivered is raised again, unless the pipeline says.
+const DEFAULT_REMIND_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why a run starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,12 +121,24 @@ struct Good {
     loaded_at: DateTime<Utc>,
 }
 
+/// A pipeline file that does not compile: its problems rendered for logs and `/api`, as one
+/// line each for alerts, and what could be read of its `notify` and `freshness` (the file
+/// parses, but a query or an input is wrong).
+struct Broken {
+    rendered: Vec<String>,
+    lines: Vec<(Option<String>, String)>,
+    watch: Option<(Watch, Secrets)>,
+}
+
 /// One pipeline file.
 struct Entry {
     name: String,
     file: PathBuf,
-    mtime: Option<SystemTime>,
+    /// A hash of the text last read: an edit is seen whatever it does to times and sizes.
+    hash: Option<String>,
     good: Option<Good>,
+    /// `notify` and `freshness` of a file that is broken now, when they could be read.
+    fallback: Option<(Watch, Secrets)>,
     /// Problems of the file as it is on disk (empty when that is the good version).
     errors: Vec<String>,
     /// Timer generation: a timer armed for an older version is ignored when it fires.
@@ -149,12 +170,15 @@ pub struct Daemon {
     /// By pipeline name.
     runners: Mutex<HashMap<String, Runner>>,
     scheduler: tokio::sync::Mutex<Option<JobScheduler>>,
-    sender: alerts::Sender,
+    outbox: Arc<alerts::Outbox>,
+    /// The last valid `notify` and `freshness` of pipelines whose file was removed: they are
+    /// still watched for freshness.
+    gone: Mutex<HashMap<String, (Watch, Secrets)>>,
     /// Cancelled on shutdown: no new runs start.
     stopping: CancellationToken,
     /// Cancelled when the grace period is over: running runs stop before publishing.
     cancel_runs: CancellationToken,
-    /// Runs and alert deliveries under way.
+    /// Runs under way.
     active: TaskTracker,
     generation: AtomicU64,
     outcomes: Mutex<Vec<Outcome>>,
@@ -174,13 +198,15 @@ fn ts(t: DateTime<Utc>) -> String {
 
 impl Daemon {
     pub fn new(opts: ServeOptions) -> Arc<Daemon> {
-        let sender = alerts::Sender::new(opts.state.clone(), opts.alert_backoff);
+        let outbox = alerts::Outbox::new(opts.state.clone(), opts.alert_backoff);
+        outbox.know(&opts.notify, crate::secrets::global());
         Arc::new(Daemon {
             opts,
             entries: Mutex::new(BTreeMap::new()),
             runners: Mutex::new(HashMap::new()),
             scheduler: tokio::sync::Mutex::new(None),
-            sender,
+            outbox,
+            gone: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
             cancel_runs: CancellationToken::new(),
             active: TaskTracker::new(),
@@ -199,18 +225,27 @@ impl Daemon {
         o
     }
 
-    /// Parse and compile a pipeline text; the errors rendered for logs and `/api`.
-    async fn compile_text(&self, file: &Path, text: &str, run_id: &str, run_date: &str) -> Result<Plan, Vec<String>> {
+    /// Parse and compile a pipeline text.
+    async fn compile_text(&self, file: &Path, text: &str, run_id: &str, run_date: &str) -> Result<Plan, Broken> {
         let opts = self.load_options(run_id, run_date);
         let loaded = match spec::parse(file, text.to_string(), &opts) {
             Ok(l) => l,
-            Err(SpecError::Invalid(d)) => return Err(render_all(&d)),
-            Err(e) => return Err(vec![crate::secrets::global().redact(&e.to_string())]),
+            Err(SpecError::Invalid(d)) => {
+                return Err(Broken { rendered: render_all(&d), lines: lines(&d), watch: None });
+            }
+            Err(e) => {
+                let e = crate::secrets::global().redact(&e.to_string());
+                return Err(Broken { rendered: vec![e.clone()], lines: vec![(None, e)], watch: None });
+            }
         };
         let cache: &dyn compile::SchemaCache = self.opts.state.as_ref();
         match compile::compile_cached(&loaded, Some(cache)).await {
             Ok(p) => Ok(p),
-            Err(CompileError::Invalid(d)) => Err(render_all(&d)),
+            Err(CompileError::Invalid(d)) => {
+                let mut ignored = Vec::new();
+                let watch = compile::schedule::compile_watch(&loaded, &mut ignored);
+                Err(Broken { rendered: render_all(&d), lines: lines(&d), watch: Some((watch, loaded.secrets.clone())) })
+            }
         }
     }
 
@@ -230,17 +265,15 @@ impl Daemon {
         let removed: Vec<PathBuf> = lock(&self.entries).keys().filter(|f| !files.contains(f)).cloned().collect();
         for f in removed {
             if let Some(e) = lock(&self.entries).remove(&f) {
-                tracing::info!(pipeline = %e.name, file = %f.display(), "pipeline file removed: unscheduled");
+                tracing::warn!(pipeline = %e.name, file = %f.display(), "pipeline file removed: unscheduled, still watched for freshness");
                 metrics::gauge!(crate::metrics::PIPELINE_LOAD_ERRORS, "pipeline" => e.name.clone()).set(0.0);
+                if let Some(w) = e.good.map(|g| (g.watch, g.secrets)).or(e.fallback) {
+                    lock(&self.gone).insert(e.name.clone(), w);
+                }
                 changed.push(f);
             }
         }
         for file in files {
-            let mtime = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
-            let known = lock(&self.entries).get(&file).map(|e| e.mtime);
-            if known.is_some_and(|m| m == mtime) {
-                continue;
-            }
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -248,18 +281,26 @@ impl Daemon {
                     continue;
                 }
             };
+            // Pipeline files are small: reading and hashing them every scan sees every edit,
+            // also one that keeps the size and modification time (`cp -p`, `touch -r`).
+            let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+            let known = lock(&self.entries).get(&file).map(|e| e.hash.clone());
+            if known.is_some_and(|h| h.as_deref() == Some(hash.as_str())) {
+                continue;
+            }
             let today = Utc::now().format("%Y-%m-%d").to_string();
             let result = self.compile_text(&file, &text, "validate", &today).await;
             let result = result.and_then(|plan| {
                 // Names key the run history: two files may not share one.
                 let taken = lock(&self.entries).values().any(|e| e.file != file && e.name == plan.pipeline);
                 if taken {
-                    Err(vec![format!(
+                    let msg = format!(
                         "{}: pipeline name `{}` is already used by another file in {}; give each pipeline its own `pipeline:` name",
                         file.display(),
                         plan.pipeline,
                         self.opts.dir.display()
-                    )])
+                    );
+                    Err(Broken { rendered: vec![msg.clone()], lines: vec![(None, msg)], watch: None })
                 } else {
                     Ok(plan)
                 }
@@ -269,19 +310,25 @@ impl Daemon {
             let entry = entries.entry(file.clone()).or_insert_with(|| Entry {
                 name: fallback,
                 file: file.clone(),
-                mtime: None,
+                hash: None,
                 good: None,
+                fallback: None,
                 errors: Vec::new(),
                 generation: 0,
                 job: None,
                 next_tick: None,
             });
-            entry.mtime = mtime;
+            entry.hash = Some(hash);
             match result {
                 Ok(plan) => {
                     let reloaded = entry.good.is_some();
                     entry.name = plan.pipeline.clone();
                     entry.errors.clear();
+                    entry.fallback = None;
+                    lock(&self.gone).remove(&entry.name);
+                    self.outbox.know(&plan.watch.notify, &plan.secrets);
+                    let _ = self.state().watched(&entry.name);
+                    let _ = self.state().set_freshness(&entry.name, plan.watch.stale_after, plan.watch.remind_every);
                     entry.good = Some(Good {
                         text,
                         watch: plan.watch.clone(),
@@ -299,7 +346,12 @@ impl Daemon {
                     );
                     changed.push(file.clone());
                 }
-                Err(errors) => {
+                Err(broken) => {
+                    let errors = broken.rendered;
+                    if let Some((w, secrets)) = &broken.watch {
+                        self.outbox.know(&w.notify, secrets);
+                    }
+                    entry.fallback = broken.watch;
                     let kept = entry.good.is_some();
                     tracing::error!(
                         pipeline = %entry.name,
@@ -311,6 +363,10 @@ impl Daemon {
                     );
                     metrics::gauge!(crate::metrics::PIPELINE_LOAD_ERRORS, "pipeline" => entry.name.clone())
                         .set(errors.len() as f64);
+                    if !kept && entry.fallback.is_some() {
+                        // Watched for freshness under its name even though it cannot run.
+                        let _ = self.state().watched(&entry.name);
+                    }
                     entry.errors = errors;
                 }
             }
@@ -478,25 +534,44 @@ impl Daemon {
             (None, _) => (Utc::now().format("%Y-%m-%d").to_string(), None),
         };
         if let Some(at) = trigger.tick() {
+            let lag = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!(crate::metrics::SCHEDULER_LAG).set(lag);
+            // Another process (a `weir run` by hand) holding the pipeline: the tick is skipped,
+            // not run (it would fail on the lock).
+            if let Ok(Some((other, pid))) = state.lock_holder(name) {
+                self.skipped_elsewhere(name, at, trigger, run_id, &other, pid);
+                return;
+            }
             let _ = state.record_tick(name, &ts(at), "ran", Some(run_id));
             metrics::counter!(crate::metrics::TICKS_TOTAL, "pipeline" => name.to_string(), "action" => "ran")
                 .increment(1);
-            let lag = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!(crate::metrics::SCHEDULER_LAG).set(lag);
         }
         tracing::info!(pipeline = %name, run_id, trigger = ?trigger, "run starting");
         let plan = match self.compile_text(&file, &good.text, run_id, &run_date).await {
             Ok(p) => Arc::new(p),
-            Err(errors) => {
+            Err(broken) => {
                 // It compiled when loaded; now its inputs say otherwise (a schema changed, a
-                // store is unreachable). That is a failed run, recorded and alerted.
-                let error = format!("the pipeline does not compile any more:\n{}", errors.join("\n"));
+                // store is unreachable). That is a failed run, recorded and alerted, naming
+                // each task with its problem.
+                let error = format!("the pipeline does not compile any more:\n{}", broken.rendered.join("\n"));
                 let _ = state.run_started(run_id, name, &run_date);
                 let _ = state.run_finished(run_id, "failed", Some(&error));
                 crate::metrics::run_errored(name);
                 tracing::error!(pipeline = %name, run_id, "{error}");
                 self.record_outcome(name, run_id, trigger, "failed", Some(error.clone()));
-                self.after_failure(name, run_id, &good, None, &error, false).await;
+                let mut tasks: Vec<alerts::FailedTask> = Vec::new();
+                let mut general: Vec<String> = Vec::new();
+                for (task, line) in broken.lines {
+                    match task {
+                        Some(t) => match tasks.iter_mut().find(|f| f.task == t) {
+                            Some(f) => f.error = format!("{}; {line}", f.error),
+                            None => tasks.push(alerts::FailedTask { task: t, error: line, fused: Vec::new() }),
+                        },
+                        None => general.push(line),
+                    }
+                }
+                let summary = format!("the pipeline does not compile any more: {}", general.join("; "));
+                self.after_failure(name, run_id, &good, tasks, &summary, false);
                 return;
             }
         };
@@ -509,8 +584,8 @@ impl Daemon {
             cancel: self.cancel_runs.child_token(),
             observer: Some(observer),
             state: Some(state.clone()),
-            target_partitions: None,
-            memory_limit: None,
+            target_partitions: self.opts.target_partitions,
+            memory_limit: self.opts.memory_limit,
             full_refresh: false,
             resume: None,
             logical_time,
@@ -520,32 +595,47 @@ impl Daemon {
             Ok(report) => {
                 crate::metrics::run_finished(&report);
                 tracing::info!(pipeline = %name, run_id, status = report.status.as_str(), seconds = report.duration.as_secs_f64(), "run finished");
-                let error = first_failure(&report).map(|(_, e)| e);
+                let error = failed_tasks(&plan, &report).first().map(|t| t.error.clone());
                 self.record_outcome(name, run_id, trigger, report.status.as_str(), error);
-                self.after_run(name, &good, &report).await;
+                self.after_run(name, &good, &plan, &report);
             }
             Err(run::RunError::State(StateError::Locked { run_id: other, pid, .. })) => {
-                // Another process (a manual `weir run`) holds the pipeline.
-                if let Some(at) = trigger.tick() {
-                    let _ = state.record_tick(name, &ts(at), "skipped: running elsewhere", Some(&other));
+                // Another process took the pipeline between the check above and the run.
+                match trigger.tick() {
+                    Some(at) => {
+                        let _ = state.retag_tick(name, &ts(at), "skipped: running elsewhere", Some(&other));
+                        self.skipped_elsewhere(name, at, trigger, run_id, &other, pid);
+                    }
+                    None => self.skipped_elsewhere_manual(name, trigger, run_id, &other, pid),
                 }
-                tracing::warn!(pipeline = %name, other_run = %other, pid, "not run: another process is running this pipeline");
-                self.record_outcome(
-                    name,
-                    run_id,
-                    trigger,
-                    "skipped",
-                    Some(format!("run {other} of another process was running")),
-                );
             }
             Err(e) => {
                 let error = plan.secrets.redact(&e.to_string());
                 crate::metrics::run_errored(name);
                 tracing::error!(pipeline = %name, run_id, "run failed: {error}");
                 self.record_outcome(name, run_id, trigger, "failed", Some(error.clone()));
-                self.after_failure(name, run_id, &good, None, &error, false).await;
+                self.after_failure(name, run_id, &good, Vec::new(), &error, false);
             }
         }
+    }
+
+    /// A tick not run because another process runs the pipeline.
+    fn skipped_elsewhere(&self, name: &str, at: DateTime<Utc>, trigger: Trigger, run_id: &str, other: &str, pid: i64) {
+        let _ = self.state().record_tick(name, &ts(at), "skipped: running elsewhere", Some(other));
+        metrics::counter!(crate::metrics::TICKS_TOTAL, "pipeline" => name.to_string(), "action" => "skipped")
+            .increment(1);
+        self.skipped_elsewhere_manual(name, trigger, run_id, other, pid);
+    }
+
+    fn skipped_elsewhere_manual(&self, name: &str, trigger: Trigger, run_id: &str, other: &str, pid: i64) {
+        tracing::warn!(pipeline = %name, other_run = %other, pid, "not run: another process is running this pipeline");
+        self.record_outcome(
+            name,
+            run_id,
+            trigger,
+            "skipped",
+            Some(format!("run {other} of another process was running")),
+        );
     }
 
     fn record_outcome(&self, name: &str, run_id: &str, trigger: Trigger, status: &str, error: Option<String>) {
@@ -558,8 +648,8 @@ impl Daemon {
         });
     }
 
-    /// Alerts for a finished run.
-    async fn after_run(&self, name: &str, good: &Good, report: &RunReport) {
+    /// Alerts for a finished run, queued (the outbox delivers them; the run is over).
+    fn after_run(&self, name: &str, good: &Good, plan: &Plan, report: &RunReport) {
         match report.status {
             RunStatus::Succeeded => {
                 let w = self.state().watched(name).ok();
@@ -568,79 +658,131 @@ impl Daemon {
                 {
                     let _ = self.state().set_health(name, "ok", None);
                     let alert = alerts::Alert::new(NotifyEvent::Recovered, name, Some(&report.run_id), None, None);
-                    self.sender.send(&good.watch.notify, NotifyEvent::Recovered, alert, &good.secrets).await;
+                    self.outbox.queue(&good.watch.notify, NotifyEvent::Recovered, alert, &good.secrets);
                 }
             }
             // Stopped by a shutdown: not the pipeline's fault.
             RunStatus::Cancelled => {}
             RunStatus::Failed => {
-                let Some((task, error)) = first_failure(report) else { return };
+                let tasks = failed_tasks(plan, report);
+                if tasks.is_empty() {
+                    return;
+                }
                 let checks_only = report
                     .tasks
                     .iter()
                     .filter(|t| t.status == TaskStatus::Failed)
                     .all(|t| t.checks.iter().any(|c| c.status == run::CheckStatus::Failed));
-                self.after_failure(name, &report.run_id, good, Some(&task), &error, checks_only).await;
+                let summary = tasks.first().map(|t| t.error.clone()).unwrap_or_default();
+                self.after_failure(name, &report.run_id, good, tasks, &summary, checks_only);
             }
         }
     }
 
     /// `check_failed` when the run failed only on checks (hooks that do not take
-    /// `check_failed` get it as a `failure`), else `failure`.
-    async fn after_failure(
+    /// `check_failed` get it as a `failure`), else `failure`. Queued, not awaited.
+    fn after_failure(
         &self,
         name: &str,
         run_id: &str,
         good: &Good,
-        task: Option<&str>,
+        tasks: Vec<alerts::FailedTask>,
         error: &str,
         checks_only: bool,
     ) {
         let stale_for = self.state().watched(name).ok().and_then(|w| w.stale_alerted_for);
         let _ = self.state().set_health(name, "failing", stale_for.as_deref());
         let hooks = &good.watch.notify;
+        let error = (!error.is_empty()).then_some(error);
         if checks_only {
             let (cf, rest): (Vec<_>, Vec<_>) =
                 hooks.iter().cloned().partition(|h| h.on.contains(&NotifyEvent::CheckFailed));
-            let alert = alerts::Alert::new(NotifyEvent::CheckFailed, name, Some(run_id), task, Some(error));
-            self.sender.send(&cf, NotifyEvent::CheckFailed, alert, &good.secrets).await;
-            let alert = alerts::Alert::new(NotifyEvent::Failure, name, Some(run_id), task, Some(error));
-            self.sender.send(&rest, NotifyEvent::Failure, alert, &good.secrets).await;
+            let alert = alerts::Alert::with_tasks(NotifyEvent::CheckFailed, name, Some(run_id), tasks.clone(), error);
+            self.outbox.queue(&cf, NotifyEvent::CheckFailed, alert, &good.secrets);
+            let alert = alerts::Alert::with_tasks(NotifyEvent::Failure, name, Some(run_id), tasks, error);
+            self.outbox.queue(&rest, NotifyEvent::Failure, alert, &good.secrets);
         } else {
-            let alert = alerts::Alert::new(NotifyEvent::Failure, name, Some(run_id), task, Some(error));
-            self.sender.send(hooks, NotifyEvent::Failure, alert, &good.secrets).await;
+            let alert = alerts::Alert::with_tasks(NotifyEvent::Failure, name, Some(run_id), tasks, error);
+            self.outbox.queue(hooks, NotifyEvent::Failure, alert, &good.secrets);
         }
     }
 
-    /// The dead-man's switch: a `stale` alert for each pipeline whose last success (or, if
-    /// it never succeeded, the time weir first saw it) is older than `freshness.warn_after`.
-    /// One alert per silence.
-    pub async fn check_stale(self: &Arc<Self>, now: DateTime<Utc>) {
-        for (_, name, good) in self.good_pipelines() {
-            let Some(after) = good.watch.stale_after else { continue };
+    /// The `notify` and `freshness` the daemon knows for pipeline `name`: its valid version's,
+    /// else what a broken file of it says, else the last valid version of a removed file.
+    fn watch_of(&self, name: &str) -> Option<(Watch, Secrets)> {
+        let from_entry = lock(&self.entries)
+            .values()
+            .find(|e| e.name == name)
+            .and_then(|e| e.good.as_ref().map(|g| (g.watch.clone(), g.secrets.clone())).or_else(|| e.fallback.clone()));
+        from_entry.or_else(|| lock(&self.gone).get(name).cloned())
+    }
+
+    /// The dead-man's switch: a `stale` alert for each pipeline weir has watched whose last
+    /// success (or, if it never succeeded, the time weir first saw it) is older than its
+    /// `freshness.warn_after` — also when its file is broken or gone: freshness belongs to the
+    /// pipeline's name and history, not to a valid file. One alert per silence, raised again
+    /// every `remind_every` while none of its deliveries succeeded.
+    pub fn check_stale(self: &Arc<Self>, now: DateTime<Utc>) {
+        let mut names: Vec<String> = self.state().watched_pipelines().unwrap_or_default();
+        for e in lock(&self.entries).values() {
+            if !names.contains(&e.name) {
+                names.push(e.name.clone());
+            }
+        }
+        for name in names {
+            let watch = self.watch_of(&name);
             let Ok(w) = self.state().watched(&name) else { continue };
+            let Some(after) = watch.as_ref().and_then(|(w, _)| w.stale_after).or(w.warn_after) else { continue };
+            let remind =
+                watch.as_ref().and_then(|(w, _)| w.remind_every).or(w.remind_every).unwrap_or(DEFAULT_REMIND_EVERY);
             let last = self.state().last_success(&name).ok().flatten();
             let reference = last.clone().unwrap_or_else(|| w.first_seen.clone());
             let Some(since) = parse_ts(&reference) else { continue };
             let silent = (now - since).to_std().unwrap_or_default();
-            if silent <= after || w.stale_alerted_for.as_deref() == Some(reference.as_str()) {
+            if silent <= after {
                 continue;
             }
+            if w.stale_alerted_for.as_deref() == Some(reference.as_str()) {
+                // Alerted for this silence: again only when no delivery of it succeeded or is
+                // still being tried, and the last one is `remind_every` old.
+                let raised = self.state().stale_alerts(&name, &reference).unwrap_or_default();
+                let trying = raised.iter().any(|(status, _, _)| status == "delivered" || status == "pending");
+                let newest = raised.first().and_then(|(_, created, _)| parse_ts(created));
+                if trying || newest.is_some_and(|t| (now - t).to_std().unwrap_or_default() < remind) {
+                    continue;
+                }
+            }
             let window = humantime::format_duration(after);
-            let why = match &last {
+            let mut why = match &last {
                 Some(t) => format!("no successful run since {t} (freshness.warn_after: {window})"),
                 None => format!(
                     "no successful run since weir started watching it at {} (freshness.warn_after: {window})",
                     w.first_seen
                 ),
             };
+            let schedulable = lock(&self.entries).values().any(|e| e.name == name && e.good.is_some());
+            if !schedulable {
+                why.push_str(if lock(&self.gone).contains_key(&name) || watch.is_none() {
+                    "; its pipeline file is gone or cannot be read, so it is not scheduled"
+                } else {
+                    "; its pipeline file is invalid, so it is not scheduled"
+                });
+            }
             tracing::warn!(pipeline = %name, "stale: {why}");
             let _ = self.state().set_health(&name, "stale", Some(&reference));
             let alert = alerts::Alert::new(NotifyEvent::Stale, &name, None, None, Some(&why));
-            let sender = self.sender.clone();
-            let hooks = good.watch.notify.clone();
-            let secrets = good.secrets.clone();
-            self.active.spawn(async move { sender.send(&hooks, NotifyEvent::Stale, alert, &secrets).await });
+            match &watch {
+                Some((w, secrets)) if !w.notify.is_empty() => {
+                    self.outbox.queue(&w.notify, NotifyEvent::Stale, alert, secrets);
+                }
+                // No webhook of its own is known: the daemon's (`--notify`).
+                _ if !self.opts.notify.is_empty() => {
+                    self.outbox.queue(&self.opts.notify, NotifyEvent::Stale, alert, crate::secrets::global());
+                }
+                _ => {
+                    tracing::error!(pipeline = %name, "stale, and no webhook to tell (set `notify` in the pipeline, or `weir serve --notify`)")
+                }
+            }
         }
     }
 
@@ -784,7 +926,11 @@ impl Daemon {
                 "freshness": good.and_then(|g| g.watch.stale_after).map(|d| humantime::format_duration(d).to_string()),
                 "running": runners.get(&e.name).and_then(|r| r.running.clone()),
                 "queued": runners.get(&e.name).map(|r| r.pending.len()).unwrap_or(0),
-                "health": watched.as_ref().map(|w| w.health.clone()),
+                // Without a valid version a pipeline is not `ok` (but `stale` or `failing` say more).
+                "health": match (good, watched.as_ref().map(|w| w.health.as_str())) {
+                    (None, None | Some("ok")) => Some("invalid".to_string()),
+                    (_, h) => h.map(str::to_string),
+                },
                 "last_success": state.last_success(&e.name).ok().flatten(),
                 "last_run": last.map(|r| serde_json::json!({
                     "run_id": r.run_id, "status": r.status, "started_at": r.started_at,
@@ -793,6 +939,18 @@ impl Daemon {
             }));
         }
         serde_json::Value::Array(out)
+    }
+
+    /// Every pipeline name the daemon knows: loaded, broken, removed, or in its history.
+    pub fn known_pipelines(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.state().watched_pipelines().unwrap_or_default();
+        names.extend(lock(&self.entries).values().map(|e| e.name.clone()));
+        if let Ok(runs) = self.state().runs(None, 1000) {
+            names.extend(runs.into_iter().map(|r| r.pipeline));
+        }
+        names.sort();
+        names.dedup();
+        names
     }
 
     pub fn token(&self) -> Option<&str> {
@@ -814,17 +972,36 @@ impl Daemon {
     }
 }
 
-/// The first failed task of a run and its error.
-fn first_failure(report: &RunReport) -> Option<(String, String)> {
+/// Every failed task of a run with its own error, on one line, and the transforms fused into
+/// its query (a failure may be in one of them).
+fn failed_tasks(plan: &Plan, report: &RunReport) -> Vec<alerts::FailedTask> {
     report
         .tasks
         .iter()
-        .find(|t| t.status == TaskStatus::Failed)
-        .map(|t| (t.name.clone(), t.error.clone().unwrap_or_default()))
+        .filter(|t| t.status == TaskStatus::Failed)
+        .map(|t| alerts::FailedTask {
+            task: t.name.clone(),
+            error: alerts::one_line(&plan.secrets.redact(t.error.as_deref().unwrap_or("unknown error"))),
+            fused: plan.index_of(&t.name).map(|i| plan.fused_into(i)).unwrap_or_default(),
+        })
+        .collect()
 }
 
 fn render_all(diags: &[crate::diag::Diagnostic]) -> Vec<String> {
     diags.iter().map(|d| crate::secrets::global().redact(&crate::diag::render(d, false))).collect()
+}
+
+/// Each problem as one plain line (`file:line:col: message (help)`), with its task.
+fn lines(diags: &[crate::diag::Diagnostic]) -> Vec<(Option<String>, String)> {
+    diags
+        .iter()
+        .map(|d| {
+            let place = d.place().map(|p| format!("{p}: ")).unwrap_or_default();
+            let help = d.help.as_ref().map(|h| format!(" ({h})")).unwrap_or_default();
+            let line = alerts::one_line(&format!("{place}{}{help}", d.message));
+            (d.task.clone(), crate::secrets::global().redact(&line))
+        })
+        .collect()
 }
 
 /// `weir serve --once`: load the pipelines, run what is due now (ticks missed since the last
@@ -835,8 +1012,18 @@ pub async fn once(opts: ServeOptions) -> Result<(Arc<Daemon>, Vec<Outcome>), Ser
     d.scan().await;
     let now = Utc::now();
     d.recover_and_catch_up(now);
-    d.check_stale(now).await;
+    d.check_stale(now);
+    let stop = CancellationToken::new();
+    let outbox = tokio::spawn(d.outbox.clone().run(stop.clone()));
     d.drain().await;
+    // Alerts queued by the runs and the freshness check (and left by earlier runs) are
+    // delivered for up to `--grace`; what is still pending then waits for the next start.
+    let until = tokio::time::Instant::now() + d.opts.grace;
+    while tokio::time::Instant::now() < until && d.state().next_alert_due().ok().flatten().is_some() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let _ = outbox.await;
     let outcomes = d.outcomes();
     Ok((d, outcomes))
 }
@@ -864,6 +1051,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let files = d.scan().await;
     let (total, invalid) = d.pipeline_count();
     tracing::info!(pipelines = total, invalid, dir = %d.opts.dir.display(), "weir serve started");
+    // What the metrics say of pipelines from before this start: their last success.
+    for name in d.state().watched_pipelines().unwrap_or_default() {
+        if let Some(at) = d.state().last_success(&name).ok().flatten().as_deref().and_then(parse_ts) {
+            metrics::gauge!(crate::metrics::LAST_SUCCESS, "pipeline" => name)
+                .set(at.timestamp_millis() as f64 / 1000.0);
+        }
+    }
+    // Alerts are delivered apart from runs, from the queue in the state store (also those a
+    // stopped daemon left).
+    let outbox_stop = CancellationToken::new();
+    let outbox = tokio::spawn(d.outbox.clone().run(outbox_stop.clone()));
     let now = Utc::now();
     d.recover_and_catch_up(now);
     d.arm(&files, now).await;
@@ -897,7 +1095,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                             d.arm(&changed, now).await;
                         }
                     }
-                    _ = stale.tick() => d.check_stale(Utc::now()).await,
+                    _ = stale.tick() => d.check_stale(Utc::now()),
                 }
             }
         })
@@ -928,6 +1126,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         d.active.wait().await;
     }
     second.abort();
+    // Alerts not delivered yet stay queued for the next start: the grace period is for runs.
+    outbox_stop.cancel();
+    let _ = outbox.await;
     if let Some(s) = server {
         let _ = s.await;
     }

@@ -244,6 +244,10 @@ pub struct Freshness {
     /// pipeline. Counted from the last success, or from when the daemon first saw the
     /// pipeline if it never succeeded.
     pub warn_after: Duration,
+    /// While the pipeline stays stale and no `stale` alert for this silence was delivered
+    /// (every webhook attempt failed), the alert is raised again this often. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_every: Option<Duration>,
 }
 
 /// A YAML scalar used as a text value (strings, numbers and booleans are accepted).

@@ -142,6 +142,19 @@ const MIGRATIONS: &[&str] = &[
         schema BLOB NOT NULL,
         used_at TEXT NOT NULL
     );",
+    // 6: durable alerts (one row per alert and webhook, delivered apart from runs), what the
+    // daemon knows of a pipeline's freshness when its file is gone or broken, and process
+    // identity by start time (a pid alone may be a zombie or reused)
+    "ALTER TABLE alerts ADD COLUMN hook TEXT;
+    ALTER TABLE alerts ADD COLUMN body TEXT;
+    ALTER TABLE alerts ADD COLUMN next_attempt_at TEXT;
+    ALTER TABLE alerts ADD COLUMN finished_at TEXT;
+    UPDATE alerts SET status = 'failed', error = 'lost: written by an older weir that did not keep alerts to retry' WHERE status = 'sending';
+    CREATE INDEX alerts_due ON alerts (status, next_attempt_at);
+    ALTER TABLE watched ADD COLUMN warn_after_ms INTEGER;
+    ALTER TABLE watched ADD COLUMN remind_every_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN pid_start INTEGER;
+    ALTER TABLE locks ADD COLUMN pid_start INTEGER;",
 ];
 
 pub struct StateStore {
@@ -212,7 +225,8 @@ pub struct TickRecord {
     pub recorded_at: String,
 }
 
-/// One row of `alerts`.
+/// One row of `alerts`: one alert to one webhook. `status` is `pending` (to be delivered,
+/// at `next_attempt_at`), `delivered` or `failed` (every attempt used).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AlertRecord {
     pub id: i64,
@@ -223,6 +237,21 @@ pub struct AlertRecord {
     pub attempts: u32,
     pub status: String,
     pub error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// An alert waiting for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAlert {
+    pub id: i64,
+    pub pipeline: String,
+    pub event: String,
+    /// Which webhook: a fingerprint of its URL (never the URL).
+    pub hook: String,
+    /// The JSON body, secrets already removed.
+    pub body: String,
+    pub attempts: u32,
 }
 
 /// What the daemon remembers about a pipeline it watches.
@@ -233,6 +262,10 @@ pub struct Watched {
     pub health: String,
     /// The silence a `stale` alert was sent for (the last success, or `first_seen`).
     pub stale_alerted_for: Option<String>,
+    /// The freshness window of the pipeline's last valid version, kept for when its file is
+    /// gone or broken.
+    pub warn_after: Option<Duration>,
+    pub remind_every: Option<Duration>,
 }
 
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -256,7 +289,31 @@ fn host() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-fn process_alive(pid: i64) -> bool {
+/// A process's start time (clock ticks since boot, from `/proc/<pid>/stat`) and whether it
+/// is a zombie; `None` where `/proc` does not tell.
+fn proc_stat(pid: i64) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses; fields follow the last `)`.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
+    // starttime is field 22 of the line, the 20th after the state.
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, zombie))
+}
+
+/// This process's start time, recorded beside its pid.
+pub fn own_start() -> Option<i64> {
+    proc_stat(std::process::id() as i64).map(|(s, _)| s as i64)
+}
+
+/// Whether the process `pid` that started at `start` (when known) still runs. A zombie (killed,
+/// not yet reaped by its parent) does not run; a process with this pid but another start time
+/// is another process.
+fn process_alive(pid: i64, start: Option<i64>) -> bool {
+    if let Some((started, zombie)) = proc_stat(pid) {
+        return !zombie && start.is_none_or(|s| s as u64 == started);
+    }
     let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
         return false;
     };
@@ -312,13 +369,15 @@ impl StateStore {
     pub fn lock(&self, pipeline: &str, run_id: &str) -> Result<(), StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let held: Option<(String, i64, String, String)> = tx
-            .query_row("SELECT run_id, pid, host, acquired_at FROM locks WHERE pipeline = ?1", [pipeline], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
+        let held: Option<(String, i64, String, String, Option<i64>)> = tx
+            .query_row(
+                "SELECT run_id, pid, host, acquired_at, pid_start FROM locks WHERE pipeline = ?1",
+                [pipeline],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
             .optional()?;
-        if let Some((other, pid, h, since)) = held {
-            let stale = h == host() && !process_alive(pid);
+        if let Some((other, pid, h, since, start)) = held {
+            let stale = h == host() && !process_alive(pid, start);
             if !stale {
                 return Err(StateError::Locked { pipeline: pipeline.to_string(), run_id: other, pid, host: h, since });
             }
@@ -330,8 +389,8 @@ impl StateStore {
             tx.execute("DELETE FROM locks WHERE pipeline = ?1", [pipeline])?;
         }
         tx.execute(
-            "INSERT INTO locks (pipeline, run_id, pid, host, acquired_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![pipeline, run_id, std::process::id() as i64, host(), now_text()],
+            "INSERT INTO locks (pipeline, run_id, pid, host, acquired_at, pid_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![pipeline, run_id, std::process::id() as i64, host(), now_text(), own_start()],
         )?;
         tx.commit()?;
         Ok(())
@@ -344,8 +403,8 @@ impl StateStore {
 
     pub fn run_started(&self, run_id: &str, pipeline: &str, logical_date: &str) -> Result<(), StateError> {
         self.conn().execute(
-            "INSERT INTO runs (run_id, pipeline, status, logical_date, started_at, pid, host) VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
-            params![run_id, pipeline, logical_date, now_text(), std::process::id() as i64, host()],
+            "INSERT INTO runs (run_id, pipeline, status, logical_date, started_at, pid, host, pid_start) VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7)",
+            params![run_id, pipeline, logical_date, now_text(), std::process::id() as i64, host(), own_start()],
         )?;
         Ok(())
     }
@@ -614,10 +673,42 @@ impl StateStore {
             params![pipeline, now_text()],
         )?;
         Ok(conn.query_row(
-            "SELECT first_seen, health, stale_alerted_for FROM watched WHERE pipeline = ?1",
+            "SELECT first_seen, health, stale_alerted_for, warn_after_ms, remind_every_ms FROM watched WHERE pipeline = ?1",
             [pipeline],
-            |r| Ok(Watched { first_seen: r.get(0)?, health: r.get(1)?, stale_alerted_for: r.get(2)? }),
+            |r| {
+                let ms = |v: Option<i64>| v.map(|m| Duration::from_millis(m.max(0) as u64));
+                Ok(Watched {
+                    first_seen: r.get(0)?,
+                    health: r.get(1)?,
+                    stale_alerted_for: r.get(2)?,
+                    warn_after: ms(r.get(3)?),
+                    remind_every: ms(r.get(4)?),
+                })
+            },
         )?)
+    }
+
+    /// Every pipeline the daemon has watched, by name.
+    pub fn watched_pipelines(&self) -> Result<Vec<String>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT pipeline FROM watched ORDER BY pipeline")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Remember the freshness window of the pipeline's valid version (`None`: it has none).
+    pub fn set_freshness(
+        &self,
+        pipeline: &str,
+        warn_after: Option<Duration>,
+        remind_every: Option<Duration>,
+    ) -> Result<(), StateError> {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis().min(i64::MAX as u128) as i64);
+        self.conn().execute(
+            "UPDATE watched SET warn_after_ms = ?2, remind_every_ms = ?3 WHERE pipeline = ?1",
+            params![pipeline, ms(warn_after), ms(remind_every)],
+        )?;
+        Ok(())
     }
 
     pub fn set_health(&self, pipeline: &str, health: &str, stale_alerted_for: Option<&str>) -> Result<(), StateError> {
@@ -642,16 +733,16 @@ impl StateStore {
     pub fn abandon_orphans(&self, pipeline: &str) -> Result<Vec<String>, StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let running: Vec<(String, Option<i64>, Option<String>)> = {
+        let running: Vec<(String, Option<i64>, Option<String>, Option<i64>)> = {
             let mut stmt =
-                tx.prepare("SELECT run_id, pid, host FROM runs WHERE pipeline = ?1 AND status = 'running'")?;
-            let rows = stmt.query_map([pipeline], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                tx.prepare("SELECT run_id, pid, host, pid_start FROM runs WHERE pipeline = ?1 AND status = 'running'")?;
+            let rows = stmt.query_map([pipeline], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let me = host();
         let mut out = Vec::new();
-        for (run_id, pid, h) in running {
-            let dead = h.as_deref() == Some(me.as_str()) && pid.is_none_or(|p| !process_alive(p));
+        for (run_id, pid, h, start) in running {
+            let dead = h.as_deref() == Some(me.as_str()) && pid.is_none_or(|p| !process_alive(p, start));
             if dead {
                 tx.execute(
                     "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = 'the process running it stopped' WHERE run_id = ?1",
@@ -675,27 +766,96 @@ impl StateStore {
         Ok(out)
     }
 
-    pub fn alert_created(&self, pipeline: &str, event: &str, run_id: Option<&str>) -> Result<i64, StateError> {
+    /// Queue an alert for one webhook (`hook`: a fingerprint of its URL); it is delivered by
+    /// the daemon's outbox, now and after restarts, until delivered or out of attempts.
+    pub fn alert_queued(
+        &self,
+        pipeline: &str,
+        event: &str,
+        run_id: Option<&str>,
+        hook: &str,
+        body: &str,
+    ) -> Result<i64, StateError> {
         let conn = self.conn();
+        let now = now_text();
         conn.execute(
-            "INSERT INTO alerts (pipeline, event, run_id, created_at, status) VALUES (?1, ?2, ?3, ?4, 'sending')",
-            params![pipeline, event, run_id, now_text()],
+            "INSERT INTO alerts (pipeline, event, run_id, created_at, status, hook, body, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?4)",
+            params![pipeline, event, run_id, now, hook, body],
         )?;
         Ok(conn.last_insert_rowid())
     }
 
-    pub fn alert_done(&self, id: i64, attempts: u32, status: &str, error: Option<&str>) -> Result<(), StateError> {
+    /// Alerts due for an attempt at `now` (oldest first), at most `limit`, except those in
+    /// `busy` (being delivered).
+    pub fn alerts_due(&self, now: &str, limit: usize, busy: &[i64]) -> Result<Vec<PendingAlert>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, pipeline, event, hook, body, attempts FROM alerts
+             WHERE status = 'pending' AND body IS NOT NULL AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, (limit + busy.len()) as i64], |r| {
+            Ok(PendingAlert {
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+                event: r.get(2)?,
+                hook: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                body: r.get(4)?,
+                attempts: r.get(5)?,
+            })
+        })?;
+        let mut out: Vec<PendingAlert> = rows.collect::<Result<_, _>>()?;
+        out.retain(|a| !busy.contains(&a.id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// When the next pending alert is due, if any.
+    pub fn next_alert_due(&self) -> Result<Option<String>, StateError> {
+        Ok(self.conn().query_row(
+            "SELECT min(next_attempt_at) FROM alerts WHERE status = 'pending' AND body IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The outcome of an attempt: `delivered`, `failed` (no attempts left), or `pending` again
+    /// at `next_attempt_at`.
+    pub fn alert_attempted(
+        &self,
+        id: i64,
+        attempts: u32,
+        status: &str,
+        error: Option<&str>,
+        next_attempt_at: Option<&str>,
+    ) -> Result<(), StateError> {
+        let finished = (status != "pending").then(now_text);
         self.conn().execute(
-            "UPDATE alerts SET attempts = ?2, status = ?3, error = ?4 WHERE id = ?1",
-            params![id, attempts, status, error],
+            "UPDATE alerts SET attempts = ?2, status = ?3, error = ?4, next_attempt_at = ?5, finished_at = ?6 WHERE id = ?1",
+            params![id, attempts, status, error, next_attempt_at, finished],
         )?;
         Ok(())
+    }
+
+    /// The newest `stale` alerts of `pipeline` queued for the silence that began at `since`:
+    /// (status, created_at, finished_at).
+    pub fn stale_alerts(
+        &self,
+        pipeline: &str,
+        since: &str,
+    ) -> Result<Vec<(String, String, Option<String>)>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT status, created_at, finished_at FROM alerts
+             WHERE pipeline = ?1 AND event = 'stale' AND created_at >= ?2 ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map(params![pipeline, since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn alerts(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<AlertRecord>, StateError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, pipeline, event, run_id, created_at, attempts, status, error FROM alerts
+            "SELECT id, pipeline, event, run_id, created_at, attempts, status, error, next_attempt_at, finished_at FROM alerts
              WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![pipeline, limit as i64], |r| {
@@ -708,9 +868,42 @@ impl StateStore {
                 attempts: r.get(5)?,
                 status: r.get(6)?,
                 error: r.get(7)?,
+                next_attempt_at: r.get(8)?,
+                finished_at: r.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The process holding `pipeline`'s run lock, when it is not this one and still runs:
+    /// (run id, pid).
+    pub fn lock_holder(&self, pipeline: &str) -> Result<Option<(String, i64)>, StateError> {
+        let held: Option<(String, i64, String, Option<i64>)> = self
+            .conn()
+            .query_row("SELECT run_id, pid, host, pid_start FROM locks WHERE pipeline = ?1", [pipeline], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        Ok(held
+            .filter(|(_, pid, h, start)| {
+                *pid != std::process::id() as i64 && (*h != host() || process_alive(*pid, *start))
+            })
+            .map(|(run, pid, _, _)| (run, pid)))
+    }
+
+    /// Set what was done with a tick, whatever was recorded before.
+    pub fn retag_tick(
+        &self,
+        pipeline: &str,
+        tick_at: &str,
+        action: &str,
+        run_id: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn().execute(
+            "UPDATE ticks SET action = ?3, run_id = ?4, recorded_at = ?5 WHERE pipeline = ?1 AND tick_at = ?2",
+            params![pipeline, tick_at, action, run_id, now_text()],
+        )?;
+        Ok(())
     }
 }
 

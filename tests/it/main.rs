@@ -18,6 +18,7 @@ mod extract;
 mod incremental;
 mod kill;
 mod memory;
+mod oncall;
 mod partitions;
 mod policy;
 mod pushdown;

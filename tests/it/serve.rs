@@ -15,14 +15,14 @@ use crate::common::*;
 
 /// A project with pipeline directory `p/`, input `data/a.csv` (2 rows) and an append load
 /// (so every successful run adds 2 rows to `out/mart`).
-fn project(name: &str, head: &str) -> Project {
+pub(crate) fn project(name: &str, head: &str) -> Project {
     let p = Project::new();
     p.write("data/a.csv", "x\n1\n2\n");
     write_pipeline(&p, name, head);
     p
 }
 
-fn write_pipeline(p: &Project, name: &str, head: &str) {
+pub(crate) fn write_pipeline(p: &Project, name: &str, head: &str) {
     p.write(
         &format!("p/{name}.yaml"),
         format!(
@@ -31,7 +31,7 @@ fn write_pipeline(p: &Project, name: &str, head: &str) {
     );
 }
 
-fn state(p: &Project) -> StateStore {
+pub(crate) fn state(p: &Project) -> StateStore {
     StateStore::open(&p.join("p/.weir/state.db")).unwrap()
 }
 
@@ -49,7 +49,7 @@ pub(crate) fn runs(p: &Project, pipeline: &str) -> Vec<weir::state::RunRecord> {
     r
 }
 
-fn ticks(p: &Project, pipeline: &str) -> Vec<weir::state::TickRecord> {
+pub(crate) fn ticks(p: &Project, pipeline: &str) -> Vec<weir::state::TickRecord> {
     let mut t = state(p).ticks(Some(pipeline), 10_000).unwrap();
     t.reverse();
     t
@@ -100,7 +100,7 @@ impl Daemon {
         d
     }
 
-    fn get(&self, path: &str) -> serde_json::Value {
+    pub(crate) fn get(&self, path: &str) -> serde_json::Value {
         let (status, body) = http("GET", self.port, path, None);
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap()
@@ -118,7 +118,11 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn signal(&self, sig: &str) {
         std::process::Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
     }
 
@@ -154,51 +158,88 @@ pub(crate) fn http(method: &str, port: u16, path: &str, token: Option<&str>) -> 
     (status, body)
 }
 
-/// A webhook receiver: records every request body; answers 500 to the first `fail_first`.
+/// How a test receiver answers a request (numbered from 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Reply {
+    Ok,
+    Fail,
+    /// Hold the connection this long without answering.
+    Hang(Duration),
+}
+
+/// A webhook receiver: records the body of every request it answers 200 (each connection on
+/// its own thread, so one that hangs does not hold the others).
 pub(crate) struct Receiver {
     port: u16,
     pub bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-    hits: Arc<Mutex<u32>>,
+    pub hits: Arc<Mutex<u32>>,
+    /// `Idempotency-Key` of every request, answered or not.
+    pub keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
+    /// Answers 500 to the first `fail_first` requests, then 200.
     pub(crate) fn start(fail_first: u32) -> Receiver {
+        Receiver::with(move |n| if n <= fail_first { Reply::Fail } else { Reply::Ok })
+    }
+
+    pub(crate) fn with(reply: impl Fn(u32) -> Reply + Send + Sync + 'static) -> Receiver {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(Mutex::new(0u32));
-        let (b, h) = (bodies.clone(), hits.clone());
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let (b, h, k) = (bodies.clone(), hits.clone(), keys.clone());
+        let reply = Arc::new(reply);
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let (b, h, k, reply) = (b.clone(), h.clone(), k.clone(), reply.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                            k.lock().unwrap().push(v.trim().to_string());
+                        }
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
+                    let mut body = vec![0; len];
+                    let _ = reader.read_exact(&mut body);
+                    let n = {
+                        let mut h = h.lock().unwrap();
+                        *h += 1;
+                        *h
+                    };
+                    let status = match reply(n) {
+                        Reply::Ok => "200 OK",
+                        Reply::Fail => "500 Internal Server Error",
+                        Reply::Hang(d) => {
+                            std::thread::sleep(d);
+                            return;
+                        }
+                    };
+                    if status.starts_with("200") {
+                        b.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
                     }
-                }
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                let n = {
-                    let mut h = h.lock().unwrap();
-                    *h += 1;
-                    *h
-                };
-                let status = if n <= fail_first { "500 Internal Server Error" } else { "200 OK" };
-                if n > fail_first {
-                    b.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or_default());
-                }
-                let _ = conn.write_all(
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes(),
-                );
+                    let _ = conn.write_all(
+                        format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes(),
+                    );
+                });
             }
         });
-        Receiver { port, bodies, hits }
+        Receiver { port, bodies, hits, keys }
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     pub(crate) fn url(&self) -> String {
