@@ -1,7 +1,8 @@
 //! Files of one extract whose columns differ: CSV files are read by their own headers, so that
 //! `price,qty` in one file and `qty,price` in the next land in the right columns, and a file
-//! that lacks a column is either older than the column (its rows get NULL) or a sign that the
-//! column was removed from the source (an error that names the column and the files).
+//! (CSV or Parquet) that lacks a column is either older than the column (its rows get NULL) or
+//! a sign that the column was removed from the source (an error that names the column and the
+//! files), whether or not the older files that have it are still there.
 //!
 //! The extract's columns are those of all its files, matched by name (schema inference merges
 //! them so). A file's header is read from its first bytes. Files with the same header are read
@@ -39,6 +40,10 @@ pub struct Group {
     pub missing: Vec<String>,
 }
 
+/// DataFusion's cache of Parquet footers (the run's): the footers read here are not read again
+/// by the scan.
+pub type FooterCache = Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>;
+
 /// How an extract's files are read. `None`: all alike, as the extract's schema says.
 pub type Layout = Option<Vec<Group>>;
 
@@ -53,29 +58,40 @@ pub enum DriftError {
     Removed { columns: String, older: String, newest: String },
     #[error("{file}: its header has column{s} {columns} that the extract's other files do not; schema inference did not see this file (it changed since): run again", s = if .columns.contains(',') { "s" } else { "" })]
     Unknown { file: String, columns: String },
-    #[error("{file}: cannot read its header: {reason}")]
+    #[error("{file}: cannot read its columns: {reason}")]
     Header { file: String, reason: String },
 }
 
-/// The layout of `files` (some or all of the extract's `all` files) for a CSV extract with a
-/// header; `None` for other formats or when every file has the extract's columns in its order.
+/// The layout of `files` (some or all of the extract's `all` files): for a CSV extract with a
+/// header, groups of files by header; `None` for other formats (Parquet matches columns by name
+/// itself) or when every file has the extract's columns in its order. Either way, a column the
+/// newest file lacks and older ones have is an error.
 pub async fn layout(
     store: &Store,
     format: &InputFormat,
     read_schema: &SchemaRef,
     files: &[ObjectMeta],
     all: &[ObjectMeta],
+    cache: Option<&FooterCache>,
 ) -> std::result::Result<Layout, DriftError> {
     let show = |f: &ObjectMeta| store.relative(&f.location);
-    if format.kind != FileFormat::Csv || !format.csv.header || files.is_empty() {
+    let csv = format.kind == FileFormat::Csv && format.csv.header;
+    if !(csv || format.kind == FileFormat::Parquet) || files.is_empty() {
         return Ok(None);
     }
     // (The futures are made before they are streamed: a stream mapping borrowed items with a
     // closure is not `Send` for every lifetime, which a spawned task needs.)
-    let reads: Vec<_> = files.iter().map(|f| header(store, f, format)).collect();
+    let reads: Vec<_> = files.iter().map(|f| header(store, f, format, cache)).collect();
     let headers: Vec<Vec<String>> = futures::stream::iter(reads).buffered(16).try_collect().await?;
     let expected: Vec<&str> = read_schema.fields().iter().map(|f| f.name().as_str()).collect();
-    if headers.iter().all(|h| h.iter().map(String::as_str).eq(expected.iter().copied())) {
+    let fits = |h: &Vec<String>| {
+        if csv {
+            h.iter().map(String::as_str).eq(expected.iter().copied())
+        } else {
+            expected.iter().all(|c| h.iter().any(|x| x == c))
+        }
+    };
+    if headers.iter().all(fits) {
         return Ok(None);
     }
     // A column missing from a file is fine when the newest file of the extract has it: the file
@@ -85,7 +101,7 @@ pub async fn layout(
     let newest_columns: Option<Vec<String>> = match newest {
         Some(n) => match files.iter().position(|f| f.location == n.location) {
             Some(k) => Some(headers[k].clone()),
-            None => Some(header(store, n, format).await?),
+            None => Some(header(store, n, format, cache).await?),
         },
         None => None,
     };
@@ -98,7 +114,7 @@ pub async fn layout(
     let mut groups = Vec::with_capacity(by_header.len());
     for (header, files) in &by_header {
         let unknown: Vec<&String> = header.iter().filter(|c| read_schema.field_with_name(c).is_err()).collect();
-        if !unknown.is_empty() {
+        if csv && !unknown.is_empty() {
             return Err(DriftError::Unknown { file: show(&files[0]), columns: quoted(unknown) });
         }
         let missing: Vec<String> =
@@ -129,7 +145,7 @@ pub async fn layout(
                 all.iter().filter(|f| !files.iter().any(|g| g.location == f.location)).collect();
             others.sort_by(|a, b| b.last_modified.cmp(&a.last_modified));
             for f in others.into_iter().take(10) {
-                let h = header(store, f, format).await?;
+                let h = header(store, f, format, cache).await?;
                 for (column, having) in removed.iter_mut() {
                     if h.contains(column) {
                         having.push(show(f));
@@ -151,7 +167,8 @@ pub async fn layout(
             newest: newest.map(show).unwrap_or_default(),
         });
     }
-    Ok(Some(groups))
+    // Parquet files are read by name, a missing column as NULL: nothing more to do.
+    Ok(csv.then_some(groups))
 }
 
 fn quoted<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
@@ -195,13 +212,29 @@ pub fn table(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
-/// The column names of `file`'s header line (after a byte order mark and comment lines).
+/// The column names of `file`: a CSV file's header line (after a byte order mark and comment
+/// lines), a Parquet file's schema (from its footer).
 async fn header(
     store: &Store,
     file: &ObjectMeta,
     format: &InputFormat,
+    cache: Option<&FooterCache>,
 ) -> std::result::Result<Vec<String>, DriftError> {
     let err = |reason: String| DriftError::Header { file: store.relative(&file.location), reason };
+    if format.kind == FileFormat::Parquet {
+        use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+        let md = DFParquetMetadata::new(store.object_store.as_ref(), file)
+            .with_file_metadata_cache(cache.cloned())
+            .fetch_metadata()
+            .await
+            .map_err(|e| err(e.strip_backtrace()))?;
+        let schema = datafusion::parquet::arrow::parquet_to_arrow_schema(
+            md.file_metadata().schema_descr(),
+            md.file_metadata().key_value_metadata(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        return Ok(schema.fields().iter().map(|f| f.name().clone()).collect());
+    }
     let store: &Arc<dyn ObjectStore> = &store.object_store;
     let c = &format.csv;
     let mut buf: Vec<u8> = Vec::new();

@@ -318,7 +318,7 @@ async fn extract(
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
 ) -> Result<Outcome, TaskError> {
-    ctx.register_table(name, file_table(schema, e, files, bad).await?)?;
+    ctx.register_table(name, file_table(ctx, schema, e, files, bad).await?)?;
     Ok(Outcome {
         files: Some(files.len() as u64),
         bytes_read: Some(files.iter().map(|f| f.size).sum()),
@@ -327,8 +327,13 @@ async fn extract(
 }
 
 /// How the extract's `files` are read: CSV files by their own headers (see `drift`).
-async fn layout(e: &ExtractPlan, files: &[ObjectMeta]) -> Result<super::drift::Layout, TaskError> {
-    super::drift::layout(&e.store, &e.format, &e.read_schema, files, &e.files)
+async fn layout(
+    ctx: &SessionContext,
+    e: &ExtractPlan,
+    files: &[ObjectMeta],
+) -> Result<super::drift::Layout, TaskError> {
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    super::drift::layout(&e.store, &e.format, &e.read_schema, files, &e.files, Some(&cache))
         .await
         .map_err(|d| TaskError::fatal(d.to_string()))
 }
@@ -336,6 +341,7 @@ async fn layout(e: &ExtractPlan, files: &[ObjectMeta]) -> Result<super::drift::L
 /// The table of an extract's files: DataFusion's strict reader, or with `bad` the tolerant
 /// one (which sets malformed rows aside into `bad`).
 async fn file_table(
+    ctx: &SessionContext,
     schema: &SchemaRef,
     e: &ExtractPlan,
     files: &[ObjectMeta],
@@ -363,7 +369,7 @@ async fn file_table(
             )),
         })
     };
-    let table = match layout(e, files).await? {
+    let table = match layout(ctx, e, files).await? {
         None => read(files, e.read_schema.clone())?,
         Some(groups) => super::drift::table(&e.read_schema, &groups, read)?,
     };
@@ -412,7 +418,7 @@ async fn incremental_extract(
         return Ok(out);
     };
     // Rows past the watermark, bound as a typed literal (never SQL text).
-    let df = ctx.read_table(file_table(schema, e, &input.files, bad).await?)?;
+    let df = ctx.read_table(file_table(ctx, schema, e, &input.files, bad).await?)?;
     let cursor = datafusion::prelude::ident(&w.column);
     let df = match &input.after {
         Some(after) => df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?,
@@ -610,7 +616,7 @@ async fn share(
                     let urls: Vec<String> = files.iter().map(|f| e.store.url_of(&f.location, false)).collect();
                     super::engine::listing_table(&urls, e.format.file_format(false), read_schema)
                 };
-                let raw = match layout(e, files).await? {
+                let raw = match layout(ctx, e, files).await? {
                     None => listing(files, e.read_schema.clone())?,
                     Some(groups) => super::drift::table(&e.read_schema, &groups, listing)?,
                 };

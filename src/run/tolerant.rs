@@ -806,7 +806,7 @@ pub async fn first_bad_row(
         }
         let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| e.files.clone());
         // Each file with its own columns (see `drift`).
-        let groups = match super::drift::layout(&e.store, &e.format, &e.read_schema, &files, &e.files).await {
+        let groups = match super::drift::layout(&e.store, &e.format, &e.read_schema, &files, &e.files, None).await {
             Ok(Some(groups)) => groups.into_iter().map(|g| (g.files, g.read_schema)).collect(),
             Ok(None) => vec![(files, e.read_schema.clone())],
             Err(_) => continue,

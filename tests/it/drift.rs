@@ -212,3 +212,52 @@ fn a_foreign_file_in_the_output_is_named() {
     p.weir(&["run", "p.yaml"]).ok();
     assert!(!p.join("lake/out/notes.txt").exists(), "overwrite owns the directory");
 }
+
+/// Parquet too: a column the newest file lacks was removed from the source — refused with or
+/// without the older files, so a merge never sets it to NULL over its values; a column the
+/// older files lack was added later — NULL for their rows.
+#[test]
+fn a_parquet_column_removed_is_a_schema_change_and_one_added_is_null_in_older_files() {
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use std::sync::Arc;
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  src:\n    extract: { store: raw, path: \"*.parquet\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id] }\n",
+    );
+    let ints = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+    parquet(
+        &p,
+        "raw/f1.parquet",
+        vec![("id", ints(vec![1, 2])), ("v", ints(vec![10, 20])), ("w", ints(vec![100, 200]))],
+    );
+    p.weir(&["run", "p.yaml"]).ok();
+    let before = sorted_rows(&p.join("lake/out"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    parquet(&p, "raw/f2.parquet", vec![("id", ints(vec![2])), ("v", ints(vec![21]))]);
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(
+        r.stdout.contains("column `w` is in older files (f1.parquet) but not in f2.parquet, the newest"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(sorted_rows(&p.join("lake/out")), before, "w keeps its values");
+    std::fs::remove_file(p.join("raw/f1.parquet")).unwrap();
+    let r = p.weir(&["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stdout.contains("other columns than the output"), "{}", r.stdout);
+    assert_eq!(sorted_rows(&p.join("lake/out")), before);
+
+    // Added later.
+    let q = Project::new();
+    q.write("p.yaml", std::fs::read_to_string(p.join("p.yaml")).unwrap());
+    parquet(&q, "raw/f1.parquet", vec![("id", ints(vec![1])), ("v", ints(vec![10]))]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    parquet(&q, "raw/f2.parquet", vec![("id", ints(vec![2])), ("v", ints(vec![20])), ("n", ints(vec![7]))]);
+    q.weir(&["run", "p.yaml"]).ok();
+    assert_eq!(
+        sorted_rows(&q.join("lake/out")),
+        [row(&[("id", "1"), ("v", "10"), ("n", "NULL")]), row(&[("id", "2"), ("v", "20"), ("n", "7")])]
+    );
+}
