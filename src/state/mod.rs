@@ -994,9 +994,24 @@ mod tests {
         let s = StateStore::open(&dir.path().join("state.db")).unwrap();
         s.run_started("old", "p", "2026-01-01").unwrap();
         s.conn()
-            .execute("INSERT INTO locks VALUES ('p', 'old', 999999999, ?1, '2026-01-01T00:00:00Z')", [host()])
+            .execute(
+                "INSERT INTO locks (pipeline, run_id, pid, host, acquired_at) VALUES ('p', 'old', 999999999, ?1, '2026-01-01T00:00:00Z')",
+                [host()],
+            )
             .unwrap();
         s.lock("p", "new").unwrap();
         assert_eq!(s.run("old").unwrap().unwrap().status, "abandoned");
+    }
+
+    /// A pid that exists but started at another time is another process (the pid was reused):
+    /// its lock is stale. This process, with its own start time, is alive.
+    #[test]
+    fn a_reused_pid_is_not_the_process_that_took_the_lock() {
+        let me = std::process::id() as i64;
+        let start = own_start();
+        assert!(start.is_some(), "/proc tells this process's start time");
+        assert!(process_alive(me, start));
+        assert!(!process_alive(me, start.map(|s| s + 1)));
+        assert!(!process_alive(999_999_999, None));
     }
 }
