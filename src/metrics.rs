@@ -31,7 +31,7 @@ pub const TICKS_TOTAL: &str = "weir_ticks_total";
 pub const ALERTS_TOTAL: &str = "weir_alerts_total";
 pub const ALERT_FAILURES_TOTAL: &str = "weir_alert_failures_total";
 pub const RUN_DURATION: &str = "weir_run_duration_seconds";
-pub const STORE_REQUESTS_TOTAL: &str = "weir_store_requests_total";
+pub use crate::storage::STORE_REQUESTS_TOTAL;
 
 /// Task and run duration buckets: 10 ms to 2 h.
 const DURATION_BUCKETS: &[f64] =

@@ -5,13 +5,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::parsers::CompressionTypeVariant;
-use datafusion::datasource::file_format::FileFormat as DfFileFormat;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use object_store::ObjectMeta;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -20,8 +13,10 @@ use crate::diag::SourceFile;
 use crate::secrets::Secrets;
 use datafusion::common::ScalarValue;
 
-use crate::spec::{FileFormat, InputCompression, LoadMode, OutputCompression, OutputFormat, Severity, TaskPolicy};
-use crate::storage::{FileGlob, Store};
+pub use crate::source::SourcePlan;
+pub use crate::source::files::{CsvSettings, FilesPlan, InputFormat};
+use crate::spec::{LoadMode, OutputCompression, OutputFormat, Severity, TaskPolicy};
+use crate::storage::Store;
 
 /// A compiled pipeline, ready to run.
 #[derive(Debug)]
@@ -271,17 +266,8 @@ impl TaskKind {
 
 #[derive(Debug)]
 pub struct ExtractPlan {
-    pub store: Arc<Store>,
-    pub glob: FileGlob,
-    pub format: InputFormat,
-    /// The schema files are read with; differs from the task schema only when values need a
-    /// conversion after reading (a CSV `null` text), in which case columns are read as text.
-    pub read_schema: SchemaRef,
-    /// The columns whose type `schema:` declares (the others' are inferred).
-    pub declared: Vec<String>,
-    /// The files matched when the plan was made: the run reads exactly these (an incremental
-    /// extract: those of them that are new to the load it feeds).
-    pub files: Vec<ObjectMeta>,
+    /// What is read and how: one kind of source (see `source`).
+    pub source: SourcePlan,
     pub incremental: Option<IncrementalPlan>,
     pub bad_rows: crate::spec::BadRowsMode,
 }
@@ -311,8 +297,16 @@ pub enum Lookback {
 }
 
 impl ExtractPlan {
+    /// The plan of a files source (the only kind so far; a second kind makes every caller
+    /// say what it does with it).
+    pub fn files(&self) -> &FilesPlan {
+        match &self.source {
+            SourcePlan::Files(f) => f,
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files().bytes()
     }
 }
 
@@ -362,100 +356,6 @@ pub struct LoadPlan {
     pub keys: Vec<String>,
     pub order_by: Vec<String>,
     pub delete_when: Option<String>,
-}
-
-/// How input files are parsed.
-#[derive(Debug, Clone)]
-pub struct InputFormat {
-    pub kind: FileFormat,
-    pub compression: InputCompression,
-    pub csv: CsvSettings,
-    pub infer_rows: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct CsvSettings {
-    pub header: bool,
-    pub delimiter: u8,
-    pub quote: u8,
-    pub escape: Option<u8>,
-    /// Text read as NULL besides the empty field.
-    pub null: Option<String>,
-    pub comment: Option<u8>,
-    pub multiline: bool,
-}
-
-impl Default for CsvSettings {
-    fn default() -> Self {
-        CsvSettings {
-            header: true,
-            delimiter: b',',
-            quote: b'"',
-            escape: None,
-            null: None,
-            comment: None,
-            multiline: false,
-        }
-    }
-}
-
-impl CsvSettings {
-    /// A record reader with these settings (delimiter, quote, escape, comment lines): the one
-    /// every reader of CSV text in weir uses, so that all count fields alike.
-    pub fn reader(&self) -> csv_core::Reader {
-        let mut b = csv_core::ReaderBuilder::new();
-        b.delimiter(self.delimiter).quote(self.quote);
-        if let Some(e) = self.escape {
-            b.escape(Some(e)).double_quote(false);
-        }
-        if let Some(cm) = self.comment {
-            b.comment(Some(cm));
-        }
-        b.build()
-    }
-}
-
-impl InputFormat {
-    /// The compression of the input's files, as DataFusion names it.
-    pub fn compression_type(&self) -> FileCompressionType {
-        FileCompressionType::from(match self.compression {
-            InputCompression::None => CompressionTypeVariant::UNCOMPRESSED,
-            InputCompression::Gzip => CompressionTypeVariant::GZIP,
-            InputCompression::Zstd => CompressionTypeVariant::ZSTD,
-            InputCompression::Bzip2 => CompressionTypeVariant::BZIP2,
-            InputCompression::Xz => CompressionTypeVariant::XZ,
-        })
-    }
-
-    /// The DataFusion file format for this input. `for_inference` reads NULL texts as NULL
-    /// when sampling types.
-    pub fn file_format(&self, for_inference: bool) -> Arc<dyn DfFileFormat> {
-        let compression = self.compression_type();
-        match self.kind {
-            FileFormat::Csv => {
-                let c = &self.csv;
-                let mut f = CsvFormat::default()
-                    .with_has_header(c.header)
-                    .with_delimiter(c.delimiter)
-                    .with_quote(c.quote)
-                    .with_escape(c.escape)
-                    .with_comment(c.comment)
-                    .with_newlines_in_values(c.multiline)
-                    .with_schema_infer_max_rec(self.infer_rows)
-                    .with_file_compression_type(compression);
-                if for_inference && let Some(n) = &c.null {
-                    f = f.with_null_regex(Some(format!("^(|{})$", regex::escape(n))));
-                }
-                Arc::new(f)
-            }
-            FileFormat::Json => Arc::new(
-                JsonFormat::default()
-                    .with_schema_infer_max_rec(self.infer_rows)
-                    .with_file_compression_type(compression),
-            ),
-            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
-        }
-    }
 }
 
 impl Plan {

@@ -23,8 +23,8 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{TaskError, cancellable};
 use super::stage::{ScanResults, ScanSpec};
-use super::tasks::{TaskError, cancellable};
 use crate::compile::types::{sql_name, widen};
 use crate::compile::{CheckKind, CheckPlan, QuarantinePlan, TaskNode};
 use crate::spec::Severity;
@@ -208,185 +208,32 @@ pub async fn evaluate(
 
     let mut out = Checked { rows, ..Default::default() };
     let mut routed: Vec<(usize, Failing)> = Vec::new();
+    let eval = Eval { ctx, df: &df, schema: &schema, rows, routing, cancel };
     for (k, c) in node.checks.iter().enumerate() {
-        let mut samples = Vec::new();
-        let (failing, message, failing_rows) = match &c.kind {
+        let Evaluated { failing, message, failing_rows, samples } = match &c.kind {
             CheckKind::NotNull(_) | CheckKind::AcceptedValues { .. } | CheckKind::Expression(_) => {
                 let failing = scanned.fails.get(next_fail).copied().unwrap_or(0);
                 next_fail += 1;
-                let cond = conditions[k].clone().unwrap_or_else(|| lit(true));
-                if failing > 0 {
-                    let rows = df.clone().filter(fails(cond.clone()))?.limit(0, Some(SAMPLES))?;
-                    samples = json_rows(&cancellable(cancel, rows.collect()).await?)?;
-                }
-                let what = match &c.kind {
-                    CheckKind::NotNull(cols) => format!("NULL in {}", cols.join(" or ")),
-                    CheckKind::AcceptedValues { column, .. } => format!("`{column}` not in the accepted values"),
-                    CheckKind::Expression(e) => format!("not `{e}`"),
-                    _ => String::new(),
-                };
-                (failing, rows_message(failing, rows, &what), Some(Failing::Condition(cond)))
+                eval.condition(&c.kind, conditions[k].clone().unwrap_or_else(|| lit(true)), failing).await?
             }
             CheckKind::Unique(cols) if !scanned.maybe_dups.get(next_unique).copied().unwrap_or(true) => {
                 // No two keys hash alike: certainly unique, nothing more to read.
                 next_unique += 1;
-                (0, format!("({}) is unique in {rows} rows", cols.join(", ")), None)
+                Evaluated::whole(false, format!("({}) is unique in {rows} rows", cols.join(", ")))
             }
             CheckKind::Unique(cols) => {
                 next_unique += 1;
-                let keys: Vec<Expr> = cols.iter().map(ident).collect();
-                let present = cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
-                let groups = df
-                    .clone()
-                    .filter(present)?
-                    .aggregate(keys, vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__n")])?
-                    .filter(datafusion::logical_expr::col("__n").gt(lit(1i64)))?;
-                let summary = groups.clone().aggregate(
-                    vec![],
-                    vec![
-                        datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__groups"),
-                        datafusion::functions_aggregate::expr_fn::sum(datafusion::logical_expr::col("__n"))
-                            .alias("__dups"),
-                    ],
-                )?;
-                let summary = cancellable(cancel, summary.collect()).await?;
-                let (ngroups, failing) = summary
-                    .first()
-                    .map(|b| {
-                        let v = |i: usize| -> u64 {
-                            let a = b.column(i);
-                            match cast_i64(a) {
-                                Some(x) if !x.is_null(0) => x.value(0).max(0) as u64,
-                                _ => 0,
-                            }
-                        };
-                        (v(0), v(1))
-                    })
-                    .unwrap_or((0, 0));
-                let mut failing_rows = None;
-                if failing > 0 {
-                    let top = groups
-                        .clone()
-                        .sort(vec![datafusion::logical_expr::col("__n").sort(false, false)])?
-                        .limit(0, Some(SAMPLES))?
-                        .with_column_renamed("__n", "rows")?;
-                    samples = json_rows(&cancellable(cancel, top.collect()).await?)?;
-                    if routing {
-                        let keys = groups.select(cols.iter().map(ident).collect::<Vec<_>>())?;
-                        failing_rows =
-                            Some(Failing::Keys { columns: cols.clone(), keys: memtable(keys, cancel).await? });
-                    }
-                }
-                let what = format!(
-                    "({}) not unique ({} duplicated value{})",
-                    cols.join(", "),
-                    ngroups,
-                    if ngroups == 1 { "" } else { "s" }
-                );
-                let message = if failing == 0 {
-                    format!("({}) is unique in {rows} rows", cols.join(", "))
-                } else {
-                    rows_message(failing, rows, &what)
-                };
-                (failing, message, failing_rows)
+                eval.unique(cols).await?
             }
-            CheckKind::Relationships { column, to, field } => {
-                let target = ctx.table(to.as_str()).await?;
-                let left_type = schema.field_with_name(column).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
-                let right_type = target
-                    .schema()
-                    .as_arrow()
-                    .field_with_name(field)
-                    .map(|f| f.data_type().clone())
-                    .unwrap_or(DataType::Utf8);
-                let common = if left_type == right_type { left_type.clone() } else { widen(&left_type, &right_type) };
-                let right = target.select(vec![cast(ident(field), common.clone()).alias("__ref")])?;
-                let orphans = df.clone().filter(ident(column).is_not_null())?.join_on(
-                    right,
-                    JoinType::LeftAnti,
-                    vec![cast(ident(column), common).eq(datafusion::logical_expr::col("__ref"))],
-                )?;
-                let failing = cancellable(cancel, orphans.clone().count()).await? as u64;
-                let mut failing_rows = None;
-                if failing > 0 {
-                    samples =
-                        json_rows(&cancellable(cancel, orphans.clone().limit(0, Some(SAMPLES))?.collect()).await?)?;
-                    if routing {
-                        let keys = orphans.select(vec![ident(column)])?.distinct()?;
-                        failing_rows =
-                            Some(Failing::Keys { columns: vec![column.clone()], keys: memtable(keys, cancel).await? });
-                    }
-                }
-                let what = format!("`{column}` not found in `{to}.{field}`");
-                (failing, rows_message(failing, rows, &what), failing_rows)
-            }
-            CheckKind::RowCount { min, max } => {
-                let low = min.is_some_and(|m| rows < m);
-                let high = max.is_some_and(|m| rows > m);
-                let bounds = match (min, max) {
-                    (Some(a), Some(b)) => format!("between {a} and {b}"),
-                    (Some(a), None) => format!("at least {a}"),
-                    (None, Some(b)) => format!("at most {b}"),
-                    (None, None) => "any number".into(),
-                };
-                (u64::from(low || high), format!("{rows} rows; expected {bounds}"), None)
-            }
+            CheckKind::Relationships { column, to, field } => eval.relationship(column, to, field).await?,
+            CheckKind::RowCount { min, max } => row_count(rows, *min, *max),
             CheckKind::Freshness { column, max_age } => {
                 let newest = scanned.maxima.get(next_max).cloned().flatten().and_then(|v| newest_time(&v));
                 next_max += 1;
-                let limit = humantime::format_duration(*max_age);
-                match newest {
-                    None => (1, format!("`{column}` has no values: no row is newer than {limit}"), None),
-                    Some(t) => {
-                        let age = env.logical_time.signed_duration_since(t);
-                        let too_old = age.to_std().is_ok_and(|a| a > *max_age);
-                        let age_text = match age.to_std() {
-                            Ok(a) => format!(
-                                "{} old",
-                                humantime::format_duration(std::time::Duration::from_secs(a.as_secs()))
-                            ),
-                            Err(_) => "in the future".to_string(),
-                        };
-                        (
-                            u64::from(too_old),
-                            format!(
-                                "newest `{column}` is {} ({age_text} at {}); allowed: {limit}",
-                                t.format("%Y-%m-%d %H:%M:%S UTC"),
-                                env.logical_time.format("%Y-%m-%d %H:%M:%S UTC")
-                            ),
-                            None,
-                        )
-                    }
-                }
+                freshness(column, *max_age, newest, env.logical_time)
             }
-            CheckKind::Schema(expected) => {
-                let mut problems = Vec::new();
-                for (col, want) in expected {
-                    match schema.field_with_name(col) {
-                        Err(_) => problems.push(format!("`{col}` is missing")),
-                        Ok(f) if sql_name(f.data_type()) != sql_name(want) => problems.push(format!(
-                            "`{col}` is {}, expected {}",
-                            sql_name(f.data_type()),
-                            sql_name(want)
-                        )),
-                        Ok(_) => {}
-                    }
-                }
-                let message = if problems.is_empty() {
-                    format!("{} column{} as expected", expected.len(), if expected.len() == 1 { "" } else { "s" })
-                } else {
-                    problems.join("; ")
-                };
-                (u64::from(!problems.is_empty()), message, None)
-            }
-            CheckKind::Sql(query) => {
-                let q = ctx.sql_with_options(query, crate::compile::sql::query_only()).await?;
-                let failing = cancellable(cancel, q.clone().count()).await? as u64;
-                if failing > 0 {
-                    samples = json_rows(&cancellable(cancel, q.limit(0, Some(SAMPLES))?.collect()).await?)?;
-                }
-                (failing, format!("the query returned {failing} row{}", if failing == 1 { "" } else { "s" }), None)
-            }
+            CheckKind::Schema(expected) => schema_check(&schema, expected),
+            CheckKind::Sql(query) => eval.sql(query).await?,
         };
         tracing::debug!(task = %name, check = %c.name, ms = clock.elapsed().as_millis() as u64, "checks: evaluated");
         let status = judge(c, failing, rows, routing);
@@ -428,6 +275,223 @@ pub async fn evaluate(
         out.quarantine_file = Some(file);
     }
     Ok(out)
+}
+
+/// What evaluating one check found.
+struct Evaluated {
+    failing: u64,
+    message: String,
+    /// The failing rows, as a condition or keys, for quarantine.
+    failing_rows: Option<Failing>,
+    samples: Vec<SampleRow>,
+}
+
+impl Evaluated {
+    /// A check that passes or fails as a whole.
+    fn whole(failed: bool, message: String) -> Self {
+        Evaluated { failing: u64::from(failed), message, failing_rows: None, samples: Vec::new() }
+    }
+}
+
+/// The table under check and what evaluating a check needs besides.
+struct Eval<'a> {
+    ctx: &'a SessionContext,
+    df: &'a DataFrame,
+    schema: &'a SchemaRef,
+    rows: u64,
+    /// Failing rows are quarantined: find them, not only count them.
+    routing: bool,
+    cancel: &'a CancellationToken,
+}
+
+impl Eval<'_> {
+    /// `not_null`, `accepted_values`, `expression`: `failing` rows (counted by the scan)
+    /// fail `cond`; samples of them.
+    async fn condition(&self, kind: &CheckKind, cond: Expr, failing: u64) -> Result<Evaluated, TaskError> {
+        let (df, rows, cancel) = (self.df, self.rows, self.cancel);
+        let mut samples = Vec::new();
+        if failing > 0 {
+            let rows = df.clone().filter(fails(cond.clone()))?.limit(0, Some(SAMPLES))?;
+            samples = json_rows(&cancellable(cancel, rows.collect()).await?)?;
+        }
+        let what = match kind {
+            CheckKind::NotNull(cols) => format!("NULL in {}", cols.join(" or ")),
+            CheckKind::AcceptedValues { column, .. } => format!("`{column}` not in the accepted values"),
+            CheckKind::Expression(e) => format!("not `{e}`"),
+            _ => String::new(),
+        };
+        Ok(Evaluated {
+            failing,
+            message: rows_message(failing, rows, &what),
+            failing_rows: Some(Failing::Condition(cond)),
+            samples,
+        })
+    }
+
+    /// `unique`: the duplicated keys counted, the most duplicated ones sampled.
+    async fn unique(&self, cols: &[String]) -> Result<Evaluated, TaskError> {
+        let (df, rows, routing, cancel) = (self.df, self.rows, self.routing, self.cancel);
+        let mut samples = Vec::new();
+        let keys: Vec<Expr> = cols.iter().map(ident).collect();
+        let present = cols.iter().map(|c| ident(c).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
+        let groups = df
+            .clone()
+            .filter(present)?
+            .aggregate(keys, vec![datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__n")])?
+            .filter(datafusion::logical_expr::col("__n").gt(lit(1i64)))?;
+        let summary = groups.clone().aggregate(
+            vec![],
+            vec![
+                datafusion::functions_aggregate::expr_fn::count(lit(1)).alias("__groups"),
+                datafusion::functions_aggregate::expr_fn::sum(datafusion::logical_expr::col("__n")).alias("__dups"),
+            ],
+        )?;
+        let summary = cancellable(cancel, summary.collect()).await?;
+        let (ngroups, failing) = summary
+            .first()
+            .map(|b| {
+                let v = |i: usize| -> u64 {
+                    let a = b.column(i);
+                    match cast_i64(a) {
+                        Some(x) if !x.is_null(0) => x.value(0).max(0) as u64,
+                        _ => 0,
+                    }
+                };
+                (v(0), v(1))
+            })
+            .unwrap_or((0, 0));
+        let mut failing_rows = None;
+        if failing > 0 {
+            let top = groups
+                .clone()
+                .sort(vec![datafusion::logical_expr::col("__n").sort(false, false)])?
+                .limit(0, Some(SAMPLES))?
+                .with_column_renamed("__n", "rows")?;
+            samples = json_rows(&cancellable(cancel, top.collect()).await?)?;
+            if routing {
+                let keys = groups.select(cols.iter().map(ident).collect::<Vec<_>>())?;
+                failing_rows = Some(Failing::Keys { columns: cols.to_vec(), keys: memtable(keys, cancel).await? });
+            }
+        }
+        let what = format!(
+            "({}) not unique ({} duplicated value{})",
+            cols.join(", "),
+            ngroups,
+            if ngroups == 1 { "" } else { "s" }
+        );
+        let message = if failing == 0 {
+            format!("({}) is unique in {rows} rows", cols.join(", "))
+        } else {
+            rows_message(failing, rows, &what)
+        };
+        Ok(Evaluated { failing, message, failing_rows, samples })
+    }
+
+    /// `relationships`: rows whose `column` is not among `to.field`'s values.
+    async fn relationship(&self, column: &str, to: &str, field: &str) -> Result<Evaluated, TaskError> {
+        let (ctx, df, schema, rows, routing, cancel) =
+            (self.ctx, self.df, self.schema, self.rows, self.routing, self.cancel);
+        let mut samples = Vec::new();
+        let target = ctx.table(to).await?;
+        let left_type = schema.field_with_name(column).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
+        let right_type =
+            target.schema().as_arrow().field_with_name(field).map(|f| f.data_type().clone()).unwrap_or(DataType::Utf8);
+        let common = if left_type == right_type { left_type.clone() } else { widen(&left_type, &right_type) };
+        let right = target.select(vec![cast(ident(field), common.clone()).alias("__ref")])?;
+        let orphans = df.clone().filter(ident(column).is_not_null())?.join_on(
+            right,
+            JoinType::LeftAnti,
+            vec![cast(ident(column), common).eq(datafusion::logical_expr::col("__ref"))],
+        )?;
+        let failing = cancellable(cancel, orphans.clone().count()).await? as u64;
+        let mut failing_rows = None;
+        if failing > 0 {
+            samples = json_rows(&cancellable(cancel, orphans.clone().limit(0, Some(SAMPLES))?.collect()).await?)?;
+            if routing {
+                let keys = orphans.select(vec![ident(column)])?.distinct()?;
+                failing_rows =
+                    Some(Failing::Keys { columns: vec![column.to_string()], keys: memtable(keys, cancel).await? });
+            }
+        }
+        let what = format!("`{column}` not found in `{to}.{field}`");
+        Ok(Evaluated { failing, message: rows_message(failing, rows, &what), failing_rows, samples })
+    }
+
+    /// `sql`: the rows the query returns fail.
+    async fn sql(&self, query: &str) -> Result<Evaluated, TaskError> {
+        let (ctx, cancel) = (self.ctx, self.cancel);
+        let mut samples = Vec::new();
+        let q = ctx.sql_with_options(query, crate::compile::sql::query_only()).await?;
+        let failing = cancellable(cancel, q.clone().count()).await? as u64;
+        if failing > 0 {
+            samples = json_rows(&cancellable(cancel, q.limit(0, Some(SAMPLES))?.collect()).await?)?;
+        }
+        let message = format!("the query returned {failing} row{}", if failing == 1 { "" } else { "s" });
+        Ok(Evaluated { failing, message, failing_rows: None, samples })
+    }
+}
+
+/// `row_count`: `rows` between `min` and `max`.
+fn row_count(rows: u64, min: Option<u64>, max: Option<u64>) -> Evaluated {
+    let low = min.is_some_and(|m| rows < m);
+    let high = max.is_some_and(|m| rows > m);
+    let bounds = match (min, max) {
+        (Some(a), Some(b)) => format!("between {a} and {b}"),
+        (Some(a), None) => format!("at least {a}"),
+        (None, Some(b)) => format!("at most {b}"),
+        (None, None) => "any number".into(),
+    };
+    Evaluated::whole(low || high, format!("{rows} rows; expected {bounds}"))
+}
+
+/// `freshness`: the newest value of `column` no older than `max_age` at `now` (the run's
+/// logical time).
+fn freshness(
+    column: &str,
+    max_age: std::time::Duration,
+    newest: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Evaluated {
+    let limit = humantime::format_duration(max_age);
+    match newest {
+        None => Evaluated::whole(true, format!("`{column}` has no values: no row is newer than {limit}")),
+        Some(t) => {
+            let age = now.signed_duration_since(t);
+            let too_old = age.to_std().is_ok_and(|a| a > max_age);
+            let age_text = match age.to_std() {
+                Ok(a) => format!("{} old", humantime::format_duration(std::time::Duration::from_secs(a.as_secs()))),
+                Err(_) => "in the future".to_string(),
+            };
+            Evaluated::whole(
+                too_old,
+                format!(
+                    "newest `{column}` is {} ({age_text} at {}); allowed: {limit}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    now.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            )
+        }
+    }
+}
+
+/// `schema`: every expected column present with its type.
+fn schema_check(schema: &SchemaRef, expected: &[(String, DataType)]) -> Evaluated {
+    let mut problems = Vec::new();
+    for (col, want) in expected {
+        match schema.field_with_name(col) {
+            Err(_) => problems.push(format!("`{col}` is missing")),
+            Ok(f) if sql_name(f.data_type()) != sql_name(want) => {
+                problems.push(format!("`{col}` is {}, expected {}", sql_name(f.data_type()), sql_name(want)))
+            }
+            Ok(_) => {}
+        }
+    }
+    let message = if problems.is_empty() {
+        format!("{} column{} as expected", expected.len(), if expected.len() == 1 { "" } else { "s" })
+    } else {
+        problems.join("; ")
+    };
+    Evaluated::whole(!problems.is_empty(), message)
 }
 
 /// NOT coalesce(cond, false): NULL fails.
@@ -671,24 +735,19 @@ async fn quarantine(
     // The rows that pass, staged once: consumers read them (and count them as their input)
     // without computing the checks' joins again.
     let passed = annotated.filter(not(any_fail))?.select(original)?;
-    let dir = env.staging_dir.join(format!("{}.passed", node.name));
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let written = cancellable(
+    let area = super::stage::Area::Local(env.staging_dir);
+    let (written, files) = super::stage::stage_parquet(
+        &area,
+        &ctx.state(),
+        passed.logical_plan().clone(),
+        &format!("{}.passed", node.name),
         cancel,
-        crate::sink::execute_to_parquet(
-            &ctx.state(),
-            passed.logical_plan().clone(),
-            &format!("file://{}/", dir.display()),
-            vec![],
-            crate::sink::staging_parquet_options(),
-        ),
     )
     .await?;
-    let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
     ctx.deregister_table(node.name.as_str())?;
     ctx.register_table(
         node.name.as_str(),
-        Arc::new(super::tasks::staged_table(schema.clone(), files).with_rows(written.rows)),
+        Arc::new(crate::source::files::table::FileSetTable::staged(schema.clone(), files).with_rows(written.rows)),
     )?;
     tracing::info!(task = %node.name, rows = n, file = %url, "rows quarantined");
     Ok((n, url))

@@ -85,7 +85,7 @@ impl Pass {
             let input = self.inputs.get(&s);
             let result = results.get(&s);
             let files = match (inc.new_files, input) {
-                (true, Some(input)) => input.files.iter().map(|m| LedgerEntry::of(&e.store.name, m)).collect(),
+                (true, Some(input)) => input.files.iter().map(|m| LedgerEntry::of(&e.files().store.name, m)).collect(),
                 _ => Vec::new(),
             };
             let watermark =
@@ -111,7 +111,7 @@ pub async fn load_states(
         }
         let TaskKind::Load(l) = &plan.task(i).kind else { continue };
         let name = &plan.task(i).name;
-        let sink_err = |e: crate::sink::SinkError| RunError::Output { load: name.clone(), message: e.to_string() };
+        let sink_err = |source: crate::sink::SinkError| RunError::Output { load: name.clone(), source };
         let delta = l.format == crate::spec::OutputFormat::Delta;
         let seqs = if delta { Vec::new() } else { commit::list_records(&l.store, &l.path).await.map_err(sink_err)? };
         let latest = if delta {
@@ -238,17 +238,16 @@ fn refuse_appending_changed_files(
             else {
                 continue;
             };
-            let changed = input
-                .files
-                .iter()
-                .find_map(|m| st.files.get(&(e.store.name.clone(), m.location.to_string())).map(|before| (m, before)));
+            let changed = input.files.iter().find_map(|m| {
+                st.files.get(&(e.files().store.name.clone(), m.location.to_string())).map(|before| (m, before))
+            });
             if let Some((now, before)) = changed {
-                return Err(RunError::Output {
+                return Err(RunError::Changed {
                     load: plan.task(l).name.clone(),
                     message: format!(
                         "{}: {} changed since this load appended it ({} bytes then, {} now): appending it again would add its rows twice. Nothing was loaded. A source whose files grow or are rewritten needs `mode: merge` with `keys` (rows replace themselves); with `append`, deliver new rows in new files",
-                        e.store.name,
-                        e.store.relative(&now.location),
+                        e.files().store.name,
+                        e.files().store.relative(&now.location),
                         before.size,
                         now.size
                     ),
@@ -263,11 +262,12 @@ fn refuse_appending_changed_files(
 pub fn extract_input(name: &str, e: &ExtractPlan, st: &ExtractState) -> Result<ExtractInput, RunError> {
     let inc = e.incremental.as_ref();
     let (files, unchanged) = if inc.is_some_and(|i| i.new_files) {
-        let files: Vec<ObjectMeta> = e.files.iter().filter(|m| !st.has(&e.store.name, m)).cloned().collect();
-        let unchanged = e.files.len() - files.len();
+        let f = e.files();
+        let files: Vec<ObjectMeta> = f.files.iter().filter(|m| !st.has(&f.store.name, m)).cloned().collect();
+        let unchanged = f.files.len() - files.len();
         (files, unchanged)
     } else {
-        (e.files.clone(), 0)
+        (e.files().files.clone(), 0)
     };
     let (after, watermark, previous) = match (inc.and_then(|i| i.watermark.as_ref()), &st.watermark) {
         (Some(w), Some(v)) => {

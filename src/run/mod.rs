@@ -4,13 +4,13 @@
 //! Every task start and end is recorded in the state store as it happens.
 
 mod checks;
-mod drift;
 mod engine;
+mod error;
 pub mod incremental;
+mod malformed;
 mod stage;
 pub mod table;
 mod tasks;
-pub mod tolerant;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ use crate::compile::{Edge, Plan, session_config};
 use crate::state::{StateError, StateStore, TaskRecord};
 
 pub use checks::{CheckResult, CheckStatus, SampleRow};
-pub use tasks::TaskError;
+pub use error::TaskError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -40,8 +40,11 @@ pub enum RunError {
     Staging { path: PathBuf, source: std::io::Error },
     #[error("invalid engine setting: {0}")]
     Engine(String),
+    #[error("load `{load}`: {source}")]
+    Output { load: String, source: crate::sink::SinkError },
+    /// A file an `append` load consumed has changed: appending it again would double rows.
     #[error("load `{load}`: {message}")]
-    Output { load: String, message: String },
+    Changed { load: String, message: String },
     #[error("extract `{extract}`: {message}")]
     Watermark { extract: String, message: String },
 }
@@ -587,12 +590,22 @@ fn finish(
     i: NodeIndex,
     mut report: TaskReport,
 ) -> Result<(), RunError> {
-    report.error = report.error.map(|e| plan.secrets.redact(&e));
+    // Every text of the report is redacted before anyone sees it: observers included.
+    let redact = |t: &str| plan.secrets.redact(t);
+    report.error = report.error.map(|e| redact(&e));
+    report.note = report.note.map(|n| redact(&n));
+    for c in &mut report.checks {
+        c.message = redact(&c.message);
+        for row in &mut c.samples {
+            for (_, v) in &mut row.0 {
+                if let serde_json::Value::String(text) = v {
+                    *text = redact(text);
+                }
+            }
+        }
+    }
     if let Some(o) = &opts.observer {
         o.task_finished(&report);
-    }
-    for c in &mut report.checks {
-        c.message = plan.secrets.redact(&c.message);
     }
     if let Some(state) = &opts.state {
         state.record_task(&report.record(&opts.run_id))?;
@@ -610,7 +623,7 @@ fn finish(
                     failing: c.failing,
                     checked: c.checked,
                     message: c.message.clone(),
-                    samples: plan.secrets.redact(&serde_json::to_string(&c.samples).unwrap_or_default()),
+                    samples: serde_json::to_string(&c.samples).unwrap_or_default(),
                 })
                 .collect();
             state.record_checks(&records)?;

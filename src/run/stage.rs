@@ -1,6 +1,9 @@
-//! Staging the rows a watermark extract reads: one pass over the files that writes the rows
-//! with a cursor to local Parquet, counts the rows without one, and keeps the greatest cursor.
-//! The watermark a load commits is therefore the greatest cursor it was actually given.
+//! Staging: tables the run computes once and reads from files — a materialized transform, the
+//! rows that pass a quarantine, a table handed to the cluster — written as Parquet to the
+//! run's staging area (local disk, or the cluster's) by one helper, [`stage_parquet`]; and the
+//! rows a watermark extract reads: one pass over the files that writes the rows with a cursor
+//! to local Parquet, counts the rows without one, and keeps the greatest cursor. The watermark
+//! a load commits is therefore the greatest cursor it was actually given.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,59 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
+
+/// Where a run stages tables.
+pub enum Area<'a> {
+    /// This run's staging directory on local disk.
+    Local(&'a Path),
+    /// The cluster's staging area (a store its executors reach, or local disk beside them).
+    Cluster(&'a super::engine::Cluster),
+}
+
+impl Area<'_> {
+    /// The URL of `name`'s directory (ends with `/`).
+    pub fn url(&self, name: &str) -> String {
+        match self {
+            Area::Local(dir) => {
+                let d = dir.join(name);
+                let d = std::path::absolute(&d).unwrap_or(d);
+                format!("file://{}/", d.display())
+            }
+            Area::Cluster(c) => c.dir_url(name),
+        }
+    }
+
+    /// Where the object store of the area is registered.
+    pub fn object_store_url(&self) -> datafusion::execution::object_store::ObjectStoreUrl {
+        match self {
+            Area::Local(_) => datafusion::execution::object_store::ObjectStoreUrl::local_filesystem(),
+            Area::Cluster(c) => c.object_store_url(),
+        }
+    }
+}
+
+/// Run `plan` (planned in `state`) and write its rows as Parquet (staging options: written
+/// once, read once or twice) to `name` in `area`. Returns what was written and the files.
+pub async fn stage_parquet(
+    area: &Area<'_>,
+    state: &datafusion::execution::session_state::SessionState,
+    plan: datafusion::logical_expr::LogicalPlan,
+    name: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> std::result::Result<(crate::sink::WriteOutcome, Vec<ObjectMeta>), super::error::TaskError> {
+    use super::error::{TaskError, cancellable};
+    if let Area::Cluster(c) = area {
+        c.prepare(name).map_err(|e| TaskError::transient(format!("staging `{name}`: {e}")))?;
+    }
+    let url = area.url(name);
+    let options = crate::sink::staging_parquet_options();
+    let written = cancellable(cancel, crate::sink::execute_to_parquet(state, plan, &url, vec![], options)).await?;
+    let files = match area {
+        Area::Local(dir) => list_local(&dir.join(name)).await?,
+        Area::Cluster(c) => c.list(name).await?,
+    };
+    Ok((written, files))
+}
 
 /// What was staged.
 #[derive(Debug)]

@@ -8,7 +8,6 @@ use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::common::config::ConfigOptions;
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectMeta;
@@ -16,13 +15,15 @@ use petgraph::graph::NodeIndex;
 use tokio_util::sync::CancellationToken;
 
 use super::Observer;
+pub(super) use super::error::{TaskError, cancellable};
 use super::incremental::{ExtractInput, ExtractResult};
-use super::table::{FileSetTable, FusedView, typed_columns};
-use super::tolerant::BadRows;
-use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan, clean_df_message};
+use super::table::FusedView;
+use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan};
 use crate::failpoint;
-use crate::sink::{self, SinkError};
-use crate::spec::{BadRowsMode, FileFormat, OutputFormat};
+use crate::sink::{self};
+use crate::source::files::table::FileSetTable;
+use crate::source::files::tolerant::BadRows;
+use crate::spec::{BadRowsMode, FileFormat};
 
 pub(super) struct TaskEnv {
     pub run_id: String,
@@ -63,90 +64,6 @@ pub(super) struct Outcome {
     pub bad_rows: Option<u64>,
 }
 
-/// Why a task failed, and whether trying again could help.
-#[derive(Debug)]
-pub struct TaskError {
-    pub message: String,
-    pub retryable: bool,
-    /// Stopped by cancellation (or its timeout) before publishing anything.
-    pub cancelled: bool,
-}
-
-impl TaskError {
-    pub fn fatal(message: impl Into<String>) -> Self {
-        TaskError { message: message.into(), retryable: false, cancelled: false }
-    }
-
-    pub fn transient(message: impl Into<String>) -> Self {
-        TaskError { message: message.into(), retryable: true, cancelled: false }
-    }
-
-    pub fn cancelled() -> Self {
-        TaskError { message: "cancelled".into(), retryable: false, cancelled: true }
-    }
-}
-
-impl From<DataFusionError> for TaskError {
-    fn from(e: DataFusionError) -> Self {
-        let message = clean_df_message(&e.strip_backtrace());
-        if is_transient(&e) { TaskError::transient(message) } else { TaskError::fatal(message) }
-    }
-}
-
-impl From<failpoint::Failure> for TaskError {
-    fn from(f: failpoint::Failure) -> Self {
-        match f {
-            failpoint::Failure::Transient(m) => TaskError::transient(m),
-            failpoint::Failure::Permanent(m) => TaskError::fatal(m),
-        }
-    }
-}
-
-impl From<SinkError> for TaskError {
-    fn from(e: SinkError) -> Self {
-        match e {
-            SinkError::DataFusion(e) => e.into(),
-            SinkError::ObjectStore(_) | SinkError::Io { .. } | SinkError::Conflict { .. } => {
-                TaskError::transient(e.to_string())
-            }
-            SinkError::Failpoint(f) => f.into(),
-            other => TaskError::fatal(other.to_string()),
-        }
-    }
-}
-
-/// I/O and object store errors may pass; planning and data errors will not.
-fn is_transient(e: &DataFusionError) -> bool {
-    match e {
-        DataFusionError::ObjectStore(os) => {
-            !matches!(**os, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. })
-        }
-        DataFusionError::IoError(io) => {
-            !matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied)
-        }
-        DataFusionError::Context(_, inner) => is_transient(inner),
-        DataFusionError::Shared(inner) => is_transient(inner),
-        DataFusionError::External(inner) => {
-            inner
-                .downcast_ref::<object_store::Error>()
-                .is_some_and(|e| !matches!(e, object_store::Error::NotFound { .. }))
-                || inner.downcast_ref::<std::io::Error>().is_some()
-        }
-        _ => false,
-    }
-}
-
-/// Await `fut` unless `cancel` fires first.
-pub(super) async fn cancellable<T, E: Into<TaskError>>(
-    cancel: &CancellationToken,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, TaskError> {
-    tokio::select! {
-        r = fut => r.map_err(Into::into),
-        _ = cancel.cancelled() => Err(TaskError::cancelled()),
-    }
-}
-
 /// Run task `i`. `cancel` stops it at any point before it publishes; publishing, once begun,
 /// runs to its end.
 pub(super) async fn execute(
@@ -163,9 +80,9 @@ pub(super) async fn execute(
         (result, _) => result,
     };
     match result {
-        Err(e) if !e.cancelled && super::tolerant::looks_like_bad_input(&e.message) => {
+        Err(e) if !e.cancelled && crate::source::files::tolerant::looks_like_bad_input(&e.message) => {
             // Name the first malformed row of the extracts this task reads.
-            match super::tolerant::first_bad_row(plan, i, &env.pass).await {
+            match super::malformed::first_bad_row(plan, i, &env.pass).await {
                 Some((j, row)) => Err(TaskError::fatal(format!(
                     "extract `{}` has a malformed row: {row}; {}",
                     plan.task(j).name,
@@ -181,19 +98,19 @@ pub(super) async fn execute(
 /// What to do about a malformed row. A value that does not fit a column whose type was
 /// inferred from the first rows most likely means the sample was too small, not that the row
 /// is bad: setting it aside would drop good rows, so the type comes first.
-fn bad_row_hint(plan: &Plan, extract: NodeIndex, row: &super::tolerant::BadRow) -> String {
+fn bad_row_hint(plan: &Plan, extract: NodeIndex, row: &crate::source::files::tolerant::BadRow) -> String {
     let aside = "set `bad_rows: skip` or `bad_rows: quarantine` on it to set such rows aside";
     let TaskKind::Extract(e) = &plan.task(extract).kind else { return aside.into() };
     let (Some(column), Some(value)) = (&row.column, &row.value) else { return aside.into() };
     let Ok(field) = plan.task(extract).schema.field_with_name(column) else { return aside.into() };
-    if e.declared.contains(column) || row.reason == "invalid UTF-8" {
+    if e.files().declared.contains(column) || row.reason == "invalid UTF-8" {
         return aside.into();
     }
     let fits = crate::compile::types::widen(field.data_type(), &crate::compile::types::text_value_type(value));
     format!(
         "`{column}` is {} by inference from the first {} rows: if the value is right, declare a type that holds it (`schema: {{ {column}: {} }}`) or sample more rows (`infer_rows`); if the row is wrong, {aside}",
         crate::compile::types::sql_name(field.data_type()),
-        e.format.infer_rows,
+        e.files().format.infer_rows,
         crate::compile::types::sql_name(&fits)
     )
 }
@@ -208,7 +125,7 @@ async fn run_task(
     let node = plan.task(i);
     // `bad_rows: skip | quarantine`: the tolerant reader, staged like a checked table.
     let bad = match &node.kind {
-        TaskKind::Extract(e) if e.bad_rows != BadRowsMode::Fail && e.format.kind != FileFormat::Parquet => {
+        TaskKind::Extract(e) if e.bad_rows != BadRowsMode::Fail && e.files().format.kind != FileFormat::Parquet => {
             Some(BadRows::new(false, e.bad_rows == BadRowsMode::Quarantine))
         }
         _ => None,
@@ -218,7 +135,7 @@ async fn run_task(
             Some(input) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
-            None => extract(ctx, &node.name, &node.schema, e, &e.files, bad.as_ref()).await,
+            None => extract(ctx, &node.name, &node.schema, e, &e.files().files, bad.as_ref()).await,
         },
         TaskKind::Transform(t) => match &env.cluster {
             Some(cluster) => cluster_transform(ctx, cluster, plan, i, t, cancel).await,
@@ -265,9 +182,11 @@ async fn run_task(
             let what = match (e.bad_rows, &node.quarantine) {
                 (BadRowsMode::Quarantine, Some(q)) => {
                     let rel = format!("{}/{}/{}/{}.bad_rows.parquet", q.path, env.pipeline, node.name, env.run_id);
-                    let url =
-                        cancellable(cancel, super::tolerant::write_quarantine(&q.store, &rel, &rows, &env.run_id))
-                            .await?;
+                    let url = cancellable(
+                        cancel,
+                        crate::source::files::tolerant::write_quarantine(&q.store, &rel, &rows, &env.run_id),
+                    )
+                    .await?;
                     format!("{n} malformed rows quarantined to {url}")
                 }
                 _ => format!("{n} malformed rows skipped"),
@@ -326,20 +245,7 @@ async fn extract(
     })
 }
 
-/// How the extract's `files` are read: CSV files by their own headers (see `drift`).
-async fn layout(
-    ctx: &SessionContext,
-    e: &ExtractPlan,
-    files: &[ObjectMeta],
-) -> Result<super::drift::Layout, TaskError> {
-    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
-    super::drift::layout(&e.store, &e.format, &e.read_schema, files, &e.files, Some(&cache))
-        .await
-        .map_err(|d| TaskError::fatal(d.to_string()))
-}
-
-/// The table of an extract's files: DataFusion's strict reader, or with `bad` the tolerant
-/// one (which sets malformed rows aside into `bad`).
+/// The table of an extract's `files` (see `source::files::table_of`).
 async fn file_table(
     ctx: &SessionContext,
     schema: &SchemaRef,
@@ -347,33 +253,10 @@ async fn file_table(
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
 ) -> Result<Arc<dyn TableProvider>, TaskError> {
-    let read = |files: &[ObjectMeta], read_schema: SchemaRef| -> datafusion::error::Result<Arc<dyn TableProvider>> {
-        Ok(match bad {
-            Some(bad) => {
-                let parts = super::tolerant::partitions(
-                    e.store.object_store.clone(),
-                    &e.store.root,
-                    files,
-                    &e.format,
-                    read_schema.clone(),
-                    schema,
-                    bad.clone(),
-                );
-                Arc::new(datafusion::catalog::streaming::StreamingTable::try_new(read_schema, parts)?)
-            }
-            None => Arc::new(FileSetTable::new(
-                read_schema,
-                e.format.file_format(false),
-                e.store.object_store_url.clone(),
-                files.to_vec(),
-            )),
-        })
-    };
-    let table = match layout(ctx, e, files).await? {
-        None => read(files, e.read_schema.clone())?,
-        Some(groups) => super::drift::table(&e.read_schema, &groups, read)?,
-    };
-    Ok(if e.read_schema != *schema { typed_columns(table, schema, e.format.csv.null.as_deref())? } else { table })
+    let f = e.files();
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let layout = f.layout(files, Some(&cache)).await.map_err(|d| TaskError::fatal(d.to_string()))?;
+    Ok(f.table_of(schema, files, layout, |files, read_schema| Ok(f.scan(files, read_schema, schema, bad)?))?)
 }
 
 /// An incremental extract: only new files, only rows past the watermark. With a watermark the
@@ -462,9 +345,8 @@ async fn incremental_extract(
     })
 }
 
-/// A table over Parquet files staged on local disk.
-pub(super) fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
-    FileSetTable::new(schema, Arc::new(ParquetFormat::default()), ObjectStoreUrl::local_filesystem(), files)
+fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
+    FileSetTable::staged(schema, files)
 }
 
 /// Register staged Parquet files (of an earlier run) as task `i`'s table.
@@ -501,15 +383,10 @@ async fn transform(
         });
     }
     // Computed once, staged as Parquet on local disk.
-    let dir = env.staging_dir.join(name);
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
-    let url = format!("file://{}/", dir.display());
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let state = ctx.state();
-    let options = sink::staging_parquet_options();
-    let written =
-        cancellable(cancel, sink::execute_to_parquet(&state, df.logical_plan().clone(), &url, vec![], options)).await?;
-    let files = super::stage::list_local(&dir).await.map_err(|e| TaskError::transient(e.strip_backtrace()))?;
+    let area = super::stage::Area::Local(&env.staging_dir);
+    let (written, files) =
+        super::stage::stage_parquet(&area, &ctx.state(), df.logical_plan().clone(), name, cancel).await?;
     let bytes = files.iter().map(|f| f.size).sum();
     let n = files.len() as u64;
     ctx.register_table(name, Arc::new(staged_table(schema, files).with_rows(written.rows)))?;
@@ -558,20 +435,14 @@ async fn cluster_transform(
         });
     }
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    cluster.prepare(name).map_err(|e| TaskError::transient(format!("staging `{name}`: {e}")))?;
-    let url = cluster.dir_url(name);
-    let options = sink::staging_parquet_options();
-    let written = cancellable(
-        cancel,
-        sink::execute_to_parquet(&cluster.ctx.state(), df.logical_plan().clone(), &url, vec![], options),
-    )
-    .await?;
-    let files = cluster.list(name).await?;
+    let area = super::stage::Area::Cluster(cluster);
+    let (written, files) =
+        super::stage::stage_parquet(&area, &cluster.ctx.state(), df.logical_plan().clone(), name, cancel).await?;
     cluster.ctx.deregister_table(name)?;
-    cluster.ctx.register_table(name, super::engine::staged_listing(&url, schema.clone())?)?;
+    cluster.ctx.register_table(name, super::engine::staged_listing(&area.url(name), schema.clone())?)?;
     let bytes = files.iter().map(|f| f.size).sum();
     let n = files.len() as u64;
-    let table = FileSetTable::new(schema, Arc::new(ParquetFormat::default()), cluster.object_store_url(), files)
+    let table = FileSetTable::new(schema, Arc::new(ParquetFormat::default()), area.object_store_url(), files)
         .with_rows(written.rows);
     ctx.register_table(name, Arc::new(table))?;
     Ok(Outcome {
@@ -610,21 +481,15 @@ async fn share(
         // Already on the cluster, unless quarantine left weir a table of the passing rows.
         TaskKind::Transform(_) if out.quarantined.is_none() => return Ok(out),
         TaskKind::Extract(e) if !out.staged && node.checks.is_empty() => {
-            let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(e.files.as_slice());
+            let f = e.files();
+            let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(f.files.as_slice());
             if !files.is_empty() {
-                let listing = |files: &[ObjectMeta], read_schema: SchemaRef| {
-                    let urls: Vec<String> = files.iter().map(|f| e.store.url_of(&f.location, false)).collect();
-                    super::engine::listing_table(&urls, e.format.file_format(false), read_schema)
-                };
-                let raw = match layout(ctx, e, files).await? {
-                    None => listing(files, e.read_schema.clone())?,
-                    Some(groups) => super::drift::table(&e.read_schema, &groups, listing)?,
-                };
-                let table = if e.read_schema != node.schema {
-                    typed_columns(raw, &node.schema, e.format.csv.null.as_deref())?
-                } else {
-                    raw
-                };
+                // Listing tables: the kind of table a cluster can be sent.
+                let layout = f.layout(files, None).await.map_err(|d| TaskError::fatal(d.to_string()))?;
+                let table = f.table_of(&node.schema, files, layout, |files, read_schema| {
+                    let urls: Vec<String> = files.iter().map(|m| f.store.url_of(&m.location, false)).collect();
+                    super::engine::listing_table(&urls, f.format.file_format(false), read_schema)
+                })?;
                 cluster.ctx.register_table(name, table)?;
                 return Ok(out);
             }
@@ -632,15 +497,12 @@ async fn share(
         _ => {}
     }
     let dir = format!("{name}.shared");
-    cluster.prepare(&dir).map_err(|e| TaskError::transient(format!("staging `{name}`: {e}")))?;
-    let url = cluster.dir_url(&dir);
     let df = ctx.table(name).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let options = sink::staging_parquet_options();
-    cancellable(cancel, sink::execute_to_parquet(&ctx.state(), df.logical_plan().clone(), &url, vec![], options))
-        .await?;
+    let area = super::stage::Area::Cluster(cluster);
+    super::stage::stage_parquet(&area, &ctx.state(), df.logical_plan().clone(), &dir, cancel).await?;
     cluster.ctx.deregister_table(name)?;
-    cluster.ctx.register_table(name, super::engine::staged_listing(&url, schema)?)?;
+    cluster.ctx.register_table(name, super::engine::staged_listing(&area.url(&dir), schema)?)?;
     Ok(out)
 }
 
@@ -670,13 +532,11 @@ async fn load(
         scratch: env.staging_dir.join(format!("{name}.load")),
         base_seq: env.pass.base_seqs.get(&i).copied(),
     };
-    let (written, record) = if l.format == OutputFormat::Delta {
-        // One Delta commit; cancelled before its log entry is written, the table is unchanged.
-        cancellable(cancel, sink::delta::commit_load(&state, df.logical_plan().clone(), schema, request)).await?
-    } else {
-        let staged = cancellable(cancel, sink::stage_load(&state, df.logical_plan().clone(), schema, request)).await?;
-        // From here on the load is not interrupted: the publish is short and atomic.
-        staged.publish().await?
+    // The sink the load's format says; cancellable until its output starts changing.
+    let (written, record) = match sink::load(&state, df.logical_plan().clone(), schema, request, cancel).await {
+        Ok(done) => done,
+        Err(sink::LoadError::Cancelled) => return Err(TaskError::cancelled()),
+        Err(sink::LoadError::Failed(e)) => return Err(e.into()),
     };
     // The output holds the commit record; the state store caches it.
     failpoint::hit("after_publish_before_state", name).await?;

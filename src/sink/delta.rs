@@ -36,9 +36,10 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
+use super::LoadRequest;
 use super::SinkError;
 use super::commit::{self, CommitRecord, LoadState};
-use super::parquet::{LoadRequest, WriteOutcome, execute_to_parquet, staging_parquet_options};
+use super::writer::{WriteOutcome, execute_to_parquet, staging_parquet_options};
 use crate::compile::LoadPlan;
 use crate::failpoint;
 use crate::spec::{LoadMode, OutputCompression};
@@ -53,7 +54,7 @@ pub fn app_id(pipeline: &str, load: &str) -> String {
 }
 
 fn delta_err(e: DeltaTableError) -> SinkError {
-    SinkError::Delta(e.to_string())
+    SinkError::Delta(e)
 }
 
 /// Delta log stores for the object-store schemes weir uses (`deltalake` itself registers
@@ -90,7 +91,7 @@ fn register_log_stores() {
 fn table(store: &Store, rel: &str, task: Option<&str>) -> Result<DeltaTable, SinkError> {
     register_log_stores();
     let url = store.url_of(&store.path(rel), true);
-    let url = url::Url::parse(&url).map_err(|e| SinkError::Delta(format!("{url}: {e}")))?;
+    let url = url::Url::parse(&url).map_err(|source| SinkError::DeltaUrl { url: url.clone(), source })?;
     let object_store: Arc<dyn ObjectStore> = match task {
         Some(task) => Arc::new(Gated { inner: store.object_store.clone(), task: task.to_string() }),
         None => store.object_store.clone(),
@@ -313,7 +314,7 @@ pub async fn commit_load(
     };
     let mut rows_in = None;
     let commit_props = |record: &CommitRecord| -> Result<CommitProperties, SinkError> {
-        let value = serde_json::to_value(record).map_err(|e| SinkError::Delta(e.to_string()))?;
+        let value = serde_json::to_value(record)?;
         Ok(CommitProperties::default()
             .with_metadata([(RECORD_KEY.to_string(), value)])
             .with_application_transaction(Transaction::new(app_id(req.pipeline, req.task), seq as i64)))
@@ -406,11 +407,13 @@ async fn refuse_non_delta_files(store: &Store, rel: &str) -> Result<(), SinkErro
         if rel_parts.iter().any(|p| p.starts_with('.') || p.starts_with('_')) {
             continue;
         }
-        return Err(SinkError::Delta(format!(
-            "{}/{rel} holds files but is not a Delta table (no _delta_log/), for example {}; remove them or choose another path",
-            store.display_url,
-            rel_parts.join("/")
-        )));
+        return Err(SinkError::DeltaLayout {
+            table: format!("{}/{rel}", store.display_url),
+            reason: format!(
+                "the directory holds files but is not a Delta table (no _delta_log/), for example {}; remove them or choose another path",
+                rel_parts.join("/")
+            ),
+        });
     }
     Ok(())
 }
@@ -443,12 +446,14 @@ fn check_same_columns(
     }
     let parts = state.metadata().partition_columns();
     if parts.iter().map(String::as_str).ne(partition_by.iter().map(String::as_str)) {
-        return Err(SinkError::Delta(format!(
-            "the Delta table {}/{rel} is partitioned by [{}] but the load says partition_by: [{}]; run with --full-refresh to rebuild it",
-            store.display_url,
-            parts.join(", "),
-            partition_by.join(", ")
-        )));
+        return Err(SinkError::DeltaLayout {
+            table: format!("{}/{rel}", store.display_url),
+            reason: format!(
+                "it is partitioned by [{}] but the load says partition_by: [{}]; run with --full-refresh to rebuild it",
+                parts.join(", "),
+                partition_by.join(", ")
+            ),
+        });
     }
     Ok(())
 }

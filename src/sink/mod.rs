@@ -1,7 +1,9 @@
-//! `sink`: output formats and their commit protocols.
+//! `sink`: one module per kind of output and its commit protocol, behind one load request
+//! ([`load`]): a Parquet directory (`parquet`, with `merge` and `remote`) and a Delta table
+//! (`delta`); the Parquet writing both use is `writer`. See `docs/design/connectors.md`.
 //!
-//! Parquet (the only format so far) is written in full to a hidden staging directory beside
-//! the output, together with the load's commit record (`commit`), then published:
+//! A Parquet output is written in full to a hidden staging directory beside the output,
+//! together with the load's commit record (`commit`), then published:
 //!
 //! - **local disk**: the staging directory and the output directory are swapped with one
 //!   `renameat2(RENAME_EXCHANGE)` — atomic: a reader sees the whole old version or the whole
@@ -25,13 +27,63 @@ pub mod hive;
 mod merge;
 mod parquet;
 pub mod remote;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::compile::LoadPlan;
+use crate::spec::{LoadMode, OutputFormat};
+use commit::{CommitRecord, Consumed};
 
 pub use merge::{KeyCheck, KeyHashes};
+pub use writer::{WriteOutcome, execute_to_parquet, leaf_rows, parquet_options, staging_parquet_options, storable};
 
-pub use parquet::{
-    LoadRequest, Staged, WriteOutcome, execute_to_parquet, leaf_rows, mode_name, parquet_options, stage_load,
-    staging_parquet_options, storable,
-};
+/// Write a load's rows (`plan`, with `schema`) to its output, atomically with its commit
+/// record, as its format says: a Parquet directory (staged in full, then published) or a
+/// Delta table (one commit). `cancel` stops it before anything is visible; once the output
+/// starts changing it runs to its end. Returns what was written and the commit record.
+pub async fn load(
+    state: &SessionState,
+    plan: LogicalPlan,
+    schema: SchemaRef,
+    req: LoadRequest<'_>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(WriteOutcome, CommitRecord), LoadError> {
+    match req.load.format {
+        // One Delta commit; cancelled before its log entry is written, the table is unchanged.
+        OutputFormat::Delta => cancellable(cancel, delta::commit_load(state, plan, schema, req)).await,
+        OutputFormat::Parquet => {
+            let staged = cancellable(cancel, parquet::stage_load(state, plan, schema, req)).await?;
+            // From here on the load is not interrupted: the publish is short and atomic.
+            staged.publish().await.map_err(LoadError::Failed)
+        }
+    }
+}
+
+/// `fut` unless `cancel` fires first.
+async fn cancellable<T>(
+    cancel: &tokio_util::sync::CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, LoadError> {
+    tokio::select! {
+        r = fut => r.map_err(LoadError::Failed),
+        _ = cancel.cancelled() => Err(LoadError::Cancelled),
+    }
+}
+
+/// Why a load did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cancelled before anything was published")]
+    Cancelled,
+    #[error(transparent)]
+    Failed(SinkError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -55,8 +107,14 @@ pub enum SinkError {
         "the output directory holds {file}, which is not a Parquet file ({reason}): a load owns its directory and reads the files in it; move that file elsewhere, or load to another path"
     )]
     NotParquet { file: String, reason: String },
+    /// This run's rows cannot be merged as they are (NULL or duplicate keys, ties).
     #[error("{0}")]
-    Merge(String),
+    MergeRows(String),
+    #[error("invalid `delete_when`: {0}")]
+    DeleteWhen(String),
+    /// A worker thread or task of the sink ended without an answer.
+    #[error("{what} failed: {source}")]
+    Worker { what: &'static str, source: tokio::task::JoinError },
     #[error(
         "another writer committed to {output} while this run was writing (commit {seq} is taken): nothing of this run was published; run again"
     )]
@@ -66,11 +124,57 @@ pub enum SinkError {
     )]
     Moved { expected: u64, found: u64 },
     #[error("Delta table: {0}")]
-    Delta(String),
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error("Delta table {table}: {reason}")]
+    DeltaLayout { table: String, reason: String },
+    #[error("Delta table URL {url}: {source}")]
+    DeltaUrl { url: String, source: url::ParseError },
+    #[error("the commit record cannot be written: {0}")]
+    RecordJson(#[from] serde_json::Error),
 }
 
 impl SinkError {
     pub fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         SinkError::Io { action, path: path.to_path_buf(), source }
+    }
+
+    /// Whether trying again may succeed: I/O and storage trouble (and a writer that got in the
+    /// way) may pass; the data, the output's layout and a bug will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::DataFusion(e) => crate::storage::is_transient(e),
+            SinkError::ObjectStore(e) => {
+                !matches!(e, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. })
+            }
+            SinkError::Io { .. } | SinkError::Conflict { .. } => true,
+            SinkError::Failpoint(f) => matches!(f, crate::failpoint::Failure::Transient(_)),
+            _ => false,
+        }
+    }
+}
+
+/// What a load asks the sink to commit.
+pub struct LoadRequest<'a> {
+    pub load: &'a LoadPlan,
+    pub pipeline: &'a str,
+    pub task: &'a str,
+    pub run_id: &'a str,
+    /// Rebuild from nothing: the current output is replaced, whatever the mode.
+    pub full_refresh: bool,
+    /// What this run consumed, per incremental extract upstream of the load.
+    pub consumed: BTreeMap<String, Consumed>,
+    /// A local directory for this load's intermediate files (removed with the run's staging).
+    pub scratch: PathBuf,
+    /// The commit this run's incremental state was read from (`None`: the load is not
+    /// incremental). The load fails, publishing nothing, if the output has moved on since.
+    pub base_seq: Option<u64>,
+}
+
+pub fn mode_name(m: LoadMode) -> &'static str {
+    match m {
+        LoadMode::Overwrite => "overwrite",
+        LoadMode::Append => "append",
+        LoadMode::Merge => "merge",
+        LoadMode::ReplacePartitions => "replace_partitions",
     }
 }

@@ -136,7 +136,7 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     CREATE INDEX alerts_by_pipeline ON alerts (pipeline, created_at);",
-    // 5: schemas compile inferred from input files (see `compile::SchemaCache`)
+    // 5: schemas compile inferred from input files (see `source::SchemaCache`)
     "CREATE TABLE schema_cache (
         key TEXT PRIMARY KEY,
         schema BLOB NOT NULL,
@@ -931,7 +931,7 @@ fn insert_extract_state(
 }
 
 /// Inferred schemas, for compile. Entries not used for 30 days are dropped when new ones come.
-impl crate::compile::SchemaCache for StateStore {
+impl crate::source::SchemaCache for StateStore {
     fn schema(&self, key: &str) -> Option<Vec<u8>> {
         let conn = self.conn();
         let found: Option<Vec<u8>> =

@@ -16,6 +16,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use url::Url;
 
 pub mod counted;
+pub use counted::STORE_REQUESTS_TOTAL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -431,5 +432,28 @@ mod tests {
         );
         assert_eq!(names(s.list(&FileGlob::new("b/4.csv").unwrap()).await.unwrap()), ["root/b/4.csv"]);
         assert!(s.list(&FileGlob::new("c/*.csv").unwrap()).await.unwrap().is_empty());
+    }
+}
+
+/// Whether a DataFusion error may pass if the work is tried again: storage and I/O trouble
+/// (not a missing object or a path that cannot be); planning and data errors will not.
+pub fn is_transient(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError;
+    match e {
+        DataFusionError::ObjectStore(os) => {
+            !matches!(**os, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. })
+        }
+        DataFusionError::IoError(io) => {
+            !matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied)
+        }
+        DataFusionError::Context(_, inner) => is_transient(inner),
+        DataFusionError::Shared(inner) => is_transient(inner),
+        DataFusionError::External(inner) => {
+            inner
+                .downcast_ref::<object_store::Error>()
+                .is_some_and(|e| !matches!(e, object_store::Error::NotFound { .. }))
+                || inner.downcast_ref::<std::io::Error>().is_some()
+        }
+        _ => false,
     }
 }

@@ -12,7 +12,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_plan::{collect, displayable};
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStoreExt;
-use weir::run::table::FileSetTable;
+use weir::source::files::table::FileSetTable;
 
 #[tokio::test]
 async fn projection_and_row_group_pruning_reach_the_parquet_scan() {

@@ -35,7 +35,7 @@ use datafusion::prelude::{SessionContext, ident};
 use futures::{StreamExt, TryStreamExt};
 
 use super::super::SinkError;
-use super::super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
+use super::super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
 use super::{
     KeyCheck, KeyHashes, KeyRanges, MergeOutcome, delete_predicate, df_err, groups_range, hit_files, read_current,
 };
@@ -305,7 +305,7 @@ async fn stage_shares(
     let (mut rows_all, mut all_hashes) = (0u64, Vec::new());
     for t in tasks {
         let (rows, files, hashes) =
-            t.await.map_err(|e| SinkError::Merge(format!("staging this run's rows failed: {e}")))??;
+            t.await.map_err(|source| SinkError::Worker { what: "staging this run's rows", source })??;
         rows_all += rows;
         for (g, path) in files {
             files_of[g].push(path);

@@ -1,5 +1,6 @@
-//! `mode: merge` on Parquet: create-or-update by keys, rewriting only the files that can hold
-//! a key of this run.
+//! `mode: merge`: create-or-update by keys. Step 1 (`prepare_rows`, `delete_predicate`) serves
+//! both formats — Delta applies the prepared rows with its own MERGE (`sink::delta`); steps 2–3
+//! are the Parquet directory's, rewriting only the files that can hold a key of this run.
 //!
 //! 1. This run's rows are staged (local scratch, Parquet). Rows with a NULL key are refused;
 //!    several rows per key (found by sorting 64-bit hashes of the keys: 8 bytes per row, then
@@ -37,7 +38,7 @@ use futures::StreamExt;
 mod clustered;
 
 use super::SinkError;
-use super::parquet::{CurrentFile, WriteOutcome, execute_to_parquet, staging_parquet_options};
+use super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, staging_parquet_options};
 use crate::compile::LoadPlan;
 use crate::storage::Store;
 
@@ -123,7 +124,7 @@ async fn check_rows(
     let key_list = keys.join(", ");
     let KeyCheck { nulls, maybe_dups } = checked;
     if nulls > 0 {
-        return Err(SinkError::Merge(format!(
+        return Err(SinkError::MergeRows(format!(
             "{nulls} of this run's rows have a NULL in the merge keys ({}); a NULL key matches no row, so they cannot be merged",
             load.keys.join(", ")
         )));
@@ -142,7 +143,7 @@ async fn check_rows(
         return Ok(None);
     }
     if load.order_by.is_empty() {
-        return Err(SinkError::Merge(format!(
+        return Err(SinkError::MergeRows(format!(
             "several of this run's rows have the same keys (for example {}); set `order_by` to say which one wins",
             dups.join("; ")
         )));
@@ -157,7 +158,7 @@ async fn check_rows(
     )
     .await?;
     if !ties.is_empty() {
-        return Err(SinkError::Merge(format!(
+        return Err(SinkError::MergeRows(format!(
             "several of this run's rows have the same keys and the same `order_by` ({}), so none of them is the latest (for example {})",
             load.order_by.join(", "),
             ties.join("; ")
@@ -181,8 +182,7 @@ pub(super) fn delete_predicate(
     schema: &SchemaRef,
 ) -> Result<Option<Expr>, SinkError> {
     let Some(cond) = &load.delete_when else { return Ok(None) };
-    let pred = crate::compile::sql::predicate(state, cond, schema)
-        .map_err(|m| SinkError::Merge(format!("invalid `delete_when`: {m}")))?;
+    let pred = crate::compile::sql::predicate(state, cond, schema).map_err(SinkError::DeleteWhen)?;
     Ok(Some(datafusion::functions::core::expr_fn::coalesce(vec![pred, lit(false)])))
 }
 
@@ -194,7 +194,7 @@ pub(super) async fn stage_merge(
     plan: LogicalPlan,
     schema: &SchemaRef,
     load: &LoadPlan,
-    current: &[super::parquet::CurrentFile],
+    current: &[super::writer::CurrentFile],
     url: &str,
     options: TableParquetOptions,
     scratch: &Path,
@@ -405,7 +405,7 @@ impl KeyHashes {
                 handles.into_iter().map(|h| h.join().unwrap_or(true)).fold(false, |a, b| a | b)
             })
         });
-        let maybe_dups = check.await.map_err(|e| SinkError::Merge(format!("checking the merge keys failed: {e}")))?;
+        let maybe_dups = check.await.map_err(|source| SinkError::Worker { what: "checking the merge keys", source })?;
         Ok(KeyCheck { nulls, maybe_dups })
     }
 }
@@ -610,7 +610,7 @@ async fn key_ranges(
     file: &CurrentFile,
     column: &str,
 ) -> Result<Option<Vec<(ArrayRef, ArrayRef)>>, SinkError> {
-    let (meta, arrow_schema) = super::parquet::footer(store, &file.meta).await?;
+    let (meta, arrow_schema) = super::writer::footer(store, &file.meta).await?;
     let Ok(conv) = StatisticsConverter::try_new(column, &arrow_schema, meta.file_metadata().schema_descr()) else {
         return Ok(None);
     };
@@ -669,7 +669,7 @@ async fn read_current(
             Some(o) => o.union(df).map_err(df_err)?,
         });
     }
-    out.ok_or_else(|| SinkError::Merge("no files to read".into()))
+    out.ok_or_else(|| SinkError::MergeRows("the merge found no current files to read".into()))
 }
 
 /// A partition directory's value as a value of the column's type (`None`: NULL).

@@ -23,9 +23,9 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 
-use crate::compile::types::sql_name;
-use crate::compile::{CsvSettings, InputFormat};
+use super::{CsvSettings, InputFormat};
 use crate::spec::{FileFormat, InputCompression};
+use crate::types::sql_name;
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 8192;
@@ -786,56 +786,6 @@ pub fn looks_like_bad_input(message: &str) -> bool {
     ]
     .iter()
     .any(|m| message.contains(m))
-}
-
-/// The first malformed row in the CSV and JSON files that task `i` reads (through extracts
-/// with `bad_rows: fail`), found by reading them again with the tolerant reader.
-pub async fn first_bad_row(
-    plan: &crate::compile::Plan,
-    i: petgraph::graph::NodeIndex,
-    pass: &super::incremental::PassRef,
-) -> Option<(petgraph::graph::NodeIndex, BadRow)> {
-    use crate::compile::TaskKind;
-    let mut nodes: Vec<petgraph::graph::NodeIndex> = plan.ancestors(i).into_iter().chain(std::iter::once(i)).collect();
-    nodes.sort_by_key(|n| plan.order.iter().position(|o| o == n));
-    for j in nodes {
-        let node = plan.task(j);
-        let TaskKind::Extract(e) = &node.kind else { continue };
-        if e.format.kind == FileFormat::Parquet {
-            continue;
-        }
-        let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| e.files.clone());
-        // Each file with its own columns (see `drift`).
-        let groups = match super::drift::layout(&e.store, &e.format, &e.read_schema, &files, &e.files, None).await {
-            Ok(Some(groups)) => groups.into_iter().map(|g| (g.files, g.read_schema)).collect(),
-            Ok(None) => vec![(files, e.read_schema.clone())],
-            Err(_) => continue,
-        };
-        for (files, schema) in groups {
-            let bad = BadRows::new(true, false);
-            let parts = partitions(
-                e.store.object_store.clone(),
-                &e.store.root,
-                &files,
-                &e.format,
-                schema,
-                &node.schema,
-                bad.clone(),
-            );
-            for part in parts {
-                let mut stream = part.execute(Arc::new(TaskContext::default()));
-                while let Some(r) = stream.next().await {
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                if let Some(row) = bad.take().into_iter().next() {
-                    return Some((j, row));
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Write `rows` to `rel` in `store` as one Parquet file (complete or absent). Returns its URL.

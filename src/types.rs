@@ -1,4 +1,5 @@
-//! SQL type names in `extract.schema` → Arrow types.
+//! Types: SQL type names (`schema:`, SQL) ↔ Arrow types, the type that holds two others, and
+//! what an output format can store. Shared by sources, compile and sinks.
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 

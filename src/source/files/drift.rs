@@ -21,7 +21,7 @@ use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::compile::{CsvSettings, InputFormat};
+use super::{CsvSettings, InputFormat};
 use crate::spec::{FileFormat, InputCompression};
 use crate::storage::Store;
 

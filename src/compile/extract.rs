@@ -1,0 +1,429 @@
+//! Extracts: a task's source resolved to a `SourcePlan` (files: store, glob, format, the
+//! declared types), its schema inferred (see `source::files::infer`), and its incremental plan.
+
+use super::*;
+
+impl Compiler<'_> {
+    /// An `extract:` task: its store, glob, format and declared types.
+    pub(super) fn draft_extract(
+        &mut self,
+        name: &str,
+        e: &spec::Extract,
+        stores: &indexmap::IndexMap<String, Arc<Store>>,
+    ) -> DraftKind {
+        let p = self.p;
+        let before = self.diags.len();
+        let broken = |this: &Self| this.diags.len() > before;
+        let store = stores.get(&e.store).cloned();
+        if store.is_none() && !p.spec.stores.contains_key(&e.store) && !p.broken_stores.contains(&e.store) {
+            self.diags.push(self.unknown_store(name, "extract", &e.store));
+        }
+        let path = ypath!["tasks", name, "extract", "path"];
+        let glob = match FileGlob::new(&e.path) {
+            Ok(g) => Some(g),
+            Err(err) => {
+                self.diags.push(p.diag_value("path", &path, e.path.len(), err.to_string()));
+                None
+            }
+        };
+        let format = self.input_format(name, e);
+        if let (Some(f), Some(mode)) = (&format, e.bad_rows)
+            && f.kind == FileFormat::Parquet
+            && mode != spec::BadRowsMode::Fail
+        {
+            self.diags.push(
+                p.diag_key(
+                    "bad-rows",
+                    &ypath!["tasks", name, "extract", "bad_rows"],
+                    "`bad_rows` applies to CSV and JSON files",
+                )
+                .help("Parquet files have no malformed rows: remove `bad_rows`"),
+            );
+        }
+        let mut declared = Vec::new();
+        if let Some(schema) = &e.schema {
+            for (col, ty) in schema {
+                match types::parse_sql_type(ty) {
+                    Ok(t) => declared.push((col.clone(), t)),
+                    Err(msg) => self.diags.push(
+                        p.diag_value("type", &ypath!["tasks", name, "extract", "schema", col], ty.len(), msg)
+                            .help(format!("known types: {}", types::TYPE_NAMES.join(", "))),
+                    ),
+                }
+            }
+        }
+        match (store, glob, format) {
+            (Some(store), Some(glob), Some(format)) if !broken(self) => {
+                DraftKind::Extract { store, glob, format, declared, incremental: e.incremental.clone() }
+            }
+            _ => DraftKind::Broken,
+        }
+    }
+
+    /// Every extract's files listed and schema inferred, concurrently: the schemas go into
+    /// `schemas`; returned, per extract, the files listed and the schema they are read with.
+    pub(super) async fn infer_extracts(
+        &mut self,
+        state: &SessionState,
+        g: &TaskGraph,
+        schemas: &mut HashMap<NodeIndex, SchemaRef>,
+    ) -> HashMap<NodeIndex, (Vec<object_store::ObjectMeta>, SchemaRef)> {
+        let graph = &g.graph;
+        let mut files = HashMap::new();
+        let extract_jobs: Vec<_> = graph
+            .node_indices()
+            .filter_map(|i| match &graph[i].kind {
+                DraftKind::Extract { store, glob, format, declared, .. } => {
+                    Some((i, graph[i].name.clone(), store.clone(), glob.clone(), format.clone(), declared.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let concurrency = state.config_options().execution.meta_fetch_concurrency.get().max(4);
+        let results: Vec<_> =
+            futures::stream::iter(extract_jobs.into_iter().map(|(i, name, store, glob, format, declared)| {
+                let cache = self.cache;
+                async move {
+                    (
+                        i,
+                        crate::source::files::infer::infer(state, cache, &name, &store, &glob, &format, &declared)
+                            .await,
+                    )
+                }
+            }))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        for (i, r) in results {
+            match r {
+                Ok((listed, schema, read_schema)) => {
+                    schemas.insert(i, schema);
+                    files.insert(i, (listed, read_schema));
+                }
+                Err(e) => {
+                    let name = graph[i].name.clone();
+                    self.diags.push(self.extract_error(&name, e));
+                }
+            }
+        }
+
+        files
+    }
+
+    /// The incremental plan of every incremental extract whose schema is known.
+    pub(super) fn incremental_plans(
+        &mut self,
+        g: &TaskGraph,
+        schemas: &HashMap<NodeIndex, SchemaRef>,
+    ) -> HashMap<NodeIndex, IncrementalPlan> {
+        let graph = &g.graph;
+        let mut incremental: HashMap<NodeIndex, IncrementalPlan> = HashMap::new();
+        for &i in &g.order {
+            if let DraftKind::Extract { incremental: Some(inc), .. } = &graph[i].kind
+                && let Some(schema) = schemas.get(&i)
+            {
+                let name = graph[i].name.clone();
+                if let Some(plan) = self.incremental_plan(&name, inc, schema) {
+                    incremental.insert(i, plan);
+                }
+            }
+        }
+        incremental
+    }
+
+    /// The format and compression of an extract, from its keys or the path's extension.
+    pub(super) fn input_format(&mut self, name: &str, e: &spec::Extract) -> Option<InputFormat> {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let (ext_format, ext_compression, tsv) = format_from_path(&e.path);
+        let kind = match e.format.or(ext_format) {
+            Some(k) => k,
+            None => {
+                self.diags.push(
+                    p.diag_value(
+                        "format",
+                        &base.key("path"),
+                        e.path.len(),
+                        format!("cannot tell the file format of `{}` from its extension", e.path),
+                    )
+                    .help("add `format: csv`, `format: json` or `format: parquet`"),
+                );
+                return None;
+            }
+        };
+        let compression = e.compression.or(ext_compression).unwrap_or(InputCompression::None);
+        if kind == FileFormat::Parquet && e.compression.is_some_and(|c| c != InputCompression::None) {
+            self.diags.push(
+                p.diag_key("format", &base.key("compression"), "Parquet files carry their own compression")
+                    .help("remove `compression` from this extract"),
+            );
+        }
+        let mut csv = CsvSettings::default();
+        if tsv {
+            csv.delimiter = b'\t';
+        }
+        if let Some(o) = &e.csv {
+            if kind != FileFormat::Csv {
+                self.diags.push(
+                    p.diag_key(
+                        "format",
+                        &base.key("csv"),
+                        format!("`csv` options apply to CSV files; this extract reads {}", format_name(kind)),
+                    )
+                    .help("remove `csv`, or set `format: csv`"),
+                );
+            }
+            let mut byte = |key: &str, c: Option<char>| -> Option<u8> {
+                let c = c?;
+                if c.is_ascii() {
+                    Some(c as u8)
+                } else {
+                    self.diags.push(p.diag_value(
+                        "csv",
+                        &base.key("csv").key(key),
+                        c.len_utf8(),
+                        format!("`{key}` must be a single ASCII character"),
+                    ));
+                    None
+                }
+            };
+            if let Some(d) = byte("delimiter", o.delimiter) {
+                csv.delimiter = d;
+            }
+            if let Some(q) = byte("quote", o.quote) {
+                csv.quote = q;
+            }
+            csv.escape = byte("escape", o.escape);
+            csv.comment = byte("comment", o.comment);
+            csv.header = o.header.unwrap_or(true);
+            csv.multiline = o.multiline.unwrap_or(false);
+            csv.null = o.null_value.clone().filter(|n| !n.is_empty());
+            if csv.quote == csv.delimiter {
+                self.diags.push(p.diag_key("csv", &base.key("csv"), "`quote` and `delimiter` must differ"));
+            }
+        }
+        Some(InputFormat { kind, compression, csv, infer_rows: e.infer_rows.unwrap_or(1000).max(1) })
+    }
+
+    /// The CSV delimiter of extract `name`, as written (default `,`).
+    pub(super) fn delimiter_of(&self, name: &str) -> Option<u8> {
+        let e = self.p.spec.tasks.get(name)?.extract.as_ref()?;
+        Some(e.csv.as_ref().and_then(|c| c.delimiter).map(|d| d as u8).unwrap_or(b','))
+    }
+
+    pub(super) fn extract_error(&self, name: &str, e: crate::source::files::infer::InferError) -> Diagnostic {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let path_len = p.spec.tasks[name].extract.as_ref().map(|e| e.path.len()).unwrap_or(0);
+        match e {
+            crate::source::files::infer::InferError::NoFiles { pattern, store, url } => p
+                .diag_value("missing-file", &base.key("path"), path_len, format!("no files match `{pattern}` in store `{store}` ({url})"))
+                .help("check the path: it is relative to the store's root; hidden files and names starting with `_` are ignored"),
+            crate::source::files::infer::InferError::Storage(e) => p.diag_value("storage", &base.key("path"), path_len, p.secrets.redact(&e.to_string())),
+            crate::source::files::infer::InferError::Infer { file, error } => p.diag_value(
+                "schema",
+                &base.key("path"),
+                path_len,
+                p.secrets.redact(&format!("cannot read the schema of `{file}`: {}", clean_df_message(&error))),
+            ),
+            crate::source::files::infer::InferError::TypeConflict { column, first, other } => {
+                let fits = types::widen(&first.1, &other.1);
+                p.diag_value(
+                    "schema",
+                    &base.key("path"),
+                    path_len,
+                    p.secrets.redact(&format!(
+                        "the files store column `{column}` with different types: {} in {}, {} in {}",
+                        types::sql_name(&first.1),
+                        first.0,
+                        types::sql_name(&other.1),
+                        other.0
+                    )),
+                )
+                .help(format!(
+                    "declare the type to read it as: `schema: {{ {column}: {} }}` (each file's values are cast to it)",
+                    types::sql_name(&fits)
+                ))
+            }
+            crate::source::files::infer::InferError::UnknownColumn { column, known } if known.is_empty() => p
+                .diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files: they have no columns"))
+                .help("the file is empty, or its header line is; a CSV file needs a header line, or `csv: { header: false }` and `schema` naming every column"),
+            crate::source::files::infer::InferError::UnknownColumn { column, known } => {
+                // One column whose name holds another delimiter: the delimiter is wrong.
+                let other = match known.as_slice() {
+                    [one] => [';', '\t', '|', ','].into_iter().find(|d| one.contains(*d) && Some(*d as u8) != self.delimiter_of(name)),
+                    _ => None,
+                };
+                let help = match other {
+                    Some(d) => format!(
+                        "the files have one column, `{}`: is the delimiter `{}`? set `csv: {{ delimiter: \"{}\" }}`",
+                        known[0],
+                        d.escape_default(),
+                        d.escape_default()
+                    ),
+                    None => did_you_mean(&column, known.iter().map(String::as_str))
+                        .unwrap_or_else(|| format!("the files have: {}", known.join(", "))),
+                };
+                p.diag_key("schema", &base.key("schema").key(&column), format!("column `{column}` is not in the files"))
+                    .help(help)
+            }
+            crate::source::files::infer::InferError::ColumnCount { declared, found } => p
+                .diag_key("schema", &base.key("schema"), format!("`schema` lists {declared} columns but the files have {found}"))
+                .help("without a header, `schema` names every column in order"),
+        }
+    }
+
+    /// The watermark column exists and has a type that orders; the lookback fits its type.
+    pub(super) fn incremental_plan(
+        &mut self,
+        name: &str,
+        inc: &spec::Incremental,
+        schema: &SchemaRef,
+    ) -> Option<IncrementalPlan> {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract", "incremental", "watermark"];
+        let watermark = match &inc.watermark {
+            None => None,
+            Some(w) => {
+                let Ok(field) = schema.field_with_name(&w.column) else {
+                    let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    self.diags.push(
+                        p.diag_value(
+                            "watermark",
+                            &base.key("column"),
+                            w.column.len(),
+                            format!("watermark column `{}` is not in `{name}`", w.column),
+                        )
+                        .maybe_help(
+                            did_you_mean(&w.column, cols.iter().copied())
+                                .or_else(|| Some(format!("`{name}` has: {}", cols.join(", ")))),
+                        ),
+                    );
+                    return None;
+                };
+                let dt = field.data_type().clone();
+                let orderable = dt.is_integer()
+                    || matches!(
+                        dt,
+                        DataType::Decimal128(..)
+                            | DataType::Decimal256(..)
+                            | DataType::Date32
+                            | DataType::Date64
+                            | DataType::Timestamp(..)
+                            | DataType::Utf8
+                            | DataType::LargeUtf8
+                            | DataType::Utf8View
+                    );
+                if !orderable {
+                    self.diags.push(
+                        p.diag_value(
+                            "watermark",
+                            &base.key("column"),
+                            w.column.len(),
+                            format!("watermark column `{}` has type {}, which cannot be a cursor", w.column, types::sql_name(&dt)),
+                        )
+                        .help("use an integer, decimal, date, timestamp or text column that only grows; declare its type under `schema` if it was inferred wrongly"),
+                    );
+                    return None;
+                }
+                let lookback = match &w.lookback {
+                    None => None,
+                    Some(v) => match self.lookback(&base.key("lookback"), v, &dt) {
+                        Some(l) => Some(l),
+                        None => return None,
+                    },
+                };
+                Some(WatermarkPlan { column: w.column.clone(), data_type: dt, lookback })
+            }
+        };
+        Some(IncrementalPlan { new_files: inc.new_files, watermark })
+    }
+
+    pub(super) fn lookback(&mut self, path: &YamlPath, v: &spec::Scalar, dt: &DataType) -> Option<Lookback> {
+        let p = self.p;
+        let text = v.to_string();
+        let temporal = matches!(dt, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..));
+        let numeric = dt.is_integer() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..));
+        let err = |this: &mut Self, msg: String, help: &str| {
+            this.diags.push(p.diag_value("lookback", path, text.len(), msg).help(help.to_string()));
+            None
+        };
+        match v {
+            spec::Scalar::String(s) if temporal => match humantime::parse_duration(s.trim()) {
+                Ok(d) if matches!(dt, DataType::Date32 | DataType::Date64) && d.as_secs() % 86_400 != 0 => err(
+                    self,
+                    format!("lookback `{s}` is not a whole number of days, and the cursor is a date"),
+                    "write e.g. `1d` or `7d`",
+                ),
+                Ok(d) => Some(Lookback::Duration(d)),
+                Err(e) => {
+                    err(self, format!("invalid lookback `{s}`: {e}"), "write a duration such as `30m`, `2h`, `1d`")
+                }
+            },
+            spec::Scalar::Integer(n) if numeric && *n >= 0 => Some(Lookback::Number(*n)),
+            _ if temporal => err(
+                self,
+                format!("lookback `{text}` is not a duration, and the cursor is a {}", types::sql_name(dt)),
+                "write a duration such as `30m`, `2h`, `1d`",
+            ),
+            _ if numeric => err(
+                self,
+                format!("lookback `{text}` is not a whole number ≥ 0, and the cursor is a {}", types::sql_name(dt)),
+                "write how many units of the cursor to read again, e.g. `100`",
+            ),
+            _ => err(
+                self,
+                format!("a lookback needs a number or timestamp cursor; `{}` is text", types::sql_name(dt)),
+                "remove `lookback`, or use a timestamp or integer cursor",
+            ),
+        }
+    }
+}
+
+/// (format, compression, is .tsv) from a path's extensions.
+pub(super) fn format_from_path(path: &str) -> (Option<FileFormat>, Option<InputCompression>, bool) {
+    let lower = path.to_ascii_lowercase();
+    let (rest, compression) = [
+        (".gz", InputCompression::Gzip),
+        (".gzip", InputCompression::Gzip),
+        (".zst", InputCompression::Zstd),
+        (".zstd", InputCompression::Zstd),
+        (".bz2", InputCompression::Bzip2),
+        (".xz", InputCompression::Xz),
+    ]
+    .iter()
+    .find_map(|(ext, c)| lower.strip_suffix(ext).map(|r| (r.to_string(), Some(*c))))
+    .unwrap_or((lower.clone(), None));
+    let format = if rest.ends_with(".csv") || rest.ends_with(".tsv") || rest.ends_with(".txt") {
+        Some(FileFormat::Csv)
+    } else if rest.ends_with(".json") || rest.ends_with(".jsonl") || rest.ends_with(".ndjson") {
+        Some(FileFormat::Json)
+    } else if rest.ends_with(".parquet") || rest.ends_with(".pq") {
+        Some(FileFormat::Parquet)
+    } else {
+        None
+    };
+    (format, compression, rest.ends_with(".tsv"))
+}
+
+pub(super) fn format_name(f: FileFormat) -> &'static str {
+    match f {
+        FileFormat::Csv => "CSV",
+        FileFormat::Json => "JSON",
+        FileFormat::Parquet => "Parquet",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_extensions() {
+        assert_eq!(format_from_path("a/*.csv.gz"), (Some(FileFormat::Csv), Some(InputCompression::Gzip), false));
+        assert_eq!(format_from_path("x.TSV"), (Some(FileFormat::Csv), None, true));
+        assert_eq!(format_from_path("e/*.ndjson.zst"), (Some(FileFormat::Json), Some(InputCompression::Zstd), false));
+        assert_eq!(format_from_path("c.parquet"), (Some(FileFormat::Parquet), None, false));
+        assert_eq!(format_from_path("dir/"), (None, None, false));
+    }
+}

@@ -1,0 +1,23 @@
+//! `source`: one module per kind of source (see `docs/design/connectors.md`). A kind says at
+//! compile time what will be read and with which schema — from a catalog or file footers and
+//! samples, never by reading the data — and at run time reads it as a DataFusion table. Only
+//! files so far; databases, XML feeds and HTTP APIs come beside them.
+
+pub mod files;
+
+/// What an extract reads: one variant per kind of source.
+#[derive(Debug)]
+pub enum SourcePlan {
+    /// Files in a store (CSV, JSON, Parquet).
+    Files(files::FilesPlan),
+}
+
+/// Where compile keeps the schemas it inferred from input files, keyed by the files' identity
+/// (path, size, ETag or time) and the format's settings: a run over files it has seen reads
+/// none of them to compile. Implemented by the state store.
+pub trait SchemaCache: Send + Sync {
+    /// The Arrow IPC encoding of the schema stored under `key`.
+    fn schema(&self, key: &str) -> Option<Vec<u8>>;
+    /// Store `schema` (Arrow IPC) under `key`.
+    fn put_schema(&self, key: &str, schema: &[u8]);
+}
