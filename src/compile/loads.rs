@@ -157,15 +157,13 @@ impl Compiler<'_> {
         }
     }
 
-    /// Keys, `order_by` and `delete_when` name real columns and appear only with `mode: merge`;
-    /// `replace_partitions` has partitions.
-    pub(super) fn check_merge(&mut self, state: &SessionState, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {
+    /// What `mode` needs and what only `merge` uses: known without any schema, so reported
+    /// even when the load's input has problems of its own.
+    pub(super) fn check_mode(&mut self, name: &str, l: &spec::Load) {
         let p = self.p;
-        let before = self.diags.len();
         let base = ypath!["tasks", name, "load"];
-        let cols: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
         let merge = l.mode == LoadMode::Merge;
-        if merge && l.keys.is_empty() {
+        if merge && l.keys.as_ref().is_none_or(|k| k.to_vec().is_empty()) {
             self.diags.push(
                 p.diag_value("merge", &base.key("mode"), 5, "`mode: merge` needs `keys`")
                     .help("name the column(s) that identify a row, e.g. `keys: [order_id]`"),
@@ -183,12 +181,26 @@ impl Compiler<'_> {
             );
         }
         for (key, list) in [("keys", &l.keys), ("order_by", &l.order_by)] {
-            if !list.is_empty() && !merge {
+            if list.as_ref().is_some_and(|c| !c.to_vec().is_empty()) && !merge {
                 self.diags.push(
                     p.diag_key("merge", &base.key(key), format!("`{key}` is only used by `mode: merge`"))
                         .help("set `mode: merge`, or remove it"),
                 );
-                continue;
+            }
+        }
+    }
+
+    /// Keys, `order_by` and `delete_when` name real columns and appear only with `mode: merge`;
+    /// `replace_partitions` has partitions.
+    pub(super) fn check_merge(&mut self, state: &SessionState, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {
+        let p = self.p;
+        let before = self.diags.len();
+        let base = ypath!["tasks", name, "load"];
+        let cols: Vec<&str> = input.fields().iter().map(|f| f.name().as_str()).collect();
+        let merge = l.mode == LoadMode::Merge;
+        for (key, list) in [("keys", &l.keys), ("order_by", &l.order_by)] {
+            if !list.is_empty() && !merge {
+                continue; // reported by `check_mode`
             }
             for (k, col) in list.iter().enumerate() {
                 if !cols.contains(&col.as_str()) {

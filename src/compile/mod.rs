@@ -273,7 +273,9 @@ impl Compiler<'_> {
             } else if let Some(t) = &task.transform {
                 self.draft_transform(name, t, analyses.remove(name.as_str()), names, loads)
             } else if let Some(l) = &task.load {
-                self.draft_load(name, l, stores, names, loads)
+                let kind = self.draft_load(name, l, stores, names, loads);
+                self.check_mode(name, l);
+                kind
             } else {
                 DraftKind::Broken
             };

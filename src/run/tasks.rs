@@ -179,6 +179,7 @@ async fn run_task(
         let rows = bad.take();
         out.bad_rows = Some(n);
         if let Some(first) = rows.first() {
+            let rows_word = if n == 1 { "row" } else { "rows" };
             let what = match (e.bad_rows, &node.quarantine) {
                 (BadRowsMode::Quarantine, Some(q)) => {
                     let rel = format!("{}/{}/{}/{}.bad_rows.parquet", q.path, env.pipeline, node.name, env.run_id);
@@ -187,9 +188,9 @@ async fn run_task(
                         crate::source::files::tolerant::write_quarantine(&q.store, &rel, &rows, &env.run_id),
                     )
                     .await?;
-                    format!("{n} malformed rows quarantined to {url}")
+                    format!("{n} malformed {rows_word} quarantined to {url}")
                 }
-                _ => format!("{n} malformed rows skipped"),
+                _ => format!("{n} malformed {rows_word} skipped"),
             };
             tracing::warn!(task = %node.name, rows = n, first = %first, "{what}");
             out.note = Some(match out.note.take() {

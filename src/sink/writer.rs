@@ -15,8 +15,8 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use futures::TryStreamExt;
-use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 
 use super::{SinkError, commit};
 use crate::spec::{OutputCompression, OutputFormat};

@@ -513,7 +513,7 @@ impl Parser {
                         broken_tasks.push(name);
                         continue;
                     }
-                    match self.typed::<Task>(v, &path) {
+                    match self.typed_without_unknown_keys::<Task>(v, &path) {
                         Ok(t) => {
                             tasks.insert(name, t);
                         }
@@ -537,6 +537,33 @@ impl Parser {
             t
         });
         (top, broken_tasks, broken_stores)
+    }
+
+    /// Deserialize `v`, reporting each unknown key and leaving it out, so that the rest of a
+    /// task with a misspelt key is still compiled (and its other problems, and those of the
+    /// tasks that read it, are reported in the same round). Any other problem is final.
+    fn typed_without_unknown_keys<T: DeserializeOwned>(
+        &mut self,
+        mut v: Value,
+        base: &YamlPath,
+    ) -> Result<T, YamlPath> {
+        for attempt in 0..32 {
+            let rel = match self.typed::<T>(v.clone(), base) {
+                Ok(t) => return Ok(t),
+                Err(rel) => rel,
+            };
+            let code = self.diags.last().map(|d| d.code);
+            // A required key missing once a misspelt one is left out is the same mistake
+            // (`pth:` for `path:`): said once.
+            if attempt > 0 && code == Some("missing-key") {
+                self.diags.pop();
+                return Err(rel);
+            }
+            if code != Some("unknown-key") || !remove_at(&mut v, rel.segments()) {
+                return Err(rel);
+            }
+        }
+        Err(YamlPath::root())
     }
 
     /// Deserialize `v`; on failure report it and return the path of the problem.
@@ -1008,5 +1035,28 @@ mod tests {
                 "task `none` has none of `extract`, `transform`, `load`"
             ]
         );
+    }
+}
+
+/// Remove the entry at `path` (a key of a mapping, an item of a sequence) from `v`.
+fn remove_at(v: &mut Value, path: &[Seg]) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut cur = v;
+    for seg in parents {
+        cur = match (seg, cur) {
+            (Seg::Key(k), Value::Mapping(m)) => match m.get_mut(k.as_str()) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Seg::Index(i), Value::Sequence(items)) => match items.get_mut(*i) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        (Seg::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        _ => false,
     }
 }

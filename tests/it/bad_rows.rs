@@ -279,3 +279,26 @@ fn a_value_past_the_sample_suggests_a_type_before_setting_rows_aside() {
     p.weir(&["run", "p.yaml"]).ok();
     assert_eq!(read_rows(&p.join("lake/out")).len(), 1100);
 }
+
+/// Schema inference counts fields as the reader does: with an escape character and comment
+/// lines, a sample that has a malformed row is inferred from the rows that are well formed
+/// (`1,"a\",b",3` has three fields; the comment line is no row), so `id` is a number.
+#[test]
+fn inference_honours_escape_and_comment_lines() {
+    let p = Project::new();
+    p.write(
+        "data/e.csv",
+        "id,name,qty\n# a comment, with, more, delimiters\n1,\"a\\\",b\",3\n2,\"c\\\",d\",4\n3,too,many,fields\n4,\"e\\\",f\",5\n",
+    );
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://data\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  t:\n    extract: { store: raw, path: e.csv, csv: { escape: \"\\\\\", comment: \"#\" }, bad_rows: skip }\n  twice:\n    transform: { sql: \"SELECT id * 2 AS twice, name, qty FROM t ORDER BY id\" }\n  out:\n    load: { from: twice, store: lake, path: out/ }\n",
+    );
+    let r = p.weir(&["run", "p.yaml"]);
+    r.ok();
+    assert!(r.stderr.contains("1 malformed row skipped"), "{}", r.stderr);
+    let rows: Vec<String> =
+        read_rows(&p.join("lake/out")).iter().map(|r| format!("{}|{}|{}", r["twice"], r["name"], r["qty"])).collect();
+    assert_eq!(rows, ["2|a\",b|3", "4|c\",d|4", "8|e\",f|5"], "{}", r.stdout);
+    assert_eq!(parquet_schema(&p.join("lake/out"))[0], ("twice".to_string(), "Int64".to_string()));
+}

@@ -127,6 +127,20 @@ fn every_problem_is_reported_at_once() {
     assert!(out.contains("3 problems found"), "{out}");
 }
 
+/// Problems in different phases of compilation (a misspelt key, a misspelt column in the SQL
+/// that reads the task, a merge without keys) are reported in one round of `validate`.
+#[test]
+fn problems_of_every_phase_are_reported_at_once() {
+    let out = refused(&with_head(
+        "  t:\n    transform: { sql: \"SELECT order_id, amout FROM orders\" }\n  out:\n    load: { from: t, store: lake, path: out/, mode: merge }\n",
+    ).replace("path: orders.csv }", "path: orders.csv, delimter: \",\" }"));
+    for expected in ["unknown key `delimter`", "amout", "`mode: merge` needs `keys`"] {
+        assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
+    }
+    assert!(out.contains("3 problems found"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
 #[test]
 fn duplicate_task_names() {
     let out = refused(&with_head("  orders:\n    transform: { sql: SELECT 1 AS x }\n"));
