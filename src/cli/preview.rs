@@ -38,7 +38,7 @@ pub async fn incremental_preview(p: &Plan) -> HashMap<NodeIndex, Vec<String>> {
                         parts.push(format!(
                             "new files: {} new or changed of {} ({})",
                             input.files.len(),
-                            e.files().files.len(),
+                            e.files().map_or(0, |f| f.files.len()),
                             fmt_bytes(bytes)
                         ));
                     }

@@ -324,8 +324,22 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
         }
         let ups = p.upstream_names(i);
         match &t.kind {
-            TaskKind::Extract(e) => {
-                let (e, inc) = (e.files(), &e.incremental);
+            TaskKind::Extract(crate::compile::ExtractPlan {
+                source: crate::compile::SourcePlan::Postgres(pg), ..
+            }) => {
+                s.push_str(&format!(
+                    "     reads    {}: {} (postgres, {})\n",
+                    pg.store.name,
+                    pg.relation.describe(),
+                    pg.store.display_url
+                ));
+                s.push_str(&wrap_text("     query    ", &pg.describe_read()));
+            }
+            TaskKind::Extract(crate::compile::ExtractPlan {
+                source: crate::compile::SourcePlan::Files(e),
+                incremental: inc,
+                ..
+            }) => {
                 let fmt = format!("{:?}", e.format.kind).to_lowercase();
                 s.push_str(&format!(
                     "     reads    {}: {} ({fmt}) — {} file{}, {}\n",

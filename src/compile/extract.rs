@@ -12,11 +12,40 @@ impl Compiler<'_> {
         stores: &indexmap::IndexMap<String, Arc<Store>>,
     ) -> DraftKind {
         let p = self.p;
+        if let Some(db) = self.databases.get(&e.store).cloned() {
+            return self.draft_database_extract(name, e, db);
+        }
         let before = self.diags.len();
         let broken = |this: &Self| this.diags.len() > before;
         let store = stores.get(&e.store).cloned();
         if store.is_none() && !p.spec.stores.contains_key(&e.store) && !p.broken_stores.contains(&e.store) {
             self.diags.push(self.unknown_store(name, "extract", &e.store));
+        }
+        let base = ypath!["tasks", name, "extract"];
+        for (key, set) in
+            [("table", e.table.is_some()), ("query", e.query.is_some()), ("partition", e.partition.is_some())]
+        {
+            if set && store.is_some() {
+                self.diags.push(
+                    p.diag_key(
+                        "extract",
+                        &base.key(key),
+                        format!("`{key}` applies to database stores; `{}` is a file store", e.store),
+                    )
+                    .help("files are read with `path` (and `format`, `csv`, `schema`)"),
+                );
+            }
+        }
+        if e.path.is_empty() {
+            self.diags.push(
+                p.diag_key(
+                    "missing-key",
+                    &base,
+                    "missing required key `path` in `tasks.{name}.extract`".replace("{name}", name),
+                )
+                .help("name the files to read, relative to the store's root, e.g. `path: orders/*.csv`"),
+            );
+            return DraftKind::Broken;
         }
         let path = ypath!["tasks", name, "extract", "path"];
         let glob = match FileGlob::new(&e.path) {
@@ -60,6 +89,108 @@ impl Compiler<'_> {
         }
     }
 
+    /// An extract of a database store: `table` or `query` (one SELECT), optionally `partition`,
+    /// and `schema` types read through server-side casts; no file keys.
+    fn draft_database_extract(
+        &mut self,
+        name: &str,
+        e: &spec::Extract,
+        store: Arc<crate::source::postgres::PgStore>,
+    ) -> DraftKind {
+        use crate::source::postgres::{Partition, Relation};
+        let p = self.p;
+        let before = self.diags.len();
+        let base = ypath!["tasks", name, "extract"];
+        let file_keys = [
+            ("path", !e.path.is_empty()),
+            ("format", e.format.is_some()),
+            ("compression", e.compression.is_some()),
+            ("csv", e.csv.is_some()),
+            ("infer_rows", e.infer_rows.is_some()),
+            ("bad_rows", e.bad_rows.is_some()),
+        ];
+        for (key, set) in file_keys {
+            if set {
+                self.diags.push(
+                    p.diag_key(
+                        "extract",
+                        &base.key(key),
+                        format!("`{key}` applies to files; `{}` is a database store", e.store),
+                    )
+                    .help("a database extract names a `table` or a `query`"),
+                );
+            }
+        }
+        if e.incremental.is_some() {
+            self.diags.push(
+                p.diag_key(
+                    "incremental",
+                    &base.key("incremental"),
+                    "incremental reads of database sources (watermark, change data capture) are not available yet",
+                )
+                .help("remove `incremental` to read the whole table on every run"),
+            );
+        }
+        let relation = match (&e.table, &e.query) {
+            (Some(t), None) if !t.trim().is_empty() => Some(Relation::Table(t.trim().to_string())),
+            (None, Some(q)) => match crate::source::postgres::check_query(q) {
+                Ok(()) => Some(Relation::Query(q.clone())),
+                Err(msg) => {
+                    self.diags.push(
+                        p.diag_value("query", &base.key("query"), q.len(), format!("`query` {msg}"))
+                            .help("a database extract reads with one SELECT statement; transforms do the rest"),
+                    );
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                self.diags.push(
+                    p.diag_key("extract", &base.key("query"), "an extract reads a `table` or a `query`, not both")
+                        .help("remove one of them"),
+                );
+                None
+            }
+            _ => {
+                self.diags.push(
+                    p.diag_key(
+                        "missing-key",
+                        &base,
+                        format!("a database extract needs `table` or `query` in `tasks.{name}.extract`"),
+                    )
+                    .help("e.g. `table: public.customers`, or `query: \"SELECT id, amount FROM orders\"`"),
+                );
+                None
+            }
+        };
+        let partition = e.partition.as_ref().map(|s| Partition { column: s.column.clone(), parts: s.parts });
+        if let Some(s) = &e.partition
+            && !(1..=64).contains(&s.parts)
+        {
+            self.diags.push(p.diag_value(
+                "partition",
+                &base.key("partition").key("parts"),
+                s.parts.to_string().len(),
+                format!("`parts` is {}; it must be between 1 and 64", s.parts),
+            ));
+        }
+        let mut declared = Vec::new();
+        for (col, ty) in e.schema.iter().flatten() {
+            match types::parse_sql_type(ty) {
+                Ok(t) => declared.push((col.clone(), t)),
+                Err(msg) => self.diags.push(
+                    p.diag_value("type", &base.key("schema").key(col), ty.len(), msg)
+                        .help(format!("known types: {}", types::TYPE_NAMES.join(", "))),
+                ),
+            }
+        }
+        match relation {
+            Some(relation) if self.diags.len() == before => {
+                DraftKind::DbExtract { store, relation, declared, partition }
+            }
+            _ => DraftKind::Broken,
+        }
+    }
+
     /// Every extract's files listed and schema inferred, concurrently: the schemas go into
     /// `schemas`; returned, per extract, the files listed and the schema they are read with.
     pub(super) async fn infer_extracts(
@@ -67,7 +198,7 @@ impl Compiler<'_> {
         state: &SessionState,
         g: &TaskGraph,
         schemas: &mut HashMap<NodeIndex, SchemaRef>,
-    ) -> HashMap<NodeIndex, (Vec<object_store::ObjectMeta>, SchemaRef)> {
+    ) -> Sources {
         let graph = &g.graph;
         let mut files = HashMap::new();
         let extract_jobs: Vec<_> = graph
@@ -106,8 +237,106 @@ impl Compiler<'_> {
                 }
             }
         }
+        let databases = self.describe_databases(g, schemas).await;
+        Sources { files, databases }
+    }
 
-        files
+    /// Every database extract's columns, from the server's description of its statement.
+    async fn describe_databases(
+        &mut self,
+        g: &TaskGraph,
+        schemas: &mut HashMap<NodeIndex, SchemaRef>,
+    ) -> HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>> {
+        use crate::source::postgres::{PgPlan, describe};
+        let graph = &g.graph;
+        let jobs: Vec<_> = graph
+            .node_indices()
+            .filter_map(|i| match &graph[i].kind {
+                DraftKind::DbExtract { store, relation, declared, partition } => {
+                    Some((i, store.clone(), relation.clone(), declared.clone(), partition.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let results: Vec<_> =
+            futures::stream::iter(jobs.into_iter().map(|(i, store, relation, declared, partition)| async move {
+                let r = describe(&store, &relation, &declared).await;
+                (i, r.map(|columns| PgPlan { store, relation, columns, partition }))
+            }))
+            .buffered(8)
+            .collect()
+            .await;
+        let mut out = HashMap::new();
+        for (i, r) in results {
+            let name = graph[i].name.clone();
+            match r {
+                Ok(plan) => {
+                    if let Some(part) = &plan.partition
+                        && !plan.columns.iter().any(|c| c.name == part.column)
+                    {
+                        let known: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                        self.diags.push(
+                            self.p
+                                .diag_value(
+                                    "partition",
+                                    &ypath!["tasks", &name, "extract", "partition", "column"],
+                                    part.column.len(),
+                                    format!("`{}` is not a column of the source", part.column),
+                                )
+                                .maybe_help(did_you_mean(&part.column, known.iter().copied())),
+                        );
+                        continue;
+                    }
+                    schemas.insert(i, plan.schema());
+                    out.insert(i, Arc::new(plan));
+                }
+                Err(e) => {
+                    let d = self.database_error(&name, e);
+                    self.diags.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// A database source's problem, located at the key it is about.
+    fn database_error(&self, name: &str, e: crate::source::postgres::PgError) -> Diagnostic {
+        use crate::source::postgres::PgError;
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let task = p.spec.tasks.get(name).and_then(|t| t.extract.as_ref());
+        let (key, len) = match task {
+            Some(e) if e.table.is_some() => ("table", e.table.as_deref().map_or(0, str::len)),
+            Some(e) if e.query.is_some() => ("query", e.query.as_deref().map_or(0, str::len)),
+            _ => ("store", 0),
+        };
+        let message = p.secrets.redact(&crate::source::postgres::error_text(&e));
+        match e {
+            PgError::NoTable { table, known, .. } => p
+                .diag_value("unknown-table", &base.key(key), len, message)
+                .maybe_help(did_you_mean(&table, known.iter().map(String::as_str)).or_else(|| {
+                    (!known.is_empty()).then(|| format!("tables: {}", known.iter().take(20).cloned().collect::<Vec<_>>().join(", ")))
+                })),
+            PgError::Unmapped { column, .. } => p
+                .diag_value("type", &base.key(key), len, message)
+                .help(format!("read it as text: `schema: {{ {column}: varchar }}` (the server casts it)")),
+            PgError::Unconstrained { column } => p
+                .diag_value("type", &base.key(key), len, message)
+                .help(format!("declare the type to read it as: `schema: {{ {column}: \"decimal(38,10)\" }}` (values are rounded to that scale by the server)")),
+            PgError::Connect { .. } => {
+                let store = task.map(|e| e.store.clone()).unwrap_or_default();
+                let d = p.diag_value("connect", &base.key("store"), store.len(), message);
+                match e.code() {
+                    Some("28P01") | Some("28000") => d.help(format!("check the user and `password` of store `{store}`")),
+                    Some("3D000") => d.help(format!("check the database name in the URL of store `{store}`")),
+                    _ => d.help(format!("is the server of store `{store}` running and reachable?")),
+                }
+            }
+            PgError::Server(_) if e.code() == Some("42501") => p
+                .diag_value("permission", &base.key(key), len, message)
+                .help("the store's user needs SELECT on it: `GRANT SELECT ON … TO …`"),
+            _ => p.diag_value("source", &base.key(key), len, message),
+        }
     }
 
     /// The incremental plan of every incremental extract whose schema is known.
@@ -378,6 +607,14 @@ impl Compiler<'_> {
             ),
         }
     }
+}
+
+/// What the extracts read, as compile resolved it.
+pub(super) struct Sources {
+    /// Per files extract: the files listed and the schema they are read with.
+    pub files: HashMap<NodeIndex, (Vec<object_store::ObjectMeta>, SchemaRef)>,
+    /// Per database extract: its plan.
+    pub databases: HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>>,
 }
 
 /// (format, compression, is .tsv) from a path's extensions.

@@ -49,6 +49,16 @@ impl Compiler<'_> {
         let store = stores.get(&l.store).cloned();
         if store.is_none() && !p.spec.stores.contains_key(&l.store) && !p.broken_stores.contains(&l.store) {
             self.diags.push(self.unknown_store(name, "load", &l.store));
+        } else if self.databases.contains_key(&l.store) {
+            self.diags.push(
+                p.diag_value(
+                    "store",
+                    &ypath!["tasks", name, "load", "store"],
+                    l.store.len(),
+                    format!("`{}` is a database store: loads write Parquet or Delta to file and object stores", l.store),
+                )
+                .help("load into a store with a file://, s3://, gs:// or az:// URL; database tables as load targets are not available yet"),
+            );
         }
         let rel = store_dir(&l.path).unwrap_or_else(|| {
             self.diags.push(

@@ -106,6 +106,13 @@ enum DraftKind {
         declared: Vec<(String, DataType)>,
         incremental: Option<spec::Incremental>,
     },
+    /// A table or query of a database.
+    DbExtract {
+        store: Arc<crate::source::postgres::PgStore>,
+        relation: crate::source::postgres::Relation,
+        declared: Vec<(String, DataType)>,
+        partition: Option<crate::source::postgres::Partition>,
+    },
     /// `statement` is taken when the query is planned.
     Transform {
         sql: String,
@@ -125,7 +132,7 @@ pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
 /// Compile one pipeline, with inferred schemas cached in `cache`.
 pub async fn compile_cached(p: &LoadedPipeline, cache: Option<&dyn SchemaCache>) -> Result<Plan, CompileError> {
     // Problems the spec stage found are reported together with compile's own.
-    let mut c = Compiler { p, diags: p.problems.clone(), cache };
+    let mut c = Compiler { p, diags: p.problems.clone(), cache, databases: Default::default() };
     let plan = c.run().await;
     match plan {
         Some(plan) if c.diags.is_empty() => Ok(plan),
@@ -141,6 +148,8 @@ struct Compiler<'a> {
     p: &'a LoadedPipeline,
     diags: Vec<Diagnostic>,
     cache: Option<&'a dyn SchemaCache>,
+    /// Database stores, by name (object stores are `stores()`' answer).
+    databases: indexmap::IndexMap<String, Arc<crate::source::postgres::PgStore>>,
 }
 
 impl Compiler<'_> {
@@ -166,7 +175,7 @@ impl Compiler<'_> {
         phase("graph built");
 
         let mut schemas: HashMap<NodeIndex, SchemaRef> = HashMap::new();
-        let mut files = self.infer_extracts(&state, &g, &mut schemas).await;
+        let mut sources = self.infer_extracts(&state, &g, &mut schemas).await;
         phase("extract schemas inferred");
         self.plan_transforms(&ctx, &state, &mut g, &mut schemas);
         self.plan_loads(&state, &g, &mut schemas);
@@ -186,7 +195,7 @@ impl Compiler<'_> {
                 let kind = match d.kind {
                     DraftKind::Extract { store, glob, format, declared, .. } => {
                         let (listed, read_schema) =
-                            files.remove(&i).unwrap_or_else(|| (Vec::new(), Arc::new(Schema::empty())));
+                            sources.files.remove(&i).unwrap_or_else(|| (Vec::new(), Arc::new(Schema::empty())));
                         TaskKind::Extract(ExtractPlan {
                             source: crate::source::SourcePlan::Files(crate::source::files::FilesPlan {
                                 store,
@@ -206,6 +215,14 @@ impl Compiler<'_> {
                                 .unwrap_or_default(),
                         })
                     }
+                    DraftKind::DbExtract { .. } => match sources.databases.remove(&i) {
+                        Some(plan) => TaskKind::Extract(ExtractPlan {
+                            source: crate::source::SourcePlan::Postgres(plan),
+                            incremental: None,
+                            bad_rows: Default::default(),
+                        }),
+                        None => unreachable!("compile reports database sources it could not describe"),
+                    },
                     DraftKind::Transform { sql, inputs, .. } => {
                         TaskKind::Transform(TransformPlan { sql, inputs, execution: how[&i] })
                     }

@@ -297,16 +297,17 @@ pub enum Lookback {
 }
 
 impl ExtractPlan {
-    /// The plan of a files source (the only kind so far; a second kind makes every caller
-    /// say what it does with it).
-    pub fn files(&self) -> &FilesPlan {
+    /// The plan of a files source; `None` for other kinds of source.
+    pub fn files(&self) -> Option<&FilesPlan> {
         match &self.source {
-            SourcePlan::Files(f) => f,
+            SourcePlan::Files(f) => Some(f),
+            _ => None,
         }
     }
 
+    /// Bytes of the files to read (0 for sources that are not files).
     pub fn bytes(&self) -> u64 {
-        self.files().bytes()
+        self.files().map_or(0, FilesPlan::bytes)
     }
 }
 

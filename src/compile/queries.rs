@@ -72,7 +72,9 @@ impl Compiler<'_> {
     ) {
         let TaskGraph { graph, index, order } = g;
         for &i in order.iter() {
-            if let (DraftKind::Extract { .. }, Some(s)) = (&graph[i].kind, schemas.get(&i)) {
+            if let (DraftKind::Extract { .. } | DraftKind::DbExtract { .. }, Some(s)) =
+                (&graph[i].kind, schemas.get(&i))
+            {
                 let _ = ctx.register_table(graph[i].name.as_str(), Arc::new(EmptyTable::new(s.clone())));
             }
         }

@@ -14,6 +14,10 @@ impl Compiler<'_> {
                     crate::spec::add_secret(&p.secrets, v);
                 }
             }
+            if crate::source::postgres::is_postgres_url(&s.url) {
+                self.database_store(name, &s.url, &options);
+                continue;
+            }
             match Store::new(name, &s.url, &options, &p.dir) {
                 Ok(store) => {
                     if let Some(other) = out.values().find(|o| o.conflicts_with(&store)) {
@@ -68,6 +72,43 @@ impl Compiler<'_> {
             }
         }
         out
+    }
+
+    /// A `postgres://` store.
+    fn database_store(&mut self, name: &str, url: &str, options: &[(String, String)]) {
+        use crate::source::postgres::{OPTIONS, PgError, PgStore};
+        let p = self.p;
+        // The URL's own password is a secret too.
+        if let Ok(u) = url::Url::parse(url)
+            && let Some(pw) = u.password()
+        {
+            crate::spec::add_secret(&p.secrets, pw);
+            if let Ok(decoded) = percent_encoding::percent_decode_str(pw).decode_utf8() {
+                crate::spec::add_secret(&p.secrets, &decoded);
+            }
+        }
+        match PgStore::new(name, url, options) {
+            Ok(s) => {
+                self.databases.insert(name.to_string(), Arc::new(s));
+            }
+            Err(PgError::UnknownOption(key)) => self.diags.push(
+                p.diag_key(
+                    "store-option",
+                    &ypath!["stores", name, "options", &key],
+                    format!("unknown option `{key}` for a PostgreSQL store"),
+                )
+                .maybe_help(did_you_mean(&key, OPTIONS.iter().copied()).or_else(|| Some(format!("known: {}", OPTIONS.join(", "))))),
+            ),
+            Err(PgError::Option { key, reason }) => self.diags.push(p.diag_key(
+                "store-option",
+                &ypath!["stores", name, "options", &key],
+                format!("option `{key}` {reason}"),
+            )),
+            Err(e) => self.diags.push(
+                p.diag_value("store", &ypath!["stores", name, "url"], url.len(), p.secrets.redact(&e.to_string()))
+                    .help("write postgres://user@host:port/database, with the password in `options: { password: \"${env:…}\" }`"),
+            ),
+        }
     }
 
     pub(super) fn unknown_store(&self, task: &str, section: &str, store: &str) -> Diagnostic {

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compile::clean_df_message;
 use crate::failpoint;
 use crate::sink::SinkError;
+use crate::source::postgres::PgError as PostgresError;
 
 /// Why a task failed, and whether trying again could help.
 #[derive(Debug)]
@@ -52,9 +53,32 @@ impl TaskError {
 
 impl From<datafusion::error::DataFusionError> for TaskError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        // A database source's error inside a scan: its own message and retry rule.
+        if let Some(pg) = postgres_error(&e) {
+            let (message, retryable) = (crate::source::postgres::error_text(pg), pg.is_transient());
+            return TaskError::caused_by(message, retryable, e);
+        }
         let message = clean_df_message(&e.strip_backtrace());
         let retryable = crate::storage::is_transient(&e);
         TaskError::caused_by(message, retryable, e)
+    }
+}
+
+/// The PostgreSQL source error a DataFusion error carries, if any.
+fn postgres_error(e: &datafusion::error::DataFusionError) -> Option<&PostgresError> {
+    use datafusion::error::DataFusionError as E;
+    match e {
+        E::External(inner) => inner.downcast_ref::<PostgresError>(),
+        E::Context(_, inner) => postgres_error(inner),
+        E::Shared(inner) => postgres_error(inner),
+        _ => None,
+    }
+}
+
+impl From<PostgresError> for TaskError {
+    fn from(e: PostgresError) -> Self {
+        let retryable = e.is_transient();
+        TaskError::caused_by(crate::source::postgres::error_text(&e), retryable, e)
     }
 }
 

@@ -85,7 +85,9 @@ impl Pass {
             let input = self.inputs.get(&s);
             let result = results.get(&s);
             let files = match (inc.new_files, input) {
-                (true, Some(input)) => input.files.iter().map(|m| LedgerEntry::of(&e.files().store.name, m)).collect(),
+                (true, Some(input)) if let Some(f) = e.files() => {
+                    input.files.iter().map(|m| LedgerEntry::of(&f.store.name, m)).collect()
+                }
                 _ => Vec::new(),
             };
             let watermark =
@@ -238,16 +240,18 @@ fn refuse_appending_changed_files(
             else {
                 continue;
             };
-            let changed = input.files.iter().find_map(|m| {
-                st.files.get(&(e.files().store.name.clone(), m.location.to_string())).map(|before| (m, before))
-            });
+            let Some(f) = e.files() else { continue };
+            let changed = input
+                .files
+                .iter()
+                .find_map(|m| st.files.get(&(f.store.name.clone(), m.location.to_string())).map(|before| (m, before)));
             if let Some((now, before)) = changed {
                 return Err(RunError::Changed {
                     load: plan.task(l).name.clone(),
                     message: format!(
                         "{}: {} changed since this load appended it ({} bytes then, {} now): appending it again would add its rows twice. Nothing was loaded. A source whose files grow or are rewritten needs `mode: merge` with `keys` (rows replace themselves); with `append`, deliver new rows in new files",
-                        e.files().store.name,
-                        e.files().store.relative(&now.location),
+                        f.store.name,
+                        f.store.relative(&now.location),
                         before.size,
                         now.size
                     ),
@@ -261,13 +265,14 @@ fn refuse_appending_changed_files(
 /// What an extract reads given a load's state for it.
 pub fn extract_input(name: &str, e: &ExtractPlan, st: &ExtractState) -> Result<ExtractInput, RunError> {
     let inc = e.incremental.as_ref();
-    let (files, unchanged) = if inc.is_some_and(|i| i.new_files) {
-        let f = e.files();
-        let files: Vec<ObjectMeta> = f.files.iter().filter(|m| !st.has(&f.store.name, m)).cloned().collect();
-        let unchanged = f.files.len() - files.len();
-        (files, unchanged)
-    } else {
-        (e.files().files.clone(), 0)
+    let (files, unchanged) = match e.files() {
+        Some(f) if inc.is_some_and(|i| i.new_files) => {
+            let files: Vec<ObjectMeta> = f.files.iter().filter(|m| !st.has(&f.store.name, m)).cloned().collect();
+            let unchanged = f.files.len() - files.len();
+            (files, unchanged)
+        }
+        Some(f) => (f.files.clone(), 0),
+        None => (Vec::new(), 0),
     };
     let (after, watermark, previous) = match (inc.and_then(|i| i.watermark.as_ref()), &st.watermark) {
         (Some(w), Some(v)) => {

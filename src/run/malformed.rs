@@ -25,7 +25,7 @@ pub async fn first_bad_row(
     for j in nodes {
         let node = plan.task(j);
         let TaskKind::Extract(e) = &node.kind else { continue };
-        let f = e.files();
+        let Some(f) = e.files() else { continue };
         if f.format.kind == FileFormat::Parquet {
             continue;
         }

@@ -18,7 +18,7 @@ use super::Observer;
 pub(super) use super::error::{TaskError, cancellable};
 use super::incremental::{ExtractInput, ExtractResult};
 use super::table::FusedView;
-use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, TaskKind, TransformPlan};
+use crate::compile::{Execution, ExtractPlan, LoadPlan, Plan, SourcePlan, TaskKind, TransformPlan};
 use crate::failpoint;
 use crate::sink::{self};
 use crate::source::files::table::FileSetTable;
@@ -101,16 +101,17 @@ pub(super) async fn execute(
 fn bad_row_hint(plan: &Plan, extract: NodeIndex, row: &crate::source::files::tolerant::BadRow) -> String {
     let aside = "set `bad_rows: skip` or `bad_rows: quarantine` on it to set such rows aside";
     let TaskKind::Extract(e) = &plan.task(extract).kind else { return aside.into() };
+    let Some(f) = e.files() else { return aside.into() };
     let (Some(column), Some(value)) = (&row.column, &row.value) else { return aside.into() };
     let Ok(field) = plan.task(extract).schema.field_with_name(column) else { return aside.into() };
-    if e.files().declared.contains(column) || row.reason == "invalid UTF-8" {
+    if f.declared.contains(column) || row.reason == "invalid UTF-8" {
         return aside.into();
     }
     let fits = crate::compile::types::widen(field.data_type(), &crate::compile::types::text_value_type(value));
     format!(
         "`{column}` is {} by inference from the first {} rows: if the value is right, declare a type that holds it (`schema: {{ {column}: {} }}`) or sample more rows (`infer_rows`); if the row is wrong, {aside}",
         crate::compile::types::sql_name(field.data_type()),
-        e.files().format.infer_rows,
+        f.format.infer_rows,
         crate::compile::types::sql_name(&fits)
     )
 }
@@ -125,17 +126,20 @@ async fn run_task(
     let node = plan.task(i);
     // `bad_rows: skip | quarantine`: the tolerant reader, staged like a checked table.
     let bad = match &node.kind {
-        TaskKind::Extract(e) if e.bad_rows != BadRowsMode::Fail && e.files().format.kind != FileFormat::Parquet => {
+        TaskKind::Extract(e)
+            if e.bad_rows != BadRowsMode::Fail && e.files().is_some_and(|f| f.format.kind != FileFormat::Parquet) =>
+        {
             Some(BadRows::new(false, e.bad_rows == BadRowsMode::Quarantine))
         }
         _ => None,
     };
     let mut out = match &node.kind {
-        TaskKind::Extract(e) => match env.pass.inputs.get(&i) {
-            Some(input) => {
+        TaskKind::Extract(e) => match (&e.source, env.pass.inputs.get(&i)) {
+            (SourcePlan::Postgres(pg), _) => database_extract(ctx, &node.name, pg, env, cancel).await,
+            (SourcePlan::Files(_), Some(input)) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
-            None => extract(ctx, &node.name, &node.schema, e, &e.files().files, bad.as_ref()).await,
+            (SourcePlan::Files(f), None) => extract(ctx, &node.name, &node.schema, e, &f.files, bad.as_ref()).await,
         },
         TaskKind::Transform(t) => match &env.cluster {
             Some(cluster) => cluster_transform(ctx, cluster, plan, i, t, cancel).await,
@@ -246,6 +250,35 @@ async fn extract(
     })
 }
 
+/// A database extract: its parts read in one snapshot, streamed into local staging (so that
+/// every consumer reads the same rows, and the source is read once), then registered.
+async fn database_extract(
+    ctx: &SessionContext,
+    name: &str,
+    pg: &Arc<crate::source::postgres::PgPlan>,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
+    let schema = pg.schema();
+    let parts = cancellable(cancel, crate::source::postgres::open(pg.clone())).await?;
+    failpoint::hit("source_snapshot", name).await?;
+    let n_parts = parts.len();
+    let table = datafusion::catalog::streaming::StreamingTable::try_new(schema.clone(), parts)?;
+    let df = ctx.read_table(Arc::new(table))?;
+    let area = super::stage::Area::Local(&env.staging_dir);
+    let (written, files) =
+        super::stage::stage_parquet(&area, &ctx.state(), df.logical_plan().clone(), name, cancel).await?;
+    let bytes = files.iter().map(|f| f.size).sum();
+    ctx.register_table(name, Arc::new(staged_table(schema, files).with_rows(written.rows)))?;
+    Ok(Outcome {
+        rows_out: Some(written.rows),
+        bytes_written: Some(bytes),
+        staged: true,
+        note: (n_parts > 1).then(|| format!("{n_parts} parts read in one snapshot")),
+        ..Default::default()
+    })
+}
+
 /// The table of an extract's `files` (see `source::files::table_of`).
 async fn file_table(
     ctx: &SessionContext,
@@ -254,7 +287,9 @@ async fn file_table(
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
 ) -> Result<Arc<dyn TableProvider>, TaskError> {
-    let f = e.files();
+    let Some(f) = e.files() else {
+        return Err(TaskError::fatal(format!("extract `{}` does not read files", e.source.kind_name())));
+    };
     let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
     let layout = f.layout(files, Some(&cache)).await.map_err(|d| TaskError::fatal(d.to_string()))?;
     Ok(f.table_of(schema, files, layout, |files, read_schema| Ok(f.scan(files, read_schema, schema, bad)?))?)
@@ -481,8 +516,11 @@ async fn share(
         TaskKind::Load(_) => return Ok(out),
         // Already on the cluster, unless quarantine left weir a table of the passing rows.
         TaskKind::Transform(_) if out.quarantined.is_none() => return Ok(out),
-        TaskKind::Extract(e) if !out.staged && node.checks.is_empty() => {
-            let f = e.files();
+        TaskKind::Extract(e)
+            if !out.staged
+                && node.checks.is_empty()
+                && let Some(f) = e.files() =>
+        {
             let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(f.files.as_slice());
             if !files.is_empty() {
                 // Listing tables: the kind of table a cluster can be sent.

@@ -4,12 +4,25 @@
 //! files so far; databases, XML feeds and HTTP APIs come beside them.
 
 pub mod files;
+pub mod postgres;
 
 /// What an extract reads: one variant per kind of source.
 #[derive(Debug)]
 pub enum SourcePlan {
     /// Files in a store (CSV, JSON, Parquet).
     Files(files::FilesPlan),
+    /// A table or query of a PostgreSQL database.
+    Postgres(std::sync::Arc<postgres::PgPlan>),
+}
+
+impl SourcePlan {
+    /// The kind of source, as `weir plan` and messages name it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SourcePlan::Files(_) => "files",
+            SourcePlan::Postgres(_) => "postgres",
+        }
+    }
 }
 
 /// Where compile keeps the schemas it inferred from input files, keyed by the files' identity

@@ -544,10 +544,26 @@ pub struct Extract {
     /// Name of a store defined under `stores`.
     pub store: String,
 
-    /// File path or glob relative to the store's root, e.g. `orders/*.csv`,
+    /// Files: path or glob relative to the store's root, e.g. `orders/*.csv`,
     /// `events/**/*.json.gz`, `customers.parquet`. Only the part before the first glob
-    /// character is listed.
+    /// character is listed. Required for file stores; not used by database stores.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+
+    /// Databases: the table (or view) to read, schema-qualified or not (`public.customers`,
+    /// `orders`). Every column is read, in one snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+
+    /// Databases: one SELECT statement to read instead of a table. Anything else (DDL, DML,
+    /// several statements) is refused at validate; it runs in a read-only transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+
+    /// Databases: read in `parts` key ranges of `column` on as many connections at once, all in
+    /// one snapshot (PostgreSQL), so that the parts together are the table as of one instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<SourcePartition>,
 
     /// File format. Default: from the path's extension (`.csv`, `.json`/`.jsonl`/`.ndjson`,
     /// `.parquet`), ignoring a compression suffix.
@@ -588,6 +604,18 @@ pub struct Extract {
     /// column's type, invalid UTF-8, an unterminated quote, a line that is not a JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bad_rows: Option<BadRowsMode>,
+}
+
+/// How a database extract is cut into parallel range reads.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePartition {
+    /// An integer, date or timestamp column whose range (minimum to maximum, read in the
+    /// snapshot) is cut into `parts` equal ranges; NULL keys are read by the last part.
+    pub column: String,
+    /// How many ranges, each read on its own connection. 1 to 64.
+    #[schemars(range(min = 1, max = 64))]
+    pub parts: u32,
 }
 
 /// What a malformed input row does.

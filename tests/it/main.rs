@@ -22,6 +22,7 @@ mod memory_store;
 mod oncall;
 mod partitions;
 mod policy;
+mod postgres;
 mod pushdown;
 mod readers;
 mod s3;
