@@ -36,6 +36,12 @@ impl Compiler<'_> {
                 );
             }
         }
+        // A misspelt key was left out by the spec stage (`pth:`): the missing `path` is that
+        // same mistake, already reported.
+        let misspelt = p.problems.iter().any(|d| d.code == "unknown-key" && d.task.as_deref() == Some(name));
+        if e.path.is_empty() && misspelt {
+            return DraftKind::Broken;
+        }
         if e.path.is_empty() {
             self.diags.push(
                 p.diag_key(

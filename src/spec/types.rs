@@ -30,7 +30,8 @@ pub struct Pipeline {
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub vars: IndexMap<String, Scalar>,
 
-    /// Named object stores that extracts read from and loads write to.
+    /// Named stores: object stores and directories that extracts read from and loads write to,
+    /// and databases that extracts read from.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub stores: IndexMap<String, Store>,
 
@@ -271,20 +272,21 @@ impl std::fmt::Display for Scalar {
     }
 }
 
-/// A named object store.
+/// A named store: an object store or directory, or a database.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     /// Where the store's root is: `file://relative/dir` (relative to the pipeline file),
     /// `file:///absolute/dir`, `s3://bucket/prefix`, `gs://bucket/prefix`,
     /// `az://container/prefix` (or `abfss://container@account.dfs.core.windows.net/prefix`),
-    /// or `memory://name` (in-process, for tests).
+    /// or `memory://name` (in-process, for tests). A database: `postgres://user@host:port/db`.
     pub url: String,
 
     /// Options for the object store client, as understood by `object_store`'s builders:
     /// for S3 e.g. `region`, `endpoint`, `access_key_id`, `secret_access_key`,
     /// `allow_http`, `virtual_hosted_style_request`; for GCS `service_account_path`; for
-    /// Azure `account_name`, `access_key`. Use `${env:NAME}` for credentials.
+    /// Azure `account_name`, `access_key`. PostgreSQL: `password`, `sslmode` (`prefer`,
+    /// `disable`), `connect_timeout`, `application_name`. Use `${env:NAME}` for credentials.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub options: IndexMap<String, Scalar>,
 }
@@ -327,7 +329,8 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 
-    /// Read files from a store. The task's table is the files' rows.
+    /// Read files from a store, or a table or query from a database. The task's table is the
+    /// rows read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<Extract>,
 
