@@ -38,6 +38,7 @@ pub async fn first_bad_row(
             &files,
             &f.files,
             None,
+            pass.full_refresh,
         )
         .await
         {

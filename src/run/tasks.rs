@@ -139,7 +139,9 @@ async fn run_task(
             (SourcePlan::Files(_), Some(input)) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
-            (SourcePlan::Files(f), None) => extract(ctx, &node.name, &node.schema, e, &f.files, bad.as_ref()).await,
+            (SourcePlan::Files(f), None) => {
+                extract(ctx, &node.name, &node.schema, e, &f.files, bad.as_ref(), env.pass.full_refresh).await
+            }
         },
         TaskKind::Transform(t) => match &env.cluster {
             Some(cluster) => cluster_transform(ctx, cluster, plan, i, t, cancel).await,
@@ -241,8 +243,9 @@ async fn extract(
     e: &ExtractPlan,
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
+    full_refresh: bool,
 ) -> Result<Outcome, TaskError> {
-    ctx.register_table(name, file_table(ctx, schema, e, files, bad).await?)?;
+    ctx.register_table(name, file_table(ctx, schema, e, files, bad, full_refresh).await?)?;
     Ok(Outcome {
         files: Some(files.len() as u64),
         bytes_read: Some(files.iter().map(|f| f.size).sum()),
@@ -286,12 +289,13 @@ async fn file_table(
     e: &ExtractPlan,
     files: &[ObjectMeta],
     bad: Option<&Arc<BadRows>>,
+    full_refresh: bool,
 ) -> Result<Arc<dyn TableProvider>, TaskError> {
     let Some(f) = e.files() else {
         return Err(TaskError::fatal(format!("extract `{}` does not read files", e.source.kind_name())));
     };
     let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
-    let layout = f.layout(files, Some(&cache)).await.map_err(|d| TaskError::fatal(d.to_string()))?;
+    let layout = f.layout(files, Some(&cache), full_refresh).await.map_err(|d| TaskError::fatal(d.to_string()))?;
     Ok(f.table_of(schema, files, layout, |files, read_schema| Ok(f.scan(files, read_schema, schema, bad)?))?)
 }
 
@@ -321,7 +325,7 @@ async fn incremental_extract(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(i, ExtractResult { empty, watermark: input.watermark.clone(), null_cursors: 0 });
-        let mut out = extract(ctx, name, schema, e, &input.files, bad).await?;
+        let mut out = extract(ctx, name, schema, e, &input.files, bad, env.pass.full_refresh).await?;
         out.up_to_date = empty;
         out.note = Some(if empty {
             format!("no new files{unchanged}")
@@ -337,7 +341,7 @@ async fn incremental_extract(
         return Ok(out);
     };
     // Rows past the watermark, bound as a typed literal (never SQL text).
-    let df = ctx.read_table(file_table(ctx, schema, e, &input.files, bad).await?)?;
+    let df = ctx.read_table(file_table(ctx, schema, e, &input.files, bad, env.pass.full_refresh).await?)?;
     let cursor = datafusion::prelude::ident(&w.column);
     let df = match &input.after {
         Some(after) => df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?,
@@ -524,7 +528,8 @@ async fn share(
             let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(f.files.as_slice());
             if !files.is_empty() {
                 // Listing tables: the kind of table a cluster can be sent.
-                let layout = f.layout(files, None).await.map_err(|d| TaskError::fatal(d.to_string()))?;
+                let layout =
+                    f.layout(files, None, env.pass.full_refresh).await.map_err(|d| TaskError::fatal(d.to_string()))?;
                 let table = f.table_of(&node.schema, files, layout, |files, read_schema| {
                     let urls: Vec<String> = files.iter().map(|m| f.store.url_of(&m.location, false)).collect();
                     super::engine::listing_table(&urls, f.format.file_format(false), read_schema)

@@ -103,16 +103,31 @@ fn a_csv_column_removed_from_the_source_is_a_schema_change() {
     r.code(1);
     assert!(r.stdout.contains("column `w` is in older files (f1.csv) but not in f2.csv, the newest"), "{}", r.stdout);
     assert_eq!(sorted_rows(&p.join("lake/out")), before, "nothing was loaded");
-    // A full refresh reads f1.csv too: the same answer.
-    let r = p.weir(&["run", "p.yaml", "--full-refresh"]);
-    r.code(1);
-    assert!(r.stdout.contains("column `w` is in older files (f1.csv) but not in f2.csv"), "{}", r.stdout);
     // With f1.csv gone, the new rows lack a column the output has: refused too.
+    let f1 = std::fs::read(p.join("raw/f1.csv")).unwrap();
     std::fs::remove_file(p.join("raw/f1.csv")).unwrap();
     let r = p.weir(&["run", "p.yaml"]);
     r.code(1);
     assert!(r.stdout.contains("other columns than the output"), "{}", r.stdout);
     assert_eq!(sorted_rows(&p.join("lake/out")), before, "nothing was loaded");
+    // The way to accept the change: a full refresh rebuilds the output from every file; the
+    // rows of the newest file, which has no `w`, get NULL in it, and nothing else changes.
+    p.write("raw/f1.csv", f1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    p.write("raw/f2.csv", "id,v\n3,30\n");
+    p.weir(&["run", "p.yaml", "--full-refresh"]).ok();
+    assert_eq!(
+        sorted_rows(&p.join("lake/out")),
+        vec![
+            row(&[("id", "1"), ("v", "10"), ("w", "100")]),
+            row(&[("id", "2"), ("v", "20"), ("w", "200")]),
+            row(&[("id", "3"), ("v", "30"), ("w", "NULL")])
+        ]
+    );
+    // A run that is not a full refresh still refuses while f1.csv has the column.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    p.write("raw/f3.csv", "id,v\n4,40\n");
+    p.weir(&["run", "p.yaml"]).code(1);
 }
 
 /// A Parquet file written with `columns`, each (name, array).

@@ -51,7 +51,7 @@ pub type Layout = Option<Vec<Group>>;
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
     #[error(
-        "the source's columns changed: column{s} {columns} {are} in older files ({older}) but not in {newest}, the newest; a column that disappears would be loaded as NULL over the values it had. Bring the column back, or drop it from the output in a transform and run with --full-refresh",
+        "the source's columns changed: column{s} {columns} {are} in older files ({older}) but not in {newest}, the newest; a column that disappears would be loaded as NULL over the values it had. Bring the column back, or accept the change with --full-refresh (the output is rebuilt from every file; rows of the files without the column get NULL in it)",
         s = if .columns.contains(',') { "s" } else { "" },
         are = if .columns.contains(',') { "are" } else { "is" }
     )]
@@ -65,7 +65,9 @@ pub enum DriftError {
 /// The layout of `files` (some or all of the extract's `all` files): for a CSV extract with a
 /// header, groups of files by header; `None` for other formats (Parquet matches columns by name
 /// itself) or when every file has the extract's columns in its order. Either way, a column the
-/// newest file lacks and older ones have is an error.
+/// newest file lacks and older ones have is an error — unless `removed_as_null` (a full
+/// refresh, which rebuilds the output from every file: the rows of the files without the
+/// column get NULL in it, and no value already loaded is overwritten).
 pub async fn layout(
     store: &Store,
     format: &InputFormat,
@@ -73,6 +75,7 @@ pub async fn layout(
     files: &[ObjectMeta],
     all: &[ObjectMeta],
     cache: Option<&FooterCache>,
+    removed_as_null: bool,
 ) -> std::result::Result<Layout, DriftError> {
     let show = |f: &ObjectMeta| store.relative(&f.location);
     let csv = format.kind == FileFormat::Csv && format.csv.header;
@@ -131,7 +134,7 @@ pub async fn layout(
             .collect();
         groups.push(Group { files: files.clone(), read_schema: Arc::new(Schema::new(fields)), missing });
     }
-    if !removed.is_empty() {
+    if !removed.is_empty() && !removed_as_null {
         for (header, files) in &by_header {
             for (column, having) in removed.iter_mut() {
                 if header.contains(column) {

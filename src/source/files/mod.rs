@@ -49,14 +49,16 @@ impl FilesPlan {
     }
 
     /// How `files` (this run's share of the source) are read: CSV files by their own headers;
-    /// a column the newest file lacks is an error (see `drift`). `footers`: the run's cache
-    /// of Parquet footers, so that the scan does not read them again.
+    /// a column the newest file lacks is an error, or NULL for the files without it on a full
+    /// refresh (see `drift`). `footers`: the run's cache of Parquet footers, so that the scan
+    /// does not read them again.
     pub async fn layout(
         &self,
         files: &[ObjectMeta],
         footers: Option<&drift::FooterCache>,
+        full_refresh: bool,
     ) -> Result<drift::Layout, drift::DriftError> {
-        drift::layout(&self.store, &self.format, &self.read_schema, files, &self.files, footers).await
+        drift::layout(&self.store, &self.format, &self.read_schema, files, &self.files, footers, full_refresh).await
     }
 
     /// A scan of `files` with `read_schema` (the extract's read schema, or a group's): the
