@@ -127,14 +127,14 @@ impl Compiler<'_> {
                 );
             }
         }
-        if e.incremental.is_some() {
+        if e.incremental.as_ref().is_some_and(|i| i.new_files) {
             self.diags.push(
                 p.diag_key(
                     "incremental",
-                    &base.key("incremental"),
-                    "incremental reads of database sources (watermark, change data capture) are not available yet",
+                    &base.key("incremental").key("new_files"),
+                    "`new_files` applies to files; a database extract reads what is new by a `watermark`",
                 )
-                .help("remove `incremental` to read the whole table on every run"),
+                .help("e.g. `incremental: { watermark: { column: updated_at } }`"),
             );
         }
         let relation = match (&e.table, &e.query) {
@@ -191,7 +191,7 @@ impl Compiler<'_> {
         }
         match relation {
             Some(relation) if self.diags.len() == before => {
-                DraftKind::DbExtract { store, relation, declared, partition }
+                DraftKind::DbExtract { store, relation, declared, partition, incremental: e.incremental.clone() }
             }
             _ => DraftKind::Broken,
         }
@@ -258,7 +258,7 @@ impl Compiler<'_> {
         let jobs: Vec<_> = graph
             .node_indices()
             .filter_map(|i| match &graph[i].kind {
-                DraftKind::DbExtract { store, relation, declared, partition } => {
+                DraftKind::DbExtract { store, relation, declared, partition, .. } => {
                     Some((i, store.clone(), relation.clone(), declared.clone(), partition.clone()))
                 }
                 _ => None,
@@ -267,7 +267,7 @@ impl Compiler<'_> {
         let results: Vec<_> =
             futures::stream::iter(jobs.into_iter().map(|(i, store, relation, declared, partition)| async move {
                 let r = describe(&store, &relation, &declared).await;
-                (i, r.map(|columns| PgPlan { store, relation, columns, partition }))
+                (i, r.map(|columns| PgPlan { store, relation, columns, partition, filter: None }))
             }))
             .buffered(8)
             .collect()
@@ -354,7 +354,8 @@ impl Compiler<'_> {
         let graph = &g.graph;
         let mut incremental: HashMap<NodeIndex, IncrementalPlan> = HashMap::new();
         for &i in &g.order {
-            if let DraftKind::Extract { incremental: Some(inc), .. } = &graph[i].kind
+            if let DraftKind::Extract { incremental: Some(inc), .. }
+            | DraftKind::DbExtract { incremental: Some(inc), .. } = &graph[i].kind
                 && let Some(schema) = schemas.get(&i)
             {
                 let name = graph[i].name.clone();

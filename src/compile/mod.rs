@@ -112,6 +112,7 @@ enum DraftKind {
         relation: crate::source::postgres::Relation,
         declared: Vec<(String, DataType)>,
         partition: Option<crate::source::postgres::Partition>,
+        incremental: Option<spec::Incremental>,
     },
     /// `statement` is taken when the query is planned.
     Transform {
@@ -218,7 +219,7 @@ impl Compiler<'_> {
                     DraftKind::DbExtract { .. } => match sources.databases.remove(&i) {
                         Some(plan) => TaskKind::Extract(ExtractPlan {
                             source: crate::source::SourcePlan::Postgres(plan),
-                            incremental: None,
+                            incremental: incremental.remove(&i),
                             bad_rows: Default::default(),
                         }),
                         None => unreachable!("compile reports database sources it could not describe"),

@@ -135,7 +135,7 @@ async fn run_task(
     };
     let mut out = match &node.kind {
         TaskKind::Extract(e) => match (&e.source, env.pass.inputs.get(&i)) {
-            (SourcePlan::Postgres(pg), _) => database_extract(ctx, &node.name, pg, env, cancel).await,
+            (SourcePlan::Postgres(pg), input) => database_extract(ctx, i, node, e, pg, input, env, cancel).await,
             (SourcePlan::Files(_), Some(input)) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
@@ -255,19 +255,44 @@ async fn extract(
 
 /// A database extract: its parts read in one snapshot, streamed into local staging (so that
 /// every consumer reads the same rows, and the source is read once), then registered.
+#[allow(clippy::too_many_arguments)]
 async fn database_extract(
     ctx: &SessionContext,
-    name: &str,
+    i: NodeIndex,
+    node: &crate::compile::TaskNode,
+    e: &ExtractPlan,
     pg: &Arc<crate::source::postgres::PgPlan>,
+    input: Option<&ExtractInput>,
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
+    let name = node.name.as_str();
     let schema = pg.schema();
-    let parts = cancellable(cancel, crate::source::postgres::open(pg.clone())).await?;
+    // With a watermark, only rows past it (and rows with a NULL cursor, to count them) are
+    // read: the condition goes to the server.
+    let watermark = input.zip(e.incremental.as_ref().and_then(|inc| inc.watermark.as_ref()));
+    let filter = match watermark {
+        Some((ExtractInput { after: Some(after), .. }, w)) => {
+            let lit = crate::source::postgres::literal(after).ok_or_else(|| {
+                TaskError::fatal(format!("the watermark of `{}` ({after}) has no PostgreSQL literal", w.column))
+            })?;
+            let col = crate::source::postgres::quote_ident(&w.column);
+            Some(format!("({col} > {lit} OR {col} IS NULL)"))
+        }
+        _ => None,
+    };
+    let parts = cancellable(cancel, crate::source::postgres::open_where(pg.clone(), filter)).await?;
     failpoint::hit("source_snapshot", name).await?;
     let n_parts = parts.len();
     let table = datafusion::catalog::streaming::StreamingTable::try_new(schema.clone(), parts)?;
     let df = ctx.read_table(Arc::new(table))?;
+    if let Some((input, w)) = watermark {
+        let mut out = watermarked(ctx, i, name, &schema, w, input, df, env, cancel).await?;
+        if n_parts > 1 {
+            out.note = out.note.map(|n| format!("{n}; {n_parts} parts read in one snapshot"));
+        }
+        return Ok(out);
+    }
     let area = super::stage::Area::Local(&env.staging_dir);
     let (written, files) =
         super::stage::stage_parquet(&area, &ctx.state(), df.logical_plan().clone(), name, cancel).await?;
@@ -347,6 +372,27 @@ async fn incremental_extract(
         Some(after) => df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?,
         None => df,
     };
+    let mut out = watermarked(ctx, i, name, schema, w, input, df, env, cancel).await?;
+    out.note = out.note.map(|n| format!("{n}{unchanged}"));
+    out.files = Some(input.files.len() as u64);
+    out.bytes_read = Some(bytes);
+    Ok(out)
+}
+
+/// Stage `df` (the rows past the watermark, and those with a NULL cursor), record the new
+/// watermark for the loads of the pass, and register the staged rows as the extract's table.
+#[allow(clippy::too_many_arguments)]
+async fn watermarked(
+    ctx: &SessionContext,
+    i: NodeIndex,
+    name: &str,
+    schema: &SchemaRef,
+    w: &crate::compile::WatermarkPlan,
+    input: &ExtractInput,
+    df: datafusion::dataframe::DataFrame,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
     let dir = env.staging_dir.join(format!("{name}.delta"));
     let staged = cancellable(cancel, super::stage::stage_watermarked(ctx, df, &w.column, &dir)).await?;
     let seen = staged.max.clone();
@@ -372,14 +418,11 @@ async fn incremental_extract(
         note.push_str(&format!("; {} rows with a NULL `{}` not loaded", staged.nulls, w.column));
         tracing::warn!(task = %name, rows = staged.nulls, column = %w.column, "rows with a NULL cursor are not loaded");
     }
-    note.push_str(&unchanged);
     Ok(Outcome {
         staged: true,
         up_to_date: empty,
         rows_in: Some(staged.rows_in),
         rows_out: Some(staged.rows),
-        files: Some(input.files.len() as u64),
-        bytes_read: Some(bytes),
         note: Some(note),
         ..Default::default()
     })

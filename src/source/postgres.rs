@@ -218,6 +218,8 @@ pub struct PgPlan {
     /// The columns read, in order: name, the server's type, the Arrow type read.
     pub columns: Vec<PgColumn>,
     pub partition: Option<Partition>,
+    /// Rows read: only those for which this holds (a run's watermark condition).
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,8 +259,17 @@ impl PgPlan {
     }
 
     /// The statement a part runs: every column, rows whose partition key is in `range`.
+    /// The rows the read covers: every column, with the run's filter.
+    fn source_sql(&self) -> String {
+        let sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
+        match &self.filter {
+            Some(f) => format!("SELECT * FROM ({sql}) AS weir_src WHERE {f}"),
+            None => sql,
+        }
+    }
+
     fn copy_statement(&self, range: Option<&PartRange>) -> String {
-        let mut sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
+        let mut sql = self.source_sql();
         if let (Some(p), Some(r)) = (&self.partition, range) {
             let col = quote_ident(&p.column);
             let cond = match (&r.low, &r.high) {
@@ -445,6 +456,15 @@ impl std::fmt::Debug for Read {
 /// Open a read of `plan`: one snapshot, one connection per part, ranges from the partition
 /// column's minimum and maximum in that snapshot.
 pub async fn open(plan: Arc<PgPlan>) -> Result<Vec<Arc<dyn PartitionStream>>, PgError> {
+    open_where(plan, None).await
+}
+
+/// [`open`], reading only the rows for which `filter` (SQL over the source's columns) holds.
+pub async fn open_where(plan: Arc<PgPlan>, filter: Option<String>) -> Result<Vec<Arc<dyn PartitionStream>>, PgError> {
+    let plan = match filter {
+        Some(f) => Arc::new(PgPlan { filter: Some(f), ..(*plan).clone() }),
+        None => plan,
+    };
     let coordinator = plan.store.connect().await?;
     coordinator.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let snapshot: String = coordinator.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
@@ -482,7 +502,7 @@ async fn ranges(client: &Client, plan: &PgPlan, p: &Partition) -> Result<Vec<Opt
         _ => format!("{col}::float8"),
     };
     let row = client
-        .query_one(&format!("SELECT min({as_number}), max({as_number}) FROM {}", plan.relation.from_sql()), &[])
+        .query_one(&format!("SELECT min({as_number}), max({as_number}) FROM ({}) AS weir_src", plan.source_sql()), &[])
         .await?;
     let (Some(lo), Some(hi)) = (row.get::<_, Option<f64>>(0), row.get::<_, Option<f64>>(1)) else {
         return Ok(vec![None]); // no keys: one part reads everything (NULL keys included)
@@ -746,6 +766,33 @@ fn numeric_to_i128(raw: &[u8], scale: i8) -> Result<i128, String> {
     Ok(if sign == 0x4000 { -v } else { v })
 }
 
+/// `value` as a PostgreSQL literal of the column's type, for a condition weir writes itself
+/// (a watermark bound); `None` for a type without one.
+pub fn literal(value: &datafusion::common::ScalarValue) -> Option<String> {
+    use datafusion::common::ScalarValue as S;
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    Some(match value {
+        S::Int16(Some(v)) => v.to_string(),
+        S::Int32(Some(v)) => v.to_string(),
+        S::Int64(Some(v)) => v.to_string(),
+        S::Decimal128(Some(_), _, _) => format!("{}::numeric", quoted(&value.to_string())),
+        S::Utf8(Some(s)) | S::LargeUtf8(Some(s)) | S::Utf8View(Some(s)) => quoted(s),
+        S::Date32(Some(d)) => {
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)?;
+            format!("{}::date", quoted(&date.format("%Y-%m-%d").to_string()))
+        }
+        S::TimestampMicrosecond(Some(us), tz) => {
+            let t = chrono::DateTime::from_timestamp_micros(*us)?.naive_utc();
+            let text = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+            match tz {
+                Some(_) => format!("{}::timestamptz", quoted(&format!("{text}+00"))),
+                None => format!("{}::timestamp", quoted(&text)),
+            }
+        }
+        _ => return None,
+    })
+}
+
 /// Whether `query` is one SELECT statement (no DDL, DML, `SELECT … INTO`, several
 /// statements); the reason when it is not.
 pub fn check_query(query: &str) -> Result<(), String> {
@@ -831,6 +878,19 @@ mod tests {
         // 10000 = [1] weight 1
         assert_eq!(numeric_to_i128(&numeric(1, 0, 0, &[1]), 0), Ok(10_000));
         assert!(numeric_to_i128(&numeric(0, 0xC000, 0, &[]), 2).is_err());
+    }
+
+    #[test]
+    fn watermark_literals() {
+        use datafusion::common::ScalarValue as S;
+        assert_eq!(literal(&S::Int64(Some(42))).as_deref(), Some("42"));
+        assert_eq!(literal(&S::Utf8(Some("it's".into()))).as_deref(), Some("'it''s'"));
+        assert_eq!(literal(&S::Date32(Some(0))).as_deref(), Some("'1970-01-01'::date"));
+        assert_eq!(
+            literal(&S::TimestampMicrosecond(Some(1_500_000), Some("UTC".into()))).as_deref(),
+            Some("'1970-01-01 00:00:01.500000+00'::timestamptz")
+        );
+        assert_eq!(literal(&S::Decimal128(Some(1234), 10, 2)).as_deref(), Some("'12.34'::numeric"));
     }
 
     #[test]
