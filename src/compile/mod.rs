@@ -178,7 +178,7 @@ impl Compiler<'_> {
         let mut schemas: HashMap<NodeIndex, SchemaRef> = HashMap::new();
         let mut sources = self.infer_extracts(&state, &g, &mut schemas).await;
         phase("extract schemas inferred");
-        self.plan_transforms(&ctx, &state, &mut g, &mut schemas);
+        let needed = self.plan_transforms(&ctx, &state, &mut g, &mut schemas);
         self.plan_loads(&state, &g, &mut schemas);
         let mut incremental = self.incremental_plans(&g, &schemas);
         self.check_incremental_loads(&g.graph, &g.order, &incremental);
@@ -189,6 +189,7 @@ impl Compiler<'_> {
             return None;
         }
 
+        prune_database_columns(&g, &mut sources.databases, &needed, &checks, &incremental);
         let how = g.executions(&checks);
         let final_graph = g.graph.map_owned(
             |i, d| {
@@ -318,5 +319,41 @@ impl Compiler<'_> {
             });
         }
         drafts
+    }
+}
+
+/// Push the columns the transforms read into each database extract's statement: when every
+/// task reading the extract is a transform whose planned query reads known columns (and no
+/// check reads it), only those columns — with the partition and watermark columns — cross
+/// the wire. Anything else (a load, a check, `SELECT *` kept to the end) reads every column.
+fn prune_database_columns(
+    g: &TaskGraph,
+    databases: &mut HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>>,
+    needed: &queries::Scans,
+    checks: &HashMap<NodeIndex, Vec<CheckPlan>>,
+    incremental: &HashMap<NodeIndex, IncrementalPlan>,
+) {
+    use petgraph::visit::EdgeRef;
+    for (&i, plan) in databases.iter_mut() {
+        let name = &g.graph[i].name;
+        let only_queries = g.graph.edges_directed(i, petgraph::Direction::Outgoing).all(|e| {
+            let consumer = &g.graph[e.target()];
+            matches!(consumer.kind, DraftKind::Transform { .. }) && !consumer.check_inputs.contains(name)
+        });
+        let Some(Some(cols)) = needed.get(name.as_str()) else { continue };
+        if !only_queries || checks.get(&i).is_some_and(|c| !c.is_empty()) {
+            continue;
+        }
+        let mut keep = cols.clone();
+        keep.extend(plan.partition.as_ref().map(|p| p.column.clone()));
+        keep.extend(incremental.get(&i).and_then(|inc| inc.watermark.as_ref()).map(|w| w.column.clone()));
+        let mut columns: Vec<_> = plan.columns.iter().filter(|c| keep.contains(&c.name)).cloned().collect();
+        if columns.is_empty() {
+            // A count reads no column: the first is read, to count its rows.
+            columns.extend(plan.columns.first().cloned());
+        }
+        if columns.len() < plan.columns.len() {
+            *plan = Arc::new(crate::source::postgres::PgPlan { columns, ..plan.as_ref().clone() });
+        }
     }
 }

@@ -69,8 +69,16 @@ impl Compiler<'_> {
         state: &SessionState,
         g: &mut TaskGraph,
         schemas: &mut HashMap<NodeIndex, SchemaRef>,
-    ) {
+    ) -> Scans {
         let TaskGraph { graph, index, order } = g;
+        // Database extracts: which of their columns the transforms read (pushed into the
+        // source statement).
+        let databases: HashSet<String> = order
+            .iter()
+            .filter(|&&i| matches!(graph[i].kind, DraftKind::DbExtract { .. }))
+            .map(|&i| graph[i].name.clone())
+            .collect();
+        let mut needed = Scans::new();
         for &i in order.iter() {
             if let (DraftKind::Extract { .. } | DraftKind::DbExtract { .. }, Some(s)) =
                 (&graph[i].kind, schemas.get(&i))
@@ -102,11 +110,18 @@ impl Compiler<'_> {
                     jobs.push((i, st));
                 }
             }
-            for (i, result) in plan_queries(state, jobs) {
+            for (i, result) in plan_queries_scans(state, jobs, &databases) {
                 let name = graph[i].name.clone();
                 let DraftKind::Transform { sql, .. } = &graph[i].kind else { continue };
                 match result {
-                    Ok(schema) => {
+                    Ok((schema, scans)) => {
+                        for (table, cols) in scans {
+                            let entry = needed.entry(table).or_insert_with(|| Some(Default::default()));
+                            match (entry.as_mut(), cols) {
+                                (Some(have), Some(cols)) => have.extend(cols),
+                                _ => *entry = None,
+                            }
+                        }
                         let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
                         schemas.insert(i, schema);
                     }
@@ -117,6 +132,7 @@ impl Compiler<'_> {
                 }
             }
         }
+        needed
     }
 
     pub(super) fn sql_diag(
@@ -175,6 +191,19 @@ pub(super) enum PlanIssue {
 
 /// Plan one query against the registered tables: its output schema.
 pub(super) fn plan_query(state: &SessionState, statement: Box<DfStatement>) -> Result<SchemaRef, PlanIssue> {
+    plan_query_scans(state, statement, &HashSet::new()).map(|(schema, _)| schema)
+}
+
+/// The columns of each table that a query reads (`None`: all of them), for the tables in
+/// `tables`; from the optimized plan, so what `SELECT *` later narrows is not counted.
+pub(super) type Scans = HashMap<String, Option<std::collections::BTreeSet<String>>>;
+
+/// [`plan_query`], and the columns it reads of the `tables` it reads (see [`Scans`]).
+pub(super) fn plan_query_scans(
+    state: &SessionState,
+    statement: Box<DfStatement>,
+    tables: &HashSet<String>,
+) -> Result<(SchemaRef, Scans), PlanIssue> {
     // The tables are in-memory schema stubs: planning never waits on I/O.
     let planned = futures::executor::block_on(state.statement_to_plan(*statement)).map_err(PlanIssue::DataFusion)?;
     sql::query_only().verify_plan(&planned).map_err(|e| PlanIssue::Sandbox(e.strip_backtrace()))?;
@@ -190,15 +219,48 @@ pub(super) fn plan_query(state: &SessionState, statement: Box<DfStatement>) -> R
             return Err(PlanIssue::DuplicateColumn(f.name().clone()));
         }
     }
-    Ok(schema)
+    let mut scans = Scans::new();
+    if !tables.is_empty() {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let reads = |plan: &datafusion::logical_expr::LogicalPlan, scans: &mut Scans| {
+            let _ = plan.apply(|node| {
+                if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node
+                    && tables.contains(scan.table_name.table())
+                {
+                    let source = scan.source.schema();
+                    let cols: Option<std::collections::BTreeSet<String>> =
+                        scan.projection.as_ref().map(|p| p.iter().map(|&k| source.field(k).name().clone()).collect());
+                    let entry =
+                        scans.entry(scan.table_name.table().to_string()).or_insert_with(|| Some(Default::default()));
+                    match (entry.as_mut(), cols) {
+                        (Some(have), Some(cols)) => have.extend(cols),
+                        _ => *entry = None,
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        };
+        let mut direct = Scans::new();
+        reads(&analyzed, &mut direct);
+        if !direct.is_empty() {
+            // Only what the optimizer keeps is read; any failure to optimize reads everything.
+            match state.optimizer().optimize(analyzed, state, |_, _| {}) {
+                Ok(optimized) => reads(&optimized, &mut scans),
+                Err(_) => scans = direct.into_keys().map(|k| (k, None)).collect(),
+            }
+        }
+    }
+    Ok((schema, scans))
 }
 
-/// Plan queries on all cores; results in the order of `jobs`.
-pub(super) fn plan_queries(
+/// Plan queries on all cores, with the columns each reads of `tables`; results in the order of
+/// `jobs`.
+pub(super) fn plan_queries_scans(
     state: &SessionState,
     jobs: Vec<(NodeIndex, Box<DfStatement>)>,
-) -> Vec<(NodeIndex, Result<SchemaRef, PlanIssue>)> {
-    par_map(jobs, |(i, st)| (i, plan_query(state, st)))
+    tables: &HashSet<String>,
+) -> Vec<(NodeIndex, Result<(SchemaRef, Scans), PlanIssue>)> {
+    par_map(jobs, |(i, st)| (i, plan_query_scans(state, st, tables)))
 }
 
 /// `f` over `items` on all cores (scoped threads; results in order). Small inputs run here.
