@@ -75,24 +75,29 @@ impl Compiler<'_> {
                 .help("Parquet files have no malformed rows: remove `bad_rows`"),
             );
         }
-        let mut declared = Vec::new();
-        if let Some(schema) = &e.schema {
-            for (col, ty) in schema {
-                match types::parse_sql_type(ty) {
-                    Ok(t) => declared.push((col.clone(), t)),
-                    Err(msg) => self.diags.push(
-                        p.diag_value("type", &ypath!["tasks", name, "extract", "schema", col], ty.len(), msg)
-                            .help(format!("known types: {}", types::TYPE_NAMES.join(", "))),
-                    ),
-                }
-            }
-        }
+        let declared = self.declared_types(name, e);
         match (store, glob, format) {
             (Some(store), Some(glob), Some(format)) if !broken(self) => {
                 DraftKind::Extract { store, glob, format, declared, incremental: e.incremental.clone() }
             }
             _ => DraftKind::Broken,
         }
+    }
+
+    /// The types `schema:` declares, by column; each that does not parse is reported.
+    fn declared_types(&mut self, name: &str, e: &spec::Extract) -> Vec<(String, DataType)> {
+        let p = self.p;
+        let mut declared = Vec::new();
+        for (col, ty) in e.schema.iter().flatten() {
+            match types::parse_sql_type(ty) {
+                Ok(t) => declared.push((col.clone(), t)),
+                Err(msg) => self.diags.push(
+                    p.diag_value("type", &ypath!["tasks", name, "extract", "schema", col], ty.len(), msg)
+                        .help(format!("known types: {}", types::TYPE_NAMES.join(", "))),
+                ),
+            }
+        }
+        declared
     }
 
     /// An extract of a database store: `table` or `query` (one SELECT), optionally `partition`,
@@ -179,16 +184,7 @@ impl Compiler<'_> {
                 format!("`parts` is {}; it must be between 1 and 64", s.parts),
             ));
         }
-        let mut declared = Vec::new();
-        for (col, ty) in e.schema.iter().flatten() {
-            match types::parse_sql_type(ty) {
-                Ok(t) => declared.push((col.clone(), t)),
-                Err(msg) => self.diags.push(
-                    p.diag_value("type", &base.key("schema").key(col), ty.len(), msg)
-                        .help(format!("known types: {}", types::TYPE_NAMES.join(", "))),
-                ),
-            }
-        }
+        let declared = self.declared_types(name, e);
         match relation {
             Some(relation) if self.diags.len() == before => {
                 DraftKind::DbExtract { store, relation, declared, partition, incremental: e.incremental.clone() }
