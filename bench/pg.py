@@ -47,19 +47,12 @@ def timed(cmd, env=None, cwd=None):
     return wall, int(m.group(1)) / 1024 if m else float("nan")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--weir", required=True)
-    ap.add_argument("--python", required=True, help="a Python with connectorx, pyarrow and tpchgen-cli")
-    ap.add_argument("--scale", default="1")
-    ap.add_argument("--runs", type=int, default=3)
-    args = ap.parse_args()
-    weir = os.path.abspath(args.weir)
+def start_postgres(work, extra=""):
+    """Debian's PostgreSQL on a loopback port, data in `work`: (pg bin dir, port, psql command, env, stop)."""
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     if not bins:
         sys.exit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     pgbin = bins[-1]
-    work = tempfile.mkdtemp(prefix="weir-pgbench-")
     os.chmod(work, 0o777)
     data = os.path.join(work, "pg")
     pw = os.path.join(work, "pw")
@@ -73,26 +66,48 @@ def main():
     s.close()
     subprocess.run(owner([f"{pgbin}/initdb", "-D", data, "-U", "weir", "--auth-local=trust", "--auth-host=scram-sha-256",
                           "-E", "UTF8", "--locale=C", f"--pwfile={pw}"]), check=True, capture_output=True)
-    opts = f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=1GB"
+    opts = f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=1GB {extra}"
     subprocess.run(owner([f"{pgbin}/pg_ctl", "-D", data, "-l", f"{work}/log", "-o", opts, "-w", "start"]), check=True,
                    capture_output=True)
     env = dict(os.environ, PGPASSWORD=PASSWORD, PG_PASSWORD=PASSWORD)
     psql = [f"{pgbin}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "weir", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At"]
-    try:
-        tpch = os.path.join(HERE, "data", f"tpch-{args.scale}")
-        csv = os.path.join(tpch, "lineitem.csv")
-        if not os.path.exists(csv):
-            print(f"generating TPC-H SF {args.scale} lineitem ...", flush=True)
-            tool = os.path.join(os.path.dirname(args.python), "tpchgen-cli")
-            subprocess.run([tool, "csv", "-s", str(args.scale), "--tables", "lineitem", "--output-dir", tpch], check=True,
-                           capture_output=True)
-        print("loading lineitem into PostgreSQL ...", flush=True)
-        subprocess.run(psql + ["-c", LINEITEM], env=env, check=True, capture_output=True)
-        subprocess.run(psql + ["-c", f"\\copy lineitem FROM '{csv}' (FORMAT csv, HEADER true)"], env=env, check=True,
+
+    def stop():
+        subprocess.run(owner([f"{pgbin}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
+
+    return pgbin, port, psql, env, stop
+
+
+def load_lineitem(scale, python, psql, env):
+    """TPC-H `lineitem` at `scale` (generated once under bench/data) loaded into the server; its row count."""
+    tpch = os.path.join(HERE, "data", f"tpch-{scale}")
+    csv = os.path.join(tpch, "lineitem.csv")
+    if not os.path.exists(csv):
+        print(f"generating TPC-H SF {scale} lineitem ...", flush=True)
+        tool = os.path.join(os.path.dirname(python), "tpchgen-cli")
+        subprocess.run([tool, "csv", "-s", str(scale), "--tables", "lineitem", "--output-dir", tpch], check=True,
                        capture_output=True)
-        subprocess.run(psql + ["-c", "VACUUM ANALYZE lineitem"], env=env, check=True, capture_output=True)
-        rows = subprocess.run(psql + ["-c", "SELECT count(*) FROM lineitem"], env=env, check=True, capture_output=True,
-                              text=True).stdout.strip()
+    print("loading lineitem into PostgreSQL ...", flush=True)
+    subprocess.run(psql + ["-c", LINEITEM], env=env, check=True, capture_output=True)
+    subprocess.run(psql + ["-c", f"\\copy lineitem FROM '{csv}' (FORMAT csv, HEADER true)"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run(psql + ["-c", "VACUUM ANALYZE lineitem"], env=env, check=True, capture_output=True)
+    return subprocess.run(psql + ["-c", "SELECT count(*) FROM lineitem"], env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weir", required=True)
+    ap.add_argument("--python", required=True, help="a Python with connectorx, pyarrow and tpchgen-cli")
+    ap.add_argument("--scale", default="1")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    weir = os.path.abspath(args.weir)
+    work = tempfile.mkdtemp(prefix="weir-pgbench-")
+    pgbin, port, psql, env, stop = start_postgres(work)
+    try:
+        rows = load_lineitem(args.scale, args.python, psql, env)
         url = f"postgres://weir@127.0.0.1:{port}/postgres"
         runs = {}
         for parts in (1, 2):
@@ -136,7 +151,7 @@ pq.write_table(t, sys.argv[2], compression="zstd")
             rss = statistics.median(x[1] for x in s)
             print(f"| {name} | {wall:.2f} s | {rss:.0f} MB | {wall / floor:.2f} |")
     finally:
-        subprocess.run(owner([f"{pgbin}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
+        stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -31,6 +31,7 @@ pub const TICKS_TOTAL: &str = "weir_ticks_total";
 pub const ALERTS_TOTAL: &str = "weir_alerts_total";
 pub const ALERT_FAILURES_TOTAL: &str = "weir_alert_failures_total";
 pub const RUN_DURATION: &str = "weir_run_duration_seconds";
+pub const CDC_SLOT_LAG: &str = "weir_cdc_slot_lag_bytes";
 pub use crate::storage::STORE_REQUESTS_TOTAL;
 
 /// Task and run duration buckets: 10 ms to 2 h.
@@ -100,6 +101,11 @@ fn describe() {
         STORE_REQUESTS_TOTAL,
         "Object store calls, by store and op (get, head, put, copy, delete, list, rename)."
     );
+    describe_gauge!(
+        CDC_SLOT_LAG,
+        metrics::Unit::Bytes,
+        "WAL a change data capture slot holds on its server (after the pipeline's latest run), by pipeline, task and slot."
+    );
     describe_counter!(ALERT_FAILURES_TOTAL, "Webhook alerts that could not be delivered after every retry.");
 }
 
@@ -166,6 +172,10 @@ pub fn run_finished(report: &RunReport) {
     let p = report.pipeline.clone();
     counter!(RUNS_TOTAL, "pipeline" => p.clone(), "status" => report.status.as_str()).increment(1);
     histogram!(RUN_DURATION, "pipeline" => p.clone()).record(report.duration.as_secs_f64());
+    for s in &report.slots {
+        gauge!(CDC_SLOT_LAG, "pipeline" => p.clone(), "task" => s.task.clone(), "slot" => s.slot.clone())
+            .set(s.lag_bytes as f64);
+    }
     if report.status == RunStatus::Succeeded {
         let at = report.started_at + chrono::Duration::from_std(report.duration).unwrap_or_default();
         gauge!(LAST_SUCCESS, "pipeline" => p).set(at.timestamp_millis() as f64 / 1000.0);

@@ -35,6 +35,31 @@ pub enum GraphFormat {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum CdcAction {
+    /// Each slot: the position it is at and the WAL it holds on its server.
+    Status {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        /// Only these extract tasks.
+        #[arg(long, short = 't', value_delimiter = ',')]
+        task: Vec<String>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Drop the slots (and the publications weir created), so that the servers stop keeping
+    /// WAL for them. The next run of such an extract starts over with a snapshot of the table.
+    Drop {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        /// Only these extract tasks.
+        #[arg(long, short = 't', value_delimiter = ',')]
+        task: Vec<String>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Parse and compile pipelines; report every problem at once.
     Validate {
@@ -136,6 +161,11 @@ pub enum Command {
         #[command(flatten)]
         vars: VarArgs,
     },
+    /// Change data capture slots of the pipelines' `cdc` extracts: see them, drop them.
+    Cdc {
+        #[command(subcommand)]
+        action: CdcAction,
+    },
     /// Print the DAG as Graphviz DOT or a Mermaid flowchart.
     Graph {
         #[arg(default_value = "pipelines")]
@@ -188,26 +218,8 @@ pub(super) fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 500ms, 30s, 2m)"))
 }
 
-/// A size like `2GB`, `512MiB`, `1.5G` or `1000000` (bytes); `K`/`M`/`G`/`T` are powers of 1024
-/// with or without `i`/`B` (as memory is counted).
 pub(super) fn parse_size_arg(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (write e.g. 2GB, 512MiB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
-        "" => 1.0,
-        "K" => 1024.0,
-        "M" => 1024.0 * 1024.0,
-        "G" => 1024.0 * 1024.0 * 1024.0,
-        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (write e.g. 2GB, 512MiB)")),
-    };
-    let bytes = n * mult;
-    if !(1.0..=(usize::MAX as f64)).contains(&bytes) {
-        return Err(format!("`{s}` is not a usable size"));
-    }
-    Ok(bytes as usize)
+    crate::spec::parse_size(s)
 }
 
 #[cfg(test)]

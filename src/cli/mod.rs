@@ -46,6 +46,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod cdc;
 #[cfg(feature = "distributed")]
 mod cluster;
 mod logging;
@@ -125,6 +126,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(code) => code,
             }
         }
+        Command::Cdc { ref action } => cdc::cdc_cmd(action).await,
         Command::Runs { ref pipeline, ref dir, limit, ref run, json } => {
             runs(&cli, pipeline.as_deref(), dir, limit, run.as_deref(), json)
         }

@@ -48,6 +48,14 @@ pub async fn incremental_preview(p: &Plan) -> HashMap<NodeIndex, Vec<String>> {
                             None => format!("all rows with a {} (no watermark yet)", w.column),
                         });
                     }
+                    if inc.cdc {
+                        parts.push(match input.position {
+                            Some(at) => {
+                                format!("changes committed after {}", crate::source::postgres::pgoutput::lsn_text(at))
+                            }
+                            None => "the table in one snapshot, then its changes (no position yet)".to_string(),
+                        });
+                    }
                     format!("{} for load `{load}`", parts.join("; "))
                 }
             };

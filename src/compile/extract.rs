@@ -36,6 +36,16 @@ impl Compiler<'_> {
                 );
             }
         }
+        if store.is_some() && e.incremental.as_ref().is_some_and(|i| i.cdc.is_some()) {
+            self.diags.push(
+                p.diag_key(
+                    "incremental",
+                    &base.key("incremental").key("cdc"),
+                    format!("`cdc` captures the changes of a database table; `{}` is a file store", e.store),
+                )
+                .help("files are read incrementally with `new_files: true` or a `watermark`"),
+            );
+        }
         // A misspelt key was left out by the spec stage (`pth:`): the missing `path` is that
         // same mistake, already reported.
         let misspelt = p.problems.iter().any(|d| d.code == "unknown-key" && d.task.as_deref() == Some(name));
@@ -185,12 +195,88 @@ impl Compiler<'_> {
             ));
         }
         let declared = self.declared_types(name, e);
+        let cdc = match e.incremental.as_ref().and_then(|i| i.cdc.as_ref()) {
+            Some(c) => self.cdc_plan(name, e, c),
+            None => None,
+        };
         match relation {
             Some(relation) if self.diags.len() == before => {
-                DraftKind::DbExtract { store, relation, declared, partition, incremental: e.incremental.clone() }
+                DraftKind::DbExtract { store, relation, declared, partition, incremental: e.incremental.clone(), cdc }
             }
             _ => DraftKind::Broken,
         }
+    }
+
+    /// `incremental: { cdc: … }` of a database extract: a `table`, no watermark and no
+    /// declared types (changes arrive in the table's own types), names weir can use.
+    fn cdc_plan(
+        &mut self,
+        name: &str,
+        e: &spec::Extract,
+        c: &spec::Cdc,
+    ) -> Option<crate::source::postgres::cdc::CdcPlan> {
+        use crate::source::postgres::cdc::{CdcPlan, valid_name};
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let cdc = base.key("incremental").key("cdc");
+        let before = self.diags.len();
+        if e.query.is_some() {
+            self.diags.push(
+                p.diag_key("incremental", &cdc, "`cdc` captures the changes of a `table`, not of a `query`")
+                    .help("name the table with `table:`; filter and reshape its rows in a transform"),
+            );
+        }
+        if e.incremental.as_ref().is_some_and(|i| i.watermark.is_some()) {
+            self.diags.push(
+                p.diag_key(
+                    "incremental",
+                    &base.key("incremental").key("watermark"),
+                    "an extract reads changes by `cdc` or rows by a `watermark`, not both",
+                )
+                .help("remove one of them"),
+            );
+        }
+        if e.schema.is_some() {
+            self.diags.push(
+                p.diag_key(
+                    "incremental",
+                    &base.key("schema"),
+                    "`schema` casts columns on the server as a table is read; changes arrive in the table's own types",
+                )
+                .help("remove `schema` and cast in a transform"),
+            );
+        }
+        for (key, value) in [("slot", Some(&c.slot)), ("publication", c.publication.as_ref())] {
+            if let Some(v) = value
+                && !valid_name(v)
+            {
+                self.diags.push(
+                    p.diag_value(
+                        "incremental",
+                        &cdc.key(key),
+                        v.len(),
+                        format!("`{v}` is not a name weir can give a {key}"),
+                    )
+                    .help("use lower-case letters, digits and `_`, at most 63 characters"),
+                );
+            }
+        }
+        let lag_alert = match &c.lag_alert {
+            None => Some(1 << 30),
+            Some(text) => match crate::spec::parse_size(text) {
+                Ok(n) => Some(n as u64),
+                Err(msg) => {
+                    self.diags.push(p.diag_value("incremental", &cdc.key("lag_alert"), text.len(), msg));
+                    None
+                }
+            },
+        };
+        (self.diags.len() == before).then(|| CdcPlan {
+            slot: c.slot.clone(),
+            publication: c.publication.clone().unwrap_or_else(|| c.slot.clone()),
+            own_publication: c.publication.is_none(),
+            lag_alert,
+        })
     }
 
     /// Every extract's files listed and schema inferred, concurrently: the schemas go into
@@ -254,16 +340,22 @@ impl Compiler<'_> {
         let jobs: Vec<_> = graph
             .node_indices()
             .filter_map(|i| match &graph[i].kind {
-                DraftKind::DbExtract { store, relation, declared, partition, .. } => {
-                    Some((i, store.clone(), relation.clone(), declared.clone(), partition.clone()))
+                DraftKind::DbExtract { store, relation, declared, partition, cdc, .. } => {
+                    Some((i, store.clone(), relation.clone(), declared.clone(), partition.clone(), cdc.clone()))
                 }
                 _ => None,
             })
             .collect();
         let results: Vec<_> =
-            futures::stream::iter(jobs.into_iter().map(|(i, store, relation, declared, partition)| async move {
+            futures::stream::iter(jobs.into_iter().map(|(i, store, relation, declared, partition, cdc)| async move {
                 let r = describe(&store, &relation, &declared).await;
-                (i, r.map(|columns| PgPlan { store, relation, columns, partition, filter: None }))
+                let r = match (r, &cdc, &relation) {
+                    (Ok(columns), Some(c), crate::source::postgres::Relation::Table(t)) => {
+                        crate::source::postgres::cdc::check(&store, t, c).await.map(|()| columns)
+                    }
+                    (r, _, _) => r,
+                };
+                (i, r.map(|columns| PgPlan { store, relation, columns, partition, filter: None, cdc, pushed: None }))
             }))
             .buffered(8)
             .collect()
@@ -334,6 +426,9 @@ impl Compiler<'_> {
                     _ => d.help(format!("is the server of store `{store}` running and reachable?")),
                 }
             }
+            PgError::Cdc { help, .. } => p
+                .diag_key("cdc", &base.key("incremental").key("cdc"), message)
+                .maybe_help(help),
             PgError::Server(_) if e.code() == Some("42501") => p
                 .diag_value("permission", &base.key(key), len, message)
                 .help("the store's user needs SELECT on it: `GRANT SELECT ON … TO …`"),
@@ -568,7 +663,7 @@ impl Compiler<'_> {
                 Some(WatermarkPlan { column: w.column.clone(), data_type: dt, lookback })
             }
         };
-        Some(IncrementalPlan { new_files: inc.new_files, watermark })
+        Some(IncrementalPlan { new_files: inc.new_files, watermark, cdc: inc.cdc.is_some() })
     }
 
     pub(super) fn lookback(&mut self, path: &YamlPath, v: &spec::Scalar, dt: &DataType) -> Option<Lookback> {

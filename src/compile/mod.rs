@@ -113,6 +113,7 @@ enum DraftKind {
         declared: Vec<(String, DataType)>,
         partition: Option<crate::source::postgres::Partition>,
         incremental: Option<spec::Incremental>,
+        cdc: Option<crate::source::postgres::cdc::CdcPlan>,
     },
     /// `statement` is taken when the query is planned.
     Transform {
@@ -322,10 +323,13 @@ impl Compiler<'_> {
     }
 }
 
-/// Push the columns the transforms read into each database extract's statement: when every
-/// task reading the extract is a transform whose planned query reads known columns (and no
-/// check reads it), only those columns — with the partition and watermark columns — cross
-/// the wire. Anything else (a load, a check, `SELECT *` kept to the end) reads every column.
+/// Push what the transforms read into each database extract's statement: when every task
+/// reading the extract is a transform (and no check reads it), only the columns their planned
+/// queries read — with the partition and watermark columns — cross the wire, and only the
+/// rows that meet the filters each scan of the extract has (one scan's filters that can be
+/// written for the server, OR the next scan's; see `postgres::condition`). Anything else (a
+/// load, a check, `SELECT *` kept to the end, a scan without filters) reads every column or
+/// row; change data capture reads every row (a filtered change stream would lose deletes).
 fn prune_database_columns(
     g: &TaskGraph,
     databases: &mut HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>>,
@@ -340,10 +344,38 @@ fn prune_database_columns(
             let consumer = &g.graph[e.target()];
             matches!(consumer.kind, DraftKind::Transform { .. }) && !consumer.check_inputs.contains(name)
         });
-        let Some(Some(cols)) = needed.get(name.as_str()) else { continue };
+        let Some(reads) = needed.get(name.as_str()) else { continue };
         if !only_queries || checks.get(&i).is_some_and(|c| !c.is_empty()) {
             continue;
         }
+        if plan.cdc.is_none()
+            && let Some(scans) = &reads.rows
+        {
+            let mut conditions: Vec<String> = Vec::new();
+            for filters in scans {
+                let parts: Vec<String> = filters
+                    .iter()
+                    .filter_map(|f| crate::source::postgres::condition(f, &plan.columns).map(|(sql, _)| sql))
+                    .collect();
+                if parts.is_empty() {
+                    conditions.clear();
+                    break;
+                }
+                let one = parts.join(" AND ");
+                if !conditions.contains(&one) {
+                    conditions.push(one);
+                }
+            }
+            if !conditions.is_empty() {
+                let pushed = if conditions.len() == 1 {
+                    conditions.remove(0)
+                } else {
+                    format!("({})", conditions.join(") OR ("))
+                };
+                *plan = Arc::new(crate::source::postgres::PgPlan { pushed: Some(pushed), ..plan.as_ref().clone() });
+            }
+        }
+        let Some(cols) = &reads.columns else { continue };
         let mut keep = cols.clone();
         keep.extend(plan.partition.as_ref().map(|p| p.column.clone()));
         keep.extend(incremental.get(&i).and_then(|inc| inc.watermark.as_ref()).map(|w| w.column.clone()));

@@ -277,6 +277,8 @@ pub struct ExtractPlan {
 pub struct IncrementalPlan {
     pub new_files: bool,
     pub watermark: Option<WatermarkPlan>,
+    /// Changes captured from the database's log (the source plan holds the slot).
+    pub cdc: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -80,10 +80,14 @@ impl Compiler<'_> {
             .collect();
         let mut needed = Scans::new();
         for &i in order.iter() {
-            if let (DraftKind::Extract { .. } | DraftKind::DbExtract { .. }, Some(s)) =
-                (&graph[i].kind, schemas.get(&i))
-            {
-                let _ = ctx.register_table(graph[i].name.as_str(), Arc::new(EmptyTable::new(s.clone())));
+            match (&graph[i].kind, schemas.get(&i)) {
+                (DraftKind::Extract { .. }, Some(s)) => {
+                    let _ = ctx.register_table(graph[i].name.as_str(), Arc::new(EmptyTable::new(s.clone())));
+                }
+                (DraftKind::DbExtract { .. }, Some(s)) => {
+                    let _ = ctx.register_table(graph[i].name.as_str(), Arc::new(PushdownStub(s.clone())));
+                }
+                _ => {}
             }
         }
         // Transforms level by level (a level only reads earlier ones), each level's queries
@@ -115,12 +119,8 @@ impl Compiler<'_> {
                 let DraftKind::Transform { sql, .. } = &graph[i].kind else { continue };
                 match result {
                     Ok((schema, scans)) => {
-                        for (table, cols) in scans {
-                            let entry = needed.entry(table).or_insert_with(|| Some(Default::default()));
-                            match (entry.as_mut(), cols) {
-                                (Some(have), Some(cols)) => have.extend(cols),
-                                _ => *entry = None,
-                            }
+                        for (table, reads) in scans {
+                            add_reads(&mut needed, table, reads);
                         }
                         let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
                         schemas.insert(i, schema);
@@ -194,9 +194,92 @@ pub(super) fn plan_query(state: &SessionState, statement: Box<DfStatement>) -> R
     plan_query_scans(state, statement, &HashSet::new()).map(|(schema, _)| schema)
 }
 
-/// The columns of each table that a query reads (`None`: all of them), for the tables in
-/// `tables`; from the optimized plan, so what `SELECT *` later narrows is not counted.
-pub(super) type Scans = HashMap<String, Option<std::collections::BTreeSet<String>>>;
+/// What queries read of each table in `tables`, from their optimized plans (so what `SELECT *`
+/// later narrows is not counted).
+pub(super) type Scans = HashMap<String, Reads>;
+
+/// What queries read of one table.
+#[derive(Debug, Clone)]
+pub(super) struct Reads {
+    /// The columns (`None`: all of them).
+    pub columns: Option<std::collections::BTreeSet<String>>,
+    /// The rows: per scan, the filters the optimizer pushed into it (all must hold); `None`
+    /// when some scan reads every row.
+    pub rows: Option<Vec<Vec<datafusion::logical_expr::Expr>>>,
+}
+
+impl Reads {
+    /// Every column, every row.
+    pub fn all() -> Reads {
+        Reads { columns: None, rows: None }
+    }
+
+    fn scan(columns: Option<std::collections::BTreeSet<String>>, filters: &[datafusion::logical_expr::Expr]) -> Reads {
+        Reads { columns, rows: (!filters.is_empty()).then(|| vec![filters.to_vec()]) }
+    }
+
+    /// What two sets of queries read together.
+    pub fn merge(&mut self, other: Reads) {
+        self.columns = match (self.columns.take(), other.columns) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        self.rows = match (self.rows.take(), other.rows) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+    }
+}
+
+/// Add `reads` of `table` to `scans`.
+pub(super) fn add_reads(scans: &mut Scans, table: String, reads: Reads) {
+    match scans.get_mut(&table) {
+        Some(have) => have.merge(reads),
+        None => {
+            scans.insert(table, reads);
+        }
+    }
+}
+
+/// A database extract's table while compile plans the queries that read it: its schema, no
+/// rows, and every filter accepted as `Inexact`, so the optimizer leaves each scan's filters
+/// on it (to be pushed to the server) and still applies them itself.
+#[derive(Debug)]
+pub(super) struct PushdownStub(pub SchemaRef);
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for PushdownStub {
+    fn schema(&self) -> SchemaRef {
+        self.0.clone()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        EmptyTable::new(self.0.clone()).scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        Ok(vec![datafusion::logical_expr::TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
 
 /// [`plan_query`], and the columns it reads of the `tables` it reads (see [`Scans`]).
 pub(super) fn plan_query_scans(
@@ -230,12 +313,7 @@ pub(super) fn plan_query_scans(
                     let source = scan.source.schema();
                     let cols: Option<std::collections::BTreeSet<String>> =
                         scan.projection.as_ref().map(|p| p.iter().map(|&k| source.field(k).name().clone()).collect());
-                    let entry =
-                        scans.entry(scan.table_name.table().to_string()).or_insert_with(|| Some(Default::default()));
-                    match (entry.as_mut(), cols) {
-                        (Some(have), Some(cols)) => have.extend(cols),
-                        _ => *entry = None,
-                    }
+                    add_reads(scans, scan.table_name.table().to_string(), Reads::scan(cols, &scan.filters));
                 }
                 Ok(TreeNodeRecursion::Continue)
             });
@@ -246,7 +324,7 @@ pub(super) fn plan_query_scans(
             // Only what the optimizer keeps is read; any failure to optimize reads everything.
             match state.optimizer().optimize(analyzed, state, |_, _| {}) {
                 Ok(optimized) => reads(&optimized, &mut scans),
-                Err(_) => scans = direct.into_keys().map(|k| (k, None)).collect(),
+                Err(_) => scans = direct.into_keys().map(|k| (k, Reads::all())).collect(),
             }
         }
     }

@@ -32,6 +32,9 @@ pub struct ExtractInput {
     /// The watermark before this run, as stored and as a value of the column's type.
     pub watermark: Option<WatermarkValue>,
     pub previous: Option<ScalarValue>,
+    /// Change data capture: the position (end of a commit record) up to which the loads of
+    /// this pass hold every change; `None` on a first run.
+    pub position: Option<u64>,
 }
 
 /// What an extract task of a pass found.
@@ -281,7 +284,36 @@ pub fn extract_input(name: &str, e: &ExtractPlan, st: &ExtractState) -> Result<E
         }
         _ => (None, None, None),
     };
-    Ok(ExtractInput { files, unchanged, after, watermark, previous })
+    let position = match (inc.is_some_and(|i| i.cdc), &st.watermark) {
+        (true, Some(v)) => Some(parse_position(name, v)?),
+        _ => None,
+    };
+    let watermark = if position.is_some() { st.watermark.clone() } else { watermark };
+    Ok(ExtractInput { files, unchanged, after, watermark, previous, position })
+}
+
+/// The type a change data capture position is stored as (with column `_lsn`).
+pub const POSITION_TYPE: &str = "pg_lsn";
+
+/// A change data capture position as the commit records store it.
+pub fn position_value(lsn: u64) -> WatermarkValue {
+    WatermarkValue {
+        column: crate::source::postgres::cdc::LSN.into(),
+        data_type: POSITION_TYPE.into(),
+        value: crate::source::postgres::pgoutput::lsn_text(lsn),
+    }
+}
+
+fn parse_position(name: &str, v: &WatermarkValue) -> Result<u64, RunError> {
+    let bad = |why: String| RunError::Watermark { extract: name.to_string(), message: why };
+    if v.data_type != POSITION_TYPE {
+        return Err(bad(format!(
+            "the loads downstream committed a watermark on `{}`, not a change data capture position: run `weir run --full-refresh` for them",
+            v.column
+        )));
+    }
+    crate::source::postgres::pgoutput::parse_lsn(&v.value)
+        .ok_or_else(|| bad(format!("the stored position `{}` is not an LSN", v.value)))
 }
 
 /// A watermark as text, in full precision.

@@ -3,6 +3,8 @@
 //! unrelated branches finish; cancellation stops running tasks before they publish.
 //! Every task start and end is recorded in the state store as it happens.
 
+mod cdc;
+pub use cdc::SlotReport;
 mod checks;
 mod engine;
 mod error;
@@ -248,6 +250,9 @@ pub struct RunReport {
     pub duration: Duration,
     /// In run order.
     pub tasks: Vec<TaskReport>,
+    /// Change data capture slots after the run: the WAL each holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<cdc::SlotReport>,
 }
 
 fn ser_duration_req<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -276,7 +281,7 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
     }
     let span = tracing::info_span!("run", run_id = %opts.run_id, pipeline = %plan.pipeline);
     let result = execute(&plan, &opts).instrument(span).await;
-    let (status, reports) = match result {
+    let (status, reports, slots) = match result {
         Ok(r) => r,
         Err(e) => {
             if let Some(state) = &opts.state {
@@ -310,6 +315,7 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
         started_at,
         duration: clock.elapsed(),
         tasks: reports,
+        slots,
     })
 }
 
@@ -331,7 +337,9 @@ pub fn run_set(plan: &Plan, select: Option<&HashSet<NodeIndex>>) -> HashSet<Node
     out
 }
 
-async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<TaskReport>), RunError> {
+type Executed = (RunStatus, Vec<TaskReport>, Vec<cdc::SlotReport>);
+
+async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<Executed, RunError> {
     let staging = prepare_staging(plan, opts)?;
     let selection = run_set(plan, opts.select.as_ref());
     let states = incremental::load_states(plan, &selection, opts.state.as_deref()).await?;
@@ -372,7 +380,9 @@ async fn execute(plan: &Arc<Plan>, opts: &RunOptions) -> Result<(RunStatus, Vec<
     } else {
         RunStatus::Succeeded
     };
-    Ok((status, list))
+    // Slots move only now, after every load of the run has committed (or failed).
+    let slots = if cancelled { Vec::new() } else { cdc::advance_slots(plan, opts, &selection).await };
+    Ok((status, list, slots))
 }
 
 /// Run the tasks of one pass. Returns whether the run was cancelled, and the task reports.

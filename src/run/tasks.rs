@@ -267,6 +267,9 @@ async fn database_extract(
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
     let name = node.name.as_str();
+    if let Some(c) = &pg.cdc {
+        return super::cdc::extract(ctx, i, name, pg, c, input, env, cancel).await;
+    }
     let schema = pg.schema();
     // With a watermark, only rows past it (and rows with a NULL cursor, to count them) are
     // read: the condition goes to the server.
@@ -428,7 +431,7 @@ async fn watermarked(
     })
 }
 
-fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
+pub(super) fn staged_table(schema: SchemaRef, files: Vec<ObjectMeta>) -> FileSetTable {
     FileSetTable::staged(schema, files)
 }
 

@@ -121,6 +121,7 @@ impl Alert {
                 if what.is_empty() { String::new() } else { format!(": {what}") }
             ),
             NotifyEvent::Recovered => format!("weir: pipeline `{pipeline}` recovered: run{run} succeeded"),
+            NotifyEvent::CdcLag => format!("weir: pipeline `{pipeline}`{run}: {what}"),
             NotifyEvent::Stale => format!(
                 "weir: pipeline `{pipeline}` is stale: {}",
                 error.as_deref().unwrap_or("no successful run within its freshness window")

@@ -12,7 +12,7 @@
 pub mod alerts;
 pub mod http;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,6 +182,8 @@ pub struct Daemon {
     active: TaskTracker,
     generation: AtomicU64,
     outcomes: Mutex<Vec<Outcome>>,
+    /// (pipeline, task) of change data capture slots over their `lag_alert` (alerted once).
+    lagging: Mutex<HashSet<(String, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,6 +214,7 @@ impl Daemon {
             active: TaskTracker::new(),
             generation: AtomicU64::new(0),
             outcomes: Mutex::new(Vec::new()),
+            lagging: Mutex::new(HashSet::new()),
         })
     }
 
@@ -650,6 +653,7 @@ impl Daemon {
 
     /// Alerts for a finished run, queued (the outbox delivers them; the run is over).
     fn after_run(&self, name: &str, good: &Good, plan: &Plan, report: &RunReport) {
+        self.slot_alerts(name, good, report);
         match report.status {
             RunStatus::Succeeded => {
                 let w = self.state().watched(name).ok();
@@ -676,6 +680,33 @@ impl Daemon {
                 let summary = tasks.first().map(|t| t.error.clone()).unwrap_or_default();
                 self.after_failure(name, &report.run_id, good, tasks, &summary, checks_only);
             }
+        }
+    }
+
+    /// `cdc_lag` for each slot that went over its `lag_alert` with this run (once, until it
+    /// comes back under).
+    fn slot_alerts(&self, name: &str, good: &Good, report: &RunReport) {
+        for s in &report.slots {
+            let key = (name.to_string(), s.task.clone());
+            let over = s.alert_bytes.is_some_and(|limit| s.lag_bytes > limit);
+            let newly = if over {
+                lock(&self.lagging).insert(key)
+            } else {
+                lock(&self.lagging).remove(&key);
+                false
+            };
+            if !newly {
+                continue;
+            }
+            let why = format!(
+                "slot `{}` of task `{}` holds {} bytes of WAL on its server, more than its `lag_alert` ({} bytes): runs are not keeping up with the changes, or have stopped. The server keeps this WAL until the slot moves; `weir cdc drop` removes the slot of a pipeline that is gone",
+                s.slot,
+                s.task,
+                s.lag_bytes,
+                s.alert_bytes.unwrap_or_default()
+            );
+            let alert = alerts::Alert::new(NotifyEvent::CdcLag, name, Some(&report.run_id), Some(&s.task), Some(&why));
+            self.outbox.queue(&good.watch.notify, NotifyEvent::CdcLag, alert, &good.secrets);
         }
     }
 

@@ -734,14 +734,15 @@ impl Parser {
                 && let Some(inc) = &e.incremental
                 && !inc.new_files
                 && inc.watermark.is_none()
+                && inc.cdc.is_none()
             {
                 self.push(
                     self.at_key(
                         "incremental",
                         &path.key("extract").key("incremental"),
-                        "`incremental` says neither `new_files: true` nor `watermark`",
+                        "`incremental` says neither `new_files: true`, `watermark` nor `cdc`",
                     )
-                    .help("read new files with `new_files: true`, or new rows with `watermark: { column: … }`; or remove `incremental`"),
+                    .help("read new files with `new_files: true`, new rows with `watermark: { column: … }`, a table's changes with `cdc: { slot: … }`; or remove `incremental`"),
                 );
             }
         }
@@ -937,6 +938,28 @@ pub struct TaskPolicy {
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Pipeline);
     serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null)
+}
+
+/// A size like `2GB`, `512MiB`, `1.5G` or `1000000` (bytes); `K`/`M`/`G`/`T` are powers of 1024
+/// with or without `i`/`B` (as memory is counted).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (write e.g. 2GB, 512MiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (write e.g. 2GB, 512MiB)")),
+    };
+    let bytes = n * mult;
+    if !(1.0..=(usize::MAX as f64)).contains(&bytes) {
+        return Err(format!("`{s}` is not a usable size"));
+    }
+    Ok(bytes as usize)
 }
 
 #[cfg(test)]

@@ -208,7 +208,9 @@ pub struct Notify {
 
     /// Which events: `failure` (a run failed), `check_failed` (an error-severity check
     /// failed), `recovered` (the first success after a failure or a stale alert), `stale` (no
-    /// successful run within `freshness.warn_after`). Default: all four.
+    /// successful run within `freshness.warn_after`), `cdc_lag` (after a run, a change data
+    /// capture slot holds more WAL than its `lag_alert`; raised again only after it came back
+    /// under). Default: all five.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<NotifyEvent>,
 }
@@ -221,11 +223,17 @@ pub enum NotifyEvent {
     CheckFailed,
     Recovered,
     Stale,
+    CdcLag,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 4] =
-        [NotifyEvent::Failure, NotifyEvent::CheckFailed, NotifyEvent::Recovered, NotifyEvent::Stale];
+    pub const ALL: [NotifyEvent; 5] = [
+        NotifyEvent::Failure,
+        NotifyEvent::CheckFailed,
+        NotifyEvent::Recovered,
+        NotifyEvent::Stale,
+        NotifyEvent::CdcLag,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -233,6 +241,7 @@ impl NotifyEvent {
             NotifyEvent::CheckFailed => "check_failed",
             NotifyEvent::Recovered => "recovered",
             NotifyEvent::Stale => "stale",
+            NotifyEvent::CdcLag => "cdc_lag",
         }
     }
 }
@@ -634,7 +643,8 @@ pub enum BadRowsMode {
     Quarantine,
 }
 
-/// What an incremental extract reads: at least one of `new_files` and `watermark`.
+/// What an incremental extract reads: new files and/or rows past a watermark, or (databases)
+/// the changes captured from the database's log.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Incremental {
@@ -649,6 +659,36 @@ pub struct Incremental {
     /// scanned for such rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<Watermark>,
+
+    /// PostgreSQL: read the table's inserts, updates and deletes from a logical replication
+    /// slot, exactly once. The first run (and `--full-refresh`) reads the table itself, in a
+    /// snapshot, then the changes made since; later runs read the changes since the position
+    /// the loads downstream committed. Each row carries the table's columns plus `_op`
+    /// (`insert`, `update`, `delete`) and `_lsn` (its order), for a `mode: merge` load with
+    /// `order_by: _lsn` and `delete_when: "_op = 'delete'"`. Needs `wal_level = logical`, a
+    /// user with the REPLICATION attribute, and a primary key or `REPLICA IDENTITY FULL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdc: Option<Cdc>,
+}
+
+/// Change data capture through a logical replication slot.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Cdc {
+    /// The replication slot (lower-case letters, digits, `_`), created by the first run. It
+    /// keeps the server's WAL from the position committed last: drop it with `weir cdc drop`
+    /// when the pipeline goes away.
+    pub slot: String,
+
+    /// The publication to read, which must publish the table. Default: one named like the
+    /// slot, created by the first run for the table (which needs the table's owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
+
+    /// Raise a `cdc_lag` alert (and set `weir_cdc_slot_lag_bytes`) when, after a run, the slot
+    /// holds more WAL than this: `512MB`, `2GB`. Default `1GB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_alert: Option<String>,
 }
 
 /// A cursor column that only grows (an update timestamp, an increasing id).

@@ -5,6 +5,7 @@ mod common;
 
 mod azure;
 mod bad_rows;
+mod cdc;
 mod checks;
 mod cli;
 mod concurrency;

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use crate::common::*;
 
-const PASSWORD: &str = "pg-canary-7Qx2";
+pub(crate) const PASSWORD: &str = "pg-canary-7Qx2";
 
 pub struct PgServer {
     pub port: u16,
@@ -162,7 +162,7 @@ fn project(db: &PgDb, extract: &str) -> Project {
 }
 
 /// Rows of `lake/out`, each as `col=value` pairs in column order, sorted.
-fn rows_of(p: &Project, cols: &[&str]) -> Vec<String> {
+pub(crate) fn rows_of(p: &Project, cols: &[&str]) -> Vec<String> {
     let mut rows: Vec<String> = read_rows(&p.join("lake/out"))
         .iter()
         .map(|r| {
@@ -506,4 +506,62 @@ fn a_killed_watermark_run_loses_and_doubles_nothing() {
             .collect();
         assert_eq!(rows_of(&p, &["id", "v"]), want, "after a kill at {point}");
     }
+}
+
+/// Filters of the transforms that read a database extract go to the server when they mean
+/// the same there: comparisons of numbers, dates and timestamps, text equality, `IN`, `IS
+/// NULL`; each transform's filters joined by OR. A float comparison and a text order stay in
+/// weir. The output equals what the transforms compute over the whole table, and only the
+/// rows the filters let through are read (the extract's row count).
+#[test]
+fn transform_filters_are_pushed_to_the_server() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("pushfilter");
+    db.sql(
+        "CREATE TABLE orders (id int, amount numeric(10,2), region text, score float8, placed date, note text);
+         INSERT INTO orders SELECT g, g * 1.5, CASE WHEN g % 3 = 0 THEN 'n' ELSE 's' END, g / 7.0, DATE '2026-01-01' + g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'x' || g END FROM generate_series(1, 300) g;",
+    );
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        format!(
+            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: orders }}\n  north:\n    transform: {{ sql: \"SELECT id, amount FROM src WHERE region = 'n' AND amount > 300 AND score > 1.0 AND note IS NOT NULL\" }}\n  early:\n    transform: {{ sql: \"SELECT id, amount FROM src WHERE placed < DATE '2026-01-11' AND id IN (2, 4, 6, 8, 99)\" }}\n  both:\n    transform: {{ sql: \"SELECT * FROM north UNION ALL SELECT * FROM early\" }}\n  out:\n    load: {{ from: both, store: lake, path: out/ }}\n",
+            db.store()
+        ),
+    );
+    let plan = db.weir(&p, &["plan", "p.yaml"]);
+    plan.ok();
+    // The statement as one line (the plan wraps it).
+    let text = plan.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("(\"region\" = 'n')"), "{text}");
+    assert!(
+        text.contains("(\"amount\" > '300.00'::numeric)") || text.contains("(\"amount\" > '300'::numeric)"),
+        "{text}"
+    );
+    assert!(text.contains("(\"note\" IS NOT NULL)"), "{text}");
+    assert!(text.contains("(\"placed\" < '2026-01-11'::date)"), "{text}");
+    assert!(text.contains("\"id\" IN (2, 4, 6, 8, 99)"), "{text}");
+    assert!(text.contains(") OR ("), "{text}");
+    assert!(!text.contains("\"score\" >"), "a float comparison is not pushed: {text}");
+    let r = db.weir(&p, &["run", "p.yaml", "--json"]);
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let src = report["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "src").unwrap().clone();
+    let want_read: u64 = db
+        .sql("SELECT count(*) FROM orders WHERE (region = 'n' AND amount > 300 AND note IS NOT NULL) OR (placed < DATE '2026-01-11' AND id IN (2, 4, 6, 8, 99))")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(src["rows_out"], want_read, "only the rows the filters let through were read: {src}");
+    let want: Vec<String> = db
+        .sql(
+            "SELECT 'id=' || id || ' amount=' || amount FROM orders WHERE region = 'n' AND amount > 300 AND score > 1.0 AND note IS NOT NULL
+             UNION ALL SELECT 'id=' || id || ' amount=' || amount FROM orders WHERE placed < DATE '2026-01-11' AND id IN (2, 4, 6, 8, 99)",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(rows_of(&p, &["id", "amount"]), want);
 }

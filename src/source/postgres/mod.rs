@@ -30,6 +30,9 @@ use futures::{StreamExt, pin_mut};
 use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::{Client, NoTls};
 
+pub mod cdc;
+pub mod pgoutput;
+
 /// Rows per Arrow batch.
 const BATCH_ROWS: usize = 8192;
 /// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL).
@@ -80,6 +83,9 @@ pub enum PgError {
     Unconstrained { column: String },
     #[error("column `{column}`: {message}")]
     Value { column: String, message: String },
+    /// Change data capture cannot work as the server is set up.
+    #[error("{message}")]
+    Cdc { message: String, help: Option<String> },
     #[error("partition column `{column}` is {pg_type}: ranges need an integer, date or timestamp column")]
     PartitionType { column: String, pg_type: String },
 }
@@ -220,6 +226,11 @@ pub struct PgPlan {
     pub partition: Option<Partition>,
     /// Rows read: only those for which this holds (a run's watermark condition).
     pub filter: Option<String>,
+    /// Change data capture: the table's changes, after its snapshot on the first run.
+    pub cdc: Option<cdc::CdcPlan>,
+    /// A condition the rows downstream queries read all meet (pushed from their filters;
+    /// they filter again, so it only has to let through every row they keep).
+    pub pushed: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,7 +251,17 @@ pub struct Partition {
 }
 
 impl PgPlan {
+    /// The extract's schema: the columns read, and with change data capture `_op` and `_lsn`.
     pub fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self.columns.iter().map(|c| Field::new(&c.name, c.arrow.clone(), true)).collect();
+        if self.cdc.is_some() {
+            fields.extend(cdc::change_fields());
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The schema of the rows a table read (a snapshot) gives: the columns read.
+    pub fn table_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
             self.columns.iter().map(|c| Field::new(&c.name, c.arrow.clone(), true)).collect::<Vec<_>>(),
         ))
@@ -262,9 +283,11 @@ impl PgPlan {
     /// The rows the read covers: every column, with the run's filter.
     fn source_sql(&self) -> String {
         let sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
-        match &self.filter {
-            Some(f) => format!("SELECT * FROM ({sql}) AS weir_src WHERE {f}"),
-            None => sql,
+        let conditions: Vec<&str> = [self.pushed.as_deref(), self.filter.as_deref()].into_iter().flatten().collect();
+        match conditions.as_slice() {
+            [] => sql,
+            [c] => format!("SELECT * FROM ({sql}) AS weir_src WHERE {c}"),
+            cs => format!("SELECT * FROM ({sql}) AS weir_src WHERE ({})", cs.join(") AND (")),
         }
     }
 
@@ -285,7 +308,21 @@ impl PgPlan {
 
     /// The statements of the read, as `weir plan` shows them.
     pub fn describe_read(&self) -> String {
-        let base = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
+        let mut base = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
+        if let Some(c) = &self.pushed {
+            base.push_str(&format!(" WHERE {c}"));
+        }
+        if let Some(c) = &self.cdc {
+            return format!(
+                "changes from slot `{}` (publication `{}`, pgoutput), since the position the loads committed; first run: {base}{}, then the changes",
+                c.slot,
+                c.publication,
+                self.partition
+                    .as_ref()
+                    .map(|p| format!(" in {} ranges of `{}`", p.parts, p.column))
+                    .unwrap_or_default()
+            );
+        }
         match &self.partition {
             Some(p) => format!("{base} — in {} ranges of `{}`, one snapshot", p.parts, p.column),
             None => base,
@@ -461,13 +498,31 @@ pub async fn open(plan: Arc<PgPlan>) -> Result<Vec<Arc<dyn PartitionStream>>, Pg
 
 /// [`open`], reading only the rows for which `filter` (SQL over the source's columns) holds.
 pub async fn open_where(plan: Arc<PgPlan>, filter: Option<String>) -> Result<Vec<Arc<dyn PartitionStream>>, PgError> {
+    Ok(open_snapshot(plan, filter).await?.0)
+}
+
+/// [`open_where`], and which transactions the read's snapshot sees (`pg_current_snapshot()`)
+/// and where the server's WAL ended when it was taken.
+pub async fn open_snapshot(
+    plan: Arc<PgPlan>,
+    filter: Option<String>,
+) -> Result<(Vec<Arc<dyn PartitionStream>>, cdc::Snapshot, u64), PgError> {
     let plan = match filter {
         Some(f) => Arc::new(PgPlan { filter: Some(f), ..(*plan).clone() }),
         None => plan,
     };
     let coordinator = plan.store.connect().await?;
     coordinator.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-    let snapshot: String = coordinator.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
+    // The transaction's snapshot is taken by its first statement: this one.
+    let row = coordinator
+        .query_one("SELECT pg_export_snapshot(), pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text", &[])
+        .await?;
+    let snapshot: String = row.get(0);
+    let seen = cdc::Snapshot::parse(&row.get::<_, String>(1)).ok_or_else(|| PgError::Value {
+        column: String::new(),
+        message: "an unreadable pg_current_snapshot()".into(),
+    })?;
+    let wal_end = pgoutput::parse_lsn(&row.get::<_, String>(2)).unwrap_or(0);
     let ranges = match &plan.partition {
         Some(p) if p.parts > 1 => ranges(&coordinator, &plan, p).await?,
         _ => vec![None],
@@ -479,10 +534,11 @@ pub async fn open_where(plan: Arc<PgPlan>, filter: Option<String>) -> Result<Vec
         client.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', "''"))).await?;
         parts.push((r, std::sync::Mutex::new(Some(client))));
     }
-    let read = Arc::new(Read { schema: plan.schema(), plan, parts, _coordinator: Arc::new(coordinator) });
-    Ok((0..read.parts.len())
+    let read = Arc::new(Read { schema: plan.table_schema(), plan, parts, _coordinator: Arc::new(coordinator) });
+    let parts = (0..read.parts.len())
         .map(|i| Arc::new(Part { read: read.clone(), index: i }) as Arc<dyn PartitionStream>)
-        .collect())
+        .collect();
+    Ok((parts, seen, wal_end))
 }
 
 /// `parts` ranges of equal width between the partition column's minimum and maximum.
@@ -772,6 +828,8 @@ pub fn literal(value: &datafusion::common::ScalarValue) -> Option<String> {
     use datafusion::common::ScalarValue as S;
     let quoted = |s: &str| format!("'{}'", s.replace('\'', "''"));
     Some(match value {
+        S::Boolean(Some(v)) => v.to_string(),
+        S::Int8(Some(v)) => v.to_string(),
         S::Int16(Some(v)) => v.to_string(),
         S::Int32(Some(v)) => v.to_string(),
         S::Int64(Some(v)) => v.to_string(),
@@ -791,6 +849,115 @@ pub fn literal(value: &datafusion::common::ScalarValue) -> Option<String> {
         }
         _ => return None,
     })
+}
+
+/// `expr` (a filter DataFusion pushed to a scan of the source, over the source's `columns`)
+/// as a PostgreSQL condition that holds for every row `expr` keeps, and whether it is exact.
+/// Only forms that mean the same on both sides are written: comparisons of integer,
+/// decimal, date and timestamp columns with literals, text equality and `IN` lists, boolean
+/// columns, `IS [NOT] NULL`, `BETWEEN`, and `AND`/`OR`/`NOT` of those (a part of an `AND`
+/// that cannot be written is left out, which only lets more rows through). Floats (NaN
+/// orders differently), text order (collations), `LIKE` and functions are never pushed.
+pub fn condition(expr: &datafusion::logical_expr::Expr, columns: &[PgColumn]) -> Option<(String, bool)> {
+    use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+    let column = |e: &Expr| -> Option<&PgColumn> {
+        match e {
+            Expr::Column(c) => columns.iter().find(|pc| pc.name == c.name),
+            _ => None,
+        }
+    };
+    let ordered = |c: &PgColumn| {
+        matches!(
+            c.arrow,
+            DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Decimal128(..)
+                | DataType::Date32
+                | DataType::Timestamp(TimeUnit::Microsecond, _)
+        ) && c.cast.is_none()
+    };
+    let text = |c: &PgColumn| matches!(c.pg_type, Type::TEXT | Type::VARCHAR | Type::NAME) && c.cast.is_none();
+    // A literal the column can be compared with on the server.
+    let value = |c: &PgColumn, e: &Expr| -> Option<String> {
+        let Expr::Literal(v, _) = e else { return None };
+        if v.is_null() {
+            return None;
+        }
+        let fits = match (&c.arrow, v.data_type()) {
+            (a, b) if a.is_integer() && b.is_integer() => true,
+            (DataType::Decimal128(..), DataType::Decimal128(..)) => true,
+            (DataType::Timestamp(TimeUnit::Microsecond, a), DataType::Timestamp(TimeUnit::Microsecond, b)) => {
+                a.is_some() == b.is_some()
+            }
+            (a, b) => *a == b,
+        };
+        if fits { literal(v) } else { None }
+    };
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            match (condition(left, columns), condition(right, columns)) {
+                (Some((l, le)), Some((r, re))) => Some((format!("({l} AND {r})"), le && re)),
+                (Some((x, _)), None) | (None, Some((x, _))) => Some((x, false)),
+                (None, None) => None,
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let (l, le) = condition(left, columns)?;
+            let (r, re) = condition(right, columns)?;
+            Some((format!("({l} OR {r})"), le && re))
+        }
+        Expr::Not(inner) => match inner.as_ref() {
+            Expr::Column(_) => {
+                let c = column(inner).filter(|c| c.arrow == DataType::Boolean && c.cast.is_none())?;
+                Some((format!("(NOT {})", quote_ident(&c.name)), true))
+            }
+            other => match condition(other, columns)? {
+                (sql, true) => Some((format!("(NOT {sql})"), true)),
+                _ => None,
+            },
+        },
+        Expr::Column(_) => {
+            let c = column(expr).filter(|c| c.arrow == DataType::Boolean && c.cast.is_none())?;
+            Some((quote_ident(&c.name), true))
+        }
+        Expr::IsNull(e) => Some((format!("({} IS NULL)", quote_ident(&column(e)?.name)), true)),
+        Expr::IsNotNull(e) => Some((format!("({} IS NOT NULL)", quote_ident(&column(e)?.name)), true)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (c, lit, op) = match (column(left), column(right)) {
+                (Some(c), None) => (c, right.as_ref(), *op),
+                (None, Some(c)) => (c, left.as_ref(), op.swap()?),
+                _ => return None,
+            };
+            let sql_op = match op {
+                Operator::Eq => "=",
+                Operator::NotEq if ordered(c) => "<>",
+                Operator::Lt if ordered(c) => "<",
+                Operator::LtEq if ordered(c) => "<=",
+                Operator::Gt if ordered(c) => ">",
+                Operator::GtEq if ordered(c) => ">=",
+                _ => return None,
+            };
+            if !(ordered(c) || (text(c) && op == Operator::Eq) || (c.arrow == DataType::Boolean && c.cast.is_none())) {
+                return None;
+            }
+            Some((format!("({} {sql_op} {})", quote_ident(&c.name), value(c, lit)?), true))
+        }
+        Expr::InList(list) => {
+            let c = column(&list.expr)?;
+            if !(ordered(c) || (text(c) && !list.negated)) || list.list.is_empty() {
+                return None;
+            }
+            let values = list.list.iter().map(|e| value(c, e)).collect::<Option<Vec<_>>>()?;
+            let not = if list.negated { "NOT " } else { "" };
+            Some((format!("({} {not}IN ({}))", quote_ident(&c.name), values.join(", ")), true))
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) => {
+            let c = column(expr).filter(|c| ordered(c))?;
+            Some((format!("({} BETWEEN {} AND {})", quote_ident(&c.name), value(c, low)?, value(c, high)?), true))
+        }
+        _ => None,
+    }
 }
 
 /// Whether `query` is one SELECT statement (no DDL, DML, `SELECT … INTO`, several
