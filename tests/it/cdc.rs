@@ -394,3 +394,50 @@ fn cdc_errors_say_what_to_change() {
     assert_eq!(db.sql("SELECT count(*) FROM pg_publication"), "0\n");
     insta::assert_snapshot!(out);
 }
+
+/// Under `weir serve`, a slot that holds more WAL than its `lag_alert` after a run raises one
+/// `cdc_lag` alert (not again while it stays over), and `/metrics` exports the figure. The
+/// WAL is made while the run waits just before moving the slot (fail point), so the slot is
+/// behind when the run ends; the next run moves it and the alert is armed again.
+#[test]
+fn a_lagging_slot_raises_one_alert_and_a_metric() {
+    use crate::serve::{Daemon, Receiver, http, runs};
+    let Some(pg) = server() else { return };
+    let db = pg.database("cdc_lag");
+    db.sql(
+        "CREATE TABLE q (id int PRIMARY KEY, v int); INSERT INTO q VALUES (1, 1); CREATE TABLE noise (id int, t text);",
+    );
+    let rx = Receiver::start(0);
+    let p = Project::new();
+    p.write(
+        "p/c.yaml",
+        format!(
+            "notify: [{{ url: \"{}\", on: [cdc_lag] }}]\nstores:\n{}  lake: {{ url: \"file://../lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: q, incremental: {{ cdc: {{ slot: weir_lag, lag_alert: 1MB }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
+            rx.url(),
+            db.store()
+        ),
+    );
+    let d =
+        Daemon::start(&p, &[], &[("PG_PASSWORD", PASSWORD), ("WEIR_FAILPOINT", "cdc_before_advance@src=sleep(4000)")]);
+    let (status, body) = http("POST", d.port, "/api/pipelines/c/run", None);
+    assert_eq!(status, 202, "{body}");
+    // Once the load has committed, the run waits before moving the slot: 2 MB of WAL elsewhere.
+    d.wait_for("the load's commit", || !parquet_files(&p.join("lake/out")).is_empty());
+    db.sql("INSERT INTO noise SELECT g, md5(g::text) FROM generate_series(1, 30000) g;");
+    d.wait_for("the run", || runs(&p, "c").iter().any(|r| r.status == "succeeded"));
+    d.wait_for("the alert", || rx.events() == ["cdc_lag"]);
+    let body = rx.bodies.lock().unwrap()[0].to_string();
+    assert!(body.contains("weir_lag") && body.contains("lag_alert"), "{body}");
+    let (_, metrics) = http("GET", d.port, "/metrics", None);
+    let line = metrics.lines().find(|l| l.starts_with("weir_cdc_slot_lag_bytes{")).unwrap_or_default().to_string();
+    assert!(line.contains("slot=\"weir_lag\""), "{metrics}");
+    let lag: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(lag > 1_048_576.0, "{line}");
+    // The next run commits the new position (no rows) and moves the slot: no second alert.
+    let (status, _) = http("POST", d.port, "/api/pipelines/c/run", None);
+    assert_eq!(status, 202);
+    d.wait_for("the second run", || runs(&p, "c").iter().filter(|r| r.status == "succeeded").count() == 2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(rx.events(), ["cdc_lag"]);
+    d.stop();
+}
