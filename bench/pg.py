@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--python", required=True, help="a Python with connectorx, pyarrow and tpchgen-cli")
     ap.add_argument("--scale", default="1")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sling", help="the Sling binary (PyPI sling-linux-amd64), to run beside")
+    ap.add_argument("--sling-version", default="1.4")
     args = ap.parse_args()
     weir = os.path.abspath(args.weir)
     work = tempfile.mkdtemp(prefix="weir-pgbench-")
@@ -135,6 +137,16 @@ pq.write_table(t, sys.argv[2], compression="zstd")
 """)
         for n in (1, 2):
             runs[f"ConnectorX 0.4, {n} partition{'s' if n > 1 else ''}"] = ([args.python, cx, str(n), os.path.join(work, f"cx{n}.parquet")], work)
+        if args.sling:
+            # Sling's own Parquet writer (no DuckDB CLI needed), zstd.
+            sling_out = os.path.join(work, "sling.parquet")
+            env["WEIR_BENCH_PG"] = f"postgresql://weir:{PASSWORD}@127.0.0.1:{port}/postgres?sslmode=disable"
+            # Sling writes Parquet through the DuckDB CLI; offline, the one from PyPI (duckdb-cli).
+            duckdb_cli = os.path.join(os.path.dirname(args.python), "duckdb")
+            if os.path.exists(duckdb_cli):
+                env["DUCKDB_PATH"] = duckdb_cli
+            runs["Sling " + args.sling_version] = ([args.sling, "run", "--src-conn", "WEIR_BENCH_PG", "--src-stream", "public.lineitem",
+                                                    "--tgt-object", f"file://{sling_out}", "--tgt-options", "{ format: parquet, compression: zstd }"], work)
         runs["floor: psql \\copy (FORMAT binary) to /dev/null"] = (psql + ["-c", "\\copy lineitem TO '/dev/null' (FORMAT binary)"], work)
         samples = {k: [] for k in runs}
         for _ in range(args.runs):

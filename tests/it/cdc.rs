@@ -441,3 +441,36 @@ fn a_lagging_slot_raises_one_alert_and_a_metric() {
     assert_eq!(rx.events(), ["cdc_lag"]);
     d.stop();
 }
+
+/// A named publication may publish other tables too: only the extract's table's changes are
+/// read (and a change to another table, even one with the same columns, is not).
+#[test]
+fn a_named_publication_of_several_tables_gives_only_the_tables_changes() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("cdc_pub");
+    db.sql(
+        "CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY, v int);
+         INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 100);
+         CREATE PUBLICATION pub_ab FOR TABLE a, b;",
+    );
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        format!(
+            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: a, incremental: {{ cdc: {{ slot: weir_pub, publication: pub_ab }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
+            db.store()
+        ),
+    );
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    db.sql("INSERT INTO a VALUES (2, 2); INSERT INTO b VALUES (2, 200); UPDATE b SET v = 101 WHERE id = 1; DELETE FROM b WHERE id = 2;");
+    let r = db.weir(&p, &["run", "p.yaml", "--json"]);
+    r.ok();
+    assert_eq!(task(&report(&r), "src")["rows_out"], 1, "{}", r.stdout);
+    let mut got: Vec<String> =
+        read_rows(&p.join("lake/out")).iter().map(|r| format!("{}={}", r["id"], r["v"])).collect();
+    got.sort();
+    assert_eq!(got, ["1=1", "2=2"]);
+    // The publication was named: `weir cdc drop` leaves it.
+    db.weir(&p, &["cdc", "drop", "p.yaml"]).ok();
+    assert_eq!(db.sql("SELECT count(*) FROM pg_publication WHERE pubname = 'pub_ab'"), "1\n");
+}

@@ -89,6 +89,16 @@ fn table_of(plan: &PgPlan) -> Result<&str, PgError> {
 /// or already exists, that it publishes the table.
 pub async fn check(store: &PgStore, table: &str, cdc: &CdcPlan) -> Result<(), PgError> {
     let client = store.connect().await?;
+    let version: String = client.query_one("SHOW server_version_num", &[]).await?.get(0);
+    if version.parse::<u32>().is_ok_and(|v| v < 140_000) {
+        return Err(cdc_err(
+            format!(
+                "{} runs PostgreSQL {version}: change data capture needs 14 or later (binary pgoutput)",
+                store.display_url
+            ),
+            "read the table with a `watermark` instead",
+        ));
+    }
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
     if wal_level != "logical" {
         return Err(cdc_err(
@@ -490,6 +500,16 @@ where
         "COPY (SELECT lsn, data FROM pg_logical_slot_peek_binary_changes('{}', NULL, NULL, 'proto_version', '1', 'publication_names', '{}', 'binary', 'true')) TO STDOUT (FORMAT binary)",
         cdc.slot, cdc.publication
     );
+    // The table and its partitions: a named publication may publish other tables too.
+    let ours: std::collections::HashSet<u32> = client
+        .query(
+            "SELECT to_regclass($1)::oid UNION SELECT relid::oid FROM pg_partition_tree(to_regclass($1))",
+            &[&quote_table(table_of(plan)?)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let stream = client.copy_out(&sql).await?;
     let rows = tokio_postgres::binary_copy::BinaryCopyOutStream::new(stream, &[Type::PG_LSN, Type::BYTEA]);
     pin_mut!(rows);
@@ -522,12 +542,20 @@ where
                 continue;
             }
             Message::Relation(rel) => {
-                let cols = columns_of(plan, &rel)?;
-                relations.insert(rel.id, (cols, format!("{}.{}", rel.namespace, rel.name)));
+                if ours.contains(&rel.id) {
+                    let cols = columns_of(plan, &rel)?;
+                    relations.insert(rel.id, (cols, format!("{}.{}", rel.namespace, rel.name)));
+                }
                 continue;
             }
             Message::Other(_) => continue,
             _ if skip => continue,
+            Message::Truncate { relations: truncated } if !truncated.iter().any(|r| ours.contains(r)) => continue,
+            Message::Insert { relation, .. } | Message::Update { relation, .. } | Message::Delete { relation, .. }
+                if !ours.contains(&relation) =>
+            {
+                continue;
+            }
             Message::Truncate { .. } => {
                 return Err(cdc_err(
                     format!(
