@@ -88,8 +88,11 @@ def main():
                               capture_output=True, text=True).stdout.strip()
         for name, d in dirs.items():
             got = subprocess.run([args.python, "-c",
-                                  "import duckdb,sys; r = duckdb.sql(\"SELECT count(*), sum(l_quantity) FROM 'lake/lineitem/*.parquet'\").fetchone(); print(f'{r[0]}|{r[1]:.2f}')"],
-                                 cwd=d, check=True, capture_output=True, text=True).stdout.strip()
+                                  "import duckdb,sys; r = duckdb.sql(\"SELECT count(*), sum(l_quantity) FROM 'lake/lineitem/*.parquet'\").fetchall()[0]; print(f'{r[0]}|{r[1]:.2f}')"],
+                                 cwd=d, capture_output=True, text=True)
+            if got.returncode != 0:
+                sys.exit(f"{name}: reading the copy failed: {got.stderr[-2000:]}")
+            got = got.stdout.strip()
             if got != want:
                 sys.exit(f"{name}: the copy holds {got}, the table {want}")
         wm = statistics.median(x[0] for x in samples["watermark (indexed cursor)"])
