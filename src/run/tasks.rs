@@ -135,7 +135,7 @@ async fn run_task(
     };
     let mut out = match &node.kind {
         TaskKind::Extract(e) => match (&e.source, env.pass.inputs.get(&i)) {
-            (SourcePlan::Postgres(pg), input) => database_extract(ctx, i, node, e, pg, input, env, cancel).await,
+            (SourcePlan::Postgres(pg), input) => database_extract(ctx, plan, i, e, pg, input, env, cancel).await,
             (SourcePlan::Files(_), Some(input)) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
@@ -258,14 +258,15 @@ async fn extract(
 #[allow(clippy::too_many_arguments)]
 async fn database_extract(
     ctx: &SessionContext,
+    plan: &Plan,
     i: NodeIndex,
-    node: &crate::compile::TaskNode,
     e: &ExtractPlan,
     pg: &Arc<crate::source::postgres::PgPlan>,
     input: Option<&ExtractInput>,
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
+    let node = plan.task(i);
     let name = node.name.as_str();
     if let Some(c) = &pg.cdc {
         return super::cdc::extract(ctx, i, name, pg, c, input, env, cancel).await;
@@ -284,6 +285,31 @@ async fn database_extract(
         }
         _ => None,
     };
+    // One consumer and nothing to check: the rows stream from the server into its query.
+    let consumers: Vec<NodeIndex> = plan
+        .graph
+        .edges_directed(i, petgraph::Direction::Outgoing)
+        .filter(|e| *e.weight() == crate::compile::Edge::Data)
+        .map(|e| petgraph::visit::EdgeRef::target(&e))
+        .collect();
+    if watermark.is_none()
+        && env.cluster.is_none()
+        && node.checks.is_empty()
+        && let [only] = consumers.as_slice()
+        && plan.task(*only).checks.is_empty()
+    {
+        let table = crate::source::postgres::PgTable { plan: pg.clone(), task: name.to_string() };
+        ctx.register_table(name, Arc::new(table))?;
+        let parts = pg.partition.as_ref().map_or(1, |p| p.parts);
+        return Ok(Outcome {
+            note: Some(if parts > 1 {
+                format!("streamed into its consumer: {parts} parts read in one snapshot")
+            } else {
+                "streamed into its consumer".to_string()
+            }),
+            ..Default::default()
+        });
+    }
     let parts = cancellable(cancel, crate::source::postgres::open_where(pg.clone(), filter)).await?;
     failpoint::hit("source_snapshot", name).await?;
     let n_parts = parts.len();

@@ -69,7 +69,7 @@ fn start(bin: PathBuf) -> PgServer {
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8 -c fsync=off -c synchronous_commit=off",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=16 -c max_wal_senders=8 -c fsync=off -c synchronous_commit=off",
         dir.display()
     );
     let out = as_owner(bin.join("pg_ctl"))
@@ -263,11 +263,20 @@ fn a_partitioned_read_equals_a_single_read() {
     let parts = project(&db, "table: big, partition: { column: k, parts: 8 }");
     let r = db.weir(&parts, &["run", "p.yaml"]);
     r.ok();
-    assert!(r.stderr.contains("8 parts read in one snapshot"), "{}", r.stderr);
+    assert!(r.stderr.contains("streamed into its consumer: 8 parts read in one snapshot"), "{}", r.stderr);
     let a = rows_of(&whole, &["id", "k", "s"]);
     let b = rows_of(&parts, &["id", "k", "s"]);
     assert_eq!(a.len(), 20000);
     assert_eq!(a, b);
+    // Two loads read the extract: its rows are staged once, and both get them all.
+    let staged = project(&db, "table: big, partition: { column: k, parts: 8 }");
+    let yaml = std::fs::read_to_string(staged.join("p.yaml")).unwrap();
+    staged.write("p.yaml", format!("{yaml}  again:\n    load: {{ from: src, store: lake, path: again/ }}\n"));
+    let r = db.weir(&staged, &["run", "p.yaml"]);
+    r.ok();
+    assert!(!r.stderr.contains("streamed"), "{}", r.stderr);
+    assert_eq!(rows_of(&staged, &["id", "k", "s"]), a);
+    assert_eq!(read_rows(&staged.join("lake/again")).len(), 20000);
 }
 
 /// A query reads what it selects; transforms read the extract by name; `plan` shows the

@@ -541,6 +541,49 @@ pub async fn open_snapshot(
     Ok((parts, seen, wal_end))
 }
 
+/// A PostgreSQL source read where it is scanned: each scan opens its own read (one snapshot
+/// for all its parts), so the rows stream from the server straight into the one query that
+/// reads them, and a retried query reads again. For an extract with a single consumer; with
+/// several, the run stages the rows once instead (so that all read the same rows).
+#[derive(Debug)]
+pub struct PgTable {
+    pub plan: Arc<PgPlan>,
+    /// The extract task, for the `source_snapshot` fail point.
+    pub task: String,
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for PgTable {
+    fn schema(&self) -> SchemaRef {
+        self.plan.table_schema()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let parts = open(self.plan.clone()).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        crate::failpoint::hit("source_snapshot", &self.task)
+            .await
+            .map_err(|f| DataFusionError::Execution(format!("{f:?}")))?;
+        Ok(Arc::new(datafusion::physical_plan::streaming::StreamingTableExec::try_new(
+            self.plan.table_schema(),
+            parts,
+            projection,
+            Vec::new(),
+            false,
+            None,
+        )?))
+    }
+}
+
 /// `parts` ranges of equal width between the partition column's minimum and maximum.
 async fn ranges(client: &Client, plan: &PgPlan, p: &Partition) -> Result<Vec<Option<PartRange>>, PgError> {
     let column = plan
