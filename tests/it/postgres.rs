@@ -574,3 +574,45 @@ fn transform_filters_are_pushed_to_the_server() {
         .collect();
     assert_eq!(rows_of(&p, &["id", "amount"]), want);
 }
+
+/// One-dimensional arrays are lists of their element type (NULL elements, empty arrays and
+/// NULL arrays kept apart), written to Parquet as lists: read back, each element equals the
+/// server's `unnest` of the array. A two-dimensional array is refused with a clear error.
+#[test]
+fn arrays_read_as_lists() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("arrays");
+    db.sql(
+        "CREATE TABLE arr (id int, ints int4[], texts text[], amounts numeric(6,2)[], days date[]);
+         INSERT INTO arr VALUES (1, '{1,NULL,3}', '{a,\"b c\",NULL}', '{1.50,-2.25}', '{2026-01-02}'),
+                                (2, '{}', '{}', NULL, '{}'), (3, NULL, NULL, '{0}', NULL);",
+    );
+    let p = project(&db, "table: arr");
+    let plan = db.weir(&p, &["plan", "p.yaml"]);
+    plan.ok();
+    let text = plan.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("ints list(int32)") && text.contains("amounts list(decimal128(6, 2))"), "{text}");
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    // Each list, element by element, as the server unnests it.
+    let python = match test_python() {
+        Some(p) => p,
+        None => return,
+    };
+    let got = run_python(
+        &python,
+        "import duckdb\nfor r in duckdb.sql(\"SELECT id, ints, texts, amounts, days FROM 'lake/out/*.parquet' ORDER BY id\").fetchall(): print(r)",
+        p.path(),
+    );
+    assert_eq!(
+        got.trim(),
+        "(1, [1, None, 3], ['a', 'b c', None], [Decimal('1.50'), Decimal('-2.25')], [datetime.date(2026, 1, 2)])\n(2, [], [], None, [])\n(3, None, None, [Decimal('0.00')], None)",
+    );
+    let want = db.sql("SELECT id, e FROM arr, unnest(ints) WITH ORDINALITY AS u(e, k) ORDER BY id, k");
+    assert_eq!(want, "1|1\n1|\n1|3\n");
+    // Two dimensions: not a list of lists; the run says so.
+    db.sql("CREATE TABLE grid (id int, m int[][]); INSERT INTO grid VALUES (1, '{{1,2},{3,4}}');");
+    let p = project(&db, "table: grid");
+    let r = db.weir(&p, &["run", "p.yaml"]);
+    r.code(1);
+    assert!(r.stderr.contains("2-dimensional array"), "{}", r.stderr);
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, StringBuilder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit};
@@ -441,6 +441,14 @@ pub fn arrow_type(column: &str, t: &Type, typmod: i32) -> Result<DataType, PgErr
         Type::TIME => DataType::Time64(TimeUnit::Microsecond),
         Type::BYTEA => DataType::Binary,
         _ if matches!(t.kind(), Kind::Enum(_)) => DataType::Utf8,
+        // One-dimensional arrays of a mapped type: lists (the element keeps the typmod).
+        _ if let Kind::Array(member) = t.kind() => match arrow_type(column, member, typmod) {
+            Ok(inner) if !matches!(member.kind(), Kind::Array(_)) => {
+                DataType::List(Arc::new(Field::new("item", inner, true)))
+            }
+            Err(PgError::Unconstrained { column }) => return Err(PgError::Unconstrained { column }),
+            _ => return Err(unmapped()),
+        },
         _ => return Err(unmapped()),
     })
 }
@@ -826,7 +834,52 @@ pub fn decode(builder: &mut Box<dyn ArrayBuilder>, dt: &DataType, pg: &Type, raw
             .transpose()?,
         ),
         DataType::Binary => b!(BinaryBuilder).append_option(raw),
+        DataType::List(item) => {
+            let list = b!(ListBuilder<Box<dyn ArrayBuilder>>);
+            let Some(r) = raw else {
+                list.append_null();
+                return Ok(());
+            };
+            let member = match pg.kind() {
+                Kind::Array(m) => m.clone(),
+                _ => return Err(format!("a list read from {pg}, which is not an array")),
+            };
+            decode_array(list.values(), item.data_type(), &member, r)?;
+            list.append(true);
+        }
         other => return Err(format!("no decoder for {other}")),
+    }
+    Ok(())
+}
+
+/// The elements of a one-dimensional array in PostgreSQL's binary form (dimensions, element
+/// type, then each element's length and bytes; length -1 is NULL), appended to `values`.
+fn decode_array(values: &mut Box<dyn ArrayBuilder>, dt: &DataType, member: &Type, raw: &[u8]) -> Result<(), String> {
+    let int = |at: usize| -> Result<i32, String> {
+        raw.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_be_bytes)
+            .ok_or_else(|| "an array value too short".to_string())
+    };
+    let ndim = int(0)?;
+    match ndim {
+        0 => return Ok(()),
+        1 => {}
+        n => return Err(format!("a {n}-dimensional array: weir reads one-dimensional arrays as lists")),
+    }
+    let len = int(12)?;
+    let mut at = 20;
+    for _ in 0..len.max(0) {
+        let n = int(at)?;
+        at += 4;
+        if n < 0 {
+            decode(values, dt, member, None)?;
+        } else {
+            let end = at + n as usize;
+            let bytes = raw.get(at..end).ok_or_else(|| "an array value too short".to_string())?;
+            decode(values, dt, member, Some(bytes))?;
+            at = end;
+        }
     }
     Ok(())
 }
