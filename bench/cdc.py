@@ -23,7 +23,23 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pg import load_lineitem, start_postgres, timed  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+
+from pg import load_lineitem, start_postgres  # noqa: E402
+
+
+def timed(cmd, env=None, cwd=None):
+    """Wall time, peak RSS (MB) and the seconds of each task (from the run's JSON report)."""
+    start = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-v"] + cmd + ["--json"], env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    tasks = {t["name"]: t.get("duration") or 0.0 for t in json.loads(p.stdout)["tasks"]}
+    return wall, int(m.group(1)) / 1024 if m else float("nan"), tasks
 
 PIPELINE = """stores:
   app: {{ url: "{url}", options: {{ password: "${{env:PG_PASSWORD}}" }} }}
@@ -98,11 +114,13 @@ def main():
         wm = statistics.median(x[0] for x in samples["watermark (indexed cursor)"])
         print(f"\nTPC-H SF {args.scale} lineitem ({rows} rows), {statistics.median(changed):.0f} rows changed per run, "
               f"merged into zstd Parquet; medians of {args.runs} runs (copies checked against the table)\n")
-        print("| incremental run | wall | peak RSS | × watermark |\n|---|---:|---:|---:|")
+        print("| incremental run | wall | read (extract) | merge (load) | peak RSS | × watermark |\n|---|---:|---:|---:|---:|---:|")
         for name, s in samples.items():
             wall = statistics.median(x[0] for x in s)
             rss = statistics.median(x[1] for x in s)
-            print(f"| {name} | {wall:.2f} s | {rss:.0f} MB | {wall / wm:.2f} |")
+            read = statistics.median(x[2].get("lineitem", 0.0) for x in s)
+            merge = statistics.median(x[2].get("out", 0.0) for x in s)
+            print(f"| {name} | {wall:.2f} s | {read:.2f} s | {merge:.2f} s | {rss:.0f} MB | {wall / wm:.2f} |")
     finally:
         stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -271,7 +271,27 @@ impl Compiler<'_> {
                 }
             },
         };
+        let decoding_memory = match &c.decoding_memory {
+            None => 512 << 20,
+            Some(text) => match crate::spec::parse_size(text) {
+                Ok(n) if n >= 64 << 10 => n as u64,
+                Ok(_) => {
+                    self.diags.push(p.diag_value(
+                        "incremental",
+                        &cdc.key("decoding_memory"),
+                        text.len(),
+                        "`decoding_memory` must be at least 64kB".to_string(),
+                    ));
+                    0
+                }
+                Err(msg) => {
+                    self.diags.push(p.diag_value("incremental", &cdc.key("decoding_memory"), text.len(), msg));
+                    0
+                }
+            },
+        };
         (self.diags.len() == before).then(|| CdcPlan {
+            decoding_memory,
             slot: c.slot.clone(),
             publication: c.publication.clone().unwrap_or_else(|| c.slot.clone()),
             own_publication: c.publication.is_none(),

@@ -685,6 +685,12 @@ pub struct Cdc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<String>,
 
+    /// Memory the server may use to decode this slot's changes before it spills them to disk
+    /// (`logical_decoding_work_mem`, set for weir's session only): `256MB`, `1GB`. Default
+    /// `512MB`; the server's default (64MB) makes a large transaction spill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding_memory: Option<String>,
+
     /// Raise a `cdc_lag` alert (and set `weir_cdc_slot_lag_bytes`) when, after a run, the slot
     /// holds more WAL than this: `512MB`, `2GB`. Default `1GB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

