@@ -264,8 +264,10 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
 /// A new run id: UTC time and a random suffix, sortable.
 pub fn new_run_id() -> String {
-    let suffix: u16 = rand::rng().random();
-    format!("{}-{suffix:04x}", Utc::now().format("%Y%m%dT%H%M%SZ"))
+    // 32 random bits: runs started in the same second (tests, `weir serve` catching up) must
+    // not share an id (16 bits collided in practice).
+    let suffix: u32 = rand::rng().random();
+    format!("{}-{suffix:08x}", Utc::now().format("%Y%m%dT%H%M%SZ"))
 }
 
 /// Run a compiled plan.

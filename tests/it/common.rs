@@ -240,7 +240,7 @@ pub fn test_python() -> Option<String> {
 pub fn normalize(text: &str, project: &Path) -> String {
     let mut s = text.replace(&project.display().to_string(), "[PROJECT]");
     let patterns = [
-        (r"\d{8}T\d{6}Z-[0-9a-f]{4}", "[RUN_ID]"),
+        (r"\d{8}T\d{6}Z-[0-9a-f]{8}", "[RUN_ID]"),
         (r"\d+(\.\d+)? (ms|s)\b", "[TIME]"),
         (r"\d+m \d{2}s", "[TIME]"),
         (r"\d+(\.\d+)? (B|KB|MB|GB)\b", "[BYTES]"),
