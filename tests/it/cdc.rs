@@ -141,6 +141,17 @@ fn changes_merge_into_parquet_and_delta_exactly_as_the_table() {
         assert_eq!(rep["slots"][0]["slot"], "weir_t", "{rep}");
         assert_eq!(output_rows(&p, delta), table_rows(&db, "t"));
 
+        // `--full-refresh`: the table read again in a snapshot (and the changes since), the
+        // output replaced; the next run goes on from there.
+        db.sql("UPDATE t SET v = 'before the refresh' WHERE id = 4; DELETE FROM t WHERE id = 5;");
+        db.weir(&p, &["run", "p.yaml", "--full-refresh"]).ok();
+        assert_eq!(output_rows(&p, delta), table_rows(&db, "t"));
+        db.sql("UPDATE t SET v = 'after the refresh' WHERE id = 6; INSERT INTO t VALUES (5, 'again');");
+        let r = db.weir(&p, &["run", "p.yaml", "--json"]);
+        r.ok();
+        assert_eq!(task(&report(&r), "src")["rows_out"], 2, "{}", r.stdout);
+        assert_eq!(output_rows(&p, delta), table_rows(&db, "t"));
+
         // `weir cdc status` and `weir cdc drop`: the slot and the publication weir made go.
         let r = db.weir(&p, &["cdc", "status", "p.yaml"]);
         r.ok();
