@@ -400,6 +400,24 @@ fn cdc_errors_say_what_to_change() {
         assert!(!text.contains(PASSWORD), "{text}");
         out.push_str(&format!("--- {what}\n{text}\n"));
     }
+    // A server without logical replication (`wal_level = replica`, the default).
+    if let Some(pg2) = crate::postgres::server_without_logical_replication() {
+        let db2 = pg2.database("cdc_nowal");
+        db2.sql("CREATE TABLE fine (id int PRIMARY KEY, v int);");
+        let p = Project::new();
+        p.write(
+            "p.yaml",
+            format!(
+                "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: fine, incremental: {{ cdc: {{ slot: s1 }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
+                db2.store()
+            ),
+        );
+        let r = p.weir_env(&["validate", "p.yaml"], &[("PG_PASSWORD", PASSWORD)]);
+        r.code(2);
+        let text = normalize(&r.stderr, p.path()).replace(&pg2.port.to_string(), "PORT");
+        assert!(!text.contains(PASSWORD), "{text}");
+        out.push_str(&format!("--- a server without logical replication\n{text}\n"));
+    }
     // Validation changed nothing on the server.
     assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots WHERE database = 'cdc_errs'"), "0\n");
     assert_eq!(db.sql("SELECT count(*) FROM pg_publication"), "0\n");

@@ -20,21 +20,32 @@ pub struct PgServer {
 /// skip, except in CI, where `.ci/run` installs it and its absence fails them).
 pub fn server() -> Option<&'static PgServer> {
     static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let bin = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|b| b.join("initdb").exists())
-                .max();
-            let Some(bin) = bin else {
-                assert!(std::env::var_os("CI").is_none(), "PostgreSQL is required in CI (.ci/run installs it)");
-                return None;
-            };
-            Some(start(bin))
-        })
-        .as_ref()
+    SERVER.get_or_init(|| installed().map(|bin| start(bin, "main", "logical"))).as_ref()
+}
+
+/// A second server, with `wal_level = replica` (the default): no logical replication.
+pub fn server_without_logical_replication() -> Option<&'static PgServer> {
+    static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
+    SERVER.get_or_init(|| installed().map(|bin| start(bin, "replica", "replica"))).as_ref()
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn installed() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max();
+        let Some(bin) = bin else {
+            assert!(std::env::var_os("CI").is_none(), "PostgreSQL is required in CI (.ci/run installs it)");
+            return None;
+        };
+        Some(bin)
+    })
+    .clone()
 }
 
 /// A command that runs as the `postgres` user when we are root (initdb refuses root).
@@ -48,8 +59,8 @@ fn as_owner(program: PathBuf) -> Command {
     }
 }
 
-fn start(bin: PathBuf) -> PgServer {
-    let dir = std::env::temp_dir().join(format!("weir-pg-{}", std::process::id()));
+fn start(bin: PathBuf, name: &str, wal_level: &str) -> PgServer {
+    let dir = std::env::temp_dir().join(format!("weir-pg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let pwfile = dir.join("pw");
@@ -69,7 +80,7 @@ fn start(bin: PathBuf) -> PgServer {
     assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=16 -c max_wal_senders=8 -c fsync=off -c synchronous_commit=off",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c wal_level={wal_level} -c max_replication_slots=16 -c max_wal_senders=8 -c fsync=off -c synchronous_commit=off",
         dir.display()
     );
     let out = as_owner(bin.join("pg_ctl"))
