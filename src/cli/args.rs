@@ -47,7 +47,8 @@ pub enum CdcAction {
         vars: VarArgs,
     },
     /// Drop the slots (and the publications weir created), so that the servers stop keeping
-    /// WAL for them. The next run of such an extract starts over with a snapshot of the table.
+    /// WAL for them. Changes made while a slot is gone are lost to it: the next run of such an
+    /// extract asks for `--full-refresh`, which reads the table again.
     Drop {
         #[arg(default_value = "pipelines")]
         path: PathBuf,

@@ -159,6 +159,16 @@ fn changes_merge_into_parquet_and_delta_exactly_as_the_table() {
         db.weir(&p, &["cdc", "drop", "p.yaml"]).ok();
         assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'weir_t'"), "0\n");
         assert_eq!(db.sql("SELECT count(*) FROM pg_publication WHERE pubname = 'weir_t'"), "0\n");
+        // Changes made while there is no slot are nowhere: the next run says so and loads
+        // nothing; `--full-refresh` reads the table again.
+        db.sql("UPDATE t SET v = 'while dropped' WHERE id = 9;");
+        let r = db.weir(&p, &["run", "p.yaml"]);
+        r.code(1);
+        assert!(r.stderr.contains("--full-refresh") && r.stderr.contains("weir_t"), "{}", r.stderr);
+        assert!(!output_rows(&p, delta).iter().any(|r| r.contains("while dropped")));
+        db.weir(&p, &["run", "p.yaml", "--full-refresh"]).ok();
+        assert_eq!(output_rows(&p, delta), table_rows(&db, "t"));
+        db.weir(&p, &["cdc", "drop", "p.yaml"]).ok();
     }
 }
 
