@@ -509,7 +509,15 @@ fn a_named_publication_of_several_tables_gives_only_the_tables_changes() {
         read_rows(&p.join("lake/out")).iter().map(|r| format!("{}={}", r["id"], r["v"])).collect();
     got.sort();
     assert_eq!(got, ["1=1", "2=2"]);
-    // The publication was named: `weir cdc drop` leaves it.
+    // The table goes: the pipeline no longer validates, but its slot (which keeps the
+    // server's WAL) can still be seen and dropped. The publication was named: it stays.
+    db.sql("DROP TABLE a;");
+    db.weir(&p, &["validate", "p.yaml"]).code(2);
+    let r = db.weir(&p, &["cdc", "status", "p.yaml"]);
+    r.ok();
+    assert!(r.stdout.contains("p.src (slot `weir_pub` on store `app`): at "), "{}", r.stdout);
+    assert!(!r.stdout.contains(PASSWORD));
     db.weir(&p, &["cdc", "drop", "p.yaml"]).ok();
+    assert_eq!(db.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'weir_pub'"), "0\n");
     assert_eq!(db.sql("SELECT count(*) FROM pg_publication WHERE pubname = 'pub_ab'"), "1\n");
 }
