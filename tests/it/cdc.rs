@@ -184,7 +184,7 @@ fn a_quiet_table_does_not_hold_the_servers_wal() {
     p.write(
         "p.yaml",
         format!(
-            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: q, incremental: {{ cdc: {{ slot: weir_quiet, lag_alert: 4MB }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
+            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: q, incremental: {{ cdc: {{ slot: weir_quiet, lag_alert: 64MB }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
             db.store()
         ),
     );
@@ -200,15 +200,18 @@ fn a_quiet_table_does_not_hold_the_servers_wal() {
     let r = db.weir(&p, &["run", "p.yaml", "--json"]);
     r.ok();
     assert_eq!(task(&report(&r), "out")["status"], "up_to_date", "{}", r.stdout);
-    // Several MB elsewhere: the position moves with no rows, and the slot with it.
-    db.sql("INSERT INTO noise SELECT g, md5(g::text) FROM generate_series(1, 100000) g;");
-    assert!(lag(&db) > 4 << 20, "the noise made WAL: {}", lag(&db));
+    // Tens of MB elsewhere (past a quarter of `lag_alert`: 16 MB): the position moves with no
+    // rows, and the slot with it. (Other tests share the server and write WAL too: the bounds
+    // leave room for them.)
+    db.sql("INSERT INTO noise SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 250000) g;");
+    let before = lag(&db);
+    assert!(before > 24 << 20, "the noise made WAL: {before}");
     let r = db.weir(&p, &["run", "p.yaml", "--json"]);
     r.ok();
     let rep = report(&r);
     assert_eq!(task(&rep, "src")["rows_out"], 0, "{rep}");
     assert_eq!(task(&rep, "out")["status"], "succeeded", "{rep}");
-    assert!(lag(&db) < 1 << 20, "the slot moved past the other tables' WAL: {}", lag(&db));
+    assert!(lag(&db) < before / 4, "the slot moved past the other tables' WAL: {} of {before}", lag(&db));
     let mut got: Vec<String> =
         read_rows(&p.join("lake/out")).iter().map(|r| format!("{}={}", r["id"], r["v"])).collect();
     got.sort();
