@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The code of a diagnostic about a server that could not be reached: the pipeline may well
+/// compile a moment later.
+pub const UNREACHABLE: &str = "unreachable";
+
 impl Compiler<'_> {
     /// An `extract:` task: its store, glob, format and declared types.
     pub(super) fn draft_extract(
@@ -439,7 +443,10 @@ impl Compiler<'_> {
                 .help(format!("declare the type to read it as: `schema: {{ {column}: \"decimal(38,10)\" }}` (values are rounded to that scale by the server)")),
             PgError::Connect { .. } => {
                 let store = task.map(|e| e.store.clone()).unwrap_or_default();
-                let d = p.diag_value("connect", &base.key("store"), store.len(), message);
+                // `unreachable`: it may work in a moment (the daemon tries again), unlike a
+                // refused login or a missing database.
+                let code = if e.is_transient() { UNREACHABLE } else { "connect" };
+                let d = p.diag_value(code, &base.key("store"), store.len(), message);
                 match e.code() {
                     Some("28P01") | Some("28000") => d.help(format!("check the user and `password` of store `{store}`")),
                     Some("3D000") => d.help(format!("check the database name in the URL of store `{store}`")),

@@ -6,6 +6,7 @@
 mod checks;
 pub mod engine;
 mod extract;
+pub use extract::UNREACHABLE;
 mod graph;
 mod loads;
 pub mod plan;

@@ -128,6 +128,8 @@ struct Broken {
     rendered: Vec<String>,
     lines: Vec<(Option<String>, String)>,
     watch: Option<(Watch, Secrets)>,
+    /// A server the pipeline reads could not be reached: the file may be fine, try again.
+    unreachable: bool,
 }
 
 /// One pipeline file.
@@ -234,11 +236,16 @@ impl Daemon {
         let loaded = match spec::parse(file, text.to_string(), &opts) {
             Ok(l) => l,
             Err(SpecError::Invalid(d)) => {
-                return Err(Broken { rendered: render_all(&d), lines: lines(&d), watch: None });
+                return Err(Broken { rendered: render_all(&d), lines: lines(&d), watch: None, unreachable: false });
             }
             Err(e) => {
                 let e = crate::secrets::global().redact(&e.to_string());
-                return Err(Broken { rendered: vec![e.clone()], lines: vec![(None, e)], watch: None });
+                return Err(Broken {
+                    rendered: vec![e.clone()],
+                    lines: vec![(None, e)],
+                    watch: None,
+                    unreachable: false,
+                });
             }
         };
         let cache: &dyn compile::SchemaCache = self.opts.state.as_ref();
@@ -247,7 +254,13 @@ impl Daemon {
             Err(CompileError::Invalid(d)) => {
                 let mut ignored = Vec::new();
                 let watch = compile::schedule::compile_watch(&loaded, &mut ignored);
-                Err(Broken { rendered: render_all(&d), lines: lines(&d), watch: Some((watch, loaded.secrets.clone())) })
+                let unreachable = d.iter().any(|x| x.code == compile::UNREACHABLE);
+                Err(Broken {
+                    rendered: render_all(&d),
+                    lines: lines(&d),
+                    watch: Some((watch, loaded.secrets.clone())),
+                    unreachable,
+                })
             }
         }
     }
@@ -303,7 +316,7 @@ impl Daemon {
                         plan.pipeline,
                         self.opts.dir.display()
                     );
-                    Err(Broken { rendered: vec![msg.clone()], lines: vec![(None, msg)], watch: None })
+                    Err(Broken { rendered: vec![msg.clone()], lines: vec![(None, msg)], watch: None, unreachable: false })
                 } else {
                     Ok(plan)
                 }
@@ -354,6 +367,12 @@ impl Daemon {
                     if let Some((w, secrets)) = &broken.watch {
                         self.outbox.know(&w.notify, secrets);
                     }
+                    // A server it reads is unreachable: not this file's fault. It is compiled
+                    // again at the next scan (the file is not marked as seen), so the pipeline
+                    // is scheduled as soon as the server answers.
+                    if broken.unreachable {
+                        entry.hash = None;
+                    }
                     entry.fallback = broken.watch;
                     let kept = entry.good.is_some();
                     tracing::error!(
@@ -361,7 +380,12 @@ impl Daemon {
                         file = %file.display(),
                         problems = errors.len(),
                         "{}:\n{}",
-                        if kept { "invalid edit: the previous version stays scheduled" } else { "invalid pipeline: not scheduled" },
+                        match (broken.unreachable, kept) {
+                            (true, true) => "a server it reads is unreachable: the edit is compiled again at the next scan; the previous version stays scheduled",
+                            (true, false) => "a server it reads is unreachable: not scheduled yet, compiled again at the next scan",
+                            (false, true) => "invalid edit: the previous version stays scheduled",
+                            (false, false) => "invalid pipeline: not scheduled",
+                        },
                         errors.join("\n")
                     );
                     metrics::gauge!(crate::metrics::PIPELINE_LOAD_ERRORS, "pipeline" => entry.name.clone())

@@ -627,3 +627,43 @@ fn arrays_read_as_lists() {
     r.code(1);
     assert!(r.stderr.contains("2-dimensional array"), "{}", r.stderr);
 }
+
+/// `weir serve` started while the database is unreachable: the pipeline is not marked
+/// invalid for good — it is compiled again at each scan, and runs once the server answers
+/// (here a loopback forwarder to the test server is started after the daemon).
+#[test]
+fn serve_picks_up_a_pipeline_once_its_database_answers() {
+    use crate::serve::{Daemon, free_port, http, runs};
+    let Some(pg) = server() else { return };
+    let db = pg.database("unreachable");
+    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);");
+    let port = free_port();
+    let p = Project::new();
+    p.write(
+        "p/u.yaml",
+        format!(
+            "stores:\n  app: {{ url: \"postgres://weir@127.0.0.1:{port}/unreachable\", options: {{ password: \"${{env:PG_PASSWORD}}\", connect_timeout: 2s }} }}\n  lake: {{ url: \"file://../lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: t }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n"
+        ),
+    );
+    let d = Daemon::start(&p, &[], &[("PG_PASSWORD", PASSWORD)]);
+    d.wait_for("the daemon to find the server unreachable", || d.log().contains("unreachable"));
+    assert_eq!(http("POST", d.port, "/api/pipelines/u/run", None).0, 422, "not runnable while unreachable");
+    // The server answers from now on: a forwarder on the store's port.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let target = pg.port;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", target)) else { continue };
+            for (mut from, mut to) in [(conn.try_clone().unwrap(), up.try_clone().unwrap()), (up, conn)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    d.wait_for("the pipeline to be loaded", || http("POST", d.port, "/api/pipelines/u/run", None).0 == 202);
+    d.wait_for("the run", || runs(&p, "u").iter().any(|r| r.status == "succeeded"));
+    assert_eq!(read_rows(&p.join("lake/out")).len(), 2);
+    d.stop();
+}
