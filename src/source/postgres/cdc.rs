@@ -109,14 +109,23 @@ pub async fn check(store: &PgStore, table: &str, cdc: &CdcPlan) -> Result<(), Pg
         ));
     }
     let can: bool = client
-        .query_one("SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user", &[])
+        // Amazon RDS grants the right through membership of `rds_replication` instead.
+        .query_one(
+            "SELECT rolsuper OR rolreplication OR EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'rds_replication' \
+               AND pg_has_role(current_user, r.oid, 'member')) FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await?
         .get(0);
     if !can {
         let user: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
         return Err(cdc_err(
             format!("user `{user}` may not read replication slots"),
-            format!("ALTER ROLE {} REPLICATION", quote_ident(&user)),
+            format!(
+                "ALTER ROLE {} REPLICATION (on Amazon RDS: GRANT rds_replication TO {})",
+                quote_ident(&user),
+                quote_ident(&user)
+            ),
         ));
     }
     let quoted = quote_table(table);
