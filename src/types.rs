@@ -187,6 +187,7 @@ pub fn sql_name(t: &DataType) -> String {
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p},{s})"),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
         DataType::Null => "null".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => format!("{}[]", sql_name(f.data_type())),
         other => other.to_string().to_lowercase(),
     }
 }

@@ -602,7 +602,7 @@ fn arrays_read_as_lists() {
     let plan = db.weir(&p, &["plan", "p.yaml"]);
     plan.ok();
     let text = plan.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(text.contains("ints list(int32)") && text.contains("amounts list(decimal128(6, 2))"), "{text}");
+    assert!(text.contains("ints integer[]") && text.contains("amounts decimal(6,2)[]"), "{text}");
     db.weir(&p, &["run", "p.yaml"]).ok();
     // Each list, element by element, as the server unnests it.
     let python = match test_python() {
