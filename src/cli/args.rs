@@ -34,30 +34,26 @@ pub enum GraphFormat {
     Mermaid,
 }
 
+/// Which change data capture extracts `weir cdc` acts on.
+#[derive(clap::Args, Debug)]
+pub struct CdcTarget {
+    #[arg(default_value = "pipelines")]
+    pub path: PathBuf,
+    /// Only these extract tasks.
+    #[arg(long, short = 't', value_delimiter = ',')]
+    pub task: Vec<String>,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum CdcAction {
     /// Each slot: the position it is at and the WAL it holds on its server.
-    Status {
-        #[arg(default_value = "pipelines")]
-        path: PathBuf,
-        /// Only these extract tasks.
-        #[arg(long, short = 't', value_delimiter = ',')]
-        task: Vec<String>,
-        #[command(flatten)]
-        vars: VarArgs,
-    },
+    Status(CdcTarget),
     /// Drop the slots (and the publications weir created), so that the servers stop keeping
     /// WAL for them. Changes made while a slot is gone are lost to it: the next run of such an
     /// extract asks for `--full-refresh`, which reads the table again.
-    Drop {
-        #[arg(default_value = "pipelines")]
-        path: PathBuf,
-        /// Only these extract tasks.
-        #[arg(long, short = 't', value_delimiter = ',')]
-        task: Vec<String>,
-        #[command(flatten)]
-        vars: VarArgs,
-    },
+    Drop(CdcTarget),
 }
 
 #[derive(Subcommand, Debug)]

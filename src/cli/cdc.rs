@@ -59,15 +59,10 @@ fn declared(path: &Path, vars: &VarArgs, tasks: &[String]) -> Result<Vec<Declare
                 eprintln!("error: {}.{name}: store `{}`: {}", p.name, e.store, p.secrets.redact(&err.to_string()));
                 EXIT_INVALID
             })?;
-            let cdc = CdcPlan {
-                slot: c.slot.clone(),
-                publication: c.publication.clone().unwrap_or_else(|| c.slot.clone()),
-                own_publication: c.publication.is_none(),
-                lag_alert: Some(
-                    c.lag_alert.as_deref().and_then(|t| crate::spec::parse_size(t).ok()).unwrap_or(1 << 30) as u64,
-                ),
-                decoding_memory: 512 << 20,
-            };
+            // Sizes that do not parse are `validate`'s business; status and drop do not use them.
+            let size =
+                |t: &Option<String>| t.as_deref().and_then(|t| crate::spec::parse_size(t).ok()).map(|n| n as u64);
+            let cdc = CdcPlan::new(c, size(&c.lag_alert), size(&c.decoding_memory));
             out.push(Declared { pipeline: p.name.clone(), task: name.clone(), store, cdc, secrets: p.secrets.clone() });
         }
     }
@@ -75,11 +70,12 @@ fn declared(path: &Path, vars: &VarArgs, tasks: &[String]) -> Result<Vec<Declare
 }
 
 pub(super) async fn cdc_cmd(action: &CdcAction) -> i32 {
-    let (path, tasks, vars, dropping) = match action {
-        CdcAction::Status { path, task, vars } => (path, task, vars, false),
-        CdcAction::Drop { path, task, vars } => (path, task, vars, true),
+    let (target, dropping) = match action {
+        CdcAction::Status(t) => (t, false),
+        CdcAction::Drop(t) => (t, true),
     };
-    let found = match declared(path, vars, tasks) {
+    let tasks = &target.task;
+    let found = match declared(&target.path, &target.vars, tasks) {
         Ok(f) => f,
         Err(code) => return code,
     };

@@ -266,7 +266,7 @@ impl Compiler<'_> {
             }
         }
         let lag_alert = match &c.lag_alert {
-            None => Some(1 << 30),
+            None => None,
             Some(text) => match crate::spec::parse_size(text) {
                 Ok(n) => Some(n as u64),
                 Err(msg) => {
@@ -276,9 +276,9 @@ impl Compiler<'_> {
             },
         };
         let decoding_memory = match &c.decoding_memory {
-            None => 512 << 20,
+            None => None,
             Some(text) => match crate::spec::parse_size(text) {
-                Ok(n) if n >= 64 << 10 => n as u64,
+                Ok(n) if n >= 64 << 10 => Some(n as u64),
                 Ok(_) => {
                     self.diags.push(p.diag_value(
                         "incremental",
@@ -286,21 +286,15 @@ impl Compiler<'_> {
                         text.len(),
                         "`decoding_memory` must be at least 64kB".to_string(),
                     ));
-                    0
+                    None
                 }
                 Err(msg) => {
                     self.diags.push(p.diag_value("incremental", &cdc.key("decoding_memory"), text.len(), msg));
-                    0
+                    None
                 }
             },
         };
-        (self.diags.len() == before).then(|| CdcPlan {
-            decoding_memory,
-            slot: c.slot.clone(),
-            publication: c.publication.clone().unwrap_or_else(|| c.slot.clone()),
-            own_publication: c.publication.is_none(),
-            lag_alert,
-        })
+        (self.diags.len() == before).then(|| CdcPlan::new(c, lag_alert, decoding_memory))
     }
 
     /// Every extract's files listed and schema inferred, concurrently: the schemas go into

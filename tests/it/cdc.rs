@@ -36,6 +36,21 @@ fn table_rows(db: &PgDb, table: &str) -> Vec<String> {
     rows.into_iter().collect()
 }
 
+/// `id=… v=…` of every row of `table` on the server, sorted.
+fn server_id_v(db: &PgDb, table: &str) -> Vec<String> {
+    let rows: BTreeSet<String> =
+        db.sql(&format!("SELECT 'id=' || id || ' v=' || v FROM {table}")).lines().map(str::to_string).collect();
+    rows.into_iter().collect()
+}
+
+/// `id=… v=…` of every row of the Parquet output `lake/out`, sorted.
+fn output_id_v(p: &Project) -> Vec<String> {
+    let mut got: Vec<String> =
+        read_rows(&p.join("lake/out")).iter().map(|r| format!("id={} v={}", r["id"], r["v"])).collect();
+    got.sort();
+    got
+}
+
 fn output_rows(p: &Project, delta: bool) -> Vec<String> {
     let rows = if delta { read_delta_rows(&p.join("lake/out")) } else { read_rows(&p.join("lake/out")) };
     let mut out: Vec<String> = rows
@@ -264,16 +279,8 @@ fn a_first_run_during_writes_has_every_change_once() {
     let last = writer.join().unwrap();
     assert!(last > 2001, "the writer wrote during the run");
     db.weir(&p, &["run", "p.yaml"]).ok();
-    let want: Vec<String> = db
-        .sql("SELECT 'id=' || id || ' v=' || v FROM t")
-        .lines()
-        .map(str::to_string)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut got: Vec<String> =
-        read_rows(&p.join("lake/out")).iter().map(|r| format!("id={} v={}", r["id"], r["v"])).collect();
-    got.sort();
+    let want = server_id_v(&db, "t");
+    let got = output_id_v(&p);
     assert_same(&got, &want, "merged output");
     let mut inserts: BTreeMap<String, u32> = BTreeMap::new();
     for r in read_rows(&p.join("lake/log")) {
@@ -340,16 +347,8 @@ fn a_killed_cdc_run_loses_and_doubles_nothing() {
         weir_killed(point);
         let r = db.weir(&p, &["run", "p.yaml", "--json"]);
         r.ok();
-        let want: Vec<String> = db
-            .sql("SELECT 'id=' || id || ' v=' || v FROM ev")
-            .lines()
-            .map(str::to_string)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut got: Vec<String> =
-            read_rows(&p.join("lake/out")).iter().map(|r| format!("id={} v={}", r["id"], r["v"])).collect();
-        got.sort();
+        let want = server_id_v(&db, "ev");
+        let got = output_id_v(&p);
         assert_same(&got, &want, &format!("after a kill at {point}"));
         let log = read_rows(&p.join("lake/log"));
         let lsns: BTreeSet<(String, String)> =

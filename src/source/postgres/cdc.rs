@@ -58,6 +58,24 @@ pub struct CdcPlan {
     pub decoding_memory: u64,
 }
 
+impl CdcPlan {
+    /// `lag_alert` when the pipeline does not say: 1 GiB.
+    pub const DEFAULT_LAG_ALERT: u64 = 1 << 30;
+    /// `decoding_memory` when the pipeline does not say: 512 MiB.
+    pub const DEFAULT_DECODING_MEMORY: u64 = 512 << 20;
+
+    /// The plan of `c`, with its sizes parsed (`None`: the default).
+    pub fn new(c: &crate::spec::Cdc, lag_alert: Option<u64>, decoding_memory: Option<u64>) -> CdcPlan {
+        CdcPlan {
+            slot: c.slot.clone(),
+            publication: c.publication.clone().unwrap_or_else(|| c.slot.clone()),
+            own_publication: c.publication.is_none(),
+            lag_alert: Some(lag_alert.unwrap_or(Self::DEFAULT_LAG_ALERT)),
+            decoding_memory: decoding_memory.unwrap_or(Self::DEFAULT_DECODING_MEMORY),
+        }
+    }
+}
+
 /// The columns a change data capture extract adds to the table's.
 pub fn change_fields() -> [Field; 2] {
     [Field::new(OP, DataType::Utf8, false), Field::new(LSN, DataType::Int64, false)]
@@ -338,8 +356,8 @@ pub async fn status(store: &PgStore, slot: &str) -> Result<Option<(u64, u64)>, P
 /// Drop the slot, and the publication when weir created it. Says what existed.
 pub async fn drop(store: &PgStore, cdc: &CdcPlan) -> Result<(bool, bool), PgError> {
     let client = store.connect().await?;
-    let slot = confirmed(&client, &cdc.slot).await?.is_some()
-        || client.query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&cdc.slot]).await?.is_some();
+    let slot =
+        client.query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&cdc.slot]).await?.is_some();
     if slot {
         client.execute("SELECT pg_drop_replication_slot($1)", &[&cdc.slot]).await?;
     }
