@@ -325,13 +325,13 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
         let ups = p.upstream_names(i);
         match &t.kind {
             TaskKind::Extract(crate::compile::ExtractPlan {
-                source: crate::compile::SourcePlan::Postgres(pg), ..
+                source: crate::compile::SourcePlan::Database(pg), ..
             }) => {
+                let (store, url) = pg.store();
                 s.push_str(&format!(
-                    "     reads    {}: {} (postgres, {})\n",
-                    pg.store.name,
-                    pg.relation.describe(),
-                    pg.store.display_url
+                    "     reads    {store}: {} ({}, {url})\n",
+                    pg.relation().describe(),
+                    pg.kind_name(),
                 ));
                 s.push_str(&wrap_text("     query    ", &pg.describe_read()));
             }

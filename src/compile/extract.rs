@@ -120,9 +120,9 @@ impl Compiler<'_> {
         &mut self,
         name: &str,
         e: &spec::Extract,
-        store: Arc<crate::source::postgres::PgStore>,
+        store: crate::source::database::DbStore,
     ) -> DraftKind {
-        use crate::source::postgres::{Partition, Relation};
+        use crate::source::database::{Partition, Relation};
         let p = self.p;
         let before = self.diags.len();
         let base = ypath!["tasks", name, "extract"];
@@ -158,7 +158,7 @@ impl Compiler<'_> {
         }
         let relation = match (&e.table, &e.query) {
             (Some(t), None) if !t.trim().is_empty() => Some(Relation::Table(t.trim().to_string())),
-            (None, Some(q)) => match crate::source::postgres::check_query(q) {
+            (None, Some(q)) => match crate::source::database::check_query(q, store.dialect()) {
                 Ok(()) => Some(Relation::Query(q.clone())),
                 Err(msg) => {
                     self.diags.push(
@@ -200,6 +200,23 @@ impl Compiler<'_> {
         }
         let declared = self.declared_types(name, e);
         let cdc = match e.incremental.as_ref().and_then(|i| i.cdc.as_ref()) {
+            Some(_) if !matches!(store, crate::source::database::DbStore::Postgres(_)) => {
+                self.diags.push(
+                    p.diag_key(
+                        "incremental",
+                        &base.key("incremental").key("cdc"),
+                        format!(
+                            "change data capture reads PostgreSQL's logical replication; `{}` is a {} store",
+                            e.store,
+                            store.server_name()
+                        ),
+                    )
+                    .help(
+                        "read what is new by a `watermark` (e.g. `incremental: { watermark: { column: updated_at } }`)",
+                    ),
+                );
+                None
+            }
             Some(c) => self.cdc_plan(name, e, c),
             None => None,
         };
@@ -352,8 +369,7 @@ impl Compiler<'_> {
         &mut self,
         g: &TaskGraph,
         schemas: &mut HashMap<NodeIndex, SchemaRef>,
-    ) -> HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>> {
-        use crate::source::postgres::{PgPlan, describe};
+    ) -> HashMap<NodeIndex, crate::source::database::DbPlan> {
         let graph = &g.graph;
         let jobs: Vec<_> = graph
             .node_indices()
@@ -366,14 +382,7 @@ impl Compiler<'_> {
             .collect();
         let results: Vec<_> =
             futures::stream::iter(jobs.into_iter().map(|(i, store, relation, declared, partition, cdc)| async move {
-                let r = describe(&store, &relation, &declared).await;
-                let r = match (r, &cdc, &relation) {
-                    (Ok(columns), Some(c), crate::source::postgres::Relation::Table(t)) => {
-                        crate::source::postgres::cdc::check(&store, t, c).await.map(|()| columns)
-                    }
-                    (r, _, _) => r,
-                };
-                (i, r.map(|columns| PgPlan { store, relation, columns, partition, filter: None, cdc, pushed: None }))
+                (i, store.describe(relation, &declared, partition, cdc).await)
             }))
             .buffered(8)
             .collect()
@@ -383,10 +392,11 @@ impl Compiler<'_> {
             let name = graph[i].name.clone();
             match r {
                 Ok(plan) => {
-                    if let Some(part) = &plan.partition
-                        && !plan.columns.iter().any(|c| c.name == part.column)
+                    let names = plan.column_names();
+                    if let Some(part) = plan.partition()
+                        && !names.contains(&part.column)
                     {
-                        let known: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                        let known: Vec<&str> = names.iter().map(String::as_str).collect();
                         self.diags.push(
                             self.p
                                 .diag_value(
@@ -400,7 +410,7 @@ impl Compiler<'_> {
                         continue;
                     }
                     schemas.insert(i, plan.schema());
-                    out.insert(i, Arc::new(plan));
+                    out.insert(i, plan);
                 }
                 Err(e) => {
                     let d = self.database_error(&name, e);
@@ -412,8 +422,8 @@ impl Compiler<'_> {
     }
 
     /// A database source's problem, located at the key it is about.
-    fn database_error(&self, name: &str, e: crate::source::postgres::PgError) -> Diagnostic {
-        use crate::source::postgres::PgError;
+    fn database_error(&self, name: &str, e: crate::source::database::DbError) -> Diagnostic {
+        use crate::source::database::Problem;
         let p = self.p;
         let base = ypath!["tasks", name, "extract"];
         let task = p.spec.tasks.get(name).and_then(|t| t.extract.as_ref());
@@ -422,38 +432,41 @@ impl Compiler<'_> {
             Some(e) if e.query.is_some() => ("query", e.query.as_deref().map_or(0, str::len)),
             _ => ("store", 0),
         };
-        let message = p.secrets.redact(&crate::source::postgres::error_text(&e));
-        match e {
-            PgError::NoTable { table, known, .. } => p
+        let message = p.secrets.redact(&e.text());
+        match e.problem() {
+            Problem::NoTable { table, known } => p
                 .diag_value("unknown-table", &base.key(key), len, message)
-                .maybe_help(did_you_mean(&table, known.iter().map(String::as_str)).or_else(|| {
+                .maybe_help(did_you_mean(table, known.iter().map(String::as_str)).or_else(|| {
                     (!known.is_empty()).then(|| format!("tables: {}", known.iter().take(20).cloned().collect::<Vec<_>>().join(", ")))
                 })),
-            PgError::Unmapped { column, .. } => p
+            Problem::Unmapped { column } => p
                 .diag_value("type", &base.key(key), len, message)
                 .help(format!("read it as text: `schema: {{ {column}: varchar }}` (the server casts it)")),
-            PgError::Unconstrained { column } => p
+            Problem::Unconstrained { column } => p
                 .diag_value("type", &base.key(key), len, message)
                 .help(format!("declare the type to read it as: `schema: {{ {column}: \"decimal(38,10)\" }}` (values are rounded to that scale by the server)")),
-            PgError::Connect { .. } => {
+            Problem::Connect { transient, login, no_database } => {
                 let store = task.map(|e| e.store.clone()).unwrap_or_default();
                 // `unreachable`: it may work in a moment (the daemon tries again), unlike a
                 // refused login or a missing database.
-                let code = if e.is_transient() { UNREACHABLE } else { "connect" };
+                let code = if transient { UNREACHABLE } else { "connect" };
                 let d = p.diag_value(code, &base.key("store"), store.len(), message);
-                match e.code() {
-                    Some("28P01") | Some("28000") => d.help(format!("check the user and `password` of store `{store}`")),
-                    Some("3D000") => d.help(format!("check the database name in the URL of store `{store}`")),
-                    _ => d.help(format!("is the server of store `{store}` running and reachable?")),
+                if login {
+                    d.help(format!("check the user and `password` of store `{store}`"))
+                } else if no_database {
+                    d.help(format!("check the database name in the URL of store `{store}`"))
+                } else {
+                    d.help(format!("is the server of store `{store}` running and reachable?"))
                 }
             }
-            PgError::Cdc { help, .. } => p
-                .diag_key("cdc", &base.key("incremental").key("cdc"), message)
-                .maybe_help(help),
-            PgError::Server(_) if e.code() == Some("42501") => p
+            Problem::Cdc { help } => {
+                let help = help.map(str::to_string);
+                p.diag_key("cdc", &base.key("incremental").key("cdc"), message).maybe_help(help)
+            }
+            Problem::Permission => p
                 .diag_value("permission", &base.key(key), len, message)
                 .help("the store's user needs SELECT on it: `GRANT SELECT ON … TO …`"),
-            _ => p.diag_value("source", &base.key(key), len, message),
+            Problem::Other => p.diag_value("source", &base.key(key), len, message),
         }
     }
 
@@ -733,7 +746,7 @@ pub(super) struct Sources {
     /// Per files extract: the files listed and the schema they are read with.
     pub files: HashMap<NodeIndex, (Vec<object_store::ObjectMeta>, SchemaRef)>,
     /// Per database extract: its plan.
-    pub databases: HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>>,
+    pub databases: HashMap<NodeIndex, crate::source::database::DbPlan>,
 }
 
 /// (format, compression, is .tsv) from a path's extensions.

@@ -109,10 +109,10 @@ enum DraftKind {
     },
     /// A table or query of a database.
     DbExtract {
-        store: Arc<crate::source::postgres::PgStore>,
-        relation: crate::source::postgres::Relation,
+        store: crate::source::database::DbStore,
+        relation: crate::source::database::Relation,
         declared: Vec<(String, DataType)>,
-        partition: Option<crate::source::postgres::Partition>,
+        partition: Option<crate::source::database::Partition>,
         incremental: Option<spec::Incremental>,
         cdc: Option<crate::source::postgres::cdc::CdcPlan>,
     },
@@ -152,7 +152,7 @@ struct Compiler<'a> {
     diags: Vec<Diagnostic>,
     cache: Option<&'a dyn SchemaCache>,
     /// Database stores, by name (object stores are `stores()`' answer).
-    databases: indexmap::IndexMap<String, Arc<crate::source::postgres::PgStore>>,
+    databases: indexmap::IndexMap<String, crate::source::database::DbStore>,
 }
 
 impl Compiler<'_> {
@@ -221,7 +221,7 @@ impl Compiler<'_> {
                     }
                     DraftKind::DbExtract { .. } => match sources.databases.remove(&i) {
                         Some(plan) => TaskKind::Extract(ExtractPlan {
-                            source: crate::source::SourcePlan::Postgres(plan),
+                            source: crate::source::SourcePlan::Database(plan),
                             incremental: incremental.remove(&i),
                             bad_rows: Default::default(),
                         }),
@@ -328,12 +328,12 @@ impl Compiler<'_> {
 /// reading the extract is a transform (and no check reads it), only the columns their planned
 /// queries read — with the partition and watermark columns — cross the wire, and only the
 /// rows that meet the filters each scan of the extract has (one scan's filters that can be
-/// written for the server, OR the next scan's; see `postgres::condition`). Anything else (a
+/// written for the server, OR the next scan's; see `database::condition`). Anything else (a
 /// load, a check, `SELECT *` kept to the end, a scan without filters) reads every column or
 /// row; change data capture reads every row (a filtered change stream would lose deletes).
 fn prune_database_columns(
     g: &TaskGraph,
-    databases: &mut HashMap<NodeIndex, Arc<crate::source::postgres::PgPlan>>,
+    databases: &mut HashMap<NodeIndex, crate::source::database::DbPlan>,
     needed: &queries::Scans,
     checks: &HashMap<NodeIndex, Vec<CheckPlan>>,
     incremental: &HashMap<NodeIndex, IncrementalPlan>,
@@ -349,15 +349,12 @@ fn prune_database_columns(
         if !only_queries || checks.get(&i).is_some_and(|c| !c.is_empty()) {
             continue;
         }
-        if plan.cdc.is_none()
+        if plan.cdc().is_none()
             && let Some(scans) = &reads.rows
         {
             let mut conditions: Vec<String> = Vec::new();
             for filters in scans {
-                let parts: Vec<String> = filters
-                    .iter()
-                    .filter_map(|f| crate::source::postgres::condition(f, &plan.columns).map(|(sql, _)| sql))
-                    .collect();
+                let parts: Vec<String> = filters.iter().filter_map(|f| plan.condition(f)).collect();
                 if parts.is_empty() {
                     conditions.clear();
                     break;
@@ -373,20 +370,17 @@ fn prune_database_columns(
                 } else {
                     format!("({})", conditions.join(") OR ("))
                 };
-                *plan = Arc::new(crate::source::postgres::PgPlan { pushed: Some(pushed), ..plan.as_ref().clone() });
+                *plan = plan.with_pushed(pushed);
             }
         }
         let Some(cols) = &reads.columns else { continue };
         let mut keep = cols.clone();
-        keep.extend(plan.partition.as_ref().map(|p| p.column.clone()));
+        keep.extend(plan.partition().map(|p| p.column.clone()));
         keep.extend(incremental.get(&i).and_then(|inc| inc.watermark.as_ref()).map(|w| w.column.clone()));
-        let mut columns: Vec<_> = plan.columns.iter().filter(|c| keep.contains(&c.name)).cloned().collect();
-        if columns.is_empty() {
-            // A count reads no column: the first is read, to count its rows.
-            columns.extend(plan.columns.first().cloned());
-        }
-        if columns.len() < plan.columns.len() {
-            *plan = Arc::new(crate::source::postgres::PgPlan { columns, ..plan.as_ref().clone() });
+        // A count reads no column: the first is read, to count its rows.
+        let names = plan.column_names();
+        if names.iter().filter(|n| keep.contains(*n)).count() < names.len() {
+            *plan = plan.with_columns(&keep.into_iter().collect::<Vec<_>>());
         }
     }
 }

@@ -14,7 +14,7 @@ impl Compiler<'_> {
                     crate::spec::add_secret(&p.secrets, v);
                 }
             }
-            if crate::source::postgres::is_postgres_url(&s.url) {
+            if crate::source::database::is_database_url(&s.url) {
                 self.database_store(name, &s.url, &options);
                 continue;
             }
@@ -74,9 +74,13 @@ impl Compiler<'_> {
         out
     }
 
-    /// A `postgres://` store.
+    /// A database store (`postgres://`, `mysql://`).
     fn database_store(&mut self, name: &str, url: &str, options: &[(String, String)]) {
-        use crate::source::postgres::{OPTIONS, PgError, PgStore};
+        use crate::source::database::{DbError, DbStore};
+        use crate::source::mysql::MyError;
+        use crate::source::postgres::PgError;
+        let options_known = crate::source::database::store_options(url);
+        let server = if crate::source::mysql::is_mysql_url(url) { "MySQL" } else { "PostgreSQL" };
         let p = self.p;
         // The URL's own password is a secret too.
         if let Ok(u) = url::Url::parse(url)
@@ -87,26 +91,28 @@ impl Compiler<'_> {
                 crate::spec::add_secret(&p.secrets, &decoded);
             }
         }
-        match PgStore::new(name, url, options) {
+        match DbStore::new(name, url, options) {
             Ok(s) => {
-                self.databases.insert(name.to_string(), Arc::new(s));
+                self.databases.insert(name.to_string(), s);
             }
-            Err(PgError::UnknownOption(key)) => self.diags.push(
+            Err(DbError::Postgres(PgError::UnknownOption(key)) | DbError::Mysql(MyError::UnknownOption(key))) => self.diags.push(
                 p.diag_key(
                     "store-option",
                     &ypath!["stores", name, "options", &key],
-                    format!("unknown option `{key}` for a PostgreSQL store"),
+                    format!("unknown option `{key}` for a {server} store"),
                 )
-                .maybe_help(did_you_mean(&key, OPTIONS.iter().copied()).or_else(|| Some(format!("known: {}", OPTIONS.join(", "))))),
+                .maybe_help(did_you_mean(&key, options_known.iter().copied()).or_else(|| Some(format!("known: {}", options_known.join(", "))))),
             ),
-            Err(PgError::Option { key, reason }) => self.diags.push(p.diag_key(
+            Err(
+                DbError::Postgres(PgError::Option { key, reason }) | DbError::Mysql(MyError::Option { key, reason }),
+            ) => self.diags.push(p.diag_key(
                 "store-option",
                 &ypath!["stores", name, "options", &key],
                 format!("option `{key}` {reason}"),
             )),
             Err(e) => self.diags.push(
                 p.diag_value("store", &ypath!["stores", name, "url"], url.len(), p.secrets.redact(&e.to_string()))
-                    .help("write postgres://user@host:port/database, with the password in `options: { password: \"${env:…}\" }`"),
+                    .help(format!("write {}://user@host:port/database, with the password in `options: {{ password: \"${{env:…}}\" }}`", if server == "MySQL" { "mysql" } else { "postgres" })),
             ),
         }
     }

@@ -132,8 +132,8 @@ pub(super) async fn advance_slots(plan: &Plan, opts: &RunOptions, selection: &Ha
     let mut out = Vec::new();
     for &i in &plan.order {
         let TaskKind::Extract(e) = &plan.task(i).kind else { continue };
-        let SourcePlan::Postgres(pg) = &e.source else { continue };
-        let Some(c) = &pg.cdc else { continue };
+        let SourcePlan::Database(db) = &e.source else { continue };
+        let Some((pg, c)) = db.cdc() else { continue };
         if !selection.contains(&i) {
             continue;
         }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compile::clean_df_message;
 use crate::failpoint;
 use crate::sink::SinkError;
+use crate::source::database::DbError;
 use crate::source::postgres::PgError as PostgresError;
 
 /// Why a task failed, and whether trying again could help.
@@ -54,8 +55,7 @@ impl TaskError {
 impl From<datafusion::error::DataFusionError> for TaskError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         // A database source's error inside a scan: its own message and retry rule.
-        if let Some(pg) = postgres_error(&e) {
-            let (message, retryable) = (crate::source::postgres::error_text(pg), pg.is_transient());
+        if let Some((message, retryable)) = DbError::inside(&e) {
             return TaskError::caused_by(message, retryable, e);
         }
         let message = clean_df_message(&e.strip_backtrace());
@@ -64,14 +64,10 @@ impl From<datafusion::error::DataFusionError> for TaskError {
     }
 }
 
-/// The PostgreSQL source error a DataFusion error carries, if any.
-fn postgres_error(e: &datafusion::error::DataFusionError) -> Option<&PostgresError> {
-    use datafusion::error::DataFusionError as E;
-    match e {
-        E::External(inner) => inner.downcast_ref::<PostgresError>(),
-        E::Context(_, inner) => postgres_error(inner),
-        E::Shared(inner) => postgres_error(inner),
-        _ => None,
+impl From<DbError> for TaskError {
+    fn from(e: DbError) -> Self {
+        let retryable = e.is_transient();
+        TaskError::caused_by(e.text(), retryable, e)
     }
 }
 

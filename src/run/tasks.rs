@@ -135,7 +135,7 @@ async fn run_task(
     };
     let mut out = match &node.kind {
         TaskKind::Extract(e) => match (&e.source, env.pass.inputs.get(&i)) {
-            (SourcePlan::Postgres(pg), input) => database_extract(ctx, plan, i, e, pg, input, env, cancel).await,
+            (SourcePlan::Database(db), input) => database_extract(ctx, plan, i, e, db, input, env, cancel).await,
             (SourcePlan::Files(_), Some(input)) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
@@ -261,27 +261,25 @@ async fn database_extract(
     plan: &Plan,
     i: NodeIndex,
     e: &ExtractPlan,
-    pg: &Arc<crate::source::postgres::PgPlan>,
+    db: &crate::source::database::DbPlan,
     input: Option<&ExtractInput>,
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
     let node = plan.task(i);
     let name = node.name.as_str();
-    if let Some(c) = &pg.cdc {
+    if let Some((pg, c)) = db.cdc() {
         return super::cdc::extract(ctx, i, name, pg, c, input, env, cancel).await;
     }
-    let schema = pg.schema();
+    let schema = db.schema();
     // With a watermark, only rows past it (and rows with a NULL cursor, to count them) are
     // read: the condition goes to the server.
     let watermark = input.zip(e.incremental.as_ref().and_then(|inc| inc.watermark.as_ref()));
     let filter = match watermark {
         Some((ExtractInput { after: Some(after), .. }, w)) => {
-            let lit = crate::source::postgres::literal(after).ok_or_else(|| {
-                TaskError::fatal(format!("the watermark of `{}` ({after}) has no PostgreSQL literal", w.column))
-            })?;
-            let col = crate::source::postgres::quote_ident(&w.column);
-            Some(format!("({col} > {lit} OR {col} IS NULL)"))
+            Some(db.watermark_filter(&w.column, after).ok_or_else(|| {
+                TaskError::fatal(format!("the watermark of `{}` ({after}) has no SQL literal", w.column))
+            })?)
         }
         _ => None,
     };
@@ -298,9 +296,9 @@ async fn database_extract(
         && let [only] = consumers.as_slice()
         && plan.task(*only).checks.is_empty()
     {
-        let table = crate::source::postgres::PgTable { plan: pg.clone(), task: name.to_string() };
+        let table = crate::source::database::DbTable { plan: db.clone(), task: name.to_string() };
         ctx.register_table(name, Arc::new(table))?;
-        let parts = pg.partition.as_ref().map_or(1, |p| p.parts);
+        let parts = db.partition().map_or(1, |p| p.parts);
         return Ok(Outcome {
             note: Some(if parts > 1 {
                 format!("streamed into its consumer: {parts} parts read in one snapshot")
@@ -310,7 +308,7 @@ async fn database_extract(
             ..Default::default()
         });
     }
-    let parts = cancellable(cancel, crate::source::postgres::open_where(pg.clone(), filter)).await?;
+    let parts = cancellable(cancel, db.open_where(filter)).await?;
     failpoint::hit("source_snapshot", name).await?;
     let n_parts = parts.len();
     let table = datafusion::catalog::streaming::StreamingTable::try_new(schema.clone(), parts)?;

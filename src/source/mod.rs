@@ -1,9 +1,12 @@
 //! `source`: one module per kind of source (see `docs/design/connectors.md`). A kind says at
 //! compile time what will be read and with which schema — from a catalog or file footers and
-//! samples, never by reading the data — and at run time reads it as a DataFusion table. Only
-//! files so far; databases, XML feeds and HTTP APIs come beside them.
+//! samples, never by reading the data — and at run time reads it as a DataFusion table. Files
+//! and databases (behind the one seam of [`database`]) so far; XML feeds and HTTP APIs come
+//! beside them.
 
+pub mod database;
 pub mod files;
+pub mod mysql;
 pub mod postgres;
 
 /// What an extract reads: one variant per kind of source.
@@ -11,8 +14,8 @@ pub mod postgres;
 pub enum SourcePlan {
     /// Files in a store (CSV, JSON, Parquet).
     Files(files::FilesPlan),
-    /// A table or query of a PostgreSQL database.
-    Postgres(std::sync::Arc<postgres::PgPlan>),
+    /// A table or query of a database (PostgreSQL, MySQL/MariaDB).
+    Database(database::DbPlan),
 }
 
 impl SourcePlan {
@@ -20,7 +23,7 @@ impl SourcePlan {
     pub fn kind_name(&self) -> &'static str {
         match self {
             SourcePlan::Files(_) => "files",
-            SourcePlan::Postgres(_) => "postgres",
+            SourcePlan::Database(d) => d.kind_name(),
         }
     }
 }

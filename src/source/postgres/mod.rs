@@ -33,6 +33,9 @@ use tokio_postgres::{Client, NoTls};
 pub mod cdc;
 pub mod pgoutput;
 
+use super::database::{Dialect, PartRange, Problem, SourceColumn, cut_ranges};
+pub use super::database::{Partition, Relation};
+
 /// Rows per Arrow batch.
 const BATCH_ROWS: usize = 8192;
 /// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL).
@@ -104,6 +107,23 @@ impl PgError {
                 None => source.is_closed() || std::error::Error::source(source).is_some(),
             },
             _ => false,
+        }
+    }
+
+    /// What kind of problem this is, for compile's message.
+    pub fn problem(&self) -> Problem<'_> {
+        match self {
+            PgError::NoTable { table, known, .. } => Problem::NoTable { table, known },
+            PgError::Unmapped { column, .. } => Problem::Unmapped { column },
+            PgError::Unconstrained { column } => Problem::Unconstrained { column },
+            PgError::Connect { .. } => Problem::Connect {
+                transient: self.is_transient(),
+                login: matches!(self.code(), Some("28P01") | Some("28000")),
+                no_database: self.code() == Some("3D000"),
+            },
+            PgError::Cdc { help, .. } => Problem::Cdc { help: help.as_deref() },
+            PgError::Server(_) if self.code() == Some("42501") => Problem::Permission,
+            _ => Problem::Other,
         }
     }
 
@@ -190,32 +210,6 @@ impl PgStore {
     }
 }
 
-/// What an extract reads from a PostgreSQL store.
-#[derive(Debug, Clone)]
-pub enum Relation {
-    /// A table or view, schema-qualified or not (as written, e.g. `public.orders`).
-    Table(String),
-    /// One SELECT statement.
-    Query(String),
-}
-
-impl Relation {
-    /// The relation as SQL: a quoted table name, or the query as a subquery.
-    fn from_sql(&self) -> String {
-        match self {
-            Relation::Table(t) => quote_table(t),
-            Relation::Query(q) => format!("({}) AS weir_query", q.trim().trim_end_matches(';')),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Relation::Table(t) => t.clone(),
-            Relation::Query(_) => "query".into(),
-        }
-    }
-}
-
 /// A PostgreSQL source as compile resolved it.
 #[derive(Debug, Clone)]
 pub struct PgPlan {
@@ -244,10 +238,39 @@ pub struct PgColumn {
     pub cast: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Partition {
-    pub column: String,
-    pub parts: u32,
+impl SourceColumn for PgColumn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn arrow(&self) -> &DataType {
+        &self.arrow
+    }
+    fn cast(&self) -> bool {
+        self.cast.is_some()
+    }
+    fn text(&self) -> bool {
+        matches!(self.pg_type, Type::TEXT | Type::VARCHAR | Type::NAME)
+    }
+}
+
+/// PostgreSQL's way of writing names and literals.
+pub struct PgDialect;
+
+pub static DIALECT: PgDialect = PgDialect;
+
+impl Dialect for PgDialect {
+    fn quote_ident(&self, s: &str) -> String {
+        quote_ident(s)
+    }
+    fn literal(&self, value: &datafusion::common::ScalarValue) -> Option<String> {
+        literal(value)
+    }
+    fn exact_text_equality(&self) -> bool {
+        true
+    }
+    fn parser(&self) -> Box<dyn datafusion::sql::sqlparser::dialect::Dialect> {
+        Box::new(datafusion::sql::sqlparser::dialect::PostgreSqlDialect {})
+    }
 }
 
 impl PgPlan {
@@ -282,7 +305,7 @@ impl PgPlan {
     /// The statement a part runs: every column, rows whose partition key is in `range`.
     /// The rows the read covers: every column, with the run's filter.
     fn source_sql(&self) -> String {
-        let sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
+        let sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql(&DIALECT));
         let conditions: Vec<&str> = [self.pushed.as_deref(), self.filter.as_deref()].into_iter().flatten().collect();
         match conditions.as_slice() {
             [] => sql,
@@ -294,13 +317,7 @@ impl PgPlan {
     fn copy_statement(&self, range: Option<&PartRange>) -> String {
         let mut sql = self.source_sql();
         if let (Some(p), Some(r)) = (&self.partition, range) {
-            let col = quote_ident(&p.column);
-            let cond = match (&r.low, &r.high) {
-                (Some(lo), Some(hi)) => format!("{col} >= {lo} AND {col} < {hi}"),
-                (Some(lo), None) => format!("({col} >= {lo} OR {col} IS NULL)"),
-                (None, Some(hi)) => format!("{col} < {hi}"),
-                (None, None) => "true".into(),
-            };
+            let cond = r.condition(&quote_ident(&p.column));
             sql = format!("SELECT * FROM ({sql}) AS weir_part WHERE {cond}");
         }
         format!("COPY ({sql}) TO STDOUT (FORMAT binary)")
@@ -308,7 +325,7 @@ impl PgPlan {
 
     /// The statements of the read, as `weir plan` shows them.
     pub fn describe_read(&self) -> String {
-        let mut base = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql());
+        let mut base = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql(&DIALECT));
         if let Some(c) = &self.pushed {
             base.push_str(&format!(" WHERE {c}"));
         }
@@ -332,7 +349,7 @@ impl PgPlan {
 
 /// `schema.table` with each part quoted as an identifier (unless it already is).
 pub fn quote_table(t: &str) -> String {
-    t.split('.').map(|p| if p.starts_with('"') { p.to_string() } else { quote_ident(p) }).collect::<Vec<_>>().join(".")
+    Relation::Table(t.to_string()).from_sql(&DIALECT)
 }
 
 pub fn quote_ident(s: &str) -> String {
@@ -347,7 +364,7 @@ pub async fn describe(
     declared: &[(String, DataType)],
 ) -> Result<Vec<PgColumn>, PgError> {
     let client = store.connect().await?;
-    let sql = format!("SELECT * FROM {}", relation.from_sql());
+    let sql = format!("SELECT * FROM {}", relation.from_sql(&DIALECT));
     let stmt = match client.prepare(&sql).await {
         Ok(s) => s,
         Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "42P01") => {
@@ -476,13 +493,6 @@ fn rangeable(t: &Type) -> bool {
     matches!(*t, Type::INT2 | Type::INT4 | Type::INT8 | Type::DATE | Type::TIMESTAMP | Type::TIMESTAMPTZ)
 }
 
-/// One part's key range: `low <= key < high` (SQL literals); the last part also reads NULL keys.
-#[derive(Debug, Clone)]
-struct PartRange {
-    low: Option<String>,
-    high: Option<String>,
-}
-
 /// A read in progress: the connections of its parts, each in a transaction that adopted the
 /// same snapshot, and the coordinator that exported it (held open until the parts end).
 pub struct Read {
@@ -549,49 +559,6 @@ pub async fn open_snapshot(
     Ok((parts, seen, wal_end))
 }
 
-/// A PostgreSQL source read where it is scanned: each scan opens its own read (one snapshot
-/// for all its parts), so the rows stream from the server straight into the one query that
-/// reads them, and a retried query reads again. For an extract with a single consumer; with
-/// several, the run stages the rows once instead (so that all read the same rows).
-#[derive(Debug)]
-pub struct PgTable {
-    pub plan: Arc<PgPlan>,
-    /// The extract task, for the `source_snapshot` fail point.
-    pub task: String,
-}
-
-#[async_trait::async_trait]
-impl datafusion::catalog::TableProvider for PgTable {
-    fn schema(&self) -> SchemaRef {
-        self.plan.table_schema()
-    }
-
-    fn table_type(&self) -> datafusion::logical_expr::TableType {
-        datafusion::logical_expr::TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn datafusion::catalog::Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[datafusion::logical_expr::Expr],
-        _limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let parts = open(self.plan.clone()).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-        crate::failpoint::hit("source_snapshot", &self.task)
-            .await
-            .map_err(|f| DataFusionError::Execution(format!("{f:?}")))?;
-        Ok(Arc::new(datafusion::physical_plan::streaming::StreamingTableExec::try_new(
-            self.plan.table_schema(),
-            parts,
-            projection,
-            Vec::new(),
-            false,
-            None,
-        )?))
-    }
-}
-
 /// `parts` ranges of equal width between the partition column's minimum and maximum.
 async fn ranges(client: &Client, plan: &PgPlan, p: &Partition) -> Result<Vec<Option<PartRange>>, PgError> {
     let column = plan
@@ -622,19 +589,7 @@ async fn ranges(client: &Client, plan: &PgPlan, p: &Partition) -> Result<Vec<Opt
             _ => format!("{}", x.floor() as i64),
         }
     };
-    let n = p.parts.max(1) as usize;
-    let width = (hi - lo) / n as f64;
-    let mut out = Vec::with_capacity(n);
-    let mut low: Option<String> = None;
-    for k in 1..=n {
-        let high = if k == n { None } else { Some(literal(lo + width * k as f64)) };
-        if high.is_some() && high == low {
-            continue; // a range too narrow to cut further
-        }
-        out.push(Some(PartRange { low: low.clone(), high: high.clone() }));
-        low = high;
-    }
-    Ok(out)
+    Ok(cut_ranges(lo, hi, p.parts, literal))
 }
 
 /// One part of a read, as a DataFusion partition.
@@ -947,140 +902,6 @@ pub fn literal(value: &datafusion::common::ScalarValue) -> Option<String> {
     })
 }
 
-/// `expr` (a filter DataFusion pushed to a scan of the source, over the source's `columns`)
-/// as a PostgreSQL condition that holds for every row `expr` keeps, and whether it is exact.
-/// Only forms that mean the same on both sides are written: comparisons of integer,
-/// decimal, date and timestamp columns with literals, text equality and `IN` lists, boolean
-/// columns, `IS [NOT] NULL`, `BETWEEN`, and `AND`/`OR`/`NOT` of those (a part of an `AND`
-/// that cannot be written is left out, which only lets more rows through). Floats (NaN
-/// orders differently), text order (collations), `LIKE` and functions are never pushed.
-pub fn condition(expr: &datafusion::logical_expr::Expr, columns: &[PgColumn]) -> Option<(String, bool)> {
-    use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
-    let column = |e: &Expr| -> Option<&PgColumn> {
-        match e {
-            Expr::Column(c) => columns.iter().find(|pc| pc.name == c.name),
-            _ => None,
-        }
-    };
-    let ordered = |c: &PgColumn| {
-        matches!(
-            c.arrow,
-            DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::Decimal128(..)
-                | DataType::Date32
-                | DataType::Timestamp(TimeUnit::Microsecond, _)
-        ) && c.cast.is_none()
-    };
-    let text = |c: &PgColumn| matches!(c.pg_type, Type::TEXT | Type::VARCHAR | Type::NAME) && c.cast.is_none();
-    // A literal the column can be compared with on the server.
-    let value = |c: &PgColumn, e: &Expr| -> Option<String> {
-        let Expr::Literal(v, _) = e else { return None };
-        if v.is_null() {
-            return None;
-        }
-        let fits = match (&c.arrow, v.data_type()) {
-            (a, b) if a.is_integer() && b.is_integer() => true,
-            (DataType::Decimal128(..), DataType::Decimal128(..)) => true,
-            (DataType::Timestamp(TimeUnit::Microsecond, a), DataType::Timestamp(TimeUnit::Microsecond, b)) => {
-                a.is_some() == b.is_some()
-            }
-            (a, b) => *a == b,
-        };
-        if fits { literal(v) } else { None }
-    };
-    match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            match (condition(left, columns), condition(right, columns)) {
-                (Some((l, le)), Some((r, re))) => Some((format!("({l} AND {r})"), le && re)),
-                (Some((x, _)), None) | (None, Some((x, _))) => Some((x, false)),
-                (None, None) => None,
-            }
-        }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            let (l, le) = condition(left, columns)?;
-            let (r, re) = condition(right, columns)?;
-            Some((format!("({l} OR {r})"), le && re))
-        }
-        Expr::Not(inner) => match inner.as_ref() {
-            Expr::Column(_) => {
-                let c = column(inner).filter(|c| c.arrow == DataType::Boolean && c.cast.is_none())?;
-                Some((format!("(NOT {})", quote_ident(&c.name)), true))
-            }
-            other => match condition(other, columns)? {
-                (sql, true) => Some((format!("(NOT {sql})"), true)),
-                _ => None,
-            },
-        },
-        Expr::Column(_) => {
-            let c = column(expr).filter(|c| c.arrow == DataType::Boolean && c.cast.is_none())?;
-            Some((quote_ident(&c.name), true))
-        }
-        Expr::IsNull(e) => Some((format!("({} IS NULL)", quote_ident(&column(e)?.name)), true)),
-        Expr::IsNotNull(e) => Some((format!("({} IS NOT NULL)", quote_ident(&column(e)?.name)), true)),
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (c, lit, op) = match (column(left), column(right)) {
-                (Some(c), None) => (c, right.as_ref(), *op),
-                (None, Some(c)) => (c, left.as_ref(), op.swap()?),
-                _ => return None,
-            };
-            let sql_op = match op {
-                Operator::Eq => "=",
-                Operator::NotEq if ordered(c) => "<>",
-                Operator::Lt if ordered(c) => "<",
-                Operator::LtEq if ordered(c) => "<=",
-                Operator::Gt if ordered(c) => ">",
-                Operator::GtEq if ordered(c) => ">=",
-                _ => return None,
-            };
-            if !(ordered(c) || (text(c) && op == Operator::Eq) || (c.arrow == DataType::Boolean && c.cast.is_none())) {
-                return None;
-            }
-            Some((format!("({} {sql_op} {})", quote_ident(&c.name), value(c, lit)?), true))
-        }
-        Expr::InList(list) => {
-            let c = column(&list.expr)?;
-            if !(ordered(c) || (text(c) && !list.negated)) || list.list.is_empty() {
-                return None;
-            }
-            let values = list.list.iter().map(|e| value(c, e)).collect::<Option<Vec<_>>>()?;
-            let not = if list.negated { "NOT " } else { "" };
-            Some((format!("({} {not}IN ({}))", quote_ident(&c.name), values.join(", ")), true))
-        }
-        Expr::Between(Between { expr, negated: false, low, high }) => {
-            let c = column(expr).filter(|c| ordered(c))?;
-            Some((format!("({} BETWEEN {} AND {})", quote_ident(&c.name), value(c, low)?, value(c, high)?), true))
-        }
-        _ => None,
-    }
-}
-
-/// Whether `query` is one SELECT statement (no DDL, DML, `SELECT … INTO`, several
-/// statements); the reason when it is not.
-pub fn check_query(query: &str) -> Result<(), String> {
-    use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, query).map_err(|e| format!("does not parse: {e}"))?;
-    match statements.as_slice() {
-        [Statement::Query(q)] => {
-            if let SetExpr::Select(s) = q.body.as_ref()
-                && s.into.is_some()
-            {
-                return Err("creates a table (`SELECT … INTO`): it must only read".into());
-            }
-            if !q.locks.is_empty() {
-                return Err("locks rows (`FOR UPDATE`/`FOR SHARE`): it must only read".into());
-            }
-            Ok(())
-        }
-        [] => Err("is empty".into()),
-        [_] => Err("is not a SELECT: it must only read".into()),
-        _ => Err(format!("holds {} statements; it must be one SELECT", statements.len())),
-    }
-}
-
 /// A message for `e` with what the server said (its message, detail and hint), never the
 /// connection's password.
 pub fn error_text(e: &PgError) -> String {
@@ -1167,12 +988,12 @@ mod tests {
 
     #[test]
     fn only_one_select_is_a_query() {
-        assert!(check_query("SELECT id FROM orders WHERE amount > 100").is_ok());
-        assert!(check_query("WITH x AS (SELECT 1) SELECT * FROM x").is_ok());
-        assert!(check_query("DELETE FROM orders").is_err());
-        assert!(check_query("SELECT 1; DROP TABLE orders").is_err());
-        assert!(check_query("SELECT * INTO copy FROM orders").is_err());
-        assert!(check_query("SELECT * FROM orders FOR UPDATE").is_err());
+        assert!(crate::source::database::check_query("SELECT id FROM orders WHERE amount > 100", &DIALECT).is_ok());
+        assert!(crate::source::database::check_query("WITH x AS (SELECT 1) SELECT * FROM x", &DIALECT).is_ok());
+        assert!(crate::source::database::check_query("DELETE FROM orders", &DIALECT).is_err());
+        assert!(crate::source::database::check_query("SELECT 1; DROP TABLE orders", &DIALECT).is_err());
+        assert!(crate::source::database::check_query("SELECT * INTO copy FROM orders", &DIALECT).is_err());
+        assert!(crate::source::database::check_query("SELECT * FROM orders FOR UPDATE", &DIALECT).is_err());
     }
 
     #[test]

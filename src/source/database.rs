@@ -1,0 +1,626 @@
+//! The seam every database source sits behind (PostgreSQL, MySQL/MariaDB): what compile and
+//! run ask of one, whatever the server. A kind of database brings a store (how to connect), a
+//! plan (what is read, with which columns), a [`Dialect`] (how to quote names and write
+//! literals) and its own errors; compile describes, prunes and pushes filters through
+//! [`DbStore`] and [`DbPlan`], and the run reads through [`DbPlan::open_where`] or
+//! [`DbTable`], never naming the server.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::streaming::PartitionStream;
+
+use super::mysql::{MyError, MyPlan, MyStore};
+use super::postgres::{PgError, PgPlan, PgStore};
+
+/// What an extract reads from a database store.
+#[derive(Debug, Clone)]
+pub enum Relation {
+    /// A table or view, schema-qualified or not (as written, e.g. `public.orders`).
+    Table(String),
+    /// One SELECT statement.
+    Query(String),
+}
+
+impl Relation {
+    /// The relation as SQL: a table name quoted part by part (a part already quoted is kept),
+    /// or the query as a subquery.
+    pub fn from_sql(&self, d: &dyn Dialect) -> String {
+        match self {
+            Relation::Table(t) => t
+                .split('.')
+                .map(|p| if p.starts_with(['"', '`']) { p.to_string() } else { d.quote_ident(p) })
+                .collect::<Vec<_>>()
+                .join("."),
+            Relation::Query(q) => format!("({}) AS weir_query", q.trim().trim_end_matches(';')),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Relation::Table(t) => t.clone(),
+            Relation::Query(_) => "query".into(),
+        }
+    }
+}
+
+/// `partition: { column, parts }`: ranges of `column` read on `parts` connections at once.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub column: String,
+    pub parts: u32,
+}
+
+/// One part's key range: `low <= key < high` (SQL literals); the last part also reads NULL keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartRange {
+    pub low: Option<String>,
+    pub high: Option<String>,
+}
+
+impl PartRange {
+    /// The range as a condition on `column` (quoted).
+    pub fn condition(&self, column: &str) -> String {
+        match (&self.low, &self.high) {
+            (Some(lo), Some(hi)) => format!("{column} >= {lo} AND {column} < {hi}"),
+            (Some(lo), None) => format!("({column} >= {lo} OR {column} IS NULL)"),
+            (None, Some(hi)) => format!("{column} < {hi}"),
+            (None, None) => "1 = 1".into(),
+        }
+    }
+}
+
+/// `parts` ranges of equal width between `lo` and `hi` (the key's minimum and maximum as
+/// numbers), each bound written by `literal`; a range too narrow to cut is not cut. The first
+/// range has no lower bound and the last no upper one, so every key is in exactly one.
+pub fn cut_ranges(lo: f64, hi: f64, parts: u32, literal: impl Fn(f64) -> String) -> Vec<Option<PartRange>> {
+    let n = parts.max(1) as usize;
+    let width = (hi - lo) / n as f64;
+    let mut out = Vec::with_capacity(n);
+    let mut low: Option<String> = None;
+    for k in 1..=n {
+        let high = if k == n { None } else { Some(literal(lo + width * k as f64)) };
+        if high.is_some() && high == low {
+            continue;
+        }
+        out.push(Some(PartRange { low: low.clone(), high: high.clone() }));
+        low = high;
+    }
+    out
+}
+
+/// How a kind of database writes what weir writes into its statements.
+pub trait Dialect: Sync {
+    fn quote_ident(&self, s: &str) -> String;
+    /// `value` as a literal of its type; `None` for a type without one.
+    fn literal(&self, value: &ScalarValue) -> Option<String>;
+    /// Whether text `=` on the server is byte equality (PostgreSQL's default collations), or
+    /// looser (MySQL's: case- and trailing-space-insensitive): a looser one may be pushed (it
+    /// lets through every row an exact one keeps) but never negated.
+    fn exact_text_equality(&self) -> bool;
+    /// The SQL parser's dialect, for `query` checks.
+    fn parser(&self) -> Box<dyn datafusion::sql::sqlparser::dialect::Dialect>;
+}
+
+/// A column of a database source, as the filter pushdown sees it.
+pub trait SourceColumn {
+    fn name(&self) -> &str;
+    fn arrow(&self) -> &DataType;
+    /// Read through a cast `schema:` declared (then nothing is pushed on it).
+    fn cast(&self) -> bool;
+    /// A text column whose `=` the server can evaluate.
+    fn text(&self) -> bool;
+}
+
+/// `expr` (a filter DataFusion pushed to a scan of the source, over the source's `columns`)
+/// as a condition for the server that holds for every row `expr` keeps, and whether it is
+/// exact. Only forms that mean the same on both sides are written: comparisons of integer,
+/// decimal, date and timestamp columns with literals, text equality and `IN` lists, boolean
+/// columns, `IS [NOT] NULL`, `BETWEEN`, and `AND`/`OR`/`NOT` of those (a part of an `AND`
+/// that cannot be written is left out, which only lets more rows through). Floats (NaN
+/// orders differently), text order (collations), `LIKE` and functions are never pushed.
+pub fn condition<C: SourceColumn>(
+    expr: &datafusion::logical_expr::Expr,
+    columns: &[C],
+    d: &dyn Dialect,
+) -> Option<(String, bool)> {
+    use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+    let column = |e: &Expr| -> Option<&C> {
+        match e {
+            Expr::Column(c) => columns.iter().find(|pc| pc.name() == c.name),
+            _ => None,
+        }
+    };
+    let ordered = |c: &C| {
+        (c.arrow().is_integer()
+            || matches!(
+                c.arrow(),
+                DataType::Decimal128(..) | DataType::Date32 | DataType::Timestamp(TimeUnit::Microsecond, _)
+            ))
+            && !c.cast()
+    };
+    let text = |c: &C| c.text() && !c.cast();
+    let boolean = |c: &C| *c.arrow() == DataType::Boolean && !c.cast();
+    // A literal the column can be compared with on the server.
+    let value = |c: &C, e: &Expr| -> Option<String> {
+        let Expr::Literal(v, _) = e else { return None };
+        if v.is_null() {
+            return None;
+        }
+        let fits = match (c.arrow(), v.data_type()) {
+            (a, b) if a.is_integer() && b.is_integer() => true,
+            (DataType::Decimal128(..), DataType::Decimal128(..)) => true,
+            (DataType::Timestamp(TimeUnit::Microsecond, a), DataType::Timestamp(TimeUnit::Microsecond, b)) => {
+                a.is_some() == b.is_some()
+            }
+            (a, b) => *a == b,
+        };
+        if fits { d.literal(v) } else { None }
+    };
+    let q = |c: &C| d.quote_ident(c.name());
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            match (condition(left, columns, d), condition(right, columns, d)) {
+                (Some((l, le)), Some((r, re))) => Some((format!("({l} AND {r})"), le && re)),
+                (Some((x, _)), None) | (None, Some((x, _))) => Some((x, false)),
+                (None, None) => None,
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let (l, le) = condition(left, columns, d)?;
+            let (r, re) = condition(right, columns, d)?;
+            Some((format!("({l} OR {r})"), le && re))
+        }
+        Expr::Not(inner) => match inner.as_ref() {
+            Expr::Column(_) => {
+                let c = column(inner).filter(|c| boolean(c))?;
+                Some((format!("(NOT {})", q(c)), true))
+            }
+            other => match condition(other, columns, d)? {
+                (sql, true) => Some((format!("(NOT {sql})"), true)),
+                _ => None,
+            },
+        },
+        Expr::Column(_) => {
+            let c = column(expr).filter(|c| boolean(c))?;
+            Some((q(c), true))
+        }
+        Expr::IsNull(e) => Some((format!("({} IS NULL)", q(column(e)?)), true)),
+        Expr::IsNotNull(e) => Some((format!("({} IS NOT NULL)", q(column(e)?)), true)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (c, lit, op) = match (column(left), column(right)) {
+                (Some(c), None) => (c, right.as_ref(), *op),
+                (None, Some(c)) => (c, left.as_ref(), op.swap()?),
+                _ => return None,
+            };
+            let sql_op = match op {
+                Operator::Eq => "=",
+                Operator::NotEq if ordered(c) => "<>",
+                Operator::Lt if ordered(c) => "<",
+                Operator::LtEq if ordered(c) => "<=",
+                Operator::Gt if ordered(c) => ">",
+                Operator::GtEq if ordered(c) => ">=",
+                _ => return None,
+            };
+            let exact = if ordered(c) || boolean(c) {
+                true
+            } else if text(c) && op == Operator::Eq {
+                d.exact_text_equality()
+            } else {
+                return None;
+            };
+            Some((format!("({} {sql_op} {})", q(c), value(c, lit)?), exact))
+        }
+        Expr::InList(list) => {
+            let c = column(&list.expr)?;
+            let exact = if ordered(c) {
+                true
+            } else if text(c) && !list.negated {
+                d.exact_text_equality()
+            } else {
+                return None;
+            };
+            if list.list.is_empty() {
+                return None;
+            }
+            let values = list.list.iter().map(|e| value(c, e)).collect::<Option<Vec<_>>>()?;
+            let not = if list.negated { "NOT " } else { "" };
+            Some((format!("({} {not}IN ({}))", q(c), values.join(", ")), exact))
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) => {
+            let c = column(expr).filter(|c| ordered(c))?;
+            Some((format!("({} BETWEEN {} AND {})", q(c), value(c, low)?, value(c, high)?), true))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `query` is one SELECT statement (no DDL, DML, `SELECT … INTO`, several
+/// statements, row locks); the reason when it is not.
+pub fn check_query(query: &str, d: &dyn Dialect) -> Result<(), String> {
+    use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+    use datafusion::sql::sqlparser::parser::Parser;
+    let parser = d.parser();
+    let statements = Parser::parse_sql(parser.as_ref(), query).map_err(|e| format!("does not parse: {e}"))?;
+    match statements.as_slice() {
+        [Statement::Query(q)] => {
+            if let SetExpr::Select(s) = q.body.as_ref()
+                && s.into.is_some()
+            {
+                return Err("creates a table (`SELECT … INTO`): it must only read".into());
+            }
+            if !q.locks.is_empty() {
+                return Err("locks rows (`FOR UPDATE`/`FOR SHARE`): it must only read".into());
+            }
+            Ok(())
+        }
+        [] => Err("is empty".into()),
+        [_] => Err("is not a SELECT: it must only read".into()),
+        _ => Err(format!("holds {} statements; it must be one SELECT", statements.len())),
+    }
+}
+
+/// A database store: where to connect.
+#[derive(Debug, Clone)]
+pub enum DbStore {
+    Postgres(Arc<PgStore>),
+    Mysql(Arc<MyStore>),
+}
+
+/// Options each kind of database store knows (besides those in its URL), by URL.
+pub fn store_options(url: &str) -> &'static [&'static str] {
+    if super::mysql::is_mysql_url(url) { super::mysql::OPTIONS } else { super::postgres::OPTIONS }
+}
+
+/// Whether `url` names a database server weir reads.
+pub fn is_database_url(url: &str) -> bool {
+    super::postgres::is_postgres_url(url) || super::mysql::is_mysql_url(url)
+}
+
+impl DbStore {
+    /// The store `name` at `url` (a `postgres://` or `mysql://` URL) with `options`.
+    pub fn new(name: &str, url: &str, options: &[(String, String)]) -> Result<DbStore, DbError> {
+        if super::mysql::is_mysql_url(url) {
+            Ok(DbStore::Mysql(Arc::new(MyStore::new(name, url, options)?)))
+        } else {
+            Ok(DbStore::Postgres(Arc::new(PgStore::new(name, url, options)?)))
+        }
+    }
+
+    /// The kind of server, as messages name it.
+    pub fn server_name(&self) -> &'static str {
+        match self {
+            DbStore::Postgres(_) => "PostgreSQL",
+            DbStore::Mysql(_) => "MySQL",
+        }
+    }
+
+    pub fn dialect(&self) -> &'static dyn Dialect {
+        match self {
+            DbStore::Postgres(_) => &super::postgres::DIALECT,
+            DbStore::Mysql(_) => &super::mysql::DIALECT,
+        }
+    }
+
+    /// The plan of an extract of `relation`: its columns from the server's description of
+    /// the statement (no row is read), `declared` types read through casts.
+    pub async fn describe(
+        &self,
+        relation: Relation,
+        declared: &[(String, DataType)],
+        partition: Option<Partition>,
+        cdc: Option<super::postgres::cdc::CdcPlan>,
+    ) -> Result<DbPlan, DbError> {
+        match self {
+            DbStore::Postgres(store) => {
+                let columns = super::postgres::describe(store, &relation, declared).await?;
+                if let (Some(c), Relation::Table(t)) = (&cdc, &relation) {
+                    super::postgres::cdc::check(store, t, c).await?;
+                }
+                Ok(DbPlan::Postgres(Arc::new(PgPlan {
+                    store: store.clone(),
+                    relation,
+                    columns,
+                    partition,
+                    filter: None,
+                    cdc,
+                    pushed: None,
+                })))
+            }
+            DbStore::Mysql(store) => {
+                let columns = super::mysql::describe(store, &relation, declared).await?;
+                Ok(DbPlan::Mysql(Arc::new(MyPlan {
+                    store: store.clone(),
+                    relation,
+                    columns,
+                    partition,
+                    filter: None,
+                    pushed: None,
+                })))
+            }
+        }
+    }
+}
+
+/// A database source as compile resolved it.
+#[derive(Debug, Clone)]
+pub enum DbPlan {
+    Postgres(Arc<PgPlan>),
+    Mysql(Arc<MyPlan>),
+}
+
+impl DbPlan {
+    /// The extract's schema.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            DbPlan::Postgres(p) => p.schema(),
+            DbPlan::Mysql(p) => p.schema(),
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            DbPlan::Postgres(_) => "postgres",
+            DbPlan::Mysql(_) => "mysql",
+        }
+    }
+
+    pub fn dialect(&self) -> &'static dyn Dialect {
+        match self {
+            DbPlan::Postgres(_) => &super::postgres::DIALECT,
+            DbPlan::Mysql(_) => &super::mysql::DIALECT,
+        }
+    }
+
+    /// The store's name and its URL without password.
+    pub fn store(&self) -> (&str, &str) {
+        match self {
+            DbPlan::Postgres(p) => (&p.store.name, &p.store.display_url),
+            DbPlan::Mysql(p) => (&p.store.name, &p.store.display_url),
+        }
+    }
+
+    pub fn relation(&self) -> &Relation {
+        match self {
+            DbPlan::Postgres(p) => &p.relation,
+            DbPlan::Mysql(p) => &p.relation,
+        }
+    }
+
+    pub fn partition(&self) -> Option<&Partition> {
+        match self {
+            DbPlan::Postgres(p) => p.partition.as_ref(),
+            DbPlan::Mysql(p) => p.partition.as_ref(),
+        }
+    }
+
+    /// The PostgreSQL plan when the extract captures changes.
+    pub fn cdc(&self) -> Option<(&Arc<PgPlan>, &super::postgres::cdc::CdcPlan)> {
+        match self {
+            DbPlan::Postgres(p) => p.cdc.as_ref().map(|c| (p, c)),
+            DbPlan::Mysql(_) => None,
+        }
+    }
+
+    /// The names of the columns read, in order.
+    pub fn column_names(&self) -> Vec<String> {
+        match self {
+            DbPlan::Postgres(p) => p.columns.iter().map(|c| c.name.clone()).collect(),
+            DbPlan::Mysql(p) => p.columns.iter().map(|c| c.name.clone()).collect(),
+        }
+    }
+
+    /// `expr` as a condition for the server (see [`condition`]).
+    pub fn condition(&self, expr: &datafusion::logical_expr::Expr) -> Option<String> {
+        let d = self.dialect();
+        match self {
+            DbPlan::Postgres(p) => condition(expr, &p.columns, d).map(|(sql, _)| sql),
+            DbPlan::Mysql(p) => condition(expr, &p.columns, d).map(|(sql, _)| sql),
+        }
+    }
+
+    /// The plan reading only the rows for which `pushed` holds.
+    pub fn with_pushed(&self, pushed: String) -> DbPlan {
+        match self {
+            DbPlan::Postgres(p) => DbPlan::Postgres(Arc::new(PgPlan { pushed: Some(pushed), ..p.as_ref().clone() })),
+            DbPlan::Mysql(p) => DbPlan::Mysql(Arc::new(MyPlan { pushed: Some(pushed), ..p.as_ref().clone() })),
+        }
+    }
+
+    /// The plan reading only the columns in `keep` (the first column when none is kept, to
+    /// count rows).
+    pub fn with_columns(&self, keep: &[String]) -> DbPlan {
+        fn pick<C: Clone + SourceColumn>(columns: &[C], keep: &[String]) -> Vec<C> {
+            let mut out: Vec<C> = columns.iter().filter(|c| keep.iter().any(|k| k == c.name())).cloned().collect();
+            if out.is_empty() {
+                out.extend(columns.first().cloned());
+            }
+            out
+        }
+        match self {
+            DbPlan::Postgres(p) => {
+                DbPlan::Postgres(Arc::new(PgPlan { columns: pick(&p.columns, keep), ..p.as_ref().clone() }))
+            }
+            DbPlan::Mysql(p) => {
+                DbPlan::Mysql(Arc::new(MyPlan { columns: pick(&p.columns, keep), ..p.as_ref().clone() }))
+            }
+        }
+    }
+
+    /// The statements of the read, as `weir plan` shows them.
+    pub fn describe_read(&self) -> String {
+        match self {
+            DbPlan::Postgres(p) => p.describe_read(),
+            DbPlan::Mysql(p) => p.describe_read(),
+        }
+    }
+
+    /// The condition `column > after OR column IS NULL` (a watermark), for the server.
+    pub fn watermark_filter(&self, column: &str, after: &ScalarValue) -> Option<String> {
+        let d = self.dialect();
+        let lit = d.literal(after)?;
+        let col = d.quote_ident(column);
+        Some(format!("({col} > {lit} OR {col} IS NULL)"))
+    }
+
+    /// Open a read of every part, in one snapshot, of the rows for which `filter` holds.
+    pub async fn open_where(&self, filter: Option<String>) -> Result<Vec<Arc<dyn PartitionStream>>, DbError> {
+        Ok(match self {
+            DbPlan::Postgres(p) => super::postgres::open_where(p.clone(), filter).await?,
+            DbPlan::Mysql(p) => super::mysql::open_where(p.clone(), filter).await?,
+        })
+    }
+}
+
+/// A database source read where it is scanned: each scan opens its own read (one snapshot
+/// for all its parts), so the rows stream from the server straight into the one query that
+/// reads them, and a retried query reads again. For an extract with a single consumer; with
+/// several, the run stages the rows once instead (so that all read the same rows).
+#[derive(Debug)]
+pub struct DbTable {
+    pub plan: DbPlan,
+    /// The extract task, for the `source_snapshot` fail point.
+    pub task: String,
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for DbTable {
+    fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let parts = self.plan.open_where(None).await.map_err(DbError::into_datafusion)?;
+        crate::failpoint::hit("source_snapshot", &self.task)
+            .await
+            .map_err(|f| DataFusionError::Execution(format!("{f:?}")))?;
+        Ok(Arc::new(datafusion::physical_plan::streaming::StreamingTableExec::try_new(
+            self.plan.schema(),
+            parts,
+            projection,
+            Vec::new(),
+            false,
+            None,
+        )?))
+    }
+}
+
+/// Why a database source cannot be planned or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error(transparent)]
+    Mysql(#[from] MyError),
+}
+
+/// What kind of problem a database error is, for the message compile writes around it.
+#[derive(Debug)]
+pub enum Problem<'a> {
+    NoTable {
+        table: &'a str,
+        known: &'a [String],
+    },
+    /// A type without a mapping (`column` may be read through `schema:`).
+    Unmapped {
+        column: &'a str,
+    },
+    /// A number without a fixed scale.
+    Unconstrained {
+        column: &'a str,
+    },
+    Connect {
+        transient: bool,
+        login: bool,
+        no_database: bool,
+    },
+    Cdc {
+        help: Option<&'a str>,
+    },
+    Permission,
+    Other,
+}
+
+impl DbError {
+    /// The message, with what the server said, never a password.
+    pub fn text(&self) -> String {
+        match self {
+            DbError::Postgres(e) => super::postgres::error_text(e),
+            DbError::Mysql(e) => super::mysql::error_text(e),
+        }
+    }
+
+    /// Whether trying again could help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Postgres(e) => e.is_transient(),
+            DbError::Mysql(e) => e.is_transient(),
+        }
+    }
+
+    pub fn problem(&self) -> Problem<'_> {
+        match self {
+            DbError::Postgres(e) => e.problem(),
+            DbError::Mysql(e) => e.problem(),
+        }
+    }
+
+    /// The error inside a DataFusion error, for a scan (the run finds it again by downcast).
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            DbError::Postgres(e) => DataFusionError::External(Box::new(e)),
+            DbError::Mysql(e) => DataFusionError::External(Box::new(e)),
+        }
+    }
+
+    /// The database error a DataFusion error carries, if any: its message and whether
+    /// trying again could help.
+    pub fn inside(e: &DataFusionError) -> Option<(String, bool)> {
+        use datafusion::error::DataFusionError as E;
+        match e {
+            E::External(inner) => {
+                if let Some(pg) = inner.downcast_ref::<PgError>() {
+                    return Some((super::postgres::error_text(pg), pg.is_transient()));
+                }
+                inner.downcast_ref::<MyError>().map(|my| (super::mysql::error_text(my), my.is_transient()))
+            }
+            E::Context(_, inner) => DbError::inside(inner),
+            E::Shared(inner) => DbError::inside(inner),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_key_once() {
+        let r = cut_ranges(0.0, 100.0, 4, |x| format!("{}", x as i64));
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[0], Some(PartRange { low: None, high: Some("25".into()) }));
+        assert_eq!(r[3], Some(PartRange { low: Some("75".into()), high: None }));
+        // A range narrower than the parts: fewer parts, still covering everything.
+        let r = cut_ranges(5.0, 5.0, 8, |x| format!("{}", x as i64));
+        assert_eq!(
+            r,
+            vec![
+                Some(PartRange { low: None, high: Some("5".into()) }),
+                Some(PartRange { low: Some("5".into()), high: None })
+            ]
+        );
+    }
+}
