@@ -139,6 +139,8 @@ impl MyError {
         match self {
             MyError::NoTable { table, known, .. } => Problem::NoTable { table, known },
             MyError::Unmapped { column, .. } => Problem::Unmapped { column },
+            // A login that may not use the database.
+            MyError::Connect { .. } if self.server_code() == Some(1044) => Problem::Permission,
             MyError::Connect { .. } | MyError::Timeout { .. } => Problem::Connect {
                 transient: self.is_transient(),
                 login: self.server_code() == Some(ACCESS_DENIED),

@@ -20,6 +20,7 @@ mod incremental;
 mod kill;
 mod layers;
 mod memory_store;
+mod mysql;
 mod oncall;
 mod partitions;
 mod policy;

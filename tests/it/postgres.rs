@@ -424,7 +424,7 @@ fn the_password_appears_nowhere() {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let path = e.path();
