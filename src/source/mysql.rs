@@ -822,9 +822,7 @@ pub fn decode(builder: &mut Box<dyn ArrayBuilder>, dt: &DataType, value: Value) 
         DataType::Decimal128(p, s) => {
             let v = match value {
                 Value::NULL => None,
-                Value::Bytes(bytes) => {
-                    Some(decimal_digits(&bytes, *p, *s)?.parse::<i128>().map_err(|e| e.to_string())?)
-                }
+                Value::Bytes(bytes) => Some(decimal_i128(&bytes, *p, *s)?),
                 Value::Int(i) => Some(i128::from(i) * 10i128.pow(*s as u32)),
                 Value::UInt(u) => Some(i128::from(u) * 10i128.pow(*s as u32)),
                 other => return Err(format!("{other:?} is not a decimal")),
@@ -913,6 +911,60 @@ fn date(y: u16, m: u8, d: u8) -> Result<Option<chrono::NaiveDate>, String> {
         .ok_or_else(|| format!("{y:04}-{m:02}-{d:02} is not a date"))
 }
 
+/// A decimal's text (`-123.45`) as an integer at `scale` (`-12345` at 2), checked against
+/// `precision` (at most 38), without allocating; [`decimal_digits`] says what is wrong.
+fn decimal_i128(text: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
+    let wrong = || decimal_digits(text, precision, scale).err().unwrap_or_else(|| "not a decimal".into());
+    let scale = scale.max(0) as usize;
+    let (negative, rest) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut v: i128 = 0;
+    let mut significant = 0usize;
+    let mut fraction: Option<usize> = None;
+    let mut any = false;
+    for &b in rest {
+        match b {
+            b'0'..=b'9' => {
+                any = true;
+                if let Some(f) = fraction.as_mut() {
+                    if *f == scale {
+                        if b != b'0' {
+                            return Err(wrong());
+                        }
+                        continue;
+                    }
+                    *f += 1;
+                }
+                if v != 0 || b != b'0' {
+                    significant += 1;
+                    if significant > precision as usize {
+                        return Err(wrong());
+                    }
+                }
+                v = v * 10 + i128::from(b - b'0');
+            }
+            b'.' if fraction.is_none() => fraction = Some(0),
+            _ => return Err(wrong()),
+        }
+    }
+    if !any {
+        return Err(wrong());
+    }
+    for _ in fraction.unwrap_or(0)..scale {
+        if v != 0 {
+            significant += 1;
+            if significant > precision as usize {
+                return Err(wrong());
+            }
+        }
+        v *= 10;
+    }
+    Ok(if negative { -v } else { v })
+}
+
 /// A decimal's text (`-123.45`) as the digits of an integer at `scale` (`-12345` at 2),
 /// checked against `precision`; digits past the scale must be zeros.
 fn decimal_digits(text: &[u8], precision: u8, scale: i8) -> Result<String, String> {
@@ -949,17 +1001,14 @@ pub fn error_text(e: &MyError) -> String {
     let server = |source: &mysql_async::Error| -> String {
         match source {
             mysql_async::Error::Server(s) => s.message.clone(),
+            // The driver's wrappers repeat themselves ("Input/output error: Input/output
+            // error: …"): the innermost cause says it.
             other => {
-                let mut m = other.to_string();
-                let mut cause = std::error::Error::source(other);
-                while let Some(c) = cause {
-                    let text = c.to_string();
-                    if !m.contains(&text) {
-                        m.push_str(&format!(": {text}"));
-                    }
-                    cause = c.source();
+                let mut last: &dyn std::error::Error = other;
+                while let Some(c) = last.source() {
+                    last = c;
                 }
-                m
+                last.to_string()
             }
         }
     };
@@ -973,6 +1022,31 @@ pub fn error_text(e: &MyError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_parse_without_allocating_as_they_do_through_text() {
+        for (text, p, s) in [
+            ("123.45", 5, 2),
+            ("-0.01", 12, 2),
+            ("0.00", 12, 2),
+            ("-0.00", 12, 2),
+            ("7", 5, 2),
+            ("1.5000", 5, 2),
+            ("1.505", 5, 2),
+            ("1234.5", 5, 2),
+            ("abc", 5, 2),
+            ("", 5, 2),
+            (".", 5, 2),
+            ("1.2.3", 5, 2),
+            ("99999999999999999999999999999999999999", 38, 0),
+            ("999999999999999999999999999999999999999", 38, 0),
+            ("-12345678901234567890123456.789012345678", 38, 12),
+            ("00012.5", 4, 1),
+        ] {
+            let slow = decimal_digits(text.as_bytes(), p, s).map(|d| d.parse::<i128>().unwrap());
+            assert_eq!(decimal_i128(text.as_bytes(), p, s), slow, "{text} as decimal({p},{s})");
+        }
+    }
 
     #[test]
     fn decimals_read_at_their_scale() {

@@ -570,7 +570,9 @@ fn errors_name_the_store_and_table_and_never_the_password() {
     db.sql("CREATE TABLE customers (id int, g geometry); CREATE TABLE orders (id int);");
     my.root("GRANT SELECT ON errs.* TO reader@'127.0.0.1'");
     let mut out = String::new();
-    let cases: [(&str, &str, &str, &str); 7] = [
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let cases: [(&str, &str, &str, &str); 8] = [
+        ("server unreachable", "table: orders", "weir", PASSWORD),
         ("missing table", "table: custmers", "weir", PASSWORD),
         ("unmapped type", "query: \"SELECT id, g FROM customers\"", "weir", PASSWORD),
         ("DML as a query", "query: \"DELETE FROM orders\"", "weir", PASSWORD),
@@ -590,13 +592,13 @@ fn errors_name_the_store_and_table_and_never_the_password() {
             "p.yaml",
             format!(
                 "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, {extract} }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n",
-                db.store_as(user)
+                if what == "server unreachable" { db.store_as(user).replace(&my.port.to_string(), &closed) } else { db.store_as(user) }
             ),
         );
         let verb = if what.contains("parts") { "run" } else { "validate" };
         let r = p.weir_env(&[verb, "p.yaml"], &[("MY_PASSWORD", password)]);
         assert_ne!(r.code, 0, "{what}");
-        let text = normalize(&r.stderr, p.path()).replace(&my.port.to_string(), "PORT");
+        let text = normalize(&r.stderr, p.path()).replace(&my.port.to_string(), "PORT").replace(&closed, "CLOSED");
         assert!(!text.contains(PASSWORD) && !text.contains("not-the-password"), "{text}");
         out.push_str(&format!("--- {what}\n{text}\n"));
     }
