@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -108,8 +109,8 @@ pub trait Dialect: Sync {
 pub trait SourceColumn {
     fn name(&self) -> &str;
     fn arrow(&self) -> &DataType;
-    /// Read through a cast `schema:` declared (then nothing is pushed on it).
-    fn cast(&self) -> bool;
+    /// The type it is read as through a cast `schema:` declared (then nothing is pushed on it).
+    fn cast_to(&self) -> Option<&str>;
     /// A text column whose `=` the server can evaluate.
     fn text(&self) -> bool;
 }
@@ -139,10 +140,10 @@ pub fn condition<C: SourceColumn>(
                 c.arrow(),
                 DataType::Decimal128(..) | DataType::Date32 | DataType::Timestamp(TimeUnit::Microsecond, _)
             ))
-            && !c.cast()
+            && c.cast_to().is_none()
     };
-    let text = |c: &C| c.text() && !c.cast();
-    let boolean = |c: &C| *c.arrow() == DataType::Boolean && !c.cast();
+    let text = |c: &C| c.text() && c.cast_to().is_none();
+    let boolean = |c: &C| *c.arrow() == DataType::Boolean && c.cast_to().is_none();
     // A literal the column can be compared with on the server.
     let value = |c: &C, e: &Expr| -> Option<String> {
         let Expr::Literal(v, _) = e else { return None };
@@ -259,6 +260,143 @@ pub fn check_query(query: &str, d: &dyn Dialect) -> Result<(), String> {
         [] => Err("is empty".into()),
         [_] => Err("is not a SELECT: it must only read".into()),
         _ => Err(format!("holds {} statements; it must be one SELECT", statements.len())),
+    }
+}
+
+/// The SELECT list of `columns`, each read through its cast when `schema:` declared one.
+pub fn select_list<C: SourceColumn>(columns: &[C], d: &dyn Dialect) -> String {
+    columns
+        .iter()
+        .map(|c| match c.cast_to() {
+            Some(t) => format!("CAST({} AS {t}) AS {}", d.quote_ident(c.name()), d.quote_ident(c.name())),
+            None => d.quote_ident(c.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The statement of a read: `select` from `relation`, with the conditions that hold (pushed
+/// filters, a run's watermark) around it.
+pub fn source_sql(select: &str, relation: &Relation, conditions: &[Option<&str>], d: &dyn Dialect) -> String {
+    let sql = format!("SELECT {select} FROM {}", relation.from_sql(d));
+    let conditions: Vec<&str> = conditions.iter().flatten().copied().collect();
+    match conditions.as_slice() {
+        [] => sql,
+        [c] => format!("SELECT * FROM ({sql}) AS weir_src WHERE {c}"),
+        cs => format!("SELECT * FROM ({sql}) AS weir_src WHERE ({})", cs.join(") AND (")),
+    }
+}
+
+/// The schema of `columns`, every column nullable.
+pub fn columns_schema<C: SourceColumn>(columns: &[C]) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|c| datafusion::arrow::datatypes::Field::new(c.name(), c.arrow().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Where a part's batches go: the stream DataFusion reads.
+pub struct Emit {
+    pub schema: SchemaRef,
+    tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+}
+
+impl Emit {
+    /// Hand on `batch`; `false` when the reader is gone (a `LIMIT` was met, the query
+    /// failed): the part stops reading.
+    pub async fn send(&self, batch: RecordBatch) -> bool {
+        self.tx.send(Ok(batch)).await.is_ok()
+    }
+}
+
+/// How one kind of database reads one part of a read: on the part's own connection (already
+/// in its snapshot), the rows of its key range, handed to `emit` in batches; then it ends the
+/// connection's transaction.
+pub trait PartReader: Send + Sync + 'static {
+    type Conn: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The server's name, for messages.
+    const SERVER: &'static str;
+    fn read_part(
+        self: Arc<Self>,
+        conn: Self::Conn,
+        range: Option<PartRange>,
+        emit: Emit,
+    ) -> futures::future::BoxFuture<'static, Result<(), Self::Error>>;
+}
+
+/// A part's connection until the part is read.
+type Slot<C> = std::sync::Mutex<Option<C>>;
+
+/// A read in progress: the connections of its parts, each in its snapshot, and whatever must
+/// stay open until the parts are done (PostgreSQL's exporting coordinator).
+struct Read<R: PartReader> {
+    reader: Arc<R>,
+    schema: SchemaRef,
+    parts: Vec<(Option<PartRange>, Slot<R::Conn>)>,
+    _hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// One part of a read, as a DataFusion partition.
+struct Part<R: PartReader> {
+    read: Arc<Read<R>>,
+    index: usize,
+}
+
+impl<R: PartReader> std::fmt::Debug for Part<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part").field("server", &R::SERVER).field("index", &self.index).finish()
+    }
+}
+
+/// The parts of a read as DataFusion partitions, each read once, on its own connection.
+pub fn part_streams<R: PartReader>(
+    reader: Arc<R>,
+    schema: SchemaRef,
+    parts: Vec<(Option<PartRange>, R::Conn)>,
+    hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+) -> Vec<Arc<dyn PartitionStream>> {
+    let read = Arc::new(Read {
+        reader,
+        schema,
+        parts: parts.into_iter().map(|(r, c)| (r, std::sync::Mutex::new(Some(c)))).collect(),
+        _hold: hold,
+    });
+    (0..read.parts.len())
+        .map(|index| Arc::new(Part { read: read.clone(), index }) as Arc<dyn PartitionStream>)
+        .collect()
+}
+
+impl<R: PartReader> PartitionStream for Part<R> {
+    fn schema(&self) -> &SchemaRef {
+        &self.read.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        let mut builder =
+            datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder::new(self.read.schema.clone(), 2);
+        let emit = Emit { schema: self.read.schema.clone(), tx: builder.tx() };
+        let read = self.read.clone();
+        let index = self.index;
+        builder.spawn(async move {
+            let (range, slot) = &read.parts[index];
+            let conn = slot
+                .lock()
+                .map_err(|_| DataFusionError::Execution(format!("a {} part was poisoned", R::SERVER)))?
+                .take()
+                .ok_or_else(|| DataFusionError::Execution(format!("a {} source is read once per run", R::SERVER)))?;
+            read.reader
+                .clone()
+                .read_part(conn, range.clone(), emit)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        });
+        builder.build()
     }
 }
 

@@ -26,17 +26,17 @@ use datafusion::arrow::array::{
     Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, i256};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, i256};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
-use super::database::{Dialect, PartRange, Partition, Problem, Relation, SourceColumn, cut_ranges};
+use super::database::{
+    Dialect, Emit, PartRange, PartReader, Partition, Problem, Relation, SourceColumn, columns_schema, cut_ranges,
+    part_streams, select_list, source_sql,
+};
 
 /// Rows per Arrow batch.
 const BATCH_ROWS: usize = 8192;
@@ -249,8 +249,8 @@ impl SourceColumn for MyColumn {
     fn arrow(&self) -> &DataType {
         &self.arrow
     }
-    fn cast(&self) -> bool {
-        self.cast.is_some()
+    fn cast_to(&self) -> Option<&str> {
+        self.cast.as_deref()
     }
     fn text(&self) -> bool {
         self.text
@@ -322,31 +322,16 @@ pub fn literal(value: &datafusion::common::ScalarValue) -> Option<String> {
 impl MyPlan {
     /// The extract's schema: the columns read.
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns.iter().map(|c| Field::new(&c.name, c.arrow.clone(), true)).collect::<Vec<_>>(),
-        ))
+        columns_schema(&self.columns)
     }
 
     fn select_list(&self) -> String {
-        self.columns
-            .iter()
-            .map(|c| match &c.cast {
-                Some(t) => format!("CAST({} AS {t}) AS {}", quote_ident(&c.name), quote_ident(&c.name)),
-                None => quote_ident(&c.name),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        select_list(&self.columns, &DIALECT)
     }
 
-    /// The rows the read covers: every column, with the run's filter and pushed conditions.
+    /// The rows the read covers: every column, with the pushed filters and the run's filter.
     fn source_sql(&self) -> String {
-        let sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql(&DIALECT));
-        let conditions: Vec<&str> = [self.pushed.as_deref(), self.filter.as_deref()].into_iter().flatten().collect();
-        match conditions.as_slice() {
-            [] => sql,
-            [c] => format!("SELECT * FROM ({sql}) AS weir_src WHERE {c}"),
-            cs => format!("SELECT * FROM ({sql}) AS weir_src WHERE ({})", cs.join(") AND (")),
-        }
+        source_sql(&self.select_list(), &self.relation, &[self.pushed.as_deref(), self.filter.as_deref()], &DIALECT)
     }
 
     /// The statement a part runs: rows whose partition key is in `range`.
@@ -587,14 +572,7 @@ pub async fn open_where(plan: Arc<MyPlan>, filter: Option<String>) -> Result<Vec
     for extra in conns.drain(ranges.len()..) {
         let _ = extra.disconnect().await;
     }
-    let read = Arc::new(Read {
-        schema: plan.schema(),
-        plan,
-        parts: ranges.into_iter().zip(conns).map(|(r, c)| (r, std::sync::Mutex::new(Some(c)))).collect(),
-    });
-    Ok((0..read.parts.len())
-        .map(|i| Arc::new(Part { read: read.clone(), index: i }) as Arc<dyn PartitionStream>)
-        .collect())
+    Ok(part_streams(plan.clone(), plan.schema(), ranges.into_iter().zip(conns).collect(), None))
 }
 
 /// A connection holding a read lock on what `plan` reads.
@@ -666,74 +644,29 @@ async fn ranges(conn: &mut Conn, plan: &MyPlan, p: &Partition) -> Result<Vec<Opt
     Ok(cut_ranges(lo, hi, p.parts, literal))
 }
 
-/// A read in progress: the connections of its parts, each in its snapshot.
-struct Read {
-    plan: Arc<MyPlan>,
-    schema: SchemaRef,
-    parts: Vec<(Option<PartRange>, std::sync::Mutex<Option<Conn>>)>,
-}
+impl PartReader for MyPlan {
+    type Conn = Conn;
+    type Error = MyError;
+    const SERVER: &'static str = "MySQL";
 
-impl std::fmt::Debug for Read {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Read").field("relation", &self.plan.relation).field("parts", &self.parts.len()).finish()
-    }
-}
-
-/// One part of a read, as a DataFusion partition.
-#[derive(Debug)]
-struct Part {
-    read: Arc<Read>,
-    index: usize,
-}
-
-impl PartitionStream for Part {
-    fn schema(&self) -> &SchemaRef {
-        &self.read.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.read.schema.clone(), 2);
-        let tx = builder.tx();
-        let read = self.read.clone();
-        let index = self.index;
-        builder.spawn(async move {
-            let (range, slot) = &read.parts[index];
-            let mut conn = slot
-                .lock()
-                .map_err(|_| DataFusionError::Execution("a MySQL part was poisoned".into()))?
-                .take()
-                .ok_or_else(|| DataFusionError::Execution("a MySQL source is read once per run".into()))?;
-            let result = read_part(&mut conn, &read.plan, &read.schema, range.as_ref(), |batch| {
-                let tx = tx.clone();
-                async move {
-                    tx.send(Ok(batch))
-                        .await
-                        .map_err(|_| MyError::Value { column: String::new(), message: "stopped".into() })
-                }
-            })
-            .await;
-            if result.is_ok() {
-                let _ = conn.query_drop("COMMIT").await;
-                let _ = conn.disconnect().await;
-            }
-            result.map_err(|e| DataFusionError::External(Box::new(e)))
-        });
-        builder.build()
+    fn read_part(
+        self: Arc<Self>,
+        mut conn: Conn,
+        range: Option<PartRange>,
+        emit: Emit,
+    ) -> futures::future::BoxFuture<'static, Result<(), MyError>> {
+        Box::pin(async move {
+            read_part(&mut conn, &self, range.as_ref(), &emit).await?;
+            let _ = conn.query_drop("COMMIT").await;
+            let _ = conn.disconnect().await;
+            Ok(())
+        })
     }
 }
 
 /// Run one part's statement and hand its rows to `emit` in batches.
-async fn read_part<F, Fut>(
-    conn: &mut Conn,
-    plan: &MyPlan,
-    schema: &SchemaRef,
-    range: Option<&PartRange>,
-    emit: F,
-) -> Result<(), MyError>
-where
-    F: Fn(RecordBatch) -> Fut,
-    Fut: std::future::Future<Output = Result<(), MyError>>,
-{
+async fn read_part(conn: &mut Conn, plan: &MyPlan, range: Option<&PartRange>, emit: &Emit) -> Result<(), MyError> {
+    let schema = &emit.schema;
     let mut result = conn.exec_iter(plan.part_statement(range), ()).await?;
     let mut builders: Vec<Box<dyn ArrayBuilder>> =
         schema.fields().iter().map(|f| datafusion::arrow::array::make_builder(f.data_type(), BATCH_ROWS)).collect();
@@ -749,13 +682,15 @@ where
         }
         rows += 1;
         if rows == BATCH_ROWS {
-            emit(finish(&mut builders)?).await?;
+            if !emit.send(finish(&mut builders)?).await {
+                return Ok(()); // the reader is gone: the connection is dropped with the rest
+            }
             rows = 0;
         }
     }
     drop(result);
     if rows > 0 {
-        emit(finish(&mut builders)?).await?;
+        emit.send(finish(&mut builders)?).await;
     }
     Ok(())
 }

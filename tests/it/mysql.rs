@@ -27,6 +27,8 @@ fn installed() -> Option<PathBuf> {
     ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"].into_iter().map(PathBuf::from).find(|p| p.exists())
 }
 
+// The server and its watchdog live as long as the test binary (the watchdog kills the server).
+#[allow(clippy::zombie_processes)]
 fn start() -> Option<MyServer> {
     let Some(bin) = installed() else {
         assert!(std::env::var_os("CI").is_none(), "MariaDB is required in CI (.ci/run installs it)");

@@ -22,9 +22,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::types::{Kind, Type};
@@ -33,7 +30,10 @@ use tokio_postgres::{Client, NoTls};
 pub mod cdc;
 pub mod pgoutput;
 
-use super::database::{Dialect, PartRange, Problem, SourceColumn, cut_ranges};
+use super::database::{
+    Dialect, Emit, PartRange, PartReader, Problem, SourceColumn, columns_schema, cut_ranges, part_streams, select_list,
+    source_sql,
+};
 pub use super::database::{Partition, Relation};
 
 /// Rows per Arrow batch.
@@ -245,8 +245,8 @@ impl SourceColumn for PgColumn {
     fn arrow(&self) -> &DataType {
         &self.arrow
     }
-    fn cast(&self) -> bool {
-        self.cast.is_some()
+    fn cast_to(&self) -> Option<&str> {
+        self.cast.as_deref()
     }
     fn text(&self) -> bool {
         matches!(self.pg_type, Type::TEXT | Type::VARCHAR | Type::NAME)
@@ -285,33 +285,17 @@ impl PgPlan {
 
     /// The schema of the rows a table read (a snapshot) gives: the columns read.
     pub fn table_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns.iter().map(|c| Field::new(&c.name, c.arrow.clone(), true)).collect::<Vec<_>>(),
-        ))
+        columns_schema(&self.columns)
     }
 
     /// The SELECT list, with the casts `schema:` asked for.
     fn select_list(&self) -> String {
-        self.columns
-            .iter()
-            .map(|c| match &c.cast {
-                Some(t) => format!("CAST({} AS {t}) AS {}", quote_ident(&c.name), quote_ident(&c.name)),
-                None => quote_ident(&c.name),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        select_list(&self.columns, &DIALECT)
     }
 
-    /// The statement a part runs: every column, rows whose partition key is in `range`.
-    /// The rows the read covers: every column, with the run's filter.
+    /// The rows the read covers: every column, with the pushed filters and the run's filter.
     fn source_sql(&self) -> String {
-        let sql = format!("SELECT {} FROM {}", self.select_list(), self.relation.from_sql(&DIALECT));
-        let conditions: Vec<&str> = [self.pushed.as_deref(), self.filter.as_deref()].into_iter().flatten().collect();
-        match conditions.as_slice() {
-            [] => sql,
-            [c] => format!("SELECT * FROM ({sql}) AS weir_src WHERE {c}"),
-            cs => format!("SELECT * FROM ({sql}) AS weir_src WHERE ({})", cs.join(") AND (")),
-        }
+        source_sql(&self.select_list(), &self.relation, &[self.pushed.as_deref(), self.filter.as_deref()], &DIALECT)
     }
 
     fn copy_statement(&self, range: Option<&PartRange>) -> String {
@@ -493,21 +477,6 @@ fn rangeable(t: &Type) -> bool {
     matches!(*t, Type::INT2 | Type::INT4 | Type::INT8 | Type::DATE | Type::TIMESTAMP | Type::TIMESTAMPTZ)
 }
 
-/// A read in progress: the connections of its parts, each in a transaction that adopted the
-/// same snapshot, and the coordinator that exported it (held open until the parts end).
-pub struct Read {
-    plan: Arc<PgPlan>,
-    schema: SchemaRef,
-    parts: Vec<(Option<PartRange>, std::sync::Mutex<Option<Client>>)>,
-    _coordinator: Arc<Client>,
-}
-
-impl std::fmt::Debug for Read {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Read").field("relation", &self.plan.relation).field("parts", &self.parts.len()).finish()
-    }
-}
-
 /// Open a read of `plan`: one snapshot, one connection per part, ranges from the partition
 /// column's minimum and maximum in that snapshot.
 pub async fn open(plan: Arc<PgPlan>) -> Result<Vec<Arc<dyn PartitionStream>>, PgError> {
@@ -550,12 +519,10 @@ pub async fn open_snapshot(
         let client = plan.store.connect().await?;
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         client.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', "''"))).await?;
-        parts.push((r, std::sync::Mutex::new(Some(client))));
+        parts.push((r, client));
     }
-    let read = Arc::new(Read { schema: plan.table_schema(), plan, parts, _coordinator: Arc::new(coordinator) });
-    let parts = (0..read.parts.len())
-        .map(|i| Arc::new(Part { read: read.clone(), index: i }) as Arc<dyn PartitionStream>)
-        .collect();
+    // The coordinator stays open until the parts are done.
+    let parts = part_streams(plan.clone(), plan.table_schema(), parts, Some(Box::new(coordinator)));
     Ok((parts, seen, wal_end))
 }
 
@@ -592,58 +559,28 @@ async fn ranges(client: &Client, plan: &PgPlan, p: &Partition) -> Result<Vec<Opt
     Ok(cut_ranges(lo, hi, p.parts, literal))
 }
 
-/// One part of a read, as a DataFusion partition.
-#[derive(Debug)]
-struct Part {
-    read: Arc<Read>,
-    index: usize,
-}
+impl PartReader for PgPlan {
+    type Conn = Client;
+    type Error = PgError;
+    const SERVER: &'static str = "PostgreSQL";
 
-impl PartitionStream for Part {
-    fn schema(&self) -> &SchemaRef {
-        &self.read.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.read.schema.clone(), 2);
-        let tx = builder.tx();
-        let read = self.read.clone();
-        let index = self.index;
-        builder.spawn(async move {
-            let (range, slot) = &read.parts[index];
-            let client = slot
-                .lock()
-                .map_err(|_| DataFusionError::Execution("a PostgreSQL part was poisoned".into()))?
-                .take()
-                .ok_or_else(|| DataFusionError::Execution("a PostgreSQL source is read once per run".into()))?;
-            let result = copy_part(&client, &read.plan, &read.schema, range.as_ref(), |batch| {
-                let tx = tx.clone();
-                async move {
-                    tx.send(Ok(batch))
-                        .await
-                        .map_err(|_| PgError::Value { column: String::new(), message: "stopped".into() })
-                }
-            })
-            .await;
+    fn read_part(
+        self: Arc<Self>,
+        client: Client,
+        range: Option<PartRange>,
+        emit: Emit,
+    ) -> futures::future::BoxFuture<'static, Result<(), PgError>> {
+        Box::pin(async move {
+            let result = copy_part(&client, &self, range.as_ref(), &emit).await;
             let _ = client.batch_execute("COMMIT").await;
-            result.map_err(|e| DataFusionError::External(Box::new(e)))
-        });
-        builder.build()
+            result
+        })
     }
 }
 
 /// Run one part's COPY and hand its rows to `emit` in batches.
-async fn copy_part<F, Fut>(
-    client: &Client,
-    plan: &PgPlan,
-    schema: &SchemaRef,
-    range: Option<&PartRange>,
-    emit: F,
-) -> Result<(), PgError>
-where
-    F: Fn(RecordBatch) -> Fut,
-    Fut: std::future::Future<Output = Result<(), PgError>>,
-{
+async fn copy_part(client: &Client, plan: &PgPlan, range: Option<&PartRange>, emit: &Emit) -> Result<(), PgError> {
+    let schema = &emit.schema;
     let stream = client.copy_out(&plan.copy_statement(range)).await?;
     let types: Vec<Type> = plan.columns.iter().map(|c| c.pg_type.clone()).collect();
     let rows = tokio_postgres::binary_copy::BinaryCopyOutStream::new(stream, &types);
@@ -658,12 +595,12 @@ where
                 .map_err(|message| PgError::Value { column: c.name.clone(), message })?;
         }
         builders.1 += 1;
-        if builders.1 == BATCH_ROWS {
-            emit(builders.finish(schema)?).await?;
+        if builders.1 == BATCH_ROWS && !emit.send(builders.finish(schema)?).await {
+            return Ok(()); // the reader is gone
         }
     }
     if builders.1 > 0 {
-        emit(builders.finish(schema)?).await?;
+        emit.send(builders.finish(schema)?).await;
     }
     Ok(())
 }
