@@ -14,14 +14,13 @@ import argparse
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pg import timed  # noqa: E402
+from pg import measure, reader_runs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PASSWORD = "bench"
@@ -103,50 +102,12 @@ def main():
     try:
         rows = load_lineitem(args.scale, args.python, client)
         url = f"mysql://weir@127.0.0.1:{port}/bench"
-        runs = {}
-        for parts in (1, 2):
-            d = os.path.join(work, f"weir{parts}")
-            os.makedirs(d)
-            part = f", partition: {{ column: l_orderkey, parts: {parts} }}" if parts > 1 else ""
-            with open(os.path.join(d, "p.yaml"), "w") as f:
-                f.write(f"""stores:
-  app: {{ url: "{url}", options: {{ password: "${{env:MY_PASSWORD}}" }} }}
-  lake: {{ url: "file://lake" }}
-tasks:
-  lineitem:
-    extract: {{ store: app, table: lineitem{part} }}
-  out:
-    load: {{ from: lineitem, store: lake, path: lineitem/, compression: zstd }}
-""")
-            runs[f"weir, {parts} part{'s' if parts > 1 else ''}"] = ([weir, "run", "p.yaml", "--state", os.path.join(d, "state")], d)
-        cx = os.path.join(work, "cx.py")
-        with open(cx, "w") as f:
-            f.write(f"""import sys, connectorx as cx, pyarrow.parquet as pq
-n = int(sys.argv[1])
-kw = dict(partition_on="l_orderkey", partition_num=n) if n > 1 else {{}}
-t = cx.read_sql("mysql://weir:{PASSWORD}@127.0.0.1:{port}/bench", "SELECT * FROM lineitem", return_type="arrow", **kw)
-pq.write_table(t, sys.argv[2], compression="zstd")
-""")
-        for n in (1, 2):
-            runs[f"ConnectorX 0.4, {n} partition{'s' if n > 1 else ''}"] = ([args.python, cx, str(n), os.path.join(work, f"cx{n}.parquet")], work)
+        runs = reader_runs(work, weir, args.python, url, "MY_PASSWORD", f"mysql://weir:{PASSWORD}@127.0.0.1:{port}/bench")
         floor = os.path.join(work, "floor.sh")
         with open(floor, "w") as f:
             f.write(" ".join(client) + " --quick -N -B -e 'SELECT * FROM lineitem' > /dev/null\n")
         runs["floor: mariadb --quick SELECT * to /dev/null"] = (["sh", floor], work)
-        samples = {k: [] for k in runs}
-        for _ in range(args.runs):
-            for name, (cmd, cwd) in runs.items():
-                if name.startswith("weir"):
-                    shutil.rmtree(os.path.join(cwd, "lake"), ignore_errors=True)
-                    shutil.rmtree(os.path.join(cwd, "state"), ignore_errors=True)
-                samples[name].append(timed(cmd, env=env, cwd=cwd))
-        base = statistics.median(s[0] for s in samples[next(k for k in runs if k.startswith("floor"))])
-        print(f"\nTPC-H SF {args.scale} lineitem ({rows} rows) from MariaDB to zstd Parquet; medians of {args.runs} runs\n")
-        print("| reader | wall | peak RSS | × floor |\n|---|---:|---:|---:|")
-        for name, s in samples.items():
-            wall = statistics.median(x[0] for x in s)
-            rss = statistics.median(x[1] for x in s)
-            print(f"| {name} | {wall:.2f} s | {rss:.0f} MB | {wall / base:.2f} |")
+        measure(runs, env, args.runs, f"TPC-H SF {args.scale} lineitem ({rows} rows) from MariaDB to zstd Parquet")
     finally:
         stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -96,6 +96,56 @@ def load_lineitem(scale, python, psql, env):
                           text=True).stdout.strip()
 
 
+def reader_runs(work, weir, python, url, password_env, cx_url):
+    """weir with 1 and 2 parts (its own project each) and ConnectorX with 1 and 2 partitions
+    (written by pyarrow), all reading `lineitem` into zstd Parquet: name -> (command, cwd)."""
+    runs = {}
+    for parts in (1, 2):
+        d = os.path.join(work, f"weir{parts}")
+        os.makedirs(d)
+        part = f", partition: {{ column: l_orderkey, parts: {parts} }}" if parts > 1 else ""
+        with open(os.path.join(d, "p.yaml"), "w") as f:
+            f.write(f"""stores:
+  app: {{ url: "{url}", options: {{ password: "${{env:{password_env}}}" }} }}
+  lake: {{ url: "file://lake" }}
+tasks:
+  lineitem:
+    extract: {{ store: app, table: lineitem{part} }}
+  out:
+    load: {{ from: lineitem, store: lake, path: lineitem/, compression: zstd }}
+""")
+        runs[f"weir, {parts} part{'s' if parts > 1 else ''}"] = ([weir, "run", "p.yaml", "--state", os.path.join(d, "state")], d)
+    cx = os.path.join(work, "cx.py")
+    with open(cx, "w") as f:
+        f.write(f"""import sys, connectorx as cx, pyarrow.parquet as pq
+n = int(sys.argv[1])
+kw = dict(partition_on="l_orderkey", partition_num=n) if n > 1 else {{}}
+t = cx.read_sql("{cx_url}", "SELECT * FROM lineitem", return_type="arrow", **kw)
+pq.write_table(t, sys.argv[2], compression="zstd")
+""")
+    for n in (1, 2):
+        runs[f"ConnectorX 0.4, {n} partition{'s' if n > 1 else ''}"] = ([python, cx, str(n), os.path.join(work, f"cx{n}.parquet")], work)
+    return runs
+
+
+def measure(runs, env, count, title):
+    """Each run `count` times, alternating; a table of medians, with the ratio to the run named `floor: …`."""
+    samples = {k: [] for k in runs}
+    for _ in range(count):
+        for name, (cmd, cwd) in runs.items():
+            if name.startswith("weir"):
+                shutil.rmtree(os.path.join(cwd, "lake"), ignore_errors=True)
+                shutil.rmtree(os.path.join(cwd, "state"), ignore_errors=True)
+            samples[name].append(timed(cmd, env=env, cwd=cwd))
+    floor = statistics.median(s[0] for s in samples[next(k for k in runs if k.startswith("floor"))])
+    print(f"\n{title}; medians of {count} runs\n")
+    print("| reader | wall | peak RSS | × floor |\n|---|---:|---:|---:|")
+    for name, s in samples.items():
+        wall = statistics.median(x[0] for x in s)
+        rss = statistics.median(x[1] for x in s)
+        print(f"| {name} | {wall:.2f} s | {rss:.0f} MB | {wall / floor:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weir", required=True)
@@ -111,32 +161,7 @@ def main():
     try:
         rows = load_lineitem(args.scale, args.python, psql, env)
         url = f"postgres://weir@127.0.0.1:{port}/postgres"
-        runs = {}
-        for parts in (1, 2):
-            d = os.path.join(work, f"weir{parts}")
-            os.makedirs(d)
-            part = f", partition: {{ column: l_orderkey, parts: {parts} }}" if parts > 1 else ""
-            with open(os.path.join(d, "p.yaml"), "w") as f:
-                f.write(f"""stores:
-  app: {{ url: "{url}", options: {{ password: "${{env:PG_PASSWORD}}" }} }}
-  lake: {{ url: "file://lake" }}
-tasks:
-  lineitem:
-    extract: {{ store: app, table: lineitem{part} }}
-  out:
-    load: {{ from: lineitem, store: lake, path: lineitem/, compression: zstd }}
-""")
-            runs[f"weir, {parts} part{'s' if parts > 1 else ''}"] = ([weir, "run", "p.yaml", "--state", os.path.join(d, "state")], d)
-        cx = os.path.join(work, "cx.py")
-        with open(cx, "w") as f:
-            f.write(f"""import sys, connectorx as cx, pyarrow.parquet as pq
-n = int(sys.argv[1])
-kw = dict(partition_on="l_orderkey", partition_num=n) if n > 1 else {{}}
-t = cx.read_sql("postgresql://weir:{PASSWORD}@127.0.0.1:{port}/postgres", "SELECT * FROM lineitem", return_type="arrow", **kw)
-pq.write_table(t, sys.argv[2], compression="zstd")
-""")
-        for n in (1, 2):
-            runs[f"ConnectorX 0.4, {n} partition{'s' if n > 1 else ''}"] = ([args.python, cx, str(n), os.path.join(work, f"cx{n}.parquet")], work)
+        runs = reader_runs(work, weir, args.python, url, "PG_PASSWORD", f"postgresql://weir:{PASSWORD}@127.0.0.1:{port}/postgres")
         if args.sling:
             # Sling's own Parquet writer (no DuckDB CLI needed), zstd.
             sling_out = os.path.join(work, "sling.parquet")
@@ -148,20 +173,7 @@ pq.write_table(t, sys.argv[2], compression="zstd")
             runs["Sling " + args.sling_version] = ([args.sling, "run", "--src-conn", "WEIR_BENCH_PG", "--src-stream", "public.lineitem",
                                                     "--tgt-object", f"file://{sling_out}", "--tgt-options", "{ format: parquet, compression: zstd }"], work)
         runs["floor: psql \\copy (FORMAT binary) to /dev/null"] = (psql + ["-c", "\\copy lineitem TO '/dev/null' (FORMAT binary)"], work)
-        samples = {k: [] for k in runs}
-        for _ in range(args.runs):
-            for name, (cmd, cwd) in runs.items():
-                if name.startswith("weir"):
-                    shutil.rmtree(os.path.join(cwd, "lake"), ignore_errors=True)
-                    shutil.rmtree(os.path.join(cwd, "state"), ignore_errors=True)
-                samples[name].append(timed(cmd, env=env, cwd=cwd))
-        floor = statistics.median(s[0] for s in samples[next(k for k in runs if k.startswith("floor"))])
-        print(f"\nTPC-H SF {args.scale} lineitem ({rows} rows) from PostgreSQL to zstd Parquet; medians of {args.runs} runs\n")
-        print("| reader | wall | peak RSS | × floor |\n|---|---:|---:|---:|")
-        for name, s in samples.items():
-            wall = statistics.median(x[0] for x in s)
-            rss = statistics.median(x[1] for x in s)
-            print(f"| {name} | {wall:.2f} s | {rss:.0f} MB | {wall / floor:.2f} |")
+        measure(runs, env, args.runs, f"TPC-H SF {args.scale} lineitem ({rows} rows) from PostgreSQL to zstd Parquet")
     finally:
         stop()
         shutil.rmtree(work, ignore_errors=True)
