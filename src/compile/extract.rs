@@ -439,9 +439,12 @@ impl Compiler<'_> {
                 .maybe_help(did_you_mean(table, known.iter().map(String::as_str)).or_else(|| {
                     (!known.is_empty()).then(|| format!("tables: {}", known.iter().take(20).cloned().collect::<Vec<_>>().join(", ")))
                 })),
-            Problem::Unmapped { column } => p
+            Problem::Unmapped { column, convert: None } => p
                 .diag_value("type", &base.key(key), len, message)
                 .help(format!("read it as text: `schema: {{ {column}: varchar }}` (the server casts it)")),
+            Problem::Unmapped { column, convert: Some(f) } => p
+                .diag_value("type", &base.key(key), len, message)
+                .help(format!("convert it in a `query`: `SELECT {f}({column}) AS {column}, …`")),
             Problem::Unconstrained { column } => p
                 .diag_value("type", &base.key(key), len, message)
                 .help(format!("declare the type to read it as: `schema: {{ {column}: \"decimal(38,10)\" }}` (values are rounded to that scale by the server)")),

@@ -671,8 +671,10 @@ pub enum Problem<'a> {
         table: &'a str,
         known: &'a [String],
     },
-    /// A type without a mapping (`column` may be read through `schema:`).
+    /// A type without a mapping (`column` may be read through `schema:`, or `convert` it in a
+    /// `query`, when the server's text for it is not readable text).
     Unmapped {
+        convert: Option<&'a str>,
         column: &'a str,
     },
     /// A number without a fixed scale.

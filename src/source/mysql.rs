@@ -138,7 +138,10 @@ impl MyError {
     pub fn problem(&self) -> Problem<'_> {
         match self {
             MyError::NoTable { table, known, .. } => Problem::NoTable { table, known },
-            MyError::Unmapped { column, .. } => Problem::Unmapped { column },
+            // A geometry cast to text is its binary form: ST_AsText gives its text.
+            MyError::Unmapped { column, my_type } => {
+                Problem::Unmapped { column, convert: (my_type == "geometry").then_some("ST_AsText") }
+            }
             // A login that may not use the database.
             MyError::Connect { .. } if self.server_code() == Some(1044) => Problem::Permission,
             MyError::Connect { .. } | MyError::Timeout { .. } => Problem::Connect {

@@ -114,7 +114,7 @@ impl PgError {
     pub fn problem(&self) -> Problem<'_> {
         match self {
             PgError::NoTable { table, known, .. } => Problem::NoTable { table, known },
-            PgError::Unmapped { column, .. } => Problem::Unmapped { column },
+            PgError::Unmapped { column, .. } => Problem::Unmapped { column, convert: None },
             PgError::Unconstrained { column } => Problem::Unconstrained { column },
             PgError::Connect { .. } => Problem::Connect {
                 transient: self.is_transient(),
