@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
-    Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, i256};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -670,22 +670,25 @@ impl PartReader for MyPlan {
 /// Run one part's statement and hand its rows to `emit` in batches.
 async fn read_part(conn: &mut Conn, plan: &MyPlan, range: Option<&PartRange>, emit: &Emit) -> Result<(), MyError> {
     let schema = &emit.schema;
+    let mut columns = plan
+        .columns
+        .iter()
+        .map(|c| Column::new(&c.arrow).map_err(|message| MyError::Value { column: c.name.clone(), message }))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut result = conn.exec_iter(plan.part_statement(range), ()).await?;
-    let mut builders: Vec<Box<dyn ArrayBuilder>> =
-        schema.fields().iter().map(|f| datafusion::arrow::array::make_builder(f.data_type(), BATCH_ROWS)).collect();
     let mut rows = 0;
-    let finish = |builders: &mut Vec<Box<dyn ArrayBuilder>>| {
-        let columns: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
-        RecordBatch::try_new(schema.clone(), columns)
+    let finish = |columns: &mut Vec<Column>| {
+        let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
+        RecordBatch::try_new(schema.clone(), arrays)
             .map_err(|e| MyError::Value { column: String::new(), message: e.to_string() })
     };
     while let Some(row) = result.next().await? {
-        for ((value, c), b) in row.unwrap().into_iter().zip(&plan.columns).zip(builders.iter_mut()) {
-            decode(b, &c.arrow, value).map_err(|message| MyError::Value { column: c.name.clone(), message })?;
+        for ((value, c), column) in row.unwrap().into_iter().zip(&plan.columns).zip(columns.iter_mut()) {
+            column.push(value).map_err(|message| MyError::Value { column: c.name.clone(), message })?;
         }
         rows += 1;
         if rows == BATCH_ROWS {
-            if !emit.send(finish(&mut builders)?).await {
+            if !emit.send(finish(&mut columns)?).await {
                 return Ok(()); // the reader is gone: the connection is dropped with the rest
             }
             rows = 0;
@@ -693,131 +696,182 @@ async fn read_part(conn: &mut Conn, plan: &MyPlan, range: Option<&PartRange>, em
     }
     drop(result);
     if rows > 0 {
-        emit.send(finish(&mut builders)?).await;
+        emit.send(finish(&mut columns)?).await;
     }
     Ok(())
 }
 
-/// Append one value (as the binary protocol gives it) to `builder`, whose type is `dt`.
-pub fn decode(builder: &mut Box<dyn ArrayBuilder>, dt: &DataType, value: Value) -> Result<(), String> {
-    macro_rules! b {
-        ($t:ty) => {
-            builder.as_any_mut().downcast_mut::<$t>().ok_or_else(|| format!("no builder for {dt}"))?
-        };
+/// One column's builder, of its Arrow type: a value (as the binary protocol gives it) is
+/// appended with one `match`, without looking the builder up by type for each value.
+pub enum Column {
+    Boolean(BooleanBuilder),
+    Int8(Int8Builder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt8(UInt8Builder),
+    UInt16(UInt16Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Decimal128(Decimal128Builder, u8, i8),
+    Decimal256(Decimal256Builder, u8, i8),
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    Date32(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Time64(Time64MicrosecondBuilder),
+}
+
+/// An integer value of the binary protocol (or a `bit(n)`'s big-endian bytes) as `T`.
+fn integer<T: TryFrom<i64> + TryFrom<u64>>(value: Value, dt: &str) -> Result<Option<T>, String> {
+    let out_of_range = |v: &dyn std::fmt::Display| format!("{v} is out of range for {dt}");
+    Ok(Some(match value {
+        Value::NULL => return Ok(None),
+        Value::Int(i) => T::try_from(i).map_err(|_| out_of_range(&i))?,
+        Value::UInt(u) => T::try_from(u).map_err(|_| out_of_range(&u))?,
+        Value::Bytes(bytes) if bytes.len() <= 8 => {
+            let u = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            T::try_from(u).map_err(|_| out_of_range(&u))?
+        }
+        other => return Err(format!("{other:?} is not an integer")),
+    }))
+}
+
+impl Column {
+    pub fn new(dt: &DataType) -> Result<Column, String> {
+        let n = BATCH_ROWS;
+        Ok(match dt {
+            DataType::Boolean => Column::Boolean(BooleanBuilder::with_capacity(n)),
+            DataType::Int8 => Column::Int8(Int8Builder::with_capacity(n)),
+            DataType::Int16 => Column::Int16(Int16Builder::with_capacity(n)),
+            DataType::Int32 => Column::Int32(Int32Builder::with_capacity(n)),
+            DataType::Int64 => Column::Int64(Int64Builder::with_capacity(n)),
+            DataType::UInt8 => Column::UInt8(UInt8Builder::with_capacity(n)),
+            DataType::UInt16 => Column::UInt16(UInt16Builder::with_capacity(n)),
+            DataType::UInt32 => Column::UInt32(UInt32Builder::with_capacity(n)),
+            DataType::UInt64 => Column::UInt64(UInt64Builder::with_capacity(n)),
+            DataType::Float32 => Column::Float32(Float32Builder::with_capacity(n)),
+            DataType::Float64 => Column::Float64(Float64Builder::with_capacity(n)),
+            DataType::Decimal128(p, s) => {
+                Column::Decimal128(Decimal128Builder::with_capacity(n).with_data_type(dt.clone()), *p, *s)
+            }
+            DataType::Decimal256(p, s) => {
+                Column::Decimal256(Decimal256Builder::with_capacity(n).with_data_type(dt.clone()), *p, *s)
+            }
+            DataType::Utf8 => Column::Utf8(StringBuilder::with_capacity(n, n * 16)),
+            DataType::Binary => Column::Binary(BinaryBuilder::with_capacity(n, n * 16)),
+            DataType::Date32 => Column::Date32(Date32Builder::with_capacity(n)),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Column::Timestamp(TimestampMicrosecondBuilder::with_capacity(n).with_data_type(dt.clone()))
+            }
+            DataType::Time64(TimeUnit::Microsecond) => Column::Time64(Time64MicrosecondBuilder::with_capacity(n)),
+            other => return Err(format!("no decoder for {other}")),
+        })
     }
-    macro_rules! int {
-        ($builder:ty, $t:ty) => {{
-            let v = match value {
-                Value::NULL => None,
-                Value::Int(i) => Some(<$t>::try_from(i).map_err(|_| format!("{i} is out of range for {dt}"))?),
-                Value::UInt(u) => Some(<$t>::try_from(u).map_err(|_| format!("{u} is out of range for {dt}"))?),
-                // bit(n): big-endian bytes
-                Value::Bytes(bytes) if bytes.len() <= 8 => {
-                    let u = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-                    Some(<$t>::try_from(u).map_err(|_| format!("{u} is out of range for {dt}"))?)
-                }
-                other => return Err(format!("{other:?} is not an integer")),
-            };
-            b!($builder).append_option(v)
-        }};
+
+    /// The values appended so far, as an array; the builder starts again empty.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Boolean(b) => Arc::new(b.finish()),
+            Column::Int8(b) => Arc::new(b.finish()),
+            Column::Int16(b) => Arc::new(b.finish()),
+            Column::Int32(b) => Arc::new(b.finish()),
+            Column::Int64(b) => Arc::new(b.finish()),
+            Column::UInt8(b) => Arc::new(b.finish()),
+            Column::UInt16(b) => Arc::new(b.finish()),
+            Column::UInt32(b) => Arc::new(b.finish()),
+            Column::UInt64(b) => Arc::new(b.finish()),
+            Column::Float32(b) => Arc::new(b.finish()),
+            Column::Float64(b) => Arc::new(b.finish()),
+            Column::Decimal128(b, ..) => Arc::new(b.finish()),
+            Column::Decimal256(b, ..) => Arc::new(b.finish()),
+            Column::Utf8(b) => Arc::new(b.finish()),
+            Column::Binary(b) => Arc::new(b.finish()),
+            Column::Date32(b) => Arc::new(b.finish()),
+            Column::Timestamp(b) => Arc::new(b.finish()),
+            Column::Time64(b) => Arc::new(b.finish()),
+        }
     }
-    match dt {
-        DataType::Boolean => {
-            let v = match value {
+
+    /// Append one value, as the binary protocol gives it.
+    pub fn push(&mut self, value: Value) -> Result<(), String> {
+        match self {
+            Column::Boolean(b) => b.append_option(match value {
                 Value::NULL => None,
                 Value::Int(i) => Some(i != 0),
                 Value::UInt(u) => Some(u != 0),
                 other => return Err(format!("{other:?} is not a boolean")),
-            };
-            b!(BooleanBuilder).append_option(v)
-        }
-        DataType::Int8 => int!(Int8Builder, i8),
-        DataType::Int16 => int!(Int16Builder, i16),
-        DataType::Int32 => int!(Int32Builder, i32),
-        DataType::Int64 => int!(Int64Builder, i64),
-        DataType::UInt8 => int!(UInt8Builder, u8),
-        DataType::UInt16 => int!(UInt16Builder, u16),
-        DataType::UInt32 => int!(UInt32Builder, u32),
-        DataType::UInt64 => int!(UInt64Builder, u64),
-        DataType::Float32 => {
-            let v = match value {
+            }),
+            Column::Int8(b) => b.append_option(integer(value, "tinyint")?),
+            Column::Int16(b) => b.append_option(integer(value, "smallint")?),
+            Column::Int32(b) => b.append_option(integer(value, "integer")?),
+            Column::Int64(b) => b.append_option(integer(value, "bigint")?),
+            Column::UInt8(b) => b.append_option(integer(value, "tinyint unsigned")?),
+            Column::UInt16(b) => b.append_option(integer(value, "smallint unsigned")?),
+            Column::UInt32(b) => b.append_option(integer(value, "integer unsigned")?),
+            Column::UInt64(b) => b.append_option(integer(value, "bigint unsigned")?),
+            Column::Float32(b) => b.append_option(match value {
                 Value::NULL => None,
                 Value::Float(f) => Some(f),
                 Value::Double(d) => Some(d as f32),
                 other => return Err(format!("{other:?} is not a number")),
-            };
-            b!(Float32Builder).append_option(v)
-        }
-        DataType::Float64 => {
-            let v = match value {
+            }),
+            Column::Float64(b) => b.append_option(match value {
                 Value::NULL => None,
                 Value::Float(f) => Some(f64::from(f)),
                 Value::Double(d) => Some(d),
                 other => return Err(format!("{other:?} is not a number")),
-            };
-            b!(Float64Builder).append_option(v)
-        }
-        DataType::Decimal128(p, s) => {
-            let v = match value {
+            }),
+            Column::Decimal128(b, p, s) => b.append_option(match value {
                 Value::NULL => None,
                 Value::Bytes(bytes) => Some(decimal_i128(&bytes, *p, *s)?),
                 Value::Int(i) => Some(i128::from(i) * 10i128.pow(*s as u32)),
                 Value::UInt(u) => Some(i128::from(u) * 10i128.pow(*s as u32)),
                 other => return Err(format!("{other:?} is not a decimal")),
-            };
-            b!(Decimal128Builder).append_option(v)
-        }
-        DataType::Decimal256(p, s) => {
-            let v = match value {
+            }),
+            Column::Decimal256(b, p, s) => b.append_option(match value {
                 Value::NULL => None,
                 Value::Bytes(bytes) => {
                     let digits = decimal_digits(&bytes, *p, *s)?;
                     Some(i256::from_string(&digits).ok_or_else(|| format!("{digits} is not a decimal"))?)
                 }
                 other => return Err(format!("{other:?} is not a decimal")),
-            };
-            b!(Decimal256Builder).append_option(v)
-        }
-        DataType::Utf8 => match value {
-            Value::NULL => b!(StringBuilder).append_null(),
-            Value::Bytes(bytes) => {
-                b!(StringBuilder).append_value(std::str::from_utf8(&bytes).map_err(|e| format!("not UTF-8 text: {e}"))?)
-            }
-            other => return Err(format!("{other:?} is not text")),
-        },
-        DataType::Binary => match value {
-            Value::NULL => b!(BinaryBuilder).append_null(),
-            Value::Bytes(bytes) => b!(BinaryBuilder).append_value(bytes),
-            other => return Err(format!("{other:?} is not bytes")),
-        },
-        DataType::Date32 => {
-            let v = match value {
-                Value::NULL => None,
-                Value::Date(y, m, d, ..) => {
-                    date(y, m, d)?.map(|d| (d - chrono::NaiveDate::default()).num_days() as i32)
+            }),
+            Column::Utf8(b) => match value {
+                Value::NULL => b.append_null(),
+                Value::Bytes(bytes) => {
+                    b.append_value(std::str::from_utf8(&bytes).map_err(|e| format!("not UTF-8 text: {e}"))?)
                 }
-                other => return Err(format!("{other:?} is not a date")),
-            };
-            b!(Date32Builder).append_option(v)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let v = match value {
+                other => return Err(format!("{other:?} is not text")),
+            },
+            Column::Binary(b) => match value {
+                Value::NULL => b.append_null(),
+                Value::Bytes(bytes) => b.append_value(bytes),
+                other => return Err(format!("{other:?} is not bytes")),
+            },
+            Column::Date32(b) => b.append_option(match value {
                 Value::NULL => None,
-                Value::Date(y, mo, d, h, mi, s, us) => match date(y, mo, d)? {
+                Value::Date(y, m, d, ..) => epoch_days(y, m, d)?,
+                other => return Err(format!("{other:?} is not a date")),
+            }),
+            Column::Timestamp(b) => b.append_option(match value {
+                Value::NULL => None,
+                Value::Date(y, mo, d, h, mi, s, us) => match epoch_days(y, mo, d)? {
                     None => None,
-                    Some(day) => {
-                        let t = day
-                            .and_hms_micro_opt(h.into(), mi.into(), s.into(), us)
-                            .ok_or_else(|| format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} is not a time"))?;
-                        Some(t.and_utc().timestamp_micros())
+                    Some(_) if h > 23 || mi > 59 || s > 59 || us > 999_999 => {
+                        return Err(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06} is not a time"));
                     }
+                    Some(days) => Some(
+                        i64::from(days) * 86_400_000_000
+                            + ((i64::from(h) * 60 + i64::from(mi)) * 60 + i64::from(s)) * 1_000_000
+                            + i64::from(us),
+                    ),
                 },
                 other => return Err(format!("{other:?} is not a timestamp")),
-            };
-            b!(TimestampMicrosecondBuilder).append_option(v)
-        }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            let v = match value {
+            }),
+            Column::Time64(b) => b.append_option(match value {
                 Value::NULL => None,
                 Value::Time(negative, days, h, m, s, us) => {
                     if negative || days > 0 {
@@ -830,23 +884,37 @@ pub fn decode(builder: &mut Box<dyn ArrayBuilder>, dt: &DataType, value: Value) 
                     Some(((i64::from(h) * 60 + i64::from(m)) * 60 + i64::from(s)) * 1_000_000 + i64::from(us))
                 }
                 other => return Err(format!("{other:?} is not a time")),
-            };
-            b!(Time64MicrosecondBuilder).append_option(v)
+            }),
         }
-        other => return Err(format!("no decoder for {other}")),
+        Ok(())
     }
-    Ok(())
 }
 
-/// A date; `None` for MySQL's zero dates (`0000-00-00`, or a zero month or day), which
-/// stand for "no date" and are read as NULL.
-fn date(y: u16, m: u8, d: u8) -> Result<Option<chrono::NaiveDate>, String> {
+/// Days from 1970-01-01 to a date; `None` for MySQL's zero dates (`0000-00-00`, or a zero
+/// month or day), which stand for "no date" and are read as NULL. Integer arithmetic only
+/// (the proleptic Gregorian calendar, as `chrono`'s).
+fn epoch_days(y: u16, m: u8, d: u8) -> Result<Option<i32>, String> {
     if y == 0 || m == 0 || d == 0 {
         return Ok(None);
     }
-    chrono::NaiveDate::from_ymd_opt(y.into(), m.into(), d.into())
-        .map(Some)
-        .ok_or_else(|| format!("{y:04}-{m:02}-{d:02} is not a date"))
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    };
+    if d > month_days {
+        return Err(format!("{y:04}-{m:02}-{d:02} is not a date"));
+    }
+    // Howard Hinnant's days_from_civil, for years 1–9999 (no negative eras).
+    let (y, m, d) = (i32::from(y) - i32::from(m <= 2), i32::from(m), i32::from(d));
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok(Some(era * 146_097 + doe - 719_468))
 }
 
 /// A decimal's text (`-123.45`) as an integer at `scale` (`-12345` at 2), checked against
@@ -1031,9 +1099,19 @@ mod tests {
     }
 
     #[test]
-    fn zero_dates_are_null() {
-        assert_eq!(date(0, 0, 0), Ok(None));
-        assert_eq!(date(2020, 0, 1), Ok(None));
-        assert!(date(2021, 2, 29).is_err());
+    fn dates_count_days_as_chrono_does_and_zero_dates_are_null() {
+        assert_eq!(epoch_days(0, 0, 0), Ok(None));
+        assert_eq!(epoch_days(2020, 0, 1), Ok(None));
+        assert!(epoch_days(2021, 2, 29).is_err());
+        assert!(epoch_days(2021, 4, 31).is_err());
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut day = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
+        let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        use chrono::Datelike;
+        while day <= last {
+            let want = (day - epoch).num_days() as i32;
+            assert_eq!(epoch_days(day.year() as u16, day.month() as u8, day.day() as u8), Ok(Some(want)), "{day}");
+            day = day + chrono::Days::new(1);
+        }
     }
 }
