@@ -12,6 +12,9 @@ Workloads (sizes in --quick mode in brackets):
                                                                 goal <= 0.8x DuckDB, <= 1 GB RSS
   localized a 1% update localized in key space merged by weir, vs DuckDB's full rewrite of the
             table with the same rows                                goal <= 0.1x the full rewrite
+  layouts   the refresh into the same rows laid out five ways (one file, 36 files, 1,000 files,
+            weir's own `overwrite` layout, partitioned by region), each with and without
+            `order_by`, vs DuckDB over the same layout         goal <= 0.8x DuckDB, <= 1 GB RSS each
   gates     the refresh's 18,000,000-row delivery CSV [180,000] loaded to Parquet three ways: as is,
             with seven checks (checks goal <= 1.3x as is), and with `bad_rows: quarantine`
             (the tolerant reader on a clean file; goal <= 1.2x as is)
@@ -306,6 +309,128 @@ def bench_localized(weir, python, work, base_rows, files, runs, threads):
     return {"workload": f"localized: {delta_rows:,} rows (1%: updates in the first 2% of keys, and new keys) merged into {base_rows:,} rows in {files} files; peer: full rewrite",
             "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
             "goal": "<= 0.1x full rewrite", "met": ww / dw <= 0.1}
+
+
+# --- layouts: the refresh over the tables people have ---------------------------------------
+
+REGION = "CASE customer_id % 4 WHEN 0 THEN 'north' WHEN 1 THEN 'south' WHEN 2 THEN 'east' ELSE 'west' END"
+
+LAYOUT_WRITE = """pipeline: layout
+stores:
+  src: {{ url: "file://{src}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  base:
+    extract: {{ store: src, path: "*.parquet" }}
+  shaped:
+    transform: {{ sql: "SELECT *{region} FROM base" }}
+  orders:
+    load: {{ from: shaped, store: lake, path: orders/{partition} }}
+"""
+
+LAYOUT_REFRESH = """pipeline: refresh
+stores:
+  raw: {{ url: "file://{delivery}" }}
+  lake: {{ url: "file://{lake}" }}
+tasks:
+  delivery:
+    extract: {{ store: raw, path: "*.csv", schema: {{ amount: "decimal(12,2)", updated_at: timestamp }}, incremental: {{ new_files: true }} }}
+  shaped:
+    transform: {{ sql: "SELECT *{region} FROM delivery" }}
+  orders:
+    load: {{ from: shaped, store: lake, path: orders/, mode: merge, keys: [id]{order_by}{partition} }}
+"""
+
+DUCKDB_LAYOUT_REFRESH = r"""
+import sys, duckdb
+base, delivery, out, threads, region = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+con = duckdb.connect()
+con.execute(f"SET threads = {threads}")
+extra = f", {region} AS region" if region != "-" else ""
+con.execute(f"CREATE VIEW d AS SELECT *{extra} FROM read_csv('{delivery}/*.csv', header = true, types = {{'amount': 'DECIMAL(12,2)', 'updated_at': 'TIMESTAMP'}})")
+part = ", PARTITION_BY (region)" if region != "-" else ", PER_THREAD_OUTPUT"
+con.execute(f"COPY (SELECT * FROM read_parquet('{base}/**/*.parquet', hive_partitioning = {str(region != '-').lower()}) b "
+            f"WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.id = b.id) UNION ALL SELECT * FROM d) TO '{out}' (FORMAT parquet, COMPRESSION zstd{part})")
+"""
+
+DUCKDB_SPLIT = r"""
+import sys, duckdb
+src, out, files = sys.argv[1], sys.argv[2], int(sys.argv[3])
+con = duckdb.connect()
+con.execute("SET threads = 2")
+n = con.execute(f"SELECT max(id) + 1 FROM read_parquet('{src}/*.parquet')").fetchone()[0]
+per = -(-n // files)
+for k in range(files):
+    con.execute(f"COPY (SELECT * FROM read_parquet('{src}/*.parquet') WHERE id >= {k * per} AND id < {(k + 1) * per} ORDER BY id) "
+                f"TO '{out}/part-{k:04d}.parquet' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1048576)")
+"""
+
+
+def layout_bases(weir, python, work, data, base_rows):
+    """The refresh's base table in each layout: (name, directory, partitioned)."""
+    src = os.path.join(data, "base")
+    out = []
+    for name, files in (("one file", 1), ("1,000 files", 1000)):
+        d = os.path.join(work, f"layout-{files}")
+        os.makedirs(d)
+        split = os.path.join(work, "split.py")
+        with open(split, "w") as f:
+            f.write(DUCKDB_SPLIT)
+        subprocess.run([python, split, src, d, str(files)], check=True)
+        out.append((f"{name} ({base_rows // files:,} rows each)", d, False))
+    out.insert(1, (f"36 files ({base_rows // 36:,} rows each, row groups of 1,048,576)", src, False))
+    for name, partitioned in (("weir's own layout (an `overwrite` load with the default file size)", False),
+                              ("partitioned by `region` (weir's `overwrite` load with `partition_by: [region]`)", True)):
+        lake = os.path.join(work, f"layout-weir-{partitioned}")
+        pipeline = os.path.join(work, f"layout-{partitioned}.yaml")
+        with open(pipeline, "w") as f:
+            f.write(LAYOUT_WRITE.format(src=src, lake=lake, region=f", {REGION} AS region" if partitioned else "",
+                                        partition=", partition_by: [region]" if partitioned else ""))
+        subprocess.run([weir, "run", pipeline, "--state", os.path.join(work, f"layout-{partitioned}.db")], check=True,
+                       capture_output=True)
+        out.append((name, os.path.join(lake, "orders"), partitioned))
+    return out
+
+
+def bench_layouts(weir, python, work, base_rows, delta_rows, runs, threads):
+    """The refresh's merge into the same rows laid out five ways, each with and without
+    `order_by`; DuckDB's anti-join + union over the same layout as the peer."""
+    data = refresh_data(python, base_rows, delta_rows, 36, False)
+    duck = os.path.join(work, "duckdb_layout_refresh.py")
+    with open(duck, "w") as f:
+        f.write(DUCKDB_LAYOUT_REFRESH)
+    results = []
+    for name, base, partitioned in layout_bases(weir, python, work, data, base_rows):
+        region = f", {REGION} AS region" if partitioned else ""
+        variants = {"no order_by": "", "order_by": ", order_by: updated_at"}
+        samples = {k: [] for k in variants}
+        duck_s = []
+        for i in range(runs):
+            for v, order_by in variants.items():
+                lake = os.path.join(work, "lake")
+                shutil.rmtree(lake, ignore_errors=True)
+                os.makedirs(lake)
+                subprocess.run(["cp", "-al", base, os.path.join(lake, "orders")], check=True)
+                pipeline = os.path.join(work, "layout-refresh.yaml")
+                with open(pipeline, "w") as f:
+                    f.write(LAYOUT_REFRESH.format(delivery=os.path.join(data, "delivery"), lake=lake, region=region,
+                                                  order_by=order_by,
+                                                  partition=", partition_by: [region]" if partitioned else ""))
+                state = os.path.join(work, f"layout-state-{len(results)}-{v}-{i}.db")
+                samples[v].append(timed([weir, "run", pipeline, "--state", state]))
+            out = os.path.join(work, "duck-layout")
+            shutil.rmtree(out, ignore_errors=True)
+            duck_s.append(timed([python, duck, base, os.path.join(data, "delivery"), out, str(threads),
+                                 REGION if partitioned else "-"]))
+            print(f"  {name} run {i + 1}: " + ", ".join(f"weir {k} {s[-1][0]:.2f} s ({s[-1][1]:.0f} MB)" for k, s in samples.items())
+                  + f", DuckDB {duck_s[-1][0]:.2f} s ({duck_s[-1][1]:.0f} MB)", flush=True)
+        dw, dr = medians(duck_s)
+        for v, s in samples.items():
+            ww, wr = medians(s)
+            results.append({"workload": f"layout: the refresh ({delta_rows:,} rows into {base_rows:,}), {name}, {v}",
+                            "weir": ww, "weir_rss": wr, "peer": dw, "peer_rss": dr, "ratio": ww / dw,
+                            "goal": "<= 0.8x DuckDB, <= 1 GB", "met": ww / dw <= 0.8 and wr <= 1024})
+    return results
 
 
 # --- gates: checks and the tolerant reader --------------------------------------------------
@@ -694,7 +819,7 @@ def main():
     ap.add_argument("--build", default="release", help="the cargo profile weir was built with (for the report)")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,gates,noop,etl,ballista,ingest,memory")
+    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,layouts,gates,noop,etl,ballista,ingest,memory")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     only = set(args.only.split(","))
@@ -718,6 +843,10 @@ def main():
             print("localized ...", flush=True)
             results.append(bench_localized(args.weir, args.python, work, 360_000 if args.quick else 36_000_000, 36,
                                            args.runs, args.threads))
+        if "layouts" in only:
+            print("layouts ...", flush=True)
+            base, delta = (360_000, 180_000) if args.quick else (36_000_000, 18_000_000)
+            results.extend(bench_layouts(args.weir, args.python, work, base, delta, args.runs, args.threads))
         if "gates" in only:
             print("gates ...", flush=True)
             base, delta = (360_000, 180_000) if args.quick else (36_000_000, 18_000_000)
