@@ -192,7 +192,7 @@ fn to_row(converter: &RowConverter, v: &ScalarValue) -> Option<OwnedRow> {
     Some(rows.row(0).owned())
 }
 
-/// An IPC file of one group's rows, written in batches of [`BATCH_ROWS`] rows.
+/// An IPC file of one group's rows, written in batches of up to [`BATCH_ROWS`] rows.
 struct GroupWriter {
     path: PathBuf,
     writer: FileWriter<std::io::BufWriter<std::fs::File>>,
@@ -201,12 +201,23 @@ struct GroupWriter {
 
 const BATCH_ROWS: usize = 8192;
 
+/// Rows the coalescers of all the group writers of one staging may buffer (a coalescer
+/// allocates its whole batch up front): with many groups, each writes smaller batches.
+const BUFFERED_ROWS: usize = 1 << 20;
+
+/// The batch size of each of `writers` group writers.
+fn batch_rows(writers: usize) -> usize {
+    (BUFFERED_ROWS / writers.max(1)).clamp(1024, BATCH_ROWS)
+}
+
 impl GroupWriter {
-    fn create(path: PathBuf, schema: &SchemaRef) -> Result<GroupWriter, SinkError> {
+    fn create(path: PathBuf, schema: &SchemaRef, batch_rows: usize) -> Result<GroupWriter, SinkError> {
         let file = std::fs::File::create(&path).map_err(|e| SinkError::io("creating", &path, e))?;
-        let writer = FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), schema)
+        // Up to 257 groups × input partitions are open at once: a small buffer each (the
+        // coalescer already hands the writer whole batches).
+        let writer = FileWriter::try_new(std::io::BufWriter::with_capacity(64 << 10, file), schema)
             .map_err(|e| df_err(e.into()))?;
-        Ok(GroupWriter { path, writer, coalescer: BatchCoalescer::new(schema.clone(), BATCH_ROWS) })
+        Ok(GroupWriter { path, writer, coalescer: BatchCoalescer::new(schema.clone(), batch_rows) })
     }
 
     fn push(&mut self, batch: RecordBatch) -> Result<(), SinkError> {
@@ -254,8 +265,10 @@ async fn stage_shares(
         Arc::new(keys.iter().map(|k| schema.index_of(k)).collect::<Result<Vec<_>, _>>().map_err(|e| df_err(e.into()))?);
     std::fs::create_dir_all(dir).map_err(|e| SinkError::io("creating", dir, e))?;
     let n = layout.groups.len() + 1;
+    let partitions = physical.properties().output_partitioning().partition_count();
+    let group_batch = batch_rows(n * partitions);
     let mut tasks = Vec::new();
-    for p in 0..physical.properties().output_partitioning().partition_count() {
+    for p in 0..partitions {
         let mut stream = physical.execute(p, state.task_ctx()).map_err(df_err)?;
         let (layout, schema, dir, key_indexes) =
             (layout.clone(), schema.clone(), dir.to_path_buf(), key_indexes.clone());
@@ -287,7 +300,11 @@ async fn stage_shares(
                     };
                     let w = match &mut writers[g] {
                         Some(w) => w,
-                        slot => slot.insert(GroupWriter::create(dir.join(format!("g{g:04}-p{p:03}.arrow")), &schema)?),
+                        slot => slot.insert(GroupWriter::create(
+                            dir.join(format!("g{g:04}-p{p:03}.arrow")),
+                            &schema,
+                            group_batch,
+                        )?),
                     };
                     w.push(part)?;
                 }
