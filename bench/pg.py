@@ -8,8 +8,8 @@ Starts its own PostgreSQL (Debian's, on a loopback port; as the `postgres` user 
 root), loads TPC-H `lineitem` at `--scale` (tpchgen-cli, deterministic) and times, alternating:
 weir with 1 and 2 parts (`partition: { column: l_orderkey, parts: 2 }`), ConnectorX 0.4 with 1
 and 2 partitions (written with pyarrow, zstd), and the floor. Wall time is the median of
-`--runs`; peak RSS from /usr/bin/time -v. The first part of issue 20's `pg` workload; it joins
-bench.py when the database sources are complete.
+`--runs`; peak RSS from /usr/bin/time -v. Issue 20's `pg` workload (a script of its own, as it
+starts a server; `.ci/run` runs it at `--scale 0.01`).
 """
 import argparse
 import glob
