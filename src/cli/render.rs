@@ -331,7 +331,7 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
                 s.push_str(&format!(
                     "     reads    {store}: {} ({}, {url})\n",
                     pg.relation().describe(),
-                    pg.kind_name(),
+                    pg.kind().id(),
                 ));
                 s.push_str(&wrap_text("     query    ", &pg.describe_read()));
             }

@@ -158,7 +158,7 @@ impl Compiler<'_> {
         }
         let relation = match (&e.table, &e.query) {
             (Some(t), None) if !t.trim().is_empty() => Some(Relation::Table(t.trim().to_string())),
-            (None, Some(q)) => match crate::source::database::check_query(q, store.dialect()) {
+            (None, Some(q)) => match crate::source::database::check_query(q, store.kind().dialect()) {
                 Ok(()) => Some(Relation::Query(q.clone())),
                 Err(msg) => {
                     self.diags.push(
@@ -208,7 +208,7 @@ impl Compiler<'_> {
                         format!(
                             "change data capture reads PostgreSQL's logical replication; `{}` is a {} store",
                             e.store,
-                            store.server_name()
+                            store.kind().server_name()
                         ),
                     )
                     .help(

@@ -14,8 +14,8 @@ impl Compiler<'_> {
                     crate::spec::add_secret(&p.secrets, v);
                 }
             }
-            if crate::source::database::is_database_url(&s.url) {
-                self.database_store(name, &s.url, &options);
+            if let Some(kind) = crate::source::database::DbKind::of_url(&s.url) {
+                self.database_store(kind, name, &s.url, &options);
                 continue;
             }
             match Store::new(name, &s.url, &options, &p.dir) {
@@ -75,12 +75,17 @@ impl Compiler<'_> {
     }
 
     /// A database store (`postgres://`, `mysql://`).
-    fn database_store(&mut self, name: &str, url: &str, options: &[(String, String)]) {
+    fn database_store(
+        &mut self,
+        kind: crate::source::database::DbKind,
+        name: &str,
+        url: &str,
+        options: &[(String, String)],
+    ) {
         use crate::source::database::{DbError, DbStore};
         use crate::source::mysql::MyError;
         use crate::source::postgres::PgError;
-        let options_known = crate::source::database::store_options(url);
-        let server = if crate::source::mysql::is_mysql_url(url) { "MySQL" } else { "PostgreSQL" };
+        let (options_known, server) = (kind.options(), kind.server_name());
         let p = self.p;
         // The URL's own password is a secret too.
         if let Ok(u) = url::Url::parse(url)
@@ -91,7 +96,7 @@ impl Compiler<'_> {
                 crate::spec::add_secret(&p.secrets, &decoded);
             }
         }
-        match DbStore::new(name, url, options) {
+        match DbStore::new(kind, name, url, options) {
             Ok(s) => {
                 self.databases.insert(name.to_string(), s);
             }
@@ -112,7 +117,7 @@ impl Compiler<'_> {
             )),
             Err(e) => self.diags.push(
                 p.diag_value("store", &ypath!["stores", name, "url"], url.len(), p.secrets.redact(&e.to_string()))
-                    .help(format!("write {}://user@host:port/database, with the password in `options: {{ password: \"${{env:…}}\" }}`", if server == "MySQL" { "mysql" } else { "postgres" })),
+                    .help(format!("write {}://user@host:port/database, with the password in `options: {{ password: \"${{env:…}}\" }}`", kind.id())),
             ),
         }
     }

@@ -407,38 +407,70 @@ pub enum DbStore {
     Mysql(Arc<MyStore>),
 }
 
-/// Options each kind of database store knows (besides those in its URL), by URL.
-pub fn store_options(url: &str) -> &'static [&'static str] {
-    if super::mysql::is_mysql_url(url) { super::mysql::OPTIONS } else { super::postgres::OPTIONS }
+/// The kinds of database weir reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Postgres,
+    Mysql,
 }
 
-/// Whether `url` names a database server weir reads.
-pub fn is_database_url(url: &str) -> bool {
-    super::postgres::is_postgres_url(url) || super::mysql::is_mysql_url(url)
+impl DbKind {
+    /// The kind of server `url` names, if it names a database.
+    pub fn of_url(url: &str) -> Option<DbKind> {
+        if super::postgres::is_postgres_url(url) {
+            Some(DbKind::Postgres)
+        } else if super::mysql::is_mysql_url(url) {
+            Some(DbKind::Mysql)
+        } else {
+            None
+        }
+    }
+
+    /// The server's name, as messages write it.
+    pub fn server_name(self) -> &'static str {
+        match self {
+            DbKind::Postgres => "PostgreSQL",
+            DbKind::Mysql => "MySQL",
+        }
+    }
+
+    /// The source kind, as `weir plan` names it (also its URL scheme).
+    pub fn id(self) -> &'static str {
+        match self {
+            DbKind::Postgres => "postgres",
+            DbKind::Mysql => "mysql",
+        }
+    }
+
+    /// The options a store of this kind knows (besides those in its URL).
+    pub fn options(self) -> &'static [&'static str] {
+        match self {
+            DbKind::Postgres => super::postgres::OPTIONS,
+            DbKind::Mysql => super::mysql::OPTIONS,
+        }
+    }
+
+    pub fn dialect(self) -> &'static dyn Dialect {
+        match self {
+            DbKind::Postgres => &super::postgres::DIALECT,
+            DbKind::Mysql => &super::mysql::DIALECT,
+        }
+    }
 }
 
 impl DbStore {
-    /// The store `name` at `url` (a `postgres://` or `mysql://` URL) with `options`.
-    pub fn new(name: &str, url: &str, options: &[(String, String)]) -> Result<DbStore, DbError> {
-        if super::mysql::is_mysql_url(url) {
-            Ok(DbStore::Mysql(Arc::new(MyStore::new(name, url, options)?)))
-        } else {
-            Ok(DbStore::Postgres(Arc::new(PgStore::new(name, url, options)?)))
-        }
+    /// The store `name` of `kind` at `url` with `options`.
+    pub fn new(kind: DbKind, name: &str, url: &str, options: &[(String, String)]) -> Result<DbStore, DbError> {
+        Ok(match kind {
+            DbKind::Mysql => DbStore::Mysql(Arc::new(MyStore::new(name, url, options)?)),
+            DbKind::Postgres => DbStore::Postgres(Arc::new(PgStore::new(name, url, options)?)),
+        })
     }
 
-    /// The kind of server, as messages name it.
-    pub fn server_name(&self) -> &'static str {
+    pub fn kind(&self) -> DbKind {
         match self {
-            DbStore::Postgres(_) => "PostgreSQL",
-            DbStore::Mysql(_) => "MySQL",
-        }
-    }
-
-    pub fn dialect(&self) -> &'static dyn Dialect {
-        match self {
-            DbStore::Postgres(_) => &super::postgres::DIALECT,
-            DbStore::Mysql(_) => &super::mysql::DIALECT,
+            DbStore::Postgres(_) => DbKind::Postgres,
+            DbStore::Mysql(_) => DbKind::Mysql,
         }
     }
 
@@ -498,18 +530,15 @@ impl DbPlan {
         }
     }
 
-    pub fn kind_name(&self) -> &'static str {
+    pub fn kind(&self) -> DbKind {
         match self {
-            DbPlan::Postgres(_) => "postgres",
-            DbPlan::Mysql(_) => "mysql",
+            DbPlan::Postgres(_) => DbKind::Postgres,
+            DbPlan::Mysql(_) => DbKind::Mysql,
         }
     }
 
     pub fn dialect(&self) -> &'static dyn Dialect {
-        match self {
-            DbPlan::Postgres(_) => &super::postgres::DIALECT,
-            DbPlan::Mysql(_) => &super::mysql::DIALECT,
-        }
+        self.kind().dialect()
     }
 
     /// The store's name and its URL without password.

@@ -23,7 +23,7 @@ impl SourcePlan {
     pub fn kind_name(&self) -> &'static str {
         match self {
             SourcePlan::Files(_) => "files",
-            SourcePlan::Database(d) => d.kind_name(),
+            SourcePlan::Database(d) => d.kind().id(),
         }
     }
 }
