@@ -20,9 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pg import measure, reader_runs  # noqa: E402
+from pg import lineitem_csv, measure, reader_runs  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PASSWORD = "bench"
 
 LINEITEM = """CREATE TABLE lineitem (
@@ -70,13 +69,8 @@ def start_mariadb(work):
 
 
 def load_lineitem(scale, python, client):
-    tpch = os.path.join(HERE, "data", f"tpch-{scale}")
-    csv = os.path.join(tpch, "lineitem.csv")
-    if not os.path.exists(csv):
-        print(f"generating TPC-H SF {scale} lineitem ...", flush=True)
-        tool = os.path.join(os.path.dirname(python), "tpchgen-cli")
-        subprocess.run([tool, "csv", "-s", str(scale), "--tables", "lineitem", "--output-dir", tpch], check=True,
-                       capture_output=True)
+    """TPC-H `lineitem` at `scale` loaded into the server; its row count."""
+    csv = lineitem_csv(scale, python)
     print("loading lineitem into MariaDB ...", flush=True)
     subprocess.run(client + ["-e", LINEITEM], check=True, capture_output=True)
     subprocess.run(client + ["--local-infile=1", "-e",

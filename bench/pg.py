@@ -78,8 +78,8 @@ def start_postgres(work, extra=""):
     return pgbin, port, psql, env, stop
 
 
-def load_lineitem(scale, python, psql, env):
-    """TPC-H `lineitem` at `scale` (generated once under bench/data) loaded into the server; its row count."""
+def lineitem_csv(scale, python):
+    """TPC-H `lineitem` at `scale` as CSV, generated once under bench/data (tpchgen-cli beside `python`)."""
     tpch = os.path.join(HERE, "data", f"tpch-{scale}")
     csv = os.path.join(tpch, "lineitem.csv")
     if not os.path.exists(csv):
@@ -87,6 +87,12 @@ def load_lineitem(scale, python, psql, env):
         tool = os.path.join(os.path.dirname(python), "tpchgen-cli")
         subprocess.run([tool, "csv", "-s", str(scale), "--tables", "lineitem", "--output-dir", tpch], check=True,
                        capture_output=True)
+    return csv
+
+
+def load_lineitem(scale, python, psql, env):
+    """TPC-H `lineitem` at `scale` loaded into the server; its row count."""
+    csv = lineitem_csv(scale, python)
     print("loading lineitem into PostgreSQL ...", flush=True)
     subprocess.run(psql + ["-c", LINEITEM], env=env, check=True, capture_output=True)
     subprocess.run(psql + ["-c", f"\\copy lineitem FROM '{csv}' (FORMAT csv, HEADER true)"], env=env, check=True,

@@ -897,7 +897,7 @@ fn epoch_days(y: u16, m: u8, d: u8) -> Result<Option<i32>, String> {
     if y == 0 || m == 0 || d == 0 {
         return Ok(None);
     }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let month_days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

@@ -9,6 +9,7 @@ mod cdc;
 mod checks;
 mod cli;
 mod concurrency;
+mod databases;
 mod delta;
 mod demo;
 mod distributed;

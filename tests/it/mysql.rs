@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::common::*;
+use crate::databases::{TestDb, assert_no_file_holds, project, rows_of, sorted_lines, task_report};
 
 pub(crate) const PASSWORD: &str = "my-canary-4Zp9";
 
@@ -174,35 +175,18 @@ impl MyDb {
     pub fn weir(&self, p: &Project, args: &[&str]) -> Run {
         p.weir_env(args, &[("MY_PASSWORD", PASSWORD)])
     }
+}
 
-    /// Sorted lines of `sql`'s output.
-    fn lines(&self, sql: &str) -> Vec<String> {
-        let mut v: Vec<String> = self.sql(sql).lines().map(str::to_string).collect();
-        v.sort();
-        v
+impl TestDb for MyDb {
+    fn sql(&self, sql: &str) -> String {
+        MyDb::sql(self, sql)
     }
-}
-
-/// A project reading `extract` (the keys of a database extract) from `db` into `lake/out`.
-fn project(db: &MyDb, extract: &str) -> Project {
-    let p = Project::new();
-    p.write(
-        "p.yaml",
-        format!(
-            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, {extract} }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n",
-            db.store()
-        ),
-    );
-    p
-}
-
-fn rows_of(p: &Project, cols: &[&str]) -> Vec<String> {
-    crate::postgres::rows_of(p, cols)
-}
-
-fn task_report(stdout: &str, task: &str) -> serde_json::Value {
-    let report: serde_json::Value = serde_json::from_str(stdout).unwrap();
-    report["tasks"].as_array().unwrap().iter().find(|t| t["name"] == task).unwrap().clone()
+    fn store(&self) -> String {
+        MyDb::store(self)
+    }
+    fn password_env(&self) -> (&'static str, &'static str) {
+        ("MY_PASSWORD", PASSWORD)
+    }
 }
 
 /// Every type weir maps, at the edges of its range, NULL and MySQL's zero dates: each value
@@ -453,35 +437,15 @@ fn a_killed_watermark_run_loses_and_doubles_nothing() {
     let Some(my) = server() else { return };
     let db = my.database("wmkill");
     db.sql("CREATE TABLE ev (id int PRIMARY KEY, v int, at bigint unsigned); INSERT INTO ev SELECT seq, 0, seq FROM seq_1_to_100;");
-    let p = Project::new();
-    p.write(
-        "p.yaml",
-        format!(
-            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: ev, incremental: {{ watermark: {{ column: at }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id] }}\n",
-            db.store()
-        ),
+    crate::databases::killed_watermark_runs_lose_and_double_nothing(
+        &db,
+        |base, from, to| {
+            format!(
+                "UPDATE ev SET v = v + 1, at = {base} WHERE id % 10 = 0; INSERT INTO ev SELECT seq, 0, {base} + seq FROM seq_{from}_to_{to};"
+            )
+        },
+        "SELECT CONCAT('id=', id, ' v=', v) FROM ev",
     );
-    db.weir(&p, &["run", "p.yaml"]).ok();
-    let mut next = 100;
-    for (k, point) in
-        ["source_snapshot", "after_data_files", "before_publish", "after_publish_before_state", "after_state"]
-            .into_iter()
-            .enumerate()
-    {
-        let base = 10_000 * (k + 1);
-        db.sql(&format!(
-            "UPDATE ev SET v = v + 1, at = {base} WHERE id % 10 = 0; INSERT INTO ev SELECT seq, 0, {base} + seq FROM seq_{}_to_{};",
-            next + 1,
-            next + 5
-        ));
-        next += 5;
-        let r =
-            p.weir_env(&["run", "p.yaml"], &[("MY_PASSWORD", PASSWORD), ("WEIR_FAILPOINT", &format!("{point}=kill"))]);
-        assert_ne!(r.code, 0, "{point}: the run was killed");
-        db.weir(&p, &["run", "p.yaml"]).ok();
-        let want = db.lines("SELECT CONCAT('id=', id, ' v=', v) FROM ev");
-        assert_eq!(rows_of(&p, &["id", "v"]), want, "after a kill at {point}");
-    }
 }
 
 /// Filters of the transforms go to the server when they mean the same there (with MySQL's
@@ -528,7 +492,8 @@ fn transform_filters_are_pushed_to_the_server() {
     assert_eq!(task_report(&r.stdout, "src")["rows_out"], read, "only the rows the filters let through were read");
     // `region = 'n'` is case-sensitive in weir: the server's looser match read 'N' rows too,
     // and weir dropped them.
-    let want = db.lines(
+    let want = sorted_lines(
+        &db,
         "SELECT CONCAT('id=', id, ' amount=', amount) FROM orders WHERE region = BINARY 'n' AND amount > 300 AND score > 1.0 AND note IS NOT NULL
          UNION ALL SELECT CONCAT('id=', id, ' amount=', amount) FROM orders WHERE placed < DATE '2026-01-11' AND id IN (2, 4, 6, 8, 99)",
     );
@@ -644,12 +609,5 @@ fn the_password_appears_nowhere() {
         seen.push_str(&r.stderr);
     }
     assert!(!seen.contains(PASSWORD), "{seen}");
-    for entry in crate::postgres::walk(p.path()) {
-        let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
-            "{} holds the password",
-            entry.display()
-        );
-    }
+    assert_no_file_holds(&p, PASSWORD);
 }

@@ -8,6 +8,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::common::*;
+pub(crate) use crate::databases::rows_of;
+use crate::databases::{TestDb, assert_no_file_holds, project};
 
 pub(crate) const PASSWORD: &str = "pg-canary-7Qx2";
 
@@ -159,29 +161,16 @@ impl PgDb {
     }
 }
 
-/// A project reading `extract` (the keys of a database extract) from `db` into `lake/out`.
-fn project(db: &PgDb, extract: &str) -> Project {
-    let p = Project::new();
-    p.write(
-        "p.yaml",
-        format!(
-            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, {extract} }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n",
-            db.store()
-        ),
-    );
-    p
-}
-
-/// Rows of `lake/out`, each as `col=value` pairs in column order, sorted.
-pub(crate) fn rows_of(p: &Project, cols: &[&str]) -> Vec<String> {
-    let mut rows: Vec<String> = read_rows(&p.join("lake/out"))
-        .iter()
-        .map(|r| {
-            cols.iter().map(|c| format!("{c}={}", r.get(*c).cloned().unwrap_or_default())).collect::<Vec<_>>().join(" ")
-        })
-        .collect();
-    rows.sort();
-    rows
+impl TestDb for PgDb {
+    fn sql(&self, sql: &str) -> String {
+        PgDb::sql(self, sql)
+    }
+    fn store(&self) -> String {
+        PgDb::store(self)
+    }
+    fn password_env(&self) -> (&'static str, &'static str) {
+        ("PG_PASSWORD", PASSWORD)
+    }
 }
 
 /// Every type weir maps, at the edges of its range and NULL: each value read back from the
@@ -414,27 +403,7 @@ fn the_password_appears_nowhere() {
     }
     assert!(seen.contains("division by zero"), "the failing extract's error is shown: {seen}");
     assert!(!seen.contains(PASSWORD), "{seen}");
-    for entry in walk(p.path()) {
-        let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
-            "{} holds the password",
-            entry.display()
-        );
-    }
-}
-
-pub(crate) fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else if path.file_name().is_some_and(|n| n != "p.yaml") {
-            out.push(path);
-        }
-    }
-    out
+    assert_no_file_holds(&p, PASSWORD);
 }
 
 /// A watermark on a database extract: each run reads (on the server) only the rows whose
@@ -490,42 +459,15 @@ fn a_killed_watermark_run_loses_and_doubles_nothing() {
     let Some(pg) = server() else { return };
     let db = pg.database("wmkill");
     db.sql("CREATE TABLE ev (id int PRIMARY KEY, v int, at bigint); INSERT INTO ev SELECT g, 0, g FROM generate_series(1, 100) g;");
-    let p = Project::new();
-    p.write(
-        "p.yaml",
-        format!(
-            "stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: ev, incremental: {{ watermark: {{ column: at }} }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id] }}\n",
-            db.store()
-        ),
+    crate::databases::killed_watermark_runs_lose_and_double_nothing(
+        &db,
+        |base, from, to| {
+            format!(
+                "UPDATE ev SET v = v + 1, at = {base} WHERE id % 10 = 0; INSERT INTO ev SELECT g, 0, {base} + g FROM generate_series({from}, {to}) g;"
+            )
+        },
+        "SELECT 'id=' || id || ' v=' || v FROM ev",
     );
-    db.weir(&p, &["run", "p.yaml"]).ok();
-    let mut next = 100;
-    for (k, point) in
-        ["source_snapshot", "after_data_files", "before_publish", "after_publish_before_state", "after_state"]
-            .into_iter()
-            .enumerate()
-    {
-        // Some updates and some new rows, each with a cursor past the watermark.
-        let base = 10_000 * (k + 1);
-        db.sql(&format!(
-            "UPDATE ev SET v = v + 1, at = {base} WHERE id % 10 = 0; INSERT INTO ev SELECT g, 0, {base} + g FROM generate_series({}, {}) g;",
-            next + 1,
-            next + 5
-        ));
-        next += 5;
-        let r =
-            p.weir_env(&["run", "p.yaml"], &[("PG_PASSWORD", PASSWORD), ("WEIR_FAILPOINT", &format!("{point}=kill"))]);
-        assert_ne!(r.code, 0, "{point}: the run was killed");
-        db.weir(&p, &["run", "p.yaml"]).ok();
-        let want: Vec<String> = db
-            .sql("SELECT 'id=' || id || ' v=' || v FROM ev")
-            .lines()
-            .map(str::to_string)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert_eq!(rows_of(&p, &["id", "v"]), want, "after a kill at {point}");
-    }
 }
 
 /// Filters of the transforms that read a database extract go to the server when they mean
