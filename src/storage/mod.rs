@@ -252,13 +252,18 @@ impl Store {
     }
 
     /// A URL DataFusion can read or write (`file:///abs/dir/`, `s3://bucket/prefix/dir/`).
+    /// Each part of `path` is percent-encoded as a URL path segment: DataFusion decodes the
+    /// URL's path back into an object path, so a part holding `%`, `#` or `?` (a Hive
+    /// directory `region=100%25`) names that same object, not another one.
     pub fn url_of(&self, path: &ObjectPath, dir: bool) -> String {
-        // object store URLs end with `/` (`file:///`, `s3://bucket/`)
-        let mut s = format!("{}{path}", self.object_store_url.as_str());
-        if dir && !s.ends_with('/') {
-            s.push('/');
+        let mut url: url::Url = AsRef::<url::Url>::as_ref(&self.object_store_url).clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(path.parts());
+            if dir {
+                segments.push("");
+            }
         }
-        s
+        url.to_string()
     }
 
     /// The local directory of `rel`, for local stores.
@@ -379,6 +384,14 @@ mod tests {
         let s = Store::new("raw", "file://data/../raw", &[], Path::new("/p/pipelines")).unwrap();
         assert_eq!(s.backend, Backend::Local(PathBuf::from("/p/pipelines/raw")));
         assert_eq!(s.url_of(&s.path("a/b.csv"), false), "file:///p/pipelines/raw/a/b.csv");
+        assert_eq!(s.url_of(&s.path("a"), true), "file:///p/pipelines/raw/a/");
+        // A part's `%`, `#` and `?` are escaped, so that DataFusion's decoding of the URL's path
+        // gives back the object path.
+        let special = s.path("region=100%25/x#y?z w.parquet");
+        let url = s.url_of(&special, false);
+        assert_eq!(url, "file:///p/pipelines/raw/region=100%2525/x%23y%3Fz%20w.parquet");
+        let parsed = datafusion::datasource::listing::ListingTableUrl::parse(&url).unwrap();
+        assert_eq!(parsed.prefix(), &special);
         let s = Store::new("abs", "file:///tmp/x", &[], Path::new("/p")).unwrap();
         assert_eq!(s.backend, Backend::Local(PathBuf::from("/tmp/x")));
     }

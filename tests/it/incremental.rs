@@ -411,6 +411,65 @@ fn merges_keep_the_output_clustered_by_key_so_the_next_merge_rewrites_little() {
     assert!(out.values().all(|v| v.len() == 1));
 }
 
+fn row_groups_of(file: &Path) -> usize {
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap().metadata().num_row_groups()
+}
+
+#[test]
+fn a_big_file_is_merged_a_piece_of_row_groups_at_a_time_and_stays_mergeable() {
+    let tasks = |max_rows: u32| {
+        format!(
+            "  src:\n    extract: {{ store: raw, path: \"*.csv\", incremental: {{ new_files: true }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], row_group_rows: 1000, max_rows_per_file: {max_rows} }}\n"
+        )
+    };
+    let p = project(&tasks(1_000_000));
+    // One file of 50,000 rows in key order: 50 row groups of 1,000 rows, disjoint key ranges.
+    deliver(&p, "d1.csv", 0..50_000, 1);
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let files = parquet_files(&p.join("lake/out"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(row_groups_of(&files[0]), 50);
+
+    // Files of at most 5,000 rows from now on: the merge cuts the big file into pieces of 5
+    // row groups, each rewritten on its own (this run's keys in its range, not in the file's).
+    p.write("p.yaml", format!("pipeline: inc\n{STORES}tasks:\n{}", tasks(5_000)));
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in (12_000..13_000).chain(40_000..40_010).chain(50_000..50_020) {
+        s.push_str(&format!("{i},2,north,2024-01-02T00:00:00\n"));
+    }
+    s.push_str("999,2,north,2024-01-02T00:00:00\n");
+    p.write("raw/d2.csv", s);
+    let r = p.weir_env(&["run", "p.yaml"], &[("RUST_LOG", "info")]);
+    r.ok();
+    assert!(r.stderr.contains("pieces=10"), "the file is cut in 10 pieces: {}", r.stderr);
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 50_020);
+    for (i, v) in &out {
+        let updated = (12_000..13_000).contains(i) || (40_000..40_010).contains(i) || *i >= 50_000 || *i == 999;
+        assert_eq!(v, &vec![if updated { 2 } else { 1 }], "id {i}");
+    }
+    // Every file holds the keys of one piece (or only new keys).
+    let second = id_ranges(&p.join("lake/out"));
+    assert!(second.len() >= 10, "{second:?}");
+    for (f, (lo, hi)) in &second {
+        assert!(lo / 5_000 == hi / 5_000 || *lo >= 50_000, "{} holds ids {lo}..={hi}", f.display());
+    }
+
+    // The next merge, into ids 20,000..20,010, rewrites only the file of their piece.
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in 20_000..20_010 {
+        s.push_str(&format!("{i},3,north,2024-01-03T00:00:00\n"));
+    }
+    p.write("raw/d3.csv", s);
+    p.weir(&["run", "p.yaml"]).ok();
+    let third = id_ranges(&p.join("lake/out"));
+    let kept = second.keys().filter(|f| third.contains_key(*f)).count();
+    assert_eq!(kept, second.len() - 1, "{second:?} then {third:?}");
+    let out = by_id(&p, "lake/out");
+    assert_eq!(out.len(), 50_020);
+    assert!((20_000..20_010).all(|i| out[&i] == vec![3]) && out[&20_010] == vec![1]);
+}
+
 #[test]
 fn merge_into_files_whose_key_ranges_overlap_still_finds_every_key() {
     let p = project(
@@ -614,6 +673,74 @@ fn partitioned_merge_moves_a_row_between_partitions() {
     assert_eq!(two.len(), 1, "{two:?}");
     assert_eq!(two[0]["region"], "south");
     assert_eq!(rows.len(), 10);
+}
+
+#[test]
+fn a_partitioned_merge_keeps_each_partition_clustered_by_key() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], partition_by: [region], row_group_rows: 1000, max_rows_per_file: 5000 }\n",
+    );
+    // 40,000 rows, north and south alternating: a file per region (a partitioned write starts
+    // no second file), in key order, in row groups of 1,000 rows.
+    deliver(&p, "d1.csv", 0..40_000, 1);
+    p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
+    let files = parquet_files(&p.join("lake/out"));
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| row_groups_of(f) == 20));
+    // Pieces of 5,000 rows: ids 0..10,000 of both regions, and so on.
+    let first: BTreeMap<PathBuf, (u32, u32)> =
+        (0..4).map(|k| (PathBuf::from(k.to_string()), (k * 10_000, k * 10_000 + 9_999))).collect();
+
+    // Updates across the whole key range, two ids moving to the other region, new ids.
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in (0..40_000).step_by(10) {
+        let region = if i == 10 || i == 20_000 {
+            ["south", "north"][(i % 2) as usize]
+        } else {
+            ["north", "south"][(i % 2) as usize]
+        };
+        s.push_str(&format!("{i},2,{region},2024-01-02T00:00:00\n"));
+    }
+    for i in 40_000..41_000 {
+        s.push_str(&format!("{i},2,{},2024-01-02T00:00:00\n", ["north", "south"][(i % 2) as usize]));
+    }
+    p.write("raw/d2.csv", s);
+    p.weir(&["run", "p.yaml"]).ok();
+    let rows = read_rows(&p.join("lake/out"));
+    assert_eq!(rows.len(), 41_000);
+    let mut seen = BTreeSet::new();
+    for r in &rows {
+        let i: u32 = r["id"].parse().unwrap();
+        assert!(seen.insert(i), "id {i} twice");
+        let version = if i % 10 == 0 || i >= 40_000 { "2" } else { "1" };
+        let moved = i == 10 || i == 20_000;
+        let region = ["north", "south"][((i % 2 == 1) ^ moved) as usize];
+        assert_eq!((r["version"].as_str(), r["region"].as_str()), (version, region), "id {i}");
+    }
+    // Every rewritten file still holds one key range of the first layout (or only new ids).
+    let second = id_ranges(&p.join("lake/out"));
+    let old: Vec<(u32, u32)> = first.values().copied().collect();
+    for (f, (lo, hi)) in &second {
+        assert!(
+            old.iter().any(|(a, b)| a <= lo && hi <= b) || *lo >= 40_000,
+            "{} holds ids {lo}..={hi}, across the first layout {old:?}",
+            f.display()
+        );
+    }
+
+    // A merge of ids in the first range rewrites only the files of that range (one per region).
+    let mut s = String::from("id,version,region,updated_at\n");
+    for i in 100..110 {
+        s.push_str(&format!("{i},3,{},2024-01-03T00:00:00\n", ["north", "south"][(i % 2) as usize]));
+    }
+    p.write("raw/d3.csv", s);
+    p.weir(&["run", "p.yaml"]).ok();
+    let third = id_ranges(&p.join("lake/out"));
+    let kept = second.keys().filter(|f| third.contains_key(*f)).count();
+    let touching = second.values().filter(|(lo, hi)| *lo <= 109 && *hi >= 100).count();
+    assert!(touching <= 2, "{second:?}");
+    assert_eq!(kept, second.len() - touching, "{second:?} then {third:?}");
+    assert_eq!(read_rows(&p.join("lake/out")).len(), 41_000);
 }
 
 #[test]

@@ -69,6 +69,17 @@ tasks:
         "{dirs:?}"
     );
 
+    // weir reads the files under those directories back, every one of them (a `%`, `#` or `?`
+    // in a directory name once made it read another path, and silently nothing).
+    p.write(
+        "q.yaml",
+        "stores:\n  lake: { url: \"file://lake\" }\ntasks:\n  every:\n    extract: { store: lake, path: \"o/**/*.parquet\" }\n  copy:\n    load: { from: every, store: lake, path: copy/ }\n",
+    );
+    p.weir(&["run", "q.yaml"]).ok();
+    let mut ids: Vec<String> = read_rows(&p.join("lake/copy")).into_iter().map(|r| r["id"].clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["1", "2", "2", "3", "3", "4", "5", "6", "7"]);
+
     let script = r#"
 import duckdb, pandas as pd, pyarrow.dataset as ds, polars as pl
 

@@ -1,14 +1,20 @@
 //! A merge that keeps the output clustered by key: each rewritten file keeps its own key
 //! range, so that the next merge can again leave untouched the files its keys cannot reach.
 //!
-//! The current files, ordered by the smallest key they hold, are cut into at most
-//! [`MAX_GROUPS`] groups of neighbouring files. Group `g` owns the keys from its smallest key
+//! The current files are first cut into *pieces*: a file whose row groups hold ascending,
+//! disjoint key ranges (any file a merge wrote, or one written in key order) and that holds
+//! more than [`PIECE_ROWS`] rows becomes runs of consecutive row groups of up to that many
+//! rows; any other file is one piece. The pieces, ordered by their smallest key, are cut into
+//! at most [`MAX_GROUPS`] groups of neighbours. Group `g` owns the keys from its smallest key
 //! up to the next group's smallest key; keys above every current key make one more group of
 //! new files. This run's rows are staged once, straight into one Arrow IPC file per group
 //! (per input partition), so no group reads another's rows. Then each group that receives
 //! rows, or whose row-group statistics say it may hold one of this run's keys, is rewritten on
 //! its own: its current rows whose key is not among this run's keys in its key range, then
-//! its share of this run's rows (minus `delete_when`). Groups are rewritten two at a time.
+//! its share of this run's rows (minus `delete_when`). A file with a piece in such a group is
+//! replaced: its other pieces are copied, each on its own. Groups are rewritten two at a time.
+//! What one rewrite holds in memory (the hash table of this run's keys in its range) is
+//! bounded by the piece, not by how many rows a file holds.
 //!
 //! When current files overlap in key range (files written by another tool, or by an older
 //! weir), the rows a group must drop may belong to a neighbouring group's share: the anti-join
@@ -37,7 +43,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::super::SinkError;
 use super::super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
 use super::{
-    KeyCheck, KeyHashes, KeyRanges, MergeOutcome, delete_predicate, df_err, groups_range, hit_files, read_current,
+    KeyCheck, KeyHashes, KeyRanges, MergeOutcome, RowGroupKeys, delete_predicate, df_err, groups_range, read_current,
+    within,
 };
 use crate::compile::LoadPlan;
 
@@ -47,12 +54,30 @@ pub(super) const MAX_GROUPS: usize = 256;
 /// Groups rewritten at the same time.
 const CONCURRENT_GROUPS: usize = 2;
 
-/// The current files in key order, cut into groups.
+/// A file of more rows than this (or than the load's `max_rows_per_file`, when smaller) whose
+/// row groups hold ascending, disjoint key ranges is cut into pieces of consecutive row
+/// groups of up to this many rows (a row group is never cut): what one rewrite holds in
+/// memory (this run's keys in the piece's range) then depends on the piece, not on how many
+/// rows the file holds.
+pub(super) const PIECE_ROWS: u64 = 2 << 20;
+
+/// The current files in key order, cut into pieces and groups.
 pub(super) struct Layout {
     key: String,
     key_index: usize,
+    pieces: Vec<Piece>,
     groups: Vec<Group>,
     bounds: Bounds,
+}
+
+/// Consecutive row groups of one current file, and the keys they hold.
+struct Piece {
+    /// Index into the current files.
+    file: usize,
+    /// The piece is the whole file.
+    whole: bool,
+    min: ScalarValue,
+    max: ScalarValue,
 }
 
 /// The smallest key of groups 1.. (the bounds between groups), and the greatest current key
@@ -70,6 +95,17 @@ fn fits_i64(t: &DataType) -> bool {
     matches!(t, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Date32 | Date64 | Timestamp(_, _))
 }
 
+/// Key types whose order in Parquet statistics is the order of a filter on them, so that a
+/// file may be read a piece at a time by a filter on its key range (floats are not: NaN).
+fn cuttable(t: &DataType) -> bool {
+    use DataType::*;
+    fits_i64(t)
+        || matches!(
+            t,
+            UInt64 | Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | Decimal128(_, _) | Decimal256(_, _)
+        )
+}
+
 /// `v` as an `i64` (for a key type where [`fits_i64`]).
 fn scalar_i64(v: &ScalarValue) -> Option<i64> {
     match cast_scalar(v, &DataType::Int64)? {
@@ -78,9 +114,13 @@ fn scalar_i64(v: &ScalarValue) -> Option<i64> {
     }
 }
 
+fn less(a: &ScalarValue, b: &ScalarValue) -> bool {
+    a.partial_cmp(b) == Some(std::cmp::Ordering::Less)
+}
+
 struct Group {
-    /// Indexes into the current files.
-    files: Vec<usize>,
+    /// Indexes into the layout's pieces.
+    pieces: Vec<usize>,
     min: ScalarValue,
     max: ScalarValue,
 }
@@ -88,38 +128,39 @@ struct Group {
 impl Layout {
     /// The layout of `current`, when every file has statistics of the key (`ranges`, from
     /// [`super::all_key_ranges`]) of the type the rows have; None otherwise.
-    pub fn new(current: &[CurrentFile], ranges: &KeyRanges, key: &str, schema: &SchemaRef) -> Option<Layout> {
+    /// Files are cut in pieces of up to `piece_rows` rows (see [`PIECE_ROWS`]).
+    pub fn new(ranges: &KeyRanges, key: &str, schema: &SchemaRef, piece_rows: u64) -> Option<Layout> {
         let key_index = schema.index_of(key).ok()?;
         let key_type = schema.field(key_index).data_type().clone();
-        let mut files: Vec<(usize, ScalarValue, ScalarValue)> = Vec::with_capacity(current.len());
-        for (i, r) in ranges.iter().enumerate() {
-            let groups = r.as_ref()?;
-            if groups.is_empty() {
+        let mut pieces: Vec<Piece> = Vec::new();
+        for (file, r) in ranges.iter().enumerate() {
+            let row_groups = r.as_ref()?;
+            if row_groups.is_empty() {
                 continue; // an empty file: it holds no key, and is kept
             }
-            let (lo, hi) = groups_range(groups)?;
-            files.push((i, cast_scalar(&lo, &key_type)?, cast_scalar(&hi, &key_type)?));
+            pieces.extend(cut(file, row_groups, &key_type, piece_rows)?);
         }
-        if files.is_empty() {
+        if pieces.is_empty() {
             return None;
         }
-        files.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
-        let per_group = files.len().div_ceil(MAX_GROUPS);
-        let groups: Vec<Group> = files
+        pieces.sort_by(|a, b| a.min.partial_cmp(&b.min).unwrap_or(std::cmp::Ordering::Equal));
+        let per_group = pieces.len().div_ceil(MAX_GROUPS);
+        let order: Vec<usize> = (0..pieces.len()).collect();
+        let groups: Vec<Group> = order
             .chunks(per_group)
             .map(|chunk| {
-                let mut max = chunk[0].2.clone();
-                for (_, _, hi) in chunk {
-                    if hi.partial_cmp(&max) == Some(std::cmp::Ordering::Greater) {
-                        max = hi.clone();
+                let mut max = pieces[chunk[0]].max.clone();
+                for &p in chunk {
+                    if less(&max, &pieces[p].max) {
+                        max = pieces[p].max.clone();
                     }
                 }
-                Group { files: chunk.iter().map(|(i, _, _)| *i).collect(), min: chunk[0].1.clone(), max }
+                Group { pieces: chunk.to_vec(), min: pieces[chunk[0]].min.clone(), max }
             })
             .collect();
         let mut max = groups[0].max.clone();
         for g in &groups {
-            if g.max.partial_cmp(&max) == Some(std::cmp::Ordering::Greater) {
+            if less(&max, &g.max) {
                 max = g.max.clone();
             }
         }
@@ -134,7 +175,7 @@ impl Layout {
             let max = to_row(&converter, &max)?;
             Bounds::Rows { converter, bounds, max }
         };
-        Some(Layout { key: key.to_string(), key_index, groups, bounds })
+        Some(Layout { key: key.to_string(), key_index, pieces, groups, bounds })
     }
 
     /// The group of each key of `keys`: `groups.len()` for keys above every current key
@@ -164,18 +205,71 @@ impl Layout {
         }
     }
 
-    /// Whether each group's key range ends below the next group's smallest key. Then a key
-    /// that a group's files may hold falls in that group's own share, and the shares alone
-    /// say which groups to rewrite.
-    fn disjoint(&self) -> bool {
-        self.groups.windows(2).all(|w| w[0].max.partial_cmp(&w[1].min) == Some(std::cmp::Ordering::Less))
+    /// The groups, in runs whose key ranges overlap (a run ends where every group of it ends
+    /// below the next group's smallest key). A key a piece may hold is in the share of a
+    /// group of the piece's run, so each run is merged on its own, with the keys of its
+    /// groups' shares; groups that do not overlap are each a run of their own.
+    fn clusters(&self) -> Vec<Cluster> {
+        let mut out: Vec<Cluster> = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            match out.last_mut() {
+                Some(c) if !less(&c.max, &group.min) => {
+                    c.groups.end = g + 1;
+                    if less(&c.max, &group.max) {
+                        c.max = group.max.clone();
+                    }
+                }
+                _ => out.push(Cluster { groups: g..g + 1, min: group.min.clone(), max: group.max.clone() }),
+            }
+        }
+        out
     }
+}
 
-    /// The group holding the key `v`.
-    fn group_of_scalar(&self, v: &ScalarValue) -> Result<usize, SinkError> {
-        let array = v.to_array().map_err(df_err)?;
-        Ok(self.group_of(&array)?[0])
+/// Groups whose key ranges overlap, and the range they span.
+struct Cluster {
+    groups: std::ops::Range<usize>,
+    min: ScalarValue,
+    max: ScalarValue,
+}
+
+/// The pieces of file `file` whose row groups hold `row_groups` keys: the whole file, or, when
+/// it has more than `piece_rows` rows in row groups of ascending disjoint key ranges, runs of
+/// consecutive row groups of up to `piece_rows` rows. None when a range is unknown.
+fn cut(file: usize, row_groups: &[RowGroupKeys], key_type: &DataType, piece_rows: u64) -> Option<Vec<Piece>> {
+    let mut bounds: Vec<(ScalarValue, ScalarValue)> = Vec::with_capacity(row_groups.len());
+    for rg in row_groups {
+        let lo = ScalarValue::try_from_array(&rg.min, 0).ok()?;
+        let hi = ScalarValue::try_from_array(&rg.max, 0).ok()?;
+        if lo.is_null() || hi.is_null() {
+            return None;
+        }
+        bounds.push((cast_scalar(&lo, key_type)?, cast_scalar(&hi, key_type)?));
     }
+    let rows: u64 = row_groups.iter().map(|rg| rg.rows).sum();
+    let ascending = bounds.windows(2).all(|w| less(&w[0].1, &w[1].0));
+    if rows <= piece_rows || row_groups.len() < 2 || !ascending || !cuttable(key_type) {
+        let (lo, hi) = groups_range(row_groups)?;
+        let whole = Piece { file, whole: true, min: cast_scalar(&lo, key_type)?, max: cast_scalar(&hi, key_type)? };
+        return Some(vec![whole]);
+    }
+    let mut pieces = Vec::new();
+    let (mut start, mut held) = (0usize, 0u64);
+    for (i, rg) in row_groups.iter().enumerate() {
+        if i > start && held + rg.rows > piece_rows {
+            pieces.push((start, i));
+            (start, held) = (i, 0);
+        }
+        held += rg.rows;
+    }
+    pieces.push((start, row_groups.len()));
+    let whole = pieces.len() == 1;
+    Some(
+        pieces
+            .into_iter()
+            .map(|(a, b)| Piece { file, whole, min: bounds[a].0.clone(), max: bounds[b - 1].1.clone() })
+            .collect(),
+    )
 }
 
 fn cast_scalar(v: &ScalarValue, to: &DataType) -> Option<ScalarValue> {
@@ -353,6 +447,67 @@ fn ipc_table(files: &[PathBuf], schema: &SchemaRef) -> Result<Arc<ListingTable>,
     Ok(Arc::new(ListingTable::try_new(config).map_err(df_err)?))
 }
 
+/// One rewrite: the pieces of a merged run of groups, without the keys of the groups'
+/// shares, plus those shares (`cluster`); the pieces of replaced files in a group this run's
+/// keys do not reach, copied (no `cluster`, no `shares`); or the share of new keys alone.
+struct Job {
+    /// The run merged (an index into the clusters).
+    cluster: Option<usize>,
+    /// The groups whose shares of this run's rows are written.
+    shares: std::ops::Range<usize>,
+    pieces: Vec<usize>,
+}
+
+/// The rows of `pieces` of `layout`: whole files read as they are, the pieces of a cut file
+/// by a filter on their key range (its row groups hold disjoint ranges, so the filter selects
+/// exactly their rows, and the Parquet reader skips the other row groups by their statistics).
+async fn read_pieces(
+    ctx: &SessionContext,
+    load: &LoadPlan,
+    layout: &Layout,
+    current: &[CurrentFile],
+    pieces: &[usize],
+    schema: &SchemaRef,
+) -> Result<datafusion::dataframe::DataFrame, SinkError> {
+    let mut whole: Vec<CurrentFile> = Vec::new();
+    // Per cut file, the key range of its pieces here (consecutive in the file: a group is a
+    // run of pieces in key order).
+    let mut cut: std::collections::BTreeMap<usize, (ScalarValue, ScalarValue)> = Default::default();
+    for &p in pieces {
+        let piece = &layout.pieces[p];
+        if piece.whole {
+            whole.push(current[piece.file].clone());
+            continue;
+        }
+        cut.entry(piece.file)
+            .and_modify(|(lo, hi)| {
+                if less(&piece.min, lo) {
+                    *lo = piece.min.clone();
+                }
+                if less(hi, &piece.max) {
+                    *hi = piece.max.clone();
+                }
+            })
+            .or_insert_with(|| (piece.min.clone(), piece.max.clone()));
+    }
+    let mut out = if whole.is_empty() {
+        None
+    } else {
+        Some(read_current(ctx, &load.store, &whole, schema, &load.partition_by).await?)
+    };
+    for (file, (lo, hi)) in cut {
+        let df = read_current(ctx, &load.store, std::slice::from_ref(&current[file]), schema, &load.partition_by)
+            .await?
+            .filter(within(&layout.key, &lo, &hi))
+            .map_err(df_err)?;
+        out = Some(match out {
+            None => df,
+            Some(o) => o.union(df).map_err(df_err)?,
+        });
+    }
+    out.ok_or_else(|| SinkError::MergeRows("the merge found no current rows to read".into()))
+}
+
 /// The clustered merge (see the module docs) of `plan`'s rows into `current`, written under
 /// `url`.
 #[allow(clippy::too_many_arguments)]
@@ -362,7 +517,6 @@ pub(super) async fn stage(
     schema: &SchemaRef,
     load: &LoadPlan,
     current: &[CurrentFile],
-    ranges: &KeyRanges,
     layout: Layout,
     url: &str,
     options: TableParquetOptions,
@@ -391,79 +545,98 @@ pub(super) async fn stage(
     }
     let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
     ctx.register_table("__rows", ipc_table(&all, schema)?).map_err(df_err)?;
-    let mut source = "__rows";
     if let Some(latest) = super::check_rows(&ctx, load, schema, shares.checked).await? {
         shares = stage_shares(&ctx.state(), latest, &scratch.join("latest"), &layout, &load.keys).await?;
-        let all: Vec<PathBuf> = shares.files.iter().flatten().cloned().collect();
-        ctx.register_table("__latest", ipc_table(&all, schema)?).map_err(df_err)?;
-        source = "__latest";
     }
     tracing::debug!(ms = clock.elapsed().as_millis() as u64, rows = shares.rows, "merge: this run's rows checked");
 
-    // Which groups to rewrite: those receiving rows, and those whose files may hold a key of
-    // this run (possible only when groups overlap in key range).
-    let hit = if layout.disjoint() {
-        vec![false; current.len()]
-    } else {
-        hit_files(&ctx, ranges, source, &layout.key).await?
-    };
-    tracing::debug!(ms = clock.elapsed().as_millis() as u64, "merge: groups that may hold this run's keys found");
+    // Which runs of overlapping groups to merge: those receiving rows. A key this run's rows
+    // hold that a current piece may hold falls in the share of a group of the piece's run.
+    let clusters = layout.clusters();
     let deletes = delete_predicate(state, load, schema)?;
-    let mut jobs = Vec::new();
-    let mut keep = Vec::new();
-    for (g, group) in layout.groups.iter().enumerate() {
-        if shares.files[g].is_empty() && !group.files.iter().any(|&i| hit[i]) {
-            keep.extend(group.files.iter().map(|&i| current[i].rel.clone()));
-            continue;
-        }
-        jobs.push(g);
-    }
-    // Files that hold no key (empty files) belong to no group: kept.
-    let grouped: std::collections::HashSet<usize> =
-        layout.groups.iter().flat_map(|g| g.files.iter().copied()).collect();
-    keep.extend((0..current.len()).filter(|i| !grouped.contains(i)).map(|i| current[i].rel.clone()));
-    let new_keys = layout.groups.len();
-    if !shares.files[new_keys].is_empty() {
-        jobs.push(new_keys);
-    }
-    let rewritten = jobs.iter().filter(|&&g| g < new_keys).count();
-
-    let written: Vec<u64> = futures::stream::iter(jobs.into_iter().map(|g| {
-        let (ctx, layout, shares, deletes, options) = (&ctx, &layout, &shares, &deletes, &options);
-        async move {
-            let mut parts: Vec<datafusion::dataframe::DataFrame> = Vec::new();
-            if let Some(group) = layout.groups.get(g) {
-                let files: Vec<CurrentFile> = group.files.iter().map(|&i| current[i].clone()).collect();
-                let rows = read_current(ctx, &load.store, &files, schema, &[]).await?;
-                // This run's keys that can match a row of the group: the shares whose key
-                // interval meets the group's key range, within that range.
-                let (first, last) = (layout.group_of_scalar(&group.min)?, layout.group_of_scalar(&group.max)?);
-                let key_files: Vec<PathBuf> =
-                    (first..=last.min(new_keys - 1)).flat_map(|s| shares.files[s].iter().cloned()).collect();
-                if key_files.is_empty() {
-                    parts.push(rows);
-                } else {
-                    // Collected (a group's share of keys is small): with their exact size
-                    // known, the hash table is built on them and not on the group's rows (IPC
-                    // files have no statistics).
-                    let key_cols: Vec<Expr> = load.keys.iter().map(ident).collect();
-                    let keys = ctx
-                        .read_table(ipc_table(&key_files, schema)?)
-                        .map_err(df_err)?
-                        .filter(super::within(&layout.key, &group.min, &group.max))
-                        .map_err(df_err)?
-                        .select(key_cols)
-                        .map_err(df_err)?;
-                    let key_schema = Arc::new(keys.schema().as_arrow().clone());
-                    let batches = keys.collect().await.map_err(df_err)?;
-                    let keys = ctx
-                        .read_table(Arc::new(MemTable::try_new(key_schema, vec![batches]).map_err(df_err)?))
-                        .map_err(df_err)?;
-                    parts.push(super::without_keys(rows, keys, &load.keys)?);
+    let merged: Vec<bool> = clusters.iter().map(|c| c.groups.clone().any(|g| !shares.files[g].is_empty())).collect();
+    // A file with a piece in a merged run is replaced: its pieces elsewhere are copied as
+    // they are.
+    let mut replaced = vec![false; current.len()];
+    for (c, cluster) in clusters.iter().enumerate() {
+        if merged[c] {
+            for g in cluster.groups.clone() {
+                for &p in &layout.groups[g].pieces {
+                    replaced[layout.pieces[p].file] = true;
                 }
             }
-            if !shares.files[g].is_empty() {
-                let mut ups = ctx.read_table(ipc_table(&shares.files[g], schema)?).map_err(df_err)?;
+        }
+    }
+    let mut jobs: Vec<Job> = Vec::new();
+    for (c, cluster) in clusters.iter().enumerate() {
+        let pieces = cluster.groups.clone().flat_map(|g| layout.groups[g].pieces.iter().copied());
+        if merged[c] {
+            jobs.push(Job { cluster: Some(c), shares: cluster.groups.clone(), pieces: pieces.collect() });
+        } else {
+            // Each group on its own: a copy needs no keys, and smaller jobs write files of
+            // one key range each.
+            for g in cluster.groups.clone() {
+                let copy: Vec<usize> =
+                    layout.groups[g].pieces.iter().copied().filter(|&p| replaced[layout.pieces[p].file]).collect();
+                if !copy.is_empty() {
+                    jobs.push(Job { cluster: None, shares: 0..0, pieces: copy });
+                }
+            }
+        }
+    }
+    // Files that hold no key (empty files) belong to no group: kept, as are the files no
+    // merged run reaches.
+    let grouped: std::collections::HashSet<usize> = layout.pieces.iter().map(|p| p.file).collect();
+    let keep: Vec<String> =
+        (0..current.len()).filter(|&i| !grouped.contains(&i) || !replaced[i]).map(|i| current[i].rel.clone()).collect();
+    let new_keys = layout.groups.len();
+    if !shares.files[new_keys].is_empty() {
+        jobs.push(Job { cluster: None, shares: new_keys..new_keys + 1, pieces: Vec::new() });
+    }
+    let rewritten = replaced.iter().filter(|r| **r).count();
+    tracing::debug!(
+        ms = clock.elapsed().as_millis() as u64,
+        runs = clusters.len(),
+        merged = merged.iter().filter(|m| **m).count(),
+        jobs = jobs.len(),
+        "merge: rewrites planned"
+    );
+
+    let written: Vec<u64> = futures::stream::iter(jobs.into_iter().map(|job| {
+        let (ctx, layout, shares, deletes, options, clusters) = (&ctx, &layout, &shares, &deletes, &options, &clusters);
+        async move {
+            let mut parts: Vec<datafusion::dataframe::DataFrame> = Vec::new();
+            if !job.pieces.is_empty() {
+                let rows = read_pieces(ctx, load, layout, current, &job.pieces, schema).await?;
+                match job.cluster.map(|c| &clusters[c]) {
+                    None => parts.push(rows),
+                    Some(cluster) => {
+                        // This run's keys in the run's range, collected (a run's share of
+                        // keys is small): with their exact size known, the hash table is
+                        // built on them and not on the current rows (IPC files have no
+                        // statistics).
+                        let key_files: Vec<PathBuf> =
+                            job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
+                        let key_cols: Vec<Expr> = load.keys.iter().map(ident).collect();
+                        let keys = ctx
+                            .read_table(ipc_table(&key_files, schema)?)
+                            .map_err(df_err)?
+                            .filter(within(&layout.key, &cluster.min, &cluster.max))
+                            .map_err(df_err)?
+                            .select(key_cols)
+                            .map_err(df_err)?;
+                        let key_schema = Arc::new(keys.schema().as_arrow().clone());
+                        let batches = keys.collect().await.map_err(df_err)?;
+                        let keys = ctx
+                            .read_table(Arc::new(MemTable::try_new(key_schema, vec![batches]).map_err(df_err)?))
+                            .map_err(df_err)?;
+                        parts.push(super::without_keys(rows, keys, &load.keys)?);
+                    }
+                }
+            }
+            let ups: Vec<PathBuf> = job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
+            if !ups.is_empty() {
+                let mut ups = ctx.read_table(ipc_table(&ups, schema)?).map_err(df_err)?;
                 if let Some(d) = deletes {
                     ups = ups.filter(Expr::Not(Box::new(d.clone()))).map_err(df_err)?;
                 }
@@ -473,7 +646,14 @@ pub(super) async fn stage(
             for p in parts {
                 out = out.union(p).map_err(df_err)?;
             }
-            let w = execute_to_parquet(&ctx.state(), out.logical_plan().clone(), url, vec![], options.clone()).await?;
+            let w = execute_to_parquet(
+                &ctx.state(),
+                out.logical_plan().clone(),
+                url,
+                load.partition_by.clone(),
+                options.clone(),
+            )
+            .await?;
             Ok::<u64, SinkError>(w.rows)
         }
     }))
@@ -483,12 +663,111 @@ pub(super) async fn stage(
     outcome.rows = written.iter().sum();
     tracing::info!(
         files = current.len(),
+        pieces = layout.pieces.len(),
         groups = layout.groups.len(),
         rewritten,
         kept = keep.len(),
         rows = shares.rows,
-        "merge: {rewritten} of {} groups of files rewritten",
-        layout.groups.len()
+        "merge: {rewritten} of {} files rewritten",
+        current.len()
     );
     Ok(MergeOutcome { outcome, keep })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    fn groups(ranges: &[(i64, i64, u64)]) -> Vec<RowGroupKeys> {
+        ranges
+            .iter()
+            .map(|&(lo, hi, rows)| RowGroupKeys {
+                min: Arc::new(Int64Array::from(vec![lo])),
+                max: Arc::new(Int64Array::from(vec![hi])),
+                rows,
+            })
+            .collect()
+    }
+
+    fn shape(pieces: &[Piece]) -> Vec<(bool, i64, i64)> {
+        pieces.iter().map(|p| (p.whole, scalar_i64(&p.min).unwrap(), scalar_i64(&p.max).unwrap())).collect()
+    }
+
+    #[test]
+    fn files_in_key_order_are_cut_into_pieces_of_whole_row_groups() {
+        let rgs = groups(&[(0, 9, 10), (10, 19, 10), (20, 29, 10), (30, 39, 10), (40, 44, 5)]);
+        let pieces = cut(3, &rgs, &DataType::Int64, 20).unwrap();
+        assert_eq!(shape(&pieces), vec![(false, 0, 19), (false, 20, 39), (false, 40, 44)]);
+        assert!(pieces.iter().all(|p| p.file == 3));
+        // A row group bigger than a piece is a piece of its own.
+        let pieces = cut(0, &rgs, &DataType::Int64, 7).unwrap();
+        assert_eq!(pieces.len(), 5);
+        // Small enough: the whole file.
+        assert_eq!(shape(&cut(0, &rgs, &DataType::Int64, 45).unwrap()), vec![(true, 0, 44)]);
+    }
+
+    #[test]
+    fn files_whose_row_groups_overlap_or_touch_stay_whole() {
+        let overlapping = groups(&[(0, 15, 10), (10, 19, 10), (20, 29, 10)]);
+        assert_eq!(shape(&cut(0, &overlapping, &DataType::Int64, 10).unwrap()), vec![(true, 0, 29)]);
+        // A key may be in both row groups when one ends where the next begins.
+        let touching = groups(&[(0, 10, 10), (10, 19, 10)]);
+        assert_eq!(shape(&cut(0, &touching, &DataType::Int64, 10).unwrap()), vec![(true, 0, 19)]);
+        let descending = groups(&[(20, 29, 10), (0, 9, 10)]);
+        assert_eq!(shape(&cut(0, &descending, &DataType::Int64, 10).unwrap()), vec![(true, 0, 29)]);
+        // Float keys are never cut (NaN is above every number in statistics, not in a filter).
+        let rgs = vec![
+            RowGroupKeys {
+                min: Arc::new(datafusion::arrow::array::Float64Array::from(vec![0.0])),
+                max: Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.0])),
+                rows: 10,
+            },
+            RowGroupKeys {
+                min: Arc::new(datafusion::arrow::array::Float64Array::from(vec![2.0])),
+                max: Arc::new(datafusion::arrow::array::Float64Array::from(vec![3.0])),
+                rows: 10,
+            },
+        ];
+        assert_eq!(cut(0, &rgs, &DataType::Float64, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_layout_groups_pieces_of_files_in_key_order() {
+        let schema: SchemaRef =
+            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+                "id",
+                DataType::Int64,
+                false,
+            )]));
+        // File 0: ids 100..199 in two row groups; file 1: ids 0..99 in four; file 2 is empty.
+        let ranges: KeyRanges = vec![
+            Some(groups(&[(100, 149, 50), (150, 199, 50)])),
+            Some(groups(&[(0, 24, 25), (25, 49, 25), (50, 74, 25), (75, 99, 25)])),
+            Some(Vec::new()),
+        ];
+        let layout = Layout::new(&ranges, "id", &schema, 50).unwrap();
+        let order: Vec<(usize, i64)> = layout.pieces.iter().map(|p| (p.file, scalar_i64(&p.min).unwrap())).collect();
+        assert_eq!(order, vec![(1, 0), (1, 50), (0, 100), (0, 150)]);
+        assert_eq!(layout.clusters().len(), 4, "no two pieces overlap");
+        let keys: ArrayRef = Arc::new(Int64Array::from(vec![-5, 0, 49, 50, 120, 150, 199, 200]));
+        assert_eq!(layout.group_of(&keys).unwrap(), vec![0, 0, 0, 1, 2, 3, 3, 4]);
+        // Files that overlap: runs of groups.
+        let ranges: KeyRanges = vec![
+            Some(groups(&[(0, 100, 10)])),
+            Some(groups(&[(50, 150, 10)])),
+            Some(groups(&[(200, 210, 10)])),
+            Some(groups(&[(205, 300, 10)])),
+            Some(groups(&[(400, 500, 10)])),
+        ];
+        let layout = Layout::new(&ranges, "id", &schema, 50).unwrap();
+        let runs: Vec<(std::ops::Range<usize>, i64, i64)> = layout
+            .clusters()
+            .into_iter()
+            .map(|c| (c.groups, scalar_i64(&c.min).unwrap(), scalar_i64(&c.max).unwrap()))
+            .collect();
+        assert_eq!(runs, vec![(0..2, 0, 150), (2..4, 200, 300), (4..5, 400, 500)]);
+        // Unknown statistics: no layout.
+        assert!(Layout::new(&vec![None], "id", &schema, 50).is_none());
+    }
 }

@@ -212,10 +212,10 @@ pub(super) async fn stage_merge(
     phase("key ranges of the current files read");
     // A merge into files that all have statistics of the key keeps them clustered by key.
     if let (Some(key), Some(ranges)) = (key, &ranges)
-        && load.partition_by.is_empty()
-        && let Some(layout) = clustered::Layout::new(current, ranges, key, schema)
+        && let Some(layout) =
+            clustered::Layout::new(ranges, key, schema, clustered::PIECE_ROWS.min(load.max_rows_per_file as u64))
     {
-        let m = clustered::stage(state, plan, schema, load, current, ranges, layout, url, options, scratch).await?;
+        let m = clustered::stage(state, plan, schema, load, current, layout, url, options, scratch).await?;
         phase("rewritten, clustered by key");
         return Ok(m);
     }
@@ -486,7 +486,15 @@ struct Affected {
 }
 
 /// Per current file, the `[min, max]` of `key` in each row group (None: unknown).
-type KeyRanges = Vec<Option<Vec<(ArrayRef, ArrayRef)>>>;
+type KeyRanges = Vec<Option<Vec<RowGroupKeys>>>;
+
+/// The `[min, max]` of the key in one row group (one-element arrays), and its rows.
+#[derive(Clone)]
+struct RowGroupKeys {
+    min: ArrayRef,
+    max: ArrayRef,
+    rows: u64,
+}
 
 async fn all_key_ranges(store: &Store, current: &[CurrentFile], key: &str) -> Result<KeyRanges, SinkError> {
     let mut ranges = Vec::with_capacity(current.len());
@@ -516,7 +524,7 @@ async fn hit_files(ctx: &SessionContext, ranges: &KeyRanges, source: &str, key: 
                     continue;
                 }
                 let Some(groups) = r else { continue };
-                for (min, max) in groups {
+                for RowGroupKeys { min, max, .. } in groups {
                     if min.data_type() != keys.data_type() || min.is_null(0) || max.is_null(0) {
                         hit[k] = true;
                         break;
@@ -592,9 +600,9 @@ fn widen_range(
 
 /// The `[min, max]` over row groups' `[min, max]` (None: a bound is unknown; an empty file
 /// has no range either).
-fn groups_range(groups: &[(ArrayRef, ArrayRef)]) -> Option<(ScalarValue, ScalarValue)> {
+fn groups_range(groups: &[RowGroupKeys]) -> Option<(ScalarValue, ScalarValue)> {
     let mut range = None;
-    for (min, max) in groups {
+    for RowGroupKeys { min, max, .. } in groups {
         let (lo, hi) = (ScalarValue::try_from_array(min, 0).ok()?, ScalarValue::try_from_array(max, 0).ok()?);
         if lo.is_null() || hi.is_null() {
             return None;
@@ -605,11 +613,7 @@ fn groups_range(groups: &[(ArrayRef, ArrayRef)]) -> Option<(ScalarValue, ScalarV
 }
 
 /// The `[min, max]` of `column` in each row group of `file`, from its Parquet statistics.
-async fn key_ranges(
-    store: &Store,
-    file: &CurrentFile,
-    column: &str,
-) -> Result<Option<Vec<(ArrayRef, ArrayRef)>>, SinkError> {
+async fn key_ranges(store: &Store, file: &CurrentFile, column: &str) -> Result<Option<Vec<RowGroupKeys>>, SinkError> {
     let (meta, arrow_schema) = super::writer::footer(store, &file.meta).await?;
     let Ok(conv) = StatisticsConverter::try_new(column, &arrow_schema, meta.file_metadata().schema_descr()) else {
         return Ok(None);
@@ -622,7 +626,17 @@ async fn key_ranges(
     if meta.row_groups().is_empty() {
         return Ok(Some(Vec::new()));
     }
-    Ok(Some((0..mins.len()).map(|i| (mins.slice(i, 1), maxes.slice(i, 1))).collect()))
+    Ok(Some(
+        meta.row_groups()
+            .iter()
+            .enumerate()
+            .map(|(i, rg)| RowGroupKeys {
+                min: mins.slice(i, 1),
+                max: maxes.slice(i, 1),
+                rows: u64::try_from(rg.num_rows()).unwrap_or(0),
+            })
+            .collect(),
+    ))
 }
 
 /// The rows of `files`, with partition columns restored from their directory names, in the
