@@ -10,6 +10,7 @@ mod engine;
 mod error;
 pub mod incremental;
 mod malformed;
+mod pool;
 mod stage;
 pub mod table;
 mod tasks;
@@ -785,13 +786,16 @@ async fn run_with_policy(
 /// The DataFusion session of a run, with every store registered.
 fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
     let mut config = session_config();
-    match (opts.target_partitions, opts.memory_limit) {
-        (Some(n), _) => config = config.with_target_partitions(n.max(1)),
-        // Under a memory limit, one partition per query: DataFusion merges the sorted
-        // partitions of a sort without being able to spill, and with several partitions the
-        // sorts that can spill leave that merge no memory.
-        (None, Some(_)) => config = config.with_target_partitions(1),
-        (None, None) => {}
+    if let Some(n) = opts.target_partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    if opts.memory_limit.is_some() {
+        // Under a memory limit, a sort sorts its whole input in one stream (after the
+        // partitions that feed it are coalesced) instead of one sort per partition merged
+        // after: that merge cannot spill, and the sorts that can leave it no memory (it then
+        // fails with "Resources exhausted"). Scans, aggregations, joins and writes keep every
+        // partition.
+        config.options_mut().optimizer.repartition_sorts = false;
     }
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
     if let Some(limit) = opts.memory_limit {
@@ -800,7 +804,7 @@ fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
         // in a share of the pool, or a small limit fails instead of spilling.
         let exec = &mut config.options_mut().execution;
         exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(pool / 16);
-        runtime = runtime.with_memory_pool(Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(pool)));
+        runtime = runtime.with_memory_pool(Arc::new(pool::HeadroomPool::new(pool)));
     }
     let runtime = runtime.build_arc().map_err(|e| RunError::Engine(e.strip_backtrace()))?;
     let ctx = SessionContext::new_with_state(crate::compile::session_state(config, runtime));

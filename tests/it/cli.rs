@@ -344,6 +344,29 @@ fn memory_limit_makes_big_sorts_and_aggregations_spill() {
     let r = p.weir(&["run", "p.yaml", "--memory-limit", "1MB", "--full-refresh"]);
     r.code(1);
     assert!(r.stderr.contains("Resources exhausted"), "{}", r.stderr);
+    // ... and fails every time: a refused repartition once spilled to a file its reader could
+    // wait on forever (apache/datafusion#24883), and about one run in twelve of this
+    // group-by on two partitions never ended.
+    for attempt in 0..16 {
+        let mut child = p
+            .command(&["run", "p.yaml", "--memory-limit", "1MB", "--full-refresh"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("attempt {attempt}: the run under a 1 MB limit neither ended nor failed in 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(1), "attempt {attempt}");
+    }
 
     let r = p.weir(&["run", "p.yaml", "--memory-limit", "2XB"]);
     r.code(2);
