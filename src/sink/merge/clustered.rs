@@ -8,11 +8,11 @@
 //! at most [`MAX_GROUPS`] groups of neighbours. Group `g` owns the keys from its smallest key
 //! up to the next group's smallest key; keys above every current key make one more group of
 //! new files. This run's rows are staged once, straight into one Arrow IPC file per group
-//! (per input partition), so no group reads another's rows. Then each group that receives
-//! rows, or whose row-group statistics say it may hold one of this run's keys, is rewritten on
-//! its own: its current rows whose key is not among this run's keys in its key range, then
-//! its share of this run's rows (minus `delete_when`). A file with a piece in such a group is
-//! replaced: its other pieces are copied, each on its own. Groups are rewritten two at a time.
+//! (per input partition), so no group reads another's rows. Groups whose key ranges overlap
+//! form runs ([`Layout::clusters`]); each run that receives rows is rewritten on its own: its
+//! current rows whose key is not among this run's keys in its key range, then its shares of
+//! this run's rows (minus `delete_when`). A file with a piece in such a run is replaced: its
+//! other pieces are copied, a group at a time. Rewrites run two at a time.
 //! What one rewrite holds in memory (the hash table of this run's keys in its range) is
 //! bounded by the piece, not by how many rows a file holds.
 //!
@@ -43,7 +43,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::super::SinkError;
 use super::super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
 use super::{
-    KeyCheck, KeyHashes, KeyRanges, MergeOutcome, RowGroupKeys, delete_predicate, df_err, groups_range, read_current,
+    KeyCheck, KeyHashes, KeyRanges, MergeOutcome, RowGroupKeys, delete_predicate, df_err, read_current, widen_range,
     within,
 };
 use crate::compile::LoadPlan;
@@ -249,9 +249,8 @@ fn cut(file: usize, row_groups: &[RowGroupKeys], key_type: &DataType, piece_rows
     let rows: u64 = row_groups.iter().map(|rg| rg.rows).sum();
     let ascending = bounds.windows(2).all(|w| less(&w[0].1, &w[1].0));
     if rows <= piece_rows || row_groups.len() < 2 || !ascending || !cuttable(key_type) {
-        let (lo, hi) = groups_range(row_groups)?;
-        let whole = Piece { file, whole: true, min: cast_scalar(&lo, key_type)?, max: cast_scalar(&hi, key_type)? };
-        return Some(vec![whole]);
+        let (min, max) = bounds.into_iter().fold(None, |range, (lo, hi)| Some(widen_range(range, lo, hi)))?;
+        return Some(vec![Piece { file, whole: true, min, max }]);
     }
     let mut pieces = Vec::new();
     let (mut start, mut held) = (0usize, 0u64);
@@ -472,14 +471,15 @@ async fn read_pieces(
     let mut whole: Vec<CurrentFile> = Vec::new();
     // Per cut file, the key range of its pieces here (consecutive in the file: a group is a
     // run of pieces in key order).
-    let mut cut: std::collections::BTreeMap<usize, (ScalarValue, ScalarValue)> = Default::default();
+    let mut ranges: std::collections::BTreeMap<usize, (ScalarValue, ScalarValue)> = Default::default();
     for &p in pieces {
         let piece = &layout.pieces[p];
         if piece.whole {
             whole.push(current[piece.file].clone());
             continue;
         }
-        cut.entry(piece.file)
+        ranges
+            .entry(piece.file)
             .and_modify(|(lo, hi)| {
                 if less(&piece.min, lo) {
                     *lo = piece.min.clone();
@@ -495,7 +495,7 @@ async fn read_pieces(
     } else {
         Some(read_current(ctx, &load.store, &whole, schema, &load.partition_by).await?)
     };
-    for (file, (lo, hi)) in cut {
+    for (file, (lo, hi)) in ranges {
         let df = read_current(ctx, &load.store, std::slice::from_ref(&current[file]), schema, &load.partition_by)
             .await?
             .filter(within(&layout.key, &lo, &hi))
@@ -592,11 +592,9 @@ pub(super) async fn stage(
             }
         }
     }
-    // Files that hold no key (empty files) belong to no group: kept, as are the files no
-    // merged run reaches.
-    let grouped: std::collections::HashSet<usize> = layout.pieces.iter().map(|p| p.file).collect();
-    let keep: Vec<String> =
-        (0..current.len()).filter(|&i| !grouped.contains(&i) || !replaced[i]).map(|i| current[i].rel.clone()).collect();
+    // Kept: the files no merged run reaches, and those that hold no key (empty files belong
+    // to no group).
+    let keep: Vec<String> = (0..current.len()).filter(|&i| !replaced[i]).map(|i| current[i].rel.clone()).collect();
     let new_keys = layout.groups.len();
     if !shares.files[new_keys].is_empty() {
         jobs.push(Job { cluster: None, shares: new_keys..new_keys + 1, pieces: Vec::new() });
@@ -614,6 +612,7 @@ pub(super) async fn stage(
         let (ctx, layout, shares, deletes, options, clusters) = (&ctx, &layout, &shares, &deletes, &options, &clusters);
         async move {
             let mut parts: Vec<datafusion::dataframe::DataFrame> = Vec::new();
+            let share_files: Vec<PathBuf> = job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
             if !job.pieces.is_empty() {
                 let rows = read_pieces(ctx, load, layout, current, &job.pieces, schema).await?;
                 match job.cluster.map(|c| &clusters[c]) {
@@ -623,11 +622,9 @@ pub(super) async fn stage(
                         // keys is small): with their exact size known, the hash table is
                         // built on them and not on the current rows (IPC files have no
                         // statistics).
-                        let key_files: Vec<PathBuf> =
-                            job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
                         let key_cols: Vec<Expr> = load.keys.iter().map(ident).collect();
                         let keys = ctx
-                            .read_table(ipc_table(&key_files, schema)?)
+                            .read_table(ipc_table(&share_files, schema)?)
                             .map_err(df_err)?
                             .filter(within(&layout.key, &cluster.min, &cluster.max))
                             .map_err(df_err)?
@@ -642,9 +639,8 @@ pub(super) async fn stage(
                     }
                 }
             }
-            let ups: Vec<PathBuf> = job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
-            if !ups.is_empty() {
-                let mut ups = ctx.read_table(ipc_table(&ups, schema)?).map_err(df_err)?;
+            if !share_files.is_empty() {
+                let mut ups = ctx.read_table(ipc_table(&share_files, schema)?).map_err(df_err)?;
                 if let Some(d) = deletes {
                     ups = ups.filter(Expr::Not(Box::new(d.clone()))).map_err(df_err)?;
                 }
