@@ -26,6 +26,7 @@ pub mod delta;
 pub mod hive;
 mod merge;
 mod parquet;
+mod partitioned;
 pub mod remote;
 mod writer;
 

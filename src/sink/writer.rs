@@ -235,16 +235,11 @@ pub async fn execute_to_parquet(
         options.global.allow_single_file_parallelism = false;
         options.global.maximum_buffered_record_batches_per_stream = 2;
     }
+    if !partition_by.is_empty() {
+        return super::partitioned::write(state, plan, url, &partition_by, options).await;
+    }
     let file_type = format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(options)));
-    // Partition columns go to the writer as text no value can break (see `hive`); the
-    // directories get their Hive names when the load is staged.
-    let plan = if partition_by.is_empty() {
-        plan
-    } else {
-        let columns = super::hive::writer_columns(plan.schema().as_arrow(), &partition_by)?;
-        LogicalPlanBuilder::from(plan).project(columns)?.build()?
-    };
-    let copy = LogicalPlanBuilder::copy_to(plan, url.to_string(), file_type, HashMap::new(), partition_by)?.build()?;
+    let copy = LogicalPlanBuilder::copy_to(plan, url.to_string(), file_type, HashMap::new(), vec![])?.build()?;
     let physical = state.create_physical_plan(&copy).await?;
     tracing::trace!(
         "physical plan of the write to {url}:\n{}",

@@ -677,17 +677,23 @@ fn partitioned_merge_moves_a_row_between_partitions() {
 
 #[test]
 fn a_partitioned_merge_keeps_each_partition_clustered_by_key() {
-    let p = project(
-        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], partition_by: [region], row_group_rows: 1000, max_rows_per_file: 5000 }\n",
-    );
-    // 40,000 rows, north and south alternating: a file per region (a partitioned write starts
-    // no second file), in key order, in row groups of 1,000 rows.
+    let load = |max: u32| {
+        format!(
+            "  src:\n    extract: {{ store: raw, path: \"*.csv\", incremental: {{ new_files: true }} }}\n  out:\n    load: {{ from: src, store: lake, path: out/, mode: merge, keys: [id], partition_by: [region], row_group_rows: 1000, max_rows_per_file: {max} }}\n"
+        )
+    };
+    let p = project(&load(100_000));
+    // 40,000 rows, north and south alternating: a file per region, in key order, in row groups
+    // of 1,000 rows.
     deliver(&p, "d1.csv", 0..40_000, 1);
     p.weir(&["run", "p.yaml", "--target-partitions", "1"]).ok();
     let files = parquet_files(&p.join("lake/out"));
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files.iter().all(|f| row_groups_of(f) == 20));
-    // Pieces of 5,000 rows: ids 0..10,000 of both regions, and so on.
+    // Files now bigger than the load's `max_rows_per_file` (written before it was lowered, or
+    // by another tool) are merged in pieces of 5,000 rows: ids 0..10,000 of both regions, and
+    // so on.
+    p.write("p.yaml", format!("pipeline: inc\n{STORES}tasks:\n{}", load(5_000)));
     let first: BTreeMap<PathBuf, (u32, u32)> =
         (0..4).map(|k| (PathBuf::from(k.to_string()), (k * 10_000, k * 10_000 + 9_999))).collect();
 

@@ -2,6 +2,10 @@
 //! `__HIVE_DEFAULT_PARTITION__`, special characters are escaped, every type reads back as the
 //! value it was, in every load mode, and an empty result is still a readable table.
 
+use std::collections::BTreeMap;
+
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
 use crate::common::*;
 
 /// Values that break a directory name when written raw, and NULL, through every load mode;
@@ -224,4 +228,56 @@ assert duckdb.execute("SELECT id, region FROM read_parquet('lake/out/**/*.parque
 print("ok")
 "#;
     run_python(&python, script, p.path());
+}
+
+/// A partitioned write starts a new file in a directory once the open one holds
+/// `max_rows_per_file` rows, as an unpartitioned write does; every row lands once, in its
+/// own directory, whatever the number of partitions the query runs in.
+#[test]
+fn a_partitioned_write_keeps_files_to_max_rows_per_file() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stores:\n  raw: { url: \"file://raw\" }\n  lake: { url: \"file://lake\" }\ntasks:\n  src:\n    extract: { store: raw, path: \"*.csv\" }\n  out:\n    load: { from: src, store: lake, path: out/, partition_by: [region], max_rows_per_file: 20000 }\n",
+    );
+    // 100,000 rows in three regions of 50,000, 30,000 and 20,000 rows, in two files.
+    let region = |i: u32| match i % 10 {
+        0..5 => "north",
+        5..8 => "south",
+        _ => "east",
+    };
+    for (name, ids) in [("a.csv", 0..60_000), ("b.csv", 60_000..100_000)] {
+        let mut s = String::from("id,region,amount\n");
+        for i in ids {
+            s.push_str(&format!("{i},{},{}\n", region(i), i % 97));
+        }
+        p.write(&format!("raw/{name}"), s);
+    }
+    for partitions in ["1", "2"] {
+        p.weir(&["run", "p.yaml", "--target-partitions", partitions]).ok();
+        let mut files_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for f in parquet_files(&p.join("lake/out")) {
+            let dir = f.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            let rows = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+                .unwrap()
+                .metadata()
+                .file_metadata()
+                .num_rows() as usize;
+            files_of.entry(dir).or_default().push(rows);
+        }
+        let expected = [("region=east", 20_000), ("region=north", 50_000), ("region=south", 30_000)];
+        assert_eq!(files_of.keys().map(String::as_str).collect::<Vec<_>>(), expected.map(|(d, _)| d), "{files_of:?}");
+        for (dir, total) in expected {
+            let sizes = &files_of[dir];
+            assert_eq!(sizes.iter().sum::<usize>(), total, "{dir}: {sizes:?}");
+            // A batch (up to 8,192 rows) is never split: a file is closed at 20,000 rows or more.
+            assert!(sizes.iter().all(|n| *n < 20_000 + 8_192), "{dir}: {sizes:?}");
+            assert!(sizes.iter().filter(|n| **n < 20_000).count() <= 1, "one last, smaller file in {dir}: {sizes:?}");
+        }
+        let rows = read_rows(&p.join("lake/out"));
+        let mut ids: Vec<u32> = rows.iter().map(|r| r["id"].parse().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, (0..100_000).collect::<Vec<_>>());
+        assert!(rows.iter().all(|r| r["region"] == region(r["id"].parse().unwrap())));
+    }
 }
