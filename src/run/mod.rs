@@ -789,21 +789,17 @@ fn session(plan: &Plan, opts: &RunOptions) -> Result<SessionContext, RunError> {
     if let Some(n) = opts.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }
-    if opts.memory_limit.is_some() {
-        // Under a memory limit, a sort sorts its whole input in one stream (after the
-        // partitions that feed it are coalesced) instead of one sort per partition merged
-        // after: that merge cannot spill, and the sorts that can leave it no memory (it then
-        // fails with "Resources exhausted"). Scans, aggregations, joins and writes keep every
-        // partition.
-        config.options_mut().optimizer.repartition_sorts = false;
-    }
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
     if let Some(limit) = opts.memory_limit {
         let pool = query_pool_size(limit);
-        // What a sort keeps back for merging its spilled runs (10 MiB by default) must fit
-        // in a share of the pool, or a small limit fails instead of spilling.
+        // Each partition's sort keeps back what merging its spilled runs needs (10 MiB by
+        // default), outside what can spill: together they take at most an eighth of the
+        // pool, however many partitions there are, or a small limit fails instead of
+        // spilling. The sorted partitions are then merged by a streaming merge that holds a
+        // batch per partition (see docs/design/memory.md).
+        let partitions = config.target_partitions().max(1);
         let exec = &mut config.options_mut().execution;
-        exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(pool / 16);
+        exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(pool / (8 * partitions));
         runtime = runtime.with_memory_pool(Arc::new(pool::HeadroomPool::new(pool)));
     }
     let runtime = runtime.build_arc().map_err(|e| RunError::Engine(e.strip_backtrace()))?;

@@ -68,7 +68,10 @@ pub(super) async fn write(
         file_group: Default::default(),
         table_paths: vec![table.clone()],
         output_schema: schema.clone(),
-        table_partition_cols: columns.iter().map(|(i, _)| (schema.field(*i).name().clone(), schema.field(*i).data_type().clone())).collect(),
+        table_partition_cols: columns
+            .iter()
+            .map(|(i, _)| (schema.field(*i).name().clone(), schema.field(*i).data_type().clone()))
+            .collect(),
         insert_op: InsertOp::Append,
         keep_partition_by_columns: false,
         file_extension: "parquet".into(),
@@ -197,13 +200,18 @@ async fn split_stream(
         }
         let kept = batch.project(&split.kept)?;
         for (dir, rows) in rows_of.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
-            let part =
-                if rows.len() == batch.num_rows() { kept.clone() } else { take_record_batch(&kept, &UInt32Array::from(rows.clone()))? };
+            let part = if rows.len() == batch.num_rows() {
+                kept.clone()
+            } else {
+                take_record_batch(&kept, &UInt32Array::from(rows.clone()))?
+            };
             let tx = files
                 .lock()
                 .map_err(|_| exec_datafusion_err!("a task splitting rows by partition panicked"))?
                 .file_for(&dirs[dir], part.num_rows())?;
-            tx.send(part).await.map_err(|_| exec_datafusion_err!("the Parquet writer of `{}` stopped", dirs[dir].join("/")))?;
+            tx.send(part)
+                .await
+                .map_err(|_| exec_datafusion_err!("the Parquet writer of `{}` stopped", dirs[dir].join("/")))?;
         }
     }
     Ok(())
