@@ -940,3 +940,32 @@ fn compression_level_reaches_the_writer() {
     }
     assert!(sizes[1] < sizes[0], "zstd level 19 writes smaller files than level 1: {sizes:?}");
 }
+
+/// A merge keyed by a text column (the anti-join path; an integer key takes a hash set of the
+/// run's keys): updates replace their rows, new keys are added, every key once.
+#[test]
+fn a_merge_keyed_by_text_replaces_and_adds_rows() {
+    let p = project(
+        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [code], max_rows_per_file: 10000 }\n",
+    );
+    let csv = |ids: std::ops::Range<u32>, version: u32| {
+        let mut s = String::from("code,version\n");
+        for i in ids {
+            s.push_str(&format!("c{i:06},{version}\n"));
+        }
+        s
+    };
+    p.write("raw/d1.csv", csv(0..30_000, 1));
+    p.weir(&["run", "p.yaml"]).ok();
+    p.write("raw/d2.csv", csv(25_000..35_000, 2));
+    p.weir(&["run", "p.yaml"]).ok();
+    let rows = read_rows(&p.join("lake/out"));
+    let mut seen = BTreeMap::new();
+    for r in &rows {
+        assert!(seen.insert(r["code"].clone(), r["version"].clone()).is_none(), "{} twice", r["code"]);
+    }
+    assert_eq!(seen.len(), 35_000);
+    for i in 0..35_000u32 {
+        assert_eq!(seen[&format!("c{i:06}")], if i < 25_000 { "1" } else { "2" }, "c{i:06}");
+    }
+}

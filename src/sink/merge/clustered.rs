@@ -612,16 +612,14 @@ pub(super) async fn stage(
         let (ctx, layout, shares, deletes, options, clusters) = (&ctx, &layout, &shares, &deletes, &options, &clusters);
         async move {
             let mut parts: Vec<datafusion::dataframe::DataFrame> = Vec::new();
+            let mut held = None;
             let share_files: Vec<PathBuf> = job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
             if !job.pieces.is_empty() {
                 let rows = read_pieces(ctx, load, layout, current, &job.pieces, schema).await?;
                 match job.cluster.map(|c| &clusters[c]) {
                     None => parts.push(rows),
                     Some(cluster) => {
-                        // This run's keys in the run's range, collected (a run's share of
-                        // keys is small): with their exact size known, the hash table is
-                        // built on them and not on the current rows (IPC files have no
-                        // statistics).
+                        // This run's keys in the run's range.
                         let key_cols: Vec<Expr> = load.keys.iter().map(ident).collect();
                         let keys = ctx
                             .read_table(ipc_table(&share_files, schema)?)
@@ -630,12 +628,34 @@ pub(super) async fn stage(
                             .map_err(df_err)?
                             .select(key_cols)
                             .map_err(df_err)?;
-                        let key_schema = Arc::new(keys.schema().as_arrow().clone());
-                        let batches = keys.collect().await.map_err(df_err)?;
-                        let keys = ctx
-                            .read_table(Arc::new(MemTable::try_new(key_schema, vec![batches]).map_err(df_err)?))
-                            .map_err(df_err)?;
-                        parts.push(super::without_keys(rows, keys, &load.keys)?);
+                        if let [key] = load.keys.as_slice()
+                            && super::keyset::fits(keys.schema().field(0).data_type())
+                        {
+                            // One integer key: a hash set of the keys, and a filter.
+                            let mut set = super::keyset::Keys::default();
+                            let mut stream = keys.execute_stream().await.map_err(df_err)?;
+                            while let Some(batch) = stream.next().await {
+                                super::keyset::add(&mut set, batch.map_err(df_err)?.column(0).as_ref()).map_err(df_err)?;
+                            }
+                            // Held until the rewrite ends, out of the query memory pool
+                            // (`--memory-limit`) as the join's hash table was.
+                            let reservation = datafusion::execution::memory_pool::MemoryConsumer::new("merge keys")
+                                .register(&ctx.state().runtime_env().memory_pool);
+                            reservation.try_grow(super::keyset::bytes(&set)).map_err(df_err)?;
+                            held = Some(reservation);
+                            let kept = super::keyset::not_in(set).call(vec![ident(key)]);
+                            parts.push(rows.filter(kept).map_err(df_err)?);
+                        } else {
+                            // Collected (their exact size known, the join's hash table is
+                            // built on them and not on the current rows: IPC files have no
+                            // statistics), then an anti-join.
+                            let key_schema = Arc::new(keys.schema().as_arrow().clone());
+                            let batches = keys.collect().await.map_err(df_err)?;
+                            let keys = ctx
+                                .read_table(Arc::new(MemTable::try_new(key_schema, vec![batches]).map_err(df_err)?))
+                                .map_err(df_err)?;
+                            parts.push(super::without_keys(rows, keys, &load.keys)?);
+                        }
                     }
                 }
             }
@@ -658,6 +678,7 @@ pub(super) async fn stage(
                 options.clone(),
             )
             .await?;
+            drop(held);
             Ok::<u64, SinkError>(w.rows)
         }
     }))

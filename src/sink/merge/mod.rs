@@ -36,6 +36,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext, ident};
 use futures::StreamExt;
 
 mod clustered;
+mod keyset;
 
 use super::SinkError;
 use super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, staging_parquet_options};
