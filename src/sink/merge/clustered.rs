@@ -635,7 +635,8 @@ pub(super) async fn stage(
                             let mut set = super::keyset::Keys::default();
                             let mut stream = keys.execute_stream().await.map_err(df_err)?;
                             while let Some(batch) = stream.next().await {
-                                super::keyset::add(&mut set, batch.map_err(df_err)?.column(0).as_ref()).map_err(df_err)?;
+                                super::keyset::add(&mut set, batch.map_err(df_err)?.column(0).as_ref())
+                                    .map_err(df_err)?;
                             }
                             // Held until the rewrite ends, out of the query memory pool
                             // (`--memory-limit`) as the join's hash table was.

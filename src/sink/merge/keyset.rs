@@ -161,16 +161,12 @@ mod tests {
         )
         .unwrap();
         let ctx = SessionContext::new();
-        let kept = ctx
-            .read_batch(batch)
-            .unwrap()
-            .filter(not_in(keys).call(vec![col("id")]))
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let ids: Vec<Option<i32>> =
-            kept.iter().flat_map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int32Type>().iter()).collect();
+        let kept =
+            ctx.read_batch(batch).unwrap().filter(not_in(keys).call(vec![col("id")])).unwrap().collect().await.unwrap();
+        let ids: Vec<Option<i32>> = kept
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int32Type>().iter())
+            .collect();
         assert_eq!(ids, vec![Some(1), None, Some(5)]);
     }
 
