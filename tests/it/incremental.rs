@@ -969,36 +969,3 @@ fn a_merge_keyed_by_text_replaces_and_adds_rows() {
         assert_eq!(seen[&format!("c{i:06}")], if i < 25_000 { "1" } else { "2" }, "c{i:06}");
     }
 }
-
-/// Small files that a merge rewrites are rewritten together, consecutive key ranges up to
-/// `max_rows_per_file` rows a rewrite: a table of many small files becomes one of fewer,
-/// bigger files, each still holding one key range, with every row right.
-#[test]
-fn a_merge_into_many_small_files_rewrites_them_into_fewer() {
-    let p = project(
-        "  src:\n    extract: { store: raw, path: \"*.csv\", incremental: { new_files: true } }\n  out:\n    load: { from: src, store: lake, path: out/, mode: merge, keys: [id], max_rows_per_file: 10000 }\n",
-    );
-    // 40 deliveries of 1,000 new ids each: 40 files of one key range each.
-    for k in 0..40u32 {
-        deliver(&p, &format!("d{k:02}.csv"), k * 1_000..(k + 1) * 1_000, 1);
-        p.weir(&["run", "p.yaml"]).ok();
-    }
-    assert_eq!(parquet_files(&p.join("lake/out")).len(), 40);
-    // Every 10th id updated: every file is rewritten.
-    let mut s = String::from("id,version,region,updated_at\n");
-    for i in (0..40_000).step_by(10) {
-        s.push_str(&format!("{i},2,{},2024-01-02T00:00:00\n", ["north", "south"][(i % 2) as usize]));
-    }
-    p.write("raw/u.csv", s);
-    p.weir(&["run", "p.yaml"]).ok();
-    let ranges = id_ranges(&p.join("lake/out"));
-    assert!(ranges.len() <= 8, "{} files: {ranges:?}", ranges.len());
-    let mut sorted: Vec<(u32, u32)> = ranges.values().copied().collect();
-    sorted.sort();
-    assert!(sorted.windows(2).all(|w| w[0].1 < w[1].0), "overlapping files: {sorted:?}");
-    let by = by_id(&p, "lake/out");
-    assert_eq!(by.len(), 40_000);
-    for (id, versions) in by {
-        assert_eq!(versions, vec![if id % 10 == 0 { 2 } else { 1 }], "id {id}");
-    }
-}

@@ -68,8 +68,6 @@ pub(super) struct Layout {
     pieces: Vec<Piece>,
     groups: Vec<Group>,
     bounds: Bounds,
-    /// The most rows a piece holds, and a rewrite of small runs together.
-    piece_rows: u64,
 }
 
 /// Consecutive row groups of one current file, and the keys they hold.
@@ -80,7 +78,6 @@ struct Piece {
     whole: bool,
     min: ScalarValue,
     max: ScalarValue,
-    rows: u64,
 }
 
 /// The smallest key of groups 1.. (the bounds between groups), and the greatest current key
@@ -178,7 +175,7 @@ impl Layout {
             let max = to_row(&converter, &max)?;
             Bounds::Rows { converter, bounds, max }
         };
-        Some(Layout { key: key.to_string(), key_index, pieces, groups, bounds, piece_rows })
+        Some(Layout { key: key.to_string(), key_index, pieces, groups, bounds })
     }
 
     /// The group of each key of `keys`: `groups.len()` for keys above every current key
@@ -253,7 +250,7 @@ fn cut(file: usize, row_groups: &[RowGroupKeys], key_type: &DataType, piece_rows
     let ascending = bounds.windows(2).all(|w| less(&w[0].1, &w[1].0));
     if rows <= piece_rows || row_groups.len() < 2 || !ascending || !cuttable(key_type) {
         let (min, max) = bounds.into_iter().fold(None, |range, (lo, hi)| Some(widen_range(range, lo, hi)))?;
-        return Some(vec![Piece { file, whole: true, min, max, rows }]);
+        return Some(vec![Piece { file, whole: true, min, max }]);
     }
     let mut pieces = Vec::new();
     let (mut start, mut held) = (0usize, 0u64);
@@ -269,13 +266,7 @@ fn cut(file: usize, row_groups: &[RowGroupKeys], key_type: &DataType, piece_rows
     Some(
         pieces
             .into_iter()
-            .map(|(a, b)| Piece {
-                file,
-                whole,
-                min: bounds[a].0.clone(),
-                max: bounds[b - 1].1.clone(),
-                rows: row_groups[a..b].iter().map(|rg| rg.rows).sum(),
-            })
+            .map(|(a, b)| Piece { file, whole, min: bounds[a].0.clone(), max: bounds[b - 1].1.clone() })
             .collect(),
     )
 }
@@ -459,8 +450,8 @@ fn ipc_table(files: &[PathBuf], schema: &SchemaRef) -> Result<Arc<ListingTable>,
 /// shares, plus those shares (`cluster`); the pieces of replaced files in a group this run's
 /// keys do not reach, copied (no `cluster`, no `shares`); or the share of new keys alone.
 struct Job {
-    /// The runs merged (indexes into the clusters), consecutive.
-    cluster: Option<std::ops::Range<usize>>,
+    /// The run merged (an index into the clusters).
+    cluster: Option<usize>,
     /// The groups whose shares of this run's rows are written.
     shares: std::ops::Range<usize>,
     pieces: Vec<usize>,
@@ -585,25 +576,10 @@ pub(super) async fn stage(
         }
     }
     let mut jobs: Vec<Job> = Vec::new();
-    let rows_of = |c: &Cluster| -> u64 {
-        c.groups.clone().flat_map(|g| layout.groups[g].pieces.iter()).map(|&p| layout.pieces[p].rows).sum()
-    };
     for (c, cluster) in clusters.iter().enumerate() {
         let pieces = cluster.groups.clone().flat_map(|g| layout.groups[g].pieces.iter().copied());
         if merged[c] {
-            // Consecutive small runs are rewritten together, up to a piece's rows: a table of
-            // many small files is merged in fewer rewrites, into fewer files.
-            if let Some(last) = jobs.last_mut()
-                && let Some(runs) = last.cluster.as_mut()
-                && runs.end == c
-                && clusters[runs.clone()].iter().map(rows_of).sum::<u64>() + rows_of(cluster) <= layout.piece_rows
-            {
-                runs.end = c + 1;
-                last.shares.end = cluster.groups.end;
-                last.pieces.extend(pieces);
-                continue;
-            }
-            jobs.push(Job { cluster: Some(c..c + 1), shares: cluster.groups.clone(), pieces: pieces.collect() });
+            jobs.push(Job { cluster: Some(c), shares: cluster.groups.clone(), pieces: pieces.collect() });
         } else {
             // Each group on its own: a copy needs no keys, and smaller jobs write files of
             // one key range each.
@@ -640,16 +616,15 @@ pub(super) async fn stage(
             let share_files: Vec<PathBuf> = job.shares.clone().flat_map(|g| shares.files[g].iter().cloned()).collect();
             if !job.pieces.is_empty() {
                 let rows = read_pieces(ctx, load, layout, current, &job.pieces, schema).await?;
-                match job.cluster.clone() {
+                match job.cluster.map(|c| &clusters[c]) {
                     None => parts.push(rows),
-                    Some(runs) => {
-                        let (min, max) = (&clusters[runs.start].min, &clusters[runs.end - 1].max);
+                    Some(cluster) => {
                         // This run's keys in the run's range.
                         let key_cols: Vec<Expr> = load.keys.iter().map(ident).collect();
                         let keys = ctx
                             .read_table(ipc_table(&share_files, schema)?)
                             .map_err(df_err)?
-                            .filter(within(&layout.key, min, max))
+                            .filter(within(&layout.key, &cluster.min, &cluster.max))
                             .map_err(df_err)?
                             .select(key_cols)
                             .map_err(df_err)?;
