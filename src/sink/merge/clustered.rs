@@ -378,19 +378,33 @@ async fn stage_shares(
                 let cols: Vec<ArrayRef> = key_indexes.iter().map(|&i| batch.column(i).clone()).collect();
                 hashes.add(&cols)?;
                 let groups = layout.group_of(batch.column(layout.key_index))?;
-                let mut indexes: Vec<Vec<u32>> = vec![Vec::new(); n];
-                for (i, g) in groups.into_iter().enumerate() {
-                    indexes[g].push(i as u32);
+                // The rows in group order (a counting sort), taken once; each group's rows
+                // are then a slice.
+                let mut starts = vec![0usize; n + 1];
+                for &g in &groups {
+                    starts[g + 1] += 1;
                 }
-                for (g, idx) in indexes.into_iter().enumerate() {
-                    if idx.is_empty() {
+                for g in 0..n {
+                    starts[g + 1] += starts[g];
+                }
+                let single = starts.windows(2).any(|w| w[1] - w[0] == batch.num_rows());
+                let ordered = if single {
+                    batch.clone()
+                } else {
+                    let mut next = starts.clone();
+                    let mut order = vec![0u32; groups.len()];
+                    for (i, &g) in groups.iter().enumerate() {
+                        order[next[g]] = i as u32;
+                        next[g] += 1;
+                    }
+                    take_record_batch(&batch, &UInt32Array::from(order)).map_err(|e| df_err(e.into()))?
+                };
+                for g in 0..n {
+                    let (from, to) = (starts[g], starts[g + 1]);
+                    if from == to {
                         continue;
                     }
-                    let part = if idx.len() == batch.num_rows() {
-                        batch.clone()
-                    } else {
-                        take_record_batch(&batch, &UInt32Array::from(idx)).map_err(|e| df_err(e.into()))?
-                    };
+                    let part = ordered.slice(from, to - from);
                     let w = match &mut writers[g] {
                         Some(w) => w,
                         slot => slot.insert(GroupWriter::create(
