@@ -310,8 +310,14 @@ pub fn status_of<'a>(stdout: &'a str, task: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {task} in\n{stdout}"))
 }
 
-/// Run a Python script in `dir` with `python`; panic with its output when it fails.
+/// Run a Python script in `dir` with `python`; panic with its output when it fails. A script
+/// that ran to its end exits at once, without the interpreter's teardown: with deltalake,
+/// DuckDB and Polars loaded, that teardown once aborted ("terminate called without an active
+/// exception") after a script had checked everything and printed its result. An exception
+/// still fails the run.
 pub fn run_python(python: &str, script: &str, dir: &Path) -> String {
+    let script =
+        format!("{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n");
     let out = Command::new(python).arg("-c").arg(script).current_dir(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
