@@ -9,11 +9,10 @@
 //! - dates are `2026-11-01`, timestamps `2026-11-01 08:30:00[.fraction]` (Hive's text form,
 //!   escaped: `08%3A30%3A00`), booleans `true`/`false`, numbers as SQL prints them.
 //!
-//! DataFusion's partitioned writer puts the raw value of each row in the directory name (a
-//! NULL becomes `''`, `0`, `false` or `1970-01-01`, and nothing is escaped), so weir hands it
-//! a partition column that is already text of a shape no value can break — [`WRITTEN_NULL`]
-//! for NULL, else `v` and the value's UTF-8 bytes in hex — and renames the directories to
-//! their Hive names when the files are written ([`hive_rel`]).
+//! The partitioned writer (`sink::partitioned`) names a directory by text of a shape no value
+//! can break and that the object store client passes through as it is — [`WRITTEN_NULL`] for
+//! NULL, else `v` and the value's UTF-8 bytes in hex ([`writer_columns`]) — and the
+//! directories are renamed to their Hive names when the files are staged ([`hive_rel`]).
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
@@ -61,7 +60,7 @@ pub fn values(dir: &str) -> Vec<(String, Option<String>)> {
 }
 
 /// The columns of `schema` with each partition column replaced by the text the writer puts in
-/// its directory name (see the module docs).
+/// its directory name (see the module docs); the writer evaluates it on a directory's first row.
 pub fn writer_columns(schema: &Schema, partition_by: &[String]) -> datafusion::error::Result<Vec<Expr>> {
     schema
         .fields()

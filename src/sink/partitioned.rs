@@ -17,8 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::array::{Array, RecordBatch, StringArray};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::runtime::SpawnedTask;
@@ -37,7 +36,7 @@ use object_store::path::Path as ObjectPath;
 use tokio::sync::mpsc;
 
 use super::SinkError;
-use super::writer::{WriteOutcome, leaf_rows};
+use super::writer::{WriteOutcome, leaf_rows, split_rows};
 
 type Result<T> = datafusion::error::Result<T>;
 
@@ -80,17 +79,16 @@ pub(super) async fn write(
     let ctx = state.task_ctx();
     let store = ctx.runtime_env().object_store(&config.object_store_url)?;
     let execution = &state.config().options().execution;
-    let files = Files {
-        sent: mpsc::unbounded_channel().0,
+    let (sent, received) = mpsc::unbounded_channel();
+    let files = Arc::new(Mutex::new(Files {
+        sent,
         base: table.prefix().clone(),
         write_id: uuid::Uuid::new_v4().simple().to_string(),
         max_rows: execution.soft_max_rows_per_output_file.get(),
         buffered: execution.max_buffered_batches_per_output_file.get(),
         dirs: HashMap::new(),
         count: 0,
-    };
-    let (sent, received) = mpsc::unbounded_channel();
-    let files = Arc::new(Mutex::new(Files { sent, ..files }));
+    }));
     let kept = (0..schema.fields().len()).filter(|i| !partition_by.contains(schema.field(*i).name())).collect();
     let split = Split { columns, kept };
     let demux = SpawnedTask::spawn(demux(physical.clone(), ctx.clone(), Arc::new(split), files));
@@ -172,7 +170,6 @@ async fn split_stream(
     // This stream's directories: the encoded partition values → the directory's name.
     let mut known: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut dirs: Vec<Vec<String>> = Vec::new();
-    let mut rows_of: Vec<Vec<u32>> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
@@ -180,31 +177,22 @@ async fn split_stream(
         }
         let values: Vec<_> = split.columns.iter().map(|(i, _)| batch.column(*i).clone()).collect();
         let encoded = converter.convert_columns(&values)?;
-        rows_of.iter_mut().for_each(Vec::clear);
-        let mut previous: Option<(usize, usize)> = None; // (row, directory)
+        let mut dir_of = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let dir = match previous {
-                Some((p, d)) if encoded.row(p) == encoded.row(row) => d,
+            let dir = match dir_of.last() {
+                Some(&d) if encoded.row(row - 1) == encoded.row(row) => d,
                 _ => match known.get(encoded.row(row).as_ref()) {
                     Some(d) => *d,
                     None => {
                         dirs.push(dir_name(&split, &batch, row)?);
-                        rows_of.push(Vec::new());
                         known.insert(encoded.row(row).as_ref().to_vec(), dirs.len() - 1);
                         dirs.len() - 1
                     }
                 },
             };
-            rows_of[dir].push(row as u32);
-            previous = Some((row, dir));
+            dir_of.push(dir);
         }
-        let kept = batch.project(&split.kept)?;
-        for (dir, rows) in rows_of.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
-            let part = if rows.len() == batch.num_rows() {
-                kept.clone()
-            } else {
-                take_record_batch(&kept, &UInt32Array::from(rows.clone()))?
-            };
+        for (dir, part) in split_rows(&batch.project(&split.kept)?, &dir_of, dirs.len())? {
             let tx = files
                 .lock()
                 .map_err(|_| exec_datafusion_err!("a task splitting rows by partition panicked"))?

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::arrow::array::{Array, RecordBatch, UInt32Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::datasource::file_format::format_as_file_type;
@@ -255,6 +255,38 @@ pub async fn execute_to_parquet(
     Ok(WriteOutcome { rows, rows_in: leaf_rows(&physical), files: 0, bytes: 0 })
 }
 
+/// `batch`'s rows by group (`group[i]` is row `i`'s, below `groups`): each non-empty group
+/// and its rows, in their order. The rows are put in group order by a counting sort and taken
+/// once; each group's rows are a slice of that (a batch in one group is returned as it is).
+pub(super) fn split_rows(
+    batch: &RecordBatch,
+    group: &[usize],
+    groups: usize,
+) -> datafusion::error::Result<Vec<(usize, RecordBatch)>> {
+    let mut starts = vec![0usize; groups + 1];
+    for &g in group {
+        starts[g + 1] += 1;
+    }
+    for g in 0..groups {
+        starts[g + 1] += starts[g];
+    }
+    let ordered = if starts.windows(2).any(|w| w[1] - w[0] == batch.num_rows()) {
+        batch.clone()
+    } else {
+        let mut next = starts.clone();
+        let mut order = vec![0u32; group.len()];
+        for (i, &g) in group.iter().enumerate() {
+            order[next[g]] = i as u32;
+            next[g] += 1;
+        }
+        datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?
+    };
+    Ok((0..groups)
+        .filter(|&g| starts[g + 1] > starts[g])
+        .map(|g| (g, ordered.slice(starts[g], starts[g + 1] - starts[g])))
+        .collect())
+}
+
 /// Rows produced by the leaves (scans) of an executed plan.
 pub fn leaf_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let children = plan.children();
@@ -338,4 +370,23 @@ pub(super) async fn list_all(
     let mut v: Vec<_> = store.list(Some(prefix)).try_collect().await?;
     v.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int32Array};
+    use datafusion::arrow::datatypes::{Field, Int32Type, Schema};
+
+    #[test]
+    fn split_rows_keeps_each_groups_rows_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![10, 11, 12, 13, 14]))]).unwrap();
+        let parts = split_rows(&batch, &[2, 0, 2, 0, 2], 3).unwrap();
+        let got: Vec<(usize, Vec<i32>)> =
+            parts.iter().map(|(g, b)| (*g, b.column(0).as_primitive::<Int32Type>().values().to_vec())).collect();
+        assert_eq!(got, vec![(0, vec![11, 13]), (2, vec![10, 12, 14])]);
+        let one = split_rows(&batch, &[1; 5], 3).unwrap();
+        assert_eq!((one.len(), one[0].0, one[0].1.num_rows()), (1, 1, 5));
+    }
 }

@@ -24,8 +24,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{BatchCoalescer, cast, take_record_batch};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::{BatchCoalescer, cast};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
@@ -41,7 +41,7 @@ use datafusion::prelude::{SessionContext, ident};
 use futures::{StreamExt, TryStreamExt};
 
 use super::super::SinkError;
-use super::super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows};
+use super::super::writer::{CurrentFile, WriteOutcome, execute_to_parquet, leaf_rows, split_rows};
 use super::{
     KeyCheck, KeyHashes, KeyRanges, MergeOutcome, RowGroupKeys, delete_predicate, df_err, read_current, widen_range,
     within,
@@ -378,33 +378,7 @@ async fn stage_shares(
                 let cols: Vec<ArrayRef> = key_indexes.iter().map(|&i| batch.column(i).clone()).collect();
                 hashes.add(&cols)?;
                 let groups = layout.group_of(batch.column(layout.key_index))?;
-                // The rows in group order (a counting sort), taken once; each group's rows
-                // are then a slice.
-                let mut starts = vec![0usize; n + 1];
-                for &g in &groups {
-                    starts[g + 1] += 1;
-                }
-                for g in 0..n {
-                    starts[g + 1] += starts[g];
-                }
-                let single = starts.windows(2).any(|w| w[1] - w[0] == batch.num_rows());
-                let ordered = if single {
-                    batch.clone()
-                } else {
-                    let mut next = starts.clone();
-                    let mut order = vec![0u32; groups.len()];
-                    for (i, &g) in groups.iter().enumerate() {
-                        order[next[g]] = i as u32;
-                        next[g] += 1;
-                    }
-                    take_record_batch(&batch, &UInt32Array::from(order)).map_err(|e| df_err(e.into()))?
-                };
-                for g in 0..n {
-                    let (from, to) = (starts[g], starts[g + 1]);
-                    if from == to {
-                        continue;
-                    }
-                    let part = ordered.slice(from, to - from);
+                for (g, part) in split_rows(&batch, &groups, n).map_err(df_err)? {
                     let w = match &mut writers[g] {
                         Some(w) => w,
                         slot => slot.insert(GroupWriter::create(
