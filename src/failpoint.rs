@@ -10,7 +10,8 @@
 //! `before_publish`, `mid_publish` (object stores: the first data file is in place, the
 //! commit record not yet), `before_cleanup` (object stores: committed, the previous
 //! version's files not yet deleted), `after_publish` (the output is committed), `after_publish_before_state`
-//! (committed, the state store not yet updated), `after_state`, `source_snapshot` (a database
+//! (committed, the state store not yet updated), `after_state`, `mid_copy` (a table load has sent
+//! its first chunk of `COPY` data), `source_snapshot` (a database
 //! extract's parts have adopted their snapshot, nothing read yet). Actions: `kill`, `panic`, `exit(N)`, `sleep(MS)`,
 //! `error` (a permanent failure), `transient(N)` (a retryable I/O failure the first N times).
 //! `@task` limits a point to one task. Unset, a fail point costs one check of an empty map.

@@ -376,12 +376,15 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
                 s.push_str(&format!("     runs     {how}\n"));
             }
             TaskKind::Load(l) => {
-                let mut how =
-                    format!("{}, {}", format!("{:?}", l.format).to_lowercase(), format!("{:?}", l.mode).to_lowercase());
+                let mode = crate::sink::mode_name(l.mode);
+                let mut how = match l.files() {
+                    Some(f) => format!("{}, {mode}", format!("{:?}", f.format).to_lowercase()),
+                    None => format!("{} table, {mode}", l.target_kind()),
+                };
                 if !l.partition_by.is_empty() {
                     how.push_str(&format!(", partitioned by {}", l.partition_by.join(", ")));
                 }
-                s.push_str(&format!("     writes   {}: {}/ ({how}) from {}\n", l.store.name, l.path, l.from));
+                s.push_str(&format!("     writes   {} ({how}) from {}\n", l.describe_target(), l.from));
             }
         }
         if !t.checks.is_empty() {

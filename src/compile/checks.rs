@@ -791,7 +791,9 @@ impl Compiler<'_> {
                 let first_load = plan::descendants_of(&graph, i)
                     .into_iter()
                     .filter_map(|j| match &graph[j].kind {
-                        DraftKind::Load(l) => Some((graph[j].position, graph[j].name.as_str(), l.store.clone())),
+                        DraftKind::Load(l) => {
+                            l.files().map(|f| (graph[j].position, graph[j].name.as_str(), f.store.clone()))
+                        }
                         _ => None,
                     })
                     .min_by_key(|x| x.0)

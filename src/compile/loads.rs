@@ -47,26 +47,94 @@ impl Compiler<'_> {
             );
         }
         let store = stores.get(&l.store).cloned();
-        if store.is_none() && !p.spec.stores.contains_key(&l.store) && !p.broken_stores.contains(&l.store) {
+        let database = self.databases.get(&l.store).cloned();
+        let base = ypath!["tasks", name, "load"];
+        if store.is_none()
+            && database.is_none()
+            && !p.spec.stores.contains_key(&l.store)
+            && !p.broken_stores.contains(&l.store)
+        {
             self.diags.push(self.unknown_store(name, "load", &l.store));
-        } else if self.databases.contains_key(&l.store) {
+        }
+        let rel = match (&database, &l.path, &l.table) {
+            (Some(_), _, None) => {
+                self.diags.push(
+                    p.diag_key(
+                        "table",
+                        &base.key("store"),
+                        format!("`{}` is a database store: a load into it needs `table`", l.store),
+                    )
+                    .help("name the table, e.g. `table: analytics.orders` (created when it does not exist)"),
+                );
+                String::new()
+            }
+            (Some(_), Some(path), Some(_)) => {
+                self.diags.push(
+                    p.diag_value(
+                        "table",
+                        &base.key("path"),
+                        path.len(),
+                        "a load into a database table takes `table`, not `path`",
+                    )
+                    .help("remove `path`"),
+                );
+                String::new()
+            }
+            (Some(_), None, Some(_)) => {
+                // File settings mean nothing to a table.
+                for key in ["format", "compression", "compression_level", "row_group_rows", "max_rows_per_file"] {
+                    if p.spans.get(&base.key(key)).is_some() {
+                        self.diags.push(
+                            p.diag_key(
+                                "table",
+                                &base.key(key),
+                                format!("`{key}` applies to file outputs, not to a database table"),
+                            )
+                            .help(format!("remove `{key}`")),
+                        );
+                    }
+                }
+                String::new()
+            }
+            (None, _, Some(table)) => {
+                if store.is_some() {
+                    self.diags.push(
+                        p.diag_value(
+                            "table",
+                            &base.key("table"),
+                            table.len(),
+                            format!("`{}` is a file store: `table` applies to database stores", l.store),
+                        )
+                        .help("write the files with `path: some/dir/`, or load into a postgres:// store"),
+                    );
+                }
+                String::new()
+            }
+            (None, path, None) => {
+                let path = path.as_deref().unwrap_or_default();
+                if store.is_some() && l.path.is_none() {
+                    self.diags.push(
+                        p.diag_key("path", &base.key("store"), "a load into a file store needs `path`")
+                            .help("name a directory inside the store, e.g. `path: marts/orders/`; the load owns it and replaces its content"),
+                    );
+                }
+                store_dir(path).unwrap_or_else(|| {
+                    if l.path.is_some() {
+                        self.diags.push(
+                            p.diag_value("path", &base.key("path"), path.len(), format!("invalid load path `{path}`"))
+                                .help("name a directory inside the store, e.g. `marts/orders/`; the load owns it and replaces its content"),
+                        );
+                    }
+                    String::new()
+                })
+            }
+        };
+        if database.is_none() && l.on_schema_change.is_some() {
             self.diags.push(
-                p.diag_value(
-                    "store",
-                    &ypath!["tasks", name, "load", "store"],
-                    l.store.len(),
-                    format!("`{}` is a database store: loads write Parquet or Delta to file and object stores", l.store),
-                )
-                .help("load into a store with a file://, s3://, gs:// or az:// URL; database tables as load targets are not available yet"),
+                p.diag_key("table", &base.key("on_schema_change"), "`on_schema_change` applies to database tables")
+                    .help("remove it: a file output's columns change with `--full-refresh`"),
             );
         }
-        let rel = store_dir(&l.path).unwrap_or_else(|| {
-            self.diags.push(
-                p.diag_value("path", &ypath!["tasks", name, "load", "path"], l.path.len(), format!("invalid load path `{}`", l.path))
-                    .help("name a directory inside the store, e.g. `marts/orders/`; the load owns it and replaces its content"),
-            );
-            String::new()
-        });
         for (k, col) in l.partition_by.iter().enumerate() {
             if l.partition_by[..k].contains(col) {
                 self.diags.push(p.diag_value(
@@ -108,29 +176,37 @@ impl Compiler<'_> {
                 .help("remove `max_rows_per_file`, or write `format: parquet`"),
             );
         }
-        let Some(store) = store else {
-            return DraftKind::Broken;
-        };
         if broken(self) {
             return DraftKind::Broken;
         }
+        let target = match (database, store, &l.table) {
+            (Some(db), _, Some(table)) => LoadTarget::Table(TableTarget {
+                store: db,
+                table: table.clone(),
+                on_schema_change: l.on_schema_change.unwrap_or_default(),
+            }),
+            (None, Some(store), None) => LoadTarget::Files(FilesTarget {
+                store,
+                path: rel,
+                format: l.format,
+                compression: l.compression,
+                compression_level: l.compression_level.unwrap_or(match l.compression {
+                    spec::OutputCompression::Gzip => DEFAULT_GZIP_LEVEL,
+                    _ => DEFAULT_ZSTD_LEVEL,
+                }),
+                row_group_rows: l.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS).max(1),
+                max_rows_per_file: l.max_rows_per_file.unwrap_or(DEFAULT_MAX_ROWS_PER_FILE).max(1),
+            }),
+            _ => return DraftKind::Broken,
+        };
         DraftKind::Load(LoadPlan {
             from: l.from.clone(),
-            store,
-            path: rel,
-            format: l.format,
             mode: l.mode,
             partition_by: l.partition_by.clone(),
-            compression: l.compression,
-            compression_level: l.compression_level.unwrap_or(match l.compression {
-                spec::OutputCompression::Gzip => DEFAULT_GZIP_LEVEL,
-                _ => DEFAULT_ZSTD_LEVEL,
-            }),
-            row_group_rows: l.row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS).max(1),
-            max_rows_per_file: l.max_rows_per_file.unwrap_or(DEFAULT_MAX_ROWS_PER_FILE).max(1),
             keys: l.keys.as_ref().map(spec::Columns::to_vec).unwrap_or_default(),
             order_by: l.order_by.as_ref().map(spec::Columns::to_vec).unwrap_or_default(),
             delete_when: l.delete_when.clone(),
+            target,
         })
     }
 
@@ -155,8 +231,8 @@ impl Compiler<'_> {
                         input
                             .fields()
                             .iter()
-                            .map(|f| match types::stored_type(f.data_type(), l.format) {
-                                Ok(Some(t)) => Arc::new(f.as_ref().clone().with_data_type(t)),
+                            .map(|f| match l.files().map(|o| types::stored_type(f.data_type(), o.format)) {
+                                Some(Ok(Some(t))) => Arc::new(f.as_ref().clone().with_data_type(t)),
                                 _ => f.clone(),
                             })
                             .collect::<Vec<_>>(),
@@ -315,8 +391,10 @@ impl Compiler<'_> {
     pub(super) fn check_storable(&mut self, name: &str, l: &LoadPlan, input: &SchemaRef) -> bool {
         let p = self.p;
         let mut ok = true;
+        // A table's types are checked against the table (`check_tables`).
+        let Some(files) = l.files() else { return true };
         for f in input.fields() {
-            if let Err(why) = types::stored_type(f.data_type(), l.format) {
+            if let Err(why) = types::stored_type(f.data_type(), files.format) {
                 ok = false;
                 self.diags.push(
                     p.diag_key(
@@ -354,7 +432,9 @@ impl Compiler<'_> {
         }
         for (k, col) in l.partition_by.iter().enumerate() {
             let Ok(f) = input.field_with_name(col) else { continue };
-            if l.format == spec::OutputFormat::Parquet && !types::partitionable(f.data_type()) {
+            if l.files().is_some_and(|o| o.format == spec::OutputFormat::Parquet)
+                && !types::partitionable(f.data_type())
+            {
                 ok = false;
                 self.diags.push(
                     p.diag_value(
@@ -370,7 +450,7 @@ impl Compiler<'_> {
                 );
             }
         }
-        if ok && !l.partition_by.is_empty() && l.partition_by.len() >= cols.len() {
+        if ok && l.files().is_some() && !l.partition_by.is_empty() && l.partition_by.len() >= cols.len() {
             ok = false;
             self.diags.push(p.diag_key(
                 "partition",
@@ -392,22 +472,91 @@ impl Compiler<'_> {
             .collect();
         for (k, (name, l)) in targets.iter().enumerate() {
             for (other, o) in &targets[..k] {
-                let same_store = Arc::ptr_eq(&l.store, &o.store) || l.store.display_url == o.store.display_url;
-                let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
-                if same_store && (nested(&l.path, &o.path) || nested(&o.path, &l.path)) {
+                let clash = match (&l.target, &o.target) {
+                    (LoadTarget::Files(l), LoadTarget::Files(o)) => {
+                        let same_store = Arc::ptr_eq(&l.store, &o.store) || l.store.display_url == o.store.display_url;
+                        let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+                        (same_store && (nested(&l.path, &o.path) || nested(&o.path, &l.path))).then(|| {
+                            (
+                                "path",
+                                l.path.clone(),
+                                l.store.name.clone(),
+                                "each load owns its directory: give them separate paths",
+                            )
+                        })
+                    }
+                    (LoadTarget::Table(l), LoadTarget::Table(o)) => {
+                        (l.store.display_url() == o.store.display_url() && l.table == o.table).then(|| {
+                            (
+                                "table",
+                                l.table.clone(),
+                                l.store.name().to_string(),
+                                "each load owns its table: give them separate tables",
+                            )
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some((key, at, store, help)) = clash {
                     self.diags.push(
                         p.diag_value(
                             "load-target",
-                            &ypath!["tasks", *name, "load", "path"],
-                            l.path.len(),
-                            format!(
-                                "loads `{other}` and `{name}` write to the same place (`{}` in store `{}`)",
-                                l.path, l.store.name
-                            ),
+                            &ypath!["tasks", *name, "load", key],
+                            at.len(),
+                            format!("loads `{other}` and `{name}` write to the same place (`{at}` in store `{store}`)"),
                         )
-                        .help("each load owns its directory: give them separate paths"),
+                        .help(help),
                     );
                 }
+            }
+        }
+    }
+
+    /// Every database table a load writes, checked against what it loads: the table's
+    /// columns and types as the server describes them (a missing table: that each column
+    /// has a type to create it with). Nothing is written.
+    pub(super) async fn check_tables(&mut self, g: &TaskGraph, schemas: &HashMap<NodeIndex, SchemaRef>) {
+        let p = self.p;
+        let TaskGraph { graph, order, .. } = g;
+        for &i in order {
+            let DraftKind::Load(l) = &graph[i].kind else { continue };
+            let LoadTarget::Table(t) = &l.target else { continue };
+            let Some(input) = schemas.get(&i) else { continue };
+            let name = &graph[i].name;
+            let at = ypath!["tasks", name, "load", "table"];
+            let add = t.on_schema_change == spec::OnSchemaChange::AddColumns;
+            match t.store.target_problems(&t.table, input, add).await {
+                Ok(problems) => {
+                    for problem in problems {
+                        let help = if problem.starts_with("the table has no column") {
+                            "add the columns to the table, or set `on_schema_change: add_columns` to have the load add them"
+                        } else {
+                            "cast the column in a transform to a type the table holds, or alter the table"
+                        };
+                        self.diags.push(
+                            p.diag_value(
+                                "load-table",
+                                &at,
+                                t.table.len(),
+                                format!(
+                                    "load `{name}` cannot write table `{}` of `{}`: {problem}",
+                                    t.table,
+                                    t.store.name()
+                                ),
+                            )
+                            .help(help),
+                        );
+                    }
+                }
+                Err(e) => self.diags.push(
+                    p.diag_value(
+                        "store",
+                        &at,
+                        t.table.len(),
+                        format!("load `{name}`: table `{}` of `{}` cannot be checked: {e}", t.table, t.store.name()),
+                    )
+                    .help(format!("weir validate reads the table's columns from {}", t.store.display_url())),
+                ),
             }
         }
     }

@@ -182,6 +182,9 @@ impl Compiler<'_> {
         phase("extract schemas inferred");
         let needed = self.plan_transforms(&ctx, &state, &mut g, &mut schemas);
         self.plan_loads(&state, &g, &mut schemas);
+        if self.diags.is_empty() {
+            self.check_tables(&g, &schemas).await;
+        }
         let mut incremental = self.incremental_plans(&g, &schemas);
         self.check_incremental_loads(&g.graph, &g.order, &incremental);
         let (mut checks, mut quarantines) =

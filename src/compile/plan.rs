@@ -15,7 +15,7 @@ use datafusion::common::ScalarValue;
 
 pub use crate::source::SourcePlan;
 pub use crate::source::files::{CsvSettings, FilesPlan, InputFormat};
-use crate::spec::{LoadMode, OutputCompression, OutputFormat, Severity, TaskPolicy};
+use crate::spec::{LoadMode, OnSchemaChange, OutputCompression, OutputFormat, Severity, TaskPolicy};
 use crate::storage::Store;
 
 /// A compiled pipeline, ready to run.
@@ -344,21 +344,75 @@ impl Execution {
 #[derive(Debug)]
 pub struct LoadPlan {
     pub from: String,
+    pub mode: LoadMode,
+    /// Parquet: the columns whose values make directories; Delta: partition columns; a
+    /// database table: the columns whose values `replace_partitions` replaces.
+    pub partition_by: Vec<String>,
+    /// `mode: merge`: key columns, tie-breaking columns and the delete condition.
+    pub keys: Vec<String>,
+    pub order_by: Vec<String>,
+    pub delete_when: Option<String>,
+    /// Where the rows go.
+    pub target: LoadTarget,
+}
+
+/// What a load writes: files (Parquet, Delta) or a database table.
+#[derive(Debug)]
+pub enum LoadTarget {
+    Files(FilesTarget),
+    Table(TableTarget),
+}
+
+/// A Parquet directory or Delta table in a file or object store.
+#[derive(Debug)]
+pub struct FilesTarget {
     pub store: Arc<Store>,
     /// Directory relative to the store root, without leading or trailing `/`.
     pub path: String,
     pub format: OutputFormat,
-    pub mode: LoadMode,
-    pub partition_by: Vec<String>,
     pub compression: OutputCompression,
     /// The codec's level (`zstd`, `gzip`; unused by the others).
     pub compression_level: u32,
     pub row_group_rows: usize,
     pub max_rows_per_file: usize,
-    /// `mode: merge`: key columns, tie-breaking columns and the delete condition.
-    pub keys: Vec<String>,
-    pub order_by: Vec<String>,
-    pub delete_when: Option<String>,
+}
+
+/// A table of a database store.
+#[derive(Debug)]
+pub struct TableTarget {
+    pub store: crate::source::database::DbStore,
+    /// The table as written in the pipeline (`analytics.orders`).
+    pub table: String,
+    pub on_schema_change: OnSchemaChange,
+}
+
+impl LoadPlan {
+    /// The file output; `None` for a database table.
+    pub fn files(&self) -> Option<&FilesTarget> {
+        match &self.target {
+            LoadTarget::Files(f) => Some(f),
+            LoadTarget::Table(_) => None,
+        }
+    }
+
+    /// The kind of output: `parquet`, `delta`, or the database's (`postgres`, `mysql`).
+    pub fn target_kind(&self) -> &'static str {
+        match &self.target {
+            LoadTarget::Files(f) => match f.format {
+                OutputFormat::Parquet => "parquet",
+                OutputFormat::Delta => "delta",
+            },
+            LoadTarget::Table(t) => t.store.kind().id(),
+        }
+    }
+
+    /// The output as `weir plan` and messages name it: `store: path/` or `store: table`.
+    pub fn describe_target(&self) -> String {
+        match &self.target {
+            LoadTarget::Files(f) => format!("{}: {}/", f.store.name, f.path),
+            LoadTarget::Table(t) => format!("{}: table {}", t.store.name(), t.table),
+        }
+    }
 }
 
 impl Plan {

@@ -17,7 +17,7 @@ use petgraph::graph::NodeIndex;
 
 use super::RunError;
 use crate::compile::{ExtractPlan, Lookback, Plan, TaskKind, WatermarkPlan};
-use crate::sink::commit::{self, Consumed, ExtractState, LedgerEntry, LoadState, WatermarkValue};
+use crate::sink::commit::{Consumed, ExtractState, LedgerEntry, LoadState, WatermarkValue};
 use crate::state::StateStore;
 
 /// What one pass reads from an incremental extract.
@@ -117,13 +117,10 @@ pub async fn load_states(
         let TaskKind::Load(l) = &plan.task(i).kind else { continue };
         let name = &plan.task(i).name;
         let sink_err = |source: crate::sink::SinkError| RunError::Output { load: name.clone(), source };
-        let delta = l.format == crate::spec::OutputFormat::Delta;
-        let seqs = if delta { Vec::new() } else { commit::list_records(&l.store, &l.path).await.map_err(sink_err)? };
-        let latest = if delta {
-            crate::sink::delta::latest_seq(&l.store, &l.path, &plan.pipeline, name).await.map_err(sink_err)?
-        } else {
-            seqs.last().copied().unwrap_or(0)
-        };
+        // What the output says: its latest commit, and (read only when the cache is behind)
+        // the state its records fold to.
+        let output = crate::sink::Output::open(l, &plan.pipeline, name).await.map_err(sink_err)?;
+        let latest = output.latest_seq();
         let cached = match state {
             Some(s) => s.load_state(&plan.pipeline, name)?,
             None => None,
@@ -131,13 +128,7 @@ pub async fn load_states(
         let ls = match cached {
             Some(c) if c.seq == latest => c,
             cached => {
-                let from_output = if delta {
-                    crate::sink::delta::read_state(&l.store, &l.path, &plan.pipeline, name).await.map_err(sink_err)?
-                } else if seqs.is_empty() {
-                    LoadState::default()
-                } else {
-                    commit::read_state(&l.store, &l.path, &seqs).await.map_err(sink_err)?
-                };
+                let from_output = output.read_state().await.map_err(sink_err)?;
                 match &cached {
                     Some(c) if c.seq > latest => tracing::warn!(
                         load = %name,

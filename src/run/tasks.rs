@@ -629,12 +629,15 @@ async fn load(
     env: &TaskEnv,
     cancel: &CancellationToken,
 ) -> Result<Outcome, TaskError> {
-    let df = sink::storable(ctx.table(l.from.as_str()).await?, l.format)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut df = ctx.table(l.from.as_str()).await?;
     // Per-load writer settings.
     let mut options: ConfigOptions = ctx.state().config_options().as_ref().clone();
-    options.execution.minimum_parallel_output_files = ConfigNonZeroUsize::try_new(1)?;
-    options.execution.soft_max_rows_per_output_file = ConfigNonZeroUsize::try_new(l.max_rows_per_file)?;
+    if let Some(f) = l.files() {
+        df = sink::storable(df, f.format)?;
+        options.execution.minimum_parallel_output_files = ConfigNonZeroUsize::try_new(1)?;
+        options.execution.soft_max_rows_per_output_file = ConfigNonZeroUsize::try_new(f.max_rows_per_file)?;
+    }
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let state = super::table::derive_state(ctx.state(), options.into()).build();
     let request = sink::LoadRequest {
         load: l,

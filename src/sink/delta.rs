@@ -40,7 +40,7 @@ use super::LoadRequest;
 use super::SinkError;
 use super::commit::{self, CommitRecord, LoadState};
 use super::writer::{WriteOutcome, execute_to_parquet, staging_parquet_options};
-use crate::compile::LoadPlan;
+use crate::compile::{FilesTarget, LoadPlan};
 use crate::failpoint;
 use crate::spec::{LoadMode, OutputCompression};
 use crate::storage::Store;
@@ -240,7 +240,7 @@ async fn read_log_entry(store: &Store, rel: &str, version: u64) -> Result<LogEnt
     Ok(out)
 }
 
-fn writer_properties(load: &LoadPlan) -> deltalake::parquet::file::properties::WriterProperties {
+fn writer_properties(load: &FilesTarget) -> deltalake::parquet::file::properties::WriterProperties {
     use deltalake::parquet::basic::{Compression, GzipLevel, ZstdLevel};
     let compression = match load.compression {
         OutputCompression::Zstd => {
@@ -267,8 +267,9 @@ pub async fn commit_load(
     mut req: LoadRequest<'_>,
 ) -> Result<(WriteOutcome, CommitRecord), SinkError> {
     let load = req.load;
-    let store = &load.store;
-    let rel = load.path.as_str();
+    let out = super::files_of(load)?;
+    let store = &out.store;
+    let rel = out.path.as_str();
     let existing = open_for(store, rel, Some(req.task)).await?;
     if existing.is_none() {
         refuse_non_delta_files(store, rel).await?;
@@ -309,7 +310,7 @@ pub async fn commit_load(
     let writer = || {
         WriteBuilder::new(log_store.clone(), snapshot.clone())
             .with_session_state(session.clone())
-            .with_writer_properties(writer_properties(load))
+            .with_writer_properties(writer_properties(out))
             .with_partition_columns(load.partition_by.clone())
     };
     let mut rows_in = None;
@@ -499,7 +500,7 @@ async fn merge(
         .with_source_alias("source")
         .with_target_alias("target")
         .with_session_state(session)
-        .with_writer_properties(writer_properties(load))
+        .with_writer_properties(writer_properties(super::files_of(load)?))
         .with_commit_properties(props);
     if deletes.is_some() {
         m = m.when_matched_delete(|d| d.predicate(s(DELETE))).map_err(delta_err)?;

@@ -28,6 +28,7 @@ mod merge;
 mod parquet;
 mod partitioned;
 pub mod remote;
+mod table;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -37,7 +38,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 
-use crate::compile::LoadPlan;
+use crate::compile::{FilesTarget, LoadPlan, LoadTarget};
 use crate::spec::{LoadMode, OutputFormat};
 use commit::{CommitRecord, Consumed};
 
@@ -55,13 +56,75 @@ pub async fn load(
     req: LoadRequest<'_>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(WriteOutcome, CommitRecord), LoadError> {
-    match req.load.format {
+    match &req.load.target {
         // One Delta commit; cancelled before its log entry is written, the table is unchanged.
-        OutputFormat::Delta => cancellable(cancel, delta::commit_load(state, plan, schema, req)).await,
-        OutputFormat::Parquet => {
+        LoadTarget::Files(f) if f.format == OutputFormat::Delta => {
+            cancellable(cancel, delta::commit_load(state, plan, schema, req)).await
+        }
+        LoadTarget::Files(_) => {
             let staged = cancellable(cancel, parquet::stage_load(state, plan, schema, req)).await?;
             // From here on the load is not interrupted: the publish is short and atomic.
             staged.publish().await.map_err(LoadError::Failed)
+        }
+        // One transaction; cancelled before it commits, the table is unchanged.
+        LoadTarget::Table(t) => cancellable(cancel, table::load(state, plan, schema, t, req)).await,
+    }
+}
+
+/// The file output of a load the file sinks were given.
+fn files_of(load: &LoadPlan) -> Result<&FilesTarget, SinkError> {
+    load.files().ok_or_else(|| SinkError::Record {
+        path: load.describe_target(),
+        reason: "a database table reached a file sink".into(),
+    })
+}
+
+/// A load's output, as the run reads what it has committed.
+pub enum Output {
+    /// A Parquet directory and the sequence numbers of its records.
+    Parquet { store: std::sync::Arc<crate::storage::Store>, path: String, seqs: Vec<u64> },
+    /// A Delta table and its latest commit of the load.
+    Delta { store: std::sync::Arc<crate::storage::Store>, path: String, pipeline: String, load: String, latest: u64 },
+    /// A database table: the latest record of the load in its commit table, read whole.
+    Table(commit::LoadState),
+}
+
+impl Output {
+    /// The output of `load` (task `task` of `pipeline`), its latest commit found.
+    pub async fn open(load: &LoadPlan, pipeline: &str, task: &str) -> Result<Output, SinkError> {
+        Ok(match &load.target {
+            LoadTarget::Files(f) if f.format == OutputFormat::Delta => Output::Delta {
+                store: f.store.clone(),
+                path: f.path.clone(),
+                pipeline: pipeline.to_string(),
+                load: task.to_string(),
+                latest: delta::latest_seq(&f.store, &f.path, pipeline, task).await?,
+            },
+            LoadTarget::Files(f) => Output::Parquet {
+                store: f.store.clone(),
+                path: f.path.clone(),
+                seqs: commit::list_records(&f.store, &f.path).await?,
+            },
+            LoadTarget::Table(t) => Output::Table(table::read_state(t, pipeline, task).await?),
+        })
+    }
+
+    /// The latest commit's sequence number (0: none yet).
+    pub fn latest_seq(&self) -> u64 {
+        match self {
+            Output::Parquet { seqs, .. } => seqs.last().copied().unwrap_or(0),
+            Output::Delta { latest, .. } => *latest,
+            Output::Table(s) => s.seq,
+        }
+    }
+
+    /// The consumed state the output's records fold to.
+    pub async fn read_state(&self) -> Result<commit::LoadState, SinkError> {
+        match self {
+            Output::Parquet { seqs, .. } if seqs.is_empty() => Ok(commit::LoadState::default()),
+            Output::Parquet { store, path, seqs } => commit::read_state(store, path, seqs).await,
+            Output::Delta { store, path, pipeline, load, .. } => delta::read_state(store, path, pipeline, load).await,
+            Output::Table(s) => Ok(s.clone()),
         }
     }
 }
@@ -132,6 +195,8 @@ pub enum SinkError {
     DeltaUrl { url: String, source: url::ParseError },
     #[error("the commit record cannot be written: {0}")]
     RecordJson(#[from] serde_json::Error),
+    #[error(transparent)]
+    Table(#[from] table::TableError),
 }
 
 impl SinkError {
@@ -148,6 +213,7 @@ impl SinkError {
                 !matches!(e, object_store::Error::NotFound { .. } | object_store::Error::InvalidPath { .. })
             }
             SinkError::Io { .. } | SinkError::Conflict { .. } => true,
+            SinkError::Table(e) => e.is_transient(),
             SinkError::Failpoint(f) => matches!(f, crate::failpoint::Failure::Transient(_)),
             _ => false,
         }

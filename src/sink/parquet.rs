@@ -49,10 +49,11 @@ pub async fn stage_load(
     mut req: LoadRequest<'_>,
 ) -> Result<Staged, SinkError> {
     let load = req.load;
-    let store = &load.store;
-    let (parent, base) = match load.path.rsplit_once('/') {
+    let out = super::files_of(load)?;
+    let store = &out.store;
+    let (parent, base) = match out.path.rsplit_once('/') {
         Some((p, b)) => (p.to_string(), b.to_string()),
-        None => (String::new(), load.path.clone()),
+        None => (String::new(), out.path.clone()),
     };
     let join = |name: &str| {
         if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
@@ -62,13 +63,13 @@ pub async fn stage_load(
     remove_leftovers(store, &parent, &base, req.run_id).await?;
     let remote = !matches!(store.backend, Backend::Local(_));
     if remote {
-        super::remote::recover(store, &load.path, req.pipeline, req.task, req.run_id).await?;
+        super::remote::recover(store, &out.path, req.pipeline, req.task, req.run_id).await?;
     }
 
-    let (current, seqs) = current_output(store, &load.path).await?;
+    let (current, seqs) = current_output(store, &out.path).await?;
     let latest = seqs.last().copied().unwrap_or(0);
     if let Some(base) = req.base_seq {
-        ensure_unmoved(store, &load.path, base, latest).await?;
+        ensure_unmoved(store, &out.path, base, latest).await?;
     }
     let seq = latest + 1;
     // Whether the new version builds on the current one.
@@ -83,7 +84,7 @@ pub async fn stage_load(
     let depth = load.partition_by.len();
     let written_dir = if depth == 0 { staging.clone() } else { staging.clone().join(WRITTEN_DIR) };
     let url = store.url_of(&written_dir, true);
-    let mut options = parquet_options(load.compression, load.compression_level, load.row_group_rows);
+    let mut options = parquet_options(out.compression, out.compression_level, out.row_group_rows);
     learn_encodings(store, &current, &schema, &mut options).await?;
     let mut keep: Vec<String> = Vec::new();
     let mut outcome = match load.mode {
@@ -137,7 +138,7 @@ pub async fn stage_load(
     let checkpoint = !builds_on || seqs.is_empty() || seq % CHECKPOINT_EVERY == 0;
     let mut extracts = std::mem::take(&mut req.consumed);
     if checkpoint && builds_on && !seqs.is_empty() {
-        let mut folded = commit::read_state(store, &load.path, &seqs).await?;
+        let mut folded = commit::read_state(store, &out.path, &seqs).await?;
         for (name, c) in &extracts {
             folded.extracts.entry(name.clone()).or_default().apply(c);
         }
@@ -176,7 +177,7 @@ pub async fn stage_load(
     failpoint::hit("before_publish", req.task).await.map_err(SinkError::Failpoint)?;
     Ok(Staged {
         store: store.clone(),
-        target_rel: load.path.clone(),
+        target_rel: out.path.clone(),
         staging_rel,
         old_rel,
         task: req.task.to_string(),

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
@@ -471,6 +471,44 @@ impl DbStore {
         match self {
             DbStore::Postgres(_) => DbKind::Postgres,
             DbStore::Mysql(_) => DbKind::Mysql,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            DbStore::Postgres(s) => &s.name,
+            DbStore::Mysql(s) => &s.name,
+        }
+    }
+
+    /// The URL without password, for messages and `weir plan`.
+    pub fn display_url(&self) -> &str {
+        match self {
+            DbStore::Postgres(s) => &s.display_url,
+            DbStore::Mysql(s) => &s.display_url,
+        }
+    }
+
+    /// What stands between a load's columns and `table` as a load target (one message per
+    /// problem; empty: the load can write it, creating it when it does not exist). Nothing is
+    /// written.
+    pub async fn target_problems(
+        &self,
+        table: &str,
+        input: &Schema,
+        add_columns: bool,
+    ) -> Result<Vec<String>, DbError> {
+        let table = Relation::Table(table.to_string()).from_sql(self.kind().dialect());
+        match self {
+            DbStore::Postgres(store) => {
+                let client = store.connect().await?;
+                let columns = super::postgres::target::describe_table(&client, &table).await?;
+                Ok(super::postgres::target::problems(input, columns.as_deref(), add_columns))
+            }
+            DbStore::Mysql(_) => Ok(vec![
+                "loading into MySQL/MariaDB tables is not available yet: load into a PostgreSQL store, or into files"
+                    .into(),
+            ]),
         }
     }
 

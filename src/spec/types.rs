@@ -807,12 +807,29 @@ pub struct Load {
     /// The task whose table is written.
     pub from: String,
 
-    /// Name of a store defined under `stores`.
+    /// Name of a store defined under `stores`: a file or object store (with `path`) or a
+    /// database store (with `table`).
     pub store: String,
 
-    /// Directory relative to the store's root, e.g. `marts/orders/`. The load owns it: an
-    /// `overwrite` replaces everything in it.
-    pub path: String,
+    /// File and object stores: the directory relative to the store's root, e.g.
+    /// `marts/orders/`. The load owns it: an `overwrite` replaces everything in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+
+    /// Database stores (PostgreSQL, MySQL/MariaDB): the table written, schema-qualified or
+    /// not (`analytics.orders`). Created from the load's columns when it does not exist
+    /// (`keys` become its primary key); rows are bulk-copied into it and every mode is
+    /// applied in one transaction, together with the load's commit record (in the table
+    /// `weir_commits` of the same schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+
+    /// Database tables: what to do when the table lacks columns the load has. `fail`
+    /// (default): an error naming both sides. `add_columns`: the missing columns are added
+    /// (nullable) in the load's transaction. A column the table has and the load lacks is
+    /// written NULL (or its default) either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_schema_change: Option<OnSchemaChange>,
 
     /// Output table format. Default `parquet`.
     #[serde(default)]
@@ -863,6 +880,17 @@ pub struct Load {
     /// is true deletes the row with its keys from the output and is not written itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_when: Option<String>,
+}
+
+/// A database table load: what to do when the table lacks columns of the load.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaChange {
+    /// Refuse the load, naming the table's columns and the load's.
+    #[default]
+    Fail,
+    /// Add the missing columns (nullable) in the load's transaction.
+    AddColumns,
 }
 
 /// Output table format.

@@ -31,4 +31,5 @@ mod readers;
 mod s3;
 mod schema;
 mod serve;
+mod table_loads;
 mod types;

@@ -481,13 +481,19 @@ async fn read_pieces(
     let mut out = if whole.is_empty() {
         None
     } else {
-        Some(read_current(ctx, &load.store, &whole, schema, &load.partition_by).await?)
+        Some(read_current(ctx, &super::super::files_of(load)?.store, &whole, schema, &load.partition_by).await?)
     };
     for (file, (lo, hi)) in ranges {
-        let df = read_current(ctx, &load.store, std::slice::from_ref(&current[file]), schema, &load.partition_by)
-            .await?
-            .filter(within(&layout.key, &lo, &hi))
-            .map_err(df_err)?;
+        let df = read_current(
+            ctx,
+            &super::super::files_of(load)?.store,
+            std::slice::from_ref(&current[file]),
+            schema,
+            &load.partition_by,
+        )
+        .await?
+        .filter(within(&layout.key, &lo, &hi))
+        .map_err(df_err)?;
         out = Some(match out {
             None => df,
             Some(o) => o.union(df).map_err(df_err)?,

@@ -207,14 +207,18 @@ pub(super) async fn stage_merge(
     // The key ranges of the current files, read once for both paths.
     let key = load.keys.iter().find(|k| !load.partition_by.contains(k));
     let ranges = match key {
-        Some(key) if !current.is_empty() => Some(all_key_ranges(&load.store, current, key).await?),
+        Some(key) if !current.is_empty() => Some(all_key_ranges(&super::files_of(load)?.store, current, key).await?),
         _ => None,
     };
     phase("key ranges of the current files read");
     // A merge into files that all have statistics of the key keeps them clustered by key.
     if let (Some(key), Some(ranges)) = (key, &ranges)
-        && let Some(layout) =
-            clustered::Layout::new(ranges, key, schema, clustered::PIECE_ROWS.min(load.max_rows_per_file as u64))
+        && let Some(layout) = clustered::Layout::new(
+            ranges,
+            key,
+            schema,
+            clustered::PIECE_ROWS.min(super::files_of(load)?.max_rows_per_file as u64),
+        )
     {
         let m = clustered::stage(state, plan, schema, load, current, layout, url, options, scratch).await?;
         phase("rewritten, clustered by key");
@@ -243,7 +247,8 @@ pub(super) async fn stage_merge(
     // 3. The rewrite.
     let mut out = upserts;
     if !affected.is_empty() {
-        let current_rows = read_current(ctx, &load.store, &affected, schema, &load.partition_by).await?;
+        let current_rows =
+            read_current(ctx, &super::files_of(load)?.store, &affected, schema, &load.partition_by).await?;
         // Only this run's keys inside the affected files' key range can match a current row:
         // new keys beyond it (the usual case of growing ids) stay out of the hash table.
         let mut keys_df = ctx.table(source).await.map_err(df_err)?;

@@ -29,6 +29,7 @@ use tokio_postgres::{Client, NoTls};
 
 pub mod cdc;
 pub mod pgoutput;
+pub mod target;
 
 use super::database::{
     Dialect, Emit, PartRange, PartReader, Problem, SourceColumn, columns_schema, cut_ranges, part_streams, select_list,
@@ -39,9 +40,9 @@ pub use super::database::{Partition, Relation};
 /// Rows per Arrow batch.
 const BATCH_ROWS: usize = 8192;
 /// Days from 1970-01-01 (Arrow) to 2000-01-01 (PostgreSQL).
-const PG_EPOCH_DAYS: i32 = 10_957;
+pub(crate) const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Options a `postgres://` store knows (besides those in its URL).
 pub const OPTIONS: &[&str] = &["password", "sslmode", "connect_timeout", "application_name"];

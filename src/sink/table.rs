@@ -1,0 +1,473 @@
+//! `sink::table`: a database table as a load's output (PostgreSQL so far).
+//!
+//! A load is one transaction on one connection, holding the load's advisory lock (a second
+//! run of the same load is refused at once, writing nothing):
+//!
+//! 1. The table's columns are read (`pg_attribute`); a missing table is created from the
+//!    load's columns (`keys` its primary key), missing columns are added with
+//!    `on_schema_change: add_columns`, and anything else that does not fit is refused,
+//!    naming both sides.
+//! 2. The rows go by binary `COPY … FROM STDIN` (each value in the column's binary form,
+//!    `source::postgres::target::encode`): straight into the table for `overwrite` (after a
+//!    `TRUNCATE` in the same transaction) and `append`; into a temporary table for `merge`
+//!    (this run's rows, one per key, with a `weir_delete` flag from `delete_when`) and
+//!    `replace_partitions`, from which one `DELETE` and one `INSERT … SELECT` apply them.
+//! 3. The load's commit record (what it consumed, the whole state) is inserted into the
+//!    commit table `weir_commits` of the table's schema, keyed by (pipeline, load, seq): a
+//!    second writer of the same commit fails on the key, so the record is also the fence.
+//! 4. `COMMIT`. Until then readers see the table as it was (an `overwrite`'s `TRUNCATE`
+//!    makes them wait for the commit instead, then see the new rows); killed at any step, the
+//!    server rolls everything back.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{LogicalPlan, lit};
+use datafusion::physical_plan::execute_stream;
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::GenericClient;
+
+use super::commit::{CommitRecord, LoadState};
+use super::writer::{WriteOutcome, leaf_rows};
+use super::{LoadRequest, SinkError};
+use crate::compile::TableTarget;
+use crate::failpoint;
+use crate::source::database::{DbStore, Relation};
+use crate::source::postgres::target::{self as pg, TargetColumn};
+use crate::source::postgres::{DIALECT, PgError, PgStore, quote_ident};
+use crate::spec::{LoadMode, OnSchemaChange};
+
+/// The commit table, in the schema of the table a load writes.
+const COMMITS: &str = "weir_commits";
+/// Records kept per load (older ones are deleted by each commit; only the latest counts).
+const KEEP_RECORDS: i64 = 20;
+/// Bytes of `COPY` data sent at a time.
+const CHUNK: usize = 1 << 20;
+/// The flag column of a merge's staged rows.
+const DELETE_FLAG: &str = "weir_delete";
+
+/// Why a table load did not commit (the table is as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{output}: {source}")]
+    Server {
+        output: String,
+        #[source]
+        source: PgError,
+    },
+    #[error("{output}: {problems}")]
+    Columns { output: String, problems: String },
+    #[error(
+        "{output}: another run of load `{load}` is writing to this table (it holds the load's lock): nothing of this run was written; run again when it has finished"
+    )]
+    Busy { output: String, load: String },
+    #[error("{output}: {message}")]
+    Rows { output: String, message: String },
+    #[error("{output}: loading into MySQL/MariaDB tables is not available yet")]
+    NotYet { output: String },
+}
+
+impl TableError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TableError::Server { source, .. } => source.is_transient(),
+            TableError::Busy { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// How a table load's output is named in messages: `store: table t`.
+fn output_name(t: &TableTarget) -> String {
+    format!("{}: table {}", t.store.name(), t.table)
+}
+
+/// The table as SQL, and its commit table (in the same schema).
+fn names(table: &str) -> (String, String) {
+    let quoted = Relation::Table(table.to_string()).from_sql(&DIALECT);
+    let commits = match table.rsplit_once('.') {
+        Some((schema, _)) => format!("{}.{COMMITS}", Relation::Table(schema.to_string()).from_sql(&DIALECT)),
+        None => COMMITS.to_string(),
+    };
+    (quoted, commits)
+}
+
+/// The state the latest commit record of load `task` in `t`'s commit table holds (the
+/// default when there is none, or no commit table).
+pub async fn read_state(t: &TableTarget, pipeline: &str, task: &str) -> Result<LoadState, SinkError> {
+    let output = output_name(t);
+    let DbStore::Postgres(store) = &t.store else { return Err(TableError::NotYet { output }.into()) };
+    let server = |source: PgError| TableError::Server { output: output.clone(), source };
+    let client = store.connect().await.map_err(server)?;
+    let (_, commits) = names(&t.table);
+    let record = latest_record(&client, &commits, pipeline, task).await.map_err(server)?;
+    let mut state = LoadState::default();
+    if let Some(r) = record {
+        state.apply(&r);
+    }
+    Ok(state)
+}
+
+/// The latest record of `task`, if the commit table exists and holds one.
+async fn latest_record(
+    client: &impl GenericClient,
+    commits: &str,
+    pipeline: &str,
+    task: &str,
+) -> Result<Option<CommitRecord>, PgError> {
+    let exists = client.query_one("SELECT to_regclass($1)::oid", &[&commits]).await?;
+    if exists.get::<_, Option<u32>>(0).is_none() {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!("SELECT record::text FROM {commits} WHERE pipeline = $1 AND load = $2 ORDER BY seq DESC LIMIT 1"),
+            &[&pipeline, &task],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let text: String = r.get(0);
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| PgError::Value { column: "record".into(), message: format!("{commits}: {e}") })
+        }
+    }
+}
+
+/// Write `plan`'s rows into the table of `t` as the load's mode says, in one transaction
+/// with the load's commit record.
+pub async fn load(
+    state: &SessionState,
+    plan: LogicalPlan,
+    schema: SchemaRef,
+    t: &TableTarget,
+    req: LoadRequest<'_>,
+) -> Result<(WriteOutcome, CommitRecord), SinkError> {
+    let output = output_name(t);
+    match &t.store {
+        DbStore::Postgres(store) => load_postgres(state, plan, schema, store, t, req).await,
+        DbStore::Mysql(_) => Err(TableError::NotYet { output }.into()),
+    }
+}
+
+async fn load_postgres(
+    state: &SessionState,
+    plan: LogicalPlan,
+    schema: SchemaRef,
+    store: &PgStore,
+    t: &TableTarget,
+    mut req: LoadRequest<'_>,
+) -> Result<(WriteOutcome, CommitRecord), SinkError> {
+    let load = req.load;
+    let output = output_name(t);
+    let server = |source: PgError| SinkError::from(TableError::Server { output: output.clone(), source });
+    let db = |e: tokio_postgres::Error| server(PgError::Server(e));
+    let (table, commits) = names(&t.table);
+    let mut client = store.connect().await.map_err(server)?;
+
+    // One run of a load at a time: the lock is the session's, released when it ends.
+    let lock = format!("weir:{}:{}:{table}", req.pipeline, req.task);
+    let locked: bool =
+        client.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&lock]).await.map_err(db)?.get(0);
+    if !locked {
+        return Err(TableError::Busy { output, load: req.task.to_string() }.into());
+    }
+    ensure_commits_table(&client, &commits).await.map_err(server)?;
+    let current = latest_record(&client, &commits, req.pipeline, req.task).await.map_err(server)?;
+    let latest = current.as_ref().map_or(0, |r| r.seq);
+    if let Some(base) = req.base_seq
+        && base != latest
+    {
+        return Err(SinkError::Moved { expected: base, found: latest });
+    }
+    let seq = latest + 1;
+    let rebuild = req.full_refresh || load.mode == LoadMode::Overwrite;
+    // The record holds the whole state: the current one with this run's consumption, or
+    // this run's alone when the table is rebuilt.
+    let mut extracts = std::mem::take(&mut req.consumed);
+    if !rebuild && let Some(r) = &current {
+        let mut folded = LoadState::default();
+        folded.apply(r);
+        for (name, c) in &extracts {
+            folded.extracts.entry(name.clone()).or_default().apply(c);
+        }
+        extracts = folded.extracts.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
+    }
+    let mut record = CommitRecord::new(&req, seq, true, extracts);
+
+    // This run's rows: a merge's are checked and reduced to one per key first, and carry the
+    // delete flag.
+    let mut rows_in = None;
+    let (rows, staged_merge) = match load.mode {
+        LoadMode::Merge if !req.full_refresh => {
+            let p = super::merge::prepare_rows(state, plan, &schema, load, &req.scratch).await?;
+            rows_in = Some(p.rows_in);
+            let flag = super::merge::delete_predicate(state, load, &schema)?.unwrap_or(lit(false));
+            let mut exprs: Vec<_> = schema.fields().iter().map(|f| datafusion::prelude::ident(f.name())).collect();
+            exprs.push(flag.alias(DELETE_FLAG));
+            (p.ctx.table(p.source).await?.select(exprs)?.logical_plan().clone(), true)
+        }
+        LoadMode::Merge => {
+            // A rebuild from a merge's rows: one per key, deletes dropped.
+            let p = super::merge::prepare_rows(state, plan, &schema, load, &req.scratch).await?;
+            rows_in = Some(p.rows_in);
+            let mut df = p.ctx.table(p.source).await?;
+            if let Some(flag) = super::merge::delete_predicate(state, load, &schema)? {
+                df = df.filter(datafusion::logical_expr::not(flag))?;
+            }
+            (df.logical_plan().clone(), false)
+        }
+        _ => (plan, false),
+    };
+
+    let tx = client.transaction().await.map_err(db)?;
+    let mut columns = pg::describe_table(&tx, &table).await.map_err(server)?;
+    let add = t.on_schema_change == OnSchemaChange::AddColumns;
+    if let Some(cols) = &columns {
+        let problems = pg::problems(&schema, Some(cols), add);
+        if !problems.is_empty() {
+            if !req.full_refresh {
+                return Err(TableError::Columns { output, problems: problems.join("; ") }.into());
+            }
+            // A full refresh rebuilds the table with the load's columns.
+            tx.batch_execute(&format!("DROP TABLE {table}")).await.map_err(db)?;
+            columns = None;
+        }
+    }
+    match &columns {
+        None => {
+            let problems = pg::problems(&schema, None, add);
+            if !problems.is_empty() {
+                return Err(TableError::Columns { output, problems: problems.join("; ") }.into());
+            }
+            tx.batch_execute(&create_table(&table, &schema, &load.keys)?).await.map_err(db)?;
+        }
+        Some(cols) => {
+            for f in schema.fields().iter().filter(|f| !cols.iter().any(|c| c.name == *f.name())) {
+                let ty = pg::column_type(f.data_type())
+                    .map_err(|problem| TableError::Columns { output: output.clone(), problems: problem })?;
+                tx.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN {} {ty}", quote_ident(f.name())))
+                    .await
+                    .map_err(db)?;
+            }
+        }
+    }
+    let columns = pg::describe_table(&tx, &table).await.map_err(server)?.unwrap_or_default();
+    let wire =
+        wire_columns(&schema, &columns).map_err(|problems| TableError::Columns { output: output.clone(), problems })?;
+    let list = schema.fields().iter().map(|f| quote_ident(f.name())).collect::<Vec<_>>().join(", ");
+
+    let (sent, physical) = if rebuild || load.mode == LoadMode::Append {
+        if rebuild {
+            tx.batch_execute(&format!("TRUNCATE {table}")).await.map_err(db)?;
+        }
+        copy_rows(
+            &tx,
+            state,
+            rows,
+            &format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)"),
+            &wire,
+            req.task,
+            &output,
+        )
+        .await?
+    } else {
+        // This run's rows into a temporary table with the target's column types.
+        tx.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE weir_stage ON COMMIT DROP AS SELECT {list} FROM {table} WITH NO DATA"
+        ))
+        .await
+        .map_err(db)?;
+        let mut wire = wire;
+        let mut staged_list = list.clone();
+        if staged_merge {
+            tx.batch_execute(&format!("ALTER TABLE weir_stage ADD COLUMN {DELETE_FLAG} boolean")).await.map_err(db)?;
+            wire.push((DataType::Boolean, tokio_postgres::types::Type::BOOL));
+            staged_list.push_str(&format!(", {DELETE_FLAG}"));
+        }
+        let copied = copy_rows(
+            &tx,
+            state,
+            rows,
+            &format!("COPY weir_stage ({staged_list}) FROM STDIN (FORMAT binary)"),
+            &wire,
+            req.task,
+            &output,
+        )
+        .await?;
+        tx.batch_execute("ANALYZE weir_stage").await.map_err(db)?;
+        let (delete, insert) = if staged_merge {
+            let on = load
+                .keys
+                .iter()
+                .map(|k| format!("t.{k} = s.{k}", k = quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            (
+                format!("DELETE FROM {table} AS t USING weir_stage AS s WHERE {on}"),
+                format!("INSERT INTO {table} ({list}) SELECT {list} FROM weir_stage WHERE NOT {DELETE_FLAG}"),
+            )
+        } else {
+            let parts = load.partition_by.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+            let on = load
+                .partition_by
+                .iter()
+                .map(|c| format!("p.{c} IS NOT DISTINCT FROM t.{c}", c = quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            (
+                format!("DELETE FROM {table} AS t USING (SELECT DISTINCT {parts} FROM weir_stage) AS p WHERE {on}"),
+                format!("INSERT INTO {table} ({list}) SELECT {list} FROM weir_stage"),
+            )
+        };
+        tx.execute(&delete, &[]).await.map_err(db)?;
+        let inserted = tx.execute(&insert, &[]).await.map_err(db)?;
+        (inserted, copied.1)
+    };
+    failpoint::hit("after_data_files", req.task).await.map_err(SinkError::Failpoint)?;
+
+    record.rows_written = Some(sent);
+    let text = serde_json::to_string(&record)?;
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO {commits} (pipeline, load, seq, run_id, committed_at, record) VALUES ($1, $2, $3, $4, now(), $5::text::jsonb)"
+            ),
+            &[&req.pipeline, &req.task, &(seq as i64), &req.run_id, &text],
+        )
+        .await;
+    if let Err(e) = inserted {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return Err(SinkError::Conflict { output, seq });
+        }
+        return Err(db(e));
+    }
+    tx.execute(
+        &format!("DELETE FROM {commits} WHERE pipeline = $1 AND load = $2 AND seq <= $3"),
+        &[&req.pipeline, &req.task, &(seq as i64 - KEEP_RECORDS)],
+    )
+    .await
+    .map_err(db)?;
+    failpoint::hit("before_publish", req.task).await.map_err(SinkError::Failpoint)?;
+    tx.commit().await.map_err(db)?;
+    failpoint::hit("after_publish", req.task).await.map_err(SinkError::Failpoint)?;
+    let rows_in = rows_in.unwrap_or_else(|| physical.as_ref().map_or(sent, leaf_rows));
+    Ok((WriteOutcome { rows: sent, rows_in, files: 0, bytes: 0 }, record))
+}
+
+/// `CREATE TABLE` with the load's columns (`keys`: the primary key).
+fn create_table(table: &str, schema: &Schema, keys: &[String]) -> Result<String, SinkError> {
+    let mut cols = Vec::new();
+    for f in schema.fields() {
+        // Checked by `problems` before.
+        let ty = pg::column_type(f.data_type()).unwrap_or_else(|_| "text".into());
+        let not_null = if keys.contains(f.name()) { " NOT NULL" } else { "" };
+        cols.push(format!("{} {ty}{not_null}", quote_ident(f.name())));
+    }
+    if !keys.is_empty() {
+        cols.push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+    }
+    Ok(format!("CREATE TABLE {table} ({})", cols.join(", ")))
+}
+
+/// The commit table, created when missing (two loads creating it at once: one wins).
+async fn ensure_commits_table(client: &impl GenericClient, commits: &str) -> Result<(), PgError> {
+    let created = client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {commits} (pipeline text NOT NULL, load text NOT NULL, seq bigint NOT NULL, \
+             run_id text NOT NULL, committed_at timestamptz NOT NULL, record jsonb NOT NULL, \
+             PRIMARY KEY (pipeline, load, seq))"
+        ))
+        .await;
+    match created {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+                || e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// For each of the load's columns, the Arrow type it is sent as and the server's type.
+fn wire_columns(
+    schema: &Schema,
+    columns: &[TargetColumn],
+) -> Result<Vec<(DataType, tokio_postgres::types::Type)>, String> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for f in schema.fields() {
+        let Some(c) = columns.iter().find(|c| c.name == *f.name()) else {
+            problems.push(format!("the table has no column `{}`", f.name()));
+            continue;
+        };
+        match pg::wire_type(f.data_type(), c) {
+            Ok(t) => out.push((t, c.pg.clone())),
+            Err(why) => problems.push(format!("column `{}`: {why}", f.name())),
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems.join("; ")) }
+}
+
+/// Run `rows` and send them through `copy` (a `COPY … FROM STDIN (FORMAT binary)`), each
+/// column cast to its wire type. Returns the rows the server took and the executed plan.
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    state: &SessionState,
+    rows: LogicalPlan,
+    copy: &str,
+    wire: &[(DataType, tokio_postgres::types::Type)],
+    task: &str,
+    output: &str,
+) -> Result<(u64, Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>), SinkError> {
+    let copy_err = |e: tokio_postgres::Error| {
+        SinkError::Table(TableError::Server { output: output.to_string(), source: PgError::Server(e) })
+    };
+    let rows_err = |message: String| SinkError::Table(TableError::Rows { output: output.to_string(), message });
+    let physical = state.create_physical_plan(&rows).await?;
+    let mut stream = execute_stream(physical.clone(), state.task_ctx())?;
+    let sink = tx.copy_in::<_, bytes::Bytes>(copy).await.map_err(copy_err)?;
+    futures::pin_mut!(sink);
+    let types: Vec<_> = wire.iter().map(|(_, t)| t.clone()).collect();
+    let options = CastOptions { safe: false, ..Default::default() };
+    let mut buf = BytesMut::with_capacity(CHUNK + CHUNK / 4);
+    pg::copy_header(&mut buf);
+    let mut chunks = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let cols: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .zip(wire)
+            .zip(batch.schema().fields())
+            .map(|((a, (t, _)), f)| {
+                if a.data_type() == t {
+                    Ok(a.clone())
+                } else {
+                    cast_with_options(a, t, &options)
+                        .map_err(|e| rows_err(format!("column `{}` cannot be written as {t}: {e}", f.name())))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        pg::encode(&cols, &types, &mut buf).map_err(rows_err)?;
+        if buf.len() >= CHUNK {
+            sink.send(buf.split().freeze()).await.map_err(copy_err)?;
+            chunks += 1;
+            if chunks == 1 {
+                failpoint::hit("mid_copy", task).await.map_err(SinkError::Failpoint)?;
+            }
+        }
+    }
+    pg::copy_trailer(&mut buf);
+    sink.send(buf.split().freeze()).await.map_err(copy_err)?;
+    let n = sink.finish().await.map_err(copy_err)?;
+    Ok((n, Some(physical)))
+}

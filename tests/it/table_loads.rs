@@ -1,0 +1,360 @@
+//! Database tables as load targets, against the real PostgreSQL server of `postgres.rs`:
+//! every mode compared with rows computed here; every type weir writes, read back as the
+//! server's text; schema mismatches (snapshots); kill -9 at every step and a rerun; a reader
+//! during an overwrite; a second run of the same load; gates; CDC from one database into a
+//! table of another.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+use crate::postgres::{PASSWORD, PgDb, server};
+
+/// A project with the store `app` of `db`, a file store `lake` and `tasks`.
+fn project(db: &PgDb, tasks: &str) -> Project {
+    let p = Project::new();
+    p.write("p.yaml", format!("stores:\n{}  lake: {{ url: \"file://lake\" }}\ntasks:\n{tasks}", db.store()));
+    p
+}
+
+/// The rows of `sql` on the server, sorted.
+fn sorted(db: &PgDb, sql: &str) -> Vec<String> {
+    let mut v: Vec<String> = db.sql(sql).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn csv(rows: &[(u32, &str, i64, &str)]) -> String {
+    let mut s = String::from("id,region,amount,op\n");
+    for (id, region, amount, op) in rows {
+        s.push_str(&format!("{id},{region},{amount},{op}\n"));
+    }
+    s
+}
+
+fn table_rows(db: &PgDb, table: &str) -> Vec<String> {
+    sorted(db, &format!("SELECT id || ' ' || region || ' ' || amount FROM {table}"))
+}
+
+#[test]
+fn overwrite_and_append_write_exactly_the_rows() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_modes");
+    db.sql("CREATE SCHEMA analytics");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  snap:\n    load: { from: src, store: app, table: analytics.snapshot, mode: overwrite }\n  hist:\n    load: { from: src, store: app, table: history, mode: append }\n",
+    );
+    p.write("lake/in/a.csv", csv(&[(1, "north", 10, ""), (2, "south", 20, "")]));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(table_rows(&db, "analytics.snapshot"), ["1 north 10", "2 south 20"]);
+    assert_eq!(table_rows(&db, "history"), ["1 north 10", "2 south 20"]);
+    // The table was created from the load's columns.
+    assert_eq!(
+        db.sql("SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'analytics.snapshot'::regclass AND attnum > 0").trim(),
+        "id bigint, region text, amount bigint, op text"
+    );
+    p.write("lake/in/a.csv", csv(&[(3, "east", 30, "")]));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(table_rows(&db, "analytics.snapshot"), ["3 east 30"]);
+    assert_eq!(table_rows(&db, "history"), ["1 north 10", "2 south 20", "3 east 30"]);
+    // The commit table of each schema holds the loads' records.
+    assert_eq!(db.sql("SELECT load || ' ' || seq FROM analytics.weir_commits ORDER BY seq").trim(), "snap 1\nsnap 2");
+    assert_eq!(db.sql("SELECT load || ' ' || seq FROM weir_commits ORDER BY seq").trim(), "hist 1\nhist 2");
+}
+
+#[test]
+fn merge_updates_adds_and_deletes_by_keys() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_merge");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv, incremental: { new_files: true } } }\n  t:\n    load: { from: src, store: app, table: orders, mode: merge, keys: [id], order_by: amount, delete_when: \"op = 'D'\" }\n",
+    );
+    p.write("lake/in/1.csv", csv(&[(1, "north", 10, ""), (2, "south", 20, ""), (3, "east", 30, "")]));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    // `keys` became the primary key of the table weir created.
+    assert_eq!(
+        db.sql(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'p'"
+        )
+        .trim(),
+        "PRIMARY KEY (id)"
+    );
+    // 1 updated twice (the greater amount wins), 2 deleted, 4 added; 3 untouched.
+    p.write(
+        "lake/in/2.csv",
+        csv(&[(1, "north", 11, ""), (1, "west", 12, ""), (2, "south", 0, "D"), (4, "north", 40, "")]),
+    );
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(table_rows(&db, "orders"), ["1 west 12", "3 east 30", "4 north 40"]);
+    // Nothing new: nothing changes, and no file is read twice.
+    let r = db.weir(&p, &["run", "p.yaml", "--json"]);
+    r.ok();
+    assert_eq!(table_rows(&db, "orders"), ["1 west 12", "3 east 30", "4 north 40"]);
+    // Ties on `order_by` are refused and change nothing.
+    p.write("lake/in/3.csv", csv(&[(3, "a", 5, ""), (3, "b", 5, "")]));
+    let r = db.weir(&p, &["run", "p.yaml"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("same `order_by`"), "{}", r.stderr);
+    assert_eq!(table_rows(&db, "orders"), ["1 west 12", "3 east 30", "4 north 40"]);
+}
+
+#[test]
+fn replace_partitions_replaces_only_the_partitions_present() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_parts");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  t:\n    load: { from: src, store: app, table: daily, mode: replace_partitions, partition_by: [region] }\n",
+    );
+    p.write("lake/in/a.csv", csv(&[(1, "north", 10, ""), (2, "south", 20, ""), (3, "south", 30, "")]));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    db.sql("INSERT INTO daily VALUES (9, NULL, 90, '')");
+    // south is replaced (2 and 3 go), east is added, north and the NULL region stay.
+    p.write("lake/in/a.csv", csv(&[(4, "south", 40, ""), (5, "east", 50, "")]));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(
+        sorted(&db, "SELECT id || ' ' || coalesce(region, 'NULL') || ' ' || amount FROM daily"),
+        ["1 north 10", "4 south 40", "5 east 50", "9 NULL 90"]
+    );
+}
+
+/// Every Arrow type weir's queries make, written into a new table and read back as the
+/// server's text.
+#[test]
+fn every_type_round_trips() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_types");
+    let p = project(
+        &db,
+        r#"  v:
+    transform:
+      sql: |
+        SELECT * FROM (VALUES
+          (1, true, CAST(-32768 AS SMALLINT), CAST(2147483647 AS INT), CAST(-9223372036854775808 AS BIGINT),
+           CAST(255 AS TINYINT UNSIGNED), CAST(18446744073709551615 AS BIGINT UNSIGNED), CAST(1.5 AS REAL), CAST(-2.5e-300 AS DOUBLE),
+           CAST('-12345678901234567890.123456' AS DECIMAL(38,6)), CAST('0.01' AS DECIMAL(5,2)), 'żółw 🐢 "q"',
+           CAST('0001-01-01' AS DATE), CAST('9999-12-31T23:59:59.999999' AS TIMESTAMP), to_timestamp_micros(1780315200123456) AT TIME ZONE 'UTC',
+           CAST('23:59:59.999999' AS TIME), CAST('deadbeef' AS BYTEA), make_array(1, NULL, 3), make_array('a', 'b')),
+          (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ) AS t(id, b, i2, i4, i8, u1, u8, f4, f8, d38, d5, s, d, ts, tz, tm, by, li, ls)
+  t:
+    load: { from: v, store: app, table: alltypes }
+"#,
+    );
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    let types = db.sql(
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'alltypes'::regclass AND attnum > 0",
+    );
+    assert_eq!(
+        types.trim(),
+        "id bigint, b boolean, i2 smallint, i4 integer, i8 bigint, u1 smallint, u8 numeric(20,0), f4 real, \
+         f8 double precision, d38 numeric(38,6), d5 numeric(5,2), s text, d date, ts timestamp without time zone, \
+         tz timestamp with time zone, tm time without time zone, by bytea, li bigint[], ls text[]"
+    );
+    let row = db.sql(
+        "SET TIME ZONE 'UTC'; SELECT concat_ws(' | ', b, i2, i4, i8, u1, u8, f4, f8, d38, d5, s, d, ts, tz, tm, encode(by, 'hex'), li, ls) FROM alltypes WHERE id = 1",
+    );
+    // Each value as DataFusion computed it, as PostgreSQL writes it (the bytes are those of
+    // the text 'deadbeef').
+    assert_eq!(
+        row.trim(),
+        "SET\nt | -32768 | 2147483647 | -9223372036854775808 | 255 | 18446744073709551615 | 1.5 | -2.5e-300 | \
+         -12345678901234567890.123456 | 0.01 | żółw 🐢 \"q\" | 0001-01-01 | 9999-12-31 23:59:59.999999 | \
+         2026-06-01 12:00:00.123456+00 | 23:59:59.999999 | 6465616462656566 | {1,NULL,3} | {a,b}"
+    );
+    let nulls = db.sql(
+        "SELECT count(*) FROM alltypes WHERE id = 2 AND num_nulls(b, i2, i4, i8, u1, u8, f4, f8, d38, d5, s, d, ts, tz, tm, by, li, ls) = 18",
+    );
+    assert_eq!(nulls.trim(), "1");
+}
+
+#[test]
+fn a_table_with_other_columns_is_refused_before_anything_is_written() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_schema");
+    db.sql("CREATE TABLE t (id integer, region varchar(20), extra text); INSERT INTO t VALUES (7, 'x', 'kept')");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  t:\n    load: { from: src, store: app, table: t, mode: append }\n",
+    );
+    p.write("lake/in/a.csv", csv(&[(1, "north", 10, "")]));
+    // bigint into integer narrows; `amount` and `op` are missing.
+    let r = db.weir(&p, &["validate", "p.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    insta::assert_snapshot!(normalize(&r.stderr, p.path()));
+    assert!(!r.stderr.contains(PASSWORD));
+    let r = db.weir(&p, &["run", "p.yaml"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(db.sql("SELECT count(*) FROM t").trim(), "1");
+    // With the table widened and `add_columns`, the missing columns are added and filled.
+    db.sql("ALTER TABLE t ALTER COLUMN id TYPE bigint");
+    let yaml = std::fs::read_to_string(p.join("p.yaml"))
+        .unwrap()
+        .replace("mode: append", "mode: append, on_schema_change: add_columns");
+    p.write("p.yaml", yaml);
+    db.weir(&p, &["validate", "p.yaml"]).ok();
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(
+        sorted(
+            &db,
+            "SELECT id || ' ' || region || ' ' || coalesce(extra, 'NULL') || ' ' || coalesce(amount::text, 'NULL') FROM t"
+        ),
+        ["1 north NULL 10", "7 x kept NULL"]
+    );
+}
+
+/// kill -9 while the rows are being copied, before the commit, and after the commit before
+/// the state cache is written: after a rerun, every source row is in the table once.
+#[test]
+fn a_killed_load_loses_and_doubles_nothing() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_kill");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv, incremental: { new_files: true } } }\n  t:\n    load: { from: src, store: app, table: events, mode: append }\n",
+    );
+    let mut want = Vec::new();
+    for (k, point) in ["mid_copy", "before_publish", "after_publish_before_state"].iter().enumerate() {
+        // Big enough that the copy sends more than one chunk.
+        let rows: Vec<(u32, &str, i64, &str)> =
+            (0..60_000).map(|i| (k as u32 * 100_000 + i, "north", i as i64, "")).collect();
+        want.extend(rows.iter().map(|r| r.0));
+        p.write(&format!("lake/in/{k}.csv"), csv(&rows));
+        let r =
+            p.weir_env(&["run", "p.yaml"], &[("PG_PASSWORD", PASSWORD), ("WEIR_FAILPOINT", &format!("{point}=kill"))]);
+        assert_ne!(r.code, 0, "{point}: the run was killed");
+        db.weir(&p, &["run", "p.yaml"]).ok();
+        let count = db.sql("SELECT count(*), count(DISTINCT id) FROM events");
+        assert_eq!(count.trim(), format!("{n}|{n}", n = want.len()), "after a kill at {point} and a rerun");
+    }
+    want.sort();
+    let ids: Vec<u32> = sorted(&db, "SELECT id FROM events").iter().map(|s| s.parse().unwrap()).collect();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(ids, want);
+}
+
+/// A reader counting the rows while the table is overwritten again and again sees the old
+/// count or the new one, never a part.
+#[test]
+fn a_reader_never_sees_a_partial_overwrite() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_reader");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  t:\n    load: { from: src, store: app, table: big, mode: overwrite }\n",
+    );
+    let small: Vec<(u32, &str, i64, &str)> = (0..50_000).map(|i| (i, "n", 1, "")).collect();
+    let large: Vec<(u32, &str, i64, &str)> = (0..150_000).map(|i| (i, "n", 1, "")).collect();
+    p.write("lake/in/a.csv", csv(&small));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut seen = BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.insert(db.sql("SELECT count(*) FROM big").trim().to_string());
+            }
+            seen
+        });
+        for k in 0..4 {
+            p.write("lake/in/a.csv", csv(if k % 2 == 0 { &large } else { &small }));
+            db.weir(&p, &["run", "p.yaml"]).ok();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    assert!(seen.iter().all(|c| c == "50000" || c == "150000"), "counts seen: {seen:?}");
+}
+
+/// Two runs of one load at once: the second is refused at once, writes nothing, and the
+/// first commits.
+#[test]
+fn a_second_run_of_a_load_is_refused_while_the_first_writes() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_busy");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  t:\n    load: { from: src, store: app, table: t, mode: append }\n",
+    );
+    // No retry: the second run's refusal is the answer.
+    let yaml = std::fs::read_to_string(p.join("p.yaml")).unwrap();
+    p.write("p.yaml", format!("defaults: {{ retries: 0 }}\n{yaml}"));
+    p.write("lake/in/a.csv", csv(&[(1, "north", 10, "")]));
+    let first = p
+        .command(&["run", "p.yaml"])
+        .env("PG_PASSWORD", PASSWORD)
+        .env("WEIR_FAILPOINT", "before_publish=sleep(4000)")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first run holds the lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").trim() == "0" {
+        assert!(std::time::Instant::now() < deadline, "the first run never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Another machine: its own state store.
+    let second = db.weir(&p, &["run", "p.yaml", "--state", "elsewhere.db"]);
+    assert_ne!(second.code, 0);
+    assert!(second.stderr.contains("another run of load `t` is writing"), "{}", second.stderr);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(table_rows(&db, "t"), ["1 north 10"]);
+}
+
+/// A failed error check writes nothing to the table; quarantine sets the failing rows aside
+/// in files and loads the rest.
+#[test]
+fn gates_hold_for_tables() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_gates");
+    let p = project(
+        &db,
+        "  src:\n    extract: { store: lake, path: \"in/*.csv\", format: csv }\n    checks: [ { not_null: region } ]\n  t:\n    load: { from: src, store: app, table: t }\n",
+    );
+    p.write("lake/in/a.csv", "id,region,amount,op\n1,north,10,\n2,,20,\n");
+    let r = db.weir(&p, &["run", "p.yaml"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(db.sql("SELECT to_regclass('t') IS NULL").trim(), "t", "no table was created");
+    let yaml = std::fs::read_to_string(p.join("p.yaml")).unwrap().replace(
+        "checks: [ { not_null: region } ]",
+        "checks: [ { not_null: region } ]\n    on_check_failure: quarantine\n    quarantine: { store: lake }",
+    );
+    p.write("p.yaml", yaml);
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(table_rows(&db, "t"), ["1 north 10"]);
+    let q = parquet_files(&p.join("lake/_quarantine"));
+    assert!(!q.is_empty(), "the failing row is quarantined in files");
+}
+
+/// CDC from one database into a table of another: after inserts, updates and deletes the
+/// target table equals the source table.
+#[test]
+fn cdc_into_a_table_of_another_database() {
+    let Some(pg) = server() else { return };
+    let src = pg.database("tl_cdc_src");
+    let dst = pg.database("tl_cdc_dst");
+    src.sql("CREATE TABLE orders (id int PRIMARY KEY, v text, amount numeric(10,2)); ALTER TABLE orders REPLICA IDENTITY FULL; INSERT INTO orders SELECT g, 'v' || g, g * 1.5 FROM generate_series(1, 100) g");
+    let p = Project::new();
+    let dst_store = dst.store().replace("  app:", "  target:");
+    p.write(
+        "p.yaml",
+        format!(
+            "stores:\n{}{dst_store}tasks:\n  src:\n    extract: {{ store: app, table: orders, incremental: {{ cdc: {{ slot: tl_cdc }} }} }}\n  copy:\n    transform: {{ sql: \"SELECT id, v, amount, _lsn, _op FROM src\" }}\n  out:\n    load: {{ from: copy, store: target, table: orders_copy, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
+            src.store()
+        ),
+    );
+    src.weir(&p, &["run", "p.yaml"]).ok();
+    let same = |what: &str| {
+        let want = sorted(&src, "SELECT id || ' ' || v || ' ' || amount FROM orders");
+        let got = sorted(&dst, "SELECT id || ' ' || v || ' ' || amount FROM orders_copy");
+        assert_eq!(got, want, "{what}");
+    };
+    same("after the snapshot");
+    src.sql("INSERT INTO orders VALUES (101, 'new', 1); UPDATE orders SET v = 'changed', amount = amount + 1 WHERE id % 10 = 0; DELETE FROM orders WHERE id % 7 = 0; UPDATE orders SET v = 'twice' WHERE id = 1; UPDATE orders SET v = 'thrice' WHERE id = 1");
+    src.weir(&p, &["run", "p.yaml"]).ok();
+    same("after inserts, updates and deletes");
+}
