@@ -1,6 +1,7 @@
 //! `sink`: one module per kind of output and its commit protocol, behind one load request
-//! ([`load`]): a Parquet directory (`parquet`, with `merge` and `remote`) and a Delta table
-//! (`delta`); the Parquet writing both use is `writer`. See `docs/design/connectors.md`.
+//! ([`load`]): a Parquet directory (`parquet`, with `merge` and `remote`), a Delta table
+//! (`delta`) and a database table (`table`: one transaction with its commit record); the
+//! Parquet writing the file sinks use is `writer`. See `docs/design/connectors.md`.
 //!
 //! A Parquet output is written in full to a hidden staging directory beside the output,
 //! together with the load's commit record (`commit`), then published:

@@ -380,12 +380,13 @@ fn a_read_during_updates_is_one_snapshot() {
 fn the_password_appears_nowhere() {
     let Some(pg) = server() else { return };
     let db = pg.database("canary");
-    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1); CREATE TABLE narrow (id int CHECK (id > 5));");
     let p = Project::new();
+    // Table loads too: one that commits (its record in weir_commits) and one the server refuses.
     p.write(
         "p.yaml",
         format!(
-            "stores:\n  app: {{ url: \"postgres://weir:{PASSWORD}@127.0.0.1:{}/{}\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: t }}\n  bad:\n    extract: {{ store: app, query: \"SELECT 1 / (id - 1) AS boom FROM t\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n  out2:\n    load: {{ from: bad, store: lake, path: out2/ }}\n",
+            "stores:\n  app: {{ url: \"postgres://weir:{PASSWORD}@127.0.0.1:{}/{}\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: t }}\n  bad:\n    extract: {{ store: app, query: \"SELECT 1 / (id - 1) AS boom FROM t\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n  out2:\n    load: {{ from: bad, store: lake, path: out2/ }}\n  copy:\n    load: {{ from: src, store: app, table: copy_of_t }}\n  refused:\n    load: {{ from: src, store: app, table: narrow, mode: append }}\n",
             pg.port, db.name
         ),
     );
@@ -402,7 +403,11 @@ fn the_password_appears_nowhere() {
         seen.push_str(&r.stderr);
     }
     assert!(seen.contains("division by zero"), "the failing extract's error is shown: {seen}");
+    assert!(seen.contains("narrow_id_check"), "the refused table load's error is shown: {seen}");
     assert!(!seen.contains(PASSWORD), "{seen}");
+    let records = db.sql("SELECT record::text FROM weir_commits");
+    assert!(records.contains("\"load\": \"copy\""), "{records}");
+    assert!(!records.contains(PASSWORD), "{records}");
     assert_no_file_holds(&p, PASSWORD);
 }
 

@@ -66,9 +66,12 @@ fn overwrite_and_append_write_exactly_the_rows() {
 fn merge_updates_adds_and_deletes_by_keys() {
     let Some(pg) = server() else { return };
     let db = pg.database("tl_merge");
+    // `orders` is created by weir, with `id` as its primary key (an upsert applies the rows);
+    // `plain` has no unique index (a delete and an insert apply them).
+    db.sql("CREATE TABLE plain (id bigint, region text, amount bigint, op text)");
     let p = project(
         &db,
-        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv, incremental: { new_files: true } } }\n  t:\n    load: { from: src, store: app, table: orders, mode: merge, keys: [id], order_by: amount, delete_when: \"op = 'D'\" }\n",
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv, incremental: { new_files: true } } }\n  t:\n    load: { from: src, store: app, table: orders, mode: merge, keys: [id], order_by: amount, delete_when: \"op = 'D'\" }\n  t2:\n    load: { from: src, store: app, table: plain, mode: merge, keys: [id], order_by: amount, delete_when: \"op = 'D'\" }\n",
     );
     p.write("lake/in/1.csv", csv(&[(1, "north", 10, ""), (2, "south", 20, ""), (3, "east", 30, "")]));
     db.weir(&p, &["run", "p.yaml"]).ok();
@@ -87,6 +90,7 @@ fn merge_updates_adds_and_deletes_by_keys() {
     );
     db.weir(&p, &["run", "p.yaml"]).ok();
     assert_eq!(table_rows(&db, "orders"), ["1 west 12", "3 east 30", "4 north 40"]);
+    assert_eq!(table_rows(&db, "plain"), ["1 west 12", "3 east 30", "4 north 40"]);
     // Nothing new: nothing changes, and no file is read twice.
     let r = db.weir(&p, &["run", "p.yaml", "--json"]);
     r.ok();
