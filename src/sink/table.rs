@@ -205,23 +205,27 @@ async fn load_postgres(
     // delete flag.
     let mut rows_in = None;
     let (rows, staged_merge) = match load.mode {
-        LoadMode::Merge if !req.full_refresh => {
-            let p = super::merge::prepare_rows(state, plan, &schema, load, &req.scratch).await?;
-            rows_in = Some(p.rows_in);
-            let flag = super::merge::delete_predicate(state, load, &schema)?.unwrap_or(lit(false));
-            let mut exprs: Vec<_> = schema.fields().iter().map(|f| datafusion::prelude::ident(f.name())).collect();
-            exprs.push(flag.alias(DELETE_FLAG));
-            (p.ctx.table(p.source).await?.select(exprs)?.logical_plan().clone(), true)
-        }
         LoadMode::Merge => {
-            // A rebuild from a merge's rows: one per key, deletes dropped.
             let p = super::merge::prepare_rows(state, plan, &schema, load, &req.scratch).await?;
             rows_in = Some(p.rows_in);
-            let mut df = p.ctx.table(p.source).await?;
-            if let Some(flag) = super::merge::delete_predicate(state, load, &schema)? {
-                df = df.filter(datafusion::logical_expr::not(flag))?;
+            // No rows: nothing staged to read (the commit still records what was consumed).
+            let mut df = if p.rows == 0 {
+                p.ctx.read_table(Arc::new(datafusion::datasource::empty::EmptyTable::new(schema.clone())))?
+            } else {
+                p.ctx.table(p.source).await?
+            };
+            let flag = super::merge::delete_predicate(state, load, &schema)?;
+            if req.full_refresh {
+                // A rebuild from a merge's rows: one per key, deletes dropped.
+                if let Some(flag) = flag {
+                    df = df.filter(datafusion::logical_expr::not(flag))?;
+                }
+                (df.logical_plan().clone(), false)
+            } else {
+                let mut exprs: Vec<_> = schema.fields().iter().map(|f| datafusion::prelude::ident(f.name())).collect();
+                exprs.push(flag.unwrap_or(lit(false)).alias(DELETE_FLAG));
+                (df.select(exprs)?.logical_plan().clone(), true)
             }
-            (df.logical_plan().clone(), false)
         }
         _ => (plan, false),
     };
@@ -263,7 +267,7 @@ async fn load_postgres(
         wire_columns(&schema, &columns).map_err(|problems| TableError::Columns { output: output.clone(), problems })?;
     let list = schema.fields().iter().map(|f| quote_ident(f.name())).collect::<Vec<_>>().join(", ");
 
-    let (sent, physical) = if rebuild || load.mode == LoadMode::Append {
+    let (sent, physical, bytes) = if rebuild || load.mode == LoadMode::Append {
         if rebuild {
             tx.batch_execute(&format!("TRUNCATE {table}")).await.map_err(db)?;
         }
@@ -348,7 +352,7 @@ async fn load_postgres(
             tx.execute(&delete, &[]).await.map_err(db)?;
         }
         let inserted = tx.execute(&insert, &[]).await.map_err(db)?;
-        (inserted, copied.1)
+        (inserted, copied.1, copied.2)
     };
     failpoint::hit("after_data_files", req.task).await.map_err(SinkError::Failpoint)?;
 
@@ -377,8 +381,9 @@ async fn load_postgres(
     failpoint::hit("before_publish", req.task).await.map_err(SinkError::Failpoint)?;
     tx.commit().await.map_err(db)?;
     failpoint::hit("after_publish", req.task).await.map_err(SinkError::Failpoint)?;
-    let rows_in = rows_in.unwrap_or_else(|| physical.as_ref().map_or(sent, leaf_rows));
-    Ok((WriteOutcome { rows: sent, rows_in, files: 0, bytes: 0 }, record))
+    let rows_in = rows_in.unwrap_or_else(|| leaf_rows(&physical));
+    // Bytes: the COPY data sent (no files).
+    Ok((WriteOutcome { rows: sent, rows_in, files: 0, bytes }, record))
 }
 
 /// Whether `table` has a unique index (or constraint) on exactly the columns `keys`, checked
@@ -459,7 +464,7 @@ fn wire_columns(
 }
 
 /// Run `rows` and send them through `copy` (a `COPY … FROM STDIN (FORMAT binary)`), each
-/// column cast to its wire type. Returns the rows the server took and the executed plan.
+/// column cast to its wire type. Returns the rows the server took, the executed plan and the bytes sent.
 async fn copy_rows(
     tx: &tokio_postgres::Transaction<'_>,
     state: &SessionState,
@@ -468,7 +473,7 @@ async fn copy_rows(
     wire: &[(DataType, tokio_postgres::types::Type)],
     task: &str,
     output: &str,
-) -> Result<(u64, Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>), SinkError> {
+) -> Result<(u64, Arc<dyn datafusion::physical_plan::ExecutionPlan>, u64), SinkError> {
     let copy_err = |e: tokio_postgres::Error| {
         SinkError::Table(TableError::Server { output: output.to_string(), source: PgError::Server(e) })
     };
@@ -481,7 +486,7 @@ async fn copy_rows(
     let options = CastOptions { safe: false, ..Default::default() };
     let mut buf = BytesMut::with_capacity(CHUNK + CHUNK / 4);
     pg::copy_header(&mut buf);
-    let mut chunks = 0u64;
+    let (mut chunks, mut bytes) = (0u64, 0u64);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let cols: Vec<ArrayRef> = batch
@@ -500,6 +505,7 @@ async fn copy_rows(
             .collect::<Result<_, _>>()?;
         pg::encode(&cols, &types, &mut buf).map_err(rows_err)?;
         if buf.len() >= CHUNK {
+            bytes += buf.len() as u64;
             sink.send(buf.split().freeze()).await.map_err(copy_err)?;
             chunks += 1;
             if chunks == 1 {
@@ -508,7 +514,8 @@ async fn copy_rows(
         }
     }
     pg::copy_trailer(&mut buf);
+    bytes += buf.len() as u64;
     sink.send(buf.split().freeze()).await.map_err(copy_err)?;
     let n = sink.finish().await.map_err(copy_err)?;
-    Ok((n, Some(physical)))
+    Ok((n, physical, bytes))
 }

@@ -91,6 +91,15 @@ fn merge_updates_adds_and_deletes_by_keys() {
     db.weir(&p, &["run", "p.yaml"]).ok();
     assert_eq!(table_rows(&db, "orders"), ["1 west 12", "3 east 30", "4 north 40"]);
     assert_eq!(table_rows(&db, "plain"), ["1 west 12", "3 east 30", "4 north 40"]);
+    // A delivery of no rows changes nothing.
+    p.write("lake/in/2b.csv", "id,region,amount,op\n");
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(table_rows(&db, "orders"), ["1 west 12", "3 east 30", "4 north 40"]);
+    assert_eq!(
+        db.sql("SELECT max(seq) FROM weir_commits WHERE load = 't'").trim(),
+        "3",
+        "the empty file was committed"
+    );
     // Nothing new: nothing changes, and no file is read twice.
     let r = db.weir(&p, &["run", "p.yaml", "--json"]);
     r.ok();
