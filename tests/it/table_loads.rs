@@ -371,3 +371,19 @@ fn cdc_into_a_table_of_another_database() {
     src.weir(&p, &["run", "p.yaml"]).ok();
     same("after inserts, updates and deletes");
 }
+
+/// Each way a load can mix up files and tables, all reported at once by `validate`.
+#[test]
+fn file_and_table_keys_are_not_mixed() {
+    let Some(pg) = server() else { return };
+    let db = pg.database("tl_keys");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  no_table: { load: { from: src, store: app } }\n  both: { load: { from: src, store: app, table: t1, path: out/ } }\n  settings: { load: { from: src, store: app, table: t2, format: delta, row_group_rows: 10 } }\n  table_in_files: { load: { from: src, store: lake, table: t3 } }\n  no_path: { load: { from: src, store: lake } }\n  schema_change: { load: { from: src, store: lake, path: out/, on_schema_change: add_columns } }\n  same_a: { load: { from: src, store: app, table: same } }\n  same_b: { load: { from: src, store: app, table: same } }\n",
+    );
+    p.write("lake/in/a.csv", csv(&[(1, "north", 10, "")]));
+    let r = db.weir(&p, &["validate", "p.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains(PASSWORD));
+    insta::assert_snapshot!(normalize(&r.stderr, p.path()));
+}
