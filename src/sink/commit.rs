@@ -188,6 +188,15 @@ impl LoadState {
         self.extracts.get(name)
     }
 
+    /// This state with `consumed` (a run's consumption) applied, as a record's whole state.
+    pub fn with(&self, consumed: &BTreeMap<String, Consumed>) -> BTreeMap<String, Consumed> {
+        let mut folded = self.extracts.clone();
+        for (name, c) in consumed {
+            folded.entry(name.clone()).or_default().apply(c);
+        }
+        folded.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect()
+    }
+
     /// Fold `r` (the next record) into this state.
     pub fn apply(&mut self, r: &CommitRecord) {
         if r.checkpoint {

@@ -288,11 +288,7 @@ pub async fn commit_load(
     // The record holds the whole state (it is the only place the state is kept).
     let mut extracts = std::mem::take(&mut req.consumed);
     if builds_on {
-        let mut folded = current.extracts.clone();
-        for (name, c) in &extracts {
-            folded.entry(name.clone()).or_default().apply(c);
-        }
-        extracts = folded.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
+        extracts = current.with(&extracts);
     }
     let mut record = CommitRecord::new(&req, seq, true, extracts);
 

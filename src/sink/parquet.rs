@@ -138,11 +138,7 @@ pub async fn stage_load(
     let checkpoint = !builds_on || seqs.is_empty() || seq % CHECKPOINT_EVERY == 0;
     let mut extracts = std::mem::take(&mut req.consumed);
     if checkpoint && builds_on && !seqs.is_empty() {
-        let mut folded = commit::read_state(store, &out.path, &seqs).await?;
-        for (name, c) in &extracts {
-            folded.extracts.entry(name.clone()).or_default().apply(c);
-        }
-        extracts = folded.extracts.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
+        extracts = commit::read_state(store, &out.path, &seqs).await?.with(&extracts);
     }
     // The data files of the current version the new one does not hold.
     let kept: HashSet<&str> = keep.iter().map(String::as_str).collect();

@@ -192,12 +192,9 @@ async fn load_postgres(
     // this run's alone when the table is rebuilt.
     let mut extracts = std::mem::take(&mut req.consumed);
     if !rebuild && let Some(r) = &current {
-        let mut folded = LoadState::default();
-        folded.apply(r);
-        for (name, c) in &extracts {
-            folded.extracts.entry(name.clone()).or_default().apply(c);
-        }
-        extracts = folded.extracts.iter().map(|(k, v)| (k.clone(), v.as_consumed())).collect();
+        let mut state = LoadState::default();
+        state.apply(r);
+        extracts = state.with(&extracts);
     }
     let mut record = CommitRecord::new(&req, seq, true, extracts);
 
@@ -250,7 +247,7 @@ async fn load_postgres(
             if !problems.is_empty() {
                 return Err(TableError::Columns { output, problems: problems.join("; ") }.into());
             }
-            tx.batch_execute(&create_table(&table, &schema, &load.keys)?).await.map_err(db)?;
+            tx.batch_execute(&create_table(&table, &schema, &load.keys)).await.map_err(db)?;
         }
         Some(cols) => {
             for f in schema.fields().iter().filter(|f| !cols.iter().any(|c| c.name == *f.name())) {
@@ -262,7 +259,11 @@ async fn load_postgres(
             }
         }
     }
-    let columns = pg::describe_table(&tx, &table).await.map_err(server)?.unwrap_or_default();
+    // Read again only when this transaction created the table or added columns.
+    let columns = match columns {
+        Some(cols) if schema.fields().iter().all(|f| cols.iter().any(|c| c.name == *f.name())) => cols,
+        _ => pg::describe_table(&tx, &table).await.map_err(server)?.unwrap_or_default(),
+    };
     let wire =
         wire_columns(&schema, &columns).map_err(|problems| TableError::Columns { output: output.clone(), problems })?;
     let list = schema.fields().iter().map(|f| quote_ident(f.name())).collect::<Vec<_>>().join(", ");
@@ -408,7 +409,7 @@ async fn unique_on(client: &impl GenericClient, table: &str, keys: &[String]) ->
 }
 
 /// `CREATE TABLE` with the load's columns (`keys`: the primary key).
-fn create_table(table: &str, schema: &Schema, keys: &[String]) -> Result<String, SinkError> {
+fn create_table(table: &str, schema: &Schema, keys: &[String]) -> String {
     let mut cols = Vec::new();
     for f in schema.fields() {
         // Checked by `problems` before.
@@ -419,7 +420,7 @@ fn create_table(table: &str, schema: &Schema, keys: &[String]) -> Result<String,
     if !keys.is_empty() {
         cols.push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
     }
-    Ok(format!("CREATE TABLE {table} ({})", cols.join(", ")))
+    format!("CREATE TABLE {table} ({})", cols.join(", "))
 }
 
 /// The commit table, created when missing (two loads creating it at once: one wins).
