@@ -266,6 +266,52 @@ pub fn widen_schemas(
     datafusion::arrow::datatypes::Schema::new(fields)
 }
 
+/// Whether every value of type `from` is a value of type `to` (timestamps: to the
+/// microsecond databases keep, in the same sense of time zone): what a load may write into
+/// a column of type `to` without changing a value.
+pub fn widens(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let int_bits = |t: &DataType| match t {
+        Int8 => Some((8, true)),
+        Int16 => Some((16, true)),
+        Int32 => Some((32, true)),
+        Int64 => Some((64, true)),
+        UInt8 => Some((8, false)),
+        UInt16 => Some((16, false)),
+        UInt32 => Some((32, false)),
+        UInt64 => Some((64, false)),
+        _ => None,
+    };
+    // Decimal digits an integer type needs.
+    let int_digits = |bits: u32| match bits {
+        8 => 3,
+        16 => 5,
+        32 => 10,
+        _ => 20,
+    };
+    match (from, to) {
+        _ if from == to => true,
+        (Null, _) => true,
+        (f, t) if int_bits(f).is_some() && int_bits(t).is_some() => {
+            let ((fb, fs), (tb, ts)) = (int_bits(f).unwrap_or_default(), int_bits(t).unwrap_or_default());
+            ts && (if fs { fb <= tb } else { fb < tb })
+        }
+        (f, Decimal128(p, s)) if let Some((b, _)) = int_bits(f) => (*p as i32 - *s as i32) >= int_digits(b),
+        (f, Decimal256(p, s)) if let Some((b, _)) = int_bits(f) => (*p as i32 - *s as i32) >= int_digits(b),
+        (Decimal128(p1, s1) | Decimal256(p1, s1), Decimal128(p2, s2) | Decimal256(p2, s2)) => {
+            s2 >= s1 && (*p2 as i32 - *s2 as i32) >= (*p1 as i32 - *s1 as i32)
+        }
+        (Float16 | Float32, Float32 | Float64) | (Float64, Float64) => true,
+        (Utf8 | LargeUtf8 | Utf8View, Utf8) => true,
+        (Binary | LargeBinary | BinaryView | FixedSizeBinary(_), Binary) => true,
+        (Date32 | Date64, Date32) => true,
+        (Timestamp(_, a), Timestamp(TimeUnit::Microsecond, b)) => a.is_some() == b.is_some(),
+        (Time32(_) | Time64(_), Time64(TimeUnit::Microsecond)) => true,
+        (List(a) | LargeList(a), List(b)) => widens(a.data_type(), b.data_type()),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

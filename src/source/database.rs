@@ -400,6 +400,64 @@ impl<R: PartReader> PartitionStream for Part<R> {
     }
 }
 
+/// A column of a table a load writes, as its server describes it.
+pub trait TargetColumn {
+    fn name(&self) -> &str;
+    /// The type as the server writes it (`numeric(12,2)`, `varchar(20)`).
+    fn sql_type(&self) -> &str;
+}
+
+/// What stands between a load's columns (`input`) and a table (`columns`; `None`: it does
+/// not exist and will be created): one message per problem, empty when the load can write.
+/// `column_type`: the type a new column of an Arrow type gets; `wire_type`: the type a
+/// load's column is sent as into an existing column, or why it cannot be.
+pub fn target_problems<C: TargetColumn>(
+    input: &Schema,
+    columns: Option<&[C]>,
+    add_columns: bool,
+    column_type: impl Fn(&DataType) -> Result<String, String>,
+    wire_type: impl Fn(&DataType, &C) -> Result<DataType, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(columns) = columns else {
+        for f in input.fields() {
+            if let Err(why) = column_type(f.data_type()) {
+                out.push(format!("column `{}`: {why}", f.name()));
+            }
+        }
+        return out;
+    };
+    let mut missing = Vec::new();
+    for f in input.fields() {
+        match columns.iter().find(|c| c.name() == f.name()) {
+            Some(c) => {
+                if let Err(why) = wire_type(f.data_type(), c) {
+                    out.push(format!("column `{}`: {why}", f.name()));
+                }
+            }
+            None if add_columns => {
+                if let Err(why) = column_type(f.data_type()) {
+                    out.push(format!("column `{}` cannot be added: {why}", f.name()));
+                }
+            }
+            None => missing.push(f),
+        }
+    }
+    if !missing.is_empty() {
+        let table: Vec<String> = columns.iter().map(|c| format!("{} {}", c.name(), c.sql_type())).collect();
+        let load: Vec<String> =
+            input.fields().iter().map(|f| format!("{} {}", f.name(), crate::types::sql_name(f.data_type()))).collect();
+        let names: Vec<String> = missing.iter().map(|f| format!("`{}`", f.name())).collect();
+        out.push(format!(
+            "the table has no column {} (the table has: {}; the load has: {})",
+            names.join(", "),
+            table.join(", "),
+            load.join(", ")
+        ));
+    }
+    out
+}
+
 /// A database store: where to connect.
 #[derive(Debug, Clone)]
 pub enum DbStore {
@@ -498,6 +556,7 @@ impl DbStore {
         input: &Schema,
         add_columns: bool,
     ) -> Result<Vec<String>, DbError> {
+        let unquoted = table;
         let table = Relation::Table(table.to_string()).from_sql(self.kind().dialect());
         match self {
             DbStore::Postgres(store) => {
@@ -505,10 +564,12 @@ impl DbStore {
                 let columns = super::postgres::target::describe_table(&client, &table).await?;
                 Ok(super::postgres::target::problems(input, columns.as_deref(), add_columns))
             }
-            DbStore::Mysql(_) => Ok(vec![
-                "loading into MySQL/MariaDB tables is not available yet: load into a PostgreSQL store, or into files"
-                    .into(),
-            ]),
+            DbStore::Mysql(store) => {
+                let mut conn = store.connect().await?;
+                let described = super::mysql::target::describe_table(&mut conn, &unquoted).await;
+                let _ = conn.disconnect().await;
+                Ok(super::mysql::target::problems(input, described?.as_ref(), add_columns))
+            }
         }
     }
 

@@ -114,7 +114,7 @@ pub fn wire_type(input: &DataType, column: &TargetColumn) -> Result<DataType, St
         arrow_type(&column.name, &column.pg, column.typmod)
             .map_err(|_| format!("weir does not write into {} columns", column.sql_type))?
     };
-    if widens(input, &wire) {
+    if crate::types::widens(input, &wire) {
         Ok(wire)
     } else {
         Err(format!(
@@ -122,50 +122,6 @@ pub fn wire_type(input: &DataType, column: &TargetColumn) -> Result<DataType, St
             crate::types::sql_name(input),
             column.sql_type
         ))
-    }
-}
-
-/// Whether every value of type `from` is a value of type `to` (timestamps: to the
-/// microsecond PostgreSQL keeps, in the same sense of time zone).
-fn widens(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    let int_bits = |t: &DataType| match t {
-        Int8 => Some((8, true)),
-        Int16 => Some((16, true)),
-        Int32 => Some((32, true)),
-        Int64 => Some((64, true)),
-        UInt8 => Some((8, false)),
-        UInt16 => Some((16, false)),
-        UInt32 => Some((32, false)),
-        UInt64 => Some((64, false)),
-        _ => None,
-    };
-    // Decimal digits an integer type needs.
-    let int_digits = |bits: u32| match bits {
-        8 => 3,
-        16 => 5,
-        32 => 10,
-        _ => 20,
-    };
-    match (from, to) {
-        _ if from == to => true,
-        (Null, _) => true,
-        (f, t) if int_bits(f).is_some() && int_bits(t).is_some() => {
-            let ((fb, fs), (tb, ts)) = (int_bits(f).unwrap_or_default(), int_bits(t).unwrap_or_default());
-            ts && (if fs { fb <= tb } else { fb < tb })
-        }
-        (f, Decimal128(p, s)) if let Some((b, _)) = int_bits(f) => (*p as i32 - *s as i32) >= int_digits(b),
-        (Decimal128(p1, s1) | Decimal256(p1, s1), Decimal128(p2, s2)) => {
-            s2 >= s1 && (*p2 as i32 - *s2 as i32) >= (*p1 as i32 - *s1 as i32)
-        }
-        (Float16 | Float32, Float32 | Float64) | (Float64, Float64) => true,
-        (Utf8 | LargeUtf8 | Utf8View, Utf8) => true,
-        (Binary | LargeBinary | BinaryView | FixedSizeBinary(_), Binary) => true,
-        (Date32 | Date64, Date32) => true,
-        (Timestamp(_, a), Timestamp(TimeUnit::Microsecond, b)) => a.is_some() == b.is_some(),
-        (Time32(_) | Time64(_), Time64(TimeUnit::Microsecond)) => true,
-        (List(a) | LargeList(a), List(b)) => widens(a.data_type(), b.data_type()),
-        _ => false,
     }
 }
 
@@ -406,44 +362,16 @@ pub fn problems(
     columns: Option<&[TargetColumn]>,
     add_columns: bool,
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(columns) = columns else {
-        for f in input.fields() {
-            if let Err(why) = column_type(f.data_type()) {
-                out.push(format!("column `{}`: {why}", f.name()));
-            }
-        }
-        return out;
-    };
-    let mut missing = Vec::new();
-    for f in input.fields() {
-        match columns.iter().find(|c| c.name == *f.name()) {
-            Some(c) => {
-                if let Err(why) = wire_type(f.data_type(), c) {
-                    out.push(format!("column `{}`: {why}", f.name()));
-                }
-            }
-            None if add_columns => {
-                if let Err(why) = column_type(f.data_type()) {
-                    out.push(format!("column `{}` cannot be added: {why}", f.name()));
-                }
-            }
-            None => missing.push(f),
-        }
+    super::super::database::target_problems(input, columns, add_columns, column_type, wire_type)
+}
+
+impl super::super::database::TargetColumn for TargetColumn {
+    fn name(&self) -> &str {
+        &self.name
     }
-    if !missing.is_empty() {
-        let table: Vec<String> = columns.iter().map(|c| format!("{} {}", c.name, c.sql_type.clone())).collect();
-        let load: Vec<String> =
-            input.fields().iter().map(|f| format!("{} {}", f.name(), crate::types::sql_name(f.data_type()))).collect();
-        let names: Vec<String> = missing.iter().map(|f| format!("`{}`", f.name())).collect();
-        out.push(format!(
-            "the table has no column {} (the table has: {}; the load has: {})",
-            names.join(", "),
-            table.join(", "),
-            load.join(", ")
-        ));
+    fn sql_type(&self) -> &str {
+        &self.sql_type
     }
-    out
 }
 
 #[cfg(test)]

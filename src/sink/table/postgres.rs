@@ -1,23 +1,7 @@
-//! `sink::table`: a database table as a load's output (PostgreSQL so far).
-//!
-//! A load is one transaction on one connection, holding the load's advisory lock (a second
-//! run of the same load is refused at once, writing nothing):
-//!
-//! 1. The table's columns are read (`pg_attribute`); a missing table is created from the
-//!    load's columns (`keys` its primary key), missing columns are added with
-//!    `on_schema_change: add_columns`, and anything else that does not fit is refused,
-//!    naming both sides.
-//! 2. The rows go by binary `COPY … FROM STDIN` (each value in the column's binary form,
-//!    `source::postgres::target::encode`): straight into the table for `overwrite` (after a
-//!    `TRUNCATE` in the same transaction) and `append`; into a temporary table for `merge`
-//!    (this run's rows, one per key, with a `weir_delete` flag from `delete_when`) and
-//!    `replace_partitions`, from which one `DELETE` and one `INSERT … SELECT` apply them.
-//! 3. The load's commit record (what it consumed, the whole state) is inserted into the
-//!    commit table `weir_commits` of the table's schema, keyed by (pipeline, load, seq): a
-//!    second writer of the same commit fails on the key, so the record is also the fence.
-//! 4. `COMMIT`. Until then readers see the table as it was (an `overwrite`'s `TRUNCATE`
-//!    makes them wait for the commit instead, then see the new rows); killed at any step, the
-//!    server rolls everything back.
+//! A PostgreSQL table as a load's output: binary `COPY … FROM STDIN` (each value in the
+//! column's binary form, `source::postgres::target::encode`), a transaction-scoped advisory
+//! lock, `INSERT … ON CONFLICT` when a unique index covers exactly the keys. An `overwrite`'s
+//! `TRUNCATE` makes readers wait for the commit instead of seeing a part, then the new rows.
 
 use std::sync::Arc;
 
@@ -26,137 +10,37 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{LogicalPlan, lit};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::GenericClient;
 
-use super::commit::{CommitRecord, LoadState};
-use super::writer::{WriteOutcome, leaf_rows};
-use super::{LoadRequest, SinkError};
+use super::super::commit::CommitRecord;
+use super::super::writer::{WriteOutcome, leaf_rows};
+use super::super::{LoadRequest, SinkError};
+use super::{CHUNK, DELETE_FLAG, KEEP_RECORDS, TableError, join_on, names, next_record, output_name, rebuilds};
 use crate::compile::TableTarget;
 use crate::failpoint;
-use crate::source::database::{DbStore, Relation};
 use crate::source::postgres::target::{self as pg, TargetColumn};
 use crate::source::postgres::{DIALECT, PgError, PgStore, quote_ident};
 use crate::spec::{LoadMode, OnSchemaChange};
 
-/// The commit table, in the schema of the table a load writes.
-const COMMITS: &str = "weir_commits";
-/// Records kept per load (older ones are deleted by each commit; only the latest counts).
-const KEEP_RECORDS: i64 = 20;
-/// Bytes of `COPY` data sent at a time.
-const CHUNK: usize = 1 << 20;
-/// The flag column of a merge's staged rows.
-const DELETE_FLAG: &str = "weir_delete";
-
-/// Why a table load did not commit (the table is as it was).
-#[derive(Debug, thiserror::Error)]
-pub enum TableError {
-    #[error("{output}: {}", crate::source::postgres::error_text(source))]
-    Server {
-        output: String,
-        #[source]
-        source: PgError,
-    },
-    #[error("{output}: {problems}")]
-    Columns { output: String, problems: String },
-    #[error(
-        "{output}: another run of load `{load}` is writing to this table (it holds the load's lock): nothing of this run was written; run again when it has finished"
-    )]
-    Busy { output: String, load: String },
-    #[error("{output}: {message}")]
-    Rows { output: String, message: String },
-    #[error("{output}: loading into MySQL/MariaDB tables is not available yet")]
-    NotYet { output: String },
-}
-
-impl TableError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            TableError::Server { source, .. } => source.is_transient(),
-            TableError::Busy { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-/// How a table load's output is named in messages: `store: table t`.
-fn output_name(t: &TableTarget) -> String {
-    format!("{}: table {}", t.store.name(), t.table)
-}
-
-/// The table as SQL, and its commit table (in the same schema).
-fn names(table: &str) -> (String, String) {
-    let quoted = Relation::Table(table.to_string()).from_sql(&DIALECT);
-    let commits = match table.rsplit_once('.') {
-        Some((schema, _)) => format!("{}.{COMMITS}", Relation::Table(schema.to_string()).from_sql(&DIALECT)),
-        None => COMMITS.to_string(),
-    };
-    (quoted, commits)
-}
-
-/// The state the latest commit record of load `task` in `t`'s commit table holds (the
-/// default when there is none, or no commit table).
-pub async fn read_state(t: &TableTarget, pipeline: &str, task: &str) -> Result<LoadState, SinkError> {
-    let output = output_name(t);
-    let DbStore::Postgres(store) = &t.store else { return Err(TableError::NotYet { output }.into()) };
-    let server = |source: PgError| TableError::Server { output: output.clone(), source };
-    let client = store.connect().await.map_err(server)?;
-    let (_, commits) = names(&t.table);
-    let record = latest_record(&client, &commits, pipeline, task).await.map_err(server)?;
-    let mut state = LoadState::default();
-    if let Some(r) = record {
-        state.apply(&r);
-    }
-    Ok(state)
-}
-
-/// The latest record of `task`, if the commit table exists and holds one.
-async fn latest_record(
-    client: &impl GenericClient,
-    commits: &str,
+/// The latest commit record of load `task` beside `t`'s table.
+pub(super) async fn latest(
+    store: &PgStore,
+    t: &TableTarget,
     pipeline: &str,
     task: &str,
-) -> Result<Option<CommitRecord>, PgError> {
-    let exists = client.query_one("SELECT to_regclass($1)::oid", &[&commits]).await?;
-    if exists.get::<_, Option<u32>>(0).is_none() {
-        return Ok(None);
-    }
-    let row = client
-        .query_opt(
-            &format!("SELECT record::text FROM {commits} WHERE pipeline = $1 AND load = $2 ORDER BY seq DESC LIMIT 1"),
-            &[&pipeline, &task],
-        )
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => {
-            let text: String = r.get(0);
-            serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| PgError::Value { column: "record".into(), message: format!("{commits}: {e}") })
-        }
-    }
+) -> Result<Option<CommitRecord>, SinkError> {
+    let output = output_name(t);
+    let client = store.connect().await.map_err(|e| TableError::server(&output, e))?;
+    let (_, commits) = names(&t.table, &DIALECT);
+    latest_record(&client, &commits, pipeline, task).await.map_err(|e| TableError::server(&output, e))
 }
 
 /// Write `plan`'s rows into the table of `t` as the load's mode says, in one transaction
 /// with the load's commit record.
-pub async fn load(
-    state: &SessionState,
-    plan: LogicalPlan,
-    schema: SchemaRef,
-    t: &TableTarget,
-    req: LoadRequest<'_>,
-) -> Result<(WriteOutcome, CommitRecord), SinkError> {
-    let output = output_name(t);
-    match &t.store {
-        DbStore::Postgres(store) => load_postgres(state, plan, schema, store, t, req).await,
-        DbStore::Mysql(_) => Err(TableError::NotYet { output }.into()),
-    }
-}
-
-async fn load_postgres(
+pub(super) async fn load(
     state: &SessionState,
     plan: LogicalPlan,
     schema: SchemaRef,
@@ -166,9 +50,9 @@ async fn load_postgres(
 ) -> Result<(WriteOutcome, CommitRecord), SinkError> {
     let load = req.load;
     let output = output_name(t);
-    let server = |source: PgError| SinkError::from(TableError::Server { output: output.clone(), source });
+    let server = |source: PgError| TableError::server(&output, source);
     let db = |e: tokio_postgres::Error| server(PgError::Server(e));
-    let (table, commits) = names(&t.table);
+    let (table, commits) = names(&t.table, &DIALECT);
     let mut client = store.connect().await.map_err(server)?;
 
     // One run of a load at a time: the lock is the session's, released when it ends.
@@ -180,52 +64,10 @@ async fn load_postgres(
     }
     ensure_commits_table(&client, &commits).await.map_err(server)?;
     let current = latest_record(&client, &commits, req.pipeline, req.task).await.map_err(server)?;
-    let latest = current.as_ref().map_or(0, |r| r.seq);
-    if let Some(base) = req.base_seq
-        && base != latest
-    {
-        return Err(SinkError::Moved { expected: base, found: latest });
-    }
-    let seq = latest + 1;
-    let rebuild = req.full_refresh || load.mode == LoadMode::Overwrite;
-    // The record holds the whole state: the current one with this run's consumption, or
-    // this run's alone when the table is rebuilt.
-    let mut extracts = std::mem::take(&mut req.consumed);
-    if !rebuild && let Some(r) = &current {
-        let mut state = LoadState::default();
-        state.apply(r);
-        extracts = state.with(&extracts);
-    }
-    let mut record = CommitRecord::new(&req, seq, true, extracts);
-
-    // This run's rows: a merge's are checked and reduced to one per key first, and carry the
-    // delete flag.
-    let mut rows_in = None;
-    let (rows, staged_merge) = match load.mode {
-        LoadMode::Merge => {
-            let p = super::merge::prepare_rows(state, plan, &schema, load, &req.scratch).await?;
-            rows_in = Some(p.rows_in);
-            // No rows: nothing staged to read (the commit still records what was consumed).
-            let mut df = if p.rows == 0 {
-                p.ctx.read_table(Arc::new(datafusion::datasource::empty::EmptyTable::new(schema.clone())))?
-            } else {
-                p.ctx.table(p.source).await?
-            };
-            let flag = super::merge::delete_predicate(state, load, &schema)?;
-            if req.full_refresh {
-                // A rebuild from a merge's rows: one per key, deletes dropped.
-                if let Some(flag) = flag {
-                    df = df.filter(datafusion::logical_expr::not(flag))?;
-                }
-                (df.logical_plan().clone(), false)
-            } else {
-                let mut exprs: Vec<_> = schema.fields().iter().map(|f| datafusion::prelude::ident(f.name())).collect();
-                exprs.push(flag.unwrap_or(lit(false)).alias(DELETE_FLAG));
-                (df.select(exprs)?.logical_plan().clone(), true)
-            }
-        }
-        _ => (plan, false),
-    };
+    let mut record = next_record(current.as_ref(), &mut req)?;
+    let seq = record.seq;
+    let rebuild = rebuilds(&req);
+    let super::Rows { plan: rows, merge: staged_merge, rows_in } = super::rows(state, plan, &schema, &req).await?;
 
     let tx = client.transaction().await.map_err(db)?;
     let mut columns = pg::describe_table(&tx, &table).await.map_err(server)?;
@@ -308,9 +150,6 @@ async fn load_postgres(
         .await?;
         // No ANALYZE: the planner sizes the staged table by its pages, which is enough to pick
         // the join (ANALYZE took 0.28 s of the benchmark's 1.5 s merge).
-        let on = |a: &str, b: &str, cols: &[String], op: &str| {
-            cols.iter().map(|c| format!("{a}.{c} {op} {b}.{c}", c = quote_ident(c))).collect::<Vec<_>>().join(" AND ")
-        };
         let (delete, insert) = if staged_merge && unique_on(&tx, &table, &load.keys).await.map_err(server)? {
             // A unique index on the keys: one upsert (a lookup and an update per row) instead
             // of a delete and an insert; the rows `delete_when` flags are deleted first.
@@ -327,7 +166,7 @@ async fn load_postgres(
                 load.delete_when.as_ref().map(|_| {
                     format!(
                         "DELETE FROM {table} AS t USING weir_stage AS s WHERE {} AND s.{DELETE_FLAG}",
-                        on("t", "s", &load.keys, "=")
+                        join_on("t", "s", &load.keys, "=", quote_ident)
                     )
                 }),
                 format!(
@@ -336,7 +175,10 @@ async fn load_postgres(
             )
         } else if staged_merge {
             (
-                Some(format!("DELETE FROM {table} AS t USING weir_stage AS s WHERE {}", on("t", "s", &load.keys, "="))),
+                Some(format!(
+                    "DELETE FROM {table} AS t USING weir_stage AS s WHERE {}",
+                    join_on("t", "s", &load.keys, "=", quote_ident)
+                )),
                 format!("INSERT INTO {table} ({list}) SELECT {list} FROM weir_stage WHERE NOT {DELETE_FLAG}"),
             )
         } else {
@@ -344,7 +186,7 @@ async fn load_postgres(
             (
                 Some(format!(
                     "DELETE FROM {table} AS t USING (SELECT DISTINCT {parts} FROM weir_stage) AS p WHERE {}",
-                    on("p", "t", &load.partition_by, "IS NOT DISTINCT FROM")
+                    join_on("p", "t", &load.partition_by, "IS NOT DISTINCT FROM", quote_ident)
                 )),
                 format!("INSERT INTO {table} ({list}) SELECT {list} FROM weir_stage"),
             )
@@ -475,9 +317,7 @@ async fn copy_rows(
     task: &str,
     output: &str,
 ) -> Result<(u64, Arc<dyn datafusion::physical_plan::ExecutionPlan>, u64), SinkError> {
-    let copy_err = |e: tokio_postgres::Error| {
-        SinkError::Table(TableError::Server { output: output.to_string(), source: PgError::Server(e) })
-    };
+    let copy_err = |e: tokio_postgres::Error| TableError::server(output, PgError::Server(e));
     let rows_err = |message: String| SinkError::Table(TableError::Rows { output: output.to_string(), message });
     let physical = state.create_physical_plan(&rows).await?;
     let mut stream = execute_stream(physical.clone(), state.task_ctx())?;
@@ -519,4 +359,32 @@ async fn copy_rows(
     sink.send(buf.split().freeze()).await.map_err(copy_err)?;
     let n = sink.finish().await.map_err(copy_err)?;
     Ok((n, physical, bytes))
+}
+
+/// The latest record of `task`, if the commit table exists and holds one.
+async fn latest_record(
+    client: &impl GenericClient,
+    commits: &str,
+    pipeline: &str,
+    task: &str,
+) -> Result<Option<CommitRecord>, PgError> {
+    let exists = client.query_one("SELECT to_regclass($1)::oid", &[&commits]).await?;
+    if exists.get::<_, Option<u32>>(0).is_none() {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!("SELECT record::text FROM {commits} WHERE pipeline = $1 AND load = $2 ORDER BY seq DESC LIMIT 1"),
+            &[&pipeline, &task],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let text: String = r.get(0);
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| PgError::Value { column: "record".into(), message: format!("{commits}: {e}") })
+        }
+    }
 }

@@ -18,6 +18,8 @@
 //!   `RELOAD`) — so no write commits between the first part's snapshot and the last one's;
 //!   the lock is released as soon as they all have one (milliseconds), before any row is read.
 
+pub mod target;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +48,7 @@ const BINARY_CHARSET: u16 = 63;
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// Options a `mysql://` store knows (besides those in its URL).
-pub const OPTIONS: &[&str] = &["password", "connect_timeout"];
+pub const OPTIONS: &[&str] = &["password", "connect_timeout", "local_infile"];
 
 /// Whether `url` names a MySQL or MariaDB server.
 pub fn is_mysql_url(url: &str) -> bool {
@@ -62,6 +64,9 @@ pub struct MyStore {
     pub display_url: String,
     opts: mysql_async::Opts,
     connect_timeout: Duration,
+    /// Loads send their rows by `LOAD DATA LOCAL INFILE` when the server allows it (`false`:
+    /// always by `INSERT`).
+    pub local_infile: bool,
 }
 
 impl std::fmt::Debug for MyStore {
@@ -158,7 +163,7 @@ impl MyError {
 
 impl MyStore {
     /// The store `name` at `url` (`mysql://user@host:port/database`) with `options`
-    /// (`password`, `connect_timeout`).
+    /// (`password`, `connect_timeout`, `local_infile`).
     pub fn new(name: &str, url: &str, options: &[(String, String)]) -> Result<MyStore, MyError> {
         let parsed = url::Url::parse(url.trim()).map_err(|e| MyError::Url(e.to_string()))?;
         let mut display = parsed.clone();
@@ -178,12 +183,22 @@ impl MyStore {
         let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
         let mut password = parsed.password().map(decode);
         let mut connect_timeout = Duration::from_secs(10);
+        let mut local_infile = true;
         for (k, v) in options {
             match k.as_str() {
                 "password" => password = Some(v.clone()),
                 "connect_timeout" => {
                     connect_timeout = humantime::parse_duration(v)
                         .map_err(|e| MyError::Option { key: k.clone(), reason: format!("is not a duration: {e}") })?;
+                }
+                "local_infile" => {
+                    local_infile = match v.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => {
+                            return Err(MyError::Option { key: k.clone(), reason: "is not true or false".into() });
+                        }
+                    };
                 }
                 _ => return Err(MyError::UnknownOption(k.clone())),
             }
@@ -206,7 +221,13 @@ impl MyStore {
                 "SET time_zone = '+00:00'".to_string(),
                 "SET NAMES utf8mb4".to_string(),
             ]);
-        Ok(MyStore { name: name.to_string(), display_url: display.to_string(), opts: opts.into(), connect_timeout })
+        Ok(MyStore {
+            name: name.to_string(),
+            display_url: display.to_string(),
+            opts: opts.into(),
+            connect_timeout,
+            local_infile,
+        })
     }
 
     /// A connection.
