@@ -530,8 +530,10 @@ impl Compiler<'_> {
                     for problem in problems {
                         let help = if problem.starts_with("the table has no column") {
                             "add the columns to the table, or set `on_schema_change: add_columns` to have the load add them"
-                        } else {
+                        } else if problem.starts_with("column") {
                             "cast the column in a transform to a type the table holds, or alter the table"
+                        } else {
+                            "load into another table, or change this one as the message says"
                         };
                         self.diags.push(
                             p.diag_value(

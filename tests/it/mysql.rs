@@ -581,12 +581,13 @@ fn errors_name_the_store_and_table_and_never_the_password() {
 fn the_password_appears_nowhere() {
     let Some(my) = server() else { return };
     let db = my.database("canary");
-    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+    db.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1); CREATE TABLE narrow (id int CHECK (id > 5));");
     let p = Project::new();
+    // Table loads too: one that commits (its record in weir_commits) and one the server refuses.
     p.write(
         "p.yaml",
         format!(
-            "stores:\n  app: {{ url: \"mysql://weir:{PASSWORD}@127.0.0.1:{}/{}\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: t }}\n  bad:\n    extract: {{ store: app, query: \"SELECT id FROM no_such_table\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n",
+            "stores:\n  app: {{ url: \"mysql://weir:{PASSWORD}@127.0.0.1:{}/{}\" }}\n  lake: {{ url: \"file://lake\" }}\ntasks:\n  src:\n    extract: {{ store: app, table: t }}\n  bad:\n    extract: {{ store: app, query: \"SELECT id FROM no_such_table\" }}\n  out:\n    load: {{ from: src, store: lake, path: out/ }}\n  copy:\n    load: {{ from: src, store: app, table: copy_of_t }}\n  refused:\n    load: {{ from: src, store: app, table: narrow, mode: append }}\n",
             my.port, db.name
         ),
     );
@@ -608,6 +609,10 @@ fn the_password_appears_nowhere() {
         seen.push_str(&r.stdout);
         seen.push_str(&r.stderr);
     }
+    assert!(seen.contains("CONSTRAINT"), "the refused table load's error is shown: {seen}");
     assert!(!seen.contains(PASSWORD), "{seen}");
+    let records = db.sql("SELECT record FROM weir_commits");
+    assert!(records.contains("\"load\":\"copy\""), "{records}");
+    assert!(!records.contains(PASSWORD), "{records}");
     assert_no_file_holds(&p, PASSWORD);
 }

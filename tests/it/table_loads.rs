@@ -444,33 +444,186 @@ fn a_table_with_other_columns_is_refused_before_anything_is_written() {
     );
 }
 
-/// CDC from one database into a table of another: after inserts, updates and deletes the
-/// target table equals the source table.
-#[test]
-fn cdc_into_a_table_of_another_database() {
+/// CDC from a PostgreSQL database into a table of another database (PostgreSQL, MariaDB):
+/// after inserts, updates and deletes the target table equals the source table.
+fn cdc_into(dst: &dyn TargetDb, slot: &str) {
     let Some(pg) = server() else { return };
-    let src = pg.database("tl_cdc_src");
-    let dst = pg.database("tl_cdc_dst");
+    let src = pg.database(&format!("{slot}_src"));
     src.sql("CREATE TABLE orders (id int PRIMARY KEY, v text, amount numeric(10,2)); ALTER TABLE orders REPLICA IDENTITY FULL; INSERT INTO orders SELECT g, 'v' || g, g * 1.5 FROM generate_series(1, 100) g");
     let p = Project::new();
     let dst_store = dst.store().replace("  app:", "  target:");
     p.write(
         "p.yaml",
         format!(
-            "stores:\n{}{dst_store}tasks:\n  src:\n    extract: {{ store: app, table: orders, incremental: {{ cdc: {{ slot: tl_cdc }} }} }}\n  copy:\n    transform: {{ sql: \"SELECT id, v, amount, _lsn, _op FROM src\" }}\n  out:\n    load: {{ from: copy, store: target, table: orders_copy, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
+            "stores:\n{}{dst_store}tasks:\n  src:\n    extract: {{ store: app, table: orders, incremental: {{ cdc: {{ slot: {slot} }} }} }}\n  copy:\n    transform: {{ sql: \"SELECT id, v, amount, _lsn, _op FROM src\" }}\n  out:\n    load: {{ from: copy, store: target, table: orders_copy, mode: merge, keys: [id], order_by: _lsn, delete_when: \"_op = 'delete'\" }}\n",
             src.store()
         ),
     );
-    src.weir(&p, &["run", "p.yaml"]).ok();
+    let run = || {
+        p.weir_env(&["run", "p.yaml"], &[src.password_env(), dst.password_env()]).ok();
+    };
+    run();
     let same = |what: &str| {
-        let want = sorted(&src, "SELECT id || ' ' || v || ' ' || amount FROM orders");
-        let got = sorted(&dst, "SELECT id || ' ' || v || ' ' || amount FROM orders_copy");
+        let want = sorted(&src, "SELECT concat_ws(' ', id, v, amount) FROM orders");
+        let got = sorted(dst, "SELECT concat_ws(' ', id, v, amount) FROM orders_copy");
         assert_eq!(got, want, "{what}");
     };
     same("after the snapshot");
     src.sql("INSERT INTO orders VALUES (101, 'new', 1); UPDATE orders SET v = 'changed', amount = amount + 1 WHERE id % 10 = 0; DELETE FROM orders WHERE id % 7 = 0; UPDATE orders SET v = 'twice' WHERE id = 1; UPDATE orders SET v = 'thrice' WHERE id = 1");
-    src.weir(&p, &["run", "p.yaml"]).ok();
+    run();
     same("after inserts, updates and deletes");
+}
+
+#[test]
+fn cdc_into_a_postgres_table() {
+    let Some(dst) = postgres("tl_cdc_dst") else { return };
+    cdc_into(&dst, "tl_cdc");
+}
+
+#[test]
+fn cdc_into_a_mariadb_table() {
+    let Some(dst) = mariadb("tl_cdc_dst") else { return };
+    cdc_into(&dst, "tl_cdc_my");
+}
+
+/// The store `app` of `db` as a store `name` that sends rows by `INSERT` statements.
+fn inserting_store(db: &dyn TestDb, name: &str) -> String {
+    db.store().replace("  app:", &format!("  {name}:")).replace("options: {", "options: { local_infile: false,")
+}
+
+/// Every Arrow type weir's queries make, written into new MariaDB tables by `LOAD DATA` and
+/// by `INSERT`, read back as the server's text.
+#[test]
+fn every_type_round_trips_mariadb() {
+    let Some(db) = mariadb("tl_types") else { return };
+    let p = project(
+        &db,
+        r#"  v:
+    transform:
+      sql: |
+        SELECT * FROM (VALUES
+          (1, true, CAST(-32768 AS SMALLINT), CAST(2147483647 AS INT), CAST(-9223372036854775808 AS BIGINT),
+           CAST(255 AS TINYINT UNSIGNED), CAST(18446744073709551615 AS BIGINT UNSIGNED), CAST(1.5 AS REAL), CAST(-2.5e-300 AS DOUBLE),
+           CAST('-12345678901234567890.123456' AS DECIMAL(38,6)), CAST('0.01' AS DECIMAL(5,2)), 'żółw 🐢 "q"',
+           concat('t', chr(9), 'n', chr(10), 'b', chr(92), 'q', chr(39), 'r', chr(13), 'z', chr(26), 'N'),
+           CAST('1000-01-01' AS DATE), CAST('9999-12-31T23:59:59.999999' AS TIMESTAMP), to_timestamp_micros(1780315200123456) AT TIME ZONE 'UTC',
+           CAST('23:59:59.999999' AS TIME), CAST('deadbeef' AS BYTEA), make_array(1, NULL, 3), make_array('a"', 'b')),
+          (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+        ) AS t(id, b, i2, i4, i8, u1, u8, f4, f8, d38, d5, s, e, d, ts, tz, tm, by, li, ls)
+  t:
+    load: { from: v, store: app, table: alltypes }
+  t2:
+    load: { from: v, store: inserts, table: alltypes2 }
+"#,
+    );
+    let yaml = std::fs::read_to_string(p.join("p.yaml")).unwrap();
+    p.write("p.yaml", yaml.replace("stores:\n", &format!("stores:\n{}", inserting_store(&db, "inserts"))));
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(
+        db.columns("alltypes"),
+        "id bigint(20), b tinyint(1), i2 smallint(6), i4 int(11), i8 bigint(20), u1 tinyint(3) unsigned, \
+         u8 bigint(20) unsigned, f4 float, f8 double, d38 decimal(38,6), d5 decimal(5,2), s longtext, e longtext, \
+         d date, ts datetime(6), tz datetime(6), tm time(6), by longblob, li longtext, ls longtext"
+    );
+    let row = |table: &str| {
+        db.sql(&format!(
+            "SELECT concat_ws(' | ', b, i2, i4, i8, u1, u8, f4, f8, d38, d5, s, hex(e), d, ts, tz, tm, hex(`by`), li, ls) FROM {table} WHERE id = 1"
+        ))
+    };
+    // Each value as DataFusion computed it, as MariaDB writes it (the bytes are those of the
+    // text 'deadbeef'; a zoned timestamp is its UTC time; lists are JSON arrays).
+    assert_eq!(
+        row("alltypes").trim(),
+        "1 | -32768 | 2147483647 | -9223372036854775808 | 255 | 18446744073709551615 | 1.5 | -2.5e-300 | \
+         -12345678901234567890.123456 | 0.01 | żółw 🐢 \"q\" | 7409 6E0A 625C 7127 720D 7A1A 4E | 1000-01-01 | \
+         9999-12-31 23:59:59.999999 | 2026-06-01 12:00:00.123456 | 23:59:59.999999 | 6465616462656566 | [1,null,3] | [\"a\\\"\",\"b\"]"
+            .replace("7409 6E0A 625C 7127 720D 7A1A 4E", "74096E0A625C7127720D7A1A4E")
+    );
+    assert_eq!(row("alltypes2"), row("alltypes"), "INSERT writes what LOAD DATA writes");
+    for table in ["alltypes", "alltypes2"] {
+        let nulls = db.sql(&format!(
+            "SELECT count(*) FROM {table} WHERE id = 2 AND coalesce(b, i2, i4, i8, u1, u8, f4, f8, d38, d5, s, e, d, ts, tz, tm, `by`, li, ls) IS NULL"
+        ));
+        assert_eq!(nulls.trim(), "1", "{table}");
+    }
+}
+
+/// A MariaDB table whose columns differ, a MyISAM table (it cannot roll back) and a view are
+/// refused by `validate` and by the run, naming both sides; with `add_columns` the missing
+/// columns are added and filled.
+#[test]
+fn a_mariadb_table_with_other_columns_is_refused_before_anything_is_written() {
+    let Some(db) = mariadb("tl_schema") else { return };
+    db.sql(
+        "CREATE TABLE t (id int, region varchar(20), extra text); INSERT INTO t VALUES (7, 'x', 'kept');
+         CREATE TABLE old (id bigint, region text, amount bigint, op text) ENGINE=MyISAM; CREATE VIEW v AS SELECT * FROM old",
+    );
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  t:\n    load: { from: src, store: app, table: t, mode: append }\n  old:\n    load: { from: src, store: app, table: old, mode: append }\n  v:\n    load: { from: src, store: app, table: v, mode: append }\n",
+    );
+    p.write("lake/in/a.csv", csv(&[(1, "north", 10, "")]));
+    let r = db.weir(&p, &["validate", "p.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    insta::assert_snapshot!(normalize(&r.stderr, p.path()));
+    assert!(!r.stderr.contains(crate::mysql::PASSWORD));
+    let r = db.weir(&p, &["run", "p.yaml"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(db.sql("SELECT count(*) FROM t").trim(), "1");
+    assert_eq!(db.sql("SELECT count(*) FROM old").trim(), "0");
+    // With the table widened and `add_columns`, the missing columns are added and filled.
+    db.sql("ALTER TABLE t MODIFY id bigint");
+    p.write(
+        "p.yaml",
+        std::fs::read_to_string(p.join("p.yaml"))
+            .unwrap()
+            .replace("table: t, mode: append", "table: t, mode: append, on_schema_change: add_columns")
+            .split("  old:\n")
+            .next()
+            .unwrap(),
+    );
+    db.weir(&p, &["validate", "p.yaml"]).ok();
+    db.weir(&p, &["run", "p.yaml"]).ok();
+    assert_eq!(
+        sorted(&db, "SELECT concat_ws(' ', id, region, coalesce(extra, 'NULL'), coalesce(amount, 'NULL')) FROM t"),
+        ["1 north NULL 10", "7 x kept NULL"]
+    );
+}
+
+/// Values a MariaDB column would hold differently are refused, by either way of sending
+/// rows, and nothing is written: text longer than a `varchar(3)` (MySQL makes that a warning
+/// under `LOAD DATA LOCAL`), fractions of a second a `datetime` would round, NaN.
+#[test]
+fn values_a_mariadb_column_would_change_are_refused() {
+    let Some(db) = mariadb("tl_values") else { return };
+    db.sql("CREATE TABLE short (id bigint, region varchar(3), amount bigint, op text); CREATE TABLE short2 LIKE short; CREATE TABLE secs (id bigint, at datetime); CREATE TABLE f (x double)");
+    let p = project(
+        &db,
+        "  src: { extract: { store: lake, path: \"in/*.csv\", format: csv } }\n  a:\n    load: { from: src, store: app, table: short, mode: append }\n  b:\n    load: { from: src, store: inserts, table: short2, mode: append }\n  c:\n    load: { from: at, store: app, table: secs, mode: append }\n  d:\n    load: { from: nan, store: app, table: f, mode: append }\n  at: { transform: { sql: \"SELECT 1 AS id, to_timestamp_micros(1500000) AS at\" } }\n  nan: { transform: { sql: \"SELECT CAST('NaN' AS DOUBLE) AS x\" } }\n",
+    );
+    let yaml = std::fs::read_to_string(p.join("p.yaml")).unwrap();
+    p.write("p.yaml", yaml.replace("stores:\n", &format!("stores:\n{}", inserting_store(&db, "inserts"))));
+    p.write("lake/in/a.csv", csv(&[(1, "abc", 10, ""), (2, "north", 20, "")]));
+    let r = db.weir(&p, &["run", "p.yaml", "--json"]);
+    assert_ne!(r.code, 0);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+    let error = |task: &str| {
+        report["tasks"].as_array().unwrap().iter().find(|t| t["name"] == task).unwrap()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        error("a").contains("Data too long for column 'region'") || error("a").contains("Data truncated"),
+        "{}",
+        error("a")
+    );
+    assert!(error("b").contains("Data too long for column 'region'"), "{}", error("b"));
+    assert!(error("c").contains("fractional digits"), "{}", error("c"));
+    assert!(error("d").contains("NaN"), "{}", error("d"));
+    for t in ["short", "short2", "secs", "f"] {
+        assert_eq!(db.sql(&format!("SELECT count(*) FROM {t}")).trim(), "0", "{t}");
+    }
 }
 
 /// Each way a load can mix up files and tables, all reported at once by `validate`.

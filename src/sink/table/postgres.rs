@@ -278,7 +278,9 @@ async fn ensure_commits_table(client: &impl GenericClient, commits: &str) -> Res
         Ok(()) => Ok(()),
         Err(e)
             if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-                || e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE) =>
+                || e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_TABLE)
+                // Its row type, created in the same race.
+                || e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) =>
         {
             Ok(())
         }

@@ -226,9 +226,9 @@ pub fn wire_type(input: &DataType, column: &TargetColumn) -> Result<DataType, St
         ))
     };
     let integer = column.data_type.ends_with("int") || column.data_type == "integer";
-    // Lists are JSON arrays.
+    // Lists are JSON arrays, into any text column (MariaDB's `json` is a `longtext`).
     if let List(f) | LargeList(f) = input {
-        if column.data_type == "json" && scalar_member(f.data_type()) {
+        if native(column) == Ok(Utf8) && scalar_member(f.data_type()) {
             return Ok(List(Arc::new(Field::new("item", sent_as(f.data_type()), true))));
         }
         return refuse();
