@@ -66,13 +66,13 @@ print(t.num_rows)
     return out, rows
 
 
-def project(work, name, url, data_dir, table, load):
+def project(work, name, url, data_dir, table, load, password_env="PG_PASSWORD"):
     """A weir project reading the Parquet files of `data_dir` into `table`."""
     d = os.path.join(work, name)
     os.makedirs(d)
     with open(os.path.join(d, "p.yaml"), "w") as f:
         f.write(f"""stores:
-  app: {{ url: "{url}", options: {{ password: "${{env:PG_PASSWORD}}" }} }}
+  app: {{ url: "{url}", options: {{ password: "${{env:{password_env}}}" }} }}
   data: {{ url: "file://{data_dir}" }}
 tasks:
   rows:
