@@ -510,7 +510,7 @@ impl Compiler<'_> {
                         e.path.len(),
                         format!("cannot tell the file format of `{}` from its extension", e.path),
                     )
-                    .help("add `format: csv`, `format: json` or `format: parquet`"),
+                    .help("add `format: csv`, `format: json`, `format: parquet` or `format: xml`"),
                 );
                 return None;
             }
@@ -566,7 +566,58 @@ impl Compiler<'_> {
                 self.diags.push(p.diag_key("csv", &base.key("csv"), "`quote` and `delimiter` must differ"));
             }
         }
-        Some(InputFormat { kind, compression, csv, infer_rows: e.infer_rows.unwrap_or(1000).max(1) })
+        let xml = self.xml_plan(name, e, kind);
+        if kind == FileFormat::Xml && xml.is_none() {
+            return None;
+        }
+        Some(InputFormat { kind, compression, csv, infer_rows: e.infer_rows.unwrap_or(1000).max(1), xml })
+    }
+
+    /// The compiled `xml:` of an XML extract (required), every path problem reported; `xml:` on
+    /// another format is refused.
+    fn xml_plan(
+        &mut self,
+        name: &str,
+        e: &spec::Extract,
+        kind: FileFormat,
+    ) -> Option<Arc<crate::source::files::xml::XmlPlan>> {
+        let p = self.p;
+        let base = ypath!["tasks", name, "extract"];
+        let Some(x) = &e.xml else {
+            if kind == FileFormat::Xml {
+                self.diags.push(
+                    p.diag_key("missing-key", &base, format!("missing required key `xml` in `tasks.{name}.extract`"))
+                        .help("name the repeated element that is a row and the columns' paths: `xml: { record: /ORDERS/ORDER, fields: { id: ID, amount: AMOUNT } }`"),
+                );
+            }
+            return None;
+        };
+        if kind != FileFormat::Xml {
+            self.diags.push(
+                p.diag_key(
+                    "format",
+                    &base.key("xml"),
+                    format!("`xml` options apply to XML files; this extract reads {}", format_name(kind)),
+                )
+                .help("remove `xml`, or set `format: xml`"),
+            );
+            return None;
+        }
+        match crate::source::files::xml::XmlPlan::new(&x.record, &x.fields, x.namespaces.as_ref()) {
+            Ok(plan) => Some(Arc::new(plan)),
+            Err(problems) => {
+                for (field, problem) in problems {
+                    let (at, len) = match &field {
+                        Some(f) => (base.key("xml").key("fields").key(f), x.fields.get(f).map_or(1, |v| v.len())),
+                        None => (base.key("xml").key("record"), x.record.len()),
+                    };
+                    self.diags.push(p.diag_value("xml", &at, len, problem).help(
+                        "paths are element names separated by `/`: `E1EDP19/IDTNR`, `MENGE/@unit`, `E1EDPT2[]/TDLINE`, `/ORDERS05/IDOC/EDI_DC40/DOCNUM`",
+                    ));
+                }
+                None
+            }
+        }
     }
 
     /// The CSV delimiter of extract `name`, as written (default `,`).
@@ -772,6 +823,8 @@ pub(super) fn format_from_path(path: &str) -> (Option<FileFormat>, Option<InputC
         Some(FileFormat::Json)
     } else if rest.ends_with(".parquet") || rest.ends_with(".pq") {
         Some(FileFormat::Parquet)
+    } else if rest.ends_with(".xml") {
+        Some(FileFormat::Xml)
     } else {
         None
     };
@@ -783,6 +836,7 @@ pub(super) fn format_name(f: FileFormat) -> &'static str {
         FileFormat::Csv => "CSV",
         FileFormat::Json => "JSON",
         FileFormat::Parquet => "Parquet",
+        FileFormat::Xml => "XML",
     }
 }
 

@@ -26,7 +26,8 @@ pub async fn first_bad_row(
         let node = plan.task(j);
         let TaskKind::Extract(e) = &node.kind else { continue };
         let Some(f) = e.files() else { continue };
-        if f.format.kind == FileFormat::Parquet {
+        // XML's reader names its first malformed record in its own error.
+        if matches!(f.format.kind, FileFormat::Parquet | FileFormat::Xml) {
             continue;
         }
         let files = pass.inputs.get(&j).map(|inp| inp.files.clone()).unwrap_or_else(|| f.files.clone());

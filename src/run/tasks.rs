@@ -593,7 +593,8 @@ async fn share(
         TaskKind::Extract(e)
             if !out.staged
                 && node.checks.is_empty()
-                && let Some(f) = e.files() =>
+                && let Some(f) = e.files()
+                && let Some(format) = f.format.file_format(false) =>
         {
             let files = env.pass.inputs.get(&i).map(|x| x.files.as_slice()).unwrap_or(f.files.as_slice());
             if !files.is_empty() {
@@ -602,7 +603,7 @@ async fn share(
                     f.layout(files, None, env.pass.full_refresh).await.map_err(|d| TaskError::fatal(d.to_string()))?;
                 let table = f.table_of(&node.schema, files, layout, |files, read_schema| {
                     let urls: Vec<String> = files.iter().map(|m| f.store.url_of(&m.location, false)).collect();
-                    super::engine::listing_table(&urls, f.format.file_format(false), read_schema)
+                    super::engine::listing_table(&urls, format.clone(), read_schema)
                 })?;
                 cluster.ctx.register_table(name, table)?;
                 return Ok(out);

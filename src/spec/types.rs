@@ -591,6 +591,11 @@ pub struct Extract {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvOptions>,
 
+    /// XML files (`format: xml`, or a `.xml` path): which element is a row, and the path of
+    /// each column's value. Required for XML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xml: Option<XmlOptions>,
+
     /// Column types, by column name, in SQL type names: `bigint`, `integer`, `smallint`,
     /// `double`, `real`, `decimal(p,s)`, `varchar`, `boolean`, `date`, `timestamp`,
     /// `timestamp with time zone`. Columns not listed keep their inferred type. For CSV and
@@ -616,6 +621,29 @@ pub struct Extract {
     /// column's type, invalid UTF-8, an unterminated quote, a line that is not a JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bad_rows: Option<BadRowsMode>,
+}
+
+/// How XML files become rows. Paths are element names separated by `/`, `prefix:name` for an
+/// element of a namespace in `namespaces` (a name without a prefix matches that name in any
+/// namespace).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XmlOptions {
+    /// The repeated element that is one row, as an absolute path from the document's root
+    /// element: `/ORDERS05/IDOC/E1EDP01`.
+    pub record: String,
+    /// The columns, in order: name → path of the value. Relative to the record: `POSEX` (the
+    /// text of a child element), `E1EDP19/IDTNR` (of a grandchild), `MENGE/@unit` (an
+    /// attribute), `@SEGMENT` (an attribute of the record), `.` (the record's own text).
+    /// Absolute (`/ORDERS05/IDOC/EDI_DC40/DOCNUM`): the value of an element outside the record
+    /// that comes before it in the file (a header), repeated on each row until the element
+    /// that encloses both ends. `[]` after a step (`E1EDPT2[]/TDLINE`, `TDLINE[]`): every
+    /// occurrence, as a list. A missing element is NULL; an element that repeats where one
+    /// is expected is a malformed row. Values are text unless `schema` gives a type.
+    pub fields: IndexMap<String, String>,
+    /// Namespace prefixes the paths use: prefix → namespace URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<IndexMap<String, String>>,
 }
 
 /// How a database extract is cut into parallel range reads.
@@ -741,6 +769,8 @@ pub enum FileFormat {
     Json,
     /// Apache Parquet.
     Parquet,
+    /// XML: the elements named by `xml.record` are the rows (see `xml`).
+    Xml,
 }
 
 /// Compression of text input files.

@@ -60,6 +60,16 @@ pub async fn infer(
             url: store.display_url.clone(),
         });
     }
+    // XML: the columns are the fields, text unless declared; no file is read.
+    if let Some(plan) = &format.xml {
+        for (col, _) in declared {
+            if !plan.columns.contains(col) {
+                return Err(InferError::UnknownColumn { column: col.clone(), known: plan.columns.clone() });
+            }
+        }
+        let schema = plan.schema(declared);
+        return Ok((files, schema.clone(), schema));
+    }
     let sample: &[object_store::ObjectMeta] = match format.kind {
         FileFormat::Parquet => &files[..files.len().min(PARQUET_SCHEMA_SAMPLE)],
         _ => &files,
@@ -154,7 +164,9 @@ async fn infer_sample(
     format: &InputFormat,
     declared: &[(String, DataType)],
 ) -> Result<SchemaRef, InferError> {
-    let df_format = format.file_format(true);
+    let Some(df_format) = format.file_format(true) else {
+        return Err(InferError::Infer { file: String::new(), error: "XML files are not sampled".into() });
+    };
     let inferred = match df_format.infer_schema(state, &store.object_store, sample).await {
         Ok(s) => s,
         // Parquet files that store a column with different types (a column that widened):
@@ -285,7 +297,7 @@ async fn infer_tolerant(store: &Store, file: &object_store::ObjectMeta, format: 
             let (schema, _) = f.infer_schema(std::io::Cursor::new(kept), Some(format.infer_rows)).ok()?;
             Some(schema)
         }
-        FileFormat::Parquet => None,
+        FileFormat::Parquet | FileFormat::Xml => None,
     }
 }
 

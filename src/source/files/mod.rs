@@ -11,6 +11,7 @@ pub mod drift;
 pub mod infer;
 pub mod table;
 pub mod tolerant;
+pub mod xml;
 
 use std::sync::Arc;
 
@@ -71,6 +72,20 @@ impl FilesPlan {
         schema: &SchemaRef,
         bad: Option<&Arc<tolerant::BadRows>>,
     ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        if let Some(plan) = &self.format.xml {
+            // XML is read by weir's own reader, which names a malformed record itself.
+            let bad = bad.cloned().unwrap_or_else(|| tolerant::BadRows::new(true, false));
+            let parts = xml::partitions(
+                self.store.object_store.clone(),
+                &self.store.root,
+                files,
+                &self.format,
+                plan.clone(),
+                read_schema.clone(),
+                bad,
+            );
+            return Ok(Arc::new(datafusion::catalog::streaming::StreamingTable::try_new(read_schema, parts)?));
+        }
         Ok(match bad {
             Some(bad) => {
                 let parts = tolerant::partitions(
@@ -86,7 +101,9 @@ impl FilesPlan {
             }
             None => Arc::new(table::FileSetTable::new(
                 read_schema,
-                self.format.file_format(false),
+                self.format.file_format(false).ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("XML is read by its own reader".into())
+                })?,
                 self.store.object_store_url.clone(),
                 files.to_vec(),
             )),
@@ -122,6 +139,8 @@ pub struct InputFormat {
     pub compression: InputCompression,
     pub csv: CsvSettings,
     pub infer_rows: usize,
+    /// XML: how the files become rows.
+    pub xml: Option<Arc<xml::XmlPlan>>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,11 +197,11 @@ impl InputFormat {
         })
     }
 
-    /// The DataFusion file format for this input. `for_inference` reads NULL texts as NULL
-    /// when sampling types.
-    pub fn file_format(&self, for_inference: bool) -> Arc<dyn DfFileFormat> {
+    /// The DataFusion file format for this input (`None`: XML, which weir reads itself).
+    /// `for_inference` reads NULL texts as NULL when sampling types.
+    pub fn file_format(&self, for_inference: bool) -> Option<Arc<dyn DfFileFormat>> {
         let compression = self.compression_type();
-        match self.kind {
+        Some(match self.kind {
             FileFormat::Csv => {
                 let c = &self.csv;
                 let mut f = CsvFormat::default()
@@ -205,6 +224,7 @@ impl InputFormat {
                     .with_file_compression_type(compression),
             ),
             FileFormat::Parquet => Arc::new(ParquetFormat::default()),
-        }
+            FileFormat::Xml => return None,
+        })
     }
 }

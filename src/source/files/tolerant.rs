@@ -86,7 +86,12 @@ impl BadRows {
         Arc::new(BadRows { inner: Mutex::default(), first_only, keep_all })
     }
 
-    fn add(&self, row: BadRow) -> Result<()> {
+    /// The first bad row found so far.
+    pub fn first(&self) -> Option<BadRow> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).rows.first().cloned()
+    }
+
+    pub(super) fn add(&self, row: BadRow) -> Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.count += 1;
         if self.keep_all || g.rows.len() < KEPT_WHEN_COUNTING {

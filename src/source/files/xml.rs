@@ -1,0 +1,932 @@
+//! XML files as a source (`format: xml`): the elements at `xml.record` are the rows, the
+//! values at `xml.fields`' paths their columns.
+//!
+//! - **Streaming.** A file is read in chunks (decompressed on the way) by quick-xml's
+//!   namespace-aware reader on a blocking thread, in bounded memory whatever its size. The
+//!   reader keeps, for each open element, the paths it can still lead to (the record's, the
+//!   fields'); an element on none of them is skipped whole at tokenizer speed
+//!   (`read_to_end_into`), and only the selected values are decoded.
+//! - **Values.** An element's text (its text and CDATA, entities resolved; NULL when it has
+//!   none), or an attribute's value. Absolute paths capture a value outside the record (a
+//!   header) that applies to the records after it, until the element enclosing both ends.
+//!   `[]` makes a list with one item per occurrence. Text is converted to the `schema:` types
+//!   batch by batch (surrounding whitespace trimmed for non-text types).
+//! - **Malformed input** is a bad row with file, line and column: a value that is not of its
+//!   type, an element that repeats where one is expected, an end tag that does not match, an
+//!   unknown entity, a file that ends inside a record. With `bad_rows: fail` the first stops
+//!   the run; `skip` and `quarantine` drop the record and go on. A syntax error the reader
+//!   cannot resynchronize from ends the file with one bad row saying so.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, ListBuilder, RecordBatch, StringBuilder};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::{StreamExt, TryStreamExt};
+use indexmap::IndexMap;
+use object_store::{GetOptions, ObjectMeta, ObjectStore};
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+use super::InputFormat;
+use super::tolerant::{BadRow, BadRows};
+
+/// Rows per batch.
+const BATCH_ROWS: usize = 8192;
+/// Chunks of a file in flight between the fetching task and the parsing thread.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// One step of a path: an element (or attribute) name, with the namespace URI its prefix
+/// stands for (`None`: any namespace).
+#[derive(Debug, Clone, PartialEq)]
+struct Step {
+    ns: Option<Vec<u8>>,
+    local: Vec<u8>,
+}
+
+impl Step {
+    fn matches(&self, ns: &ResolveResult, local: &[u8]) -> bool {
+        self.local == local
+            && match &self.ns {
+                None => true,
+                Some(uri) => matches!(ns, ResolveResult::Bound(n) if n.as_ref() == uri.as_slice()),
+            }
+    }
+}
+
+/// A column's path, compiled.
+#[derive(Debug, Clone)]
+struct FieldPath {
+    /// Outside the record, from the root (`absolute`), or below the record.
+    absolute: bool,
+    /// Element steps (empty: the record itself).
+    steps: Vec<Step>,
+    /// The step after which `[]` stands: one list item per occurrence of that element.
+    list_at: Option<usize>,
+    /// An attribute of the last element, instead of its text.
+    attr: Option<Step>,
+    /// Absolute paths: how many leading steps they share with the record's path (the value
+    /// holds until the element at that depth ends).
+    scope: usize,
+}
+
+/// How an extract's XML files become rows (compile resolved it).
+#[derive(Debug, Clone)]
+pub struct XmlPlan {
+    record: Vec<Step>,
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    fields: Vec<FieldPath>,
+}
+
+impl XmlPlan {
+    /// The plan of `record` and `fields` (name → path) with `namespaces` (prefix → URI); the
+    /// problems, by field (`None`: the record path), when a path does not parse.
+    pub fn new(
+        record: &str,
+        fields: &IndexMap<String, String>,
+        namespaces: Option<&IndexMap<String, String>>,
+    ) -> std::result::Result<XmlPlan, Vec<(Option<String>, String)>> {
+        let mut problems = Vec::new();
+        let step = |s: &str| -> std::result::Result<Step, String> {
+            let (prefix, local) = match s.split_once(':') {
+                Some((p, l)) => (Some(p), l),
+                None => (None, s),
+            };
+            if local.is_empty() || local.contains(['[', ']', '@', ' ', '*']) {
+                return Err(format!("`{s}` is not an element name"));
+            }
+            let ns = match prefix {
+                None => None,
+                Some(p) => match namespaces.and_then(|n| n.get(p)) {
+                    Some(uri) => Some(uri.as_bytes().to_vec()),
+                    None => return Err(format!("prefix `{p}` is not in `namespaces`")),
+                },
+            };
+            Ok(Step { ns, local: local.as_bytes().to_vec() })
+        };
+        let mut record_steps = Vec::new();
+        match record.strip_prefix('/') {
+            Some(rest) if !rest.is_empty() => {
+                for s in rest.split('/') {
+                    match step(s) {
+                        Ok(st) => record_steps.push(st),
+                        Err(e) => problems.push((None, e)),
+                    }
+                }
+            }
+            _ => problems.push((None, format!("`{record}` is not an absolute path such as `/ORDERS/ORDER`"))),
+        }
+        let mut out = Vec::new();
+        for (name, path) in fields {
+            let mut problem = |e: String| problems.push((Some(name.clone()), e));
+            let absolute = path.starts_with('/');
+            let body = path.trim_start_matches('/');
+            let mut parts: Vec<&str> = if body == "." || body.is_empty() { vec![] } else { body.split('/').collect() };
+            let attr = match parts.last() {
+                Some(last) if last.starts_with('@') => {
+                    let a = &last[1..];
+                    parts.pop();
+                    match step(a) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            problem(e);
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let mut steps = Vec::new();
+            let mut list_at = None;
+            let mut bad = false;
+            for (k, part) in parts.iter().enumerate() {
+                let name = match part.strip_suffix("[]") {
+                    Some(n) => {
+                        if list_at.is_some() {
+                            problem(format!("`{path}` has `[]` twice: one list per column"));
+                            bad = true;
+                        }
+                        list_at = Some(k);
+                        n
+                    }
+                    None => part,
+                };
+                match step(name) {
+                    Ok(s) => steps.push(s),
+                    Err(e) => {
+                        problem(format!("in `{path}`: {e}"));
+                        bad = true;
+                    }
+                }
+            }
+            if bad {
+                continue;
+            }
+            let mut scope = 0;
+            if absolute {
+                if steps.is_empty() {
+                    problem(format!("`{path}` names no element"));
+                    continue;
+                }
+                if list_at.is_some() {
+                    problem(format!("`{path}`: `[]` applies to paths below the record"));
+                    continue;
+                }
+                scope = steps.iter().zip(&record_steps).take_while(|(a, b)| a == b).count();
+                if scope == record_steps.len() {
+                    let rel = path.trim_start_matches(record).trim_start_matches('/');
+                    problem(format!(
+                        "`{path}` is inside the record: write it relative to it (`{}`)",
+                        if rel.is_empty() { "." } else { rel }
+                    ));
+                    continue;
+                }
+                if scope == steps.len() && attr.is_none() {
+                    problem(format!("`{path}` encloses the record: name a value (an element beside it, or `@attribute`)"));
+                    continue;
+                }
+            }
+            out.push(FieldPath { absolute, steps, list_at, attr, scope });
+        }
+        if fields.is_empty() {
+            problems.push((None, "`fields` names no column".into()));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(XmlPlan { record: record_steps, columns: fields.keys().cloned().collect(), fields: out })
+    }
+
+    /// Whether column `k` is a list.
+    pub fn is_list(&self, k: usize) -> bool {
+        self.fields[k].list_at.is_some()
+    }
+
+    /// The schema of the rows: text (a list of text for `[]`), or the type `declared` gives.
+    pub fn schema(&self, declared: &[(String, DataType)]) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let t = declared.iter().find(|(n, _)| n == name).map_or(DataType::Utf8, |(_, t)| t.clone());
+                let t = if self.is_list(k) { DataType::List(Arc::new(Field::new("item", t, true))) } else { t };
+                Field::new(name, t, true)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// A `BufRead` over the chunks of a file arriving from the fetching task, counting lines as
+/// the parser consumes bytes (for the bad rows' line and column).
+struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes>>,
+    chunk: Bytes,
+    pos: usize,
+    /// Offset of `chunk[0]` in the file.
+    chunk_start: u64,
+    /// Line breaks in `chunk[..pos]`, and the offset after the last one.
+    position: Rc<Position>,
+    error: Option<DataFusionError>,
+}
+
+#[derive(Default)]
+struct Position {
+    consumed: Cell<u64>,
+    lines: Cell<u64>,
+    line_start: Cell<u64>,
+}
+
+impl Position {
+    /// 1-based line and column of the consumed offset.
+    fn here(&self) -> (u64, u64) {
+        (self.lines.get() + 1, self.consumed.get() - self.line_start.get() + 1)
+    }
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let n = {
+            let buf = self.fill_buf()?;
+            let n = buf.len().min(out.len());
+            out[..n].copy_from_slice(&buf[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for Chunks {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos >= self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => {
+                    self.chunk_start += self.chunk.len() as u64;
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => {
+                    let message = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(message));
+                }
+                None => return Ok(&[]),
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let part = &self.chunk[self.pos..self.pos + amt];
+        let p = &self.position;
+        if let Some(last) = memchr::memrchr(b'\n', part) {
+            p.lines.set(p.lines.get() + memchr::memchr_iter(b'\n', part).count() as u64);
+            p.line_start.set(self.chunk_start + (self.pos + last + 1) as u64);
+        }
+        self.pos += amt;
+        p.consumed.set(self.chunk_start + self.pos as u64);
+    }
+}
+
+/// The rows of one batch, as text.
+struct Rows {
+    scalars: Vec<Option<StringBuilder>>,
+    lists: Vec<Option<ListBuilder<StringBuilder>>>,
+    /// Line and column where each row's record starts.
+    at: Vec<(u64, u64)>,
+}
+
+impl Rows {
+    fn new(plan: &XmlPlan) -> Rows {
+        let n = plan.columns.len();
+        Rows {
+            scalars: (0..n).map(|k| (!plan.is_list(k)).then(StringBuilder::new)).collect(),
+            lists: (0..n).map(|k| plan.is_list(k).then(|| ListBuilder::new(StringBuilder::new()))).collect(),
+            at: Vec::new(),
+        }
+    }
+}
+
+/// One record's values while it is read.
+struct Record {
+    scalars: Vec<Option<String>>,
+    lists: Vec<Vec<Option<String>>>,
+    at: (u64, u64),
+    /// Why the record is malformed (the first reason), and where.
+    bad: Option<(String, Option<String>, (u64, u64))>,
+}
+
+/// An open element the reader did not skip.
+struct Frame {
+    /// Its qualified name as written, to match its end tag.
+    name: Vec<u8>,
+    /// Outside the record: the absolute paths (`usize::MAX`: the record's) whose first steps
+    /// lead here. Inside: the fields whose steps below the record lead here.
+    live: Vec<usize>,
+    /// Depth below the record (0: the record), when inside one.
+    inside: Option<usize>,
+    /// The fields whose value is this element's text, and the text so far.
+    capture: Vec<usize>,
+    text: Option<String>,
+}
+
+/// What a file's parse hands on.
+struct Out<'a> {
+    plan: &'a XmlPlan,
+    schema: &'a SchemaRef,
+    file: &'a str,
+    bad: &'a BadRows,
+    tx: &'a tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+}
+
+impl Out<'_> {
+    /// Convert `rows` to the schema's types and send them; rows with a value that is not of
+    /// its column's type become bad rows.
+    fn flush(&self, rows: &mut Rows) -> Result<bool> {
+        if rows.at.is_empty() {
+            return Ok(true);
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.plan.columns.len());
+        let mut keep: Option<Vec<bool>> = None;
+        let options = CastOptions { safe: false, ..Default::default() };
+        for (k, field) in self.schema.fields().iter().enumerate() {
+            let text: ArrayRef = match (&mut rows.scalars[k], &mut rows.lists[k]) {
+                (Some(b), _) => Arc::new(b.finish()),
+                (_, Some(b)) => Arc::new(b.finish()),
+                _ => unreachable!("every column has a builder"),
+            };
+            if text.data_type() == field.data_type() {
+                columns.push(text);
+                continue;
+            }
+            match cast_with_options(&text, field.data_type(), &options) {
+                Ok(a) => columns.push(a),
+                Err(_) => {
+                    // Find the values that do not convert, one by one.
+                    let lenient = cast_with_options(&text, field.data_type(), &CastOptions::default())
+                        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+                    let keep = keep.get_or_insert_with(|| vec![true; text.len()]);
+                    for i in 0..text.len() {
+                        let failed = !text.is_null(i) && lenient.is_null(i)
+                            || (self.plan.is_list(k) && !text.is_null(i) && {
+                                let (t, l) = (text.slice(i, 1), lenient.slice(i, 1));
+                                let t = t.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
+                                let l = l.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
+                                matches!((t, l), (Some(t), Some(l)) if t.value(0).null_count() != l.value(0).null_count())
+                            });
+                        if failed && keep[i] {
+                            keep[i] = false;
+                            let value = datafusion::arrow::util::display::array_value_to_string(&text, i)
+                                .unwrap_or_default();
+                            let (line, col) = rows.at[i];
+                            self.bad.add(BadRow {
+                                file: self.file.to_string(),
+                                line,
+                                column: Some(field.name().clone()),
+                                value: Some(value.clone()),
+                                reason: format!(
+                                    "`{value}` is not a {} (the record starts at column {col})",
+                                    crate::types::sql_name(field.data_type())
+                                ),
+                                raw: value,
+                            })?;
+                        }
+                    }
+                    columns.push(lenient);
+                }
+            }
+        }
+        rows.at.clear();
+        let mut batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        if let Some(keep) = keep {
+            let mask = BooleanArray::from(keep);
+            let cols = batch.columns().iter().map(|c| filter(c, &mask)).collect::<std::result::Result<Vec<_>, _>>()?;
+            batch = RecordBatch::try_new(self.schema.clone(), cols)?;
+        }
+        if batch.num_rows() == 0 {
+            return Ok(true);
+        }
+        Ok(self.tx.blocking_send(Ok(batch)).is_ok())
+    }
+}
+
+/// Parse one file from `chunks`, sending batches through `out`. Returns when the file ends,
+/// the receiver has gone, or a bad row stops the run (`bad.first_only`).
+fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
+    let plan = out.plan;
+    let position = chunks.position.clone();
+    let mut reader = NsReader::from_reader(chunks);
+    {
+        let c = reader.config_mut();
+        c.check_end_names = false;
+        c.expand_empty_elements = false;
+    }
+    let mut buf = Vec::new();
+    let mut skip_buf = Vec::new();
+    let mut rows = Rows::new(plan);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut record: Option<Record> = None;
+    // Absolute values in force: by field, with the depth they hold until.
+    let mut context: Vec<Option<String>> = vec![None; plan.fields.len()];
+    let n_fields = plan.fields.len();
+    let bad_row = |reason: String, column: Option<String>, at: (u64, u64)| BadRow {
+        file: out.file.to_string(),
+        line: at.0,
+        column,
+        value: None,
+        reason: format!("{reason} (line {}, column {})", at.0, at.1),
+        raw: String::new(),
+    };
+    // The live paths at the root: the record's and every absolute field's.
+    let root_live: Vec<usize> =
+        std::iter::once(usize::MAX).chain((0..n_fields).filter(|&k| plan.fields[k].absolute)).collect();
+    loop {
+        buf.clear();
+        let event = reader.read_resolved_event_into(&mut buf);
+        let (ns, event) = match event {
+            Ok(e) => e,
+            Err(e) => {
+                let at = position.here();
+                if let Some(err) = reader.get_mut().error.take() {
+                    return Err(err);
+                }
+                let reason = format!("malformed XML: {e}; the rest of the file was not read");
+                out.bad.add(bad_row(reason, None, at))?;
+                break;
+            }
+        };
+        match event {
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let empty = matches!(event, Event::Empty(_));
+                let local = s.local_name();
+                let local = local.as_ref();
+                let depth = stack.len();
+                let (parent_live, parent_inside): (&[usize], Option<usize>) = match stack.last() {
+                    Some(f) => (&f.live, f.inside),
+                    None => (&root_live, None),
+                };
+                let mut live = Vec::new();
+                let mut capture = Vec::new();
+                let mut inside = parent_inside.map(|d| d + 1);
+                let mut starts_record = false;
+                match parent_inside {
+                    None => {
+                        for &k in parent_live {
+                            let steps = if k == usize::MAX { &plan.record } else { &plan.fields[k].steps };
+                            if depth < steps.len() && steps[depth].matches(&ns, local) {
+                                if k == usize::MAX && depth + 1 == steps.len() {
+                                    starts_record = true;
+                                } else {
+                                    live.push(k);
+                                }
+                                if k != usize::MAX && depth + 1 == steps.len() {
+                                    capture.push(k);
+                                }
+                            }
+                        }
+                        if starts_record {
+                            inside = Some(0);
+                            live = (0..n_fields).filter(|&k| !plan.fields[k].absolute).collect();
+                            capture.retain(|_| false);
+                            capture.extend(live.iter().copied().filter(|&k| plan.fields[k].steps.is_empty()));
+                            let at = position.here();
+                            record = Some(Record {
+                                scalars: vec![None; n_fields],
+                                lists: vec![Vec::new(); n_fields],
+                                at,
+                                bad: None,
+                            });
+                        }
+                    }
+                    Some(below) => {
+                        for &k in parent_live {
+                            let f = &plan.fields[k];
+                            if below < f.steps.len() && f.steps[below].matches(&ns, local) {
+                                live.push(k);
+                                if f.list_at == Some(below)
+                                    && let Some(r) = record.as_mut()
+                                {
+                                    r.lists[k].push(None);
+                                }
+                                if below + 1 == f.steps.len() {
+                                    capture.push(k);
+                                }
+                            }
+                        }
+                    }
+                }
+                if live.is_empty() && capture.is_empty() && !starts_record {
+                    // Nothing of interest below: skipped whole.
+                    if !empty {
+                        let end = s.name().as_ref().to_vec();
+                        skip_buf.clear();
+                        if let Err(e) = reader.read_to_end_into(quick_xml::name::QName(&end), &mut skip_buf) {
+                            let at = position.here();
+                            if let Some(err) = reader.get_mut().error.take() {
+                                return Err(err);
+                            }
+                            let reason = format!("malformed XML: {e}; the rest of the file was not read");
+                            out.bad.add(bad_row(reason, None, at))?;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                // Attributes captured here.
+                let mut text_capture = Vec::new();
+                for &k in &capture {
+                    let f = &plan.fields[k];
+                    let Some(attr) = &f.attr else {
+                        text_capture.push(k);
+                        continue;
+                    };
+                    let mut value = None;
+                    for a in s.attributes().with_checks(false).flatten() {
+                        let (ans, alocal) = reader.resolver().resolve_attribute(a.key);
+                        if attr.matches(&ans, alocal.as_ref()) {
+                            value = Some(a.unescape_value().map(|v| v.into_owned()));
+                            break;
+                        }
+                    }
+                    let at = position.here();
+                    match value {
+                        Some(Ok(v)) => set_value(plan, &mut record, &mut context, k, v, at),
+                        Some(Err(e)) => mark_bad(&mut record, format!("attribute value: {e}"), Some(k), plan, at),
+                        None => {}
+                    }
+                }
+                if empty {
+                    // `<x/>`: no text (NULL), and no children.
+                    if starts_record {
+                        finish_record(&mut record, &mut rows, &context, out)?;
+                        if rows.at.len() >= BATCH_ROWS && !out.flush(&mut rows)? {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+                stack.push(Frame {
+                    name: s.name().as_ref().to_vec(),
+                    live,
+                    inside,
+                    text: (!text_capture.is_empty()).then(String::new),
+                    capture: text_capture,
+                });
+            }
+            Event::Text(t) => {
+                if let Some(f) = stack.last_mut()
+                    && let Some(text) = f.text.as_mut()
+                {
+                    match t.xml10_content() {
+                        Ok(v) => text.push_str(v.as_ref()),
+                        Err(e) => {
+                            let at = position.here();
+                            mark_bad(&mut record, format!("text: {e}"), f.capture.first().copied(), plan, at)
+                        }
+                    }
+                }
+            }
+            Event::CData(t) => {
+                if let Some(f) = stack.last_mut()
+                    && let Some(text) = f.text.as_mut()
+                {
+                    match t.decode() {
+                        Ok(v) => text.push_str(v.as_ref()),
+                        Err(e) => {
+                            let at = position.here();
+                            mark_bad(&mut record, format!("CDATA: {e}"), f.capture.first().copied(), plan, at)
+                        }
+                    }
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some(f) = stack.last_mut()
+                    && let Some(text) = f.text.as_mut()
+                {
+                    let resolved = match r.resolve_char_ref() {
+                        Ok(Some(c)) => Some(c.to_string()),
+                        Ok(None) => r
+                            .decode()
+                            .ok()
+                            .and_then(|name| quick_xml::escape::resolve_xml_entity(&name).map(str::to_string)),
+                        Err(_) => None,
+                    };
+                    match resolved {
+                        Some(v) => text.push_str(v.as_str()),
+                        None => {
+                            let at = position.here();
+                            let name = String::from_utf8_lossy(&r).into_owned();
+                            mark_bad(&mut record, format!("unknown entity `&{name};`"), f.capture.first().copied(), plan, at)
+                        }
+                    }
+                }
+            }
+            Event::End(e) => {
+                let name = e.name();
+                let Some(top) = stack.last() else {
+                    let at = position.here();
+                    let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
+                    out.bad.add(bad_row(format!("malformed XML: end tag `</{tag}>` without a start"), None, at))?;
+                    continue;
+                };
+                if top.name != name.as_ref() {
+                    let at = position.here();
+                    let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
+                    let open = String::from_utf8_lossy(&top.name).into_owned();
+                    let reason = format!("malformed XML: end tag `</{tag}>` where `</{open}>` was expected");
+                    if record.is_some() {
+                        mark_bad(&mut record, reason, None, plan, at);
+                    } else {
+                        out.bad.add(bad_row(reason, None, at))?;
+                    }
+                    // Resynchronize: close up to the element it ends, if it is open.
+                    match stack.iter().rposition(|f| f.name == name.as_ref()) {
+                        Some(i) => {
+                            while stack.len() > i + 1 {
+                                close(&mut stack, &mut record, &mut rows, &mut context, plan, out, &position)?;
+                            }
+                        }
+                        None => continue,
+                    }
+                }
+                if !close(&mut stack, &mut record, &mut rows, &mut context, plan, out, &position)? {
+                    return Ok(());
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if let Some(r) = &record {
+        let at = r.at;
+        record = None;
+        out.bad.add(bad_row("the file ends inside a record (is it truncated?)".into(), None, at))?;
+    }
+    let _ = record;
+    out.flush(&mut rows)?;
+    Ok(())
+}
+
+/// Close the innermost open element: its text goes to the fields that capture it; a
+/// record's end makes a row. `false`: the receiver has gone.
+fn close(
+    stack: &mut Vec<Frame>,
+    record: &mut Option<Record>,
+    rows: &mut Rows,
+    context: &mut [Option<String>],
+    plan: &XmlPlan,
+    out: &Out<'_>,
+    position: &Position,
+) -> Result<bool> {
+    let Some(frame) = stack.pop() else { return Ok(true) };
+    let at = position.here();
+    if let Some(text) = frame.text {
+        for &k in &frame.capture {
+            // An element without text is NULL, as a missing one.
+            if !text.is_empty() {
+                set_value(plan, record, context, k, text.clone(), at);
+            }
+        }
+    }
+    // Absolute values end with the element that encloses them and the record (the one at
+    // depth `scope - 1`).
+    let depth = stack.len();
+    for (k, f) in plan.fields.iter().enumerate() {
+        if f.absolute && f.scope == depth + 1 && frame.inside.is_none() {
+            context[k] = None;
+        }
+    }
+    if frame.inside == Some(0) {
+        finish_record(record, rows, context, out)?;
+        if rows.at.len() >= BATCH_ROWS {
+            return out.flush(rows);
+        }
+    }
+    Ok(true)
+}
+
+/// Field `k`'s value `v`: into the record, or into the context when it is absolute.
+fn set_value(
+    plan: &XmlPlan,
+    record: &mut Option<Record>,
+    context: &mut [Option<String>],
+    k: usize,
+    v: String,
+    at: (u64, u64),
+) {
+    let f = &plan.fields[k];
+    if f.absolute {
+        context[k] = Some(v);
+        return;
+    }
+    let Some(r) = record.as_mut() else { return };
+    let slot = if f.list_at.is_some() {
+        match r.lists[k].last_mut() {
+            Some(s) => s,
+            None => return,
+        }
+    } else {
+        &mut r.scalars[k]
+    };
+    if slot.is_some() {
+        let path = plan.columns[k].clone();
+        mark_bad(
+            record,
+            format!("the value of column `{path}` occurs more than once in the record: read every one with `[]` in its path"),
+            Some(k),
+            plan,
+            at,
+        );
+        return;
+    }
+    *slot = Some(v);
+}
+
+fn mark_bad(record: &mut Option<Record>, reason: String, k: Option<usize>, plan: &XmlPlan, at: (u64, u64)) {
+    if let Some(r) = record.as_mut()
+        && r.bad.is_none()
+    {
+        r.bad = Some((reason, k.map(|k| plan.columns[k].clone()), at));
+    }
+}
+
+/// The record read: a row (with the absolute values in force), or a bad row.
+fn finish_record(record: &mut Option<Record>, rows: &mut Rows, context: &[Option<String>], out: &Out<'_>) -> Result<()> {
+    let Some(r) = record.take() else { return Ok(()) };
+    if let Some((reason, column, at)) = r.bad {
+        return out.bad.add(BadRow {
+            file: out.file.to_string(),
+            line: at.0,
+            column,
+            value: None,
+            reason: format!("{reason} (line {}, column {}; the record starts on line {})", at.0, at.1, r.at.0),
+            raw: String::new(),
+        });
+    }
+    // Values of other types than text are read without surrounding whitespace.
+    let typed = |k: usize| match out.schema.field(k).data_type() {
+        DataType::Utf8 => false,
+        DataType::List(f) => f.data_type() != &DataType::Utf8,
+        _ => true,
+    };
+    let value = |k: usize, v: Option<&str>| -> Option<String> {
+        v.map(|v| if typed(k) { v.trim_matches(|c: char| c.is_ascii_whitespace()).to_string() } else { v.to_string() })
+    };
+    for (k, builder) in rows.scalars.iter_mut().enumerate() {
+        if let Some(b) = builder {
+            let v = if out.plan.fields[k].absolute { context[k].as_deref() } else { r.scalars[k].as_deref() };
+            b.append_option(value(k, v));
+        }
+    }
+    for (k, builder) in rows.lists.iter_mut().enumerate() {
+        if let Some(b) = builder {
+            for item in &r.lists[k] {
+                b.values().append_option(value(k, item.as_deref()));
+            }
+            b.append(true);
+        }
+    }
+    rows.at.push(r.at);
+    Ok(())
+}
+
+/// The partitions of a read of `files` (at most one per core), each reading its share of the
+/// files one after another; malformed records go to `bad`.
+pub fn partitions(
+    store: Arc<dyn ObjectStore>,
+    root: &object_store::path::Path,
+    files: &[ObjectMeta],
+    format: &InputFormat,
+    plan: Arc<XmlPlan>,
+    schema: SchemaRef,
+    bad: Arc<BadRows>,
+) -> Vec<Arc<dyn PartitionStream>> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let n = files.len().clamp(1, cores);
+    let mut shares: Vec<Vec<(ObjectMeta, String)>> = vec![Vec::new(); n];
+    for (i, f) in files.iter().enumerate() {
+        let name = f
+            .location
+            .prefix_match(root)
+            .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .unwrap_or_else(|| f.location.to_string());
+        shares[i % n].push((f.clone(), name));
+    }
+    shares
+        .into_iter()
+        .map(|files| {
+            Arc::new(Share {
+                store: store.clone(),
+                files,
+                format: format.clone(),
+                plan: plan.clone(),
+                schema: schema.clone(),
+                bad: bad.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect()
+}
+
+/// One partition: some of the files.
+#[derive(Debug)]
+struct Share {
+    store: Arc<dyn ObjectStore>,
+    files: Vec<(ObjectMeta, String)>,
+    format: InputFormat,
+    plan: Arc<XmlPlan>,
+    schema: SchemaRef,
+    bad: Arc<BadRows>,
+}
+
+impl PartitionStream for Share {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let (store, files, format, plan, schema, bad) = (
+            self.store.clone(),
+            self.files.clone(),
+            self.format.clone(),
+            self.plan.clone(),
+            self.schema.clone(),
+            self.bad.clone(),
+        );
+        builder.spawn(async move {
+            for (file, name) in files {
+                let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(CHUNKS_IN_FLIGHT);
+                // The file's bytes, decompressed, on this task; parsed on a blocking thread.
+                let fetch = {
+                    let (store, location, format) = (store.clone(), file.location.clone(), format.clone());
+                    async move {
+                        let got = store.get_opts(&location, GetOptions::default()).await;
+                        let raw = match got {
+                            Ok(g) => g.into_stream().map_err(|e| DataFusionError::ObjectStore(Box::new(e))).boxed(),
+                            Err(e) => {
+                                let _ = chunk_tx.send(Err(DataFusionError::ObjectStore(Box::new(e)))).await;
+                                return;
+                            }
+                        };
+                        let mut stream = match format.compression_type().convert_stream(raw) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = chunk_tx.send(Err(e)).await;
+                                return;
+                            }
+                        };
+                        while let Some(chunk) = stream.next().await {
+                            if chunk_tx.send(chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                let parse = {
+                    let (plan, schema, bad, tx) = (plan.clone(), schema.clone(), bad.clone(), tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let chunks = Chunks {
+                            rx: chunk_rx,
+                            chunk: Bytes::new(),
+                            pos: 0,
+                            chunk_start: 0,
+                            position: Rc::new(Position::default()),
+                            error: None,
+                        };
+                        let out = Out { plan: &plan, schema: &schema, file: &name, bad: &bad, tx: &tx };
+                        parse_file(chunks, &out)
+                    })
+                };
+                let (_, parsed) = futures::join!(fetch, parse);
+                match parsed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        // A bad row that stops the run names itself.
+                        let e = match bad.first() {
+                            Some(row) if bad.first_only => DataFusionError::Execution(format!("malformed XML record: {row}")),
+                            _ => e,
+                        };
+                        let _ = tx.send(Err(e)).await;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(DataFusionError::External(Box::new(e))),
+                }
+            }
+            Ok(())
+        });
+        builder.build()
+    }
+}
