@@ -33,3 +33,4 @@ mod schema;
 mod serve;
 mod table_loads;
 mod types;
+mod xml;

@@ -172,7 +172,8 @@ impl XmlPlan {
                 continue;
             }
             let mut scope = 0;
-            if absolute {
+            // (Against a record path that did not parse, there is nothing to check.)
+            if absolute && !record_steps.is_empty() {
                 if steps.is_empty() {
                     problem(format!("`{path}` names no element"));
                     continue;
@@ -191,7 +192,9 @@ impl XmlPlan {
                     continue;
                 }
                 if scope == steps.len() && attr.is_none() {
-                    problem(format!("`{path}` encloses the record: name a value (an element beside it, or `@attribute`)"));
+                    problem(format!(
+                        "`{path}` encloses the record: name a value (an element beside it, or `@attribute`)"
+                    ));
                     continue;
                 }
             }
@@ -380,16 +383,18 @@ impl Out<'_> {
                     let keep = keep.get_or_insert_with(|| vec![true; text.len()]);
                     for i in 0..text.len() {
                         let failed = !text.is_null(i) && lenient.is_null(i)
-                            || (self.plan.is_list(k) && !text.is_null(i) && {
-                                let (t, l) = (text.slice(i, 1), lenient.slice(i, 1));
-                                let t = t.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
-                                let l = l.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
-                                matches!((t, l), (Some(t), Some(l)) if t.value(0).null_count() != l.value(0).null_count())
-                            });
+                            || (self.plan.is_list(k)
+                                && !text.is_null(i)
+                                && {
+                                    let (t, l) = (text.slice(i, 1), lenient.slice(i, 1));
+                                    let t = t.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
+                                    let l = l.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
+                                    matches!((t, l), (Some(t), Some(l)) if t.value(0).null_count() != l.value(0).null_count())
+                                });
                         if failed && keep[i] {
                             keep[i] = false;
-                            let value = datafusion::arrow::util::display::array_value_to_string(&text, i)
-                                .unwrap_or_default();
+                            let value =
+                                datafusion::arrow::util::display::array_value_to_string(&text, i).unwrap_or_default();
                             let (line, col) = rows.at[i];
                             self.bad.add(BadRow {
                                 file: self.file.to_string(),
@@ -463,7 +468,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     return Err(err);
                 }
                 let reason = format!("malformed XML: {e}; the rest of the file was not read");
-                out.bad.add(bad_row(reason, None, at))?;
+                report(out, &mut rows, bad_row(reason, None, at))?;
                 break;
             }
         };
@@ -538,7 +543,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                                 return Err(err);
                             }
                             let reason = format!("malformed XML: {e}; the rest of the file was not read");
-                            out.bad.add(bad_row(reason, None, at))?;
+                            report(out, &mut rows, bad_row(reason, None, at))?;
                             break;
                         }
                     }
@@ -628,7 +633,13 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                         None => {
                             let at = position.here();
                             let name = String::from_utf8_lossy(&r).into_owned();
-                            mark_bad(&mut record, format!("unknown entity `&{name};`"), f.capture.first().copied(), plan, at)
+                            mark_bad(
+                                &mut record,
+                                format!("unknown entity `&{name};`"),
+                                f.capture.first().copied(),
+                                plan,
+                                at,
+                            )
                         }
                     }
                 }
@@ -638,7 +649,11 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                 let Some(top) = stack.last() else {
                     let at = position.here();
                     let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
-                    out.bad.add(bad_row(format!("malformed XML: end tag `</{tag}>` without a start"), None, at))?;
+                    report(
+                        out,
+                        &mut rows,
+                        bad_row(format!("malformed XML: end tag `</{tag}>` without a start"), None, at),
+                    )?;
                     continue;
                 };
                 if top.name != name.as_ref() {
@@ -649,7 +664,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     if record.is_some() {
                         mark_bad(&mut record, reason, None, plan, at);
                     } else {
-                        out.bad.add(bad_row(reason, None, at))?;
+                        report(out, &mut rows, bad_row(reason, None, at))?;
                     }
                     // Resynchronize: close up to the element it ends, if it is open.
                     match stack.iter().rposition(|f| f.name == name.as_ref()) {
@@ -672,7 +687,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
     if let Some(r) = &record {
         let at = r.at;
         record = None;
-        out.bad.add(bad_row("the file ends inside a record (is it truncated?)".into(), None, at))?;
+        report(out, &mut rows, bad_row("the file ends inside a record (is it truncated?)".into(), None, at))?;
     }
     let _ = record;
     out.flush(&mut rows)?;
@@ -744,7 +759,9 @@ fn set_value(
         let path = plan.columns[k].clone();
         mark_bad(
             record,
-            format!("the value of column `{path}` occurs more than once in the record: read every one with `[]` in its path"),
+            format!(
+                "the value of column `{path}` occurs more than once in the record: read every one with `[]` in its path"
+            ),
             Some(k),
             plan,
             at,
@@ -762,18 +779,36 @@ fn mark_bad(record: &mut Option<Record>, reason: String, k: Option<usize>, plan:
     }
 }
 
+/// A bad row. When the first stops the run, the rows before it are converted first: a value
+/// of theirs that is not of its type comes earlier in the file.
+fn report(out: &Out<'_>, rows: &mut Rows, row: BadRow) -> Result<()> {
+    if out.bad.first_only {
+        out.flush(rows)?;
+    }
+    out.bad.add(row)
+}
+
 /// The record read: a row (with the absolute values in force), or a bad row.
-fn finish_record(record: &mut Option<Record>, rows: &mut Rows, context: &[Option<String>], out: &Out<'_>) -> Result<()> {
+fn finish_record(
+    record: &mut Option<Record>,
+    rows: &mut Rows,
+    context: &[Option<String>],
+    out: &Out<'_>,
+) -> Result<()> {
     let Some(r) = record.take() else { return Ok(()) };
     if let Some((reason, column, at)) = r.bad {
-        return out.bad.add(BadRow {
-            file: out.file.to_string(),
-            line: at.0,
-            column,
-            value: None,
-            reason: format!("{reason} (line {}, column {}; the record starts on line {})", at.0, at.1, r.at.0),
-            raw: String::new(),
-        });
+        return report(
+            out,
+            rows,
+            BadRow {
+                file: out.file.to_string(),
+                line: at.0,
+                column,
+                value: None,
+                reason: format!("{reason} (line {}, column {}; the record starts on line {})", at.0, at.1, r.at.0),
+                raw: String::new(),
+            },
+        );
     }
     // Values of other types than text are read without surrounding whitespace.
     let typed = |k: usize| match out.schema.field(k).data_type() {
@@ -916,7 +951,9 @@ impl PartitionStream for Share {
                     Ok(Err(e)) => {
                         // A bad row that stops the run names itself.
                         let e = match bad.first() {
-                            Some(row) if bad.first_only => DataFusionError::Execution(format!("malformed XML record: {row}")),
+                            Some(row) if bad.first_only => {
+                                DataFusionError::Execution(format!("malformed XML record: {row}"))
+                            }
                             _ => e,
                         };
                         let _ = tx.send(Err(e)).await;
