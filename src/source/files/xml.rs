@@ -35,6 +35,7 @@ use object_store::{GetOptions, ObjectMeta, ObjectStore};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
+use smallvec::SmallVec;
 
 use super::InputFormat;
 use super::tolerant::{BadRow, BadRows};
@@ -42,7 +43,11 @@ use super::tolerant::{BadRow, BadRows};
 /// Rows per batch.
 const BATCH_ROWS: usize = 8192;
 /// Chunks of a file in flight between the fetching task and the parsing thread.
-const CHUNKS_IN_FLIGHT: usize = 8;
+const CHUNKS_IN_FLIGHT: usize = 2;
+/// Bytes of an uncompressed file read at a time.
+const FETCH: u64 = 4 << 20;
+/// Decompressed bytes handed to the parser at a time.
+const GATHER: usize = 1 << 20;
 
 /// One step of a path: an element (or attribute) name, with the namespace URI its prefix
 /// stands for (`None`: any namespace).
@@ -59,6 +64,30 @@ impl Step {
                 None => true,
                 Some(uri) => matches!(ns, ResolveResult::Bound(n) if n.as_ref() == uri.as_slice()),
             }
+    }
+}
+
+/// FNV-1a: element names are short, and std's SipHash cost 4% of a read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fnv;
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -82,6 +111,9 @@ struct FieldPath {
 #[derive(Debug, Clone)]
 pub struct XmlPlan {
     record: Vec<Step>,
+    /// The relative fields by the local name of their first step (the record's children are
+    /// most of the elements read: one lookup each).
+    first_step: std::collections::HashMap<Vec<u8>, Vec<usize>, Fnv>,
     /// Column names, in order.
     pub columns: Vec<String>,
     fields: Vec<FieldPath>,
@@ -206,7 +238,13 @@ impl XmlPlan {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(XmlPlan { record: record_steps, columns: fields.keys().cloned().collect(), fields: out })
+        let mut first_step: std::collections::HashMap<Vec<u8>, Vec<usize>, Fnv> = Default::default();
+        for (k, f) in out.iter().enumerate() {
+            if !f.absolute && let Some(s) = f.steps.first() {
+                first_step.entry(s.local.clone()).or_default().push(k);
+            }
+        }
+        Ok(XmlPlan { record: record_steps, first_step, columns: fields.keys().cloned().collect(), fields: out })
     }
 
     /// Whether column `k` is a list.
@@ -294,8 +332,14 @@ impl std::io::BufRead for Chunks {
     fn consume(&mut self, amt: usize) {
         let part = &self.chunk[self.pos..self.pos + amt];
         let p = &self.position;
-        if let Some(last) = memchr::memrchr(b'\n', part) {
-            p.lines.set(p.lines.get() + memchr::memchr_iter(b'\n', part).count() as u64);
+        // One pass: how many line breaks, and where the last one is.
+        let (mut count, mut last) = (0u64, None);
+        for i in memchr::memchr_iter(b'\n', part) {
+            count += 1;
+            last = Some(i);
+        }
+        if let Some(last) = last {
+            p.lines.set(p.lines.get() + count);
             p.line_start.set(self.chunk_start + (self.pos + last + 1) as u64);
         }
         self.pos += amt;
@@ -334,16 +378,20 @@ struct Record {
 /// An open element the reader did not skip.
 struct Frame {
     /// Its qualified name as written, to match its end tag.
-    name: Vec<u8>,
+    name: SmallVec<[u8; 24]>,
     /// Outside the record: the absolute paths (`usize::MAX`: the record's) whose first steps
-    /// lead here. Inside: the fields whose steps below the record lead here.
-    live: Vec<usize>,
+    /// lead here. Inside: the fields whose steps below the record lead here (the record's own
+    /// frame: none; its children are looked up in `XmlPlan::first_step`).
+    live: Live,
     /// Depth below the record (0: the record), when inside one.
     inside: Option<usize>,
     /// The fields whose value is this element's text, and the text so far.
-    capture: Vec<usize>,
+    capture: Live,
     text: Option<String>,
 }
+
+/// Field indices, mostly a few.
+type Live = SmallVec<[usize; 4]>;
 
 /// What a file's parse hands on.
 struct Out<'a> {
@@ -455,8 +503,9 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
         raw: String::new(),
     };
     // The live paths at the root: the record's and every absolute field's.
-    let root_live: Vec<usize> =
+    let root_live: Live =
         std::iter::once(usize::MAX).chain((0..n_fields).filter(|&k| plan.fields[k].absolute)).collect();
+    let no_fields: Vec<usize> = Vec::new();
     loop {
         buf.clear();
         let event = reader.read_resolved_event_into(&mut buf);
@@ -482,8 +531,8 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     Some(f) => (&f.live, f.inside),
                     None => (&root_live, None),
                 };
-                let mut live = Vec::new();
-                let mut capture = Vec::new();
+                let mut live = Live::new();
+                let mut capture = Live::new();
                 let mut inside = parent_inside.map(|d| d + 1);
                 let mut starts_record = false;
                 match parent_inside {
@@ -503,9 +552,11 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                         }
                         if starts_record {
                             inside = Some(0);
-                            live = (0..n_fields).filter(|&k| !plan.fields[k].absolute).collect();
-                            capture.retain(|_| false);
-                            capture.extend(live.iter().copied().filter(|&k| plan.fields[k].steps.is_empty()));
+                            live.clear();
+                            capture.clear();
+                            capture.extend(
+                                (0..n_fields).filter(|&k| !plan.fields[k].absolute && plan.fields[k].steps.is_empty()),
+                            );
                             let at = position.here();
                             record = Some(Record {
                                 scalars: vec![None; n_fields],
@@ -516,7 +567,9 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                         }
                     }
                     Some(below) => {
-                        for &k in parent_live {
+                        let candidates: &[usize] =
+                            if below == 0 { plan.first_step.get(local).unwrap_or(&no_fields) } else { parent_live };
+                        for &k in candidates {
                             let f = &plan.fields[k];
                             if below < f.steps.len() && f.steps[below].matches(&ns, local) {
                                 live.push(k);
@@ -550,7 +603,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     continue;
                 }
                 // Attributes captured here.
-                let mut text_capture = Vec::new();
+                let mut text_capture = Live::new();
                 for &k in &capture {
                     let f = &plan.fields[k];
                     let Some(attr) = &f.attr else {
@@ -583,7 +636,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     continue;
                 }
                 stack.push(Frame {
-                    name: s.name().as_ref().to_vec(),
+                    name: SmallVec::from_slice(s.name().as_ref()),
                     live,
                     inside,
                     text: (!text_capture.is_empty()).then(String::new),
@@ -656,7 +709,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     )?;
                     continue;
                 };
-                if top.name != name.as_ref() {
+                if top.name.as_slice() != name.as_ref() {
                     let at = position.here();
                     let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
                     let open = String::from_utf8_lossy(&top.name).into_owned();
@@ -667,7 +720,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                         report(out, &mut rows, bad_row(reason, None, at))?;
                     }
                     // Resynchronize: close up to the element it ends, if it is open.
-                    match stack.iter().rposition(|f| f.name == name.as_ref()) {
+                    match stack.iter().rposition(|f| f.name.as_slice() == name.as_ref()) {
                         Some(i) => {
                             while stack.len() > i + 1 {
                                 close(&mut stack, &mut record, &mut rows, &mut context, plan, out, &position)?;
@@ -684,12 +737,9 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
             _ => {}
         }
     }
-    if let Some(r) = &record {
-        let at = r.at;
-        record = None;
-        report(out, &mut rows, bad_row("the file ends inside a record (is it truncated?)".into(), None, at))?;
+    if let Some(r) = record.take() {
+        report(out, &mut rows, bad_row("the file ends inside a record (is it truncated?)".into(), None, r.at))?;
     }
-    let _ = record;
     out.flush(&mut rows)?;
     Ok(())
 }
@@ -906,8 +956,32 @@ impl PartitionStream for Share {
                 let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(CHUNKS_IN_FLIGHT);
                 // The file's bytes, decompressed, on this task; parsed on a blocking thread.
                 let fetch = {
-                    let (store, location, format) = (store.clone(), file.location.clone(), format.clone());
+                    let (store, file, format) = (store.clone(), file.clone(), format.clone());
                     async move {
+                        let location = file.location.clone();
+                        // Uncompressed: large ranges (a local store's stream comes in 8 KiB
+                        // chunks, each a wake-up of the parsing thread).
+                        if format.compression == crate::spec::InputCompression::None {
+                            let mut at = 0;
+                            while at < file.size {
+                                let end = (at + FETCH).min(file.size);
+                                let opts = GetOptions {
+                                    range: Some(object_store::GetRange::Bounded(at..end)),
+                                    ..Default::default()
+                                };
+                                let got = match store.get_opts(&location, opts).await {
+                                    Ok(g) => g.bytes().await,
+                                    Err(e) => Err(e),
+                                };
+                                let chunk = got.map_err(|e| DataFusionError::ObjectStore(Box::new(e)));
+                                let failed = chunk.is_err();
+                                if chunk_tx.send(chunk).await.is_err() || failed {
+                                    return;
+                                }
+                                at = end;
+                            }
+                            return;
+                        }
                         let got = store.get_opts(&location, GetOptions::default()).await;
                         let raw = match got {
                             Ok(g) => g.into_stream().map_err(|e| DataFusionError::ObjectStore(Box::new(e))).boxed(),
@@ -923,10 +997,24 @@ impl PartitionStream for Share {
                                 return;
                             }
                         };
+                        // Decompressed chunks are small: gathered into larger ones.
+                        let mut gathered = bytes::BytesMut::new();
                         while let Some(chunk) = stream.next().await {
-                            if chunk_tx.send(chunk).await.is_err() {
-                                return;
+                            match chunk {
+                                Ok(c) => {
+                                    gathered.extend_from_slice(&c);
+                                    if gathered.len() >= GATHER && chunk_tx.send(Ok(gathered.split().freeze())).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => {
+                                    let _ = chunk_tx.send(Err(e)).await;
+                                    return;
+                                }
                             }
+                        }
+                        if !gathered.is_empty() {
+                            let _ = chunk_tx.send(Ok(gathered.freeze())).await;
                         }
                     }
                 };
