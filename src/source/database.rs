@@ -566,7 +566,7 @@ impl DbStore {
             }
             DbStore::Mysql(store) => {
                 let mut conn = store.connect().await?;
-                let described = super::mysql::target::describe_table(&mut conn, &unquoted).await;
+                let described = super::mysql::target::describe_table(&mut conn, unquoted).await;
                 let _ = conn.disconnect().await;
                 Ok(super::mysql::target::problems(input, described?.as_ref(), add_columns))
             }

@@ -240,7 +240,9 @@ impl XmlPlan {
         }
         let mut first_step: std::collections::HashMap<Vec<u8>, Vec<usize>, Fnv> = Default::default();
         for (k, f) in out.iter().enumerate() {
-            if !f.absolute && let Some(s) = f.steps.first() {
+            if !f.absolute
+                && let Some(s) = f.steps.first()
+            {
                 first_step.entry(s.local.clone()).or_default().push(k);
             }
         }
@@ -429,7 +431,7 @@ impl Out<'_> {
                     let lenient = cast_with_options(&text, field.data_type(), &CastOptions::default())
                         .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
                     let keep = keep.get_or_insert_with(|| vec![true; text.len()]);
-                    for i in 0..text.len() {
+                    for (i, kept) in keep.iter_mut().enumerate() {
                         let failed = !text.is_null(i) && lenient.is_null(i)
                             || (self.plan.is_list(k)
                                 && !text.is_null(i)
@@ -439,8 +441,8 @@ impl Out<'_> {
                                     let l = l.as_any().downcast_ref::<datafusion::arrow::array::ListArray>();
                                     matches!((t, l), (Some(t), Some(l)) if t.value(0).null_count() != l.value(0).null_count())
                                 });
-                        if failed && keep[i] {
-                            keep[i] = false;
+                        if failed && *kept {
+                            *kept = false;
                             let value =
                                 datafusion::arrow::util::display::array_value_to_string(&text, i).unwrap_or_default();
                             let (line, col) = rows.at[i];
@@ -643,32 +645,8 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                     capture: text_capture,
                 });
             }
-            Event::Text(t) => {
-                if let Some(f) = stack.last_mut()
-                    && let Some(text) = f.text.as_mut()
-                {
-                    match t.xml10_content() {
-                        Ok(v) => text.push_str(v.as_ref()),
-                        Err(e) => {
-                            let at = position.here();
-                            mark_bad(&mut record, format!("text: {e}"), f.capture.first().copied(), plan, at)
-                        }
-                    }
-                }
-            }
-            Event::CData(t) => {
-                if let Some(f) = stack.last_mut()
-                    && let Some(text) = f.text.as_mut()
-                {
-                    match t.decode() {
-                        Ok(v) => text.push_str(v.as_ref()),
-                        Err(e) => {
-                            let at = position.here();
-                            mark_bad(&mut record, format!("CDATA: {e}"), f.capture.first().copied(), plan, at)
-                        }
-                    }
-                }
-            }
+            Event::Text(t) => append_text(&mut stack, &mut record, plan, &position, "text", || t.xml10_content()),
+            Event::CData(t) => append_text(&mut stack, &mut record, plan, &position, "CDATA", || t.decode()),
             Event::GeneralRef(r) => {
                 if let Some(f) = stack.last_mut()
                     && let Some(text) = f.text.as_mut()
@@ -742,6 +720,24 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
     }
     out.flush(&mut rows)?;
     Ok(())
+}
+
+/// Text (or CDATA) of the innermost element, appended when the element's text is captured;
+/// decoded only then.
+fn append_text<'t>(
+    stack: &mut [Frame],
+    record: &mut Option<Record>,
+    plan: &XmlPlan,
+    position: &Position,
+    what: &str,
+    decode: impl FnOnce() -> std::result::Result<std::borrow::Cow<'t, str>, quick_xml::encoding::EncodingError>,
+) {
+    let Some(f) = stack.last_mut() else { return };
+    let Some(text) = f.text.as_mut() else { return };
+    match decode() {
+        Ok(v) => text.push_str(v.as_ref()),
+        Err(e) => mark_bad(record, format!("{what}: {e}"), f.capture.first().copied(), plan, position.here()),
+    }
 }
 
 /// Close the innermost open element: its text goes to the fields that capture it; a
@@ -1003,7 +999,9 @@ impl PartitionStream for Share {
                             match chunk {
                                 Ok(c) => {
                                     gathered.extend_from_slice(&c);
-                                    if gathered.len() >= GATHER && chunk_tx.send(Ok(gathered.split().freeze())).await.is_err() {
+                                    if gathered.len() >= GATHER
+                                        && chunk_tx.send(Ok(gathered.split().freeze())).await.is_err()
+                                    {
                                         return;
                                     }
                                 }
