@@ -74,7 +74,8 @@ impl TargetDb for MyDb {
             == "1"
     }
     fn writing(&self) -> bool {
-        self.sql("SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_rows_modified > 0").trim() != "0"
+        // A transaction of a session in this database (the tests share the server).
+        self.sql("SELECT COUNT(*) FROM information_schema.innodb_trx x JOIN information_schema.processlist p ON p.id = x.trx_mysql_thread_id WHERE p.db = DATABASE()").trim() != "0"
     }
     fn ident(&self, name: &str) -> String {
         format!("`{name}`")
@@ -314,11 +315,11 @@ fn a_second_run_of_a_load_is_refused_while_the_first_writes(db: &dyn TargetDb) {
     p.write("p.yaml", format!("defaults: {{ retries: 0 }}\n{yaml}"));
     p.write("lake/in/a.csv", csv(&[(1, "north", 10, "")]));
     let (var, password) = db.password_env();
-    let first = p
+    let mut first = p
         .command(&["run", "p.yaml"])
         .env(var, password)
-        // Longer than a MySQL load waits for the lock.
-        .env("WEIR_FAILPOINT", "before_publish=sleep(8000)")
+        // Much longer than a MySQL load waits for the lock (5 s), a busy machine included.
+        .env("WEIR_FAILPOINT", "before_publish=sleep(15000)")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -326,6 +327,10 @@ fn a_second_run_of_a_load_is_refused_while_the_first_writes(db: &dyn TargetDb) {
     // Wait until the first run holds the lock and has written its rows.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !db.writing() {
+        if let Ok(Some(_)) = first.try_wait() {
+            let out = first.wait_with_output().unwrap();
+            panic!("the first run ended: {}", String::from_utf8_lossy(&out.stderr));
+        }
         assert!(std::time::Instant::now() < deadline, "the first run never took the lock");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
