@@ -753,20 +753,25 @@ fn close(
 ) -> Result<bool> {
     let Some(frame) = stack.pop() else { return Ok(true) };
     let at = position.here();
-    if let Some(text) = frame.text {
-        for &k in &frame.capture {
-            // An element without text is NULL, as a missing one.
-            if !text.is_empty() {
-                set_value(plan, record, context, k, text.clone(), at);
-            }
+    // An element without text is NULL, as a missing one. (The last field that captures it
+    // takes the text itself.)
+    if let Some(text) = frame.text
+        && !text.is_empty()
+        && let Some((&last, others)) = frame.capture.split_last()
+    {
+        for &k in others {
+            set_value(plan, record, context, k, text.clone(), at);
         }
+        set_value(plan, record, context, last, text, at);
     }
     // Absolute values end with the element that encloses them and the record (the one at
     // depth `scope - 1`).
-    let depth = stack.len();
-    for (k, f) in plan.fields.iter().enumerate() {
-        if f.absolute && f.scope == depth + 1 && frame.inside.is_none() {
-            context[k] = None;
+    if frame.inside.is_none() {
+        let depth = stack.len();
+        for (k, f) in plan.fields.iter().enumerate() {
+            if f.absolute && f.scope == depth + 1 {
+                context[k] = None;
+            }
         }
     }
     if frame.inside == Some(0) {
@@ -862,9 +867,10 @@ fn finish_record(
         DataType::List(f) => f.data_type() != &DataType::Utf8,
         _ => true,
     };
-    let value = |k: usize, v: Option<&str>| -> Option<String> {
-        v.map(|v| if typed(k) { v.trim_matches(|c: char| c.is_ascii_whitespace()).to_string() } else { v.to_string() })
-    };
+    fn trimmed(typed: bool, v: Option<&str>) -> Option<&str> {
+        v.map(|v| if typed { v.trim_matches(|c: char| c.is_ascii_whitespace()) } else { v })
+    }
+    let value = |k: usize, v| trimmed(typed(k), v);
     for (k, builder) in rows.scalars.iter_mut().enumerate() {
         if let Some(b) = builder {
             let v = if out.plan.fields[k].absolute { context[k].as_deref() } else { r.scalars[k].as_deref() };
