@@ -514,12 +514,7 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
         let (ns, event) = match event {
             Ok(e) => e,
             Err(e) => {
-                let at = position.here();
-                if let Some(err) = reader.get_mut().error.take() {
-                    return Err(err);
-                }
-                let reason = format!("malformed XML: {e}; the rest of the file was not read");
-                report(out, &mut rows, bad_row(reason, None, at))?;
+                stop_file(reader.get_mut(), &e, &position, out, &mut rows)?;
                 break;
             }
         };
@@ -590,15 +585,9 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
                 if live.is_empty() && capture.is_empty() && !starts_record {
                     // Nothing of interest below: skipped whole.
                     if !empty {
-                        let end = s.name().as_ref().to_vec();
                         skip_buf.clear();
-                        if let Err(e) = reader.read_to_end_into(quick_xml::name::QName(&end), &mut skip_buf) {
-                            let at = position.here();
-                            if let Some(err) = reader.get_mut().error.take() {
-                                return Err(err);
-                            }
-                            let reason = format!("malformed XML: {e}; the rest of the file was not read");
-                            report(out, &mut rows, bad_row(reason, None, at))?;
+                        if let Err(e) = reader.read_to_end_into(s.name(), &mut skip_buf) {
+                            stop_file(reader.get_mut(), &e, &position, out, &mut rows)?;
                             break;
                         }
                     }
@@ -828,6 +817,30 @@ fn mark_bad(record: &mut Option<Record>, reason: String, k: Option<usize>, plan:
     {
         r.bad = Some((reason, k.map(|k| plan.columns[k].clone()), at));
     }
+}
+
+/// The reader failed: the fetch's own error when the bytes did not arrive, else one bad row
+/// for the rest of the file (the records before it are read).
+fn stop_file(
+    chunks: &mut Chunks,
+    e: &quick_xml::Error,
+    position: &Position,
+    out: &Out<'_>,
+    rows: &mut Rows,
+) -> Result<()> {
+    if let Some(err) = chunks.error.take() {
+        return Err(err);
+    }
+    let at = position.here();
+    let row = BadRow {
+        file: out.file.to_string(),
+        line: at.0,
+        column: None,
+        value: None,
+        reason: format!("malformed XML: {e}; the rest of the file was not read (line {}, column {})", at.0, at.1),
+        raw: String::new(),
+    };
+    report(out, rows, row)
 }
 
 /// A bad row. When the first stops the run, the rows before it are converted first: a value
