@@ -336,6 +336,32 @@ pub fn render_plan(p: &Plan, reads: &HashMap<NodeIndex, Vec<String>>) -> String 
                 s.push_str(&wrap_text("     query    ", &pg.describe_read()));
             }
             TaskKind::Extract(crate::compile::ExtractPlan {
+                source: crate::compile::SourcePlan::Http(h),
+                incremental: inc,
+                ..
+            }) => {
+                s.push_str(&format!("     reads    {}: GET {} (json)\n", h.store.name, h.describe()));
+                if let Some(paging) = &h.request.paginate {
+                    s.push_str(&format!("     pages    {}\n", crate::source::http::paging_text(paging)));
+                }
+                if let Some((n, per)) = h.request.rate {
+                    s.push_str(&format!(
+                        "     rate     at most {n} request{} per {}\n",
+                        if n == 1 { "" } else { "s" },
+                        humantime::format_duration(per)
+                    ));
+                }
+                if inc.is_some() {
+                    for line in reads
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| vec!["rows past the watermark (no load reads it)".into()])
+                    {
+                        s.push_str(&format!("     incremental  {line}\n"));
+                    }
+                }
+            }
+            TaskKind::Extract(crate::compile::ExtractPlan {
                 source: crate::compile::SourcePlan::Files(e),
                 incremental: inc,
                 ..

@@ -766,9 +766,10 @@ impl Compiler<'_> {
             let schema_of = |n: &str| -> Option<SchemaRef> {
                 let j = index.get(n)?;
                 match graph[*j].kind {
-                    DraftKind::Extract { .. } | DraftKind::DbExtract { .. } | DraftKind::Transform { .. } => {
-                        schemas.get(j).cloned()
-                    }
+                    DraftKind::Extract { .. }
+                    | DraftKind::DbExtract { .. }
+                    | DraftKind::HttpExtract { .. }
+                    | DraftKind::Transform { .. } => schemas.get(j).cloned(),
                     _ => None,
                 }
             };

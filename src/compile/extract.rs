@@ -19,6 +19,20 @@ impl Compiler<'_> {
         if let Some(db) = self.databases.get(&e.store).cloned() {
             return self.draft_database_extract(name, e, db);
         }
+        if let Some(api) = self.apis.get(&e.store).cloned() {
+            return self.draft_http_extract(name, e, api);
+        }
+        if e.http.is_some() && (p.spec.stores.contains_key(&e.store) || self.databases.contains_key(&e.store)) {
+            self.diags.push(
+                p.diag_key(
+                    "extract",
+                    &ypath!["tasks", name, "extract", "http"],
+                    format!("`http` reads an HTTP API; `{}` is not an `http://` or `https://` store", e.store),
+                )
+                .help("define the API as a store: `url: \"https://api.example.com/v2/\"`"),
+            );
+            return DraftKind::Broken;
+        }
         let before = self.diags.len();
         let broken = |this: &Self| this.diags.len() > before;
         let store = stores.get(&e.store).cloned();
@@ -99,7 +113,7 @@ impl Compiler<'_> {
     }
 
     /// The types `schema:` declares, by column; each that does not parse is reported.
-    fn declared_types(&mut self, name: &str, e: &spec::Extract) -> Vec<(String, DataType)> {
+    pub(super) fn declared_types(&mut self, name: &str, e: &spec::Extract) -> Vec<(String, DataType)> {
         let p = self.p;
         let mut declared = Vec::new();
         for (col, ty) in e.schema.iter().flatten() {
@@ -361,7 +375,8 @@ impl Compiler<'_> {
             }
         }
         let databases = self.describe_databases(g, schemas).await;
-        Sources { files, databases }
+        let apis = self.describe_apis(g, schemas).await;
+        Sources { files, databases, apis }
     }
 
     /// Every database extract's columns, from the server's description of its statement.
@@ -483,7 +498,8 @@ impl Compiler<'_> {
         let mut incremental: HashMap<NodeIndex, IncrementalPlan> = HashMap::new();
         for &i in &g.order {
             if let DraftKind::Extract { incremental: Some(inc), .. }
-            | DraftKind::DbExtract { incremental: Some(inc), .. } = &graph[i].kind
+            | DraftKind::DbExtract { incremental: Some(inc), .. }
+            | DraftKind::HttpExtract { incremental: Some(inc), .. } = &graph[i].kind
                 && let Some(schema) = schemas.get(&i)
             {
                 let name = graph[i].name.clone();
@@ -801,6 +817,7 @@ pub(super) struct Sources {
     pub files: HashMap<NodeIndex, (Vec<object_store::ObjectMeta>, SchemaRef)>,
     /// Per database extract: its plan.
     pub databases: HashMap<NodeIndex, crate::source::database::DbPlan>,
+    pub apis: HashMap<NodeIndex, crate::source::http::HttpPlan>,
 }
 
 /// (format, compression, is .tsv) from a path's extensions.
@@ -831,7 +848,7 @@ pub(super) fn format_from_path(path: &str) -> (Option<FileFormat>, Option<InputC
     (format, compression, rest.ends_with(".tsv"))
 }
 
-pub(super) fn format_name(f: FileFormat) -> &'static str {
+pub(crate) fn format_name(f: FileFormat) -> &'static str {
     match f {
         FileFormat::Csv => "CSV",
         FileFormat::Json => "JSON",

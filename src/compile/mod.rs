@@ -8,6 +8,7 @@ pub mod engine;
 mod extract;
 pub use extract::UNREACHABLE;
 mod graph;
+mod http;
 mod loads;
 pub mod plan;
 mod queries;
@@ -116,6 +117,13 @@ enum DraftKind {
         incremental: Option<spec::Incremental>,
         cdc: Option<crate::source::postgres::cdc::CdcPlan>,
     },
+    /// The pages of an HTTP API.
+    HttpExtract {
+        store: Arc<crate::source::http::HttpStore>,
+        request: crate::source::http::Request,
+        declared: Vec<(String, DataType)>,
+        incremental: Option<spec::Incremental>,
+    },
     /// `statement` is taken when the query is planned.
     Transform {
         sql: String,
@@ -135,7 +143,8 @@ pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
 /// Compile one pipeline, with inferred schemas cached in `cache`.
 pub async fn compile_cached(p: &LoadedPipeline, cache: Option<&dyn SchemaCache>) -> Result<Plan, CompileError> {
     // Problems the spec stage found are reported together with compile's own.
-    let mut c = Compiler { p, diags: p.problems.clone(), cache, databases: Default::default() };
+    let mut c =
+        Compiler { p, diags: p.problems.clone(), cache, databases: Default::default(), apis: Default::default() };
     let plan = c.run().await;
     match plan {
         Some(plan) if c.diags.is_empty() => Ok(plan),
@@ -153,6 +162,8 @@ struct Compiler<'a> {
     cache: Option<&'a dyn SchemaCache>,
     /// Database stores, by name (object stores are `stores()`' answer).
     databases: indexmap::IndexMap<String, crate::source::database::DbStore>,
+    /// HTTP API stores, by name.
+    apis: indexmap::IndexMap<String, Arc<crate::source::http::HttpStore>>,
 }
 
 impl Compiler<'_> {
@@ -229,6 +240,14 @@ impl Compiler<'_> {
                             bad_rows: Default::default(),
                         }),
                         None => unreachable!("compile reports database sources it could not describe"),
+                    },
+                    DraftKind::HttpExtract { .. } => match sources.apis.remove(&i) {
+                        Some(plan) => TaskKind::Extract(ExtractPlan {
+                            source: crate::source::SourcePlan::Http(plan),
+                            incremental: incremental.remove(&i),
+                            bad_rows: Default::default(),
+                        }),
+                        None => unreachable!("compile reports HTTP sources it could not describe"),
                     },
                     DraftKind::Transform { sql, inputs, .. } => {
                         TaskKind::Transform(TransformPlan { sql, inputs, execution: how[&i] })

@@ -81,7 +81,7 @@ impl Compiler<'_> {
         let mut needed = Scans::new();
         for &i in order.iter() {
             match (&graph[i].kind, schemas.get(&i)) {
-                (DraftKind::Extract { .. }, Some(s)) => {
+                (DraftKind::Extract { .. } | DraftKind::HttpExtract { .. }, Some(s)) => {
                     let _ = ctx.register_table(graph[i].name.as_str(), Arc::new(EmptyTable::new(s.clone())));
                 }
                 (DraftKind::DbExtract { .. }, Some(s)) => {

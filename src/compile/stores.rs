@@ -14,6 +14,10 @@ impl Compiler<'_> {
                     crate::spec::add_secret(&p.secrets, v);
                 }
             }
+            if crate::source::http::is_http_url(&s.url) {
+                self.http_store(name, &s.url, &options);
+                continue;
+            }
             if let Some(kind) = crate::source::database::DbKind::of_url(&s.url) {
                 self.database_store(kind, name, &s.url, &options);
                 continue;

@@ -58,6 +58,10 @@ impl From<datafusion::error::DataFusionError> for TaskError {
         if let Some((message, retryable)) = DbError::inside(&e) {
             return TaskError::caused_by(message, retryable, e);
         }
+        if let Some(h) = crate::source::http::HttpError::inside(&e) {
+            let (message, retryable) = (h.to_string(), h.is_transient());
+            return TaskError::caused_by(message, retryable, e);
+        }
         let message = clean_df_message(&e.strip_backtrace());
         let retryable = crate::storage::is_transient(&e);
         TaskError::caused_by(message, retryable, e)

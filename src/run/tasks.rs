@@ -136,6 +136,7 @@ async fn run_task(
     let mut out = match &node.kind {
         TaskKind::Extract(e) => match (&e.source, env.pass.inputs.get(&i)) {
             (SourcePlan::Database(db), input) => database_extract(ctx, plan, i, e, db, input, env, cancel).await,
+            (SourcePlan::Http(h), input) => http_extract(ctx, i, &node.name, e, h, input, env, cancel).await,
             (SourcePlan::Files(_), Some(input)) => {
                 incremental_extract(ctx, i, &node.name, &node.schema, e, input, bad.as_ref(), env, cancel).await
             }
@@ -332,6 +333,106 @@ async fn database_extract(
         note: (n_parts > 1).then(|| format!("{n_parts} parts read in one snapshot")),
         ..Default::default()
     })
+}
+
+/// An HTTP extract: its pages read one after another into local staging (an API is read
+/// once per run: every consumer reads the same rows). With a watermark, `${watermark}` is
+/// the committed one and the rows are filtered by it again (APIs' "since" is often
+/// inclusive).
+#[allow(clippy::too_many_arguments)]
+async fn http_extract(
+    ctx: &SessionContext,
+    i: NodeIndex,
+    name: &str,
+    e: &ExtractPlan,
+    h: &crate::source::http::HttpPlan,
+    input: Option<&ExtractInput>,
+    env: &TaskEnv,
+    cancel: &CancellationToken,
+) -> Result<Outcome, TaskError> {
+    use crate::source::http::{HttpError, HttpRead, Stats};
+    let watermark = input.zip(e.incremental.as_ref().and_then(|inc| inc.watermark.as_ref()));
+    let after = match watermark {
+        Some((ExtractInput { after: Some(after), .. }, w)) => {
+            Some(crate::source::http::watermark_text(after).ok_or_else(|| {
+                TaskError::fatal(format!("the watermark of `{}` ({after}) has no text to send", w.column))
+            })?)
+        }
+        _ => None,
+    };
+    let stats = Arc::new(Stats::default());
+    let read = HttpRead { plan: h.clone(), after, stats: stats.clone() };
+    let table = datafusion::catalog::streaming::StreamingTable::try_new(h.schema.clone(), vec![Arc::new(read)])?;
+    let df = ctx.read_table(Arc::new(table))?;
+    let result = match watermark {
+        Some((input, w)) => {
+            let cursor = datafusion::prelude::ident(&w.column);
+            let df = match &input.after {
+                Some(after) => {
+                    df.filter(cursor.clone().gt(datafusion::prelude::lit(after.clone())).or(cursor.is_null()))?
+                }
+                None => df,
+            };
+            watermarked(ctx, i, name, &h.schema, w, input, df, env, cancel).await
+        }
+        None => {
+            let area = super::stage::Area::Local(&env.staging_dir);
+            match super::stage::stage_parquet(&area, &ctx.state(), df.logical_plan().clone(), name, cancel).await {
+                Ok((written, files)) => {
+                    let bytes = files.iter().map(|f| f.size).sum();
+                    ctx.register_table(name, Arc::new(staged_table(h.schema.clone(), files).with_rows(written.rows)))?;
+                    Ok(Outcome {
+                        rows_out: Some(written.rows),
+                        bytes_written: Some(bytes),
+                        staged: true,
+                        ..Default::default()
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let mut out = match result {
+        Ok(out) => out,
+        Err(err) => {
+            // Fields the schema lacks: the next compile reads them (the cached schema gets
+            // them), this run loads nothing.
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source.as_deref().map(|e| e as _);
+            while let Some(c) = cur {
+                let found = c
+                    .downcast_ref::<datafusion::error::DataFusionError>()
+                    .and_then(HttpError::inside)
+                    .or_else(|| c.downcast_ref::<HttpError>());
+                if let Some(HttpError::NewFields { schema, .. }) = found {
+                    if let Some(state) = &env.state {
+                        crate::source::SchemaCache::put_schema(
+                            state.as_ref(),
+                            &h.cache_key,
+                            &crate::source::files::infer::schema_bytes(schema),
+                        );
+                    }
+                    break;
+                }
+                cur = c.source();
+            }
+            return Err(err);
+        }
+    };
+    let (records, pages, requests, retries) =
+        (stats.get(&stats.records), stats.get(&stats.pages), stats.get(&stats.requests), stats.get(&stats.retries));
+    let what = format!(
+        "{records} record{} in {pages} page{} ({requests} request{}{})",
+        if records == 1 { "" } else { "s" },
+        if pages == 1 { "" } else { "s" },
+        if requests == 1 { "" } else { "s" },
+        if retries > 0 { format!(", {retries} retried") } else { String::new() }
+    );
+    out.note = Some(match out.note.take() {
+        Some(n) => format!("{what}; {n}"),
+        None => what,
+    });
+    out.bytes_read = Some(stats.get(&stats.bytes));
+    Ok(out)
 }
 
 /// The table of an extract's `files` (see `source::files::table_of`).

@@ -1,11 +1,11 @@
 //! `source`: one module per kind of source (see `docs/design/connectors.md`). A kind says at
 //! compile time what will be read and with which schema — from a catalog or file footers and
-//! samples, never by reading the data — and at run time reads it as a DataFusion table. Files
-//! and databases (behind the one seam of [`database`]) so far; XML feeds and HTTP APIs come
-//! beside them.
+//! samples, never by reading the data — and at run time reads it as a DataFusion table. Files,
+//! databases (behind the one seam of [`database`]) and HTTP APIs (from their first page).
 
 pub mod database;
 pub mod files;
+pub mod http;
 pub mod mysql;
 pub mod postgres;
 
@@ -16,6 +16,8 @@ pub enum SourcePlan {
     Files(files::FilesPlan),
     /// A table or query of a database (PostgreSQL, MySQL/MariaDB).
     Database(database::DbPlan),
+    /// The pages of an HTTP API.
+    Http(http::HttpPlan),
 }
 
 impl SourcePlan {
@@ -24,6 +26,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Files(_) => "files",
             SourcePlan::Database(d) => d.kind().id(),
+            SourcePlan::Http(_) => "http",
         }
     }
 }

@@ -392,6 +392,14 @@ impl Parser {
                         self.push(d);
                     }
                 }
+                // `${watermark}` in an HTTP extract's path or parameters is filled in at run
+                // time by the source: kept as written.
+                if is_http_request_path(path) && s.contains(WATERMARK_PLACEHOLDER) {
+                    *s = s
+                        .replace("$${watermark}", "\u{0}")
+                        .replace(WATERMARK_PLACEHOLDER, "$${watermark}")
+                        .replace('\u{0}', "$${watermark}");
+                }
                 match interp.interpolate(s) {
                     Ok(r) => {
                         for e in &r.env_values {
@@ -783,6 +791,22 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Paths whose string is SQL (secrets are refused there).
+/// The placeholder of an HTTP extract's committed watermark.
+pub const WATERMARK_PLACEHOLDER: &str = "${watermark}";
+
+/// `tasks.<t>.extract.http.path` and `tasks.<t>.extract.http.params.<p>`.
+fn is_http_request_path(path: &YamlPath) -> bool {
+    match path.segments() {
+        [Seg::Key(t), _, Seg::Key(e), Seg::Key(h), Seg::Key(f)] => {
+            t == "tasks" && e == "extract" && h == "http" && f == "path"
+        }
+        [Seg::Key(t), _, Seg::Key(e), Seg::Key(h), Seg::Key(f), _] => {
+            t == "tasks" && e == "extract" && h == "http" && f == "params"
+        }
+        _ => false,
+    }
+}
+
 fn is_sql_path(path: &YamlPath) -> bool {
     match path.segments() {
         [Seg::Key(t), _, Seg::Key(k), Seg::Key(f)] => {

@@ -596,6 +596,12 @@ pub struct Extract {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xml: Option<XmlOptions>,
 
+    /// HTTP APIs (the store is an `http://` or `https://` URL): the resource to read, its
+    /// parameters, where the records are in each response and how to get the next page.
+    /// Responses are JSON (`format: json`, the default for an HTTP store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpOptions>,
+
     /// Column types, by column name, in SQL type names: `bigint`, `integer`, `smallint`,
     /// `double`, `real`, `decimal(p,s)`, `varchar`, `boolean`, `date`, `timestamp`,
     /// `timestamp with time zone`. Columns not listed keep their inferred type. For CSV and
@@ -644,6 +650,110 @@ pub struct XmlOptions {
     /// Namespace prefixes the paths use: prefix → namespace URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<IndexMap<String, String>>,
+}
+
+/// How an HTTP API is read: one GET per page, JSON responses.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// The resource, relative to the store's URL (`contacts`, `v1/devices`), or absolute on
+    /// the store's host (`/v2/contacts`).
+    pub path: String,
+    /// Query parameters of every request. `${watermark}` in a value is the committed
+    /// watermark of `incremental.watermark` (minus its `lookback`), written as text
+    /// (`2026-11-01T08:00:00Z` for a timestamp with time zone, `2026-11-01` for a date, the
+    /// number for an integer); on a first run or `--full-refresh` the parameter is left out.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub params: IndexMap<String, Scalar>,
+    /// Request headers besides authentication (`Accept`, an API version). Secrets belong in
+    /// the store's options.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, String>,
+    /// Where the records are in each response: a dot path to a list (`data.items`). Default:
+    /// the response itself is the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
+    /// How to ask for the next page. Default: one request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Paginate>,
+    /// At most `requests` requests in any window of `per` (retries count). Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Pagination: one of the styles APIs use (exactly one key).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Paginate {
+    /// The response names the next page's cursor (`meta.next_cursor`), sent back as `param`.
+    /// Done when the cursor is missing, null or empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorPaging>,
+    /// Numbered pages: `param` = 1, 2, … (from `first`), with `size_param` = `size`. Done at
+    /// the first page with fewer than `size` records (or none, without `size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<PagePaging>,
+    /// Offsets: `param` = 0, `limit`, 2×`limit`, … with `limit_param` = `limit`. Done at the
+    /// first page with fewer than `limit` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<OffsetPaging>,
+    /// The response holds the next page's URL at this dot path (`links.next`). Done when it
+    /// is missing or null. The URL must be on the store's host (credentials go nowhere else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_url: Option<String>,
+    /// `true`: the next page's URL is the `Link: <…>; rel="next"` response header (RFC 8288,
+    /// as GitHub's API). Done when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_header: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CursorPaging {
+    /// The query parameter the cursor is sent as.
+    pub param: String,
+    /// Dot path of the next cursor in the response.
+    pub next: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PagePaging {
+    /// The query parameter of the page number.
+    pub param: String,
+    /// The query parameter of the page size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_param: Option<String>,
+    /// Records per page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub size: Option<u64>,
+    /// The first page's number. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetPaging {
+    /// The query parameter of the offset.
+    pub param: String,
+    /// The query parameter of the page size.
+    pub limit_param: String,
+    /// Records per page.
+    #[schemars(range(min = 1))]
+    pub limit: u64,
+}
+
+/// A request rate that is never exceeded.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    #[schemars(range(min = 1))]
+    pub requests: u32,
+    /// The window: `1s`, `1m`.
+    pub per: Duration,
 }
 
 /// How a database extract is cut into parallel range reads.

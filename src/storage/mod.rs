@@ -76,6 +76,8 @@ pub fn is_credential(key: &str) -> bool {
     ["secret", "token", "password", "sas", "access_key", "account_key", "service_account_key", "client_id"]
         .iter()
         .any(|w| k.contains(w))
+        && !k.ends_with("_url")
+        || k == "api_key"
 }
 
 /// What kind of backend a store is; decides the publish protocol of loads.

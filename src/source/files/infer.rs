@@ -151,7 +151,7 @@ fn schema_key(
 }
 
 /// A schema as Arrow IPC flatbuffer bytes (a `Schema` root; read back with `root_as_schema`).
-fn schema_bytes(schema: &Schema) -> Vec<u8> {
+pub fn schema_bytes(schema: &Schema) -> Vec<u8> {
     datafusion::arrow::ipc::convert::IpcSchemaEncoder::new().schema_to_fb(schema).finished_data().to_vec()
 }
 
