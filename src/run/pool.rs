@@ -161,9 +161,9 @@ mod tests {
     #[test]
     fn spillers_leave_a_quarter_to_consumers_that_cannot_spill() {
         let pool: Arc<dyn MemoryPool> = Arc::new(HeadroomPool::new(1000));
-        let mut a = MemoryConsumer::new("sort a").with_can_spill(true).register(&pool);
-        let mut b = MemoryConsumer::new("sort b").with_can_spill(true).register(&pool);
-        let mut w = MemoryConsumer::new("writer").register(&pool);
+        let a = MemoryConsumer::new("sort a").with_can_spill(true).register(&pool);
+        let b = MemoryConsumer::new("sort b").with_can_spill(true).register(&pool);
+        let w = MemoryConsumer::new("writer").register(&pool);
         // Two spillers share 750: 375 each.
         a.try_grow(375).unwrap();
         assert!(a.try_grow(1).is_err(), "a spiller past its share spills");
@@ -188,14 +188,14 @@ mod tests {
     #[test]
     fn repartition_buffers_are_counted_but_never_refused() {
         let pool: Arc<dyn MemoryPool> = Arc::new(HeadroomPool::new(1000));
-        let mut sort = MemoryConsumer::new("sort").with_can_spill(true).register(&pool);
-        let mut r = MemoryConsumer::new("RepartitionExec[0]").with_can_spill(true).register(&pool);
+        let sort = MemoryConsumer::new("sort").with_can_spill(true).register(&pool);
+        let r = MemoryConsumer::new("RepartitionExec[0]").with_can_spill(true).register(&pool);
         // The repartition is no spiller: the sort alone shares 750, whatever it holds.
         sort.try_grow(750).unwrap();
         r.try_grow(2000).unwrap();
         assert_eq!(pool.reserved(), 2750);
         assert!(sort.try_grow(1).is_err());
-        let mut w = MemoryConsumer::new("writer").register(&pool);
+        let w = MemoryConsumer::new("writer").register(&pool);
         w.try_grow(250).unwrap();
         r.shrink(2000);
         assert_eq!(pool.reserved(), 1000);
