@@ -962,9 +962,14 @@ impl PartitionStream for HttpRead {
         &self.plan.schema
     }
 
+    /// The pages are fetched by a task of their own, up to [`AHEAD`] pages ahead of the
+    /// decoding: the next request goes out while a page is decoded.
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.plan.schema.clone();
-        let pages = Pages::new(self.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+        let fetch = Fetch::new(self.clone());
+        let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(fetch.run(tx)));
+        let pages = Pages::new(self.clone(), rx, task);
         let stream = futures::stream::try_unfold(pages, |mut p| async move {
             match p.next_batch().await {
                 Ok(Some(b)) => Ok(Some((b, p))),
@@ -976,34 +981,104 @@ impl PartitionStream for HttpRead {
     }
 }
 
-/// The pages of one read, as batches.
-struct Pages {
+/// Pages fetched ahead of the decoding.
+const AHEAD: usize = 4;
+
+/// What the fetching task sends: a page's records, or that there are no more.
+enum Page {
+    Records(Url, Vec<Value>),
+    Done,
+}
+
+/// The requests of one read, one page after another.
+struct Fetch {
     read: HttpRead,
     next: Option<Url>,
     state: paging::State,
+    /// Digests of the answers so far: an API that ignores the paging parameter answers the
+    /// same page forever.
+    seen: HashSet<[u8; 32]>,
+}
+
+impl Fetch {
+    fn new(read: HttpRead) -> Fetch {
+        Fetch { read, next: None, state: paging::State::default(), seen: HashSet::new() }
+    }
+
+    async fn run(mut self, tx: tokio::sync::mpsc::Sender<Result<Page, HttpError>>) {
+        let mut first = true;
+        loop {
+            let page = self.page(first).await;
+            first = false;
+            let last = matches!(page, Ok(Page::Done) | Err(_));
+            if tx.send(page).await.is_err() || last {
+                return;
+            }
+        }
+    }
+
+    async fn page(&mut self, first: bool) -> Result<Page, HttpError> {
+        let plan = &self.read.plan;
+        let url = if first {
+            let url = plan.first_url(self.read.after.as_deref(), false)?;
+            paging::start(&plan.request.paginate, url)
+        } else {
+            match self.next.take() {
+                Some(u) => u,
+                None => return Ok(Page::Done),
+            }
+        };
+        let url = plan.with_key(url);
+        let answer = plan.store.get(&url, &plan.request.headers, &plan.limiter, &self.read.stats).await?;
+        let digest: [u8; 32] = *blake3::hash(&answer.body).as_bytes();
+        let (records, parsed) = plan.records(&url, &answer)?;
+        let shown = || plan.store.shown(&url);
+        if !records.is_empty() && !self.seen.insert(digest) {
+            return Err(HttpError::Response {
+                url: shown(),
+                message: "the API answered with a page it gave before: does it take the paging parameter? (stopped instead of reading forever)".into(),
+            });
+        }
+        self.next =
+            paging::next(&plan.request.paginate, &mut self.state, &url, &answer.headers, &parsed, records.len())
+                .map_err(|message| HttpError::Response { url: shown(), message })?;
+        if let Some(n) = &self.next
+            && !same_origin(n, &plan.store.base)
+        {
+            return Err(HttpError::Response {
+                url: shown(),
+                message: format!(
+                    "the next page is on another host ({}): weir sends the store's credentials to its own host only",
+                    n.origin().ascii_serialization()
+                ),
+            });
+        }
+        self.read.stats.pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.read.stats.records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(Page::Records(url, records))
+    }
+}
+
+/// The decoding side of one read: pages in, batches out.
+struct Pages {
+    read: HttpRead,
+    rx: tokio::sync::mpsc::Receiver<Result<Page, HttpError>>,
+    /// The fetching task, aborted when the read is dropped.
+    _task: tokio_util::task::AbortOnDropHandle<()>,
     decoder: Option<datafusion::arrow::json::reader::Decoder>,
     /// The records given to the decoder since its last batch (its errors come at the batch:
     /// a field the schema lacks is found in them).
     pending: Vec<Value>,
-    /// Digests of the answers so far: an API that ignores the paging parameter answers the
-    /// same page forever.
-    seen: HashSet<[u8; 32]>,
-    started: bool,
     done: bool,
 }
 
 impl Pages {
-    fn new(read: HttpRead) -> Pages {
-        Pages {
-            read,
-            next: None,
-            state: paging::State::default(),
-            decoder: None,
-            pending: Vec::new(),
-            seen: HashSet::new(),
-            started: false,
-            done: false,
-        }
+    fn new(
+        read: HttpRead,
+        rx: tokio::sync::mpsc::Receiver<Result<Page, HttpError>>,
+        task: tokio_util::task::AbortOnDropHandle<()>,
+    ) -> Pages {
+        Pages { read, rx, _task: task, decoder: None, pending: Vec::new(), done: false }
     }
 
     fn decoder(&mut self) -> Result<&mut datafusion::arrow::json::reader::Decoder, HttpError> {
@@ -1026,48 +1101,16 @@ impl Pages {
             if self.done {
                 return self.flush(last.as_ref());
             }
-            let url = if self.started {
-                match self.next.take() {
-                    Some(u) => u,
-                    None => {
-                        self.done = true;
-                        continue;
-                    }
+            let (url, records) = match self.rx.recv().await {
+                Some(Ok(Page::Records(url, records))) => (url, records),
+                Some(Ok(Page::Done)) => {
+                    self.done = true;
+                    continue;
                 }
-            } else {
-                self.started = true;
-                let plan = &self.read.plan;
-                let url = plan.first_url(self.read.after.as_deref(), false)?;
-                paging::start(&plan.request.paginate, url)
+                Some(Err(e)) => return Err(e),
+                // Never taken for the end: a read that stops without saying so is an error.
+                None => return Err(HttpError::Url("the page reader stopped before the last page".into())),
             };
-            let plan = &self.read.plan;
-            let url = plan.with_key(url);
-            let answer = plan.store.get(&url, &plan.request.headers, &plan.limiter, &self.read.stats).await?;
-            let digest: [u8; 32] = *blake3::hash(&answer.body).as_bytes();
-            let (records, parsed) = plan.records(&url, &answer)?;
-            let shown = || plan.store.shown(&url);
-            if !records.is_empty() && !self.seen.insert(digest) {
-                return Err(HttpError::Response {
-                    url: shown(),
-                    message: "the API answered with a page it gave before: does it take the paging parameter? (stopped instead of reading forever)".into(),
-                });
-            }
-            self.next =
-                paging::next(&plan.request.paginate, &mut self.state, &url, &answer.headers, &parsed, records.len())
-                    .map_err(|message| HttpError::Response { url: shown(), message })?;
-            if let Some(n) = &self.next
-                && !same_origin(n, &plan.store.base)
-            {
-                return Err(HttpError::Response {
-                    url: shown(),
-                    message: format!(
-                        "the next page is on another host ({}): weir sends the store's credentials to its own host only",
-                        n.origin().ascii_serialization()
-                    ),
-                });
-            }
-            self.read.stats.pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.read.stats.records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if records.is_empty() {
                 continue;
             }
