@@ -452,10 +452,12 @@ tasks:
     // A page that fails after the retries names the URL (key removed), status and body.
     *server.api.broken.lock().unwrap() = Some(("keyparam".into(), 500));
     p.write("p.yaml", std::fs::read_to_string(p.join("p.yaml")).unwrap().replace("path: all/", "path: all2/"));
-    let r = p.weir_env(&["run", "p.yaml", "-vv"], &env);
+    let r = p.weir_env(&["run", "p.yaml", "-vv", "--metrics-file", "m.prom"], &env);
     seen.push_str(&r.stdout);
     seen.push_str(&r.stderr);
     assert_eq!(r.code, 1, "{}", r.stderr);
+    let metrics = std::fs::read_to_string(p.join("m.prom")).unwrap();
+    assert!(metrics.contains("weir_task_duration_seconds"), "{metrics}");
     assert!(
         r.stdout.contains(&format!(
             "GET {base}keyparam?key=***&cursor=c10: HTTP 500 (after 1 retry): {{\"error\":\"the backend is down\""
