@@ -140,25 +140,17 @@ impl Compiler<'_> {
         let p = self.p;
         let before = self.diags.len();
         let base = ypath!["tasks", name, "extract"];
-        let file_keys = [
-            ("path", !e.path.is_empty()),
-            ("format", e.format.is_some()),
-            ("compression", e.compression.is_some()),
-            ("csv", e.csv.is_some()),
-            ("infer_rows", e.infer_rows.is_some()),
-            ("bad_rows", e.bad_rows.is_some()),
-        ];
-        for (key, set) in file_keys {
-            if set {
-                self.diags.push(
-                    p.diag_key(
-                        "extract",
-                        &base.key(key),
-                        format!("`{key}` applies to files; `{}` is a database store", e.store),
-                    )
-                    .help("a database extract names a `table` or a `query`"),
-                );
-            }
+        let other = ["path", "format", "compression", "csv", "xml", "http", "infer_rows", "bad_rows"];
+        for key in e.kind_keys().into_iter().filter(|k| other.contains(k)) {
+            let what = if key == "http" { "HTTP APIs" } else { "files" };
+            self.diags.push(
+                p.diag_key(
+                    "extract",
+                    &base.key(key),
+                    format!("`{key}` applies to {what}; `{}` is a database store", e.store),
+                )
+                .help("a database extract names a `table` or a `query`"),
+            );
         }
         if e.incremental.as_ref().is_some_and(|i| i.new_files) {
             self.diags.push(

@@ -53,33 +53,17 @@ impl Compiler<'_> {
             );
             return DraftKind::Broken;
         };
-        let other_keys = [
-            ("path", !e.path.is_empty()),
-            ("compression", e.compression.is_some()),
-            ("csv", e.csv.is_some()),
-            ("xml", e.xml.is_some()),
-            ("infer_rows", e.infer_rows.is_some()),
-            ("bad_rows", e.bad_rows.is_some()),
-            ("table", e.table.is_some()),
-            ("query", e.query.is_some()),
-            ("partition", e.partition.is_some()),
-        ];
-        for (key, set) in other_keys {
-            if set {
-                let help = if key == "path" {
-                    "the resource goes in `http.path`"
-                } else {
-                    "an HTTP extract reads JSON pages as `http:` says"
-                };
-                self.diags.push(
-                    p.diag_key(
-                        "extract",
-                        &base.key(key),
-                        format!("`{key}` does not apply to HTTP store `{}`", e.store),
-                    )
+        let other = ["path", "compression", "csv", "xml", "infer_rows", "bad_rows", "table", "query", "partition"];
+        for key in e.kind_keys().into_iter().filter(|k| other.contains(k)) {
+            let help = if key == "path" {
+                "the resource goes in `http.path`"
+            } else {
+                "an HTTP extract reads JSON pages as `http:` says"
+            };
+            self.diags.push(
+                p.diag_key("extract", &base.key(key), format!("`{key}` does not apply to HTTP store `{}`", e.store))
                     .help(help),
-                );
-            }
+            );
         }
         if let Some(f) = e.format
             && f != spec::FileFormat::Json

@@ -629,6 +629,28 @@ pub struct Extract {
     pub bad_rows: Option<BadRowsMode>,
 }
 
+impl Extract {
+    /// Which of the keys that belong to one kind of source this extract sets, by name.
+    pub fn kind_keys(&self) -> Vec<&'static str> {
+        [
+            ("path", !self.path.is_empty()),
+            ("format", self.format.is_some()),
+            ("compression", self.compression.is_some()),
+            ("csv", self.csv.is_some()),
+            ("xml", self.xml.is_some()),
+            ("http", self.http.is_some()),
+            ("infer_rows", self.infer_rows.is_some()),
+            ("bad_rows", self.bad_rows.is_some()),
+            ("table", self.table.is_some()),
+            ("query", self.query.is_some()),
+            ("partition", self.partition.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+}
+
 /// How XML files become rows. Paths are element names separated by `/`, `prefix:name` for an
 /// element of a namespace in `namespaces` (a name without a prefix matches that name in any
 /// namespace).

@@ -647,6 +647,7 @@ fn validate_errors() {
   two: {{ url: \"{0}\", options: {{ bearer_token: abcdef, basic_user: u }} }}
   ok: {{ url: \"{0}\" }}
   raw: {{ url: \"file://raw\" }}
+  db: {{ url: \"postgres://weir@127.0.0.1:1/nothing\" }}
 tasks:
   a: {{ extract: {{ store: ok, http: {{ path: cursor, params: {{ since: \"${{watermark}}\" }} }}, format: csv }} }}
   b: {{ extract: {{ store: raw, path: a.csv, http: {{ path: x }} }} }}
@@ -655,6 +656,7 @@ tasks:
   e: {{ extract: {{ store: ok, http: {{ path: cursor, paginate: {{ page: {{ param: p, size: 0 }} }}, rate_limit: {{ requests: 5, per: soon }} }} }} }}
   f: {{ extract: {{ store: ok, http: {{ path: missing }} }} }}
   g: {{ extract: {{ store: ok, http: {{ path: cursor }} }} }}
+  h: {{ extract: {{ store: db, table: t, http: {{ path: x }} }} }}
 ",
             server.url()
         ),
@@ -663,4 +665,39 @@ tasks:
     assert_eq!(r.code, 2, "{}", r.stderr);
     let port = format!("127.0.0.1:{}", server.port);
     insta::assert_snapshot!(normalize(&r.stderr, p.path()).replace(&port, "127.0.0.1:PORT"));
+}
+
+/// Under `weir serve`: a run whose API fails mid-read sends its failure webhook, and neither
+/// the webhook, the daemon's log, `/metrics` nor the API show the store's key.
+#[test]
+fn a_failing_api_under_serve_alerts_without_its_key() {
+    use crate::serve::{Daemon, Receiver, runs};
+    let server = Server::start(records(1..=30));
+    server.api.expect.lock().unwrap().insert("keyparam".into(), Expect::KeyParam);
+    // Compile's first page answers; every request of the run fails.
+    server.api.faults.lock().unwrap().extend((2..=20).map(|n| (n, Fault::Status(500, None))));
+    let rx = Receiver::start(0);
+    let p = Project::new();
+    p.write(
+        "p/h.yaml",
+        format!(
+            "notify: [{{ url: \"{}\" }}]\nstores:\n  api: {{ url: \"{}\", options: {{ api_key: \"${{env:K}}\", api_key_param: key, retries: 1 }} }}\n  out: {{ url: \"file://../out\" }}\ntasks:\n  a: {{ extract: {{ store: api, http: {{ path: keyparam, records: data.items, paginate: {{ cursor: {{ param: cursor, next: meta.next_cursor }} }} }} }} }}\n  mart: {{ load: {{ from: a, store: out, path: mart/ }} }}\n",
+            rx.url(),
+            server.url()
+        ),
+    );
+    let d = Daemon::start(&p, &["-vv"], &[("K", API_KEY)]);
+    assert_eq!(crate::serve::http("POST", d.port, "/api/pipelines/h/run", None).0, 202, "{}", d.log());
+    d.wait_for("the failure webhook", || !rx.bodies.lock().unwrap().is_empty());
+    assert!(runs(&p, "h").iter().any(|r| r.status == "failed"));
+    let body = rx.bodies.lock().unwrap()[0].to_string();
+    assert!(body.contains("key=***") && body.contains("HTTP 500"), "{body}");
+    let (_, metrics) = crate::serve::http("GET", d.port, "/metrics", None);
+    let (_, api_runs) = crate::serve::http("GET", d.port, "/api/runs", None);
+    let (_, api_alerts) = crate::serve::http("GET", d.port, "/api/alerts", None);
+    let (_, log) = d.stop();
+    for text in [&body, &metrics, &api_runs, &api_alerts, &log] {
+        assert!(!text.contains(API_KEY), "{text}");
+    }
+    crate::databases::assert_no_file_holds(&p, API_KEY);
 }
