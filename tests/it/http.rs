@@ -232,7 +232,8 @@ async fn handle(api: Arc<Api>, m: Method, u: Uri, h: HeaderMap, body: axum::body
     let slice = |from: usize, n: usize| rows.iter().skip(from).take(n).cloned().collect::<Vec<_>>();
     match kind.as_str() {
         // Cursor: the cursor is the index of the next record, as text.
-        "cursor" | "bearer" | "basic" | "keyheader" | "keyparam" | "oauth" | "limited" | "flaky" | "grows" => {
+        "cursor" | "bearer" | "basic" | "keyheader" | "keyparam" | "oauth" | "limited" | "flaky" | "grows"
+        | "contacts" => {
             let from = q.get("cursor").map(|c| c.trim_start_matches('c').parse::<usize>().unwrap()).unwrap_or(0);
             let page = slice(from, 10);
             let next = if from + 10 < rows.len() { json!(format!("c{}", from + 10)) } else { Value::Null };
@@ -700,4 +701,36 @@ fn a_failing_api_under_serve_alerts_without_its_key() {
         assert!(!text.contains(API_KEY), "{text}");
     }
     crate::databases::assert_no_file_holds(&p, API_KEY);
+}
+
+/// `examples/http-api` against the test server: the first run merges every contact, a rerun
+/// after changes asks only for what changed since the watermark and merges it.
+#[test]
+fn the_http_api_example_runs() {
+    let server = Server::start(records(1..=25));
+    server.api.expect.lock().unwrap().insert("contacts".into(), Expect::Bearer);
+    let p = Project::new();
+    p.copy_from_repo("examples/http-api", "ex");
+    let _ = std::fs::remove_dir_all(p.join("ex/out"));
+    let url = format!("crm_url={}", server.url());
+    let run = || p.weir_env(&["run", "ex/pipeline.yaml", "--var", &url], &[("CRM_TOKEN", TOKEN)]);
+    run().ok();
+    let rows = by_id(&p, "ex/out/contacts");
+    assert_eq!(rows.len(), 25);
+    assert_eq!(rows[&7]["city"], "city 1");
+    assert_eq!(rows[&7]["tag_count"], "1");
+    assert_eq!(rows[&3]["tag_count"], "0", "an empty list");
+    {
+        let mut all = server.api.records.lock().unwrap();
+        all[6]["name"] = json!("contact 7, moved");
+        all[6]["updated_at"] = json!("2026-11-01T02:00:00Z");
+        all.extend(records(26..=28));
+        all.sort_by(|a, b| a["updated_at"].as_str().cmp(&b["updated_at"].as_str()));
+    }
+    let n = server.hits("contacts").len();
+    run().ok();
+    assert!(server.hits("contacts")[n..].iter().all(|h| h.query["updated_since"] == "2026-11-01T00:25:00Z"));
+    let rows = by_id(&p, "ex/out/contacts");
+    assert_eq!(rows.len(), 28);
+    assert_eq!(rows[&7]["name"], "contact 7, moved");
 }
