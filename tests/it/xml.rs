@@ -259,3 +259,58 @@ fn a_large_xml_file_is_read_in_bounded_memory() {
     assert_eq!(rows.len(), items);
     assert!(rows.iter().all(|r| r["doc"].len() == 16 && !r["material"].is_empty()));
 }
+
+/// A big file with no comments, CDATA or DOCTYPE is cut at its IDOC elements and read on
+/// every core: the rows (headers included) are those of reading it whole, and a malformed
+/// record in a later part is named by the same line and column.
+#[test]
+fn a_big_file_is_read_in_parts_with_the_rows_of_a_whole_read() {
+    let Some(python) = test_python() else { return };
+    let p = Project::new();
+    std::fs::create_dir_all(p.join("raw")).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("bench/xmlgen.py"))
+        .arg(p.join("raw/big.xml"))
+        .args(["--mb", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pipeline = std::fs::read_to_string(repo().join("bench/xml-pipeline.yaml")).unwrap();
+    p.write("p.yaml", &pipeline);
+    let run = |min: &str| {
+        let _ = std::fs::remove_dir_all(p.join("lake"));
+        let _ = std::fs::remove_dir_all(p.join(".weir"));
+        let r = p.weir_env(&["-vv", "run", "p.yaml"], &[("WEIR_XML_SPLIT_MIN", min)]);
+        let mut rows = if r.code == 0 { read_rows(&p.join("lake/items")) } else { Vec::new() };
+        rows.sort();
+        (r, rows)
+    };
+    let (parts, cut) = run("1");
+    parts.ok();
+    assert!(parts.stderr.contains("XML file read in parts") && parts.stderr.contains("parts=2"), "{}", parts.stderr);
+    let (whole, rows) = run("1000000000000");
+    whole.ok();
+    assert!(!whole.stderr.contains("read in parts"));
+    assert!(rows.len() > 1000, "{}", rows.len());
+    assert_eq!(cut, rows, "the same rows read in parts and whole");
+    // A value not of its type near the end (in the second part): the same line and column.
+    let text = std::fs::read_to_string(p.join("raw/big.xml")).unwrap();
+    let at = text.rfind("<MENGE").unwrap();
+    let end = at + text[at..].find("</MENGE>").unwrap();
+    let open = at + text[at..].find('>').unwrap() + 1;
+    p.write("raw/big.xml", format!("{}not a number{}", &text[..open], &text[end..]));
+    let (parts, _) = run("1");
+    let (whole, _) = run("1000000000000");
+    assert_eq!(parts.code, 1);
+    let line = |r: &Run| {
+        r.stdout.lines().chain(r.stderr.lines()).find(|l| l.contains("malformed XML record")).map(str::to_string)
+    };
+    assert!(line(&whole).is_some_and(|l| l.contains("not a number")), "{}", whole.stdout);
+    assert_eq!(line(&parts), line(&whole));
+    // A comment anywhere: read whole.
+    p.write("raw/big.xml", text.replacen("<IDOC", "<!-- a note --><IDOC", 1));
+    let (r, commented) = run("1");
+    r.ok();
+    assert!(!r.stderr.contains("read in parts"), "{}", r.stderr);
+    assert_eq!(commented, rows);
+}

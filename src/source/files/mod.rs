@@ -12,6 +12,7 @@ pub mod infer;
 pub mod table;
 pub mod tolerant;
 pub mod xml;
+mod xml_split;
 
 use std::sync::Arc;
 

@@ -250,6 +250,19 @@ impl XmlPlan {
     }
 
     /// Whether column `k` is a list.
+    /// The depth of the elements a big file may be cut before, and their name: the record
+    /// itself, or the element that encloses every header an absolute field reads (so that a
+    /// part holds its records' headers). `None`: no depth below the root is safe, or the
+    /// element's name is bound to a namespace.
+    fn split_at(&self) -> Option<(usize, Vec<u8>)> {
+        let mut depth = self.record.len().checked_sub(1)?;
+        for f in self.fields.iter().filter(|f| f.absolute) {
+            depth = depth.min(f.scope.checked_sub(1)?);
+        }
+        let step = &self.record[depth];
+        (depth > 0 && step.ns.is_none()).then(|| (depth, step.local.clone()))
+    }
+
     pub fn is_list(&self, k: usize) -> bool {
         self.fields[k].list_at.is_some()
     }
@@ -914,15 +927,33 @@ pub fn partitions(
     bad: Arc<BadRows>,
 ) -> Vec<Arc<dyn PartitionStream>> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let n = files.len().clamp(1, cores);
-    let mut shares: Vec<Vec<(ObjectMeta, String)>> = vec![Vec::new(); n];
-    for (i, f) in files.iter().enumerate() {
+    // Fewer files than cores: the big ones are cut, where that is safe (see `xml_split`).
+    let split = plan
+        .split_at()
+        .filter(|_| files.len() < cores && cores > 1 && format.compression == crate::spec::InputCompression::None);
+    let min = split_min();
+    let mut items: Vec<Item> = Vec::new();
+    for f in files {
         let name = f
             .location
             .prefix_match(root)
             .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
             .unwrap_or_else(|| f.location.to_string());
-        shares[i % n].push((f.clone(), name));
+        match &split {
+            Some((depth, local)) if f.size >= min => {
+                let cuts = Arc::new(tokio::sync::OnceCell::new());
+                for index in 0..cores {
+                    let part = Part { cuts: cuts.clone(), index, parts: cores, depth: *depth, local: local.clone() };
+                    items.push(Item { file: f.clone(), name: name.clone(), part: Some(part) });
+                }
+            }
+            _ => items.push(Item { file: f.clone(), name, part: None }),
+        }
+    }
+    let n = items.len().clamp(1, cores);
+    let mut shares: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % n].push(item);
     }
     shares
         .into_iter()
@@ -939,11 +970,47 @@ pub fn partitions(
         .collect()
 }
 
+/// Files at least this big are cut (`WEIR_XML_SPLIT_MIN`, in bytes, says otherwise: tests).
+fn split_min() -> u64 {
+    std::env::var("WEIR_XML_SPLIT_MIN").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(64 << 20)
+}
+
+/// A file, or a part of one, to read.
+#[derive(Debug, Clone)]
+struct Item {
+    file: ObjectMeta,
+    /// As messages name it.
+    name: String,
+    part: Option<Part>,
+}
+
+/// Part `index` of `parts` of a file cut at elements at `depth` named `local`; the cuts are
+/// found once, by whichever part asks first.
+#[derive(Debug, Clone)]
+struct Part {
+    cuts: Arc<tokio::sync::OnceCell<Vec<super::xml_split::Cut>>>,
+    index: usize,
+    parts: usize,
+    depth: usize,
+    local: Vec<u8>,
+}
+
+/// What one item reads: bytes `start..end` of the file, with `prefix` before them and
+/// `suffix` after, the first at line `lines + 1` (its line starting at `line_start`).
+struct Span {
+    start: u64,
+    end: u64,
+    prefix: Bytes,
+    suffix: Bytes,
+    lines: u64,
+    line_start: u64,
+}
+
 /// One partition: some of the files.
 #[derive(Debug)]
 struct Share {
     store: Arc<dyn ObjectStore>,
-    files: Vec<(ObjectMeta, String)>,
+    files: Vec<Item>,
     format: InputFormat,
     plan: Arc<XmlPlan>,
     schema: SchemaRef,
@@ -967,7 +1034,55 @@ impl PartitionStream for Share {
             self.bad.clone(),
         );
         builder.spawn(async move {
-            for (file, name) in files {
+            for Item { file, name, part } in files {
+                let whole = Span {
+                    start: 0,
+                    end: file.size,
+                    prefix: Bytes::new(),
+                    suffix: Bytes::new(),
+                    lines: 0,
+                    line_start: 0,
+                };
+                let span = match &part {
+                    None => whole,
+                    Some(p) => {
+                        let cuts = p
+                            .cuts
+                            .get_or_init(|| async {
+                                // A scan that fails leaves the file whole: its read reports it.
+                                super::xml_split::cuts(store.as_ref(), &file, p.parts, p.depth, &p.local)
+                                    .await
+                                    .unwrap_or_else(|e| {
+                                        tracing::debug!(file = %name, error = %e, "XML file not cut: its scan failed");
+                                        Vec::new()
+                                    })
+                            })
+                            .await;
+                        if p.index == 0 && cuts.len() + 1 == p.parts {
+                            tracing::debug!(file = %name, parts = p.parts, "XML file read in parts");
+                        } else if p.index == 0 {
+                            tracing::debug!(file = %name, "XML file read whole: no safe place to cut it");
+                        }
+                        match (cuts.len() + 1 == p.parts, p.index) {
+                            (false, 0) => whole,
+                            (false, _) => continue,
+                            (true, i) => {
+                                let from = i.checked_sub(1).map(|k| &cuts[k]);
+                                let to = cuts.get(i);
+                                Span {
+                                    start: from.map_or(0, |c| c.at),
+                                    end: to.map_or(file.size, |c| c.at),
+                                    prefix: from.map_or_else(Bytes::new, |c| c.prefix.clone()),
+                                    suffix: to.map_or_else(Bytes::new, |c| c.suffix.clone()),
+                                    lines: from.map_or(0, |c| c.lines),
+                                    line_start: from.map_or(0, |c| c.line_start),
+                                }
+                            }
+                        }
+                    }
+                };
+                let (span_start, prefix_len, span_lines, span_line_start) =
+                    (span.start, span.prefix.len() as u64, span.lines, span.line_start);
                 let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(CHUNKS_IN_FLIGHT);
                 // The file's bytes, decompressed, on this task; parsed on a blocking thread.
                 let fetch = {
@@ -977,9 +1092,12 @@ impl PartitionStream for Share {
                         // Uncompressed: large ranges (a local store's stream comes in 8 KiB
                         // chunks, each a wake-up of the parsing thread).
                         if format.compression == crate::spec::InputCompression::None {
-                            let mut at = 0;
-                            while at < file.size {
-                                let end = (at + FETCH).min(file.size);
+                            if !span.prefix.is_empty() && chunk_tx.send(Ok(span.prefix.clone())).await.is_err() {
+                                return;
+                            }
+                            let mut at = span.start;
+                            while at < span.end {
+                                let end = (at + FETCH).min(span.end);
                                 let opts = GetOptions {
                                     range: Some(object_store::GetRange::Bounded(at..end)),
                                     ..Default::default()
@@ -994,6 +1112,9 @@ impl PartitionStream for Share {
                                     return;
                                 }
                                 at = end;
+                            }
+                            if !span.suffix.is_empty() {
+                                let _ = chunk_tx.send(Ok(span.suffix.clone())).await;
                             }
                             return;
                         }
@@ -1038,12 +1159,18 @@ impl PartitionStream for Share {
                 let parse = {
                     let (plan, schema, bad, tx) = (plan.clone(), schema.clone(), bad.clone(), tx.clone());
                     tokio::task::spawn_blocking(move || {
+                        // Offsets are the file's: the prefix stands just before the span.
+                        let position = Position {
+                            consumed: Cell::new(0),
+                            lines: Cell::new(span_lines),
+                            line_start: Cell::new(span_line_start),
+                        };
                         let chunks = Chunks {
                             rx: chunk_rx,
                             chunk: Bytes::new(),
                             pos: 0,
-                            chunk_start: 0,
-                            position: Rc::new(Position::default()),
+                            chunk_start: span_start - prefix_len,
+                            position: Rc::new(position),
                             error: None,
                         };
                         let out = Out { plan: &plan, schema: &schema, file: &name, bad: &bad, tx: &tx };
