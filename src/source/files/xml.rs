@@ -45,7 +45,7 @@ const BATCH_ROWS: usize = 8192;
 /// Chunks of a file in flight between the fetching task and the parsing thread.
 const CHUNKS_IN_FLIGHT: usize = 2;
 /// Bytes of an uncompressed file read at a time.
-const FETCH: u64 = 4 << 20;
+const FETCH: u64 = 2 << 20;
 /// Decompressed bytes handed to the parser at a time.
 const GATHER: usize = 1 << 20;
 
