@@ -226,15 +226,7 @@ fn xml_paths_are_checked_at_validate() {
 #[test]
 fn a_large_xml_file_is_read_in_bounded_memory() {
     let Some(python) = test_python() else { return };
-    let p = Project::new();
-    std::fs::create_dir_all(p.join("raw")).unwrap();
-    let out = std::process::Command::new(&python)
-        .arg(repo().join("bench/xmlgen.py"))
-        .arg(p.join("raw/big.xml"))
-        .args(["--mb", "200"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = generated(&python, 200);
     p.write(
         "p.yaml",
         format!(
@@ -266,15 +258,7 @@ fn a_large_xml_file_is_read_in_bounded_memory() {
 #[test]
 fn a_big_file_is_read_in_parts_with_the_rows_of_a_whole_read() {
     let Some(python) = test_python() else { return };
-    let p = Project::new();
-    std::fs::create_dir_all(p.join("raw")).unwrap();
-    let out = std::process::Command::new(&python)
-        .arg(repo().join("bench/xmlgen.py"))
-        .arg(p.join("raw/big.xml"))
-        .args(["--mb", "3"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = generated(&python, 3);
     let pipeline = std::fs::read_to_string(repo().join("bench/xml-pipeline.yaml")).unwrap();
     p.write("p.yaml", &pipeline);
     let run = |min: &str| {
@@ -313,4 +297,18 @@ fn a_big_file_is_read_in_parts_with_the_rows_of_a_whole_read() {
     r.ok();
     assert!(!r.stderr.contains("read in parts"), "{}", r.stderr);
     assert_eq!(commented, rows);
+}
+
+/// A project with `raw/big.xml`: `mb` megabytes of IDoc-style XML from `bench/xmlgen.py`.
+fn generated(python: &str, mb: u32) -> Project {
+    let p = Project::new();
+    std::fs::create_dir_all(p.join("raw")).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(repo().join("bench/xmlgen.py"))
+        .arg(p.join("raw/big.xml"))
+        .args(["--mb", &mb.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p
 }
