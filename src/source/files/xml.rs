@@ -306,7 +306,9 @@ struct Position {
 impl Position {
     /// 1-based line and column of the consumed offset.
     fn here(&self) -> (u64, u64) {
-        (self.lines.get() + 1, self.consumed.get() - self.line_start.get() + 1)
+        // Inside the start tags put before a part (never where a record starts) the offset
+        // can be before its line's start: column 1 then.
+        (self.lines.get() + 1, self.consumed.get().saturating_sub(self.line_start.get()) + 1)
     }
 }
 
