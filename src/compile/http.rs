@@ -211,10 +211,9 @@ impl Compiler<'_> {
         let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(i, store, request, declared)| async move {
             let key = crate::source::http::schema_key(&store, &request, &declared);
             let limiter = Limiter::shared(&store, request.rate);
-            let cached = cache.and_then(|c| c.schema(&key)).and_then(|bytes| {
-                let fb = datafusion::arrow::ipc::root_as_schema(&bytes).ok()?;
-                Some(Arc::new(datafusion::arrow::ipc::convert::fb_to_schema(fb)))
-            });
+            let cached = cache
+                .and_then(|c| c.schema(&key))
+                .and_then(|bytes| crate::source::files::infer::schema_from_bytes(&bytes));
             let mut plan = HttpPlan {
                 store,
                 request,

@@ -397,23 +397,14 @@ async fn http_extract(
         Err(err) => {
             // Fields the schema lacks: the next compile reads them (the cached schema gets
             // them), this run loads nothing.
-            let mut cur: Option<&(dyn std::error::Error + 'static)> = err.source.as_deref().map(|e| e as _);
-            while let Some(c) = cur {
-                let found = c
-                    .downcast_ref::<datafusion::error::DataFusionError>()
-                    .and_then(HttpError::inside)
-                    .or_else(|| c.downcast_ref::<HttpError>());
-                if let Some(HttpError::NewFields { schema, .. }) = found {
-                    if let Some(state) = &env.state {
-                        crate::source::SchemaCache::put_schema(
-                            state.as_ref(),
-                            &h.cache_key,
-                            &crate::source::files::infer::schema_bytes(schema),
-                        );
-                    }
-                    break;
-                }
-                cur = c.source();
+            if let Some(HttpError::NewFields { schema, .. }) = err.source.as_deref().and_then(|e| HttpError::inside(e))
+                && let Some(state) = &env.state
+            {
+                crate::source::SchemaCache::put_schema(
+                    state.as_ref(),
+                    &h.cache_key,
+                    &crate::source::files::infer::schema_bytes(schema),
+                );
             }
             return Err(err);
         }

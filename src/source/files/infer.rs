@@ -76,10 +76,7 @@ pub async fn infer(
     };
     let key = cache.map(|_| schema_key(store, sample, format, declared));
     let cached = match (cache, &key) {
-        (Some(c), Some(k)) => c.schema(k).and_then(|bytes| {
-            let fb = datafusion::arrow::ipc::root_as_schema(&bytes).ok()?;
-            Some(Arc::new(datafusion::arrow::ipc::convert::fb_to_schema(fb)))
-        }),
+        (Some(c), Some(k)) => c.schema(k).and_then(|bytes| schema_from_bytes(&bytes)),
         _ => None,
     };
     let inferred = match cached {
@@ -153,6 +150,12 @@ fn schema_key(
 /// A schema as Arrow IPC flatbuffer bytes (a `Schema` root; read back with `root_as_schema`).
 pub fn schema_bytes(schema: &Schema) -> Vec<u8> {
     datafusion::arrow::ipc::convert::IpcSchemaEncoder::new().schema_to_fb(schema).finished_data().to_vec()
+}
+
+/// The schema [`schema_bytes`] wrote; `None` when the bytes are not one.
+pub fn schema_from_bytes(bytes: &[u8]) -> Option<SchemaRef> {
+    let fb = datafusion::arrow::ipc::root_as_schema(bytes).ok()?;
+    Some(Arc::new(datafusion::arrow::ipc::convert::fb_to_schema(fb)))
 }
 
 /// The schema of `sample` (of the extract's `files`), read from the files.

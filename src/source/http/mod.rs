@@ -70,6 +70,9 @@ pub enum HttpError {
     Option { key: String, reason: String },
     #[error("{0}")]
     Url(String),
+    /// The read itself went wrong (the decoder, a value its declared type cannot hold).
+    #[error("{0}")]
+    Read(String),
     /// The server answered with an error status (after the retries, when it was worth one).
     #[error("GET {url}: HTTP {status}{retried}{body}")]
     Status { url: String, status: u16, retried: String, body: String, transient: bool },
@@ -102,8 +105,9 @@ impl HttpError {
         }
     }
 
-    /// An HTTP error inside a DataFusion error (a read's stream fails with one).
-    pub fn inside(e: &datafusion::error::DataFusionError) -> Option<&HttpError> {
+    /// An HTTP error inside `e` or its causes (a read's stream fails with one, wrapped in
+    /// DataFusion's errors).
+    pub fn inside<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a HttpError> {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(err) = cur {
             if let Some(h) = err.downcast_ref::<HttpError>() {
@@ -280,7 +284,7 @@ impl HttpStore {
                 if same && attempt.previous().len() < 10 { attempt.follow() } else { attempt.stop() }
             }))
             .build()
-            .map_err(|e| HttpError::Url(format!("HTTP client: {e}")))?;
+            .map_err(|e| HttpError::Read(format!("HTTP client: {e}")))?;
         Ok(HttpStore { name: name.to_string(), base, auth, timeout, retries, client, secrets })
     }
 
@@ -624,8 +628,8 @@ pub struct Request {
     pub path: String,
     pub params: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
-    /// The dot path of the records; empty: the answer is the list.
-    pub records: Vec<String>,
+    /// The dot path of the records as written; `None`: the answer is the list.
+    pub records: Option<String>,
     pub paginate: Option<Paging>,
     pub rate: Option<(u32, Duration)>,
 }
@@ -636,7 +640,7 @@ impl Request {
             path: h.path.clone(),
             params: h.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
             headers: h.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            records: h.records.as_deref().map(dot_path).unwrap_or_default(),
+            records: h.records.clone().filter(|r| !pointer(r).is_empty()),
             paginate: h.paginate.as_ref().and_then(Paging::of),
             rate,
         }
@@ -668,19 +672,14 @@ pub fn paging_text(p: &Paging) -> String {
     }
 }
 
-/// `data.items` → [`data`, `items`].
-pub fn dot_path(p: &str) -> Vec<String> {
-    p.split('.').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
-
-/// The value at `path` in `v`; `None` when a step is missing. A step into a list takes an
-/// index.
-fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |cur, step| match cur {
-        Value::Object(m) => m.get(step),
-        Value::Array(a) => step.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
+/// A dot path (`data.items`; a number steps into a list) as the JSON pointer serde_json's
+/// `Value::pointer` takes (`/data/items`).
+pub fn pointer(dot: &str) -> String {
+    dot.split('.')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+        .collect()
 }
 
 /// The watermark as an API parameter's text: RFC 3339 (UTC, `Z`) for a timestamp with a
@@ -812,9 +811,8 @@ impl HttpPlan {
         let bad = |message: String| HttpError::Response { url: shown.clone(), message };
         let mut v: Value = serde_json::from_slice(&answer.body)
             .map_err(|e| bad(format!("the answer is not JSON ({e}){}", self.store.excerpt(&answer.body))))?;
-        let path = &self.request.records;
-        let list = if path.is_empty() {
-            match &mut v {
+        let list = match &self.request.records {
+            None => match &mut v {
                 Value::Array(a) => std::mem::take(a),
                 Value::Object(m) => {
                     let lists: Vec<&str> = m.iter().filter(|(_, v)| v.is_array()).map(|(k, _)| k.as_str()).collect();
@@ -828,24 +826,13 @@ impl HttpPlan {
                     )));
                 }
                 other => return Err(bad(format!("the answer is {}, not a list of records", kind_of(other)))),
-            }
-        } else {
-            match at(&v, path) {
-                Some(Value::Array(_)) => {
-                    let slot = path.iter().try_fold(&mut v, |cur, step| match cur {
-                        Value::Object(m) => m.get_mut(step),
-                        Value::Array(a) => step.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
-                        _ => None,
-                    });
-                    match slot {
-                        Some(Value::Array(a)) => std::mem::take(a),
-                        _ => Vec::new(),
-                    }
-                }
+            },
+            Some(dot) => match v.pointer_mut(&pointer(dot)) {
+                Some(Value::Array(a)) => std::mem::take(a),
                 // An empty page may say so with null.
                 Some(Value::Null) => Vec::new(),
                 Some(other) => {
-                    return Err(bad(format!("`{}` is {}, not a list of records", path.join("."), kind_of(other))));
+                    return Err(bad(format!("`{dot}` is {}, not a list of records", kind_of(other))));
                 }
                 None => {
                     let keys = match &v {
@@ -854,9 +841,9 @@ impl HttpPlan {
                         }
                         _ => String::new(),
                     };
-                    return Err(bad(format!("the answer has no `{}`{keys}", path.join("."))));
+                    return Err(bad(format!("the answer has no `{dot}`{keys}")));
                 }
-            }
+            },
         };
         if let Some((i, r)) = list.iter().enumerate().find(|(_, r)| !r.is_object()) {
             return Err(bad(format!("record {} is {}, not an object", i + 1, kind_of(r))));
@@ -1088,7 +1075,7 @@ impl Pages {
                 .with_coerce_primitive(true)
                 .with_strict_mode(true)
                 .build_decoder()
-                .map_err(|e| HttpError::Url(e.to_string()))?;
+                .map_err(|e| HttpError::Read(e.to_string()))?;
             self.decoder = Some(d);
         }
         Ok(self.decoder.as_mut().expect("set above"))
@@ -1109,7 +1096,7 @@ impl Pages {
                 }
                 Some(Err(e)) => return Err(e),
                 // Never taken for the end: a read that stops without saying so is an error.
-                None => return Err(HttpError::Url("the page reader stopped before the last page".into())),
+                None => return Err(HttpError::Read("the page reader stopped before the last page".into())),
             };
             if records.is_empty() {
                 continue;
@@ -1179,9 +1166,9 @@ impl Pages {
             .map(|(c, f)| datafusion::arrow::compute::cast_with_options(c, f.data_type(), &opts))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
-                HttpError::Url(format!("a value does not fit its declared type: {}", clean_arrow(&e.to_string())))
+                HttpError::Read(format!("a value does not fit its declared type: {}", clean_arrow(&e.to_string())))
             })?;
-        RecordBatch::try_new(plan.schema.clone(), cols).map_err(|e| HttpError::Url(e.to_string()))
+        RecordBatch::try_new(plan.schema.clone(), cols).map_err(|e| HttpError::Read(e.to_string()))
     }
 }
 
@@ -1262,6 +1249,15 @@ mod tests {
         let m = merged(s.fields(), found.fields());
         let names: Vec<&str> = m.iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["a", "id", "n", "when", "z"]);
+    }
+
+    #[test]
+    fn dot_paths_are_json_pointers() {
+        assert_eq!(pointer("data.items"), "/data/items");
+        assert_eq!(pointer(" a . b/c.~d "), "/a/b~1c/~0d");
+        assert_eq!(pointer(""), "");
+        let v = serde_json::json!({"data": {"pages": [{"next": "x"}]}});
+        assert_eq!(v.pointer(&pointer("data.pages.0.next")), Some(&serde_json::json!("x")));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use url::Url;
 
-use super::{at, dot_path};
+use super::pointer;
 use crate::spec;
 
 /// One paging style (`spec::Paginate` has exactly one key set: compile checks).
@@ -75,8 +75,7 @@ pub fn next(
     let Some(p) = p else { return Ok(None) };
     match p {
         Paging::Cursor(c) => {
-            let path = dot_path(&c.next);
-            let cursor = match at(body, &path) {
+            let cursor = match body.pointer(&pointer(&c.next)) {
                 None | Some(Value::Null) => return Ok(None),
                 Some(Value::String(s)) if s.is_empty() => return Ok(None),
                 Some(Value::String(s)) => s.clone(),
@@ -117,7 +116,7 @@ pub fn next(
             set(&mut u, &o.param, &state.position.to_string());
             Ok(Some(u))
         }
-        Paging::NextUrl(path) => match at(body, &dot_path(path)) {
+        Paging::NextUrl(path) => match body.pointer(&pointer(path)) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => {
