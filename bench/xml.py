@@ -13,7 +13,7 @@ document's control record; `xml-pipeline.yaml`) written as zstd Parquet:
 - lxml 6 `iterparse` of the items, the same values by `findtext`, elements cleared as it
   goes, written by pyarrow;
 - the floor: weir reading the same file with a record path that matches nothing, so that the
-  reader only tokenizes it (quick-xml's `read_to_end_into` over the whole document).
+  reader only tokenizes it (the root element skipped whole: every event read, none decoded).
 
 The row counts (and the sums of one column) must agree. Wall time is the median of `--runs`;
 peak RSS from /usr/bin/time -v. Issue 23's workload.

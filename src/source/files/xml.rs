@@ -1,11 +1,15 @@
 //! XML files as a source (`format: xml`): the elements at `xml.record` are the rows, the
 //! values at `xml.fields`' paths their columns.
 //!
-//! - **Streaming.** A file is read in chunks (decompressed on the way) by quick-xml's
-//!   namespace-aware reader on a blocking thread, in bounded memory whatever its size. The
-//!   reader keeps, for each open element, the paths it can still lead to (the record's, the
-//!   fields'); an element on none of them is skipped whole at tokenizer speed
-//!   (`read_to_end_into`), and only the selected values are decoded.
+//! - **Streaming.** A file is read in chunks (decompressed on the way) on a blocking thread,
+//!   in bounded memory whatever its size: quick-xml's reader over a slice (twice as fast as
+//!   over a `BufRead`) tokenizes one window at a time, the bytes arrived up to the last `<`
+//!   (`Feed`); markup a window cuts is read again at the start of the next. Namespaces are
+//!   resolved by quick-xml's resolver, pushed only by the elements that declare some (the
+//!   namespace-aware reader pushes every element: most of its cost on documents without
+//!   any). The reader keeps, for each open element, the paths it can still lead to (the
+//!   record's, the fields'); an element on none of them is skipped whole, its events only
+//!   counted, and only the selected values are decoded.
 //! - **Values.** An element's text (its text and CDATA, entities resolved; NULL when it has
 //!   none), or an attribute's value. Absolute paths capture a value outside the record (a
 //!   header) that applies to the records after it, until the element enclosing both ends.
@@ -32,9 +36,9 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{StreamExt, TryStreamExt};
 use indexmap::IndexMap;
 use object_store::{GetOptions, ObjectMeta, ObjectStore};
+use quick_xml::Reader;
 use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::name::{NamespaceResolver, ResolveResult};
 use smallvec::SmallVec;
 
 use super::InputFormat;
@@ -283,22 +287,69 @@ impl XmlPlan {
     }
 }
 
-/// A `BufRead` over the chunks of a file arriving from the fetching task, counting lines as
-/// the parser consumes bytes (for the bad rows' line and column).
-struct Chunks {
+/// The chunks of a file arriving from the fetching task, handed to the parser as windows:
+/// the bytes not parsed yet, up to the last `<` in them (an element's text never spans two
+/// windows, and a tag spans two only inside a comment, CDATA or a processing instruction:
+/// see `parse_file`). quick-xml's reader over a slice tokenizes about twice as fast as over
+/// a `BufRead`.
+struct Feed {
     rx: tokio::sync::mpsc::Receiver<Result<Bytes>>,
-    chunk: Bytes,
-    pos: usize,
-    /// Offset of `chunk[0]` in the file.
-    chunk_start: u64,
-    /// Line breaks in `chunk[..pos]`, and the offset after the last one.
     position: Rc<Position>,
-    error: Option<DataFusionError>,
+    /// Every chunk has arrived.
+    finished: bool,
+    /// The last window ended inside markup: the next one must reach past this.
+    past: usize,
 }
 
+impl Feed {
+    /// The next window (`position.bytes[..n]`) and whether it is the file's last; `None` at
+    /// the end of the file. A failed fetch is its error.
+    fn window(&mut self) -> Result<Option<(usize, bool)>> {
+        loop {
+            {
+                let bytes = self.position.bytes.borrow();
+                if self.finished {
+                    return Ok((!bytes.is_empty()).then_some((bytes.len(), true)));
+                }
+                if let Some(i) = memchr::memrchr(b'<', &bytes)
+                    && i > self.past
+                {
+                    self.past = 0;
+                    return Ok(Some((i, false)));
+                }
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => self.position.bytes.borrow_mut().extend_from_slice(&c),
+                Some(Err(e)) => return Err(e),
+                None => self.finished = true,
+            }
+        }
+    }
+
+    /// The parser is done with the first `n` bytes (`inside`: it stopped at markup the
+    /// window cut, which the next window must reach past).
+    fn advance(&mut self, n: usize, inside: Option<usize>) {
+        let p = &self.position;
+        // Line breaks up to here are counted before their bytes go.
+        p.consumed.set(p.base.get() + n as u64);
+        p.here();
+        p.bytes.borrow_mut().drain(..n);
+        p.base.set(p.base.get() + n as u64);
+        self.past = inside.map_or(0, |end| end - n);
+    }
+}
+
+/// The bytes being parsed, and where the parser is in the file: line breaks are counted
+/// when a position is asked for, from where the last count stopped.
 #[derive(Default)]
 struct Position {
+    /// The file's bytes from offset `base` that are not parsed yet (the window at the start).
+    bytes: std::cell::RefCell<Vec<u8>>,
+    base: Cell<u64>,
+    /// Offset after the last event read.
     consumed: Cell<u64>,
+    /// Line breaks before offset `counted`, and the offset after the last one.
+    counted: Cell<u64>,
     lines: Cell<u64>,
     line_start: Cell<u64>,
 }
@@ -306,61 +357,26 @@ struct Position {
 impl Position {
     /// 1-based line and column of the consumed offset.
     fn here(&self) -> (u64, u64) {
+        let (from, to) = (self.counted.get(), self.consumed.get());
+        if to > from {
+            let bytes = self.bytes.borrow();
+            let base = self.base.get();
+            let part = &bytes[(from - base) as usize..(to - base) as usize];
+            // One pass: how many line breaks, and where the last one is.
+            let (mut count, mut last) = (0u64, None);
+            for i in memchr::memchr_iter(b'\n', part) {
+                count += 1;
+                last = Some(i);
+            }
+            if let Some(last) = last {
+                self.lines.set(self.lines.get() + count);
+                self.line_start.set(from + last as u64 + 1);
+            }
+            self.counted.set(to);
+        }
         // Inside the start tags put before a part (never where a record starts) the offset
         // can be before its line's start: column 1 then.
         (self.lines.get() + 1, self.consumed.get().saturating_sub(self.line_start.get()) + 1)
-    }
-}
-
-impl std::io::Read for Chunks {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::BufRead;
-        let n = {
-            let buf = self.fill_buf()?;
-            let n = buf.len().min(out.len());
-            out[..n].copy_from_slice(&buf[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl std::io::BufRead for Chunks {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        while self.pos >= self.chunk.len() {
-            match self.rx.blocking_recv() {
-                Some(Ok(c)) => {
-                    self.chunk_start += self.chunk.len() as u64;
-                    self.chunk = c;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => {
-                    let message = e.to_string();
-                    self.error = Some(e);
-                    return Err(std::io::Error::other(message));
-                }
-                None => return Ok(&[]),
-            }
-        }
-        Ok(&self.chunk[self.pos..])
-    }
-
-    fn consume(&mut self, amt: usize) {
-        let part = &self.chunk[self.pos..self.pos + amt];
-        let p = &self.position;
-        // One pass: how many line breaks, and where the last one is.
-        let (mut count, mut last) = (0u64, None);
-        for i in memchr::memchr_iter(b'\n', part) {
-            count += 1;
-            last = Some(i);
-        }
-        if let Some(last) = last {
-            p.lines.set(p.lines.get() + count);
-            p.line_start.set(self.chunk_start + (self.pos + last + 1) as u64);
-        }
-        self.pos += amt;
-        p.consumed.set(self.chunk_start + self.pos as u64);
     }
 }
 
@@ -405,6 +421,8 @@ struct Frame {
     /// The fields whose value is this element's text, and the text so far.
     capture: Live,
     text: Option<String>,
+    /// It declares namespaces (pushed on the resolver).
+    declares: bool,
 }
 
 /// Field indices, mostly a few.
@@ -494,20 +512,16 @@ impl Out<'_> {
 
 /// Parse one file from `chunks`, sending batches through `out`. Returns when the file ends,
 /// the receiver has gone, or a bad row stops the run (`bad.first_only`).
-fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
+fn parse_file(mut feed: Feed, out: &Out<'_>) -> Result<()> {
     let plan = out.plan;
-    let position = chunks.position.clone();
-    let mut reader = NsReader::from_reader(chunks);
-    {
-        let c = reader.config_mut();
-        c.check_end_names = false;
-        c.expand_empty_elements = false;
-    }
-    let mut buf = Vec::new();
-    let mut skip_buf = Vec::new();
+    let position = feed.position.clone();
+    // Namespace bindings in force: pushed by the (few) elements that declare some.
+    let mut resolver = NamespaceResolver::default();
     let mut rows = Rows::new(plan);
     let mut stack: Vec<Frame> = Vec::new();
     let mut record: Option<Record> = None;
+    // An element skipped whole: its name, and how many of that name are open in it.
+    let mut skip: Option<(SmallVec<[u8; 24]>, usize)> = None;
     // Absolute values in force: by field, with the depth they hold until.
     let mut context: Vec<Option<String>> = vec![None; plan.fields.len()];
     let n_fields = plan.fields.len();
@@ -523,201 +537,271 @@ fn parse_file(chunks: Chunks, out: &Out<'_>) -> Result<()> {
     let root_live: Live =
         std::iter::once(usize::MAX).chain((0..n_fields).filter(|&k| plan.fields[k].absolute)).collect();
     let no_fields: Vec<usize> = Vec::new();
-    loop {
-        buf.clear();
-        let event = reader.read_resolved_event_into(&mut buf);
-        let (ns, event) = match event {
-            Ok(e) => e,
-            Err(e) => {
-                stop_file(reader.get_mut(), &e, &position, out, &mut rows)?;
-                break;
+    'windows: while let Some((cut, last)) = feed.window()? {
+        let bytes = position.bytes.borrow();
+        let base = position.base.get();
+        let mut reader = Reader::from_reader(&bytes[..cut]);
+        {
+            let c = reader.config_mut();
+            c.check_end_names = false;
+            c.expand_empty_elements = false;
+            // Elements opened in an earlier window end in this one (the stack is ours).
+            c.allow_unmatched_ends = true;
+        }
+        // Bytes passed over without the reader (skipped leaves): the reader's offsets are
+        // this much behind the window's.
+        let mut jumped = 0u64;
+        let stopped = loop {
+            let before = jumped + reader.buffer_position();
+            let event = reader.read_event();
+            position.consumed.set(base + jumped + reader.buffer_position());
+            let event = match event {
+                Ok(Event::Eof) => break (cut, None),
+                Ok(e) => e,
+                // The window ends inside this markup: the next one starts with it.
+                Err(e) if !last && window_cut_it(&e, cut - before as usize) => break (before as usize, Some(cut)),
+                Err(e) => {
+                    position.consumed.set(base + before);
+                    stop_file(&e, &position, out, &mut rows)?;
+                    break 'windows;
+                }
+            };
+            if let Some((name, open)) = skip.as_mut() {
+                match &event {
+                    Event::Start(s) if s.name().as_ref() == name.as_slice() => *open += 1,
+                    Event::End(e) if e.name().as_ref() == name.as_slice() => {
+                        *open -= 1;
+                        if *open == 0 {
+                            skip = None;
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
             }
-        };
-        match event {
-            Event::Start(ref s) | Event::Empty(ref s) => {
-                let empty = matches!(event, Event::Empty(_));
-                let local = s.local_name();
-                let local = local.as_ref();
-                let depth = stack.len();
-                let (parent_live, parent_inside): (&[usize], Option<usize>) = match stack.last() {
-                    Some(f) => (&f.live, f.inside),
-                    None => (&root_live, None),
-                };
-                let mut live = Live::new();
-                let mut capture = Live::new();
-                let mut inside = parent_inside.map(|d| d + 1);
-                let mut starts_record = false;
-                match parent_inside {
-                    None => {
-                        for &k in parent_live {
-                            let steps = if k == usize::MAX { &plan.record } else { &plan.fields[k].steps };
-                            if depth < steps.len() && steps[depth].matches(&ns, local) {
-                                if k == usize::MAX && depth + 1 == steps.len() {
-                                    starts_record = true;
-                                } else {
-                                    live.push(k);
-                                }
-                                if k != usize::MAX && depth + 1 == steps.len() {
-                                    capture.push(k);
+            match event {
+                Event::Start(ref s) | Event::Empty(ref s) => {
+                    let empty = matches!(event, Event::Empty(_));
+                    // (`attributes_raw`: what follows the name.)
+                    let declares = memchr::memmem::find(s.attributes_raw(), b"xmlns").is_some();
+                    if declares && let Err(e) = resolver.push(s) {
+                        stop_file(&quick_xml::Error::Namespace(e), &position, out, &mut rows)?;
+                        break 'windows;
+                    }
+                    let (ns, local) = resolver.resolve_element(s.name());
+                    let local = local.as_ref();
+                    let depth = stack.len();
+                    let (parent_live, parent_inside): (&[usize], Option<usize>) = match stack.last() {
+                        Some(f) => (&f.live, f.inside),
+                        None => (&root_live, None),
+                    };
+                    let mut live = Live::new();
+                    let mut capture = Live::new();
+                    let mut inside = parent_inside.map(|d| d + 1);
+                    let mut starts_record = false;
+                    match parent_inside {
+                        None => {
+                            for &k in parent_live {
+                                let steps = if k == usize::MAX { &plan.record } else { &plan.fields[k].steps };
+                                if depth < steps.len() && steps[depth].matches(&ns, local) {
+                                    if k == usize::MAX && depth + 1 == steps.len() {
+                                        starts_record = true;
+                                    } else {
+                                        live.push(k);
+                                    }
+                                    if k != usize::MAX && depth + 1 == steps.len() {
+                                        capture.push(k);
+                                    }
                                 }
                             }
+                            if starts_record {
+                                inside = Some(0);
+                                live.clear();
+                                capture.clear();
+                                capture.extend(
+                                    (0..n_fields)
+                                        .filter(|&k| !plan.fields[k].absolute && plan.fields[k].steps.is_empty()),
+                                );
+                                let at = position.here();
+                                record = Some(Record {
+                                    scalars: vec![None; n_fields],
+                                    lists: vec![Vec::new(); n_fields],
+                                    at,
+                                    bad: None,
+                                });
+                            }
+                        }
+                        Some(below) => {
+                            let candidates: &[usize] =
+                                if below == 0 { plan.first_step.get(local).unwrap_or(&no_fields) } else { parent_live };
+                            for &k in candidates {
+                                let f = &plan.fields[k];
+                                if below < f.steps.len() && f.steps[below].matches(&ns, local) {
+                                    live.push(k);
+                                    if f.list_at == Some(below)
+                                        && let Some(r) = record.as_mut()
+                                    {
+                                        r.lists[k].push(None);
+                                    }
+                                    if below + 1 == f.steps.len() {
+                                        capture.push(k);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if live.is_empty() && capture.is_empty() && !starts_record {
+                        // Nothing of interest below: skipped whole.
+                        if declares {
+                            resolver.pop();
+                        }
+                        if !empty {
+                            // A leaf (most skipped elements): its text holds no `<`, so when
+                            // the next `<` starts its end tag, the reader jumps past that.
+                            let name = s.name();
+                            let rest: &[u8] = reader.get_ref();
+                            if let Some(i) = memchr::memchr(b'<', rest)
+                                && let Some(tag) = rest.get(i + 1..i + 3 + name.as_ref().len())
+                                && tag[0] == b'/'
+                                && tag[tag.len() - 1] == b'>'
+                                && &tag[1..tag.len() - 1] == name.as_ref()
+                            {
+                                let n = i + tag.len() + 1;
+                                *reader.get_mut() = &rest[n..];
+                                jumped += n as u64;
+                                position.consumed.set(base + jumped + reader.buffer_position());
+                            } else {
+                                skip = Some((SmallVec::from_slice(name.as_ref()), 1));
+                            }
+                        }
+                        continue;
+                    }
+                    // Attributes captured here.
+                    let mut text_capture = Live::new();
+                    for &k in &capture {
+                        let f = &plan.fields[k];
+                        let Some(attr) = &f.attr else {
+                            text_capture.push(k);
+                            continue;
+                        };
+                        let mut value = None;
+                        for a in s.attributes().with_checks(false).flatten() {
+                            let (ans, alocal) = resolver.resolve_attribute(a.key);
+                            if attr.matches(&ans, alocal.as_ref()) {
+                                value = Some(a.unescape_value().map(|v| v.into_owned()));
+                                break;
+                            }
+                        }
+                        let at = position.here();
+                        match value {
+                            Some(Ok(v)) => set_value(plan, &mut record, &mut context, k, v, at),
+                            Some(Err(e)) => mark_bad(&mut record, format!("attribute value: {e}"), Some(k), plan, at),
+                            None => {}
+                        }
+                    }
+                    if empty {
+                        // `<x/>`: no text (NULL), and no children.
+                        if declares {
+                            resolver.pop();
                         }
                         if starts_record {
-                            inside = Some(0);
-                            live.clear();
-                            capture.clear();
-                            capture.extend(
-                                (0..n_fields).filter(|&k| !plan.fields[k].absolute && plan.fields[k].steps.is_empty()),
-                            );
-                            let at = position.here();
-                            record = Some(Record {
-                                scalars: vec![None; n_fields],
-                                lists: vec![Vec::new(); n_fields],
-                                at,
-                                bad: None,
-                            });
+                            finish_record(&mut record, &mut rows, &context, out)?;
+                            if rows.at.len() >= BATCH_ROWS && !out.flush(&mut rows)? {
+                                return Ok(());
+                            }
                         }
+                        continue;
                     }
-                    Some(below) => {
-                        let candidates: &[usize] =
-                            if below == 0 { plan.first_step.get(local).unwrap_or(&no_fields) } else { parent_live };
-                        for &k in candidates {
-                            let f = &plan.fields[k];
-                            if below < f.steps.len() && f.steps[below].matches(&ns, local) {
-                                live.push(k);
-                                if f.list_at == Some(below)
-                                    && let Some(r) = record.as_mut()
-                                {
-                                    r.lists[k].push(None);
-                                }
-                                if below + 1 == f.steps.len() {
-                                    capture.push(k);
-                                }
+                    stack.push(Frame {
+                        name: SmallVec::from_slice(s.name().as_ref()),
+                        live,
+                        inside,
+                        text: (!text_capture.is_empty()).then(String::new),
+                        capture: text_capture,
+                        declares,
+                    });
+                }
+                Event::Text(t) => append_text(&mut stack, &mut record, plan, &position, "text", || t.xml10_content()),
+                Event::CData(t) => append_text(&mut stack, &mut record, plan, &position, "CDATA", || t.decode()),
+                Event::GeneralRef(r) => {
+                    if let Some(f) = stack.last_mut()
+                        && let Some(text) = f.text.as_mut()
+                    {
+                        let resolved = match r.resolve_char_ref() {
+                            Ok(Some(c)) => Some(c.to_string()),
+                            Ok(None) => r
+                                .decode()
+                                .ok()
+                                .and_then(|name| quick_xml::escape::resolve_xml_entity(&name).map(str::to_string)),
+                            Err(_) => None,
+                        };
+                        match resolved {
+                            Some(v) => text.push_str(v.as_str()),
+                            None => {
+                                let at = position.here();
+                                let name = String::from_utf8_lossy(&r).into_owned();
+                                mark_bad(
+                                    &mut record,
+                                    format!("unknown entity `&{name};`"),
+                                    f.capture.first().copied(),
+                                    plan,
+                                    at,
+                                )
                             }
                         }
                     }
                 }
-                if live.is_empty() && capture.is_empty() && !starts_record {
-                    // Nothing of interest below: skipped whole.
-                    if !empty {
-                        skip_buf.clear();
-                        if let Err(e) = reader.read_to_end_into(s.name(), &mut skip_buf) {
-                            stop_file(reader.get_mut(), &e, &position, out, &mut rows)?;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                // Attributes captured here.
-                let mut text_capture = Live::new();
-                for &k in &capture {
-                    let f = &plan.fields[k];
-                    let Some(attr) = &f.attr else {
-                        text_capture.push(k);
+                Event::End(e) => {
+                    let name = e.name();
+                    let Some(top) = stack.last() else {
+                        let at = position.here();
+                        let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
+                        report(
+                            out,
+                            &mut rows,
+                            bad_row(format!("malformed XML: end tag `</{tag}>` without a start"), None, at),
+                        )?;
                         continue;
                     };
-                    let mut value = None;
-                    for a in s.attributes().with_checks(false).flatten() {
-                        let (ans, alocal) = reader.resolver().resolve_attribute(a.key);
-                        if attr.matches(&ans, alocal.as_ref()) {
-                            value = Some(a.unescape_value().map(|v| v.into_owned()));
-                            break;
+                    if top.name.as_slice() != name.as_ref() {
+                        let at = position.here();
+                        let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
+                        let open = String::from_utf8_lossy(&top.name).into_owned();
+                        let reason = format!("malformed XML: end tag `</{tag}>` where `</{open}>` was expected");
+                        if record.is_some() {
+                            mark_bad(&mut record, reason, None, plan, at);
+                        } else {
+                            report(out, &mut rows, bad_row(reason, None, at))?;
                         }
-                    }
-                    let at = position.here();
-                    match value {
-                        Some(Ok(v)) => set_value(plan, &mut record, &mut context, k, v, at),
-                        Some(Err(e)) => mark_bad(&mut record, format!("attribute value: {e}"), Some(k), plan, at),
-                        None => {}
-                    }
-                }
-                if empty {
-                    // `<x/>`: no text (NULL), and no children.
-                    if starts_record {
-                        finish_record(&mut record, &mut rows, &context, out)?;
-                        if rows.at.len() >= BATCH_ROWS && !out.flush(&mut rows)? {
-                            return Ok(());
-                        }
-                    }
-                    continue;
-                }
-                stack.push(Frame {
-                    name: SmallVec::from_slice(s.name().as_ref()),
-                    live,
-                    inside,
-                    text: (!text_capture.is_empty()).then(String::new),
-                    capture: text_capture,
-                });
-            }
-            Event::Text(t) => append_text(&mut stack, &mut record, plan, &position, "text", || t.xml10_content()),
-            Event::CData(t) => append_text(&mut stack, &mut record, plan, &position, "CDATA", || t.decode()),
-            Event::GeneralRef(r) => {
-                if let Some(f) = stack.last_mut()
-                    && let Some(text) = f.text.as_mut()
-                {
-                    let resolved = match r.resolve_char_ref() {
-                        Ok(Some(c)) => Some(c.to_string()),
-                        Ok(None) => r
-                            .decode()
-                            .ok()
-                            .and_then(|name| quick_xml::escape::resolve_xml_entity(&name).map(str::to_string)),
-                        Err(_) => None,
-                    };
-                    match resolved {
-                        Some(v) => text.push_str(v.as_str()),
-                        None => {
-                            let at = position.here();
-                            let name = String::from_utf8_lossy(&r).into_owned();
-                            mark_bad(
-                                &mut record,
-                                format!("unknown entity `&{name};`"),
-                                f.capture.first().copied(),
-                                plan,
-                                at,
-                            )
-                        }
-                    }
-                }
-            }
-            Event::End(e) => {
-                let name = e.name();
-                let Some(top) = stack.last() else {
-                    let at = position.here();
-                    let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
-                    report(
-                        out,
-                        &mut rows,
-                        bad_row(format!("malformed XML: end tag `</{tag}>` without a start"), None, at),
-                    )?;
-                    continue;
-                };
-                if top.name.as_slice() != name.as_ref() {
-                    let at = position.here();
-                    let tag = String::from_utf8_lossy(name.as_ref()).into_owned();
-                    let open = String::from_utf8_lossy(&top.name).into_owned();
-                    let reason = format!("malformed XML: end tag `</{tag}>` where `</{open}>` was expected");
-                    if record.is_some() {
-                        mark_bad(&mut record, reason, None, plan, at);
-                    } else {
-                        report(out, &mut rows, bad_row(reason, None, at))?;
-                    }
-                    // Resynchronize: close up to the element it ends, if it is open.
-                    match stack.iter().rposition(|f| f.name.as_slice() == name.as_ref()) {
-                        Some(i) => {
-                            while stack.len() > i + 1 {
-                                close(&mut stack, &mut record, &mut rows, &mut context, plan, out, &position)?;
+                        // Resynchronize: close up to the element it ends, if it is open.
+                        match stack.iter().rposition(|f| f.name.as_slice() == name.as_ref()) {
+                            Some(i) => {
+                                while stack.len() > i + 1 {
+                                    close(
+                                        &mut stack,
+                                        &mut record,
+                                        &mut rows,
+                                        &mut context,
+                                        plan,
+                                        out,
+                                        &position,
+                                        &mut resolver,
+                                    )?;
+                                }
                             }
+                            None => continue,
                         }
-                        None => continue,
+                    }
+                    if !close(&mut stack, &mut record, &mut rows, &mut context, plan, out, &position, &mut resolver)? {
+                        return Ok(());
                     }
                 }
-                if !close(&mut stack, &mut record, &mut rows, &mut context, plan, out, &position)? {
-                    return Ok(());
-                }
+                _ => {}
             }
-            Event::Eof => break,
-            _ => {}
-        }
+        };
+        drop(reader);
+        drop(bytes);
+        feed.advance(stopped.0, stopped.1);
     }
     if let Some(r) = record.take() {
         report(out, &mut rows, bad_row("the file ends inside a record (is it truncated?)".into(), None, r.at))?;
@@ -754,8 +838,12 @@ fn close(
     plan: &XmlPlan,
     out: &Out<'_>,
     position: &Position,
+    resolver: &mut NamespaceResolver,
 ) -> Result<bool> {
     let Some(frame) = stack.pop() else { return Ok(true) };
+    if frame.declares {
+        resolver.pop();
+    }
     let at = position.here();
     // An element without text is NULL, as a missing one. (The last field that captures it
     // takes the text itself.)
@@ -834,18 +922,31 @@ fn mark_bad(record: &mut Option<Record>, reason: String, k: Option<usize>, plan:
     }
 }
 
-/// The reader failed: the fetch's own error when the bytes did not arrive, else one bad row
-/// for the rest of the file (the records before it are read).
-fn stop_file(
-    chunks: &mut Chunks,
-    e: &quick_xml::Error,
-    position: &Position,
-    out: &Out<'_>,
-    rows: &mut Rows,
-) -> Result<()> {
-    if let Some(err) = chunks.error.take() {
-        return Err(err);
+/// Whether the reader's error is one a window's end can cause: markup (or a reference) not
+/// closed before the end (`rest` bytes after where it starts).
+fn window_cut_it(e: &quick_xml::Error, rest: usize) -> bool {
+    use quick_xml::errors::{IllFormedError, SyntaxError};
+    match e {
+        // `<!` too near the end to tell a comment, CDATA or a DOCTYPE (`<![CDATA[`).
+        quick_xml::Error::Syntax(SyntaxError::InvalidBangMarkup) => rest < 9,
+        quick_xml::Error::Syntax(s) => matches!(
+            s,
+            SyntaxError::UnclosedPI
+                | SyntaxError::UnclosedXmlDecl
+                | SyntaxError::UnclosedComment
+                | SyntaxError::UnclosedDoctype
+                | SyntaxError::UnclosedCData
+                | SyntaxError::UnclosedTag
+                | SyntaxError::UnclosedSingleQuotedAttributeValue
+                | SyntaxError::UnclosedDoubleQuotedAttributeValue
+        ),
+        quick_xml::Error::IllFormed(IllFormedError::UnclosedReference) => true,
+        _ => false,
     }
+}
+
+/// The reader failed: one bad row for the rest of the file (the records before it are read).
+fn stop_file(e: &quick_xml::Error, position: &Position, out: &Out<'_>, rows: &mut Rows) -> Result<()> {
     let at = position.here();
     let row = BadRow {
         file: out.file.to_string(),
@@ -1006,6 +1107,32 @@ struct Span {
     suffix: Bytes,
     lines: u64,
     line_start: u64,
+    /// Part 0 of a file being cut reads up to `end` (the first share) while the file is
+    /// scanned, then up to the cut the scan found (the whole file when it found none).
+    then: Option<Part>,
+}
+
+impl Part {
+    /// The file's cuts, scanned by the first part to ask.
+    async fn cuts(&self, store: &dyn ObjectStore, file: &ObjectMeta, name: &str) -> &[super::xml_split::Cut] {
+        self.cuts
+            .get_or_init(|| async {
+                // A scan that fails leaves the file whole: its read reports it.
+                let cuts = super::xml_split::cuts(store, file, self.parts, self.depth, &self.local)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::debug!(file = %name, error = %e, "XML file not cut: its scan failed");
+                        Vec::new()
+                    });
+                if cuts.len() + 1 == self.parts {
+                    tracing::debug!(file = %name, parts = self.parts, "XML file read in parts");
+                } else {
+                    tracing::debug!(file = %name, "XML file read whole: no safe place to cut it");
+                }
+                cuts
+            })
+            .await
+    }
 }
 
 /// One partition: some of the files.
@@ -1044,42 +1171,28 @@ impl PartitionStream for Share {
                     suffix: Bytes::new(),
                     lines: 0,
                     line_start: 0,
+                    then: None,
                 };
                 let span = match &part {
                     None => whole,
+                    // Part 0 starts at once: its cut is at or after the first share.
+                    Some(p) if p.index == 0 => Span { end: file.size / p.parts as u64, then: Some(p.clone()), ..whole },
                     Some(p) => {
-                        let cuts = p
-                            .cuts
-                            .get_or_init(|| async {
-                                // A scan that fails leaves the file whole: its read reports it.
-                                super::xml_split::cuts(store.as_ref(), &file, p.parts, p.depth, &p.local)
-                                    .await
-                                    .unwrap_or_else(|e| {
-                                        tracing::debug!(file = %name, error = %e, "XML file not cut: its scan failed");
-                                        Vec::new()
-                                    })
-                            })
-                            .await;
-                        if p.index == 0 && cuts.len() + 1 == p.parts {
-                            tracing::debug!(file = %name, parts = p.parts, "XML file read in parts");
-                        } else if p.index == 0 {
-                            tracing::debug!(file = %name, "XML file read whole: no safe place to cut it");
+                        let cuts = p.cuts(store.as_ref(), &file, &name).await;
+                        if cuts.len() + 1 < p.parts {
+                            // Not cut: part 0 reads it all.
+                            continue;
                         }
-                        match (cuts.len() + 1 == p.parts, p.index) {
-                            (false, 0) => whole,
-                            (false, _) => continue,
-                            (true, i) => {
-                                let from = i.checked_sub(1).map(|k| &cuts[k]);
-                                let to = cuts.get(i);
-                                Span {
-                                    start: from.map_or(0, |c| c.at),
-                                    end: to.map_or(file.size, |c| c.at),
-                                    prefix: from.map_or_else(Bytes::new, |c| c.prefix.clone()),
-                                    suffix: to.map_or_else(Bytes::new, |c| c.suffix.clone()),
-                                    lines: from.map_or(0, |c| c.lines),
-                                    line_start: from.map_or(0, |c| c.line_start),
-                                }
-                            }
+                        let from = &cuts[p.index - 1];
+                        let to = cuts.get(p.index);
+                        Span {
+                            start: from.at,
+                            end: to.map_or(file.size, |c| c.at),
+                            prefix: from.prefix.clone(),
+                            suffix: to.map_or_else(Bytes::new, |c| c.suffix.clone()),
+                            lines: from.lines,
+                            line_start: from.line_start,
+                            then: None,
                         }
                     }
                 };
@@ -1088,7 +1201,7 @@ impl PartitionStream for Share {
                 let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(CHUNKS_IN_FLIGHT);
                 // The file's bytes, decompressed, on this task; parsed on a blocking thread.
                 let fetch = {
-                    let (store, file, format) = (store.clone(), file.clone(), format.clone());
+                    let (store, file, format, name) = (store.clone(), file.clone(), format.clone(), name.clone());
                     async move {
                         let location = file.location.clone();
                         // Uncompressed: large ranges (a local store's stream comes in 8 KiB
@@ -1097,9 +1210,23 @@ impl PartitionStream for Share {
                             if !span.prefix.is_empty() && chunk_tx.send(Ok(span.prefix.clone())).await.is_err() {
                                 return;
                             }
-                            let mut at = span.start;
-                            while at < span.end {
-                                let end = (at + FETCH).min(span.end);
+                            let (mut at, mut until, mut suffix) = (span.start, span.end, span.suffix.clone());
+                            let mut then = span.then.clone();
+                            loop {
+                                if at >= until {
+                                    let Some(p) = then.take() else { break };
+                                    let cuts = p.cuts(store.as_ref(), &file, &name).await;
+                                    match cuts.first() {
+                                        Some(c) if cuts.len() + 1 == p.parts => {
+                                            (until, suffix) = (c.at, c.suffix.clone());
+                                        }
+                                        _ => until = file.size,
+                                    }
+                                    if at >= until {
+                                        break;
+                                    }
+                                }
+                                let end = (at + FETCH).min(until);
                                 let opts = GetOptions {
                                     range: Some(object_store::GetRange::Bounded(at..end)),
                                     ..Default::default()
@@ -1115,8 +1242,8 @@ impl PartitionStream for Share {
                                 }
                                 at = end;
                             }
-                            if !span.suffix.is_empty() {
-                                let _ = chunk_tx.send(Ok(span.suffix.clone())).await;
+                            if !suffix.is_empty() {
+                                let _ = chunk_tx.send(Ok(suffix)).await;
                             }
                             return;
                         }
@@ -1163,20 +1290,16 @@ impl PartitionStream for Share {
                     tokio::task::spawn_blocking(move || {
                         // Offsets are the file's: the prefix stands just before the span.
                         let position = Position {
-                            consumed: Cell::new(0),
+                            base: Cell::new(span_start - prefix_len),
+                            consumed: Cell::new(span_start - prefix_len),
+                            counted: Cell::new(span_start - prefix_len),
                             lines: Cell::new(span_lines),
                             line_start: Cell::new(span_line_start),
+                            ..Default::default()
                         };
-                        let chunks = Chunks {
-                            rx: chunk_rx,
-                            chunk: Bytes::new(),
-                            pos: 0,
-                            chunk_start: span_start - prefix_len,
-                            position: Rc::new(position),
-                            error: None,
-                        };
+                        let feed = Feed { rx: chunk_rx, position: Rc::new(position), finished: false, past: 0 };
                         let out = Out { plan: &plan, schema: &schema, file: &name, bad: &bad, tx: &tx };
-                        parse_file(chunks, &out)
+                        parse_file(feed, &out)
                     })
                 };
                 let (_, parsed) = futures::join!(fetch, parse);
@@ -1199,5 +1322,114 @@ impl PartitionStream for Share {
             Ok(())
         });
         builder.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows (as a table) and bad rows of `doc` read in chunks of `size` bytes.
+    fn read(doc: &[u8], size: usize, plan: &XmlPlan, schema: &SchemaRef) -> (String, Vec<String>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(doc.len() + 1);
+        for c in doc.chunks(size) {
+            chunk_tx.try_send(Ok(Bytes::copy_from_slice(c))).expect("room for every chunk");
+        }
+        drop(chunk_tx);
+        let bad = BadRows::new(false, true);
+        let feed = Feed { rx: chunk_rx, position: Rc::new(Position::default()), finished: false, past: 0 };
+        let out = Out { plan, schema, file: "t.xml", bad: &bad, tx: &tx };
+        parse_file(feed, &out).expect("parsed");
+        drop(tx);
+        let mut batches = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b.expect("a batch"));
+        }
+        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("printed").to_string();
+        let bad = bad.take().into_iter().map(|r| format!("{}: {:?} {}", r.line, r.column, r.reason)).collect();
+        (table, bad)
+    }
+
+    /// Windows end before the last `<` of what has arrived: wherever the chunks of a file
+    /// end (inside a comment, CDATA, a processing instruction, a DOCTYPE, a reference, a tag,
+    /// a namespace declaration), the rows, their values and the bad rows' lines and columns
+    /// are those of a read of the whole file at once.
+    #[test]
+    fn every_cut_of_a_file_reads_as_the_whole_file() {
+        let mut doc = String::from(concat!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+            "<!DOCTYPE feed [ <!ELEMENT feed ANY> ]>\n",
+            "<!-- a comment with < and > and <tags/> in it -->\n",
+            "<feed xmlns:h=\"urn:head\">\n",
+            "  <h:head><h:id>H-1</h:id></h:head>\n",
+            "  <?pi with <angle> brackets ?>\n",
+            "  <item code=\"A&amp;1\">\n",
+            "    <name>first &amp; &#x41; <![CDATA[<raw> & ]]>text</name>\n",
+            "    <n> 1 </n>\n",
+            "    <skip><skip><deep>x</deep></skip><other/></skip>\n",
+            "    <zz>skipped &amp; text</zz><zz><![CDATA[<zz>]]></zz><zz>a</zz ><zz></zz><n2>x</n2>\n",
+            "    <tag>a</tag><tag/><tag>c<!-- < --></tag>\n",
+            "  </item>\n",
+            "  <item xmlns=\"urn:default\" xmlns:q=\"urn:p\" code=\"B\">\n",
+            "    <name>second</name><q:extra>in p</q:extra>\n",
+            "    <n>2</n>\n",
+            "  </item>\n",
+            "  <item xmlns:q=\"urn:other\" code='C'><q:extra>not p</q:extra><n>3</n></item>\n",
+            "  <item code=\"D\"/>\n",
+            "  <item code=\"X\"><n>four</n></item>\n",
+        ));
+        for i in 0..12 {
+            doc.push_str(&format!(
+                "  <item code=\"g{i}\">\r\n    <zz>z{i}</zz><name>generated\r\nline {i}</name><n>{i}</n><zz/><tag>t{i}</tag>\r\n  </item>\n"
+            ));
+        }
+        doc.push_str("  <h:head><h:id>H-2</h:id></h:head>\n  <item code=\"E\"><n>5</n></item>\n</feed>\n");
+        let fields: IndexMap<String, String> = [
+            ("code", "@code"),
+            ("name", "name"),
+            ("n", "n"),
+            ("tags", "tag[]"),
+            ("extra", "p:extra"),
+            ("head", "/feed/h:head/h:id"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let namespaces: IndexMap<String, String> =
+            [("p", "urn:p"), ("h", "urn:head")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let plan = XmlPlan::new("/feed/item", &fields, Some(&namespaces)).expect("a plan");
+        let schema = plan.schema(&[("n".to_string(), DataType::Int64)]);
+        let whole = read(doc.as_bytes(), doc.len(), &plan, &schema);
+        // What the whole read says, checked once by eye and pinned here.
+        assert!(whole.0.contains("| A&1  | first & A <raw> & text"), "{}", whole.0);
+        assert!(whole.0.contains("| in p"), "{}", whole.0);
+        assert!(!whole.0.contains("not p"), "{}", whole.0);
+        // Line breaks in text are normalized (`\r\n` to `\n`).
+        assert!(whole.0.contains("| g11  | generated ") && whole.0.contains("| line 11 "), "{}", whole.0);
+        assert!(!whole.0.contains('\r'), "{}", whole.0);
+        assert!(whole.0.contains("| E    |") && whole.0.contains("H-2"), "{}", whole.0);
+        assert_eq!(whole.0.matches("H-1").count(), 16, "{}", whole.0);
+        assert_eq!(whole.1.len(), 1, "{:?}", whole.1);
+        assert!(whole.1[0].starts_with("20: Some(\"n\")"), "{:?}", whole.1);
+        for size in 1..doc.len() {
+            assert_eq!(read(doc.as_bytes(), size, &plan, &schema), whole, "chunks of {size} bytes");
+        }
+        // Malformed markup in the middle ends the file where it is, however it arrives.
+        let broken = doc.replacen("<?pi", "<!pi", 1);
+        let whole = read(broken.as_bytes(), broken.len(), &plan, &schema);
+        assert_eq!(whole.1.len(), 1, "{:?}", whole.1);
+        assert!(whole.1[0].starts_with("6: None malformed XML: syntax error"), "{:?}", whole.1);
+        // A skipped leaf is passed over without its events; its line breaks still count.
+        let jumped = doc.replace("<zz>z3</zz>", "<zz>z\n\n3</zz>");
+        let (table, bad) = read(jumped.as_bytes(), jumped.len(), &plan, &schema);
+        assert_eq!(table, read(doc.as_bytes(), doc.len(), &plan, &schema).0);
+        assert!(bad[0].starts_with("20: Some(\"n\")"), "{bad:?}");
+        let late = jumped.replace("<n>four</n>", "<n>4</n>").replace("<n>11</n>", "<n>eleven</n>");
+        let (_, bad) = read(late.as_bytes(), 1000, &plan, &schema);
+        assert!(bad[0].starts_with("67: Some(\"n\")"), "{bad:?}");
+        for size in 1..broken.len() {
+            assert_eq!(read(broken.as_bytes(), size, &plan, &schema), whole, "chunks of {size} bytes");
+        }
     }
 }
