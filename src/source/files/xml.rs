@@ -1176,7 +1176,10 @@ impl PartitionStream for Share {
                 let span = match &part {
                     None => whole,
                     // Part 0 starts at once: its cut is at or after the first share.
-                    Some(p) if p.index == 0 => Span { end: file.size / p.parts as u64, then: Some(p.clone()), ..whole },
+                    Some(p) if p.index == 0 => {
+                        let end = super::xml_split::shares(file.size, p.parts).first().copied().unwrap_or(file.size);
+                        Span { end, then: Some(p.clone()), ..whole }
+                    }
                     Some(p) => {
                         let cuts = p.cuts(store.as_ref(), &file, &name).await;
                         if cuts.len() + 1 < p.parts {
@@ -1303,6 +1306,7 @@ impl PartitionStream for Share {
                     })
                 };
                 let (_, parsed) = futures::join!(fetch, parse);
+                tracing::debug!(part = part.as_ref().map(|p| p.index), "XML file read");
                 match parsed {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
