@@ -1289,7 +1289,8 @@ impl PartitionStream for Share {
                     }
                 };
                 let parse = {
-                    let (plan, schema, bad, tx) = (plan.clone(), schema.clone(), bad.clone(), tx.clone());
+                    let (plan, schema, bad, tx, name) =
+                        (plan.clone(), schema.clone(), bad.clone(), tx.clone(), name.clone());
                     tokio::task::spawn_blocking(move || {
                         // Offsets are the file's: the prefix stands just before the span.
                         let position = Position {
@@ -1306,7 +1307,7 @@ impl PartitionStream for Share {
                     })
                 };
                 let (_, parsed) = futures::join!(fetch, parse);
-                tracing::debug!(part = part.as_ref().map(|p| p.index), "XML file read");
+                tracing::debug!(file = %name, part = part.as_ref().map(|p| p.index), "XML file read");
                 match parsed {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
