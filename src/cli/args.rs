@@ -22,6 +22,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The documents `weir schema` describes.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SchemaKind {
+    /// Pipeline files (`pipeline.schema.json`).
+    Pipeline,
+    /// `weir lineage --format json` (`docs/lineage.schema.json`).
+    Lineage,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -188,8 +197,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the JSON Schema of pipeline files.
-    Schema,
+    /// Column-level lineage: where every column comes from, through every task, read from the
+    /// planned queries.
+    Lineage {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        /// Where this column comes from, through every task: `task.column` (or
+        /// `pipeline.task.column`).
+        #[arg(long, value_name = "TASK.COLUMN", conflicts_with = "downstream")]
+        column: Option<String>,
+        /// What depends on this column: the columns, rows and checks it reaches.
+        #[arg(long, value_name = "TASK.COLUMN")]
+        downstream: Option<String>,
+        #[arg(long, value_enum, default_value_t = LineageFormat::Text)]
+        format: LineageFormat,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Print a JSON Schema: of pipeline files (default), or of `weir lineage --format json`.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
+        of: SchemaKind,
+    },
     /// Run a Ballista scheduler or executor of this build (cargo feature `distributed`): a
     /// cluster for `engine: { ballista: ... }` on the same DataFusion and Ballista versions as
     /// this weir. The arguments are those of Ballista's `ballista-scheduler` and

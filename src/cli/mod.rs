@@ -47,6 +47,7 @@ macro_rules! outln {
 
 mod args;
 mod cdc;
+mod lineage;
 #[cfg(feature = "distributed")]
 mod cluster;
 mod logging;
@@ -54,6 +55,7 @@ mod preview;
 mod render;
 
 pub use args::*;
+pub use lineage::LineageFormat;
 use logging::*;
 pub use preview::incremental_preview;
 pub use render::*;
@@ -112,9 +114,18 @@ pub fn main() -> i32 {
 
 async fn dispatch(cli: Cli) -> i32 {
     match cli.command {
-        Command::Schema => {
-            outln!("{}", schema_text());
+        Command::Schema { of } => {
+            match of {
+                SchemaKind::Pipeline => outln!("{}", schema_text()),
+                SchemaKind::Lineage => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&compile::lineage::document_schema()).unwrap_or_default()
+                ),
+            }
             EXIT_OK
+        }
+        Command::Lineage { ref path, ref column, ref downstream, format, ref vars } => {
+            lineage::lineage_cmd(path, column.as_deref(), downstream.as_deref(), format, vars).await
         }
         Command::Validate { ref paths, ref vars } => validate(paths, vars).await,
         Command::Plan { ref path, ref vars } => {

@@ -9,6 +9,7 @@ mod extract;
 pub use extract::UNREACHABLE;
 mod graph;
 mod http;
+pub mod lineage;
 mod loads;
 pub mod plan;
 mod queries;
@@ -191,7 +192,8 @@ impl Compiler<'_> {
         let mut schemas: HashMap<NodeIndex, SchemaRef> = HashMap::new();
         let mut sources = self.infer_extracts(&state, &g, &mut schemas).await;
         phase("extract schemas inferred");
-        let needed = self.plan_transforms(&ctx, &state, &mut g, &mut schemas);
+        let mut lineages = HashMap::new();
+        let needed = self.plan_transforms(&ctx, &state, &mut g, &mut schemas, &mut lineages);
         self.plan_loads(&state, &g, &mut schemas);
         if self.diags.is_empty() {
             self.check_tables(&g, &schemas).await;
@@ -205,6 +207,7 @@ impl Compiler<'_> {
             return None;
         }
 
+        self.complete_lineage(&state, &g, &schemas, &checks, &mut lineages);
         prune_database_columns(&g, &mut sources.databases, &needed, &checks, &incremental);
         let how = g.executions(&checks);
         let final_graph = g.graph.map_owned(
@@ -266,6 +269,7 @@ impl Compiler<'_> {
                     position: d.position,
                     checks: checks.remove(&i).unwrap_or_default(),
                     quarantine: quarantines.remove(&i),
+                    lineage: lineages.remove(&i).unwrap_or_default(),
                 }
             },
             |_, e| e,

@@ -61,6 +61,8 @@ pub struct TaskNode {
     pub checks: Vec<CheckPlan>,
     /// Where rows failing row-level checks go, with `on_check_failure: quarantine`.
     pub quarantine: Option<QuarantinePlan>,
+    /// Where its columns come from (see `lineage`).
+    pub lineage: super::lineage::TaskLineage,
 }
 
 /// A compiled check (see `spec::Check`).

@@ -69,6 +69,7 @@ impl Compiler<'_> {
         state: &SessionState,
         g: &mut TaskGraph,
         schemas: &mut HashMap<NodeIndex, SchemaRef>,
+        lineages: &mut HashMap<NodeIndex, lineage::TaskLineage>,
     ) -> Scans {
         let TaskGraph { graph, index, order } = g;
         // Database extracts: which of their columns the transforms read (pushed into the
@@ -114,14 +115,17 @@ impl Compiler<'_> {
                     jobs.push((i, st));
                 }
             }
-            for (i, result) in plan_queries_scans(state, jobs, &databases) {
+            let is_task = |t: &str| index.contains_key(t);
+            for (i, result) in plan_queries_scans(state, jobs, &databases, &is_task) {
                 let name = graph[i].name.clone();
                 let DraftKind::Transform { sql, .. } = &graph[i].kind else { continue };
                 match result {
-                    Ok((schema, scans)) => {
+                    Ok(Planned { schema, scans, lineage }) => {
                         for (table, reads) in scans {
                             add_reads(&mut needed, table, reads);
                         }
+                        let (columns, rows) = lineage.into_task();
+                        lineages.insert(i, lineage::TaskLineage { columns, rows, ..Default::default() });
                         let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
                         schemas.insert(i, schema);
                     }
@@ -191,7 +195,14 @@ pub(super) enum PlanIssue {
 
 /// Plan one query against the registered tables: its output schema.
 pub(super) fn plan_query(state: &SessionState, statement: Box<DfStatement>) -> Result<SchemaRef, PlanIssue> {
-    plan_query_scans(state, statement, &HashSet::new()).map(|(schema, _)| schema)
+    plan_query_scans(state, statement, &HashSet::new(), &|_| false).map(|p| p.schema)
+}
+
+/// A query planned: its output schema, what it reads of database extracts, its lineage.
+pub(super) struct Planned {
+    pub schema: SchemaRef,
+    pub scans: Scans,
+    pub lineage: super::lineage::QueryLineage,
 }
 
 /// What queries read of each table in `tables`, from their optimized plans (so what `SELECT *`
@@ -281,12 +292,14 @@ impl datafusion::catalog::TableProvider for PushdownStub {
     }
 }
 
-/// [`plan_query`], and the columns it reads of the `tables` it reads (see [`Scans`]).
+/// [`plan_query`], the columns it reads of the `tables` it reads (see [`Scans`]), and its
+/// lineage over the tables named `is_task`.
 pub(super) fn plan_query_scans(
     state: &SessionState,
     statement: Box<DfStatement>,
     tables: &HashSet<String>,
-) -> Result<(SchemaRef, Scans), PlanIssue> {
+    is_task: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Planned, PlanIssue> {
     // The tables are in-memory schema stubs: planning never waits on I/O.
     let planned = futures::executor::block_on(state.statement_to_plan(*statement)).map_err(PlanIssue::DataFusion)?;
     sql::query_only().verify_plan(&planned).map_err(|e| PlanIssue::Sandbox(e.strip_backtrace()))?;
@@ -302,6 +315,7 @@ pub(super) fn plan_query_scans(
             return Err(PlanIssue::DuplicateColumn(f.name().clone()));
         }
     }
+    let lineage = super::lineage::of_query(&analyzed, is_task);
     let mut scans = Scans::new();
     if !tables.is_empty() {
         use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -328,7 +342,7 @@ pub(super) fn plan_query_scans(
             }
         }
     }
-    Ok((schema, scans))
+    Ok(Planned { schema, scans, lineage })
 }
 
 /// Plan queries on all cores, with the columns each reads of `tables`; results in the order of
@@ -337,8 +351,9 @@ pub(super) fn plan_queries_scans(
     state: &SessionState,
     jobs: Vec<(NodeIndex, Box<DfStatement>)>,
     tables: &HashSet<String>,
-) -> Vec<(NodeIndex, Result<(SchemaRef, Scans), PlanIssue>)> {
-    par_map(jobs, |(i, st)| (i, plan_query_scans(state, st, tables)))
+    is_task: &(dyn Fn(&str) -> bool + Sync),
+) -> Vec<(NodeIndex, Result<Planned, PlanIssue>)> {
+    par_map(jobs, |(i, st)| (i, plan_query_scans(state, st, tables, is_task)))
 }
 
 /// `f` over `items` on all cores (scoped threads; results in order). Small inputs run here.
