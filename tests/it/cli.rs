@@ -200,7 +200,8 @@ fn secrets_stay_out_of_errors_logs_and_state() {
 }
 
 /// Every field that can hold a variable, with a `${env:…}` value in each: `validate`, `plan`,
-/// `graph` (both formats), `run` (table and JSON) and `runs` never show it.
+/// `graph` (both formats), `lineage` (text, JSON, DOT), `run` (table and JSON) and `runs`
+/// never show it.
 #[test]
 fn secrets_stay_out_of_plan_graph_and_every_field_that_takes_a_variable() {
     let secret = "hunter2-canary-5e1d";
@@ -217,6 +218,9 @@ fn secrets_stay_out_of_plan_graph_and_every_field_that_takes_a_variable() {
         &["plan", "p.yaml"],
         &["graph", "p.yaml"],
         &["graph", "p.yaml", "--format", "mermaid"],
+        &["lineage", "p.yaml"],
+        &["lineage", "p.yaml", "--format", "json"],
+        &["lineage", "p.yaml", "--downstream", "a.x", "--format", "dot"],
         &["-vv", "run", "p.yaml"],
         &["run", "p.yaml", "--json", "--full-refresh"],
         &["runs", "--dir", "."],

@@ -21,6 +21,7 @@ mod http;
 mod incremental;
 mod kill;
 mod layers;
+mod lineage;
 mod memory_store;
 mod mysql;
 mod oncall;
