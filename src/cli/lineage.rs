@@ -22,8 +22,9 @@ pub(super) async fn lineage_cmd(
     downstream: Option<&str>,
     format: LineageFormat,
     vars: &VarArgs,
+    cache: Option<&dyn compile::SchemaCache>,
 ) -> i32 {
-    let plans = match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), None).await
+    let plans = match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await
     {
         Ok(p) => p,
         Err(code) => return code,

@@ -125,11 +125,15 @@ async fn dispatch(cli: Cli) -> i32 {
             EXIT_OK
         }
         Command::Lineage { ref path, ref column, ref downstream, format, ref vars } => {
-            lineage::lineage_cmd(path, column.as_deref(), downstream.as_deref(), format, vars).await
+            let cache = compile_cache(&cli, path);
+            let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
+            lineage::lineage_cmd(path, column.as_deref(), downstream.as_deref(), format, vars, cache).await
         }
-        Command::Validate { ref paths, ref vars } => validate(paths, vars).await,
+        Command::Validate { ref paths, ref vars } => validate(&cli, paths, vars).await,
         Command::Plan { ref path, ref vars } => {
-            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), None).await {
+            let cache = compile_cache(&cli, path);
+            let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
+            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), cache).await {
                 Ok(plans) => {
                     let mut out = String::new();
                     for (k, p) in plans.iter().enumerate() {
@@ -147,7 +151,9 @@ async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Graph { ref path, format, ref vars } => {
-            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), None).await {
+            let cache = compile_cache(&cli, path);
+            let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
+            match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), cache).await {
                 Ok(plans) => {
                     for p in plans {
                         let text = match format {
@@ -279,8 +285,10 @@ async fn compile_paths(
     Ok(plans)
 }
 
-async fn validate(paths: &[PathBuf], vars: &VarArgs) -> i32 {
-    match compile_paths(paths, vars, &run::new_run_id(), &today(), None).await {
+async fn validate(cli: &Cli, paths: &[PathBuf], vars: &VarArgs) -> i32 {
+    let cache = paths.first().and_then(|p| compile_cache(cli, p));
+    let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
+    match compile_paths(paths, vars, &run::new_run_id(), &today(), cache).await {
         Ok(plans) => {
             for p in &plans {
                 outln!("ok  {} ({}): {} tasks", p.pipeline, p.source.name, p.graph.node_count());
@@ -304,6 +312,13 @@ fn open_state(cli: &Cli, path: &Path) -> Option<(Arc<StateStore>, PathBuf)> {
     };
     let staging_dir = state_file.parent().map(|d| d.join("staging")).unwrap_or_else(|| PathBuf::from(".weir/staging"));
     Some((state, staging_dir))
+}
+
+/// The state store for pipelines at `path` as compile's cache (inferred schemas, planned
+/// queries), for commands that only compile: `None`, and no message, when it cannot be opened
+/// (a read-only directory): they work without it.
+fn compile_cache(cli: &Cli, path: &Path) -> Option<Arc<StateStore>> {
+    StateStore::open(&state_path(cli, path)).ok().map(Arc::new)
 }
 
 /// Where the state store lives for pipelines at `path`.

@@ -11,6 +11,7 @@ mod graph;
 mod http;
 pub mod lineage;
 mod loads;
+mod memo;
 pub mod plan;
 mod queries;
 pub mod schedule;
@@ -144,9 +145,22 @@ pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
 /// Compile one pipeline, with inferred schemas cached in `cache`.
 pub async fn compile_cached(p: &LoadedPipeline, cache: Option<&dyn SchemaCache>) -> Result<Plan, CompileError> {
     // Problems the spec stage found are reported together with compile's own.
-    let mut c =
-        Compiler { p, diags: p.problems.clone(), cache, databases: Default::default(), apis: Default::default() };
+    let memo_key = format!("compiled-queries:{}", p.source.path.display());
+    let memo = cache.map(|c| memo::MemoUse::load(c, &memo_key)).unwrap_or_default();
+    let mut c = Compiler {
+        p,
+        diags: p.problems.clone(),
+        cache,
+        databases: Default::default(),
+        apis: Default::default(),
+        memo,
+    };
     let plan = c.run().await;
+    if let Some(cache) = cache {
+        let memo = std::mem::take(&mut c.memo);
+        tracing::debug!(pipeline = %p.name, planned = memo.misses, "compile: queries planned or parsed anew");
+        memo.save(cache, &memo_key);
+    }
     match plan {
         Some(plan) if c.diags.is_empty() => Ok(plan),
         _ => {
@@ -165,6 +179,8 @@ struct Compiler<'a> {
     databases: indexmap::IndexMap<String, crate::source::database::DbStore>,
     /// HTTP API stores, by name.
     apis: indexmap::IndexMap<String, Arc<crate::source::http::HttpStore>>,
+    /// Queries parsed and planned by earlier compiles (see `memo`).
+    memo: memo::MemoUse,
 }
 
 impl Compiler<'_> {
@@ -305,10 +321,22 @@ impl Compiler<'_> {
         loads: &HashSet<&str>,
     ) -> Vec<Draft> {
         let p = self.p;
+        // Queries parsed by an earlier compile are not parsed again, unless a table they read
+        // is not a task's (its error needs the parse's places).
+        let mut parsed: HashMap<&str, Vec<String>> = HashMap::new();
+        for (n, t) in &p.spec.tasks {
+            if let Some(tr) = &t.transform
+                && let Some(tables) = self.memo.parsed(&tr.sql)
+                && tables.iter().all(|t| names.contains(t.as_str()) && !loads.contains(t.as_str()))
+            {
+                parsed.insert(n.as_str(), tables);
+            }
+        }
         let queries: Vec<(&str, &str)> = p
             .spec
             .tasks
             .iter()
+            .filter(|(n, _)| !parsed.contains_key(n.as_str()))
             .filter_map(|(n, t)| t.transform.as_ref().map(|tr| (n.as_str(), tr.sql.as_str())))
             .collect();
         let mut analyses: HashMap<&str, Result<sql::Analyzed, Vec<sql::SqlIssue>>> =
@@ -318,7 +346,16 @@ impl Compiler<'_> {
             let kind = if let Some(e) = &task.extract {
                 self.draft_extract(name, e, stores)
             } else if let Some(t) = &task.transform {
-                self.draft_transform(name, t, analyses.remove(name.as_str()), names, loads)
+                match parsed.remove(name.as_str()) {
+                    Some(inputs) => DraftKind::Transform { sql: t.sql.clone(), statement: None, inputs },
+                    None => {
+                        let kind = self.draft_transform(name, t, analyses.remove(name.as_str()), names, loads);
+                        if let DraftKind::Transform { inputs, .. } = &kind {
+                            self.memo.add_parsed(&t.sql, inputs.clone());
+                        }
+                        kind
+                    }
+                }
             } else if let Some(l) = &task.load {
                 let kind = self.draft_load(name, l, stores, names, loads);
                 self.check_mode(name, l);

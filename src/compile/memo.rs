@@ -1,0 +1,223 @@
+//! Queries planned by earlier compiles of a pipeline, kept in the schema cache (the state
+//! store) so that re-validating replans only what changed. An entry is keyed by a 128-bit hash
+//! of what planning reads — the query's text (`${vars}` substituted) and the name and schema of
+//! every table it reads — under the build of weir that made it: a query whose text or whose
+//! inputs' schemas changed misses, and is planned; everything downstream of a changed schema
+//! misses in turn. Only queries that planned without a problem are kept, and only what
+//! round-trips exactly (a schema whose types print and parse back to themselves, without
+//! metadata). Queries reading a database extract are always planned (what they read of it is
+//! pushed to the server, and is not kept here).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use super::lineage::{Dep, How};
+use super::SchemaCache;
+
+/// The memo of one pipeline, as stored.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Memo {
+    /// The build that wrote it (version, executable size and time): another build may plan
+    /// differently, so its entries are not read.
+    build: String,
+    /// By query key: the tables the query reads, as parsed.
+    #[serde(default)]
+    parsed: HashMap<String, Vec<String>>,
+    /// By plan key: the query's output and lineage.
+    #[serde(default)]
+    planned: HashMap<String, MemoPlan>,
+}
+
+/// A planned query: its output columns (name, type as printed, nullable) and their lineage.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct MemoPlan {
+    schema: Vec<(String, String, bool)>,
+    columns: Vec<Vec<(How, String, String)>>,
+    rows: Vec<(How, String, String)>,
+}
+
+/// What one compile used and added.
+#[derive(Debug, Default)]
+pub(super) struct MemoUse {
+    pub old: Memo,
+    pub new: Memo,
+    /// Entries planned (or parsed) in this compile rather than read.
+    pub misses: usize,
+    /// There is a cache to save to: keep what is planned.
+    enabled: bool,
+}
+
+impl MemoUse {
+    /// The memo of the pipeline file at `key` in `cache` (empty when there is none or another
+    /// build wrote it).
+    pub fn load(cache: &dyn SchemaCache, key: &str) -> MemoUse {
+        let build = build_id();
+        let old = cache
+            .schema(key)
+            .and_then(|bytes| serde_json::from_slice::<Memo>(&bytes).ok())
+            .filter(|m| m.build == build)
+            .unwrap_or_default();
+        MemoUse { old, new: Memo { build, ..Default::default() }, misses: 0, enabled: true }
+    }
+
+    /// Store what this compile used, when it differs from what was read.
+    pub fn save(self, cache: &dyn SchemaCache, key: &str) {
+        let same = self.misses == 0
+            && self.new.parsed.len() == self.old.parsed.len()
+            && self.new.planned.len() == self.old.planned.len();
+        if same {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(&self.new) {
+            cache.put_schema(key, &bytes);
+        }
+    }
+
+    /// The tables a query reads, from an earlier parse of the same text.
+    pub fn parsed(&mut self, sql: &str) -> Option<Vec<String>> {
+        let k = query_key(sql);
+        let tables = self.old.parsed.get(&k)?.clone();
+        self.new.parsed.insert(k, tables.clone());
+        Some(tables)
+    }
+
+    pub fn add_parsed(&mut self, sql: &str, tables: Vec<String>) {
+        self.misses += 1;
+        if !self.enabled {
+            return;
+        }
+        self.new.parsed.insert(query_key(sql), tables);
+    }
+
+    /// An earlier plan of the query under `key` (see [`plan_key`]).
+    pub fn planned(&mut self, key: &str) -> Option<(Schema, Vec<Vec<Dep>>, Vec<Dep>)> {
+        let m = self.old.planned.get(key)?;
+        let mut fields = Vec::with_capacity(m.schema.len());
+        for (name, t, nullable) in &m.schema {
+            fields.push(Field::new(name, t.parse::<DataType>().ok()?, *nullable));
+        }
+        let deps = |v: &[(How, String, String)]| -> Vec<Dep> {
+            v.iter().map(|(how, task, column)| Dep { task: task.clone(), column: column.clone(), how: *how }).collect()
+        };
+        let columns = m.columns.iter().map(|c| deps(c)).collect();
+        let rows = deps(&m.rows);
+        self.new.planned.insert(key.to_string(), m.clone());
+        Some((Schema::new(fields), columns, rows))
+    }
+
+    /// Keep a plan made in this compile, if it round-trips exactly.
+    pub fn add_planned(&mut self, key: String, schema: &Schema, columns: &[Vec<Dep>], rows: &[Dep]) {
+        self.misses += 1;
+        if !self.enabled || !schema.metadata().is_empty() {
+            return;
+        }
+        let mut fields = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            let printed = f.data_type().to_string();
+            if !f.metadata().is_empty() || printed.parse::<DataType>().ok().as_ref() != Some(f.data_type()) {
+                return;
+            }
+            fields.push((f.name().clone(), printed, f.is_nullable()));
+        }
+        let deps = |v: &[Dep]| -> Vec<(How, String, String)> {
+            v.iter().map(|d| (d.how, d.task.clone(), d.column.clone())).collect()
+        };
+        let plan =
+            MemoPlan { schema: fields, columns: columns.iter().map(|c| deps(c)).collect(), rows: deps(rows) };
+        self.new.planned.insert(key, plan);
+    }
+}
+
+/// The build of weir running: its version and its executable's size and modification time.
+fn build_id() -> String {
+    let exe = std::env::current_exe().ok().and_then(|p| std::fs::metadata(p).ok());
+    let stamp = exe
+        .map(|m| {
+            let t = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+            format!("{} {}", m.len(), t.as_nanos())
+        })
+        .unwrap_or_default();
+    format!("{} {stamp}", env!("CARGO_PKG_VERSION"))
+}
+
+/// 128 bits of hash over what `feed` writes: two SipHash passes, each behind its own prefix.
+fn key128(feed: impl Fn(&mut std::collections::hash_map::DefaultHasher)) -> String {
+    let mut out = String::with_capacity(32);
+    for prefix in [0x5au8, 0xa5] {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write_u8(prefix);
+        feed(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// The key of a query's text.
+pub(super) fn query_key(sql: &str) -> String {
+    key128(|h| sql.hash(h))
+}
+
+/// The key of a query's plan: its text and the name and schema of each table it reads.
+pub(super) fn plan_key(sql: &str, inputs: &[(&str, &Schema)]) -> String {
+    key128(|h| {
+        sql.hash(h);
+        inputs.len().hash(h);
+        for (name, schema) in inputs {
+            name.hash(h);
+            schema.hash(h);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_change_with_text_and_with_any_input_schema() {
+        let a = Schema::new(vec![Field::new("x", DataType::Int64, true)]);
+        let b = Schema::new(vec![Field::new("x", DataType::Int32, true)]);
+        let c = Schema::new(vec![Field::new("x", DataType::Int64, false)]);
+        let k = plan_key("SELECT x FROM t", &[("t", &a)]);
+        assert_eq!(k.len(), 32);
+        assert_eq!(k, plan_key("SELECT x FROM t", &[("t", &a)]));
+        assert_ne!(k, plan_key("SELECT x FROM t ", &[("t", &a)]));
+        assert_ne!(k, plan_key("SELECT x FROM t", &[("t", &b)]));
+        assert_ne!(k, plan_key("SELECT x FROM t", &[("t", &c)]));
+        assert_ne!(k, plan_key("SELECT x FROM t", &[("u", &a)]));
+        assert_ne!(query_key("SELECT 1"), query_key("SELECT 2"));
+    }
+
+    #[test]
+    fn only_what_round_trips_is_kept() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let mut m = MemoUse { enabled: true, ..Default::default() };
+        let types = [
+            DataType::Int64,
+            DataType::Decimal128(12, 2),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Date32,
+            DataType::Utf8View,
+            DataType::List(std::sync::Arc::new(Field::new("item", DataType::Utf8, true))),
+        ];
+        let schema = Schema::new(
+            types.iter().enumerate().map(|(k, t)| Field::new(format!("c{k}"), t.clone(), k % 2 == 0)).collect::<Vec<_>>(),
+        );
+        let lineage = vec![vec![Dep { task: "t".into(), column: "x".into(), how: How::Copy }]; types.len()];
+        m.add_planned("k".into(), &schema, &lineage, &[]);
+        m.old = std::mem::take(&mut m.new);
+        let (back, columns, rows) = m.planned("k").expect("kept");
+        assert_eq!(back, schema);
+        assert_eq!(columns, lineage);
+        assert!(rows.is_empty());
+        // Metadata does not round-trip: not kept.
+        let mut m = MemoUse { enabled: true, ..Default::default() };
+        let with_meta = Schema::new(vec![
+            Field::new("x", DataType::Int64, true).with_metadata([("k".to_string(), "v".to_string())].into()),
+        ]);
+        m.add_planned("k".into(), &with_meta, &[vec![]], &[]);
+        assert!(m.new.planned.is_empty());
+    }
+}
