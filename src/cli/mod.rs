@@ -75,7 +75,10 @@ const MI_PURGE_DELAY_DEFAULT_MS: std::ffi::c_long = 1000;
 /// used. With 10 ms, in the same benchmark runs (release, 2026-12-03): the XML read 276 → 200
 /// MB, the refresh 438 → 331 MB, the memory workload 471 → 359 MB, the TPC-H ETL 243 → 236
 /// MB, with no cost in time beyond the machine's noise. Set only when the option still holds
-/// mimalloc 3's default (`MIMALLOC_PURGE_DELAY` in the environment says otherwise).
+/// mimalloc 3's default (`MIMALLOC_PURGE_DELAY` in the environment says otherwise), and only
+/// for the commands that move data (`run`, `serve`, `cluster`): a command that only compiles
+/// lives a fraction of a second, and memory it returned would be faulted in (and zeroed) again
+/// when it allocates anew.
 fn return_freed_memory_soon() {
     // SAFETY: mimalloc's option calls take plain integers and may be called at any time.
     unsafe {
@@ -89,13 +92,16 @@ fn return_freed_memory_soon() {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
-    return_freed_memory_soon();
     // Two rustls crypto providers are linked (deltalake's HTTP client brings aws-lc-rs, the
     // object stores ring); rustls needs one chosen before the first TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. } | Command::Serve { .. }) {
+        return_freed_memory_soon();
+    }
     #[cfg(feature = "distributed")]
     if let Command::Cluster { role, args } = &cli.command {
+        return_freed_memory_soon();
         return cluster::main(*role, args);
     }
     init_logging(&cli);

@@ -24,10 +24,10 @@ pub(super) struct Memo {
     build: String,
     /// By query key: the tables the query reads, as parsed.
     #[serde(default)]
-    parsed: HashMap<String, Vec<String>>,
+    parsed: HashMap<u128, Vec<String>>,
     /// By plan key: the query's output and lineage.
     #[serde(default)]
-    planned: HashMap<String, MemoPlan>,
+    planned: HashMap<u128, MemoPlan>,
 }
 
 /// A planned query: its output columns (name, type as printed, nullable) and their lineage.
@@ -41,8 +41,13 @@ pub(super) struct MemoPlan {
 /// What one compile used and added.
 #[derive(Debug, Default)]
 pub(super) struct MemoUse {
-    pub old: Memo,
-    pub new: Memo,
+    /// As read.
+    old: Memo,
+    /// The keys of `old` this compile used.
+    used_parsed: std::collections::HashSet<u128>,
+    used_planned: std::collections::HashSet<u128>,
+    /// What this compile parsed and planned anew.
+    new: Memo,
     /// Entries planned (or parsed) in this compile rather than read.
     pub misses: usize,
     /// There is a cache to save to: keep what is planned.
@@ -59,27 +64,29 @@ impl MemoUse {
             .and_then(|bytes| serde_json::from_slice::<Memo>(&bytes).ok())
             .filter(|m| m.build == build)
             .unwrap_or_default();
-        MemoUse { old, new: Memo { build, ..Default::default() }, misses: 0, enabled: true }
+        MemoUse { old, new: Memo { build, ..Default::default() }, enabled: true, ..Default::default() }
     }
 
-    /// Store what this compile used, when it differs from what was read.
+    /// Store what this compile used and added (entries it did not use are dropped), when
+    /// that differs from what was read.
     pub fn save(self, cache: &dyn SchemaCache, key: &str) {
-        let same = self.misses == 0
-            && self.new.parsed.len() == self.old.parsed.len()
-            && self.new.planned.len() == self.old.planned.len();
-        if same {
+        let MemoUse { old, used_parsed, used_planned, mut new, misses, enabled } = self;
+        let same = misses == 0 && used_parsed.len() == old.parsed.len() && used_planned.len() == old.planned.len();
+        if same || !enabled {
             return;
         }
-        if let Ok(bytes) = serde_json::to_vec(&self.new) {
+        new.parsed.extend(old.parsed.into_iter().filter(|(k, _)| used_parsed.contains(k)));
+        new.planned.extend(old.planned.into_iter().filter(|(k, _)| used_planned.contains(k)));
+        if let Ok(bytes) = serde_json::to_vec(&new) {
             cache.put_schema(key, &bytes);
         }
     }
 
     /// The tables a query reads, from an earlier parse of the same text.
-    pub fn parsed(&mut self, sql: &str) -> Option<Vec<String>> {
+    pub fn parsed(&mut self, sql: &str) -> Option<&[String]> {
         let k = query_key(sql);
-        let tables = self.old.parsed.get(&k)?.clone();
-        self.new.parsed.insert(k, tables.clone());
+        let tables = self.old.parsed.get(&k)?;
+        self.used_parsed.insert(k);
         Some(tables)
     }
 
@@ -92,8 +99,8 @@ impl MemoUse {
     }
 
     /// An earlier plan of the query under `key` (see [`plan_key`]).
-    pub fn planned(&mut self, key: &str) -> Option<(Schema, Vec<Vec<Dep>>, Vec<Dep>)> {
-        let m = self.old.planned.get(key)?;
+    pub fn planned(&mut self, key: u128) -> Option<(Schema, Vec<Vec<Dep>>, Vec<Dep>)> {
+        let m = self.old.planned.get(&key)?;
         let mut fields = Vec::with_capacity(m.schema.len());
         for (name, t, nullable) in &m.schema {
             fields.push(Field::new(name, t.parse::<DataType>().ok()?, *nullable));
@@ -103,12 +110,12 @@ impl MemoUse {
         };
         let columns = m.columns.iter().map(|c| deps(c)).collect();
         let rows = deps(&m.rows);
-        self.new.planned.insert(key.to_string(), m.clone());
+        self.used_planned.insert(key);
         Some((Schema::new(fields), columns, rows))
     }
 
     /// Keep a plan made in this compile, if it round-trips exactly.
-    pub fn add_planned(&mut self, key: String, schema: &Schema, columns: &[Vec<Dep>], rows: &[Dep]) {
+    pub fn add_planned(&mut self, key: u128, schema: &Schema, columns: &[Vec<Dep>], rows: &[Dep]) {
         self.misses += 1;
         if !self.enabled || !schema.metadata().is_empty() {
             return;
@@ -143,24 +150,24 @@ fn build_id() -> String {
 }
 
 /// 128 bits of hash over what `feed` writes: two SipHash passes, each behind its own prefix.
-fn key128(feed: impl Fn(&mut std::collections::hash_map::DefaultHasher)) -> String {
-    let mut out = String::with_capacity(32);
+fn key128(feed: impl Fn(&mut std::collections::hash_map::DefaultHasher)) -> u128 {
+    let mut out = 0u128;
     for prefix in [0x5au8, 0xa5] {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         h.write_u8(prefix);
         feed(&mut h);
-        out.push_str(&format!("{:016x}", h.finish()));
+        out = (out << 64) | h.finish() as u128;
     }
     out
 }
 
 /// The key of a query's text.
-pub(super) fn query_key(sql: &str) -> String {
+pub(super) fn query_key(sql: &str) -> u128 {
     key128(|h| sql.hash(h))
 }
 
 /// The key of a query's plan: its text and the name and schema of each table it reads.
-pub(super) fn plan_key(sql: &str, inputs: &[(&str, &Schema)]) -> String {
+pub(super) fn plan_key(sql: &str, inputs: &[(&str, &Schema)]) -> u128 {
     key128(|h| {
         sql.hash(h);
         inputs.len().hash(h);
@@ -181,7 +188,7 @@ mod tests {
         let b = Schema::new(vec![Field::new("x", DataType::Int32, true)]);
         let c = Schema::new(vec![Field::new("x", DataType::Int64, false)]);
         let k = plan_key("SELECT x FROM t", &[("t", &a)]);
-        assert_eq!(k.len(), 32);
+        assert!(k >> 64 != 0 && k as u64 != 0 && (k >> 64) as u64 != k as u64);
         assert_eq!(k, plan_key("SELECT x FROM t", &[("t", &a)]));
         assert_ne!(k, plan_key("SELECT x FROM t ", &[("t", &a)]));
         assert_ne!(k, plan_key("SELECT x FROM t", &[("t", &b)]));
@@ -206,9 +213,11 @@ mod tests {
             types.iter().enumerate().map(|(k, t)| Field::new(format!("c{k}"), t.clone(), k % 2 == 0)).collect::<Vec<_>>(),
         );
         let lineage = vec![vec![Dep { task: "t".into(), column: "x".into(), how: How::Copy }]; types.len()];
-        m.add_planned("k".into(), &schema, &lineage, &[]);
-        m.old = std::mem::take(&mut m.new);
-        let (back, columns, rows) = m.planned("k").expect("kept");
+        m.add_planned(7, &schema, &lineage, &[]);
+        // Through its stored form (keys that are 128-bit numbers).
+        let bytes = serde_json::to_vec(&m.new).unwrap();
+        m.old = serde_json::from_slice(&bytes).unwrap();
+        let (back, columns, rows) = m.planned(7).expect("kept");
         assert_eq!(back, schema);
         assert_eq!(columns, lineage);
         assert!(rows.is_empty());
@@ -217,7 +226,7 @@ mod tests {
         let with_meta = Schema::new(vec![
             Field::new("x", DataType::Int64, true).with_metadata([("k".to_string(), "v".to_string())].into()),
         ]);
-        m.add_planned("k".into(), &with_meta, &[vec![]], &[]);
+        m.add_planned(7, &with_meta, &[vec![]], &[]);
         assert!(m.new.planned.is_empty());
     }
 }

@@ -145,7 +145,8 @@ pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
 /// Compile one pipeline, with inferred schemas cached in `cache`.
 pub async fn compile_cached(p: &LoadedPipeline, cache: Option<&dyn SchemaCache>) -> Result<Plan, CompileError> {
     // Problems the spec stage found are reported together with compile's own.
-    let memo_key = format!("compiled-queries:{}", p.source.path.display());
+    let file = std::fs::canonicalize(&p.source.path).unwrap_or_else(|_| p.source.path.clone());
+    let memo_key = format!("compiled-queries:{}", file.display());
     let memo = cache.map(|c| memo::MemoUse::load(c, &memo_key)).unwrap_or_default();
     let mut c = Compiler {
         p,
@@ -329,7 +330,7 @@ impl Compiler<'_> {
                 && let Some(tables) = self.memo.parsed(&tr.sql)
                 && tables.iter().all(|t| names.contains(t.as_str()) && !loads.contains(t.as_str()))
             {
-                parsed.insert(n.as_str(), tables);
+                parsed.insert(n.as_str(), tables.to_vec());
             }
         }
         let queries: Vec<(&str, &str)> = p

@@ -106,7 +106,7 @@ impl Compiler<'_> {
         }
         for (_, nodes) in by_level {
             let mut jobs = Vec::new();
-            let mut keys: HashMap<NodeIndex, String> = HashMap::new();
+            let mut keys: HashMap<NodeIndex, u128> = HashMap::new();
             for i in nodes {
                 let name = graph[i].name.clone();
                 let DraftKind::Transform { inputs, statement, sql } = &mut graph[i].kind else { continue };
@@ -126,7 +126,7 @@ impl Compiler<'_> {
                     known.sort_by_key(|(n, _)| *n);
                     known.dedup_by_key(|(n, _)| *n);
                     let key = memo::plan_key(sql, &known);
-                    if let Some((schema, columns, rows)) = self.memo.planned(&key) {
+                    if let Some((schema, columns, rows)) = self.memo.planned(key) {
                         let schema = Arc::new(schema);
                         let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
                         schemas.insert(i, schema);
@@ -166,6 +166,7 @@ impl Compiler<'_> {
                         if let Some(key) = keys.remove(&i) {
                             self.memo.add_planned(key, &schema, &columns, &rows);
                         }
+                        tracing::debug!(task = %name, "compile: query planned");
                         lineages.insert(i, lineage::TaskLineage { columns, rows, ..Default::default() });
                         let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
                         schemas.insert(i, schema);

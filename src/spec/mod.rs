@@ -445,7 +445,7 @@ impl Parser {
         // The top level: a key that fails is reported and left out, and the rest parsed again.
         let mut top = None;
         for _ in 0..32 {
-            match self.typed::<Pipeline>(root.clone(), &YamlPath::root()) {
+            match self.typed::<Pipeline>(&root, &YamlPath::root()) {
                 Ok(p) => {
                     top = Some(p);
                     break;
@@ -469,7 +469,7 @@ impl Parser {
             Some(Value::Mapping(m)) => {
                 for (k, v) in m {
                     let Some(name) = k.as_str().map(str::to_string) else { continue };
-                    match self.typed::<Store>(v, &ypath!["stores", &name]) {
+                    match self.typed::<Store>(&v, &ypath!["stores", &name]) {
                         Ok(st) => {
                             stores.insert(name, st);
                         }
@@ -556,7 +556,7 @@ impl Parser {
         base: &YamlPath,
     ) -> Result<T, YamlPath> {
         for attempt in 0..32 {
-            let rel = match self.typed::<T>(v.clone(), base) {
+            let rel = match self.typed::<T>(&v, base) {
                 Ok(t) => return Ok(t),
                 Err(rel) => rel,
             };
@@ -575,7 +575,7 @@ impl Parser {
     }
 
     /// Deserialize `v`; on failure report it and return the path of the problem.
-    fn typed<T: DeserializeOwned>(&mut self, v: Value, base: &YamlPath) -> Result<T, YamlPath> {
+    fn typed<T: DeserializeOwned>(&mut self, v: &Value, base: &YamlPath) -> Result<T, YamlPath> {
         match serde_path_to_error::deserialize::<_, T>(v) {
             Ok(t) => Ok(t),
             Err(e) => {

@@ -251,3 +251,54 @@ fn mistakes_name_what_exists() {
     r.code(2);
     assert!(r.stderr.contains("unknown table `nowhere`"), "{}", r.stderr);
 }
+
+/// The tasks whose queries `weir -vv validate` planned (rather than took from the cache).
+fn planned(p: &Project) -> Vec<String> {
+    let r = p.weir_env(&["-vv", "validate", "p.yaml"], &[("RUST_LOG", "weir=debug")]);
+    r.ok();
+    let re = regex::Regex::new(r"task=(\w+).*compile: query planned|compile: query planned.*task=(\w+)").unwrap();
+    let mut v: Vec<String> = r
+        .stderr
+        .lines()
+        .filter_map(|l| re.captures(l).map(|c| c.get(1).or(c.get(2)).unwrap().as_str().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Re-validation plans only the queries whose text or inputs' schemas changed, and everything
+/// downstream of a changed schema; the answers are those of a compile without the cache.
+#[test]
+fn revalidation_replans_what_changed_and_everything_downstream_of_it() {
+    let p = Project::new();
+    p.write("data/t.csv", "a,b\n1,2\n");
+    let pipeline = |x: &str| {
+        format!(
+            "stores:\n  src: {{ url: \"file://data\" }}\ntasks:\n  t:\n    extract: {{ store: src, path: t.csv }}\n  x:\n    transform: {{ sql: \"{x}\" }}\n  y:\n    transform: {{ sql: \"SELECT a + 1 AS a1 FROM x\" }}\n  z:\n    transform: {{ sql: \"SELECT b FROM x\" }}\n  w:\n    transform: {{ sql: \"SELECT a FROM t\" }}\n"
+        )
+    };
+    p.write("p.yaml", pipeline("SELECT a, b FROM t"));
+    assert_eq!(planned(&p), ["w", "x", "y", "z"]);
+    assert_eq!(planned(&p), Vec::<String>::new(), "nothing changed");
+    // Same output schema: only the changed query is planned.
+    p.write("p.yaml", pipeline("SELECT a, b FROM t WHERE a > 0"));
+    assert_eq!(planned(&p), ["x"]);
+    // Its output schema changes: everything reading it is planned again.
+    p.write("p.yaml", pipeline("SELECT a, CAST(b AS VARCHAR) AS b FROM t"));
+    assert_eq!(planned(&p), ["x", "y", "z"]);
+    let plan = p.weir(&["plan", "p.yaml"]).ok().stdout.clone();
+    let z = plan.split(". z (transform)").nth(1).unwrap_or_default();
+    assert!(z.contains("columns  b varchar"), "z has the new type: {plan}");
+    // The extract's schema changes (new data with a text column): everything downstream is
+    // planned, and a query that no longer fits is an error, not a cached success.
+    p.write("data/t.csv", "a,b\nnot a number,2\n");
+    let r = p.weir(&["validate", "p.yaml"]);
+    r.code(2);
+    assert!(r.stderr.contains("tasks.y.transform.sql") || r.stderr.contains("`y`") || r.stderr.contains("a + 1"), "{}", r.stderr);
+    p.write("data/t.csv", "a,b\n1,2\n");
+    // The cache is only a cache: without it, the same answers.
+    let cached = p.weir(&["lineage", "p.yaml", "--format", "json"]).ok().stdout.clone();
+    std::fs::remove_dir_all(p.join(".weir")).unwrap();
+    let fresh = p.weir(&["lineage", "p.yaml", "--format", "json"]).ok().stdout.clone();
+    assert_eq!(cached, fresh);
+}
