@@ -67,16 +67,20 @@ impl MemoUse {
         MemoUse { old, new: Memo { build, ..Default::default() }, enabled: true, ..Default::default() }
     }
 
-    /// Store what this compile used and added (entries it did not use are dropped), when
-    /// that differs from what was read.
+    /// Store what this compile used and added, when it added anything. Of the entries it did
+    /// not use (an edit undone hits them) up to [`KEPT_UNUSED`] are kept.
     pub fn save(self, cache: &dyn SchemaCache, key: &str) {
         let MemoUse { old, used_parsed, used_planned, mut new, misses, enabled } = self;
-        let same = misses == 0 && used_parsed.len() == old.parsed.len() && used_planned.len() == old.planned.len();
-        if same || !enabled {
+        if misses == 0 || !enabled {
             return;
         }
-        new.parsed.extend(old.parsed.into_iter().filter(|(k, _)| used_parsed.contains(k)));
-        new.planned.extend(old.planned.into_iter().filter(|(k, _)| used_planned.contains(k)));
+        let (mut spare_parsed, mut spare_planned) = (KEPT_UNUSED, KEPT_UNUSED);
+        new.parsed.extend(old.parsed.into_iter().filter(|(k, _)| {
+            used_parsed.contains(k) || spare_parsed.checked_sub(1).map(|n| spare_parsed = n).is_some()
+        }));
+        new.planned.extend(old.planned.into_iter().filter(|(k, _)| {
+            used_planned.contains(k) || spare_planned.checked_sub(1).map(|n| spare_planned = n).is_some()
+        }));
         if let Ok(bytes) = serde_json::to_vec(&new) {
             cache.put_schema(key, &bytes);
         }
@@ -136,6 +140,10 @@ impl MemoUse {
         self.new.planned.insert(key, plan);
     }
 }
+
+/// Entries of each kind a compile did not use that are kept for the next (the rest are
+/// dropped): enough for the edits of a working session, little beside a large pipeline's own.
+const KEPT_UNUSED: usize = 1000;
 
 /// The build of weir running: its version and its executable's size and modification time.
 fn build_id() -> String {

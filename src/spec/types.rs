@@ -341,7 +341,7 @@ pub struct Task {
     /// Read files from a store, or a table or query from a database. The task's table is the
     /// rows read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extract: Option<Extract>,
+    pub extract: Option<Box<Extract>>,
 
     /// Compute a table with SQL over other tasks' tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,7 +349,7 @@ pub struct Task {
 
     /// Write another task's table to a store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load: Option<Load>,
+    pub load: Option<Box<Load>>,
 
     /// Extra ordering: this task starts only after these tasks succeeded. Data dependencies
     /// (tables read in SQL, `load.from`) are found automatically and need not be listed.
