@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::lineage::{Dep, How};
 use super::SchemaCache;
@@ -52,6 +52,8 @@ pub(super) struct MemoUse {
     pub misses: usize,
     /// There is a cache to save to: keep what is planned.
     enabled: bool,
+    /// Schemas read, by their stored form: tasks that share a schema share one copy.
+    schemas: HashMap<Vec<(String, String, bool)>, SchemaRef>,
 }
 
 impl MemoUse {
@@ -70,7 +72,7 @@ impl MemoUse {
     /// Store what this compile used and added, when it added anything. Of the entries it did
     /// not use (an edit undone hits them) up to [`KEPT_UNUSED`] are kept.
     pub fn save(self, cache: &dyn SchemaCache, key: &str) {
-        let MemoUse { old, used_parsed, used_planned, mut new, misses, enabled } = self;
+        let MemoUse { old, used_parsed, used_planned, mut new, misses, enabled, .. } = self;
         if misses == 0 || !enabled {
             return;
         }
@@ -103,19 +105,27 @@ impl MemoUse {
     }
 
     /// An earlier plan of the query under `key` (see [`plan_key`]).
-    pub fn planned(&mut self, key: u128) -> Option<(Schema, Vec<Vec<Dep>>, Vec<Dep>)> {
+    pub fn planned(&mut self, key: u128) -> Option<(SchemaRef, Vec<Vec<Dep>>, Vec<Dep>)> {
         let m = self.old.planned.get(&key)?;
-        let mut fields = Vec::with_capacity(m.schema.len());
-        for (name, t, nullable) in &m.schema {
-            fields.push(Field::new(name, t.parse::<DataType>().ok()?, *nullable));
-        }
+        let schema = match self.schemas.get(&m.schema) {
+            Some(s) => s.clone(),
+            None => {
+                let mut fields = Vec::with_capacity(m.schema.len());
+                for (name, t, nullable) in &m.schema {
+                    fields.push(Field::new(name, t.parse::<DataType>().ok()?, *nullable));
+                }
+                let s = std::sync::Arc::new(Schema::new(fields));
+                self.schemas.insert(m.schema.clone(), s.clone());
+                s
+            }
+        };
         let deps = |v: &[(How, String, String)]| -> Vec<Dep> {
             v.iter().map(|(how, task, column)| Dep { task: task.clone(), column: column.clone(), how: *how }).collect()
         };
         let columns = m.columns.iter().map(|c| deps(c)).collect();
         let rows = deps(&m.rows);
         self.used_planned.insert(key);
-        Some((Schema::new(fields), columns, rows))
+        Some((schema, columns, rows))
     }
 
     /// Keep a plan made in this compile, if it round-trips exactly.
@@ -226,7 +236,7 @@ mod tests {
         let bytes = serde_json::to_vec(&m.new).unwrap();
         m.old = serde_json::from_slice(&bytes).unwrap();
         let (back, columns, rows) = m.planned(7).expect("kept");
-        assert_eq!(back, schema);
+        assert_eq!(*back, schema);
         assert_eq!(columns, lineage);
         assert!(rows.is_empty());
         // Metadata does not round-trip: not kept.

@@ -127,7 +127,6 @@ impl Compiler<'_> {
                     known.dedup_by_key(|(n, _)| *n);
                     let key = memo::plan_key(sql, &known);
                     if let Some((schema, columns, rows)) = self.memo.planned(key) {
-                        let schema = Arc::new(schema);
                         let _ = ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
                         schemas.insert(i, schema);
                         lineages.insert(i, lineage::TaskLineage { columns, rows, ..Default::default() });
