@@ -229,12 +229,16 @@ async fn compile_paths(
     let mut loaded: Vec<LoadedPipeline> = Vec::new();
     let mut diags = Vec::new();
     let mut io_error = false;
+    let mut prefetched: Vec<Option<compile::Prefetch>> = Vec::new();
     for f in files {
         let clock = std::time::Instant::now();
+        // What earlier compiles of the file planned is read while the file is parsed.
+        let prefetch = cache.map(|c| compile::prefetch(c, &f));
         match spec::load(&f, &opts) {
             Ok(p) => {
                 tracing::debug!(pipeline = %p.name, ms = clock.elapsed().as_millis() as u64, "loaded");
-                loaded.push(p)
+                loaded.push(p);
+                prefetched.push(prefetch);
             }
             Err(SpecError::Invalid(d)) => diags.extend(d),
             Err(e) => {
@@ -275,8 +279,8 @@ async fn compile_paths(
         }
     }
     let mut plans = Vec::new();
-    for p in &loaded {
-        match compile::compile_cached(p, cache).await {
+    for (p, prefetch) in loaded.iter().zip(prefetched) {
+        match compile::compile_prefetched(p, cache, prefetch).await {
             Ok(plan) => plans.push(plan),
             Err(CompileError::Invalid(d)) => diags.extend(d),
         }

@@ -60,9 +60,13 @@ impl MemoUse {
     /// The memo of the pipeline file at `key` in `cache` (empty when there is none or another
     /// build wrote it).
     pub fn load(cache: &dyn SchemaCache, key: &str) -> MemoUse {
+        MemoUse::from_bytes(cache.schema(key))
+    }
+
+    /// The memo stored as `bytes` (see [`MemoUse::load`]).
+    pub fn from_bytes(bytes: Option<Vec<u8>>) -> MemoUse {
         let build = build_id();
-        let old = cache
-            .schema(key)
+        let old = bytes
             .and_then(|bytes| serde_json::from_slice::<Memo>(&bytes).ok())
             .filter(|m| m.build == build)
             .unwrap_or_default();
@@ -70,12 +74,14 @@ impl MemoUse {
     }
 
     /// Store what this compile used and added, when it added anything. Of the entries it did
-    /// not use (an edit undone hits them) up to [`KEPT_UNUSED`] are kept.
+    /// not use (an edit undone hits them) up to [`KEPT_UNUSED`] are kept. The memo is freed on
+    /// another thread: a large one takes milliseconds the compile's caller need not wait.
     pub fn save(self, cache: &dyn SchemaCache, key: &str) {
-        let MemoUse { old, used_parsed, used_planned, mut new, misses, enabled, .. } = self;
-        if misses == 0 || !enabled {
+        if self.misses == 0 || !self.enabled {
+            free_elsewhere(self);
             return;
         }
+        let MemoUse { old, used_parsed, used_planned, mut new, .. } = self;
         let (mut spare_parsed, mut spare_planned) = (KEPT_UNUSED, KEPT_UNUSED);
         new.parsed.extend(old.parsed.into_iter().filter(|(k, _)| {
             used_parsed.contains(k) || spare_parsed.checked_sub(1).map(|n| spare_parsed = n).is_some()
@@ -86,6 +92,7 @@ impl MemoUse {
         if let Ok(bytes) = serde_json::to_vec(&new) {
             cache.put_schema(key, &bytes);
         }
+        free_elsewhere(new);
     }
 
     /// The tables a query reads, from an earlier parse of the same text.
@@ -149,6 +156,12 @@ impl MemoUse {
             MemoPlan { schema: fields, columns: columns.iter().map(|c| deps(c)).collect(), rows: deps(rows) };
         self.new.planned.insert(key, plan);
     }
+}
+
+/// Drop `value` on a thread of its own (here if none can be started).
+fn free_elsewhere<T: Send + 'static>(value: T) {
+    // A thread that cannot start drops its closure, and with it the value.
+    let _ = std::thread::Builder::new().name("weir-free".into()).spawn(move || drop(value));
 }
 
 /// Entries of each kind a compile did not use that are kept for the next (the rest are

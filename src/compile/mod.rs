@@ -144,10 +144,49 @@ pub async fn compile(p: &LoadedPipeline) -> Result<Plan, CompileError> {
 
 /// Compile one pipeline, with inferred schemas cached in `cache`.
 pub async fn compile_cached(p: &LoadedPipeline, cache: Option<&dyn SchemaCache>) -> Result<Plan, CompileError> {
+    compile_prefetched(p, cache, None).await
+}
+
+/// The queries an earlier compile of a pipeline file parsed and planned, being read from the
+/// cache on another thread (see `memo`): started before the file is parsed, both happen at
+/// once.
+pub struct Prefetch {
+    key: String,
+    /// `None`: no thread could be started; read when compiling.
+    memo: Option<std::thread::JoinHandle<memo::MemoUse>>,
+}
+
+/// Start reading what earlier compiles of the pipeline file at `path` planned.
+pub fn prefetch(cache: &dyn SchemaCache, path: &std::path::Path) -> Prefetch {
+    let key = memo_key(path);
+    let bytes = cache.schema(&key);
+    let memo =
+        std::thread::Builder::new().name("weir-memo".into()).spawn(move || memo::MemoUse::from_bytes(bytes)).ok();
+    Prefetch { key, memo }
+}
+
+/// Where the cache keeps what compiles of the pipeline file at `path` planned.
+fn memo_key(path: &std::path::Path) -> String {
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("compiled-queries:{}", file.display())
+}
+
+/// [`compile_cached`], with what earlier compiles planned read by `prefetch` (started with
+/// [`prefetch`] on this pipeline's file).
+pub async fn compile_prefetched(
+    p: &LoadedPipeline,
+    cache: Option<&dyn SchemaCache>,
+    prefetch: Option<Prefetch>,
+) -> Result<Plan, CompileError> {
+    let memo_key = memo_key(&p.source.path);
+    let memo = match (cache, prefetch) {
+        (None, _) => memo::MemoUse::default(),
+        (Some(c), Some(Prefetch { key, memo: Some(thread) })) if key == memo_key => {
+            thread.join().unwrap_or_else(|_| memo::MemoUse::load(c, &memo_key))
+        }
+        (Some(c), _) => memo::MemoUse::load(c, &memo_key),
+    };
     // Problems the spec stage found are reported together with compile's own.
-    let file = std::fs::canonicalize(&p.source.path).unwrap_or_else(|_| p.source.path.clone());
-    let memo_key = format!("compiled-queries:{}", file.display());
-    let memo = cache.map(|c| memo::MemoUse::load(c, &memo_key)).unwrap_or_default();
     let mut c = Compiler {
         p,
         diags: p.problems.clone(),
