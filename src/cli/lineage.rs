@@ -24,11 +24,12 @@ pub(super) async fn lineage_cmd(
     vars: &VarArgs,
     cache: Option<&dyn compile::SchemaCache>,
 ) -> i32 {
-    let plans = match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await
-    {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let plans =
+        match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await
+        {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
     let asked = column.map(|c| (c, Direction::Upstream)).or(downstream.map(|c| (c, Direction::Downstream)));
     let mut focus: Option<(usize, Focus)> = None;
     if let Some((text, direction)) = asked {
@@ -75,9 +76,12 @@ pub(super) async fn lineage_cmd(
 fn find_column(plans: &[Plan], text: &str) -> Result<(usize, String, String), String> {
     let mut candidates: Vec<(usize, String, String)> = Vec::new();
     if let Some((task, col)) = text.split_once('.') {
-        candidates.extend(plans.iter().enumerate().filter_map(|(k, p)| {
-            p.index_of(task).map(|_| (k, task.to_string(), col.to_string()))
-        }));
+        candidates.extend(
+            plans
+                .iter()
+                .enumerate()
+                .filter_map(|(k, p)| p.index_of(task).map(|_| (k, task.to_string(), col.to_string()))),
+        );
     }
     if candidates.is_empty()
         && let Some((pipeline, rest)) = text.split_once('.')
@@ -95,7 +99,8 @@ fn find_column(plans: &[Plan], text: &str) -> Result<(usize, String, String), St
         0 => {
             let tasks: Vec<&str> = plans.iter().flat_map(|p| p.tasks().map(|t| t.name.as_str())).collect();
             let task = text.split_once('.').map_or(text, |(t, _)| t);
-            let hint = crate::diag::did_you_mean(task, tasks.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+            let hint =
+                crate::diag::did_you_mean(task, tasks.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
             if !text.contains('.') {
                 return Err(format!("`{text}`: name a column as `task.column`"));
             }
@@ -115,7 +120,8 @@ fn find_column(plans: &[Plan], text: &str) -> Result<(usize, String, String), St
             Ok((k, task, col))
         }
         _ => {
-            let which: Vec<String> = candidates.iter().map(|(k, t, c)| format!("{}.{t}.{c}", plans[*k].pipeline)).collect();
+            let which: Vec<String> =
+                candidates.iter().map(|(k, t, c)| format!("{}.{t}.{c}", plans[*k].pipeline)).collect();
             Err(format!("`{text}` is in several pipelines: name one of {}", which.join(", ")))
         }
     }
@@ -204,13 +210,16 @@ fn focus_text(doc: &LineageDocument, f: &Focus, plans: &[Plan]) -> String {
     let rows: Vec<(&Reach, How)> =
         f.reaches.iter().flat_map(|r| r.how.iter().filter(|h| !h.direct()).map(move |h| (r, *h))).collect();
     if values.is_empty() && rows.is_empty() {
-        let _ = writeln!(s, "  nothing: {}", match f.direction {
-            Direction::Upstream => "a constant, or a source field",
-            Direction::Downstream => "no task reads it",
-        });
+        let _ = writeln!(
+            s,
+            "  nothing: {}",
+            match f.direction {
+                Direction::Upstream => "a constant, or a source field",
+                Direction::Downstream => "no task reads it",
+            }
+        );
     }
-    let name_width =
-        f.reaches.iter().map(|r| r.task.len() + r.column.len() + 1).max().unwrap_or(0).max(8);
+    let name_width = f.reaches.iter().map(|r| r.task.len() + r.column.len() + 1).max().unwrap_or(0).max(8);
     if !values.is_empty() {
         let _ = writeln!(s, "  values:");
         for (r, h) in &values {
@@ -230,7 +239,12 @@ fn focus_text(doc: &LineageDocument, f: &Focus, plans: &[Plan]) -> String {
             if all {
                 if shown.insert((r.task.clone(), *h)) {
                     let name = format!("{}.*", r.task);
-                    let _ = writeln!(s, "    {:9}  {}", h.name(), format!("{name:name_width$}  (every column) {}", detail(r)).trim_end());
+                    let _ = writeln!(
+                        s,
+                        "    {:9}  {}",
+                        h.name(),
+                        format!("{name:name_width$}  (every column) {}", detail(r)).trim_end()
+                    );
                 }
                 continue;
             }
@@ -247,13 +261,58 @@ fn focus_text(doc: &LineageDocument, f: &Focus, plans: &[Plan]) -> String {
     s
 }
 
-/// Nodes numbered in order of appearance: `n0`, `n1`, … (names can hold any character).
-struct Ids(HashMap<String, String>);
+/// The column graph both drawings show: a box per task, a node per column (and one for the
+/// rows, when they depend on anything), an edge per dependency. Nodes are numbered `n0`,
+/// `n1`, … in order of appearance (names can hold any character).
+struct Drawing {
+    boxes: Vec<DrawnBox>,
+    /// (from node, to node, how).
+    edges: Vec<(String, String, How)>,
+}
 
-impl Ids {
-    fn of(&mut self, key: String) -> String {
-        let n = self.0.len();
-        self.0.entry(key).or_insert_with(|| format!("n{n}")).clone()
+struct DrawnBox {
+    id: String,
+    label: String,
+    /// (node, column name).
+    columns: Vec<(String, String)>,
+    rows: Option<String>,
+}
+
+impl Drawing {
+    fn of(doc: &LineageDocument) -> Drawing {
+        let mut ids: HashMap<(usize, String, String), String> = HashMap::new();
+        let mut id = |k: usize, task: &str, column: &str| {
+            let n = ids.len();
+            ids.entry((k, task.to_string(), column.to_string())).or_insert_with(|| format!("n{n}")).clone()
+        };
+        let (mut boxes, mut edges) = (Vec::new(), Vec::new());
+        for (k, p) in doc.pipelines.iter().enumerate() {
+            for t in &p.tasks {
+                // `\0` cannot be in a column's name: the box's own node.
+                let mut b = DrawnBox {
+                    id: id(k, &t.task, "\0box"),
+                    label: format!("{} ({})", t.task, t.kind),
+                    columns: Vec::new(),
+                    rows: None,
+                };
+                for c in &t.columns {
+                    let node = id(k, &t.task, &c.name);
+                    for d in &c.from {
+                        edges.push((id(k, &d.task, &d.column), node.clone(), d.how));
+                    }
+                    b.columns.push((node, c.name.clone()));
+                }
+                if !t.rows.is_empty() {
+                    let node = id(k, &t.task, "\0rows");
+                    for d in &t.rows {
+                        edges.push((id(k, &d.task, &d.column), node.clone(), d.how));
+                    }
+                    b.rows = Some(node);
+                }
+                boxes.push(b);
+            }
+        }
+        Drawing { boxes, edges }
     }
 }
 
@@ -268,67 +327,45 @@ fn mermaid_quote(s: &str) -> String {
 /// Column-level Graphviz DOT: a cluster per task, a node per column (and one for its rows),
 /// an edge per dependency labelled with how; dashed when it decides rows.
 fn to_dot(doc: &LineageDocument) -> String {
-    let mut ids = Ids(HashMap::new());
-    let mut s = String::from("digraph lineage {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=10];\n");
-    let mut edges = String::new();
-    for (k, p) in doc.pipelines.iter().enumerate() {
-        for t in &p.tasks {
-            let _ = writeln!(s, "  subgraph cluster_{k}_{} {{", ids.of(format!("{k}\u{0}{}\u{0}cluster", t.task)));
-            let _ = writeln!(s, "    label={};", dot_quote(&format!("{} ({})", t.task, t.kind)));
-            for c in &t.columns {
-                let id = ids.of(format!("{k}\u{0}{}\u{0}{}", t.task, c.name));
-                let _ = writeln!(s, "    {id} [label={}];", dot_quote(&c.name));
-                for d in &c.from {
-                    let from = ids.of(format!("{k}\u{0}{}\u{0}{}", d.task, d.column));
-                    let style = if d.how.direct() { "" } else { ", style=dashed" };
-                    let _ = writeln!(edges, "  {from} -> {id} [label={}{style}];", dot_quote(d.how.name()));
-                }
-            }
-            if !t.rows.is_empty() {
-                let id = ids.of(format!("{k}\u{0}{}\u{0}(rows)", t.task));
-                let _ = writeln!(s, "    {id} [label=\"(rows)\", shape=note];");
-                for d in &t.rows {
-                    let from = ids.of(format!("{k}\u{0}{}\u{0}{}", d.task, d.column));
-                    let _ = writeln!(edges, "  {from} -> {id} [label={}, style=dashed];", dot_quote(d.how.name()));
-                }
-            }
-            s.push_str("  }\n");
+    let d = Drawing::of(doc);
+    let mut s = String::from(
+        "digraph lineage {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n  edge [fontname=\"Helvetica\", fontsize=10];\n",
+    );
+    for b in &d.boxes {
+        let _ = writeln!(s, "  subgraph cluster_{} {{\n    label={};", b.id, dot_quote(&b.label));
+        for (node, name) in &b.columns {
+            let _ = writeln!(s, "    {node} [label={}];", dot_quote(name));
         }
+        if let Some(node) = &b.rows {
+            let _ = writeln!(s, "    {node} [label=\"(rows)\", shape=note];");
+        }
+        s.push_str("  }\n");
     }
-    s.push_str(&edges);
+    for (from, to, how) in &d.edges {
+        let style = if how.direct() { "" } else { ", style=dashed" };
+        let _ = writeln!(s, "  {from} -> {to} [label={}{style}];", dot_quote(how.name()));
+    }
     s.push_str("}\n");
     s
 }
 
 /// Column-level Mermaid flowchart, shaped as [`to_dot`].
 fn to_mermaid(doc: &LineageDocument) -> String {
-    let mut ids = Ids(HashMap::new());
+    let d = Drawing::of(doc);
     let mut s = String::from("flowchart LR\n");
-    let mut edges = String::new();
-    for (k, p) in doc.pipelines.iter().enumerate() {
-        for t in &p.tasks {
-            let sub = ids.of(format!("{k}\u{0}{}\u{0}cluster", t.task));
-            let _ = writeln!(s, "  subgraph {sub}[{}]", mermaid_quote(&format!("{} ({})", t.task, t.kind)));
-            for c in &t.columns {
-                let id = ids.of(format!("{k}\u{0}{}\u{0}{}", t.task, c.name));
-                let _ = writeln!(s, "    {id}[{}]", mermaid_quote(&c.name));
-                for d in &c.from {
-                    let from = ids.of(format!("{k}\u{0}{}\u{0}{}", d.task, d.column));
-                    let arrow = if d.how.direct() { "-->" } else { "-.->" };
-                    let _ = writeln!(edges, "  {from} {arrow}|{}| {id}", d.how.name());
-                }
-            }
-            if !t.rows.is_empty() {
-                let id = ids.of(format!("{k}\u{0}{}\u{0}(rows)", t.task));
-                let _ = writeln!(s, "    {id}>\"(rows)\"]");
-                for d in &t.rows {
-                    let from = ids.of(format!("{k}\u{0}{}\u{0}{}", d.task, d.column));
-                    let _ = writeln!(edges, "  {from} -.->|{}| {id}", d.how.name());
-                }
-            }
-            s.push_str("  end\n");
+    for b in &d.boxes {
+        let _ = writeln!(s, "  subgraph {}[{}]", b.id, mermaid_quote(&b.label));
+        for (node, name) in &b.columns {
+            let _ = writeln!(s, "    {node}[{}]", mermaid_quote(name));
         }
+        if let Some(node) = &b.rows {
+            let _ = writeln!(s, "    {node}>\"(rows)\"]");
+        }
+        s.push_str("  end\n");
     }
-    s.push_str(&edges);
+    for (from, to, how) in &d.edges {
+        let arrow = if how.direct() { "-->" } else { "-.->" };
+        let _ = writeln!(s, "  {from} {arrow}|{}| {to}", how.name());
+    }
     s
 }

@@ -47,9 +47,9 @@ macro_rules! outln {
 
 mod args;
 mod cdc;
-mod lineage;
 #[cfg(feature = "distributed")]
 mod cluster;
+mod lineage;
 mod logging;
 mod preview;
 mod render;
@@ -123,10 +123,9 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Schema { of } => {
             match of {
                 SchemaKind::Pipeline => outln!("{}", schema_text()),
-                SchemaKind::Lineage => outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&compile::lineage::document_schema()).unwrap_or_default()
-                ),
+                SchemaKind::Lineage => {
+                    outln!("{}", serde_json::to_string_pretty(&compile::lineage::document_schema()).unwrap_or_default())
+                }
             }
             EXIT_OK
         }

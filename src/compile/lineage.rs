@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, WindowFunctionDefinition};
 
@@ -265,10 +265,8 @@ impl Walker<'_> {
             LogicalPlan::Join(j) => {
                 let left = self.node(&j.left, outer);
                 let right = self.node(&j.right, outer);
-                let scope = Scope {
-                    parts: vec![(j.left.schema(), &left.columns), (j.right.schema(), &right.columns)],
-                    outer,
-                };
+                let scope =
+                    Scope { parts: vec![(j.left.schema(), &left.columns), (j.right.schema(), &right.columns)], outer };
                 let mut keys = Deps::new();
                 for (l, r) in &j.on {
                     merge_as(&mut keys, &self.expr(l, &scope, How::Copy), How::Join);
@@ -344,7 +342,8 @@ impl Walker<'_> {
     /// A node without its own rule (`UNNEST`, extensions): an output column named as an
     /// input column is that column; any other depends on every input column.
     fn fallback(&self, plan: &LogicalPlan, outer: Option<&Scope<'_>>) -> QueryLineage {
-        let inputs: Vec<(&LogicalPlan, QueryLineage)> = plan.inputs().into_iter().map(|i| (i, self.node(i, outer))).collect();
+        let inputs: Vec<(&LogicalPlan, QueryLineage)> =
+            plan.inputs().into_iter().map(|i| (i, self.node(i, outer))).collect();
         let mut everything = Deps::new();
         let mut rows = Deps::new();
         for (_, q) in &inputs {
@@ -353,7 +352,8 @@ impl Walker<'_> {
             }
             merge_as(&mut rows, &q.rows, How::Copy);
         }
-        let scope = Scope { parts: inputs.iter().map(|(p, q)| (p.schema().as_ref(), q.columns.as_slice())).collect(), outer };
+        let scope =
+            Scope { parts: inputs.iter().map(|(p, q)| (p.schema().as_ref(), q.columns.as_slice())).collect(), outer };
         let columns = plan
             .schema()
             .iter()
@@ -618,7 +618,10 @@ impl super::Compiler<'_> {
                 }
                 _ => {}
             }
-            l.checks = checks.get(&i).map(|list| list.iter().map(|c| self.check_reads(state, &d.name, schema, c, g)).collect()).unwrap_or_default();
+            l.checks = checks
+                .get(&i)
+                .map(|list| list.iter().map(|c| self.check_reads(state, &d.name, schema, c, g)).collect())
+                .unwrap_or_default();
             lineages.insert(i, l);
         }
     }
@@ -652,12 +655,10 @@ impl super::Compiler<'_> {
             }
             CheckKind::Sql(query) => {
                 if let Ok(a) = super::sql::analyze(state, query)
-                    && let Ok(planned) = super::queries::plan_query_scans(
-                        state,
-                        a.statement,
-                        &Default::default(),
-                        &|t: &str| g.index.contains_key(t),
-                    )
+                    && let Ok(planned) =
+                        super::queries::plan_query_scans(state, a.statement, &Default::default(), &|t: &str| {
+                            g.index.contains_key(t)
+                        })
                 {
                     reads.extend(planned.lineage.reads());
                 }
@@ -1066,7 +1067,10 @@ mod tests {
                     ("ts", DataType::Timestamp(TimeUnit::Microsecond, None)),
                 ],
             ),
-            ("customers", vec![("customer_id", DataType::Int64), ("region", DataType::Utf8), ("segment", DataType::Utf8)]),
+            (
+                "customers",
+                vec![("customer_id", DataType::Int64), ("region", DataType::Utf8), ("segment", DataType::Utf8)],
+            ),
             ("small", vec![("n", DataType::Int32)]),
         ];
         for (name, cols) in tables {
@@ -1082,13 +1086,8 @@ mod tests {
             deps.iter().map(|d| format!("{} {}.{}", d.how.name(), d.task, d.column)).collect::<Vec<_>>().join(", ")
         };
         let (columns, rows) = planned.lineage.into_task();
-        let mut out: Vec<String> = planned
-            .schema
-            .fields()
-            .iter()
-            .zip(&columns)
-            .map(|(f, d)| format!("{} ← {}", f.name(), show(d)))
-            .collect();
+        let mut out: Vec<String> =
+            planned.schema.fields().iter().zip(&columns).map(|(f, d)| format!("{} ← {}", f.name(), show(d))).collect();
         out.push(format!("(rows) ← {}", show(&rows)));
         out
     }
@@ -1235,7 +1234,10 @@ mod tests {
 
     #[test]
     fn sorts_limits_and_distinct_on() {
-        check("SELECT id FROM orders ORDER BY amount DESC LIMIT 10", &["id ← copy orders.id", "(rows) ← sort orders.amount"]);
+        check(
+            "SELECT id FROM orders ORDER BY amount DESC LIMIT 10",
+            &["id ← copy orders.id", "(rows) ← sort orders.amount"],
+        );
         check(
             "SELECT DISTINCT ON (customer_id) customer_id, amount FROM orders ORDER BY customer_id, ts DESC",
             &[

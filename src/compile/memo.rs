@@ -13,8 +13,8 @@ use std::hash::{Hash, Hasher};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::lineage::{Dep, How};
 use super::SchemaCache;
+use super::lineage::{Dep, How};
 
 /// The memo of one pipeline, as stored.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -152,8 +152,7 @@ impl MemoUse {
         let deps = |v: &[Dep]| -> Vec<(How, String, String)> {
             v.iter().map(|d| (d.how, d.task.clone(), d.column.clone())).collect()
         };
-        let plan =
-            MemoPlan { schema: fields, columns: columns.iter().map(|c| deps(c)).collect(), rows: deps(rows) };
+        let plan = MemoPlan { schema: fields, columns: columns.iter().map(|c| deps(c)).collect(), rows: deps(rows) };
         self.new.planned.insert(key, plan);
     }
 }
@@ -241,7 +240,11 @@ mod tests {
             DataType::List(std::sync::Arc::new(Field::new("item", DataType::Utf8, true))),
         ];
         let schema = Schema::new(
-            types.iter().enumerate().map(|(k, t)| Field::new(format!("c{k}"), t.clone(), k % 2 == 0)).collect::<Vec<_>>(),
+            types
+                .iter()
+                .enumerate()
+                .map(|(k, t)| Field::new(format!("c{k}"), t.clone(), k % 2 == 0))
+                .collect::<Vec<_>>(),
         );
         let lineage = vec![vec![Dep { task: "t".into(), column: "x".into(), how: How::Copy }]; types.len()];
         m.add_planned(7, &schema, &lineage, &[]);

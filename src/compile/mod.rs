@@ -187,14 +187,8 @@ pub async fn compile_prefetched(
         (Some(c), _) => memo::MemoUse::load(c, &memo_key),
     };
     // Problems the spec stage found are reported together with compile's own.
-    let mut c = Compiler {
-        p,
-        diags: p.problems.clone(),
-        cache,
-        databases: Default::default(),
-        apis: Default::default(),
-        memo,
-    };
+    let mut c =
+        Compiler { p, diags: p.problems.clone(), cache, databases: Default::default(), apis: Default::default(), memo };
     let plan = c.run().await;
     if let Some(cache) = cache {
         let memo = std::mem::take(&mut c.memo);

@@ -31,7 +31,14 @@ fn deps(list: &serde_json::Value) -> Vec<String> {
     list.as_array()
         .map(|a| {
             a.iter()
-                .map(|d| format!("{} {}.{}", d["how"].as_str().unwrap(), d["task"].as_str().unwrap(), d["column"].as_str().unwrap()))
+                .map(|d| {
+                    format!(
+                        "{} {}.{}",
+                        d["how"].as_str().unwrap(),
+                        d["task"].as_str().unwrap(),
+                        d["column"].as_str().unwrap()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -39,7 +46,12 @@ fn deps(list: &serde_json::Value) -> Vec<String> {
 
 /// What column `col` of task `t` depends on: `how task.column`, sorted.
 fn from(doc: &serde_json::Value, t: &str, col: &str) -> Vec<String> {
-    let c = task(doc, t)["columns"].as_array().unwrap().iter().find(|c| c["name"] == col).unwrap_or_else(|| panic!("{t}.{col}"));
+    let c = task(doc, t)["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == col)
+        .unwrap_or_else(|| panic!("{t}.{col}"));
     let mut v = deps(&c["from"]);
     v.sort();
     v
@@ -149,7 +161,8 @@ fn where_a_number_comes_from_and_what_a_change_breaks() {
         ]
     );
     // Only what it reaches is listed.
-    let tasks: Vec<&str> = up["pipelines"][0]["tasks"].as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap()).collect();
+    let tasks: Vec<&str> =
+        up["pipelines"][0]["tasks"].as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap()).collect();
     assert_eq!(tasks, ["orders", "customers", "paid", "enriched", "by_region"]);
 
     let down = json(&p, &["--downstream", "customers.region"]);
@@ -294,7 +307,11 @@ fn revalidation_replans_what_changed_and_everything_downstream_of_it() {
     p.write("data/t.csv", "a,b\nnot a number,2\n");
     let r = p.weir(&["validate", "p.yaml"]);
     r.code(2);
-    assert!(r.stderr.contains("tasks.y.transform.sql") || r.stderr.contains("`y`") || r.stderr.contains("a + 1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("tasks.y.transform.sql") || r.stderr.contains("`y`") || r.stderr.contains("a + 1"),
+        "{}",
+        r.stderr
+    );
     p.write("data/t.csv", "a,b\n1,2\n");
     // The cache is only a cache: without it, the same answers.
     let cached = p.weir(&["lineage", "p.yaml", "--format", "json"]).ok().stdout.clone();
