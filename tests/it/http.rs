@@ -439,7 +439,12 @@ tasks:
     );
     let env = [("T", TOKEN), ("P", PASSWORD), ("K", API_KEY), ("C", CLIENT_SECRET)];
     let mut seen = String::new();
-    for args in [&["validate", "p.yaml"][..], &["plan", "p.yaml"], &["run", "p.yaml", "-vv"]] {
+    for args in [
+        &["validate", "p.yaml"][..],
+        &["plan", "p.yaml"],
+        &["lineage", "p.yaml", "--format", "json"],
+        &["run", "p.yaml", "-vv"],
+    ] {
         let r = p.weir_env(args, &env);
         seen.push_str(&r.stdout);
         seen.push_str(&r.stderr);

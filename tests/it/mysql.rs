@@ -592,7 +592,7 @@ fn the_password_appears_nowhere() {
         ),
     );
     let mut seen = String::new();
-    for args in [&["validate", "p.yaml"][..], &["plan", "p.yaml"], &["graph", "p.yaml"]] {
+    for args in [&["validate", "p.yaml"][..], &["plan", "p.yaml"], &["graph", "p.yaml"], &["lineage", "p.yaml"]] {
         let r = p.weir(args);
         seen.push_str(&r.stdout);
         seen.push_str(&r.stderr);
@@ -604,11 +604,12 @@ fn the_password_appears_nowhere() {
         "p.yaml",
         yaml.replace("  bad:\n    extract: { store: app, query: \"SELECT id FROM no_such_table\" }\n", ""),
     );
-    for args in [&["run", "p.yaml", "-vv"][..], &["runs", "p", "--json"]] {
+    for args in [&["lineage", "p.yaml", "--format", "json"][..], &["run", "p.yaml", "-vv"], &["runs", "p", "--json"]] {
         let r = p.weir(args);
         seen.push_str(&r.stdout);
         seen.push_str(&r.stderr);
     }
+    assert!(seen.contains("\"kind\": \"mysql\""), "the lineage names the table's server: {seen}");
     assert!(seen.contains("CONSTRAINT"), "the refused table load's error is shown: {seen}");
     assert!(!seen.contains(PASSWORD), "{seen}");
     let records = db.sql("SELECT record FROM weir_commits");

@@ -304,6 +304,29 @@ fn a_query_extract_feeds_transforms() {
     );
     assert!(plan.stdout.contains("amount decimal(10,2)"), "{}", plan.stdout);
     assert!(!plan.stdout.contains(PASSWORD));
+    // Lineage: the query's columns are fields of the query on the server; the total is an
+    // aggregate of one of them, grouped by another.
+    let lineage = db.weir(&p, &["lineage", "p.yaml", "--column", "by_region.total", "--format", "json"]);
+    lineage.ok();
+    let doc: serde_json::Value = serde_json::from_str(&lineage.stdout).unwrap();
+    let big = doc["pipelines"][0]["tasks"].as_array().unwrap().iter().find(|t| t["task"] == "big").unwrap();
+    assert_eq!(big["dataset"]["kind"], "postgres");
+    let name = big["dataset"]["name"].as_str().unwrap();
+    assert!(name.starts_with("postgres://weir@127.0.0.1:") && name.contains(" query SELECT id, amount"), "{name}");
+    let reaches: Vec<String> = doc["focus"]["reaches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}.{}",
+                r["how"][0].as_str().unwrap(),
+                r["task"].as_str().unwrap(),
+                r["column"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(reaches, ["aggregate big.amount", "group_by big.region"]);
     db.weir(&p, &["run", "p.yaml"]).ok();
     assert_eq!(rows_of(&p, &["region", "total"]), ["region=n total=300.00", "region=s total=150.50"]);
 }
@@ -374,8 +397,8 @@ fn a_read_during_updates_is_one_snapshot() {
 }
 
 /// The canary: the password, in the URL or in `options`, appears in nothing weir writes —
-/// `validate`, `plan`, `graph`, `run` (and a failing run's error), `runs`, the state store and
-/// the outputs.
+/// `validate`, `plan`, `graph`, `lineage`, `run` (and a failing run's error), `runs`, the state
+/// store and the outputs.
 #[test]
 fn the_password_appears_nowhere() {
     let Some(pg) = server() else { return };
@@ -395,6 +418,8 @@ fn the_password_appears_nowhere() {
         &["validate", "p.yaml"][..],
         &["plan", "p.yaml"],
         &["graph", "p.yaml"],
+        &["lineage", "p.yaml"],
+        &["lineage", "p.yaml", "--format", "json"],
         &["run", "p.yaml", "-vv"],
         &["runs", "p", "--json"],
     ] {
