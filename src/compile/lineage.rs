@@ -19,10 +19,11 @@ use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, WindowFunctionDefini
 )]
 #[serde(rename_all = "snake_case")]
 pub enum How {
-    /// The value is passed through: selected, renamed, cast to another type, or a union's
-    /// or join's column.
+    /// The value is passed through: selected, renamed, a union's or a join's column, or cast
+    /// to a type that holds every value unchanged (a wider integer, a date as a timestamp).
     Copy,
-    /// The value is computed from it (an expression, a function, a `CASE`).
+    /// The value is computed from it (an expression, a function, a `CASE`, a cast that can
+    /// change values).
     Transform,
     /// The value is computed from it over several rows (`SUM`, `COUNT`, a window aggregate).
     Aggregate,
