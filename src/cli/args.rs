@@ -214,6 +214,17 @@ pub enum Command {
         #[command(flatten)]
         vars: VarArgs,
     },
+    /// Run the pipelines' tests (`tests:`) on their fixture rows, in-process. Exit 1 when one
+    /// fails.
+    Test {
+        #[arg(default_value = "pipelines")]
+        path: PathBuf,
+        /// Only the tests whose name contains one of these texts.
+        #[arg(long, value_delimiter = ',')]
+        select: Vec<String>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
     /// Print a JSON Schema: of pipeline files (default), or of `weir lineage --format json`.
     Schema {
         #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]

@@ -135,6 +135,38 @@ async fn dispatch(cli: Cli) -> i32 {
             lineage::lineage_cmd(path, column.as_deref(), downstream.as_deref(), format, vars, cache).await
         }
         Command::Validate { ref paths, ref vars } => validate(&cli, paths, vars).await,
+        Command::Test { ref path, ref select, ref vars } => {
+            let cache = compile_cache(&cli, path);
+            let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
+            let plans = match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), cache).await
+            {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let mut failed = 0;
+            let mut ran = 0;
+            for plan in &plans {
+                let base = plan.source.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                for t in &plan.tests {
+                    if !select.is_empty() && !select.iter().any(|s| t.name.contains(s.as_str())) {
+                        continue;
+                    }
+                    ran += 1;
+                    let o = run::fixtures::run_test(plan, t, &base).await;
+                    if o.failures.is_empty() {
+                        outln!("ok    {} · {} ({} ms)", plan.pipeline, o.name, o.ms);
+                    } else {
+                        failed += 1;
+                        outln!("FAIL  {} · {} ({} ms)", plan.pipeline, o.name, o.ms);
+                        for f in &o.failures {
+                            outln!("  {}", f.replace('\n', "\n  "));
+                        }
+                    }
+                }
+            }
+            outln!("{ran} tests, {failed} failed");
+            if failed > 0 { EXIT_FAILED } else { EXIT_OK }
+        }
         Command::Plan { ref path, ref vars } => {
             let cache = compile_cache(&cli, path);
             let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);

@@ -341,6 +341,7 @@ impl Compiler<'_> {
         );
         plan.watch = watch;
         plan.engine = engine;
+        plan.tests = p.spec.tests.clone();
         Some(plan)
     }
 

@@ -34,6 +34,8 @@ pub struct Plan {
     pub watch: super::schedule::Watch,
     /// Where the SQL runs (`engine`).
     pub engine: super::engine::EnginePlan,
+    /// The pipeline's tests (`weir test`).
+    pub tests: Vec<crate::spec::TestCase>,
     by_name: HashMap<String, NodeIndex>,
     /// Per task, the incremental extracts it reads through (itself included), in run order.
     incremental_sources: HashMap<NodeIndex, Vec<NodeIndex>>,
@@ -440,6 +442,7 @@ impl Plan {
             secrets,
             watch: Default::default(),
             engine: Default::default(),
+            tests: Vec::new(),
             by_name,
             incremental_sources: HashMap::new(),
         };

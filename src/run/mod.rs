@@ -8,6 +8,7 @@ pub use cdc::SlotReport;
 mod checks;
 mod engine;
 mod error;
+pub mod fixtures;
 pub mod incremental;
 mod malformed;
 mod pool;

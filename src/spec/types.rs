@@ -67,6 +67,64 @@ pub struct Pipeline {
     /// overrides it. Ballista is in weir's default build (the cargo feature `distributed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<Engine>,
+
+    /// Unit tests of the pipeline's logic on fixture rows, run in-process by `weir test`: no
+    /// store is read or written. More can be in `tests/*.yaml` beside the pipeline file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestCase>,
+}
+
+/// One test: rows given to some tasks, rows expected of others.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// What the test shows, as reports name it.
+    pub name: String,
+    /// Rows of tasks, by task name: the rows an extract reads or a transform returns (its query
+    /// is not run), or a load's output before the run. Tasks not given are empty tables with
+    /// their compiled schema. Values are typed by the task's schema.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub given: IndexMap<String, Fixture>,
+    /// Rows expected of tasks, by task name: a transform's rows, or a load's output after its
+    /// mode is applied. Compared without regard to order, on the columns the expected rows
+    /// name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub expect: IndexMap<String, Fixture>,
+    /// The checks expected to fail, by check name (`unique_order_id`) or kind (`unique`),
+    /// optionally `task.check`; every other check must pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_checks: Option<ExpectChecks>,
+}
+
+/// Rows: written out, or read from a file beside the pipeline.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum Fixture {
+    /// A list of rows, each a map of column: value.
+    Rows(Vec<IndexMap<String, serde_json::Value>>),
+    /// A file of rows (path relative to the file the test is in).
+    File(FixtureFile),
+}
+
+/// A fixture file: one of `csv` (with a header), `json` (newline-delimited) or `parquet`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<String>,
+}
+
+/// Checks a test expects to fail.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectChecks {
+    /// Checks that must fail (or, with `severity: warn`, warn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// Where a pipeline's SQL runs.
