@@ -2,8 +2,8 @@
 //! their rows, the others' queries run over them, in run order; nothing is read from or
 //! written to a store.
 //!
-//! Work in progress (branch `wip/weir-test`): loads after `merge` and `replace_partitions`,
-//! and checks with quarantine, are not evaluated yet.
+//! Work in progress (branch `wip/weir-test`): checks, `--junit`, `tests/*.yaml` are not done
+//! yet.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,18 +75,9 @@ async fn run(plan: &Plan, test: &TestCase, base: &Path) -> Result<Vec<String>, S
                     Some(f) => fixture(f, &node.schema, base).map_err(|e| format!("given `{}`: {e}", node.name))?,
                     None => Vec::new(),
                 };
-                let input = plan.index_of(&l.from).and_then(|j| outputs.get(&j)).cloned().unwrap_or_default();
-                match l.mode {
-                    LoadMode::Overwrite => input,
-                    LoadMode::Append => before.into_iter().chain(input).collect(),
-                    other => {
-                        return Err(format!(
-                            "load `{}`: `mode: {}` is not evaluated by `weir test` yet",
-                            node.name,
-                            crate::sink::mode_name(other)
-                        ));
-                    }
-                }
+                load_output(&ctx, &plan.pipeline, &node.name, l, &node.schema, before)
+                    .await
+                    .map_err(|e| format!("load `{}`: {e}", node.name))?
             }
             (_, Some(f)) => fixture(f, &node.schema, base).map_err(|e| format!("given `{}`: {e}", node.name))?,
             (TaskKind::Extract(_), None) => Vec::new(),
@@ -114,6 +105,98 @@ async fn run(plan: &Plan, test: &TestCase, base: &Path) -> Result<Vec<String>, S
         outputs.insert(i, batches);
     }
     Ok(failures)
+}
+
+static OUTPUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What load `l` (task `task`, writing `schema`) leaves in its output when it held `before`:
+/// the real Parquet sink writes to an in-memory store (a database table's load too: its
+/// modes' rules are the same), first `before` (an overwrite), then the load's input in its
+/// mode; the output is read back as a reader sees it.
+async fn load_output(
+    ctx: &SessionContext,
+    pipeline: &str,
+    task: &str,
+    l: &crate::compile::LoadPlan,
+    schema: &SchemaRef,
+    before: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, String> {
+    let n = OUTPUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let url = format!("memory://weir-test-{}-{n}/out", std::process::id());
+    let store = Arc::new(crate::storage::Store::new("test", &url, &[], Path::new(".")).map_err(|e| e.to_string())?);
+    ctx.register_object_store(store.object_store_url.as_ref(), store.object_store.clone());
+    // The sink's local scratch space (merges may spill there), removed after.
+    let scratch = std::env::temp_dir().join(format!("weir-test-{}-{n}", std::process::id()));
+    let result = load_into(ctx, pipeline, task, l, schema, before, &store, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_into(
+    ctx: &SessionContext,
+    pipeline: &str,
+    task: &str,
+    l: &crate::compile::LoadPlan,
+    schema: &SchemaRef,
+    before: Vec<RecordBatch>,
+    store: &Arc<crate::storage::Store>,
+    scratch: &Path,
+) -> Result<Vec<RecordBatch>, String> {
+    use crate::compile::{FilesTarget, LoadPlan, LoadTarget};
+    let target = |mode: LoadMode| LoadPlan {
+        from: l.from.clone(),
+        mode,
+        partition_by: l.partition_by.clone(),
+        keys: l.keys.clone(),
+        order_by: l.order_by.clone(),
+        delete_when: l.delete_when.clone(),
+        target: LoadTarget::Files(FilesTarget {
+            store: store.clone(),
+            path: "data".into(),
+            format: crate::spec::OutputFormat::Parquet,
+            compression: crate::spec::OutputCompression::Zstd,
+            compression_level: crate::compile::DEFAULT_ZSTD_LEVEL,
+            row_group_rows: crate::compile::DEFAULT_ROW_GROUP_ROWS,
+            max_rows_per_file: crate::compile::DEFAULT_MAX_ROWS_PER_FILE,
+        }),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let write = |load: LoadPlan, df: datafusion::dataframe::DataFrame| {
+        let scratch = scratch.join("load");
+        let cancel = cancel.clone();
+        async move {
+            let df = crate::sink::storable(df, crate::spec::OutputFormat::Parquet).map_err(|e| e.to_string())?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let request = crate::sink::LoadRequest {
+                load: &load,
+                pipeline,
+                task,
+                run_id: "test",
+                full_refresh: false,
+                consumed: Default::default(),
+                scratch,
+                base_seq: None,
+            };
+            match crate::sink::load(&ctx.state(), df.logical_plan().clone(), schema, request, &cancel).await {
+                Ok(_) => Ok(()),
+                Err(crate::sink::LoadError::Failed(e)) => Err(e.to_string()),
+                Err(crate::sink::LoadError::Cancelled) => Err("cancelled".to_string()),
+            }
+        }
+    };
+    if !before.is_empty() {
+        let table = MemTable::try_new(nullable(schema), vec![before]).map_err(|e| e.to_string())?;
+        let df = ctx.read_table(Arc::new(table)).map_err(|e| e.to_string())?;
+        write(target(LoadMode::Overwrite), df).await?;
+    }
+    let input = ctx.table(l.from.as_str()).await.map_err(|e| e.to_string())?;
+    write(target(l.mode), input).await?;
+    match crate::sink::read_parquet_output(ctx, store, "data", schema, &l.partition_by).await {
+        Ok(Some(df)) => df.collect().await.map_err(|e| e.to_string()),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `schema` with every column nullable: fixtures name only the columns they need.

@@ -72,6 +72,23 @@ pub async fn load(
     }
 }
 
+/// The rows a Parquet output at `rel` in `store` holds now, as its readers see them (partition
+/// columns restored from the directories), in the columns of `schema`; `None` when it holds no
+/// file.
+pub async fn read_parquet_output(
+    ctx: &datafusion::prelude::SessionContext,
+    store: &crate::storage::Store,
+    rel: &str,
+    schema: &SchemaRef,
+    partition_by: &[String],
+) -> Result<Option<datafusion::dataframe::DataFrame>, SinkError> {
+    let (files, _) = writer::current_output(store, rel).await?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    merge::read_current(ctx, store, &files, schema, partition_by).await.map(Some)
+}
+
 /// The file output of a load the file sinks were given.
 fn files_of(load: &LoadPlan) -> Result<&FilesTarget, SinkError> {
     load.files().ok_or_else(|| SinkError::Record {

@@ -649,7 +649,7 @@ async fn key_ranges(store: &Store, file: &CurrentFile, column: &str) -> Result<O
 
 /// The rows of `files`, with partition columns restored from their directory names, in the
 /// columns of `schema`.
-async fn read_current(
+pub(super) async fn read_current(
     ctx: &SessionContext,
     store: &Store,
     files: &[CurrentFile],
