@@ -121,6 +121,9 @@ pub struct CheckEnv<'a> {
     pub logical_time: DateTime<Utc>,
     /// This run's staging directory (local disk), where the rows that pass a quarantine go.
     pub staging_dir: &'a std::path::Path,
+    /// Quarantined rows are written to the quarantine store; `false` in `weir test`: they are
+    /// counted and left out of the table, and nothing is written anywhere.
+    pub set_aside: bool,
 }
 
 /// One check's failing rows, as the quarantine sees them.
@@ -706,6 +709,14 @@ async fn quarantine(
     projection.push(datafusion::functions::expr_fn::concat_ws(lit("; "), reasons).alias("_reason"));
     projection.push(lit(env.run_id.to_string()).alias("_run_id"));
     let bad = annotated.clone().filter(any_fail.clone())?.select(projection)?;
+    if !env.set_aside {
+        let n = cancellable(cancel, bad.count()).await? as u64;
+        let passed = annotated.filter(not(any_fail))?.select(original)?;
+        let rows = cancellable(cancel, passed.collect()).await?;
+        ctx.deregister_table(node.name.as_str())?;
+        ctx.register_table(node.name.as_str(), Arc::new(MemTable::try_new(schema.clone(), vec![rows])?))?;
+        return Ok((n, "(set aside in memory by `weir test`)".to_string()));
+    }
 
     let rel = format!("{}/{}/{}/{}.parquet", q.path, env.pipeline, node.name, env.run_id);
     let path = q.store.path(&rel);

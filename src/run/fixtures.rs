@@ -57,12 +57,17 @@ async fn run(plan: &Plan, test: &TestCase, base: &Path) -> Result<Vec<String>, S
     for name in test.given.keys() {
         index(name)?;
     }
+    // A test of checks alone computes every table.
+    if test.expect.is_empty() {
+        needed.extend(plan.graph.node_indices().filter(|&i| !matches!(plan.task(i).kind, TaskKind::Load(_))));
+    }
     let ctx = SessionContext::new_with_state(crate::compile::session_state(
         crate::compile::session_config(),
         Default::default(),
     ));
     let mut outputs: HashMap<NodeIndex, Vec<RecordBatch>> = HashMap::new();
     let mut failures = Vec::new();
+    let mut tripped: Vec<(String, super::checks::CheckResult)> = Vec::new();
     for &i in &plan.order {
         if !needed.contains(&i) {
             continue;
@@ -99,12 +104,70 @@ async fn run(plan: &Plan, test: &TestCase, base: &Path) -> Result<Vec<String>, S
             let table = MemTable::try_new(schema, vec![batches.clone()]).map_err(|e| e.to_string())?;
             ctx.register_table(node.name.as_str(), Arc::new(table)).map_err(|e| e.to_string())?;
         }
+        if !node.checks.is_empty() && !matches!(node.kind, TaskKind::Load(_)) {
+            let env = super::checks::CheckEnv {
+                pipeline: &plan.pipeline,
+                run_id: "test",
+                logical_time: chrono::Utc::now(),
+                staging_dir: Path::new("."),
+                set_aside: false,
+            };
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let checked = super::checks::evaluate(&ctx, node, &env, None, &cancel)
+                .await
+                .map_err(|e| format!("checks of `{}`: {e}", node.name))?;
+            tripped.extend(
+                checked
+                    .results
+                    .into_iter()
+                    .filter(|r| r.status != super::checks::CheckStatus::Passed)
+                    .map(|r| (node.name.clone(), r)),
+            );
+        }
+        // What consumers read: the rows that passed a quarantine.
+        let batches = match (&node.kind, node.quarantine.as_ref().is_some_and(|q| q.checks)) {
+            (TaskKind::Load(_), _) | (_, false) => batches,
+            (_, true) => ctx
+                .table(node.name.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         if let Some(expected) = test.expect.get(&node.name) {
             failures.extend(compare(&node.name, &node.schema, &batches, expected, base));
         }
         outputs.insert(i, batches);
     }
+    failures.extend(judge_checks(test, &tripped));
     Ok(failures)
+}
+
+/// Checks that tripped and were not expected to, and checks expected to trip that did not.
+fn judge_checks(test: &TestCase, tripped: &[(String, super::checks::CheckResult)]) -> Vec<String> {
+    let expected: &[String] = test.expect_checks.as_ref().map(|e| e.failed.as_slice()).unwrap_or(&[]);
+    let matches = |want: &str, task: &str, r: &super::checks::CheckResult| {
+        let (t, c) = want.split_once('.').map_or((None, want), |(t, c)| (Some(t), c));
+        t.is_none_or(|t| t == task) && (c == r.name || c == r.kind)
+    };
+    let mut out = Vec::new();
+    for (task, r) in tripped {
+        if !expected.iter().any(|w| matches(w, task, r)) {
+            let mut m = format!("check `{task}.{}` {}: {}", r.name, r.status.as_str(), r.message);
+            for s in r.samples.iter().take(super::checks::SAMPLES) {
+                let cells: Vec<String> = s.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                m.push_str(&format!("\n  {{ {} }}", cells.join(", ")));
+            }
+            out.push(m);
+        }
+    }
+    for w in expected {
+        if !tripped.iter().any(|(task, r)| matches(w, task, r)) {
+            out.push(format!("check `{w}` was expected to fail, and did not"));
+        }
+    }
+    out
 }
 
 static OUTPUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -214,6 +214,7 @@ async fn run_task(
         run_id: &env.run_id,
         logical_time: env.logical_time,
         staging_dir: &env.staging_dir,
+        set_aside: true,
     };
     let checked = super::checks::evaluate(ctx, node, &check_env, scanned, cancel).await?;
     if let Some(file) = &checked.quarantine_file {
