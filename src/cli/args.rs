@@ -219,9 +219,13 @@ pub enum Command {
     Test {
         #[arg(default_value = "pipelines")]
         path: PathBuf,
-        /// Only the tests whose name contains one of these texts.
+        /// Only the tests whose name contains one of these texts, or that give or expect
+        /// rows of one of these tasks.
         #[arg(long, value_delimiter = ',')]
         select: Vec<String>,
+        /// Also write the results as JUnit XML to this file (for CI systems).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
         #[command(flatten)]
         vars: VarArgs,
     },

@@ -53,6 +53,7 @@ mod lineage;
 mod logging;
 mod preview;
 mod render;
+mod test;
 
 pub use args::*;
 pub use lineage::LineageFormat;
@@ -135,37 +136,10 @@ async fn dispatch(cli: Cli) -> i32 {
             lineage::lineage_cmd(path, column.as_deref(), downstream.as_deref(), format, vars, cache).await
         }
         Command::Validate { ref paths, ref vars } => validate(&cli, paths, vars).await,
-        Command::Test { ref path, ref select, ref vars } => {
+        Command::Test { ref path, ref select, ref junit, ref vars } => {
             let cache = compile_cache(&cli, path);
             let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
-            let plans = match compile_paths(std::slice::from_ref(path), vars, &run::new_run_id(), &today(), cache).await
-            {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            let mut failed = 0;
-            let mut ran = 0;
-            for plan in &plans {
-                let base = plan.source.path.parent().map(Path::to_path_buf).unwrap_or_default();
-                for t in &plan.tests {
-                    if !select.is_empty() && !select.iter().any(|s| t.name.contains(s.as_str())) {
-                        continue;
-                    }
-                    ran += 1;
-                    let o = run::fixtures::run_test(plan, t, &base).await;
-                    if o.failures.is_empty() {
-                        outln!("ok    {} · {} ({} ms)", plan.pipeline, o.name, o.ms);
-                    } else {
-                        failed += 1;
-                        outln!("FAIL  {} · {} ({} ms)", plan.pipeline, o.name, o.ms);
-                        for f in &o.failures {
-                            outln!("  {}", f.replace('\n', "\n  "));
-                        }
-                    }
-                }
-            }
-            outln!("{ran} tests, {failed} failed");
-            if failed > 0 { EXIT_FAILED } else { EXIT_OK }
+            test::test_cmd(path, select, junit.as_deref(), vars, cache).await
         }
         Command::Plan { ref path, ref vars } => {
             let cache = compile_cache(&cli, path);
@@ -230,7 +204,7 @@ fn logical_time(run_date: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     Some(d.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
-fn today() -> String {
+pub(super) fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
 }
 
@@ -242,7 +216,7 @@ fn load_options(vars: &VarArgs, run_id: &str, run_date: &str) -> LoadOptions {
 
 /// Load and compile every pipeline under `paths`, with inferred schemas cached in `cache`
 /// when given. Every problem of every file is printed; `Err(exit code)` if there is any.
-async fn compile_paths(
+pub(super) async fn compile_paths(
     paths: &[PathBuf],
     vars: &VarArgs,
     run_id: &str,

@@ -125,6 +125,38 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, SpecError> {
     Ok(files)
 }
 
+/// The test files beside the pipeline files of `dir`: `dir/tests/*.yaml` (and `*.yml`),
+/// sorted, each parsed; a file that is not a test file is reported with its place.
+pub fn load_test_files(dir: &Path) -> Result<Vec<(PathBuf, TestFile)>, SpecError> {
+    let tests = dir.join("tests");
+    let Ok(entries) = std::fs::read_dir(&tests) else { return Ok(Vec::new()) };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.is_file() && matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| SpecError::Read { path: path.clone(), source: e })?;
+        let source = Arc::new(SourceFile::new(&path, text));
+        let de = serde_yaml::Deserializer::from_str(source.text());
+        match serde_path_to_error::deserialize::<_, TestFile>(de) {
+            Ok(t) => out.push((path, t)),
+            Err(e) => {
+                let inner = e.inner();
+                let loc = inner.location().map(|l| source.location(l.index(), 0));
+                let at = e.path().to_string();
+                let msg = inner.to_string();
+                let msg = msg.find(" at line ").map_or(msg.clone(), |i| msg[..i].to_string());
+                let what = if at == "." { msg } else { format!("{at}: {msg}") };
+                diags.push(Diagnostic::new("test-file", format!("invalid test file: {what}")).at(&source, loc));
+            }
+        }
+    }
+    if diags.is_empty() { Ok(out) } else { Err(SpecError::Invalid(diags)) }
+}
+
 /// Read and parse one pipeline file.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedPipeline, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read { path: path.to_path_buf(), source: e })?;

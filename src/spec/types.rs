@@ -96,6 +96,17 @@ pub struct TestCase {
     pub expect_checks: Option<ExpectChecks>,
 }
 
+/// A file of tests beside pipelines (`tests/*.yaml` in the pipelines' directory).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// The pipeline the tests are of (its `pipeline:` name, or its file's stem); may be left
+    /// out when the directory has one pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    pub tests: Vec<TestCase>,
+}
+
 /// Rows: written out, or read from a file beside the pipeline.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
