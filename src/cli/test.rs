@@ -17,7 +17,8 @@ pub(super) async fn test_cmd(
     cache: Option<&dyn compile::SchemaCache>,
 ) -> i32 {
     let plans =
-        match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await {
+        match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await
+        {
             Ok(p) => p,
             Err(code) => return code,
         };

@@ -6,6 +6,7 @@
 mod checks;
 pub mod engine;
 mod extract;
+mod fixtures;
 pub use extract::UNREACHABLE;
 mod graph;
 mod http;
@@ -250,6 +251,7 @@ impl Compiler<'_> {
         }
         let mut incremental = self.incremental_plans(&g, &schemas);
         self.check_incremental_loads(&g.graph, &g.order, &incremental);
+        self.check_tests(&g, &schemas);
         let (mut checks, mut quarantines) =
             self.plan_checks(&state, &g, &schemas, &incremental, &stores, &names, &loads);
         phase("queries planned");
