@@ -302,12 +302,28 @@ fn fixture(f: &Fixture, schema: &SchemaRef, base: &Path) -> Result<Vec<RecordBat
             let path = base.join(path);
             let open = || std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()));
             match kind {
-                "csv" => datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
-                    .with_header(true)
-                    .build(open()?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("{}: {e}", path.display())),
+                "csv" => {
+                    // The header names the columns the file has, in its order.
+                    let mut header = String::new();
+                    std::io::BufRead::read_line(&mut std::io::BufReader::new(open()?), &mut header)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let mut fields = Vec::new();
+                    for name in header.trim_end_matches(['\r', '\n']).split(',') {
+                        let name = name.trim().trim_matches('"');
+                        let f = schema
+                            .field_with_name(name)
+                            .map_err(|_| format!("{}: no column `{name}` in the task", path.display()))?;
+                        fields.push(f.clone());
+                    }
+                    let file_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+                    let batches = datafusion::arrow::csv::ReaderBuilder::new(file_schema)
+                        .with_header(true)
+                        .build(open()?)
+                        .map_err(|e| format!("{}: {e}", path.display()))?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    batches.iter().map(|b| conform(b, schema)).collect()
+                }
                 "json" => datafusion::arrow::json::ReaderBuilder::new(schema.clone())
                     .build(std::io::BufReader::new(open()?))
                     .map_err(|e| format!("{}: {e}", path.display()))?
@@ -321,23 +337,27 @@ fn fixture(f: &Fixture, schema: &SchemaRef, base: &Path) -> Result<Vec<RecordBat
                     let mut out = Vec::new();
                     for b in reader {
                         let b = b.map_err(|e| format!("{}: {e}", path.display()))?;
-                        let cols = schema
-                            .fields()
-                            .iter()
-                            .map(|f| match b.column_by_name(f.name()) {
-                                Some(c) => {
-                                    datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| e.to_string())
-                                }
-                                None => Ok(datafusion::arrow::array::new_null_array(f.data_type(), b.num_rows())),
-                            })
-                            .collect::<Result<Vec<_>, _>>()?;
-                        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
+                        out.push(conform(&b, schema).map_err(|e| format!("{}: {e}", path.display()))?);
                     }
                     Ok(out)
                 }
             }
         }
     }
+}
+
+/// `b`'s rows in the columns of `schema`: by name, cast to the column's type; a column `b`
+/// lacks is NULL.
+fn conform(b: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| match b.column_by_name(f.name()) {
+            Some(c) => datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| e.to_string()),
+            None => Ok(datafusion::arrow::array::new_null_array(f.data_type(), b.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
 }
 
 /// Rows as text, one string per row, on `columns`.

@@ -17,6 +17,7 @@ mod drift;
 mod errors;
 mod examples;
 mod extract;
+mod fixtures;
 mod http;
 mod incremental;
 mod kill;
