@@ -1,9 +1,8 @@
 //! `weir test`: a pipeline's tests, run in-process on fixture rows. Given tasks are tables of
 //! their rows, the others' queries run over them, in run order; nothing is read from or
 //! written to a store.
-//!
-//! Work in progress (branch `wip/weir-test`): checks, `--junit`, `tests/*.yaml` are not done
-//! yet.
+//! Checks run on each computed table (a quarantine sets rows aside in memory); a load's output
+//! is what weir's own Parquet sink leaves in an in-memory store (see `docs/design/tests.md`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -190,76 +189,65 @@ async fn load_output(
     ctx.register_object_store(store.object_store_url.as_ref(), store.object_store.clone());
     // The sink's local scratch space (merges may spill there), removed after.
     let scratch = std::env::temp_dir().join(format!("weir-test-{}-{n}", std::process::id()));
-    let result = load_into(ctx, pipeline, task, l, schema, before, &store, &scratch).await;
+    let result: Result<Vec<RecordBatch>, String> = async {
+        use crate::compile::{FilesTarget, LoadPlan, LoadTarget};
+        let target = |mode: LoadMode| LoadPlan {
+            from: l.from.clone(),
+            mode,
+            partition_by: l.partition_by.clone(),
+            keys: l.keys.clone(),
+            order_by: l.order_by.clone(),
+            delete_when: l.delete_when.clone(),
+            target: LoadTarget::Files(FilesTarget {
+                store: store.clone(),
+                path: "data".into(),
+                format: crate::spec::OutputFormat::Parquet,
+                compression: crate::spec::OutputCompression::Zstd,
+                compression_level: crate::compile::DEFAULT_ZSTD_LEVEL,
+                row_group_rows: crate::compile::DEFAULT_ROW_GROUP_ROWS,
+                max_rows_per_file: crate::compile::DEFAULT_MAX_ROWS_PER_FILE,
+            }),
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let write = |load: LoadPlan, df: datafusion::dataframe::DataFrame| {
+            let scratch = scratch.join("load");
+            let cancel = cancel.clone();
+            async move {
+                let df = crate::sink::storable(df, crate::spec::OutputFormat::Parquet).map_err(|e| e.to_string())?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let request = crate::sink::LoadRequest {
+                    load: &load,
+                    pipeline,
+                    task,
+                    run_id: "test",
+                    full_refresh: false,
+                    consumed: Default::default(),
+                    scratch,
+                    base_seq: None,
+                };
+                match crate::sink::load(&ctx.state(), df.logical_plan().clone(), schema, request, &cancel).await {
+                    Ok(_) => Ok(()),
+                    Err(crate::sink::LoadError::Failed(e)) => Err(e.to_string()),
+                    Err(crate::sink::LoadError::Cancelled) => Err("cancelled".to_string()),
+                }
+            }
+        };
+        if !before.is_empty() {
+            let table = MemTable::try_new(nullable(schema), vec![before]).map_err(|e| e.to_string())?;
+            let df = ctx.read_table(Arc::new(table)).map_err(|e| e.to_string())?;
+            write(target(LoadMode::Overwrite), df).await?;
+        }
+        let input = ctx.table(l.from.as_str()).await.map_err(|e| e.to_string())?;
+        write(target(l.mode), input).await?;
+        match crate::sink::read_parquet_output(ctx, &store, "data", schema, &l.partition_by).await {
+            Ok(Some(df)) => df.collect().await.map_err(|e| e.to_string()),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn load_into(
-    ctx: &SessionContext,
-    pipeline: &str,
-    task: &str,
-    l: &crate::compile::LoadPlan,
-    schema: &SchemaRef,
-    before: Vec<RecordBatch>,
-    store: &Arc<crate::storage::Store>,
-    scratch: &Path,
-) -> Result<Vec<RecordBatch>, String> {
-    use crate::compile::{FilesTarget, LoadPlan, LoadTarget};
-    let target = |mode: LoadMode| LoadPlan {
-        from: l.from.clone(),
-        mode,
-        partition_by: l.partition_by.clone(),
-        keys: l.keys.clone(),
-        order_by: l.order_by.clone(),
-        delete_when: l.delete_when.clone(),
-        target: LoadTarget::Files(FilesTarget {
-            store: store.clone(),
-            path: "data".into(),
-            format: crate::spec::OutputFormat::Parquet,
-            compression: crate::spec::OutputCompression::Zstd,
-            compression_level: crate::compile::DEFAULT_ZSTD_LEVEL,
-            row_group_rows: crate::compile::DEFAULT_ROW_GROUP_ROWS,
-            max_rows_per_file: crate::compile::DEFAULT_MAX_ROWS_PER_FILE,
-        }),
-    };
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let write = |load: LoadPlan, df: datafusion::dataframe::DataFrame| {
-        let scratch = scratch.join("load");
-        let cancel = cancel.clone();
-        async move {
-            let df = crate::sink::storable(df, crate::spec::OutputFormat::Parquet).map_err(|e| e.to_string())?;
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let request = crate::sink::LoadRequest {
-                load: &load,
-                pipeline,
-                task,
-                run_id: "test",
-                full_refresh: false,
-                consumed: Default::default(),
-                scratch,
-                base_seq: None,
-            };
-            match crate::sink::load(&ctx.state(), df.logical_plan().clone(), schema, request, &cancel).await {
-                Ok(_) => Ok(()),
-                Err(crate::sink::LoadError::Failed(e)) => Err(e.to_string()),
-                Err(crate::sink::LoadError::Cancelled) => Err("cancelled".to_string()),
-            }
-        }
-    };
-    if !before.is_empty() {
-        let table = MemTable::try_new(nullable(schema), vec![before]).map_err(|e| e.to_string())?;
-        let df = ctx.read_table(Arc::new(table)).map_err(|e| e.to_string())?;
-        write(target(LoadMode::Overwrite), df).await?;
-    }
-    let input = ctx.table(l.from.as_str()).await.map_err(|e| e.to_string())?;
-    write(target(l.mode), input).await?;
-    match crate::sink::read_parquet_output(ctx, store, "data", schema, &l.partition_by).await {
-        Ok(Some(df)) => df.collect().await.map_err(|e| e.to_string()),
-        Ok(None) => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// `schema` with every column nullable: fixtures name only the columns they need.

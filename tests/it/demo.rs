@@ -226,3 +226,13 @@ fn demo_runs_again_and_replaces_its_output() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(v.as_array().unwrap().iter().all(|r| r["status"] == "succeeded" && r["pipeline"] == "daily_orders"));
 }
+
+/// The demo's own tests pass (`weir test pipelines/`), and a run is not affected by them.
+#[test]
+fn demo_tests_pass() {
+    let p = demo_project();
+    let r = p.weir(&["test", "pipelines"]);
+    r.ok();
+    assert!(r.stdout.contains("2 tests, 0 failed"), "{}", r.stdout);
+    assert!(!p.join("lake").exists(), "a test writes nothing");
+}
