@@ -24,12 +24,10 @@ pub(super) async fn lineage_cmd(
     vars: &VarArgs,
     cache: Option<&dyn compile::SchemaCache>,
 ) -> i32 {
-    let plans =
-        match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await
-        {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+    let plans = match compile_path(path, vars, cache).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let asked = column.map(|c| (c, Direction::Upstream)).or(downstream.map(|c| (c, Direction::Downstream)));
     let mut focus: Option<(usize, Focus)> = None;
     if let Some((text, direction)) = asked {

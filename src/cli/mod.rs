@@ -303,6 +303,15 @@ pub(super) async fn compile_paths(
     Ok(plans)
 }
 
+/// [`compile_paths`] of one path, for a command that compiles and reads the plans.
+pub(super) async fn compile_path(
+    path: &Path,
+    vars: &VarArgs,
+    cache: Option<&dyn compile::SchemaCache>,
+) -> Result<Vec<Plan>, i32> {
+    compile_paths(&[path.to_path_buf()], vars, &run::new_run_id(), &today(), cache).await
+}
+
 async fn validate(cli: &Cli, paths: &[PathBuf], vars: &VarArgs) -> i32 {
     let cache = paths.first().and_then(|p| compile_cache(cli, p));
     let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);

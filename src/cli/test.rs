@@ -16,12 +16,10 @@ pub(super) async fn test_cmd(
     vars: &VarArgs,
     cache: Option<&dyn compile::SchemaCache>,
 ) -> i32 {
-    let plans =
-        match compile_paths(std::slice::from_ref(&path.to_path_buf()), vars, &run::new_run_id(), &today(), cache).await
-        {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+    let plans = match compile_path(path, vars, cache).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     // Each pipeline's tests: its own, then those of the test files that name it.
     let mut suites: Vec<(&Plan, Vec<(TestCase, PathBuf)>)> = plans
         .iter()
