@@ -73,7 +73,12 @@ pub(super) async fn test_cmd(
     let mut results: Vec<(&str, TestOutcome)> = Vec::new();
     for (plan, tests) in &suites {
         for (t, base) in tests.iter().filter(|(t, _)| chosen(t)) {
-            let o = run::fixtures::run_test(plan, t, base).await;
+            let mut o = run::fixtures::run_test(plan, t, base).await;
+            // A fixture can hold a `${env:…}` value: it is shown as `***`, in the JUnit file too.
+            o.name = plan.secrets.redact(&o.name);
+            for f in &mut o.failures {
+                *f = plan.secrets.redact(f);
+            }
             if o.failures.is_empty() {
                 outln!("ok    {} · {} ({} ms)", plan.pipeline, o.name, o.ms);
             } else {

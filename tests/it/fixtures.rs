@@ -95,3 +95,24 @@ fn mistakes_are_reported_where_they_are() {
     r.code(2);
     assert!(r.stderr.contains("no pipeline `nope` here (pipelines: shop)"), "{}", r.stderr);
 }
+
+/// A fixture value read from the environment (a secret, in the pipeline file's `tests:`) is
+/// never shown: not in a failure's rows, nor in the JUnit file.
+#[test]
+fn a_secret_in_a_fixture_is_never_shown() {
+    let secret = "fixture-canary-8Kq3";
+    let p = shop();
+    let text = std::fs::read_to_string(p.join("shop.yaml")).unwrap();
+    p.write(
+        "shop.yaml",
+        format!(
+            "{text}  - name: a secret region\n    given:\n      clean: [ {{ id: 1, region: \"${{env:WEIR_TEST_SECRET}}\", amount: 1.00 }} ]\n    expect:\n      totals: [ {{ region: nowhere, total: 1.00 }} ]\n"
+        ),
+    );
+    let r = p.weir_env(&["test", ".", "--select", "secret", "--junit", "junit.xml"], &[("WEIR_TEST_SECRET", secret)]);
+    r.code(1);
+    assert!(r.stdout.contains("+ { region: ***, total: 1.00 }"), "{}", r.stdout);
+    assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{}\n{}", r.stdout, r.stderr);
+    let xml = std::fs::read_to_string(p.join("junit.xml")).unwrap();
+    assert!(!xml.contains(secret), "{xml}");
+}
