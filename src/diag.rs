@@ -265,3 +265,19 @@ mod tests {
         assert_eq!(did_you_mean("ordrs", ["orders", "customers"]).as_deref(), Some("did you mean `orders`?"));
     }
 }
+
+/// An error and its causes, as one line: `outer: cause: root cause` (a cause whose text the
+/// outer message already holds is not repeated).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod diag;
 pub mod failpoint;
 pub mod metrics;
+pub mod openlineage;
 pub mod run;
 pub mod secrets;
 pub mod serve;

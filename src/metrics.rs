@@ -32,6 +32,7 @@ pub const ALERTS_TOTAL: &str = "weir_alerts_total";
 pub const ALERT_FAILURES_TOTAL: &str = "weir_alert_failures_total";
 pub const RUN_DURATION: &str = "weir_run_duration_seconds";
 pub const CDC_SLOT_LAG: &str = "weir_cdc_slot_lag_bytes";
+pub const OPENLINEAGE_EVENTS_TOTAL: &str = "weir_openlineage_events_total";
 pub use crate::storage::STORE_REQUESTS_TOTAL;
 
 /// Task and run duration buckets: 10 ms to 2 h.
@@ -107,6 +108,10 @@ fn describe() {
         "WAL a change data capture slot holds on its server (after the pipeline's latest run), by pipeline, task and slot."
     );
     describe_counter!(ALERT_FAILURES_TOTAL, "Webhook alerts that could not be delivered after every retry.");
+    describe_counter!(
+        OPENLINEAGE_EVENTS_TOTAL,
+        "OpenLineage events handed to a transport, by pipeline, transport (http, file) and outcome (sent, failed)."
+    );
 }
 
 /// Records a run's task metrics as they happen.

@@ -123,6 +123,8 @@ pub enum Command {
         #[arg(long, value_name = "ENGINE")]
         engine: Option<String>,
         #[command(flatten)]
+        openlineage: OpenLineageArgs,
+        #[command(flatten)]
         vars: VarArgs,
     },
     /// Run the pipelines of a directory on their schedules: a daemon with metrics, alerts and
@@ -164,6 +166,8 @@ pub enum Command {
         /// DataFusion partitions per query, as for `weir run`.
         #[arg(long)]
         target_partitions: Option<usize>,
+        #[command(flatten)]
+        openlineage: OpenLineageArgs,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -246,6 +250,27 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+}
+
+/// Where OpenLineage events go, replacing the pipelines' `openlineage` settings. The API key
+/// is read from `OPENLINEAGE_API_KEY` only (never a flag: command lines are visible to
+/// every user of the machine); `OPENLINEAGE_ENDPOINT`, `OPENLINEAGE_NAMESPACE` and
+/// `OPENLINEAGE_DISABLED=true` are read too.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OpenLineageArgs {
+    /// Send OpenLineage events to this consumer (e.g. Marquez at `http://127.0.0.1:5000`):
+    /// they are POSTed to `URL/api/v1/lineage`.
+    #[arg(long, value_name = "URL", env = "OPENLINEAGE_URL", hide_env_values = true)]
+    pub openlineage_url: Option<String>,
+    /// Append OpenLineage events to this file, one JSON object per line.
+    #[arg(long, value_name = "FILE", env = "WEIR_OPENLINEAGE_FILE")]
+    pub openlineage_file: Option<PathBuf>,
+}
+
+impl OpenLineageArgs {
+    pub fn overrides(&self) -> crate::openlineage::Overrides {
+        crate::openlineage::Overrides::new(self.openlineage_url.clone(), self.openlineage_file.clone())
+    }
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -372,11 +372,17 @@ async fn run_cmd(cli: &Cli) -> i32 {
         metrics_file,
         memory_limit,
         engine,
+        openlineage,
         vars,
     } = &cli.command
     else {
         return EXIT_INVALID;
     };
+    let lineage = openlineage.overrides();
+    if let Err(e) = lineage.check() {
+        eprintln!("error: --openlineage-url / OPENLINEAGE_URL: {e}");
+        return EXIT_INVALID;
+    }
     let run_date = match run_date_arg(run_date.as_deref()) {
         Ok(d) => d,
         Err(code) => return code,
@@ -448,7 +454,8 @@ async fn run_cmd(cli: &Cli) -> i32 {
             logical_time: logical_time(&run_date),
             engine,
         };
-        match run_one(Arc::new(plan), opts, metrics_file.is_some(), *json).await {
+        let events = lineage.settings(plan.openlineage.as_ref());
+        match run_one(Arc::new(plan), opts, metrics_file.is_some(), *json, events).await {
             Some(report) => {
                 if report.status != RunStatus::Succeeded {
                     code = EXIT_FAILED;
@@ -516,17 +523,37 @@ fn selections(plans: &[Plan], select: &[String]) -> Result<Vec<Option<HashSet<No
 
 /// Run one pipeline with progress on stderr (and metrics when `metrics`), print its report
 /// unless `json`. `None` when the run could not be carried out (the error is printed).
-async fn run_one(plan: Arc<Plan>, mut opts: RunOptions, metrics: bool, json: bool) -> Option<RunReport> {
+async fn run_one(
+    plan: Arc<Plan>,
+    mut opts: RunOptions,
+    metrics: bool,
+    json: bool,
+    events: Option<crate::compile::openlineage::OpenLineagePlan>,
+) -> Option<RunReport> {
     // With --json, stdout carries the report; the task lines still go to stderr.
     let progress = Progress::new(&plan);
-    let observer: Arc<dyn Observer> = if metrics {
-        Arc::new(run::Tee(vec![progress.clone(), Arc::new(crate::metrics::RunMetrics::new(&plan.pipeline))]))
-    } else {
-        progress.clone()
-    };
-    opts.observer = Some(observer);
+    let mut observers: Vec<Arc<dyn Observer>> = vec![progress.clone()];
+    if metrics {
+        observers.push(Arc::new(crate::metrics::RunMetrics::new(&plan.pipeline)));
+    }
+    let emitter = events.map(|s| crate::openlineage::Emitter::start(plan.clone(), &s, None));
+    if let Some(e) = &emitter {
+        observers.push(e.clone());
+    }
+    opts.observer = Some(Arc::new(run::Tee(observers)));
     let result = run::run(plan.clone(), opts).await;
     progress.finish();
+    if let Some(e) = &emitter {
+        for f in e.finish().await {
+            eprintln!(
+                "warning: {} OpenLineage event{} not delivered ({}): {}",
+                f.events,
+                if f.events == 1 { "" } else { "s" },
+                f.transport,
+                crate::secrets::global().redact(&plan.secrets.redact(&f.last_error))
+            );
+        }
+    }
     match result {
         Ok(report) => {
             crate::metrics::run_finished(&report);
@@ -543,21 +570,7 @@ async fn run_one(plan: Arc<Plan>, mut opts: RunOptions, metrics: bool, json: boo
     }
 }
 
-/// An error and its causes, as one line: `outer: cause: root cause` (a cause whose text the
-/// outer message already holds is not repeated).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cause = c.source();
-    }
-    s
-}
+pub use crate::diag::error_chain;
 
 async fn serve_cmd(cli: &Cli) -> i32 {
     let Command::Serve {
@@ -572,11 +585,17 @@ async fn serve_cmd(cli: &Cli) -> i32 {
         notify,
         memory_limit,
         target_partitions,
+        openlineage,
         vars,
     } = &cli.command
     else {
         return EXIT_INVALID;
     };
+    let lineage = openlineage.overrides();
+    if let Err(e) = lineage.check() {
+        eprintln!("error: --openlineage-url / OPENLINEAGE_URL: {e}");
+        return EXIT_INVALID;
+    }
     if !dir.is_dir() {
         eprintln!("error: {} is not a directory of pipeline files", dir.display());
         return EXIT_INVALID;
@@ -611,6 +630,7 @@ async fn serve_cmd(cli: &Cli) -> i32 {
             .collect(),
         memory_limit: *memory_limit,
         target_partitions: *target_partitions,
+        openlineage: lineage,
     };
     if !*once {
         return match crate::serve::serve(opts).await {

@@ -13,6 +13,7 @@ mod http;
 pub mod lineage;
 mod loads;
 mod memo;
+pub mod openlineage;
 pub mod plan;
 mod queries;
 pub mod schedule;
@@ -227,6 +228,7 @@ impl Compiler<'_> {
         let phase = |what: &str| tracing::debug!(pipeline = %p.name, ms = clock.elapsed().as_millis() as u64, "compile: {what}");
         let stores = self.stores();
         let watch = schedule::compile_watch(p, &mut self.diags);
+        let openlineage = openlineage::compile(p, &mut self.diags);
         let engine = engine::compile_engine(p, &stores, &mut self.diags);
         let ctx = SessionContext::new_with_state(session_state(session_config(), Default::default()));
         let state = ctx.state();
@@ -344,6 +346,7 @@ impl Compiler<'_> {
         plan.watch = watch;
         plan.engine = engine;
         plan.tests = p.spec.tests.clone();
+        plan.openlineage = openlineage;
         Some(plan)
     }
 

@@ -36,6 +36,8 @@ pub struct Plan {
     pub engine: super::engine::EnginePlan,
     /// The pipeline's tests (`weir test`).
     pub tests: Vec<crate::spec::TestCase>,
+    /// Where OpenLineage events go (`openlineage`).
+    pub openlineage: Option<super::openlineage::OpenLineagePlan>,
     by_name: HashMap<String, NodeIndex>,
     /// Per task, the incremental extracts it reads through (itself included), in run order.
     incremental_sources: HashMap<NodeIndex, Vec<NodeIndex>>,
@@ -443,6 +445,7 @@ impl Plan {
             watch: Default::default(),
             engine: Default::default(),
             tests: Vec::new(),
+            openlineage: None,
             by_name,
             incremental_sources: HashMap::new(),
         };

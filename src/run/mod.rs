@@ -53,17 +53,33 @@ pub enum RunError {
     Watermark { extract: String, message: String },
 }
 
-/// Receives progress as the run goes (progress bar, log lines).
+/// Receives progress as the run goes (progress bar, log lines, metrics, OpenLineage events).
+/// Every text it is given is redacted.
 pub trait Observer: Send + Sync {
+    /// The run holds its pipeline's lock and is recorded; tasks start next.
+    fn run_started(&self, _run_id: &str) {}
     fn task_started(&self, _task: &str, _kind: &str) {}
     fn task_retrying(&self, _task: &str, _attempt: u32, _error: &str, _wait: Duration) {}
     fn task_finished(&self, _report: &TaskReport) {}
+    /// The run is over, with this report (after `run_started`).
+    fn run_finished(&self, _report: &RunReport) {}
+    /// The run could not go on (after `run_started`): the state store or staging failed.
+    fn run_errored(&self, _error: &str) {}
 }
 
 /// Several observers as one.
 pub struct Tee(pub Vec<Arc<dyn Observer>>);
 
 impl Observer for Tee {
+    fn run_started(&self, run_id: &str) {
+        self.0.iter().for_each(|o| o.run_started(run_id));
+    }
+    fn run_finished(&self, report: &RunReport) {
+        self.0.iter().for_each(|o| o.run_finished(report));
+    }
+    fn run_errored(&self, error: &str) {
+        self.0.iter().for_each(|o| o.run_errored(error));
+    }
     fn task_started(&self, task: &str, kind: &str) {
         self.0.iter().for_each(|o| o.task_started(task, kind));
     }
@@ -283,14 +299,21 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
             return Err(e.into());
         }
     }
+    if let Some(o) = &opts.observer {
+        o.run_started(&opts.run_id);
+    }
     let span = tracing::info_span!("run", run_id = %opts.run_id, pipeline = %plan.pipeline);
     let result = execute(&plan, &opts).instrument(span).await;
     let (status, reports, slots) = match result {
         Ok(r) => r,
         Err(e) => {
+            let error = plan.secrets.redact(&e.to_string());
             if let Some(state) = &opts.state {
-                let _ = state.run_finished(&opts.run_id, "failed", Some(&plan.secrets.redact(&e.to_string())));
+                let _ = state.run_finished(&opts.run_id, "failed", Some(&error));
                 let _ = state.unlock(&plan.pipeline, &opts.run_id);
+            }
+            if let Some(o) = &opts.observer {
+                o.run_errored(&error);
             }
             return Err(e);
         }
@@ -309,10 +332,17 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
             .iter()
             .find(|t| t.status == TaskStatus::Failed)
             .map(|t| format!("task `{}` failed: {}", t.name, t.error.as_deref().unwrap_or("")));
-        state.run_finished(&opts.run_id, status.as_str(), error.as_deref())?;
-        state.unlock(&plan.pipeline, &opts.run_id)?;
+        let recorded = state
+            .run_finished(&opts.run_id, status.as_str(), error.as_deref())
+            .and_then(|()| state.unlock(&plan.pipeline, &opts.run_id));
+        if let Err(e) = recorded {
+            if let Some(o) = &opts.observer {
+                o.run_errored(&plan.secrets.redact(&e.to_string()));
+            }
+            return Err(e.into());
+        }
     }
-    Ok(RunReport {
+    let report = RunReport {
         run_id: opts.run_id.clone(),
         pipeline: plan.pipeline.clone(),
         status,
@@ -320,7 +350,11 @@ pub async fn run(plan: Arc<Plan>, opts: RunOptions) -> Result<RunReport, RunErro
         duration: clock.elapsed(),
         tasks: reports,
         slots,
-    })
+    };
+    if let Some(o) = &opts.observer {
+        o.run_finished(&report);
+    }
+    Ok(report)
 }
 
 /// The tasks a run executes: the selection plus the upstream tasks whose tables it reads.

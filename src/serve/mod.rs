@@ -74,6 +74,8 @@ pub struct ServeOptions {
     /// Memory budget and partitions for each run, as `weir run` takes them.
     pub memory_limit: Option<usize>,
     pub target_partitions: Option<usize>,
+    /// Where OpenLineage events go, over the pipelines' own settings.
+    pub openlineage: crate::openlineage::Overrides,
 }
 
 /// How often a `stale` alert that was not delivered is raised again, unless the pipeline says.
@@ -602,14 +604,22 @@ impl Daemon {
                 return;
             }
         };
-        let observer = Arc::new(crate::metrics::RunMetrics::new(name));
+        let mut observers: Vec<Arc<dyn run::Observer>> = vec![Arc::new(crate::metrics::RunMetrics::new(name))];
+        let emitter = self
+            .opts
+            .openlineage
+            .settings(plan.openlineage.as_ref())
+            .map(|s| crate::openlineage::Emitter::start(plan.clone(), &s, trigger.tick()));
+        if let Some(e) = &emitter {
+            observers.push(e.clone());
+        }
         let opts = RunOptions {
             run_id: run_id.to_string(),
             run_date,
             select: None,
             staging_dir: self.opts.staging_dir.clone(),
             cancel: self.cancel_runs.child_token(),
-            observer: Some(observer),
+            observer: Some(Arc::new(run::Tee(observers))),
             state: Some(state.clone()),
             target_partitions: self.opts.target_partitions,
             memory_limit: self.opts.memory_limit,
@@ -618,7 +628,19 @@ impl Daemon {
             logical_time,
             engine: None,
         };
-        match run::run(plan.clone(), opts).await {
+        let result = run::run(plan.clone(), opts).await;
+        if let Some(e) = emitter {
+            if self.opts.listen.is_none() {
+                // `--once`: the process ends after this; what is queued goes out first.
+                e.finish().await;
+            } else {
+                // Delivered in the background: a slow consumer never holds the scheduler up.
+                tokio::spawn(async move {
+                    e.finish().await;
+                });
+            }
+        }
+        match result {
             Ok(report) => {
                 crate::metrics::run_finished(&report);
                 tracing::info!(pipeline = %name, run_id, status = report.status.as_str(), seconds = report.duration.as_secs_f64(), "run finished");

@@ -708,6 +708,9 @@ impl Parser {
             self.check_duration(&ypath!["freshness", "warn_after"], Some(&f.warn_after));
             self.check_duration(&ypath!["freshness", "remind_every"], f.remind_every.as_ref());
         }
+        if let Some(o) = &spec.openlineage {
+            self.check_duration(&ypath!["openlineage", "timeout"], o.timeout.as_ref());
+        }
         if spec.max_parallel == Some(0) {
             self.push(self.at_value("range", &ypath!["max_parallel"], 1, "`max_parallel` must be at least 1"));
         }

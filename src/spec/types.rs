@@ -72,6 +72,12 @@ pub struct Pipeline {
     /// store is read or written. More can be in `tests/*.yaml` beside the pipeline file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCase>,
+    /// Where `weir run` and `weir serve` send OpenLineage run events (START, COMPLETE,
+    /// FAIL, ABORT) for each run and each task, with datasets, schemas, column lineage,
+    /// output statistics and check results. `weir run --openlineage-url/--openlineage-file`
+    /// and the `OPENLINEAGE_*` environment variables override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openlineage: Option<OpenLineage>,
 }
 
 /// One test: rows given to some tasks, rows expected of others.
@@ -313,6 +319,36 @@ impl NotifyEvent {
             NotifyEvent::CdcLag => "cdc_lag",
         }
     }
+}
+
+/// OpenLineage transports: an HTTP endpoint (Marquez or any OpenLineage consumer), a file of
+/// newline-delimited JSON events, or both. A transport that fails never fails a run: the
+/// failure is logged and counted (`weir_openlineage_events_total{outcome="failed"}`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLineage {
+    /// The consumer's base URL, e.g. `http://127.0.0.1:5000` for Marquez: events are POSTed
+    /// to `{url}/{endpoint}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The path under `url` events are POSTed to. Default `api/v1/lineage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Sent as `Authorization: Bearer <api_key>`. A secret: never logged, shown as `***`.
+    /// Use `${env:NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// A file events are appended to, one JSON object per line (relative paths: to the
+    /// pipeline file's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The namespace of the pipeline's jobs and of the tables between its tasks. Default
+    /// `weir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// How long one HTTP request may take, e.g. `5s` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// How fresh the pipeline's outputs must be.

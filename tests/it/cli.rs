@@ -200,8 +200,8 @@ fn secrets_stay_out_of_errors_logs_and_state() {
 }
 
 /// Every field that can hold a variable, with a `${env:…}` value in each: `validate`, `plan`,
-/// `graph` (both formats), `lineage` (text, JSON, DOT), `run` (table and JSON) and `runs`
-/// never show it.
+/// `graph` (both formats), `lineage` (text, JSON, DOT), `run` (table and JSON), `runs` and
+/// the OpenLineage events (whose API key is the secret too) never show it.
 #[test]
 fn secrets_stay_out_of_plan_graph_and_every_field_that_takes_a_variable() {
     let secret = "hunter2-canary-5e1d";
@@ -209,7 +209,7 @@ fn secrets_stay_out_of_plan_graph_and_every_field_that_takes_a_variable() {
     p.write(&format!("data/{secret}file.csv"), "x\n1\n");
     p.write(
         "p.yaml",
-        "pipeline: canary\ndescription: \"owned by ${env:WEIR_TEST_SECRET}\"\nvars: { pre: \"${env:WEIR_TEST_SECRET}\" }\nstores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out\" }\ntasks:\n  a:\n    description: \"from ${env:WEIR_TEST_SECRET}'s system\"\n    extract: { store: src, path: \"${pre}file.csv\" }\n  l:\n    description: \"${pre} mart\"\n    load: { from: a, store: out, path: \"mart_${pre}/\" }\n",
+        "pipeline: canary\ndescription: \"owned by ${env:WEIR_TEST_SECRET}\"\nvars: { pre: \"${env:WEIR_TEST_SECRET}\" }\nstores:\n  src: { url: \"file://data\" }\n  out: { url: \"file://out\" }\ntasks:\n  a:\n    description: \"from ${env:WEIR_TEST_SECRET}'s system\"\n    extract: { store: src, path: \"${pre}file.csv\" }\n  l:\n    description: \"${pre} mart\"\n    load: { from: a, store: out, path: \"mart_${pre}/\" }\nopenlineage: { file: events.ndjson, api_key: \"${env:WEIR_TEST_SECRET}\", url: \"http://127.0.0.1:9/${env:WEIR_TEST_SECRET}\", timeout: 200ms }\n",
     );
     let env = [("WEIR_TEST_SECRET", secret)];
     let mut outputs = Vec::new();
@@ -242,6 +242,11 @@ fn secrets_stay_out_of_plan_graph_and_every_field_that_takes_a_variable() {
             r.stderr
         );
     }
+    // The events name the files, the description and the endpoint's failure, redacted.
+    let events = std::fs::read_to_string(p.join("events.ndjson")).unwrap();
+    assert!(!events.contains(secret), "{events}");
+    assert!(events.contains("owned by ***") && events.contains("***file.csv"), "{events}");
+    assert!(outputs[7].1.stderr.contains("OpenLineage event not sent"), "{}", outputs[7].1.stderr);
 }
 
 /// A `--var` no pipeline has is a usage error with a suggestion, not a run with other results.

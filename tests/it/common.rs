@@ -99,6 +99,16 @@ impl Project {
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env_remove("WEIR_FAILPOINT");
+        for var in [
+            "OPENLINEAGE_URL",
+            "OPENLINEAGE_ENDPOINT",
+            "OPENLINEAGE_API_KEY",
+            "OPENLINEAGE_NAMESPACE",
+            "OPENLINEAGE_DISABLED",
+            "WEIR_OPENLINEAGE_FILE",
+        ] {
+            cmd.env_remove(var);
+        }
         cmd
     }
 }

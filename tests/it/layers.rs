@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["run"],
     &["metrics"],
+    &["openlineage"],
     &["serve"],
     &["cli"],
 ];

@@ -26,6 +26,7 @@ mod lineage;
 mod memory_store;
 mod mysql;
 mod oncall;
+mod openlineage;
 mod partitions;
 mod policy;
 mod postgres;

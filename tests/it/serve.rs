@@ -56,7 +56,7 @@ pub(crate) fn ticks(p: &Project, pipeline: &str) -> Vec<weir::state::TickRecord>
 }
 
 /// Pretend the daemon last handled a tick of `pipeline` `minutes` minutes ago (a downtime).
-fn handled_minutes_ago(p: &Project, pipeline: &str, minutes: i64) {
+pub(crate) fn handled_minutes_ago(p: &Project, pipeline: &str, minutes: i64) {
     let t = (Utc::now() - chrono::Duration::minutes(minutes)).trunc_subsecs(0);
     let t = t - chrono::Duration::seconds(chrono::Timelike::second(&t) as i64);
     state(p).record_tick(pipeline, &t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(), "ran", None).unwrap();
@@ -175,6 +175,8 @@ pub(crate) struct Receiver {
     pub hits: Arc<Mutex<u32>>,
     /// `Idempotency-Key` of every request, answered or not.
     pub keys: Arc<Mutex<Vec<String>>>,
+    /// The request line and `Authorization` header of every request, answered or not.
+    pub heads: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Receiver {
@@ -189,21 +191,28 @@ impl Receiver {
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(Mutex::new(0u32));
         let keys = Arc::new(Mutex::new(Vec::new()));
-        let (b, h, k) = (bodies.clone(), hits.clone(), keys.clone());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (b, h, k, hd) = (bodies.clone(), hits.clone(), keys.clone(), heads.clone());
         let reply = Arc::new(reply);
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let (b, h, k, reply) = (b.clone(), h.clone(), k.clone(), reply.clone());
+                let (b, h, k, hd, reply) = (b.clone(), h.clone(), k.clone(), hd.clone(), reply.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut len = 0usize;
+                    let mut request = String::new();
+                    let _ = reader.read_line(&mut request);
+                    let mut auth = String::new();
                     loop {
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                             break;
                         }
                         let lower = line.to_ascii_lowercase();
+                        if lower.starts_with("authorization:") {
+                            auth = line["authorization:".len()..].trim().to_string();
+                        }
                         if let Some(v) = lower.strip_prefix("content-length:") {
                             len = v.trim().parse().unwrap_or(0);
                         }
@@ -211,6 +220,7 @@ impl Receiver {
                             k.lock().unwrap().push(v.trim().to_string());
                         }
                     }
+                    hd.lock().unwrap().push((request.trim().to_string(), auth));
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
                     let n = {
@@ -235,7 +245,7 @@ impl Receiver {
                 });
             }
         });
-        Receiver { port, bodies, hits, keys }
+        Receiver { port, bodies, hits, keys, heads }
     }
 
     pub(crate) fn port(&self) -> u16 {

@@ -738,6 +738,14 @@ impl HttpPlan {
         }
     }
 
+    /// The API's origin (`https://api.example.com:443` without a default port) and the
+    /// path of the records (no query): how OpenLineage names the dataset.
+    pub fn origin_and_path(&self) -> (String, String) {
+        let u = self.first_url(None, true).unwrap_or_else(|_| self.store.base.clone());
+        let path = u.path().replace("%24%7Bwatermark%7D", spec::WATERMARK_PLACEHOLDER);
+        (u.origin().ascii_serialization(), path)
+    }
+
     /// The first page's URL: `${watermark}` replaced by `after`; without one, parameters that
     /// use it are left out (and the path keeps it when `keep`).
     fn first_url(&self, after: Option<&str>, keep: bool) -> Result<Url, HttpError> {
