@@ -25,6 +25,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/api/runs/{run_id}", get(run_detail))
         .route("/api/ticks", get(ticks))
         .route("/api/alerts", get(alerts))
+        .merge(super::pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(d)
@@ -45,19 +46,76 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "not found: GET /metrics, /healthz, /api/pipelines, /api/runs?pipeline=, /api/runs/{run_id}, /api/ticks?pipeline=, /api/alerts?pipeline=; POST /api/pipelines/{name}/run",
+        "not found: GET / (the status page), /metrics, /healthz, /api/pipelines, /api/runs?pipeline=, /api/runs/{run_id}, /api/ticks?pipeline=, /api/alerts?pipeline=; POST /api/pipelines/{name}/run",
     )
+}
+
+/// The cookie the status page's sign-in sets: the token, out of scripts' reach (`HttpOnly`)
+/// and never sent by a request another site makes (`SameSite=Strict`).
+pub(super) const COOKIE: &str = "weir_token";
+
+pub(super) fn token_cookie(token: &str) -> String {
+    format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+    )
+}
+
+/// Equal, in constant time.
+pub(super) fn same(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Whether the request carries the token (`Authorization: Bearer`, or the status page's
+/// cookie), or no token is set.
+pub(super) fn authorized(d: &Daemon, headers: &HeaderMap) -> bool {
+    let Some(token) = d.token() else { return true };
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|b| same(b, token)) {
+        return true;
+    }
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).any(|c| {
+        c.trim()
+            .strip_prefix(COOKIE)
+            .and_then(|v| v.strip_prefix('='))
+            .map(|v| {
+                url::form_urlencoded::parse(format!("v={v}").as_bytes())
+                    .map(|(_, v)| v.into_owned())
+                    .next()
+                    .unwrap_or_default()
+            })
+            .is_some_and(|v| same(&v, token))
+    })
+}
+
+/// A request another site's page made (a form or a script elsewhere posting here): browsers
+/// say so in `Sec-Fetch-Site`, or with an `Origin` that is not this host. Such requests change
+/// nothing, token or not.
+pub(super) fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => url::Url::parse(origin).ok().is_none_or(|o| {
+            let authority = match o.port() {
+                Some(p) => format!("{}:{p}", o.host_str().unwrap_or("")),
+                None => o.host_str().unwrap_or("").to_string(),
+            };
+            !authority.eq_ignore_ascii_case(host)
+        }),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// The 401 response to send, unless the request carries the token (when one is set).
 fn unauthorized(d: &Daemon, headers: &HeaderMap) -> Option<Response> {
-    let token = d.token()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    if authorized(d, headers) {
         None
     } else {
         let mut r = error(StatusCode::UNAUTHORIZED, "this API needs `Authorization: Bearer <token>`");
@@ -84,6 +142,9 @@ async fn pipelines(State(d): State<Arc<Daemon>>, headers: HeaderMap) -> Response
 }
 
 async fn run_now(State(d): State<Arc<Daemon>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if cross_site(&headers) {
+        return error(StatusCode::FORBIDDEN, "a request from another site's page cannot start a run");
+    }
     if let Some(r) = unauthorized(&d, &headers) {
         return r;
     }

@@ -11,6 +11,7 @@
 
 pub mod alerts;
 pub mod http;
+mod pages;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -116,6 +117,8 @@ pub enum TriggerError {
 #[derive(Clone)]
 struct Good {
     text: String,
+    /// The compiled plan (its task graph and lineage, for the status page).
+    plan: Arc<Plan>,
     watch: Watch,
     secrets: Secrets,
     tasks: usize,
@@ -347,8 +350,10 @@ impl Daemon {
                     self.outbox.know(&plan.watch.notify, &plan.secrets);
                     let _ = self.state().watched(&entry.name);
                     let _ = self.state().set_freshness(&entry.name, plan.watch.stale_after, plan.watch.remind_every);
+                    let plan = Arc::new(plan);
                     entry.good = Some(Good {
                         text,
+                        plan: plan.clone(),
                         watch: plan.watch.clone(),
                         secrets: plan.secrets.clone(),
                         tasks: plan.graph.node_count(),
@@ -1028,6 +1033,11 @@ impl Daemon {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The compiled plan of the pipeline's last valid version.
+    pub fn plan_of(&self, name: &str) -> Option<Arc<Plan>> {
+        lock(&self.entries).values().find(|e| e.name == name).and_then(|e| e.good.as_ref()).map(|g| g.plan.clone())
     }
 
     pub fn token(&self) -> Option<&str> {

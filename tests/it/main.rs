@@ -35,6 +35,7 @@ mod readers;
 mod s3;
 mod schema;
 mod serve;
+mod status_page;
 mod table_loads;
 mod types;
 mod xml;

@@ -106,6 +106,12 @@ impl Daemon {
         serde_json::from_str(&body).unwrap()
     }
 
+    pub(crate) fn get_with(&self, path: &str, token: &str) -> serde_json::Value {
+        let (status, body) = http("GET", self.port, path, Some(token));
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     pub(crate) fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
         let t = Instant::now();
         while !f() {
