@@ -755,6 +755,11 @@ async fn lineage_page(
         && let Some((task, column)) = col.split_once('.')
     {
         let _ = write!(body, "<h2><code>{}</code></h2>", esc(col));
+        let up = crate::compile::lineage::focus(&plan, task, column, Direction::Upstream);
+        let down = crate::compile::lineage::focus(&plan, task, column, Direction::Downstream);
+        if let (Some(up), Some(down)) = (&up, &down) {
+            body.push_str(&lineage_graph(&plan, &name, task, column, up, down));
+        }
         for (title, dir) in
             [("Where it comes from", Direction::Upstream), ("What depends on it", Direction::Downstream)]
         {
@@ -826,6 +831,97 @@ async fn lineage_page(
         ("lineage", format!("/pipelines/{}/lineage", enc(&name))),
     ];
     page(&format!("Lineage of {name}"), false, &crumbs, &body)
+}
+
+/// A column's lineage drawn: what it comes from on the left (one column of boxes per step),
+/// the column in the middle, what depends on it on the right; an edge for each dependency
+/// between them (dashed when it decides rows rather than values). The tables after it say the
+/// same in text.
+fn lineage_graph(
+    plan: &crate::compile::Plan,
+    pipeline: &str,
+    task: &str,
+    column: &str,
+    up: &crate::compile::lineage::Focus,
+    down: &crate::compile::lineage::Focus,
+) -> String {
+    type Col = (String, String);
+    let mut layer: BTreeMap<Col, i64> = BTreeMap::new();
+    layer.insert((task.to_string(), column.to_string()), 0);
+    for r in &up.reaches {
+        layer.entry((r.task.clone(), r.column.clone())).or_insert(-(r.distance as i64));
+    }
+    for r in &down.reaches {
+        layer.entry((r.task.clone(), r.column.clone())).or_insert(r.distance as i64);
+    }
+    // The dependencies of a column: its own, and those deciding its task's rows.
+    let deps = |(t, c): &Col| -> Vec<(Col, bool)> {
+        let Some(i) = plan.index_of(t) else { return Vec::new() };
+        let node = plan.task(i);
+        let own = node.schema.index_of(c).ok().and_then(|k| node.lineage.columns.get(k)).cloned().unwrap_or_default();
+        own.iter().chain(&node.lineage.rows).map(|d| ((d.task.clone(), d.column.clone()), d.how.direct())).collect()
+    };
+    let mut edges: Vec<(Col, Col, bool)> = Vec::new();
+    for n in layer.keys() {
+        for (from, direct) in deps(n) {
+            if layer.contains_key(&from) && !edges.iter().any(|(a, b, _)| *a == from && b == n) {
+                edges.push((from, n.clone(), direct));
+            }
+        }
+    }
+    let min = layer.values().copied().min().unwrap_or(0);
+    let mut columns: BTreeMap<i64, Vec<&Col>> = BTreeMap::new();
+    for (c, l) in &layer {
+        columns.entry(*l).or_default().push(c);
+    }
+    let (w, h, gap_x, gap_y) = (200.0, 34.0, 70.0, 12.0);
+    let mut pos: BTreeMap<&Col, (f64, f64)> = BTreeMap::new();
+    for (l, cols) in &columns {
+        for (k, c) in cols.iter().enumerate() {
+            pos.insert(*c, ((*l - min) as f64 * (w + gap_x) + 10.0, k as f64 * (h + gap_y) + 10.0));
+        }
+    }
+    let width = columns.len() as f64 * (w + gap_x) + 10.0;
+    let height = columns.values().map(Vec::len).max().unwrap_or(1) as f64 * (h + gap_y) + 10.0;
+    let mut svg = format!(
+        "<div class=\"scroll\"><svg class=\"dag lineage-graph\" role=\"img\" aria-label=\"{} columns upstream and {} downstream of {}.{}; the tables below list them\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">",
+        up.reaches.len(),
+        down.reaches.len(),
+        esc(task),
+        esc(column)
+    );
+    for (a, b, direct) in &edges {
+        let ((ax, ay), (bx, by)) = (pos[a], pos[b]);
+        let dashed = if *direct { "" } else { " stroke-dasharray=\"4 3\"" };
+        let _ = write!(
+            svg,
+            "<path d=\"M{:.0} {:.0} C{:.0} {:.0} {:.0} {:.0} {:.0} {:.0}\" class=\"edge\"{dashed}/>",
+            ax + w,
+            ay + h / 2.0,
+            ax + w + gap_x / 2.0,
+            ay + h / 2.0,
+            bx - gap_x / 2.0,
+            by + h / 2.0,
+            bx,
+            by + h / 2.0
+        );
+    }
+    for (c, (x, y)) in &pos {
+        let focus = c.0 == task && c.1 == column;
+        let _ = write!(
+            svg,
+            "<a href=\"/pipelines/{}/lineage?column={}\" class=\"node\"><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"6\" class=\"{}\"/><text x=\"{}\" y=\"{}\" class=\"name\">{}.{}</text></a>",
+            enc(pipeline),
+            enc(&format!("{}.{}", c.0, c.1)),
+            if focus { "st-running" } else { "st-quiet" },
+            x + 10.0,
+            y + 21.0,
+            esc(&c.0),
+            esc(&c.1)
+        );
+    }
+    svg.push_str("</svg></div><p class=\"rel\">Solid edges: the values come from it; dashed: it decides which rows (filters, joins, groups, windows, sorts).</p>");
+    svg
 }
 
 // ---------------------------------------------------------------------------------------------

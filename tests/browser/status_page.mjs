@@ -85,6 +85,7 @@ try {
   await page.goto(base + "/pipelines/good/lineage?column=by_region.revenue");
   out.lineage_upstream = await page.$$eval("table.lineage[data-direction=upstream] tbody tr", (rows) =>
     rows.map((r) => r.cells[1].textContent + " " + r.cells[3].textContent));
+  out.lineage_nodes = await page.locator("svg.lineage-graph a.node").count();
   await page.screenshot({ path: path.join(shots, "lineage.png"), fullPage: true });
 
   // A browser without the cookie gets nothing: the API refuses, pages ask to sign in.

@@ -154,6 +154,8 @@ fn the_status_page_in_a_browser() {
         "{}",
         v["lineage_upstream"]
     );
+    // orders.amount and orders.region → by_region.revenue → mart.revenue
+    assert_eq!(v["lineage_nodes"], 4);
     assert_eq!(v["stranger_api"], 401);
     assert_eq!(v["stranger_run_now"], 303);
     assert_eq!(runs(&p, "good").len(), 2, "a request without the token started a run");
@@ -162,6 +164,50 @@ fn the_status_page_in_a_browser() {
         let f = shots.join(format!("{shot}.png"));
         assert!(std::fs::metadata(&f).map(|m| m.len() > 10_000).unwrap_or(false), "{}", f.display());
     }
+}
+
+/// The demo pipeline's pages, over plain HTTP: every page of a real run answers and shows
+/// every task.
+#[test]
+fn the_pages_of_the_demo() {
+    let p = Project::new();
+    p.copy_from_repo("pipelines", "p");
+    p.copy_from_repo("examples/shop", "examples/shop");
+    let d = Daemon::start(&p, &[], &[]);
+    assert_eq!(http("POST", d.port, "/api/pipelines/daily_orders/run", None).0, 202);
+    wait_for_runs(&d, &p, "daily_orders", 1);
+    let run = runs(&p, "daily_orders").pop().unwrap();
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    let tasks: Vec<String> = weir::state::StateStore::open(&p.join("p/.weir/state.db"))
+        .unwrap()
+        .tasks(&run.run_id)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.task)
+        .collect();
+    assert!(tasks.len() >= 8, "{tasks:?}");
+    let (status, list) = get(&d, "/", false);
+    assert_eq!(status, 200);
+    assert!(list.contains("data-pipeline=\"daily_orders\" data-health=\"ok\""), "{list}");
+    let (status, pipeline) = get(&d, "/pipelines/daily_orders", false);
+    assert_eq!(status, 200);
+    let (status, run_page) = get(&d, &format!("/runs/{}", run.run_id), false);
+    assert_eq!(status, 200);
+    for t in &tasks {
+        assert!(pipeline.contains(&format!("data-task=\"{t}\" data-status=\"")), "{t} not in the DAG");
+        assert!(run_page.contains(&format!("<tr id=\"task-{t}\"")), "{t} not in the run");
+    }
+    let (status, lineage) = get(&d, "/pipelines/daily_orders/lineage?column=daily_revenue.revenue", false);
+    assert_eq!(status, 200);
+    assert!(
+        lineage.contains("<code>orders.unit_price</code>")
+            && lineage.contains("<code>daily_revenue_mart.revenue</code>"),
+        "{lineage}"
+    );
+    // The assets are the embedded ones.
+    let (status, css) = get(&d, "/static/status.css", false);
+    assert_eq!(status, 200);
+    assert!(css.contains("prefers-color-scheme"));
 }
 
 /// A browser test's tool from the environment; in CI it must be there.
