@@ -21,6 +21,8 @@ Workloads (sizes in --quick mode in brackets):
             with seven checks (checks goal <= 1.3x as is), and with `bad_rows: quarantine`
             (the tolerant reader on a clean file; goal <= 1.2x as is)
   noop      an incremental run with nothing new over 1,000 files [100]              goal < 200 ms
+  status    `weir serve`'s status page (pipelines, a pipeline, a run) over 100 pipelines and
+            10,000 runs [20 and 1,000], the slowest page's median                  goal < 200 ms
   etl       TPC-H SF1 CSV [SF 0.05] (tpchgen-cli): lineitem cleaned, joined to orders and customer,
             aggregated, written as Parquet partitioned by market segment   goal <= 1.0x DuckDB
   ballista  the etl pipeline with its SQL on Ballista's in-process standalone cluster vs the same
@@ -553,6 +555,96 @@ tasks:
             "weir_rss": rss, "goal": "< 200 ms", "met": wall < 0.2}
 
 
+# --- status page ----------------------------------------------------------------------------
+
+def bench_status(weir, work, n_pipelines, n_runs, runs):
+    """`weir serve`'s status page over `n_pipelines` pipelines and `n_runs` runs in history:
+    a few real runs, the rest copies of them inserted into the state store. Times GET of the
+    pipelines page, a pipeline's page (DAG and grid) and a run's page, from a client on
+    loopback; the figure is the slowest page's median."""
+    import sqlite3
+    import socket
+    import urllib.request
+    root = os.path.join(work, "status")
+    os.makedirs(os.path.join(root, "p"), exist_ok=True)
+    os.makedirs(os.path.join(root, "data"), exist_ok=True)
+    with open(os.path.join(root, "data", "a.csv"), "w") as f:
+        f.write("x,y\n1,a\n2,b\n")
+    for k in range(n_pipelines):
+        with open(os.path.join(root, "p", f"p{k:03d}.yaml"), "w") as f:
+            f.write(f"""stores:
+  src: {{ url: "file://../data" }}
+  out: {{ url: "file://../out" }}
+tasks:
+  a:
+    extract: {{ store: src, path: a.csv }}
+  b:
+    transform: {{ sql: "SELECT x, y FROM a" }}
+  m:
+    load: {{ from: b, store: out, path: m{k:03d}/ }}
+""")
+    for k in range(2):
+        timed([weir, "run", os.path.join(root, "p", f"p{k:03d}.yaml")])
+    db = sqlite3.connect(os.path.join(root, "p", ".weir", "state.db"))
+    cols = [d[0] for d in db.execute("SELECT * FROM runs LIMIT 1").description]
+    tcols = [d[0] for d in db.execute("SELECT * FROM task_runs LIMIT 1").description]
+    run = db.execute("SELECT * FROM runs LIMIT 1").fetchone()
+    tasks = db.execute("SELECT * FROM task_runs WHERE run_id = ?", (run[0],)).fetchall()
+    for i in range(n_runs):
+        rid = f"20261101T{i:06d}Z-{i:08x}"
+        r = list(run)
+        r[cols.index("run_id")], r[cols.index("pipeline")] = rid, f"p{i % n_pipelines:03d}"
+        r[cols.index("status")] = "failed" if i % 7 == 0 else "succeeded"
+        db.execute(f"INSERT INTO runs ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", r)
+        for t in tasks:
+            t = list(t)
+            t[tcols.index("run_id")] = rid
+            db.execute(f"INSERT INTO task_runs ({','.join(tcols)}) VALUES ({','.join('?' * len(tcols))})", t)
+    db.commit()
+    db.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve = subprocess.Popen([weir, "serve", os.path.join(root, "p"), "--listen", f"127.0.0.1:{port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                health = urllib.request.urlopen(base + "/healthz", timeout=2).read().decode()
+                if f'"pipelines":{n_pipelines}' in health.replace(" ", ""):
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("weir serve did not load the pipelines")
+            time.sleep(0.2)
+        pages = {"pipelines": "/", "pipeline": f"/pipelines/p{n_pipelines // 2:03d}",
+                 "run": f"/runs/20261101T{n_runs // 2:06d}Z-{n_runs // 2:08x}"}
+        medians_ = {}
+        for name, path in pages.items():
+            samples = []
+            for _ in range(max(runs, 9)):
+                t = time.perf_counter()
+                body = urllib.request.urlopen(base + path, timeout=30).read()
+                samples.append(time.perf_counter() - t)
+                assert len(body) > 1000, (path, body[:200])
+            medians_[name] = statistics.median(samples)
+        rss = 0.0
+        with open(f"/proc/{serve.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    rss = int(line.split()[1]) / 1024
+    finally:
+        serve.terminate()
+        serve.wait()
+    slowest = max(medians_.values())
+    detail = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in medians_.items())
+    return {"workload": f"status: pages of `weir serve` over {n_pipelines} pipelines and {n_runs:,} runs ({detail})",
+            "weir": slowest, "weir_rss": rss, "goal": "< 200 ms", "met": slowest < 0.2}
+
+
 # --- TPC-H: etl, ingest, memory --------------------------------------------------------------
 
 def tpch_data(python, scale):
@@ -852,7 +944,7 @@ def main():
     ap.add_argument("--build", default="release", help="the cargo profile weir was built with (for the report)")
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,layouts,gates,noop,etl,ballista,ingest,memory")
+    ap.add_argument("--only", default="compile,dag,demo,refresh,localized,layouts,gates,noop,status,etl,ballista,ingest,memory")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     only = set(args.only.split(","))
@@ -887,6 +979,10 @@ def main():
         if "noop" in only:
             print("noop ...", flush=True)
             results.append(bench_noop(args.weir, work, 100 if args.quick else 1000, args.runs))
+        if "status" in only:
+            print("status ...", flush=True)
+            results.append(bench_status(args.weir, work, 20 if args.quick else 100, 1000 if args.quick else 10000,
+                                        args.runs))
         scale = 0.05 if args.quick else 1
         if "etl" in only:
             print("etl ...", flush=True)
