@@ -1,6 +1,7 @@
 //! Where events go: an HTTP endpoint and/or a file of newline-delimited JSON. Events are queued
-//! as the run goes and sent in order by one background task, so a slow consumer never holds a
-//! task up; a consumer that fails is logged and counted, never fails the run.
+//! as the run goes and sent in order by one background task per transport, so a slow consumer
+//! never holds a task (or the other transport) up; a consumer that fails is logged and counted,
+//! never fails the run.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,16 +18,20 @@ use crate::compile::openlineage::OpenLineagePlan;
 const ATTEMPTS: u32 = 3;
 const BACKOFF: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
 
-/// The queue of events and the task that sends them.
+/// One queue and one sending task per transport: a slow endpoint never delays the file.
 pub(super) struct Sender {
-    tx: Mutex<Option<mpsc::UnboundedSender<String>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-    /// Events queued and not yet sent (or given up), per transport.
-    pending: Arc<AtomicU64>,
-    transports: usize,
+    lanes: Vec<Lane>,
     pipeline: String,
     timeout: Duration,
     failures: Arc<Mutex<Vec<Failed>>>,
+}
+
+/// A transport's queue, its task, and how many of its events are not yet handled.
+struct Lane {
+    name: &'static str,
+    tx: Mutex<Option<mpsc::UnboundedSender<Arc<str>>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    pending: Arc<AtomicU64>,
 }
 
 /// Events a transport could not deliver, and why the last one failed (redacted).
@@ -38,10 +43,8 @@ pub struct Failed {
 }
 
 impl Sender {
-    /// Start the sending task (on the current tokio runtime).
+    /// Start the sending tasks (on the current tokio runtime).
     pub(super) fn start(pipeline: &str, settings: &OpenLineagePlan, secrets: crate::secrets::Secrets) -> Sender {
-        let (tx, rx) = mpsc::unbounded_channel::<String>();
-        let pending = Arc::new(AtomicU64::new(0));
         let mut transports: Vec<Transport> = Vec::new();
         if let Some(url) = &settings.url {
             transports.push(Transport::Http(Http::new(url, settings.api_key.as_deref(), settings.timeout)));
@@ -49,60 +52,65 @@ impl Sender {
         if let Some(path) = &settings.file {
             transports.push(Transport::File(path.clone()));
         }
-        let n = transports.len();
         let failures = Arc::new(Mutex::new(Vec::new()));
-        let worker = Worker {
-            pipeline: pipeline.to_string(),
-            transports,
-            pending: pending.clone(),
-            secrets,
-            failures: failures.clone(),
-        };
-        let task = tokio::spawn(worker.run(rx));
-        Sender {
-            tx: Mutex::new(Some(tx)),
-            task: Mutex::new(Some(task)),
-            pending,
-            transports: n,
-            pipeline: pipeline.to_string(),
-            timeout: settings.timeout,
-            failures,
-        }
+        let lanes = transports
+            .into_iter()
+            .map(|transport| {
+                let (tx, rx) = mpsc::unbounded_channel::<Arc<str>>();
+                let pending = Arc::new(AtomicU64::new(0));
+                let name = transport.name();
+                let worker = Worker {
+                    pipeline: pipeline.to_string(),
+                    transport,
+                    pending: pending.clone(),
+                    secrets: secrets.clone(),
+                    failures: failures.clone(),
+                };
+                let task = tokio::spawn(worker.run(rx));
+                Lane { name, tx: Mutex::new(Some(tx)), task: Mutex::new(Some(task)), pending }
+            })
+            .collect();
+        Sender { lanes, pipeline: pipeline.to_string(), timeout: settings.timeout, failures }
     }
 
-    /// Queue one event (a JSON line without its newline).
+    /// Queue one event (a JSON line without its newline) for every transport.
     pub(super) fn send(&self, line: String) {
-        if let Some(tx) = lock(&self.tx).as_ref() {
-            self.pending.fetch_add(self.transports as u64, Ordering::SeqCst);
-            if tx.send(line).is_err() {
-                self.pending.fetch_sub(self.transports as u64, Ordering::SeqCst);
+        let line: Arc<str> = line.into();
+        for lane in &self.lanes {
+            if let Some(tx) = lock(&lane.tx).as_ref() {
+                lane.pending.fetch_add(1, Ordering::SeqCst);
+                if tx.send(line.clone()).is_err() {
+                    lane.pending.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         }
     }
 
-    /// No more events: wait for the queue to drain, at most two request timeouts and a second
+    /// No more events: wait for the queues to drain, at most two request timeouts and a second
     /// (what is left is counted as failed and logged). Returns what could not be delivered.
     pub(super) async fn finish(&self) -> Vec<Failed> {
-        drop(lock(&self.tx).take());
-        let Some(mut task) = lock(&self.task).take() else { return lock(&self.failures).clone() };
         let wait = self.timeout * 2 + Duration::from_secs(1);
-        if tokio::time::timeout(wait, &mut task).await.is_err() {
-            task.abort();
-            let left = self.pending.swap(0, Ordering::SeqCst);
-            if left > 0 {
-                tracing::warn!(
-                    pipeline = %self.pipeline,
-                    "{left} OpenLineage event deliveries not made: the consumer did not answer within {wait:?} after the run"
-                );
-                metrics::counter!(
-                    crate::metrics::OPENLINEAGE_EVENTS_TOTAL,
-                    "pipeline" => self.pipeline.clone(),
-                    "transport" => "http",
-                    "outcome" => "failed"
-                )
-                .increment(left);
-                let reason = format!("the consumer did not answer within {wait:?} after the run");
-                record(&self.failures, "http", left, &reason);
+        let deadline = tokio::time::Instant::now() + wait;
+        for lane in &self.lanes {
+            drop(lock(&lane.tx).take());
+        }
+        for lane in &self.lanes {
+            let Some(mut task) = lock(&lane.task).take() else { continue };
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let left = lane.pending.swap(0, Ordering::SeqCst);
+                if left > 0 {
+                    let reason = format!("not sent within {wait:?} after the run: the consumer was too slow");
+                    tracing::warn!(pipeline = %self.pipeline, transport = lane.name, "{left} OpenLineage events {reason}");
+                    metrics::counter!(
+                        crate::metrics::OPENLINEAGE_EVENTS_TOTAL,
+                        "pipeline" => self.pipeline.clone(),
+                        "transport" => lane.name,
+                        "outcome" => "failed"
+                    )
+                    .increment(left);
+                    record(&self.failures, lane.name, left, &reason);
+                }
             }
         }
         lock(&self.failures).clone()
@@ -192,38 +200,37 @@ impl Http {
 
 struct Worker {
     pipeline: String,
-    transports: Vec<Transport>,
+    transport: Transport,
     pending: Arc<AtomicU64>,
     secrets: crate::secrets::Secrets,
     failures: Arc<Mutex<Vec<Failed>>>,
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<String>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Arc<str>>) {
+        let name = self.transport.name();
         while let Some(line) = rx.recv().await {
-            for t in &mut self.transports {
-                let result = match t {
-                    Transport::Http(h) => h.post(&line).await,
-                    Transport::File(path) => append(path, &line).map_err(|e| format!("{}: {e}", path.display())),
-                };
-                let outcome = match &result {
-                    Ok(()) => "sent",
-                    Err(e) => {
-                        let e = crate::secrets::global().redact(&self.secrets.redact(e));
-                        tracing::warn!(pipeline = %self.pipeline, transport = t.name(), "OpenLineage event not sent: {e}");
-                        record(&self.failures, t.name(), 1, &e);
-                        "failed"
-                    }
-                };
-                metrics::counter!(
-                    crate::metrics::OPENLINEAGE_EVENTS_TOTAL,
-                    "pipeline" => self.pipeline.clone(),
-                    "transport" => t.name(),
-                    "outcome" => outcome
-                )
-                .increment(1);
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-            }
+            let result = match &mut self.transport {
+                Transport::Http(h) => h.post(&line).await,
+                Transport::File(path) => append(path, &line).map_err(|e| format!("{}: {e}", path.display())),
+            };
+            let outcome = match &result {
+                Ok(()) => "sent",
+                Err(e) => {
+                    let e = crate::secrets::global().redact(&self.secrets.redact(e));
+                    tracing::warn!(pipeline = %self.pipeline, transport = name, "OpenLineage event not sent: {e}");
+                    record(&self.failures, name, 1, &e);
+                    "failed"
+                }
+            };
+            metrics::counter!(
+                crate::metrics::OPENLINEAGE_EVENTS_TOTAL,
+                "pipeline" => self.pipeline.clone(),
+                "transport" => name,
+                "outcome" => outcome
+            )
+            .increment(1);
+            self.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -88,6 +88,22 @@ try {
   out.lineage_nodes = await page.locator("svg.lineage-graph a.node").count();
   await page.screenshot({ path: path.join(shots, "lineage.png"), fullPage: true });
 
+  // At 200 % zoom (half the width in CSS pixels) nothing but the wide tables scrolls sideways.
+  await page.setViewportSize({ width: 640, height: 900 });
+  await page.goto(base + "/");
+  out.zoomed_overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // Without JavaScript, the read-only views are the same pages.
+  const nojs = await browser.newContext({ javaScriptEnabled: false });
+  await nojs.addCookies([{ name: "weir_token", value: token, url: base }]);
+  const plain = await nojs.newPage();
+  await plain.goto(base + "/");
+  out.nojs_pipelines = await plain.locator("tr[data-pipeline]").count();
+  await plain.goto(base + out.run_now_url);
+  out.nojs_run_status = await plain.getAttribute("#run-status", "data-status");
+  await nojs.close();
+
   // A browser without the cookie gets nothing: the API refuses, pages ask to sign in.
   const stranger = await browser.newContext();
   const api = await stranger.request.get(base + "/api/pipelines");

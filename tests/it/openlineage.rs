@@ -220,7 +220,7 @@ fn a_consumer_that_fails_never_fails_the_run() {
     p.write(
         "shop.yaml",
         format!(
-            "{yaml}\nopenlineage:\n  url: http://127.0.0.1:{}\n  api_key: \"${{env:OL_KEY}}\"\n  file: out/events.ndjson\n  namespace: analytics\n",
+            "{yaml}\nopenlineage:\n  url: http://127.0.0.1:{}\n  api_key: \"${{env:OL_KEY}}\"\n  file: out/events.ndjson\n  namespace: analytics\n  timeout: 300ms\n",
             rx.port()
         ),
     );
@@ -266,6 +266,15 @@ fn a_consumer_that_fails_never_fails_the_run() {
     assert!(r.stderr.contains("OpenLineage events not delivered (http)"), "{}", r.stderr);
     // And the events still went to the file.
     assert_eq!(self::events(&p, "out/events.ndjson").len(), 2 * events.len());
+
+    // A consumer that never answers: weir waits two timeouts and a second after the run, then
+    // gives up on what is left; the file, on its own queue, has every event.
+    let hang = Receiver::with(|_| Reply::Hang(std::time::Duration::from_secs(30)));
+    let url = format!("http://127.0.0.1:{}", hang.port());
+    let r = p.weir_env(&["run", "shop.yaml", "--full-refresh", "--openlineage-url", &url], &[("OL_KEY", key)]);
+    r.ok();
+    assert!(r.stderr.contains("OpenLineage events not delivered (http)"), "{}", r.stderr);
+    assert_eq!(self::events(&p, "out/events.ndjson").len(), 3 * events.len());
 }
 
 #[test]

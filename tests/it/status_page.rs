@@ -156,6 +156,13 @@ fn the_status_page_in_a_browser() {
     );
     // orders.amount and orders.region → by_region.revenue → mart.revenue
     assert_eq!(v["lineage_nodes"], 4);
+    assert!(
+        v["zoomed_overflow"].as_i64().unwrap() <= 0,
+        "the page scrolls sideways at 200 %: {}",
+        v["zoomed_overflow"]
+    );
+    assert_eq!(v["nojs_pipelines"], 3);
+    assert_eq!(v["nojs_run_status"], "succeeded");
     assert_eq!(v["stranger_api"], 401);
     assert_eq!(v["stranger_run_now"], 303);
     assert_eq!(runs(&p, "good").len(), 2, "a request without the token started a run");
