@@ -426,35 +426,16 @@ fn dag(plan: &crate::compile::Plan, latest: &HashMap<String, String>) -> String 
     for &i in &plan.order {
         columns.entry(depth[&i]).or_default().push(i);
     }
-    let (w, h, gap_x, gap_y) = (190.0, 44.0, 60.0, 16.0);
-    let mut pos = HashMap::new();
-    for (c, nodes) in &columns {
-        for (r, i) in nodes.iter().enumerate() {
-            pos.insert(*i, (*c as f64 * (w + gap_x) + 10.0, r as f64 * (h + gap_y) + 10.0));
-        }
-    }
-    let width = columns.len() as f64 * (w + gap_x) + 10.0;
-    let height = columns.values().map(Vec::len).max().unwrap_or(1) as f64 * (h + gap_y) + 10.0;
+    let layout = Layout { w: 190.0, h: 44.0, gap_x: 60.0, gap_y: 16.0 };
+    let (w, h) = (layout.w, layout.h);
+    let (pos, width, height) = layout.place(&columns.into_values().collect::<Vec<_>>());
     let mut svg = format!(
         "<div class=\"scroll\"><svg class=\"dag\" role=\"img\" aria-labelledby=\"dag-title\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\"><title id=\"dag-title\">The tasks of {} and how they depend on each other, with each task's status in the latest run</title>",
         esc(&plan.pipeline)
     );
     for e in plan.graph.edge_indices() {
         let Some((a, b)) = plan.graph.edge_endpoints(e) else { continue };
-        let ((ax, ay), (bx, by)) = (pos[&a], pos[&b]);
-        let dashed = if plan.graph[e] == crate::compile::Edge::Order { " stroke-dasharray=\"4 3\"" } else { "" };
-        let _ = write!(
-            svg,
-            "<path d=\"M{:.0} {:.0} C{:.0} {:.0} {:.0} {:.0} {:.0} {:.0}\" class=\"edge\"{dashed}/>",
-            ax + w,
-            ay + h / 2.0,
-            ax + w + gap_x / 2.0,
-            ay + h / 2.0,
-            bx - gap_x / 2.0,
-            by + h / 2.0,
-            bx,
-            by + h / 2.0
-        );
+        svg.push_str(&layout.edge(pos[&a], pos[&b], plan.graph[e] == crate::compile::Edge::Order));
     }
     for &i in &plan.order {
         let t = plan.task(i);
@@ -833,6 +814,50 @@ async fn lineage_page(
     page(&format!("Lineage of {name}"), false, &crumbs, &body)
 }
 
+/// Boxes in columns, left to right, and curved edges between them (the DAG, a column's
+/// lineage).
+struct Layout {
+    w: f64,
+    h: f64,
+    gap_x: f64,
+    gap_y: f64,
+}
+
+impl Layout {
+    /// Each item's top-left corner, and the drawing's width and height.
+    fn place<K: Clone + Eq + std::hash::Hash>(&self, columns: &[Vec<K>]) -> (HashMap<K, (f64, f64)>, f64, f64) {
+        let mut pos = HashMap::new();
+        for (c, items) in columns.iter().enumerate() {
+            for (r, k) in items.iter().enumerate() {
+                pos.insert(
+                    k.clone(),
+                    (c as f64 * (self.w + self.gap_x) + 10.0, r as f64 * (self.h + self.gap_y) + 10.0),
+                );
+            }
+        }
+        let width = columns.len() as f64 * (self.w + self.gap_x) + 10.0;
+        let height = columns.iter().map(Vec::len).max().unwrap_or(1) as f64 * (self.h + self.gap_y) + 10.0;
+        (pos, width, height)
+    }
+
+    /// A curve from the right side of the box at `a` to the left side of the box at `b`.
+    fn edge(&self, (ax, ay): (f64, f64), (bx, by): (f64, f64), dashed: bool) -> String {
+        let (w, h, g) = (self.w, self.h, self.gap_x);
+        let dash = if dashed { " stroke-dasharray=\"4 3\"" } else { "" };
+        format!(
+            "<path d=\"M{:.0} {:.0} C{:.0} {:.0} {:.0} {:.0} {:.0} {:.0}\" class=\"edge\"{dash}/>",
+            ax + w,
+            ay + h / 2.0,
+            ax + w + g / 2.0,
+            ay + h / 2.0,
+            bx - g / 2.0,
+            by + h / 2.0,
+            bx,
+            by + h / 2.0
+        )
+    }
+}
+
 /// A column's lineage drawn: what it comes from on the left (one column of boxes per step),
 /// the column in the middle, what depends on it on the right; an edge for each dependency
 /// between them (dashed when it decides rows rather than values). The tables after it say the
@@ -869,20 +894,14 @@ fn lineage_graph(
             }
         }
     }
-    let min = layer.values().copied().min().unwrap_or(0);
     let mut columns: BTreeMap<i64, Vec<&Col>> = BTreeMap::new();
     for (c, l) in &layer {
         columns.entry(*l).or_default().push(c);
     }
-    let (w, h, gap_x, gap_y) = (200.0, 34.0, 70.0, 12.0);
-    let mut pos: BTreeMap<&Col, (f64, f64)> = BTreeMap::new();
-    for (l, cols) in &columns {
-        for (k, c) in cols.iter().enumerate() {
-            pos.insert(*c, ((*l - min) as f64 * (w + gap_x) + 10.0, k as f64 * (h + gap_y) + 10.0));
-        }
-    }
-    let width = columns.len() as f64 * (w + gap_x) + 10.0;
-    let height = columns.values().map(Vec::len).max().unwrap_or(1) as f64 * (h + gap_y) + 10.0;
+    let layout = Layout { w: 200.0, h: 34.0, gap_x: 70.0, gap_y: 12.0 };
+    let (w, h) = (layout.w, layout.h);
+    // Distances are contiguous: the layers in order are the columns left to right.
+    let (pos, width, height) = layout.place(&columns.into_values().collect::<Vec<_>>());
     let mut svg = format!(
         "<div class=\"scroll\"><svg class=\"dag lineage-graph\" role=\"img\" aria-label=\"{} columns upstream and {} downstream of {}.{}; the tables below list them\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">",
         up.reaches.len(),
@@ -891,22 +910,11 @@ fn lineage_graph(
         esc(column)
     );
     for (a, b, direct) in &edges {
-        let ((ax, ay), (bx, by)) = (pos[a], pos[b]);
-        let dashed = if *direct { "" } else { " stroke-dasharray=\"4 3\"" };
-        let _ = write!(
-            svg,
-            "<path d=\"M{:.0} {:.0} C{:.0} {:.0} {:.0} {:.0} {:.0} {:.0}\" class=\"edge\"{dashed}/>",
-            ax + w,
-            ay + h / 2.0,
-            ax + w + gap_x / 2.0,
-            ay + h / 2.0,
-            bx - gap_x / 2.0,
-            by + h / 2.0,
-            bx,
-            by + h / 2.0
-        );
+        svg.push_str(&layout.edge(pos[a], pos[b], !direct));
     }
-    for (c, (x, y)) in &pos {
+    let mut placed: Vec<(&&Col, &(f64, f64))> = pos.iter().collect();
+    placed.sort_by(|a, b| a.0.cmp(b.0));
+    for (c, (x, y)) in placed {
         let focus = c.0 == task && c.1 == column;
         let _ = write!(
             svg,
