@@ -60,6 +60,10 @@ impl Kind {
 
 /// A dataset's identity: (namespace, name).
 pub(super) type DatasetId = (String, String);
+/// Input fields: a dataset, a field of it, and how (each `How` once).
+type Fields = Vec<(DatasetId, String, Vec<How>)>;
+/// Per output column, its input fields.
+type ColumnFields = Vec<(String, Fields)>;
 
 pub(super) struct Events<'a> {
     pub plan: &'a Plan,
@@ -217,7 +221,6 @@ impl Events<'_> {
     /// statistics and check results once it has ended.
     fn datasets(&self, i: NodeIndex, report: Option<&TaskReport>) -> (Vec<Value>, Vec<Value>) {
         let node = self.plan.task(i);
-        let ended = report.is_some();
         match &node.kind {
             TaskKind::Extract(e) => {
                 let source = source_dataset(&e.source);
@@ -236,7 +239,7 @@ impl Events<'_> {
                         facets.insert("schema".into(), facet(SCHEMA, json!({ "fields": fields })));
                     }
                     let mut input_facets = serde_json::Map::new();
-                    if let Some(r) = report.filter(|_| ended) {
+                    if let Some(r) = report {
                         let mut stats = serde_json::Map::new();
                         put(&mut stats, "rowCount", r.rows_in);
                         put(&mut stats, "size", r.bytes_read);
@@ -249,7 +252,7 @@ impl Events<'_> {
                     inputs.push(dataset(id, facets, Some(("inputFacets", input_facets))));
                 }
                 // Each column is read from a field of the source.
-                let lineage: Vec<(String, Vec<(DatasetId, String, Vec<How>)>)> = match &source {
+                let lineage: ColumnFields = match &source {
                     Some(id) => node
                         .schema
                         .fields()
@@ -260,13 +263,13 @@ impl Events<'_> {
                         .collect(),
                     None => Vec::new(),
                 };
-                let output = self.output(node, self.table(&node.name), lineage, Vec::new(), report, ended, false);
+                let output = self.output(node, self.table(&node.name), lineage, Vec::new(), report, false);
                 (inputs, vec![output])
             }
             TaskKind::Transform(t) => {
                 let inputs = t.inputs.iter().map(|n| self.input_table(n)).collect();
                 let (columns, rows) = self.lineage_of(node);
-                (inputs, vec![self.output(node, self.table(&node.name), columns, rows, report, ended, false)])
+                (inputs, vec![self.output(node, self.table(&node.name), columns, rows, report, false)])
             }
             TaskKind::Load(l) => {
                 let target = match &l.target {
@@ -274,7 +277,7 @@ impl Events<'_> {
                     LoadTarget::Table(t) => table_dataset(t.store.kind(), t.store.display_url(), &t.table),
                 };
                 let (columns, rows) = self.lineage_of(node);
-                (vec![self.input_table(&l.from)], vec![self.output(node, target, columns, rows, report, ended, true)])
+                (vec![self.input_table(&l.from)], vec![self.output(node, target, columns, rows, report, true)])
             }
         }
     }
@@ -290,11 +293,7 @@ impl Events<'_> {
 
     /// Per column, the columns of input tables it depends on; and the columns that decide the
     /// rows — from the task's lineage, as compile found it.
-    #[allow(clippy::type_complexity)]
-    fn lineage_of(
-        &self,
-        node: &TaskNode,
-    ) -> (Vec<(String, Vec<(DatasetId, String, Vec<How>)>)>, Vec<(DatasetId, String, Vec<How>)>) {
+    fn lineage_of(&self, node: &TaskNode) -> (ColumnFields, Fields) {
         let columns = node
             .schema
             .fields()
@@ -306,7 +305,7 @@ impl Events<'_> {
     }
 
     /// Dependencies grouped by the column they are on.
-    fn group(&self, deps: &[Dep]) -> Vec<(DatasetId, String, Vec<How>)> {
+    fn group(&self, deps: &[Dep]) -> Fields {
         let mut by: BTreeMap<(String, String), Vec<How>> = BTreeMap::new();
         for d in deps {
             let hows = by.entry((d.task.clone(), d.column.clone())).or_default();
@@ -318,15 +317,13 @@ impl Events<'_> {
     }
 
     /// A task's output dataset.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn output(
         &self,
         node: &TaskNode,
         id: DatasetId,
-        columns: Vec<(String, Vec<(DatasetId, String, Vec<How>)>)>,
-        rows: Vec<(DatasetId, String, Vec<How>)>,
+        columns: ColumnFields,
+        rows: Fields,
         report: Option<&TaskReport>,
-        ended: bool,
         load: bool,
     ) -> Value {
         let mut facets = serde_json::Map::new();
@@ -358,7 +355,7 @@ impl Events<'_> {
             facets.insert("dataQualityAssertions".into(), facet(ASSERTIONS, json!({ "assertions": assertions })));
         }
         let mut output_facets = serde_json::Map::new();
-        if let Some(r) = report.filter(|_| ended) {
+        if let Some(r) = report {
             let mut stats = serde_json::Map::new();
             put(&mut stats, "rowCount", r.rows_out);
             if load {
@@ -413,7 +410,7 @@ fn transformation(h: How) -> Value {
     json!({ "type": t, "subtype": subtype })
 }
 
-fn input_fields(deps: Vec<(DatasetId, String, Vec<How>)>) -> Vec<Value> {
+fn input_fields(deps: Fields) -> Vec<Value> {
     deps.into_iter()
         .map(|((ns, name), field, hows)| {
             json!({
