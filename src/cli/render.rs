@@ -131,28 +131,7 @@ pub fn fmt_count(n: u64) -> String {
     out
 }
 
-pub fn fmt_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else if ms < 60_000.0 {
-        format!("{:.2} s", ms / 1000.0)
-    } else {
-        let s = d.as_secs();
-        format!("{}m {:02}s", s / 60, s % 60)
-    }
-}
+pub use crate::diag::{fmt_bytes, fmt_duration};
 
 /// `checks: 6 passed, 1 warned`
 pub fn checks_summary(checks: &[CheckResult]) -> String {

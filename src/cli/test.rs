@@ -102,7 +102,7 @@ pub(super) async fn test_cmd(
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    quick_xml::escape::escape(s).into_owned()
 }
 
 /// JUnit XML: a suite per pipeline, a case per test, its failures in one `<failure>`.

@@ -21,6 +21,7 @@ use serde_json::Value;
 use super::http::{authorized, cross_site, token_cookie};
 use super::{Daemon, Trigger, TriggerError};
 use crate::compile::lineage::Direction;
+use crate::diag::{fmt_bytes, fmt_duration};
 use crate::state::{CheckRecord, RunRecord, TaskRecord};
 
 const CSS: &str = include_str!("status.css");
@@ -44,20 +45,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
 }
 
-/// HTML-escape text.
+/// HTML-escape text (`<`, `>`, `&`, `'`, `"`: safe in content and in quoted attributes).
 fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
+    quick_xml::escape::escape(s).into_owned()
 }
 
 /// A path segment or query value, percent-encoded.
@@ -167,39 +157,15 @@ fn when(t: &str) -> String {
     }
 }
 
-/// A length of time in words: `850 ms`, `12.3 s`, `4 min 5 s`, `3 h 2 min`, `2 d 4 h`.
+/// A length of time in seconds, as the CLI shows one.
 fn span(secs: f64) -> String {
-    let s = secs.max(0.0);
-    if s < 1.0 {
-        format!("{} ms", (s * 1000.0).round())
-    } else if s < 60.0 {
-        format!("{s:.1} s")
-    } else if s < 3600.0 {
-        format!("{} min {} s", (s / 60.0).floor(), (s % 60.0).floor())
-    } else if s < 86400.0 {
-        format!("{} h {} min", (s / 3600.0).floor(), ((s % 3600.0) / 60.0).floor())
-    } else {
-        format!("{} d {} h", (s / 86400.0).floor(), ((s % 86400.0) / 3600.0).floor())
-    }
+    fmt_duration(std::time::Duration::from_secs_f64(secs.max(0.0)))
 }
 
 fn duration(start: Option<&str>, end: Option<&str>) -> Option<f64> {
     let s = parse_time(start?)?;
     let e = end.and_then(parse_time).unwrap_or_else(Utc::now);
     Some((e - s).num_milliseconds() as f64 / 1000.0)
-}
-
-fn bytes(n: u64) -> String {
-    let n = n as f64;
-    if n < 1024.0 {
-        format!("{n} B")
-    } else if n < 1024.0 * 1024.0 {
-        format!("{:.1} KB", n / 1024.0)
-    } else if n < 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.1} MB", n / 1024.0 / 1024.0)
-    } else {
-        format!("{:.2} GB", n / 1024.0 / 1024.0 / 1024.0)
-    }
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -658,8 +624,8 @@ fn task_table(tasks: &[TaskRecord]) -> String {
                 .unwrap_or_default(),
             ri = opt(t.rows_in),
             ro = opt(t.rows_out),
-            br = t.bytes_read.map(bytes).unwrap_or_default(),
-            bw = t.bytes_written.map(bytes).unwrap_or_default(),
+            br = t.bytes_read.map(fmt_bytes).unwrap_or_default(),
+            bw = t.bytes_written.map(fmt_bytes).unwrap_or_default(),
             files = opt(t.files),
             note = t.note.as_deref().map(esc).unwrap_or_default(),
         );
@@ -741,11 +707,11 @@ async fn lineage_page(
         if let (Some(up), Some(down)) = (&up, &down) {
             body.push_str(&lineage_graph(&plan, &name, task, column, up, down));
         }
-        for (title, dir) in
-            [("Where it comes from", Direction::Upstream), ("What depends on it", Direction::Downstream)]
+        for (title, dir, focus) in
+            [("Where it comes from", Direction::Upstream, &up), ("What depends on it", Direction::Downstream, &down)]
         {
             let _ = write!(body, "<h3>{title}</h3>");
-            match crate::compile::lineage::focus(&plan, task, column, dir) {
+            match focus {
                 Some(f) if !f.reaches.is_empty() => {
                     let mut reaches = f.reaches.clone();
                     reaches.sort_by(|a, b| (a.distance, &a.task, &a.column).cmp(&(b.distance, &b.task, &b.column)));
@@ -984,7 +950,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_next_stays_on_this_site() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&apos;&amp;&apos;&lt;/a&gt;");
         assert_eq!(next_of(Some("next=%2Fruns%2Fx")), "/runs/x");
         assert_eq!(next_of(Some("next=https%3A%2F%2Fevil.example")), "/");
         assert_eq!(next_of(Some("next=%2F%2Fevil.example")), "/");
@@ -994,10 +960,12 @@ mod tests {
     #[test]
     fn lengths_of_time_read_as_words() {
         assert_eq!(span(0.25), "250 ms");
-        assert_eq!(span(12.34), "12.3 s");
-        assert_eq!(span(245.0), "4 min 5 s");
-        assert_eq!(span(3.0 * 3600.0 + 120.0), "3 h 2 min");
-        assert_eq!(bytes(1536), "1.5 KB");
+        assert_eq!(span(12.34), "12.34 s");
+        assert_eq!(span(245.0), "4m 05s");
+        assert_eq!(span(3.0 * 3600.0 + 120.0), "3h 02m");
+        assert_eq!(span(2.0 * 86400.0 + 4.0 * 3600.0), "2d 04h");
+        assert_eq!(span(-1.0), "0 ms");
+        assert_eq!(fmt_bytes(1536), "1.5 KB");
     }
 
     #[test]
