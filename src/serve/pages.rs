@@ -221,11 +221,12 @@ async fn pipelines_page(State(d): State<Arc<Daemon>>, headers: HeaderMap, RawQue
         };
         let fresh = match (p["health"].as_str(), p["freshness"].as_str()) {
             (Some("stale"), w) => {
-                format!(
-                    "{} since {}",
-                    badge("stale"),
-                    p["last_success"].as_str().map(when).unwrap_or_else(|| "ever".into())
-                ) + &w.map(|w| format!(" <span class=\"rel\">(window {})</span>", esc(w))).unwrap_or_default()
+                let since = match p["last_success"].as_str() {
+                    Some(t) => format!("since {}", when(t)),
+                    None => "never succeeded".to_string(),
+                };
+                format!("{} {since}", badge("stale"))
+                    + &w.map(|w| format!(" <span class=\"rel\">(window {})</span>", esc(w))).unwrap_or_default()
             }
             (_, Some(w)) => format!("{} <span class=\"rel\">(within {})</span>", badge("ok"), esc(w)),
             _ => "<span class=\"rel\">no window</span>".to_string(),
