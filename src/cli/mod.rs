@@ -317,6 +317,10 @@ async fn validate(cli: &Cli, paths: &[PathBuf], vars: &VarArgs) -> i32 {
     let cache = cache.as_deref().map(|c| c as &dyn compile::SchemaCache);
     match compile_paths(paths, vars, &run::new_run_id(), &today(), cache).await {
         Ok(plans) => {
+            // The test files beside the pipelines parse.
+            if let Err(code) = test::suites(&plans, true) {
+                return code;
+            }
             for p in &plans {
                 outln!("ok  {} ({}): {} tasks", p.pipeline, p.source.name, p.graph.node_count());
             }

@@ -8,20 +8,15 @@ use super::*;
 use crate::run::fixtures::TestOutcome;
 use crate::spec::TestCase;
 
-/// `weir test PATH [--select EXPR] [--junit FILE]`.
-pub(super) async fn test_cmd(
-    path: &Path,
-    select: &[String],
-    junit: Option<&Path>,
-    vars: &VarArgs,
-    cache: Option<&dyn compile::SchemaCache>,
-) -> i32 {
-    let plans = match compile_path(path, vars, cache).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    // Each pipeline's tests: its own, then those of the test files that name it.
-    let mut suites: Vec<(&Plan, Vec<(TestCase, PathBuf)>)> = plans
+/// A test case and the directory its fixture files are relative to.
+type Suite<'a> = (&'a Plan, Vec<(TestCase, PathBuf)>);
+
+/// Each pipeline's tests: its own, then those of the test files (`tests/*.yaml` beside it) that
+/// name it. `Err(exit code)`, the problem printed, when a test file is malformed, or names no
+/// pipeline among `plans` (unless `others`: `weir validate` of one file of a directory checks
+/// that the test files parse, not that their pipeline was among those validated).
+pub(super) fn suites(plans: &[Plan], others: bool) -> Result<Vec<Suite<'_>>, i32> {
+    let mut suites: Vec<Suite<'_>> = plans
         .iter()
         .map(|p| {
             let base = p.source.path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -35,11 +30,11 @@ pub(super) async fn test_cmd(
             Ok(f) => f,
             Err(SpecError::Invalid(d)) => {
                 print_diagnostics(&d);
-                return EXIT_INVALID;
+                return Err(EXIT_INVALID);
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                return EXIT_INVALID;
+                return Err(EXIT_INVALID);
             }
         };
         let here: Vec<usize> = (0..suites.len())
@@ -52,18 +47,40 @@ pub(super) async fn test_cmd(
                 None => None,
             };
             let Some(k) = target else {
+                if others {
+                    continue;
+                }
                 let names: Vec<&str> = here.iter().map(|&k| suites[k].0.pipeline.as_str()).collect();
                 let why = match &tf.pipeline {
                     Some(n) => format!("no pipeline `{n}` here (pipelines: {})", names.join(", ")),
                     None => format!("name its pipeline with `pipeline:` (pipelines: {})", names.join(", ")),
                 };
                 eprintln!("error: {}: {why}", file.display());
-                return EXIT_INVALID;
+                return Err(EXIT_INVALID);
             };
             let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
             suites[k].1.extend(tf.tests.into_iter().map(|t| (t, base.clone())));
         }
     }
+    Ok(suites)
+}
+
+/// `weir test PATH [--select EXPR] [--junit FILE]`.
+pub(super) async fn test_cmd(
+    path: &Path,
+    select: &[String],
+    junit: Option<&Path>,
+    vars: &VarArgs,
+    cache: Option<&dyn compile::SchemaCache>,
+) -> i32 {
+    let plans = match compile_path(path, vars, cache).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let suites = match suites(&plans, false) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let chosen = |t: &TestCase| {
         select.is_empty()
             || select.iter().any(|s| {

@@ -94,6 +94,14 @@ fn mistakes_are_reported_where_they_are() {
     let r = p.weir(&["test", "."]);
     r.code(2);
     assert!(r.stderr.contains("no pipeline `nope` here (pipelines: shop)"), "{}", r.stderr);
+    // `weir validate` reads the test files too: one that does not parse is an error there,
+    // located in its file.
+    p.write("tests/other.yaml", "pipeline: shop\ntests:\n  - name: typo\n    givn: {}\n");
+    let r = p.weir(&["validate", "."]);
+    r.code(2);
+    assert!(r.stderr.contains("givn") && r.stderr.contains("other.yaml:4"), "{}", r.stderr);
+    p.write("tests/other.yaml", "pipeline: shop\ntests: []\n");
+    p.weir(&["validate", "."]).ok();
 }
 
 /// A fixture value read from the environment (a secret, in the pipeline file's `tests:`) is
